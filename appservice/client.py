@@ -1,0 +1,277 @@
+"""The client-server API as the application service: the bot, or any ghost in our namespace.
+
+One pooled aiohttp session; identity assertion with `?user_id=`; the token travels only in the
+`Authorization` header. Transient failures (429 honouring `retry_after_ms`, 5xx, connection errors)
+are retried with bounded exponential backoff; anything else raises the mapped `MatrixRequestError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from .errors import (
+    MatrixConnectionError,
+    MatrixRequestError,
+    MLimitExceeded,
+    MUserInUse,
+    error_from_response,
+)
+from .ids import EventID, RoomAlias, RoomID, UserID
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATTEMPTS = 5
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+REQUEST_TIMEOUT_S = 60.0
+
+RequestObserver = Callable[[str, int | None, float], None]
+
+
+def q(segment: str) -> str:
+    """Quote one path segment (ids contain `!`, `#`, `:` and `$`)."""
+    return quote(segment, safe="")
+
+
+class HomeserverClient:
+    """Low-level requests to the homeserver on behalf of the application service."""
+
+    def __init__(
+        self,
+        base_url: str,
+        as_token: str,
+        *,
+        attempts: int = DEFAULT_ATTEMPTS,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._as_token = as_token
+        self._session: aiohttp.ClientSession | None = None
+        self.attempts = attempts
+        self._observer = observer
+        self._registered: set[str] = set()
+
+    async def __aenter__(self) -> HomeserverClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+                headers={"Authorization": f"Bearer {self._as_token}"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        user_id: str | None = None,
+        query: dict[str, str] | None = None,
+        attempts: int | None = None,
+    ) -> Any:
+        """Send one request, retrying transient failures; return the decoded JSON body."""
+        params = dict(query or {})
+        if user_id is not None:
+            params["user_id"] = user_id
+        attempts = attempts or self.attempts
+        for attempt in range(1, attempts + 1):
+            started = time.monotonic()
+            try:
+                return await self._once(method, path, body, params)
+            except MatrixRequestError as exc:
+                self._observe(method, exc.status, started)
+                if not exc.retryable or attempt == attempts:
+                    raise
+                delay = self._delay(attempt, exc)
+                log.warning("%s %s → %s %s; retrying in %.1f s", method, path, exc.status, exc.errcode, delay)
+            except MatrixConnectionError as exc:
+                self._observe(method, None, started)
+                if attempt == attempts:
+                    raise
+                delay = self._delay(attempt, None)
+                log.warning("%s %s: %s; retrying in %.1f s", method, path, exc, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _observe(self, method: str, status: int | None, started: float) -> None:
+        if self._observer is not None:
+            self._observer(method, status, time.monotonic() - started)
+
+    @staticmethod
+    def _delay(attempt: int, exc: MatrixRequestError | None) -> float:
+        if isinstance(exc, MLimitExceeded) and exc.retry_after_ms is not None:
+            return float(min(exc.retry_after_ms / 1000, BACKOFF_MAX_S))
+        base = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
+        return base * (0.75 + random.random() / 2)  # jitter so many workers do not retry in step
+
+    async def _once(self, method: str, path: str, body: Any, params: dict[str, str]) -> Any:
+        url = self.base_url + path
+        started = time.monotonic()
+        try:
+            async with self._http().request(method, url, json=body, params=params) as response:
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    data = {"errcode": "M_UNKNOWN", "error": f"non-JSON response ({response.status})"}
+                if response.status >= 400:
+                    raise error_from_response(response.status, data)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise MatrixConnectionError(f"cannot reach the homeserver at {self.base_url}: {exc!r}") from exc
+        self._observe(method, response.status, started)
+        return data
+
+    # -- calls that do not act as a particular user ------------------------------------------------
+
+    async def versions(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", "/_matrix/client/versions", attempts=1)
+        return result
+
+    async def ping(self, as_id: str, transaction_id: str) -> dict[str, Any]:
+        """Ask the homeserver to ping us back: proves both directions and flushes queued transactions."""
+        result: dict[str, Any] = await self.request(
+            "POST",
+            f"/_matrix/client/v1/appservice/{q(as_id)}/ping",
+            body={"transaction_id": transaction_id},
+            attempts=1,
+        )
+        return result
+
+    def intent(self, user_id: UserID) -> Intent:
+        return Intent(self, user_id)
+
+
+class Intent:
+    """Acts on the homeserver as one user of our namespace (the bot or a ghost)."""
+
+    def __init__(self, client: HomeserverClient, user_id: UserID) -> None:
+        self.client = client
+        self.user_id = user_id
+
+    async def _call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        return await self.client.request(method, path, body=body, user_id=self.user_id, **kw)
+
+    async def whoami(self) -> str:
+        data = await self._call("GET", "/_matrix/client/v3/account/whoami")
+        return str(data["user_id"])
+
+    async def ensure_registered(self) -> None:
+        """Register the user once; `M_USER_IN_USE` means it already exists, which is success."""
+        if self.user_id in self.client._registered:
+            return
+        localpart = self.user_id[1:].split(":", 1)[0]
+        try:
+            await self.client.request(
+                "POST",
+                "/_matrix/client/v3/register",
+                body={"type": "m.login.application_service", "username": localpart, "inhibit_login": True},
+            )
+        except MUserInUse:
+            pass
+        self.client._registered.add(self.user_id)
+
+    async def set_displayname(self, name: str) -> None:
+        await self._call(
+            "PUT", f"/_matrix/client/v3/profile/{q(self.user_id)}/displayname", {"displayname": name}
+        )
+
+    async def get_displayname(self, user_id: str) -> str | None:
+        try:
+            data = await self._call("GET", f"/_matrix/client/v3/profile/{q(user_id)}/displayname")
+        except MatrixRequestError:
+            return None
+        name = data.get("displayname")
+        return name if isinstance(name, str) else None
+
+    async def create_room(self, body: dict[str, Any]) -> RoomID:
+        data = await self._call("POST", "/_matrix/client/v3/createRoom", body)
+        return RoomID(data["room_id"])
+
+    async def join(self, room: str) -> RoomID:
+        data = await self._call("POST", f"/_matrix/client/v3/join/{q(room)}", {})
+        return RoomID(data["room_id"])
+
+    async def leave(self, room_id: RoomID, reason: str | None = None) -> None:
+        await self._call(
+            "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {"reason": reason} if reason else {}
+        )
+
+    async def invite(self, room_id: RoomID, user_id: str, reason: str | None = None) -> None:
+        body: dict[str, Any] = {"user_id": user_id}
+        if reason:
+            body["reason"] = reason
+        await self._call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/invite", body)
+
+    async def kick(self, room_id: RoomID, user_id: str, reason: str | None = None) -> None:
+        body: dict[str, Any] = {"user_id": user_id}
+        if reason:
+            body["reason"] = reason
+        await self._call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/kick", body)
+
+    async def send(self, room_id: RoomID, event_type: str, content: dict[str, Any], txn_id: str) -> EventID:
+        """Send with the caller's deterministic transaction id, so a retried send never duplicates."""
+        path = f"/_matrix/client/v3/rooms/{q(room_id)}/send/{q(event_type)}/{q(txn_id)}"
+        data = await self._call("PUT", path, content)
+        return EventID(data["event_id"])
+
+    async def send_state(
+        self, room_id: RoomID, event_type: str, content: dict[str, Any], state_key: str = ""
+    ) -> EventID:
+        path = f"/_matrix/client/v3/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}"
+        data = await self._call("PUT", path, content)
+        return EventID(data["event_id"])
+
+    async def get_state(self, room_id: RoomID, event_type: str, state_key: str = "") -> dict[str, Any]:
+        path = f"/_matrix/client/v3/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}"
+        data: dict[str, Any] = await self._call("GET", path)
+        return data
+
+    async def redact(
+        self, room_id: RoomID, event_id: EventID, txn_id: str, reason: str | None = None
+    ) -> EventID:
+        path = f"/_matrix/client/v3/rooms/{q(room_id)}/redact/{q(event_id)}/{q(txn_id)}"
+        data = await self._call("PUT", path, {"reason": reason} if reason else {})
+        return EventID(data["event_id"])
+
+    async def get_event(self, room_id: RoomID, event_id: EventID) -> dict[str, Any]:
+        data: dict[str, Any] = await self._call(
+            "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/event/{q(event_id)}"
+        )
+        return data
+
+    async def joined_members(self, room_id: RoomID) -> dict[str, Any]:
+        data = await self._call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/joined_members")
+        joined: dict[str, Any] = data.get("joined", {})
+        return joined
+
+    async def resolve_alias(self, alias: RoomAlias) -> RoomID:
+        data = await self._call("GET", f"/_matrix/client/v3/directory/room/{q(alias)}")
+        return RoomID(data["room_id"])
+
+    async def set_alias(self, alias: RoomAlias, room_id: RoomID) -> None:
+        await self._call("PUT", f"/_matrix/client/v3/directory/room/{q(alias)}", {"room_id": room_id})
+
+    async def delete_alias(self, alias: RoomAlias) -> None:
+        await self._call("DELETE", f"/_matrix/client/v3/directory/room/{q(alias)}")
+
+    async def set_directory_visibility(self, room_id: RoomID, visibility: str) -> None:
+        await self._call(
+            "PUT", f"/_matrix/client/v3/directory/list/room/{q(room_id)}", {"visibility": visibility}
+        )

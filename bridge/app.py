@@ -1,0 +1,213 @@
+"""Running the service: start-up checks, the HTTP listener, background workers, orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from appservice.client import HomeserverClient
+from appservice.errors import MatrixConnectionError, MatrixRequestError
+from appservice.registration import Registration, RegistrationError
+from appservice.registration import load as load_registration
+from appservice.server import AppServiceServer
+
+from .config import Config, ConfigError
+from .context import Context
+from .outbox import OutboxWorker
+from .service import Bridge
+from .store.db import create_engine, migrate, sessionmaker
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+class StartupError(Exception):
+    """Kanal cannot start; the message says why and what to do."""
+
+
+class Background:
+    """Starts background tasks, keeps references to them, and logs any that fail."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def wait(self, timeout: float) -> None:
+        if self.tasks:
+            _done, pending = await asyncio.wait(self.tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def registration_from_config(config: Config) -> Registration:
+    """The registration Kanal serves; when the file is configured, it must agree with the config."""
+    if config.registration_path is None:
+        from appservice.registration import generate
+
+        reg = generate(
+            as_id=config.as_id,
+            url=config.as_url,
+            domain=config.domain,
+            sender_localpart=config.bot_localpart,
+            user_prefix=config.ghost_prefix,
+        )
+        return Registration(**{**reg.__dict__, "as_token": config.as_token, "hs_token": config.hs_token})
+    try:
+        reg = load_registration(config.registration_path)
+    except RegistrationError as exc:
+        raise ConfigError(
+            f"{config.path}: 'appservice.registration' points at an unusable file: {exc}"
+        ) from exc
+    for key in ("as_token", "hs_token"):
+        if getattr(reg, key) != getattr(config, key):
+            raise ConfigError(
+                f"{config.path}: 'appservice.{key}' differs from '{key}' in {config.registration_path}; "
+                "they must be equal (run `kanal init --force` to make a fresh pair, then restart the homeserver)"
+            )
+    if reg.sender_localpart != config.bot_localpart:
+        raise ConfigError(
+            f"{config.path}: 'appservice.bot_localpart' ({config.bot_localpart}) differs from "
+            f"'sender_localpart' ({reg.sender_localpart}) in {config.registration_path}"
+        )
+    return reg
+
+
+async def check_homeserver(client: HomeserverClient, config: Config) -> None:
+    try:
+        await client.versions()
+    except MatrixConnectionError as exc:
+        raise StartupError(
+            f"Cannot reach the homeserver at {config.homeserver_url} (homeserver.url in {config.path}): "
+            f"{exc.__cause__ or exc}. Is it running?"
+        ) from None
+    except MatrixRequestError as exc:
+        raise StartupError(f"{config.homeserver_url} does not look like a Matrix homeserver: {exc}") from None
+    bot = client.intent(config.bot_user_id)  # type: ignore[arg-type]
+    try:
+        await bot.ensure_registered()
+        await bot.whoami()
+    except MatrixRequestError as exc:
+        if exc.status in (401, 403):
+            raise StartupError(
+                f"The homeserver rejected Kanal's as_token ({exc.errcode}). Add the registration file to the "
+                "homeserver's app_service_config_files, make sure its tokens match "
+                f"{config.path}, and restart the homeserver."
+            ) from None
+        raise StartupError(
+            f"The homeserver refused to register the bot {config.bot_user_id}: {exc}"
+        ) from None
+    except MatrixConnectionError as exc:
+        raise StartupError(f"Lost the homeserver at {config.homeserver_url}: {exc}") from None
+
+
+class Service:
+    """One running Kanal: listener, processor and outbox worker around a shared context."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.registration = registration_from_config(config)
+        self.engine = create_engine(config.database_url)
+        self.client = HomeserverClient(config.homeserver_url, config.as_token)
+        sessions = sessionmaker(self.engine)
+        self.outbox = OutboxWorker(sessions, self.client)
+        self.ctx = Context(config, self.client, sessions, self.outbox)
+        self.bridge = Bridge(self.ctx)
+        self.server = AppServiceServer(self.registration, self.bridge)
+        self.background = Background()
+        self._runner: web.AppRunner | None = None
+        self._processor: asyncio.Task[None] | None = None
+
+    def make_app(self) -> web.Application:
+        app = self.server.make_app()
+        app.router.add_get("/health", self._health)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def start(self) -> None:
+        await migrate(self.engine)
+        await check_homeserver(self.client, self.config)
+        self._runner = web.AppRunner(self.make_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.listen_host, self.config.listen_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise StartupError(
+                f"Cannot listen on {self.config.listen_host}:{self.config.listen_port} "
+                f"(appservice.listen in {self.config.path}): {exc.strerror}"
+            ) from None
+        log.info("Listening on %s:%d for the homeserver", self.config.listen_host, self.config.listen_port)
+        self._processor = self.background.start(self.bridge.run_processor(), "processor")
+        self.background.start(self.outbox.run(), "outbox")
+        await self.ping()
+
+    async def ping(self) -> None:
+        """Ask the homeserver to ping us: transactions queued while we were away flow at once."""
+        try:
+            await self.client.ping(self.config.as_id, f"kanal-start-{secrets.token_hex(8)}")
+            log.info("Homeserver ping succeeded: transactions flow both ways")
+        except (MatrixRequestError, MatrixConnectionError) as exc:
+            log.warning(
+                "The homeserver could not ping Kanal at %s (%s). Check `url` in the registration file; "
+                "events will arrive once the homeserver can reach Kanal.",
+                self.config.as_url,
+                exc,
+            )
+
+    async def stop(self) -> None:
+        """Stop taking transactions, finish in-flight work, flush the outbox as far as possible."""
+        self.server.accepting = False
+        self.bridge.stop()
+        if self._processor is not None:
+            await asyncio.wait([self._processor], timeout=SHUTDOWN_GRACE_S)
+        try:
+            async with asyncio.timeout(SHUTDOWN_GRACE_S):
+                while await self.outbox.drain_once():
+                    pass
+        except TimeoutError:
+            log.warning(
+                "Shutdown: outbox not empty after %.0f s; it resumes at the next start", SHUTDOWN_GRACE_S
+            )
+        self.outbox.stop()
+        await self.background.wait(SHUTDOWN_GRACE_S)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.client.close()
+        await self.engine.dispose()
+
+
+async def run_until_stopped(config: Config, stop: asyncio.Event) -> None:
+    service = Service(config)
+    try:
+        await service.start()
+    except BaseException:
+        await service.client.close()
+        await service.engine.dispose()
+        raise
+    log.info("Kanal is running as %s on %s", config.bot_user_id, config.domain)
+    try:
+        await stop.wait()
+    finally:
+        log.info("Stopping …")
+        await service.stop()
+        log.info("Stopped")

@@ -1,0 +1,213 @@
+"""The backstage room: what an admin posts is published as the channel; `!` lines are commands."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.events import Event
+
+from .commands import Command, parse_command
+from .context import Context, enqueue, reply, send_entry
+from .i18n import detect_language, t
+from .management import role_of, subscriber_count
+from .outbox import new_entry
+from .relay import REF_PLACEHOLDER, RELAYED_EVENT_TYPES, plan_relay, silent_content
+from .store.models import Channel, Post, Room
+
+
+async def _known_posts(session: AsyncSession, channel: Channel, event_ids: list[str]) -> set[str]:
+    if not event_ids:
+        return set()
+    rows = await session.scalars(
+        select(Post.source_event_id).where(
+            Post.channel_id == channel.id, Post.source_event_id.in_(event_ids), Post.redacted.is_(False)
+        )
+    )
+    return set(rows.all())
+
+
+async def _author_name(ctx: Context, user_id: str) -> str:
+    name = await ctx.bot_intent().get_displayname(user_id)
+    return name or user_id[1:].split(":", 1)[0]
+
+
+async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
+    channel = await session.get(Channel, room.channel_id) if room.channel_id is not None else None
+    if channel is None:
+        return
+    if event.type not in RELAYED_EVENT_TYPES and event.type != "m.room.redaction":
+        return
+    body = event.content.get("body")
+    lang = detect_language(body if isinstance(body, str) else "", ctx.config.default_language)
+    if await role_of(session, channel, event.sender) is None:
+        if event.type != "m.room.redaction":
+            reply(
+                session,
+                ctx,
+                room.room_id,
+                lang,
+                "not_backstage_admin",
+                handle=channel.handle,
+                owner=channel.owner,
+            )
+        return
+    if channel.status != "active" or channel.broadcast_room_id is None:
+        if event.type != "m.room.redaction":
+            reply(
+                session,
+                ctx,
+                room.room_id,
+                lang,
+                "channel_unavailable",
+                handle=channel.handle,
+                status=channel.status,
+            )
+        return
+    if event.type == "m.room.redaction":
+        await _mirror_redaction(ctx, session, channel, event)
+        return
+    if isinstance(body, str) and event.rel_type != "m.replace":
+        command = parse_command(body, require_bang=True)
+        if command is not None:
+            await _command(ctx, session, room, channel, event, command, lang)
+            return
+    await _relay(ctx, session, channel, event)
+
+
+async def _relay(ctx: Context, session: AsyncSession, channel: Channel, event: Event) -> None:
+    refs = [e for e in (event.relates_to_event, event.reply_to) if e]
+    known = await _known_posts(session, channel, list(refs))
+    signature = await _author_name(ctx, event.sender) if channel.signatures else None
+    plan = plan_relay(
+        event.type, event.content, source_event_id=event.event_id, known_source=known, signature=signature
+    )
+    if plan is None:
+        return
+    broadcast = channel.broadcast_room_id or ""
+    extra = {} if plan.is_edit else {"post_source": event.event_id}
+    entry = enqueue(
+        session,
+        send_entry(
+            channel.ghost_user_id,
+            broadcast,
+            plan.content,
+            event_type=plan.event_type,
+            ref_source=plan.ref_source,
+            **extra,
+        ),
+    )
+    if not plan.is_edit:
+        await session.flush()
+        session.add(
+            Post(
+                channel_id=channel.id, source_event_id=event.event_id, author=event.sender, outbox_id=entry.id
+            )
+        )
+
+
+async def _mirror_redaction(ctx: Context, session: AsyncSession, channel: Channel, event: Event) -> None:
+    target = event.redacted_event
+    post = await session.scalar(
+        select(Post).where(Post.source_event_id == target, Post.channel_id == channel.id)
+    )
+    if post is None or post.redacted:
+        return
+    post.redacted = True
+    reason = event.content.get("reason")
+    payload = {
+        "room_id": channel.broadcast_room_id,
+        "event_id": REF_PLACEHOLDER,
+        "reason": reason if isinstance(reason, str) else None,
+    }
+    enqueue(
+        session,
+        new_entry(
+            f"room:{channel.broadcast_room_id}",
+            "redact",
+            channel.ghost_user_id,
+            payload,
+            ref_source=post.source_event_id,
+        ),
+    )
+
+
+async def _command(
+    ctx: Context,
+    session: AsyncSession,
+    room: Room,
+    channel: Channel,
+    event: Event,
+    command: Command,
+    lang: str,
+) -> None:
+    name = command.name
+    if name == "help":
+        reply(session, ctx, room.room_id, lang, "help_backstage", handle=channel.handle, title=channel.title)
+    elif name == "silent":
+        text = command.rest.strip()
+        if not text:
+            reply(session, ctx, room.room_id, lang, "silent_usage")
+            return
+        content = silent_content(text)
+        if channel.signatures:
+            content["body"] += f"\n— {await _author_name(ctx, event.sender)}"
+        content["net.kanal.source"] = event.event_id
+        entry = enqueue(
+            session,
+            send_entry(
+                channel.ghost_user_id, channel.broadcast_room_id or "", content, post_source=event.event_id
+            ),
+        )
+        await session.flush()
+        session.add(
+            Post(
+                channel_id=channel.id, source_event_id=event.event_id, author=event.sender, outbox_id=entry.id
+            )
+        )
+    elif name in ("pin", "unpin"):
+        target = event.reply_to
+        if target is None:
+            reply(session, ctx, room.room_id, lang, "pin_usage", name=name)
+            return
+        if target not in await _known_posts(session, channel, [target]):
+            reply(session, ctx, room.room_id, lang, "pin_unknown", name=name)
+            return
+        payload = {
+            "room_id": channel.broadcast_room_id,
+            "event_id": REF_PLACEHOLDER,
+            "on_success": ctx.note(room.room_id, t(lang, "pinned" if name == "pin" else "unpinned")),
+        }
+        enqueue(
+            session,
+            new_entry(
+                f"room:{channel.broadcast_room_id}", name, channel.ghost_user_id, payload, ref_source=target
+            ),
+        )
+    elif name == "signatures":
+        state = t(lang, "on" if channel.signatures else "off")
+        choice = (command.arg(0) or "").lower()
+        if choice not in ("on", "off"):
+            reply(session, ctx, room.room_id, lang, "signatures_usage", state=state)
+            return
+        channel.signatures = choice == "on"
+        reply(session, ctx, room.room_id, lang, "signatures_set", state=t(lang, choice))
+    elif name == "stats":
+        posts = await session.scalar(
+            select(func.count())
+            .select_from(Post)
+            .where(Post.channel_id == channel.id, Post.redacted.is_(False))
+        )
+        subscribers = await subscriber_count(ctx, channel)
+        reply(
+            session,
+            ctx,
+            room.room_id,
+            lang,
+            "stats",
+            handle=channel.handle,
+            subscribers="?" if subscribers is None else subscribers,
+            posts=posts or 0,
+        )
+    else:
+        reply(session, ctx, room.room_id, lang, "unknown_backstage_command", name=name[:64])

@@ -1,0 +1,179 @@
+"""The `kanal` command: init, run, up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from appservice.registration import generate, save, write_secret_file
+
+from . import __version__, logs
+from .config import DEFAULT_BOT_LOCALPART, DEFAULT_GHOST_PREFIX, DEFAULT_LISTEN, ConfigError, parse_listen
+from .config import load as load_config
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+
+
+def write_init_files(
+    output_dir: Path,
+    *,
+    domain: str,
+    homeserver_url: str,
+    listen: str = DEFAULT_LISTEN,
+    as_url: str | None = None,
+    database_url: str = "sqlite:///kanal.db",
+    force: bool = False,
+) -> tuple[Path, Path]:
+    """Write `config.yaml` and `registration.yaml` (mode 0600) with fresh tokens."""
+    host, port = parse_listen(listen, "--listen")
+    as_url = as_url or f"http://{host}:{port}"
+    config_path, registration_path = output_dir / "config.yaml", output_dir / "registration.yaml"
+    existing = [p for p in (config_path, registration_path) if p.exists()]
+    if existing and not force:
+        raise FileExistsError(
+            f"{existing[0]} already exists; pass --force to replace it (this makes new tokens, so the homeserver "
+            "must load the new registration file)"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    registration = generate(
+        as_id="kanal",
+        url=as_url,
+        domain=domain,
+        sender_localpart=DEFAULT_BOT_LOCALPART,
+        user_prefix=DEFAULT_GHOST_PREFIX,
+    )
+    config = {
+        "homeserver": {"url": homeserver_url, "domain": domain},
+        "appservice": {
+            "id": registration.id,
+            "listen": listen,
+            "url": as_url,
+            "registration": "registration.yaml",
+            "as_token": registration.as_token,
+            "hs_token": registration.hs_token,
+            "bot_localpart": DEFAULT_BOT_LOCALPART,
+            "ghost_prefix": DEFAULT_GHOST_PREFIX,
+        },
+        "database": {"url": database_url},
+        "channels": {"creation_policy": "open", "default_language": "en"},
+        "logging": {"level": "INFO", "format": "text"},
+    }
+    header = "# Kanal configuration; every key is documented in config.example.yaml.\n"
+    write_secret_file(config_path, header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    save(registration, registration_path)
+    return config_path, registration_path
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    try:
+        config_path, registration_path = write_init_files(
+            Path(args.output_dir),
+            domain=args.domain,
+            homeserver_url=args.homeserver_url,
+            listen=args.listen,
+            as_url=args.as_url,
+            database_url=args.database_url,
+            force=args.force,
+        )
+    except FileExistsError as exc:
+        print(f"kanal init: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"kanal init: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"Wrote {config_path} and {registration_path} (mode 0600).")
+    print("Next: add the registration file's absolute path to app_service_config_files in the homeserver's")
+    print(f"config, restart the homeserver, then run: kanal run -c {config_path}")
+    return 0
+
+
+def _install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .app import StartupError, run_until_stopped
+
+    try:
+        config = load_config(Path(args.config))
+        from .app import registration_from_config
+
+        registration_from_config(config)
+    except ConfigError as exc:
+        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.setup(config.log_level, config.log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _install_stop_signals(stop)
+        await run_until_stopped(config, stop)
+
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        logging.getLogger("kanal").error("%s", exc)
+        print(f"kanal: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from .sandbox import run_sandbox
+
+    logs.setup("INFO", "text")
+    return run_sandbox(Path(args.data_dir), synapse_port=args.synapse_port, kanal_port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kanal", description="Telegram-style channels for Matrix homeservers."
+    )
+    parser.add_argument("--version", action="version", version=f"kanal {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="write config.yaml and registration.yaml with fresh tokens")
+    init.add_argument("--domain", required=True, help="the homeserver's server_name, e.g. example.org")
+    init.add_argument("--homeserver-url", required=True, help="how Kanal reaches the homeserver")
+    init.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT Kanal listens on ({DEFAULT_LISTEN})"
+    )
+    init.add_argument("--as-url", help="how the homeserver reaches Kanal (default: http://<listen>)")
+    init.add_argument(
+        "--database-url",
+        default="sqlite:///kanal.db",
+        help="SQLAlchemy URL; relative SQLite paths are relative to the config file",
+    )
+    init.add_argument("--output-dir", default=".", help="where to write the files (default: here)")
+    init.add_argument("--force", action="store_true", help="replace existing files (new tokens)")
+    init.set_defaults(func=_cmd_init)
+
+    run = sub.add_parser("run", help="run the service against a homeserver")
+    run.add_argument("-c", "--config", required=True, help="path to config.yaml")
+    run.set_defaults(func=_cmd_run)
+
+    up = sub.add_parser("up", help="the sandbox: a local Synapse wired to Kanal, until Ctrl-C")
+    up.add_argument("--data-dir", default="kanal-sandbox", help="sandbox data (reused on the next run)")
+    up.add_argument("--synapse-port", type=int, default=8008)
+    up.add_argument("--port", type=int, default=29340, help="Kanal's port")
+    up.set_defaults(func=_cmd_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Parsing what people type to the bot: pure functions, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MANAGEMENT_COMMANDS = (
+    "help",
+    "create",
+    "list",
+    "info",
+    "title",
+    "about",
+    "promote",
+    "demote",
+    "delete",
+    "confirm",
+    "cancel",
+)
+BACKSTAGE_COMMANDS = ("help", "silent", "pin", "unpin", "signatures", "stats")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: tuple[str, ...]
+    rest: str
+    """Everything after the command word, whitespace kept (for titles and texts)."""
+
+    def arg(self, index: int) -> str | None:
+        return self.args[index] if index < len(self.args) else None
+
+    def rest_after(self, count: int) -> str:
+        """The raw text after the first `count` arguments (keeps the user's spacing in titles)."""
+        text = self.rest
+        for _ in range(count):
+            text = text.lstrip()
+            cut = len(text.split(None, 1)[0]) if text.split() else 0
+            text = text[cut:]
+        return text.strip()
+
+
+def parse_command(body: str, *, require_bang: bool) -> Command | None:
+    """`create news Daily News` → Command("create", ("news", "Daily", "News"), "news Daily News").
+
+    In the management room the `!` is optional; in backstage it is what makes a line a command.
+    """
+    text = body.strip()
+    if text.startswith("!"):
+        text = text[1:]
+    elif require_bang:
+        return None
+    if not text:
+        return None
+    word, _, rest = text.partition(" ")
+    if "\n" in word:
+        word, _, more = word.partition("\n")
+        rest = more + (" " + rest if rest else "")
+    return Command(word.lower(), tuple(rest.split()), rest)

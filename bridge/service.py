@@ -1,0 +1,273 @@
+"""The bridge's core: durable ingest of transactions, the in-order event processor, dispatch.
+
+transaction ─▶ handle_transaction: keep only events Kanal acts on ─▶ inbound_events (INSERT, ignore
+               duplicates by event_id) + echo bookkeeping, one DB transaction ─▶ 200 to the homeserver
+processor:     pending inbound events in arrival order ─▶ handler decides ─▶ outbox rows + "done",
+               one DB transaction per event ─▶ outbox worker sends them
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.errors import MatrixConnectionError, MatrixRequestError
+from appservice.events import Event, EventParseError, parse_event
+from appservice.ids import RoomAlias, RoomID, UserID, server_of
+from appservice.server import Transaction
+
+from .backstage import on_backstage_event
+from .channels import create_channel, delete_channel
+from .context import Context, enqueue, reply, send_entry
+from .i18n import t
+from .management import on_management_message
+from .outbox import new_entry
+from .relay import SOURCE_KEY
+from .store.models import Channel, InboundEvent, Post, Room
+
+log = logging.getLogger(__name__)
+
+# Event types Kanal may act on; everything else is acknowledged and forgotten at once.
+ACTIONABLE_TYPES = frozenset(
+    {
+        "m.room.message",
+        "m.sticker",
+        "m.room.redaction",
+        "m.room.encrypted",
+        "m.room.encryption",
+        "m.room.member",
+    }
+)
+PROCESS_BATCH = 200
+MAX_EVENT_ATTEMPTS = 5
+PROCESSOR_RETRY_S = 2.0
+
+
+class Bridge:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._wake = asyncio.Event()
+        self._stopping = False
+        ctx.outbox.executors["create_channel"] = lambda entry, worker: create_channel(ctx, entry, worker)
+        ctx.outbox.executors["delete_channel"] = lambda entry, worker: delete_channel(ctx, entry, worker)
+        self.processed = 0
+
+    # -- the homeserver pushes ---------------------------------------------------------------------
+
+    def _is_bot_invite(self, event: Event) -> bool:
+        return (
+            event.type == "m.room.member"
+            and event.state_key == self.ctx.bot
+            and event.content.get("membership") == "invite"
+        )
+
+    async def handle_transaction(self, txn: Transaction) -> None:
+        candidates = [e for e in txn.events if e.type in ACTIONABLE_TYPES]
+        echoes = [
+            (e.content[SOURCE_KEY], e.event_id)
+            for e in txn.echoes
+            if e.type in ("m.room.message", "m.sticker") and isinstance(e.content.get(SOURCE_KEY), str)
+        ]
+        if not candidates and not echoes:
+            return
+        async with self.ctx.sessions.begin() as session:
+            rows = await self._actionable(session, candidates)
+            if rows:
+                await session.execute(_insert_ignore(session, rows))
+            for source, relayed in echoes:
+                # Our own relayed copy came back: the mapping survives a crash between send and record.
+                await session.execute(
+                    update(Post)
+                    .where(Post.source_event_id == source, Post.relayed_event_id.is_(None))
+                    .values(relayed_event_id=relayed)
+                )
+        if candidates:
+            self._wake.set()
+
+    async def _actionable(self, session: AsyncSession, events: list[Event]) -> list[dict[str, Any]]:
+        room_ids = {e.room_id for e in events}
+        ours = set()
+        if room_ids:
+            ours = set(
+                (
+                    await session.scalars(
+                        select(Room.room_id).where(Room.room_id.in_(room_ids), Room.kind != "broadcast")
+                    )
+                ).all()
+            )
+        return [
+            {"event_id": e.event_id, "room_id": e.room_id, "payload": dataclasses.asdict(e)}
+            for e in events
+            if self._is_bot_invite(e) or (e.room_id in ours and e.type != "m.room.member")
+        ]
+
+    async def query_user(self, user_id: UserID) -> bool:
+        if user_id == self.ctx.bot:
+            await self.ctx.bot_intent().ensure_registered()
+            return True
+        async with self.ctx.sessions() as session:
+            exists = await session.scalar(
+                select(Channel.id).where(Channel.ghost_user_id == user_id, Channel.handle.is_not(None))
+            )
+        if exists is None:
+            return False
+        await self.ctx.client.intent(user_id).ensure_registered()
+        return True
+
+    async def query_alias(self, alias: RoomAlias) -> bool:
+        """Someone joins `#handle:domain` and the alias is missing: point it at the channel again."""
+        local = alias[1:].rsplit(":", 1)[0].lower()
+        async with self.ctx.sessions() as session:
+            channel = await session.scalar(
+                select(Channel).where(Channel.handle == local, Channel.status == "active")
+            )
+        if channel is None or channel.broadcast_room_id is None or server_of(alias) != self.ctx.domain:
+            return False
+        await self.ctx.bot_intent().set_alias(alias, RoomID(channel.broadcast_room_id))
+        return True
+
+    # -- the processor -----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run_processor(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            handled = await self.process_pending()
+            if handled == 0 and not self._stopping:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                except TimeoutError:
+                    pass
+
+    async def process_pending(self) -> int:
+        """Handle pending events in arrival order; stop at a homeserver outage to keep that order."""
+        async with self.ctx.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(InboundEvent)
+                    .where(InboundEvent.status == "pending")
+                    .order_by(InboundEvent.seq)
+                    .limit(PROCESS_BATCH)
+                )
+            ).all()
+        handled = 0
+        for row in rows:
+            if self._stopping:
+                break
+            try:
+                event = parse_event(row.payload)
+            except EventParseError as exc:
+                log.warning("Stored event %s is unreadable (%s); dropping it", row.event_id, exc)
+                await self._mark(row.seq, "failed")
+                continue
+            try:
+                async with self.ctx.sessions.begin() as session:
+                    await self.dispatch(session, event)
+                    await session.execute(
+                        update(InboundEvent).where(InboundEvent.seq == row.seq).values(status="done")
+                    )
+            except (MatrixConnectionError, MatrixRequestError) as exc:
+                if isinstance(exc, MatrixRequestError) and not exc.retryable:
+                    log.warning(
+                        "Event %s: the homeserver refused a request (%s); skipping", row.event_id, exc
+                    )
+                    await self._mark(row.seq, "failed")
+                    continue
+                log.warning("Event %s waits: the homeserver is unavailable (%s)", row.event_id, exc)
+                await asyncio.sleep(PROCESSOR_RETRY_S)
+                return handled
+            except Exception:
+                log.exception("Event %s could not be handled", row.event_id)
+                attempts = row.attempts + 1
+                async with self.ctx.sessions.begin() as session:
+                    await session.execute(
+                        update(InboundEvent)
+                        .where(InboundEvent.seq == row.seq)
+                        .values(
+                            attempts=attempts,
+                            status="failed" if attempts >= MAX_EVENT_ATTEMPTS else "pending",
+                        )
+                    )
+                if attempts < MAX_EVENT_ATTEMPTS:
+                    return handled
+                continue
+            handled += 1
+            self.processed += 1
+            self.ctx.outbox.wake()
+        return handled
+
+    async def _mark(self, seq: int, status: str) -> None:
+        async with self.ctx.sessions.begin() as session:
+            await session.execute(update(InboundEvent).where(InboundEvent.seq == seq).values(status=status))
+
+    async def dispatch(self, session: AsyncSession, event: Event) -> None:
+        if self._is_bot_invite(event):
+            await self._on_bot_invite(session, event)
+            return
+        room = await session.get(Room, event.room_id)
+        if room is None:
+            return
+        if event.type in ("m.room.encrypted", "m.room.encryption"):
+            await self._on_encrypted(session, room)
+        elif room.kind == "management":
+            await on_management_message(self.ctx, session, room, event)
+        elif room.kind == "backstage":
+            await on_backstage_event(self.ctx, session, room, event)
+
+    async def _on_bot_invite(self, session: AsyncSession, event: Event) -> None:
+        ctx = self.ctx
+        room_id = event.room_id
+        if server_of(event.sender) != ctx.domain or not event.content.get("is_direct"):
+            reason = (
+                f"Only users of {ctx.domain} can manage channels here."
+                if server_of(event.sender) != ctx.domain
+                else "Invite me to a direct chat to manage channels."
+            )
+            enqueue(
+                session,
+                new_entry(f"room:{room_id}", "leave", ctx.bot, {"room_id": room_id, "reason": reason}),
+            )
+            return
+        existing = await session.get(Room, room_id)
+        if existing is not None and existing.kind != "management":
+            return
+        await session.merge(
+            Room(
+                room_id=room_id, kind="management", user_id=event.sender, language=ctx.config.default_language
+            )
+        )
+        enqueue(session, new_entry(f"room:{room_id}", "join", ctx.bot, {"room_id": room_id}))
+        reply(session, ctx, room_id, ctx.config.default_language, "help")
+
+    async def _on_encrypted(self, session: AsyncSession, room: Room) -> None:
+        """Kanal never reads encrypted messages; it says so plainly instead of staying silent."""
+        if room.encrypted_warned:
+            return
+        room.encrypted_warned = True
+        lang = room.language or self.ctx.config.default_language
+        if room.kind == "management":
+            text = t(lang, "encrypted_management", bot=self.ctx.bot)
+        elif room.kind == "backstage":
+            channel = await session.get(Channel, room.channel_id)
+            text = t(lang, "encrypted_backstage", handle=channel.handle if channel else "?")
+        else:
+            return
+        enqueue(session, send_entry(self.ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}))
+
+
+def _insert_ignore(session: AsyncSession, rows: list[dict[str, Any]]) -> Any:
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(InboundEvent).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
