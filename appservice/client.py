@@ -119,7 +119,7 @@ class HomeserverClient:
     def _delay(attempt: int, exc: MatrixRequestError | None) -> float:
         if isinstance(exc, MLimitExceeded) and exc.retry_after_ms is not None:
             return float(min(exc.retry_after_ms / 1000, BACKOFF_MAX_S))
-        base = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S)
+        base: float = min(BACKOFF_BASE_S * 2.0 ** (attempt - 1), BACKOFF_MAX_S)
         return base * (0.75 + random.random() / 2)  # jitter so many workers do not retry in step
 
     async def _once(self, method: str, path: str, body: Any, params: dict[str, str]) -> Any:

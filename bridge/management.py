@@ -16,6 +16,7 @@ from .context import Context, enqueue, reply
 from .handles import InvalidHandle, clean_title, normalise_handle
 from .i18n import detect_language, t
 from .outbox import new_entry
+from .powerlevels import backstage_name
 from .store.models import Channel, ChannelMember, Confirmation, Post, Room
 
 CONFIRM_WINDOW = timedelta(minutes=5)
@@ -225,7 +226,7 @@ async def _title(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
     )
     for room_id, name in (
         (channel.broadcast_room_id, title),
-        (channel.backstage_room_id, f"{title} — backstage"),
+        (channel.backstage_room_id, backstage_name(title, channel.handle or "")),
     ):
         if room_id:
             enqueue(

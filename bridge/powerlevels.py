@@ -94,7 +94,7 @@ def backstage_room_request(*, handle: str, title: str, owner: str) -> dict[str, 
     return {
         "preset": "private_chat",
         "visibility": "private",
-        "name": f"{title} — backstage",
+        "name": backstage_name(title, handle),
         "topic": f"What you post here is published in #{handle} as {title}. Commands start with ! (try !help).",
         "invite": [owner],
         "power_level_content_override": backstage_power_levels(owner),
@@ -102,3 +102,7 @@ def backstage_room_request(*, handle: str, title: str, owner: str) -> dict[str, 
             {"type": CHANNEL_STATE_TYPE, "state_key": "", "content": {"handle": handle, "role": "backstage"}},
         ],
     }
+
+
+def backstage_name(title: str, handle: str) -> str:
+    return f"{title} — backstage (#{handle})"
