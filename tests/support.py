@@ -118,6 +118,7 @@ class User:
     def __init__(self, client: nio.AsyncClient, env: Env) -> None:
         self.client = client
         self.env = env
+        self.joined: set[str] = set()
 
     @property
     def user_id(self) -> str:
@@ -176,13 +177,14 @@ class User:
         while time.monotonic() < deadline:
             await self.client.sync(timeout=500, full_state=True)
             for room_id, room in self.client.invited_rooms.items():
-                if predicate(room_id, room):
+                if room_id not in self.joined and predicate(room_id, room):
                     return str(room_id)
         raise AssertionError(f"{self.user_id} got no matching invite within {timeout} s")
 
     async def join(self, room: str) -> str:
         response = await self.client.join(room)
         assert isinstance(response, nio.JoinResponse), response
+        self.joined.add(str(response.room_id))
         return str(response.room_id)
 
     async def state(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any]:

@@ -1,0 +1,202 @@
+"""The management room, as Alice, Bob and a stranger use it from a Matrix client (matrix-nio)."""
+
+from __future__ import annotations
+
+import nio
+import pytest
+
+from tests.support import Env, User, create_channel
+
+pytestmark = pytest.mark.integration
+
+
+def from_bot(env: Env, text: str):  # type: ignore[no-untyped-def]
+    return lambda e: e.get("sender") == env.bot and text in e.get("content", {}).get("body", "")
+
+
+async def test_create_makes_a_public_read_only_channel(env: Env) -> None:
+    alice = await env.user("alice")
+    handle = env.handle("news")
+    channel = await create_channel(env, alice, handle, "Daily News")
+    ghost = f"@kanal_{handle}:{env.domain}"
+
+    assert (await alice.state(channel.broadcast, "m.room.name"))["name"] == "Daily News"
+    assert (await alice.state(channel.broadcast, "m.room.join_rules"))["join_rule"] == "public"
+    history = await alice.state(channel.broadcast, "m.room.history_visibility")
+    assert history["history_visibility"] == "world_readable"
+    assert (await alice.state(channel.broadcast, "m.room.canonical_alias"))["alias"] == f"#{handle}:{env.domain}"
+    levels = await alice.state(channel.broadcast, "m.room.power_levels")
+    assert levels["users"] == {ghost: 100}
+    assert levels["users_default"] == 0 and levels["events_default"] == 50 and levels["state_default"] == 100
+    assert levels["events"]["m.reaction"] == 0
+
+    profile = await alice.client.get_displayname(ghost)
+    assert isinstance(profile, nio.ProfileGetDisplayNameResponse) and profile.displayname == "Daily News"
+
+    directory = await alice.client.room_get_state_event(channel.broadcast, "m.room.create")
+    assert isinstance(directory, nio.RoomGetStateEventResponse)
+    public = await alice.client.room_resolve_alias(f"#{handle}:{env.domain}")
+    assert isinstance(public, nio.RoomResolveAliasResponse)
+    listed = await _public_rooms(alice, handle)
+    assert channel.broadcast in listed
+
+
+async def _public_rooms(user: User, term: str) -> set[str]:
+    response = await user.client.send(
+        "POST", "/_matrix/client/v3/publicRooms",
+        data='{"filter": {"generic_search_term": "%s"}, "limit": 50}' % term,
+        headers={"Authorization": f"Bearer {user.client.access_token}", "Content-Type": "application/json"},
+    )
+    data = await response.json()
+    return {room["room_id"] for room in data.get("chunk", [])}
+
+
+async def test_subscriber_can_react_but_not_post_or_change_state(env: Env) -> None:
+    alice, bob = await env.user("alice"), await env.user("bob")
+    channel = await create_channel(env, alice, env.handle(), "Readers welcome")
+    await alice.text(channel.backstage, "first post")
+    post = await alice.wait_for(channel.broadcast, lambda e: e.get("content", {}).get("body") == "first post")
+
+    assert await bob.join(f"#{channel.handle}:{env.domain}") == channel.broadcast
+    refused = await bob.client.room_send(channel.broadcast, "m.room.message", {"msgtype": "m.text", "body": "hi"})
+    assert isinstance(refused, nio.RoomSendError) and refused.status_code == "M_FORBIDDEN"
+    topic = await bob.client.room_put_state(channel.broadcast, "m.room.topic", {"topic": "mine now"})
+    assert isinstance(topic, nio.RoomPutStateError) and topic.status_code == "M_FORBIDDEN"
+    reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": post["event_id"], "key": "👍"}}
+    reaction_id = await bob.send(channel.broadcast, reaction, "m.reaction")
+    taken_back = await bob.client.room_redact(channel.broadcast, reaction_id)
+    assert isinstance(taken_back, nio.RoomRedactResponse)
+
+
+async def test_help_list_info_title_about(env: Env) -> None:
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle(), "Old title")
+    room = channel.management
+    assert "create <handle>" in await alice.ask(room, "help", "create <handle>")
+    assert f"#{channel.handle}:{env.domain}" in await alice.ask(room, "!list", "Your channels")
+
+    await alice.ask(room, f"title {channel.handle} New  shiny title", "is now titled")
+    assert (await alice.state(channel.broadcast, "m.room.name"))["name"] == "New shiny title"
+    ghost = f"@kanal_{channel.handle}:{env.domain}"
+    for _ in range(50):
+        profile = await alice.client.get_displayname(ghost)
+        if isinstance(profile, nio.ProfileGetDisplayNameResponse) and profile.displayname == "New shiny title":
+            break
+    else:
+        raise AssertionError("the ghost kept its old display name")
+
+    await alice.ask(room, f"about {channel.handle} All the news that fits", "description")
+    await alice.wait_for(channel.broadcast, lambda e: e["type"] == "m.room.topic"
+                         and e["content"].get("topic") == "All the news that fits")
+
+    info = await alice.ask(room, f"info {channel.handle.upper()}", f"#{channel.handle}:")
+    assert "New shiny title" in info and "All the news that fits" in info and alice.user_id in info
+    assert "Subscribers: 0" in info
+
+
+async def test_create_refusals(env: Env) -> None:
+    alice, carol = await env.user("alice"), await env.user("carol")
+    room = await alice.open_management_room()
+    assert "5" in await alice.ask(room, "create abc", "not a valid handle")
+    assert "letter" in await alice.ask(room, "create 1abcdef", "not a valid handle")
+    assert "Usage" in await alice.ask(room, "create", "Usage")
+    assert "help" in await alice.ask(room, "frobnicate now", "don't know")
+
+    channel = await create_channel(env, alice, env.handle(), "Taken")
+    carol_room = await carol.open_management_room()
+    await carol.ask(carol_room, f"create {channel.handle.upper()} Mine", "already taken")
+
+
+async def test_strangers_and_admins_are_refused_with_reasons(env: Env) -> None:
+    alice, bob, mallory = await env.user("alice"), await env.user("bob"), await env.user("mallory")
+    channel = await create_channel(env, alice, env.handle(), "Guarded")
+    room = await mallory.open_management_room()
+    for command in (f"title {channel.handle} Pwned", f"about {channel.handle} Pwned",
+                    f"promote {channel.handle} {mallory.user_id}", f"demote {channel.handle} {alice.user_id}",
+                    f"delete {channel.handle}"):
+        answer = await mallory.ask(room, command, "not an owner or admin")
+        assert alice.user_id in answer  # says whom to ask instead
+    assert (await alice.state(channel.broadcast, "m.room.name"))["name"] == "Guarded"
+    assert "no channel" in (await mallory.ask(room, "info nosuchchannel", "no channel")).lower()
+
+    await alice.ask(channel.management, f"promote {channel.handle} {bob.user_id}", "is now an admin")
+    bob_room = await bob.open_management_room()
+    await bob.ask(bob_room, f"promote {channel.handle} {mallory.user_id}", "Only the owner")
+    await bob.ask(bob_room, f"delete {channel.handle}", "Only the owner")
+    await bob.ask(bob_room, f"title {channel.handle} Co-edited", "is now titled")
+
+
+async def test_promote_and_demote_manage_backstage(env: Env) -> None:
+    alice, bob = await env.user("alice"), await env.user("bob")
+    channel = await create_channel(env, alice, env.handle(), "Team")
+    room = channel.management
+    await alice.ask(room, f"promote {channel.handle} not-a-user", "not a Matrix user id")
+    await alice.ask(room, f"promote {channel.handle} {bob.user_id}", "is now an admin")
+    await alice.ask(room, f"promote {channel.handle} {bob.user_id}", "already an admin")
+    backstage = await bob.wait_invite(lambda rid, _room: rid == channel.backstage)
+    await bob.join(backstage)
+    await bob.text(backstage, "bob's first post")
+    relayed = await alice.wait_for(channel.broadcast, lambda e: e["content"].get("body") == "bob's first post")
+    assert relayed["sender"] == f"@kanal_{channel.handle}:{env.domain}"
+
+    await alice.ask(room, f"demote {channel.handle} {alice.user_id}", "cannot be demoted")
+    await alice.ask(room, f"demote {channel.handle} {bob.user_id}", "no longer an admin")
+    await alice.wait_for(backstage, lambda e: e["type"] == "m.room.member" and e.get("state_key") == bob.user_id
+                         and e["content"].get("membership") == "leave")
+    await alice.ask(room, f"demote {channel.handle} {bob.user_id}", "is not an admin")
+
+
+async def test_delete_asks_for_confirmation_then_archives_and_frees_the_handle(env: Env) -> None:
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle(), "Short-lived")
+    room = channel.management
+    await alice.ask(room, f"delete {channel.handle}", "confirm delete")
+    await alice.ask(room, "cancel", "Cancelled")
+    await alice.ask(room, f"confirm delete {channel.handle}", "nothing waiting")
+    resolved = await alice.client.room_resolve_alias(f"#{channel.handle}:{env.domain}")
+    assert isinstance(resolved, nio.RoomResolveAliasResponse)  # still there after the cancel
+
+    await alice.ask(room, f"delete {channel.handle}", "confirm delete")
+    await alice.ask(room, f"confirm delete {channel.handle}", "is deleted", timeout=30)
+    gone = await alice.client.room_resolve_alias(f"#{channel.handle}:{env.domain}")
+    assert isinstance(gone, nio.RoomResolveAliasError)
+    assert (await alice.state(channel.broadcast, "m.room.join_rules"))["join_rule"] == "invite"
+    assert channel.broadcast not in await _public_rooms(alice, channel.handle)
+    await alice.wait_for(channel.backstage, lambda e: e["type"] == "m.room.member"
+                         and e.get("state_key") == alice.user_id and e["content"].get("membership") == "leave")
+
+    again = await create_channel(env, alice, channel.handle, "Reborn")
+    assert again.broadcast != channel.broadcast
+
+
+async def test_encrypted_management_room_gets_a_plain_explanation(env: Env) -> None:
+    dave = await env.user("dave")
+    response = await dave.client.room_create(
+        is_direct=True, invite=[env.bot],
+        initial_state=[{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+    )
+    assert isinstance(response, nio.RoomCreateResponse)
+    room = str(response.room_id)
+    await dave.wait_for(room, lambda e: e["type"] == "m.room.member" and e.get("state_key") == env.bot
+                        and e["content"].get("membership") == "join")
+    # What a client with encryption sends: the bot cannot read it and must say so, unencrypted.
+    await dave.send(room, {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEn...", "sender_key": "x",
+                           "device_id": "DEV", "session_id": "s"}, "m.room.encrypted")
+    notice = await dave.wait_for(room, from_bot(env, "end-to-end encrypted"))
+    assert notice["type"] == "m.room.message" and notice["content"]["msgtype"] == "m.notice"
+    assert "encryption" in notice["content"]["body"]
+
+
+async def test_persian_commands_get_persian_replies(env: Env) -> None:
+    sara = await env.user("sara")
+    room = await sara.open_management_room()
+    answer = await sara.ask(room, f"create {env.handle('akhbar')} اخبار روز", "کانال")
+    assert "اخبار روز" in answer or "ساختن" in answer
+
+
+async def test_remote_style_invite_to_group_room_is_declined(env: Env) -> None:
+    erin = await env.user("erin")
+    response = await erin.client.room_create(is_direct=False, invite=[env.bot])
+    assert isinstance(response, nio.RoomCreateResponse)
+    await erin.wait_for(str(response.room_id), lambda e: e["type"] == "m.room.member"
+                        and e.get("state_key") == env.bot and e["content"].get("membership") == "leave")
