@@ -12,6 +12,7 @@ from aiohttp import web
 
 from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
+from appservice.ids import UserID
 from appservice.registration import Registration, RegistrationError
 from appservice.registration import load as load_registration
 from appservice.server import AppServiceServer
@@ -89,32 +90,30 @@ def registration_from_config(config: Config) -> Registration:
     return reg
 
 
+def _token_rejected(config: Config, exc: MatrixRequestError) -> StartupError:
+    return StartupError(
+        f"The homeserver rejected Kanal's as_token ({exc.errcode}). Add the registration file to the "
+        "homeserver's app_service_config_files, make sure its tokens match "
+        f"{config.path}, and restart the homeserver."
+    )
+
+
 async def check_homeserver(client: HomeserverClient, config: Config) -> None:
+    """Fail early and clearly: homeserver reachable, our token accepted, the bot registered."""
+    bot = client.intent(UserID(config.bot_user_id))
     try:
         await client.versions()
+        await bot.ensure_registered()
+        await bot.whoami()
     except MatrixConnectionError as exc:
         raise StartupError(
             f"Cannot reach the homeserver at {config.homeserver_url} (homeserver.url in {config.path}): "
             f"{exc.__cause__ or exc}. Is it running?"
         ) from None
     except MatrixRequestError as exc:
-        raise StartupError(f"{config.homeserver_url} does not look like a Matrix homeserver: {exc}") from None
-    bot = client.intent(config.bot_user_id)  # type: ignore[arg-type]
-    try:
-        await bot.ensure_registered()
-        await bot.whoami()
-    except MatrixRequestError as exc:
         if exc.status in (401, 403):
-            raise StartupError(
-                f"The homeserver rejected Kanal's as_token ({exc.errcode}). Add the registration file to the "
-                "homeserver's app_service_config_files, make sure its tokens match "
-                f"{config.path}, and restart the homeserver."
-            ) from None
-        raise StartupError(
-            f"The homeserver refused to register the bot {config.bot_user_id}: {exc}"
-        ) from None
-    except MatrixConnectionError as exc:
-        raise StartupError(f"Lost the homeserver at {config.homeserver_url}: {exc}") from None
+            raise _token_rejected(config, exc) from None
+        raise StartupError(f"The homeserver at {config.homeserver_url} refused Kanal: {exc}") from None
 
 
 class Service:
