@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 class MatrixError(Exception):
     """An error with an HTTP status, a Matrix errcode and a human-readable message."""
 
-    def __init__(self, status: int, errcode: str, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, errcode: str, message: str, /, **extra: Any) -> None:
         super().__init__(f"{status} {errcode}: {message}")
         self.status = status
         self.errcode = errcode
@@ -69,7 +69,7 @@ class MLimitExceeded(MatrixRequestError):
     @property
     def retry_after_ms(self) -> int | None:
         value = self.extra.get("retry_after_ms")
-        return value if isinstance(value, int) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 _BY_ERRCODE: dict[str, type[MatrixRequestError]] = {

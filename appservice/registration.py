@@ -142,6 +142,13 @@ def parse(data: Any, path: Path) -> Registration:
     if not isinstance(namespaces, dict):
         raise RegistrationError(f"{path}: 'namespaces' is required and must be a mapping")
     ephemeral = data.get("receive_ephemeral", data.get("de.sorunome.msc2409.push_ephemeral", False))
+    rate_limited = data.get("rate_limited", True)
+    for key, value in (("receive_ephemeral", ephemeral), ("rate_limited", rate_limited)):
+        if not isinstance(value, bool):
+            raise RegistrationError(f"{path}: '{key}' must be true or false")
+    protocols = data.get("protocols") or []
+    if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
+        raise RegistrationError(f"{path}: 'protocols' must be a list of strings")
     return Registration(
         id=data["id"],
         url=url,
@@ -151,9 +158,9 @@ def parse(data: Any, path: Path) -> Registration:
         users=_namespaces(namespaces.get("users"), path, "users"),
         aliases=_namespaces(namespaces.get("aliases"), path, "aliases"),
         rooms=_namespaces(namespaces.get("rooms"), path, "rooms"),
-        rate_limited=bool(data.get("rate_limited", True)),
-        receive_ephemeral=bool(ephemeral),
-        protocols=tuple(str(p) for p in data.get("protocols") or ()),
+        rate_limited=rate_limited,
+        receive_ephemeral=ephemeral,
+        protocols=tuple(protocols),
     )
 
 
@@ -162,6 +169,8 @@ def load(path: Path) -> Registration:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistrationError(f"{path}: cannot read the registration file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise RegistrationError(f"{path}: the registration file is not UTF-8 text") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

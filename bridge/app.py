@@ -132,6 +132,7 @@ class Service:
         self.background = Background()
         self._runner: web.AppRunner | None = None
         self._processor: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Task[None] | None = None
 
     def make_app(self) -> web.Application:
         app = self.server.make_app()
@@ -157,7 +158,7 @@ class Service:
             ) from None
         log.info("Listening on %s:%d for the homeserver", self.config.listen_host, self.config.listen_port)
         self._processor = self.background.start(self.bridge.run_processor(), "processor")
-        self.background.start(self.outbox.run(), "outbox")
+        self._outbox = self.background.start(self.outbox.run(), "outbox")
         await self.ping()
 
     async def ping(self) -> None:
@@ -179,16 +180,13 @@ class Service:
         self.bridge.stop()
         if self._processor is not None:
             await asyncio.wait([self._processor], timeout=SHUTDOWN_GRACE_S)
-        try:
-            async with asyncio.timeout(SHUTDOWN_GRACE_S):
-                while await self.outbox.drain_once():
-                    pass
-        except TimeoutError:
-            log.warning(
-                "Shutdown: outbox not empty after %.0f s; it resumes at the next start", SHUTDOWN_GRACE_S
-            )
         self.outbox.stop()
-        await self.background.wait(SHUTDOWN_GRACE_S)
+        if self._outbox is not None:
+            _done, pending = await asyncio.wait([self._outbox], timeout=SHUTDOWN_GRACE_S)
+            if pending:
+                log.warning("Shutdown: the outbox is not empty after %.0f s; it resumes at the next start",
+                            SHUTDOWN_GRACE_S)
+        await self.background.wait(1.0)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.client.close()

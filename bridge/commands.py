@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 MANAGEMENT_COMMANDS = (
@@ -45,15 +46,13 @@ def parse_command(body: str, *, require_bang: bool) -> Command | None:
 
     In the management room the `!` is optional; in backstage it is what makes a line a command.
     """
+    if require_bang and not body.startswith("!"):
+        return None
     text = body.strip()
     if text.startswith("!"):
         text = text[1:]
-    elif require_bang:
+    match = re.match(r"(\S+)\s?(.*)", text, re.DOTALL)
+    if match is None:
         return None
-    if not text:
-        return None
-    word, _, rest = text.partition(" ")
-    if "\n" in word:
-        word, _, more = word.partition("\n")
-        rest = more + (" " + rest if rest else "")
+    word, rest = match.groups()
     return Command(word.lower(), tuple(rest.split()), rest)

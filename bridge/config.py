@@ -114,7 +114,7 @@ def parse(data: Any, path: Path) -> Config:
             if key not in keys:
                 raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {', '.join(keys)})")
         for key, (expected, required) in keys.items():
-            if key not in raw or raw[key] is None:
+            if key not in raw or raw[key] is None or (required and raw[key] == ""):
                 if required:
                     raise ConfigError(f"{path}: '{section}.{key}' is required ({_type_name(expected)})")
                 continue
@@ -122,7 +122,7 @@ def parse(data: Any, path: Path) -> Config:
                 raise ConfigError(
                     f"{path}: '{section}.{key}' must be {_type_name(expected)}, got {type(raw[key]).__name__}"
                 )
-        values[section] = raw
+        values[section] = {k: v for k, v in raw.items() if v is not None}
 
     hs, asv, db, ch, lg = (values[s] for s in ("homeserver", "appservice", "database", "channels", "logging"))
     base = path.parent
@@ -137,7 +137,7 @@ def parse(data: Any, path: Path) -> Config:
     bot = asv.get("bot_localpart", DEFAULT_BOT_LOCALPART)
     prefix = asv.get("ghost_prefix", DEFAULT_GHOST_PREFIX)
     for key, value in (("bot_localpart", bot), ("ghost_prefix", prefix)):
-        if not _LOCALPART.match(value):
+        if not _LOCALPART.fullmatch(value):
             raise ConfigError(f"{path}: 'appservice.{key}' must use only a-z 0-9 . _ = - /, got {value!r}")
     policy = ch.get("creation_policy", "open")
     if policy not in CREATION_POLICIES:

@@ -16,7 +16,7 @@ class InvalidHandle(ValueError):
 def normalise_handle(text: str) -> str:
     """Lower-case, strip a leading `#`/`@` and a `:domain`; raise `InvalidHandle` when it breaks the rule."""
     handle = text.strip().lstrip("#@").split(":", 1)[0].lower()
-    if not HANDLE_RE.match(handle):
+    if not HANDLE_RE.fullmatch(handle):
         if len(handle) < 5:
             reason = "it is shorter than 5 characters"
         elif len(handle) > 32:

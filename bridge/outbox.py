@@ -90,7 +90,7 @@ class OutboxWorker:
         return relayed
 
     async def run(self) -> None:
-        """Drain until `stop()`; then return once the in-flight batch is finished."""
+        """Drain until `stop()`; then flush what is due once more and return."""
         while not self._stopping:
             self._wake.clear()
             worked = await self.drain_once()
@@ -99,6 +99,9 @@ class OutboxWorker:
                     await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL_S)
                 except TimeoutError:
                     pass
+        # Shutdown: send what the homeserver will take now; the rest waits for the next start.
+        while await self.drain_once():
+            pass
 
     def stop(self) -> None:
         self._stopping = True
@@ -138,8 +141,6 @@ class OutboxWorker:
         async def run_queue(entries: list[OutboxEntry]) -> None:
             async with semaphore:
                 for entry in entries:
-                    if self._stopping and entry is not entries[0]:
-                        return
                     if not await self._execute(entry):
                         return  # keep order: the rest of this queue waits for the retry
 
