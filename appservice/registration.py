@@ -158,8 +158,8 @@ def parse(data: Any, path: Path) -> Registration:
         users=_namespaces(namespaces.get("users"), path, "users"),
         aliases=_namespaces(namespaces.get("aliases"), path, "aliases"),
         rooms=_namespaces(namespaces.get("rooms"), path, "rooms"),
-        rate_limited=rate_limited,
-        receive_ephemeral=ephemeral,
+        rate_limited=bool(rate_limited),
+        receive_ephemeral=bool(ephemeral),
         protocols=tuple(protocols),
     )
 
