@@ -20,8 +20,9 @@ from appservice.server import AppServiceServer
 from .config import Config, ConfigError
 from .context import Context
 from .outbox import OutboxWorker
-from .service import Bridge
+from .service import PROCESSOR_LEASE, Bridge
 from .store.db import create_engine, migrate, sessionmaker
+from .store.leases import Leases, new_holder_id
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,12 @@ class Service:
         self.engine = create_engine(config.database_url)
         self.client = HomeserverClient(config.homeserver_url, config.as_token)
         sessions = sessionmaker(self.engine)
-        self.outbox = OutboxWorker(sessions, self.client)
+        # PostgreSQL may be shared by several Kanal processes: claim work with row locks there.
+        row_locks = self.engine.dialect.name == "postgresql"
+        self.outbox = OutboxWorker(sessions, self.client, row_locks=row_locks)
         self.ctx = Context(config, self.client, sessions, self.outbox)
-        self.bridge = Bridge(self.ctx)
+        self.leases = Leases(sessions, new_holder_id())
+        self.bridge = Bridge(self.ctx, self.leases, row_locks=row_locks)
         self.server = AppServiceServer(self.registration, self.bridge)
         self.background = Background()
         self._runner: web.AppRunner | None = None
@@ -184,9 +188,12 @@ class Service:
         if self._outbox is not None:
             _done, pending = await asyncio.wait([self._outbox], timeout=SHUTDOWN_GRACE_S)
             if pending:
-                log.warning("Shutdown: the outbox is not empty after %.0f s; it resumes at the next start",
-                            SHUTDOWN_GRACE_S)
+                log.warning(
+                    "Shutdown: the outbox is not empty after %.0f s; it resumes at the next start",
+                    SHUTDOWN_GRACE_S,
+                )
         await self.background.wait(1.0)
+        await self.leases.release(PROCESSOR_LEASE)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.client.close()

@@ -17,10 +17,11 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appservice.client import HomeserverClient
@@ -56,10 +57,28 @@ def new_entry(
 Executor = Callable[[OutboxEntry, "OutboxWorker"], Awaitable[str | None]]
 
 
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # done | failed | retry
+    result: str | None = None
+    error: str | None = None
+
+
 class OutboxWorker:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], client: HomeserverClient) -> None:
+    """Drains the outbox; safe to run in several processes sharing one PostgreSQL.
+
+    With PostgreSQL (`row_locks=True`) a queue's head entry is locked with `FOR UPDATE SKIP LOCKED`
+    for the whole send, so two processes never send the same entry and a queue's entries never
+    overtake each other. With SQLite (one process) the claim is in memory: each queue has one
+    coroutine, and no database transaction stays open across a network call.
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], client: HomeserverClient, *, row_locks: bool = False
+    ) -> None:
         self.sessions = sessions
         self.client = client
+        self.row_locks = row_locks
         self.executors: dict[str, Executor] = {
             "send": _exec_send,
             "redact": _exec_redact,
@@ -76,6 +95,7 @@ class OutboxWorker:
         self._stopping = False
         self.sent = 0
         self.failed = 0
+        self.retried = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -107,48 +127,87 @@ class OutboxWorker:
         self._stopping = True
         self._wake.set()
 
-    async def pending_count(self) -> int:
+    async def depth(self) -> tuple[int, float]:
+        """Pending entries and the age in seconds of the oldest one."""
         async with self.sessions() as session:
-            rows = await session.scalars(select(OutboxEntry.id).where(OutboxEntry.status == "pending"))
-            return len(rows.all())
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(OutboxEntry.created_at)).where(
+                        OutboxEntry.status == "pending"
+                    )
+                )
+            ).one()
+        age = (datetime.now(UTC) - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+        return int(count), max(age, 0.0)
 
     async def drain_once(self) -> bool:
-        """Send what is due; True when anything was attempted."""
-        now = datetime.now(UTC)
+        """Send what is due in every queue; True when anything was attempted."""
         async with self.sessions() as session:
-            rows = (
+            queues = (
                 await session.scalars(
-                    select(OutboxEntry)
+                    select(OutboxEntry.queue)
                     .where(OutboxEntry.status == "pending")
-                    .order_by(OutboxEntry.id)
+                    .distinct()
                     .limit(CLAIM_BATCH)
                 )
             ).all()
-        if not rows:
-            return False
-        queues: dict[str, list[OutboxEntry]] = {}
-        for row in rows:
-            queues.setdefault(row.queue, []).append(row)
-        due = {
-            q: entries
-            for q, entries in queues.items()
-            if entries[0].next_attempt_at is None or _aware(entries[0].next_attempt_at) <= now
-        }
-        if not due:
+        if not queues:
             return False
         semaphore = asyncio.Semaphore(MAX_PARALLEL_QUEUES)
 
-        async def run_queue(entries: list[OutboxEntry]) -> None:
+        async def run_queue(queue: str) -> int:
             async with semaphore:
-                for entry in entries:
-                    if not await self._execute(entry):
-                        return  # keep order: the rest of this queue waits for the retry
+                return await self._run_queue(queue)
 
-        await asyncio.gather(*(run_queue(entries) for entries in due.values()))
-        return True
+        attempted = await asyncio.gather(*(run_queue(queue) for queue in queues))
+        return sum(attempted) > 0
 
-    async def _execute(self, entry: OutboxEntry) -> bool:
-        """Run one entry; True when the queue may go on (done, skipped or permanently failed)."""
+    async def _head(self, session: AsyncSession, queue: str) -> OutboxEntry | None:
+        head = await session.scalar(
+            select(OutboxEntry)
+            .where(OutboxEntry.queue == queue, OutboxEntry.status == "pending")
+            .order_by(OutboxEntry.id)
+            .limit(1)
+        )
+        if head is None or (
+            head.next_attempt_at is not None and _aware(head.next_attempt_at) > datetime.now(UTC)
+        ):
+            return None
+        return head
+
+    async def _run_queue(self, queue: str) -> int:
+        """Send a queue's due entries in order until it is empty or its head must wait."""
+        attempted = 0
+        while True:
+            if self.row_locks:
+                async with self.sessions.begin() as session:
+                    head = await self._head(session, queue)
+                    if head is None:
+                        return attempted
+                    # Lock exactly the head: SKIP LOCKED on the whole queue would hand us the next
+                    # entry while another process still sends the head, breaking the order.
+                    locked = await session.scalar(
+                        select(OutboxEntry)
+                        .where(OutboxEntry.id == head.id, OutboxEntry.status == "pending")
+                        .with_for_update(skip_locked=True)
+                    )
+                    if locked is None:
+                        return attempted
+                    outcome = await self._attempt(locked)
+                    await self._record(session, locked, outcome)
+            else:
+                async with self.sessions() as session:
+                    head = await self._head(session, queue)
+                if head is None:
+                    return attempted
+                outcome = await self._attempt(head)
+                async with self.sessions.begin() as session:
+                    await self._record(session, head, outcome)
+            attempted += 1
+            if outcome.status == "retry":
+                return attempted  # keep order: the rest of this queue waits for the retry
+
+    async def _attempt(self, entry: OutboxEntry) -> Outcome:
         executor = self.executors.get(entry.kind)
         try:
             if executor is None:
@@ -156,81 +215,66 @@ class OutboxWorker:
             result = await executor(entry, self)
         except SkipEntry as exc:
             log.info("Outbox %d (%s) skipped: %s", entry.id, entry.kind, exc)
-            await self._finish(entry, "done", error=str(exc))
-            return True
+            return Outcome("done", None, f"skipped: {exc}")
         except MatrixRequestError as exc:
+            error = f"{exc.status} {exc.errcode}: {exc.message}"
             if exc.retryable:
-                await self._retry_later(entry, f"{exc.status} {exc.errcode}: {exc.message}")
-                return False
-            log.warning(
-                "Outbox %d (%s) failed for good: %s %s", entry.id, entry.kind, exc.errcode, exc.message
-            )
-            self.failed += 1
-            await self._finish(entry, "failed", error=f"{exc.status} {exc.errcode}: {exc.message}")
-            await self._notify(entry, "on_failure", exc.message or exc.errcode)
-            return True
+                return Outcome("retry", None, error)
+            log.warning("Outbox %d (%s) failed for good: %s", entry.id, entry.kind, error)
+            return Outcome("failed", None, error)
         except MatrixConnectionError as exc:
-            await self._retry_later(entry, str(exc))
-            return False
-        self.sent += 1
-        await self._finish(entry, "done", result=result)
-        await self._notify(entry, "on_success")
-        return True
+            return Outcome("retry", None, str(exc))
+        return Outcome("done", result)
 
-    async def _notify(self, entry: OutboxEntry, outcome: str, error: str = "") -> None:
-        """Tell the person who asked: payload `on_success` / `on_failure` = {as_user, room_id, body}."""
-        note = entry.payload.get(outcome)
-        if not isinstance(note, dict):
-            return
-        try:
-            await self.client.intent(UserID(note["as_user"])).send(
-                note["room_id"],
-                "m.room.message",
-                {"msgtype": "m.notice", "body": note["body"].replace("{error}", error)},
-                txn_id_for(entry.id, outcome),
-            )
-        except (MatrixRequestError, MatrixConnectionError) as exc:
-            log.warning("Could not send the %s note of outbox %d: %s", outcome, entry.id, exc)
-
-    async def _retry_later(self, entry: OutboxEntry, error: str) -> None:
+    async def _record(self, session: AsyncSession, entry: OutboxEntry, outcome: Outcome) -> None:
         attempts = entry.attempts + 1
-        delay = min(RETRY_BASE_S * 2 ** min(attempts - 1, 10), RETRY_MAX_S) * (0.75 + random.random() / 2)
-        log.warning(
-            "Outbox %d (%s) attempt %d failed (%s); retrying in %.0f s",
-            entry.id,
-            entry.kind,
-            attempts,
-            error,
-            delay,
-        )
-        entry.attempts = attempts
-        entry.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(OutboxEntry)
-                .where(OutboxEntry.id == entry.id)
-                .values(attempts=attempts, next_attempt_at=entry.next_attempt_at, last_error=error[:1000])
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_error": (outcome.error or None) and outcome.error[:1000],
+        }
+        if outcome.status == "retry":
+            delay = min(RETRY_BASE_S * 2.0 ** min(attempts - 1, 10), RETRY_MAX_S) * (
+                0.75 + random.random() / 2
             )
-
-    async def _finish(
-        self, entry: OutboxEntry, status: str, *, result: str | None = None, error: str | None = None
-    ) -> None:
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(OutboxEntry)
-                .where(OutboxEntry.id == entry.id)
-                .values(status=status, result_event_id=result, last_error=error, attempts=entry.attempts + 1)
+            values["next_attempt_at"] = datetime.now(UTC) + timedelta(seconds=delay)
+            self.retried += 1
+            log.warning(
+                "Outbox %d (%s) attempt %d failed (%s); next try in %.0f s",
+                entry.id,
+                entry.kind,
+                attempts,
+                outcome.error,
+                delay,
             )
-            source = entry.payload.get("post_source")
-            if status == "done" and result is not None and isinstance(source, str):
-                await session.execute(
-                    update(Post)
-                    .where(
-                        Post.source_event_id == source,
-                        or_(Post.relayed_event_id.is_(None), Post.relayed_event_id != result),
-                    )
-                    .values(relayed_event_id=result)
+        else:
+            values["status"] = outcome.status
+            values["result_event_id"] = outcome.result
+            if outcome.status == "done":
+                self.sent += 1
+            else:
+                self.failed += 1
+        await session.execute(update(OutboxEntry).where(OutboxEntry.id == entry.id).values(values))
+        # The person who asked learns the outcome through a new entry, recorded in this same transaction.
+        note = entry.payload.get("on_success" if outcome.status == "done" else "on_failure")
+        if outcome.status != "retry" and isinstance(note, dict):
+            body = str(note["body"]).replace("{error}", outcome.error or "")
+            session.add(
+                new_entry(
+                    f"room:{note['room_id']}",
+                    "send",
+                    note["as_user"],
+                    {
+                        "room_id": note["room_id"],
+                        "event_type": "m.room.message",
+                        "content": {"msgtype": "m.notice", "body": body},
+                    },
                 )
+            )
+        source = entry.payload.get("post_source")
+        if outcome.status == "done" and outcome.result is not None and isinstance(source, str):
+            await session.execute(
+                update(Post).where(Post.source_event_id == source).values(relayed_event_id=outcome.result)
+            )
 
 
 def _aware(value: datetime) -> datetime:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import select, update
@@ -29,6 +30,7 @@ from .i18n import t
 from .management import on_management_message
 from .outbox import new_entry
 from .relay import SOURCE_KEY
+from .store.leases import Leases
 from .store.models import Channel, InboundEvent, Post, Room
 
 log = logging.getLogger(__name__)
@@ -47,11 +49,19 @@ ACTIONABLE_TYPES = frozenset(
 PROCESS_BATCH = 200
 MAX_EVENT_ATTEMPTS = 5
 PROCESSOR_RETRY_S = 2.0
+PROCESSOR_LEASE = "processor"
+LEASE_RENEW_S = 5.0
+
+
+class _AlreadyHandled(Exception):
+    """Another process handled the event first; roll back this attempt."""
 
 
 class Bridge:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, leases: Leases, *, row_locks: bool = False) -> None:
         self.ctx = ctx
+        self.leases = leases
+        self.row_locks = row_locks
         self._wake = asyncio.Event()
         self._stopping = False
         ctx.outbox.executors["create_channel"] = lambda entry, worker: create_channel(ctx, entry, worker)
@@ -152,7 +162,13 @@ class Bridge:
                     pass
 
     async def process_pending(self) -> int:
-        """Handle pending events in arrival order; stop at a homeserver outage to keep that order."""
+        """Handle pending events in arrival order; stop at a homeserver outage to keep that order.
+
+        Only the holder of the `processor` lease handles events (several processes, one order); the
+        status check on "done" makes a stale holder's late attempt roll back instead of doubling.
+        """
+        if not await self.leases.hold(PROCESSOR_LEASE):
+            return 0
         async with self.ctx.sessions() as session:
             rows = (
                 await session.scalars(
@@ -163,9 +179,14 @@ class Bridge:
                 )
             ).all()
         handled = 0
+        renewed = time.monotonic()
         for row in rows:
             if self._stopping:
                 break
+            if time.monotonic() - renewed > LEASE_RENEW_S:
+                if not await self.leases.hold(PROCESSOR_LEASE):
+                    break
+                renewed = time.monotonic()
             try:
                 event = parse_event(row.payload)
             except EventParseError as exc:
@@ -174,10 +195,24 @@ class Bridge:
                 continue
             try:
                 async with self.ctx.sessions.begin() as session:
+                    if self.row_locks:
+                        claimed = await session.scalar(
+                            select(InboundEvent.seq)
+                            .where(InboundEvent.seq == row.seq, InboundEvent.status == "pending")
+                            .with_for_update(skip_locked=True)
+                        )
+                        if claimed is None:
+                            continue
                     await self.dispatch(session, event)
-                    await session.execute(
-                        update(InboundEvent).where(InboundEvent.seq == row.seq).values(status="done")
+                    done = await session.execute(
+                        update(InboundEvent)
+                        .where(InboundEvent.seq == row.seq, InboundEvent.status == "pending")
+                        .values(status="done")
                     )
+                    if done.rowcount != 1:  # type: ignore[attr-defined]
+                        raise _AlreadyHandled
+            except _AlreadyHandled:
+                continue
             except (MatrixConnectionError, MatrixRequestError) as exc:
                 if isinstance(exc, MatrixRequestError) and not exc.retryable:
                     log.warning(

@@ -78,7 +78,10 @@ class OutboxEntry(Base):
     """A write to the homeserver: recorded first, sent with a deterministic transaction id, marked done."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "status", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_pending", "status", "id"),
+        Index("ix_outbox_queue", "queue", "status", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     # Entries with the same queue key are sent strictly in id order (a room, or a channel's setup).
@@ -120,4 +123,14 @@ class Confirmation(Base):
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     action: Mapped[str] = mapped_column(String(32))
     argument: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Lease(Base):
+    """Who may run a singleton job (the event processor, periodic jobs) until when, across processes."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
