@@ -8,6 +8,7 @@ are retried with bounded exponential backoff; anything else raises the mapped `M
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -32,6 +33,7 @@ DEFAULT_ATTEMPTS = 5
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 30.0
 REQUEST_TIMEOUT_S = 60.0
+RECENT_SCAN_LIMIT = 100
 
 RequestObserver = Callable[[str, int | None, float], None]
 
@@ -130,9 +132,16 @@ class HomeserverClient:
                 try:
                     data = await response.json(content_type=None)
                 except ValueError:
-                    data = {"errcode": "M_UNKNOWN", "error": f"non-JSON response ({response.status})"}
+                    data = None
                 if response.status >= 400:
-                    raise error_from_response(response.status, data)
+                    raise error_from_response(
+                        response.status,
+                        data if data is not None else f"non-JSON response ({response.status})",
+                    )
+                if not isinstance(data, dict):
+                    raise MatrixRequestError(
+                        response.status, "M_NOT_JSON", "the homeserver's answer is not a JSON object"
+                    )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise MatrixConnectionError(f"cannot reach the homeserver at {self.base_url}: {exc!r}") from exc
         self._observe(method, response.status, started)
@@ -255,6 +264,18 @@ class Intent:
             "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/event/{q(event_id)}"
         )
         return data
+
+    async def find_recent_event(
+        self, room_id: RoomID, key: str, value: str, limit: int = RECENT_SCAN_LIMIT
+    ) -> EventID | None:
+        """Our own recent event whose content has `key: value`, scanning back at most `limit` events."""
+        query = {"dir": "b", "limit": str(limit), "filter": json.dumps({"senders": [self.user_id]})}
+        data = await self._call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages", query=query)
+        for event in data.get("chunk", []):
+            content = event.get("content")
+            if isinstance(content, dict) and content.get(key) == value:
+                return EventID(event["event_id"])
+        return None
 
     async def joined_members(self, room_id: RoomID) -> dict[str, Any]:
         data = await self._call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/joined_members")

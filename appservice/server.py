@@ -49,6 +49,18 @@ class Transaction:
     skipped: int = 0
 
 
+def _content_digest(txn: Transaction) -> str:
+    """What identifies a transaction's content across Synapse's retries.
+
+    Synapse rebuilds a retried transaction (new `unsigned.age`, ephemeral data dropped), so the raw
+    body differs; the event ids do not. Ids repeat after a Synapse restart with other events, so the
+    id alone is not enough either.
+    """
+    event_ids = [e.event_id for e in (*txn.events, *txn.echoes)]
+    basis: Any = event_ids if event_ids else txn.ephemeral
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
+
+
 class TransactionHandler(Protocol):
     async def handle_transaction(self, txn: Transaction) -> None:
         """Record or handle the transaction durably; raise to make the homeserver retry it."""
@@ -123,14 +135,23 @@ async def _error_middleware(
     try:
         return await handler(request)
     except MatrixError as exc:
-        return web.json_response(exc.to_json(), status=exc.status)
+        response = web.json_response(exc.to_json(), status=exc.status)
+        if exc.status == 408:
+            # The client is still trickling its body: answer, then drop the connection instead of
+            # letting aiohttp read (and wait for) the rest.
+            response.force_close()
+            await response.prepare(request)
+            await response.write_eof()
+            if request.protocol is not None:
+                request.protocol.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status == 404:
             return _matrix_json(404, "M_UNRECOGNIZED", "Unrecognized request")
         if exc.status == 405:
             return _matrix_json(405, "M_UNRECOGNIZED", f"Method {request.method} is not allowed here")
         if exc.status == 413:
-            return _matrix_json(413, "M_TOO_LARGE", f"Request body is larger than {MAX_BODY_BYTES} bytes")
+            return _matrix_json(413, "M_TOO_LARGE", exc.text or "Request body is too large")
         if exc.status < 400:
             raise
         return _matrix_json(exc.status, "M_UNKNOWN", exc.reason)
@@ -179,33 +200,31 @@ class AppServiceServer:
             if token is None:
                 # A token in the query string is deliberately not accepted: URLs end up in logs.
                 raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
-            if not hmac.compare_digest(token.encode(), self._hs_token):
+            if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), self._hs_token):
                 raise MatrixError(403, "M_FORBIDDEN", "Invalid access token")
             return await handler(request)
 
         return wrapper
 
-    async def _read_json(self, request: web.Request) -> Any:
+    async def _read_json(self, request: web.Request, *, empty_is_object: bool = False) -> Any:
         try:
             async with asyncio.timeout(BODY_READ_TIMEOUT_S):
                 body = await request.read()
         except TimeoutError:
             raise MatrixError(408, "M_UNKNOWN", "Request body was not received in time") from None
+        if empty_is_object and not body.strip():
+            return {}
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
 
     async def on_transaction(self, request: web.Request) -> web.Response:
         txn_id = request.match_info["txn_id"]
         if not self.accepting:
             raise MatrixError(503, "M_UNKNOWN", "Shutting down; retry later")
-        try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-                body = await request.read()
-        except TimeoutError:
-            raise MatrixError(408, "M_UNKNOWN", "Request body was not received in time") from None
-        key = (txn_id, hashlib.sha256(body).hexdigest())
+        txn = self._parse_transaction(txn_id, await self._read_json(request))
+        key = (txn_id, _content_digest(txn))
         if self._dedupe.is_done(key):
             self.stats.duplicate_transactions += 1
             return web.json_response({})
@@ -214,11 +233,6 @@ class AppServiceServer:
             self.stats.duplicate_transactions += 1
             await asyncio.shield(pending)
             return web.json_response({})
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
-        txn = self._parse_transaction(txn_id, data)
         self._dedupe.start(key)
         error: BaseException | None = None
         started = time.monotonic()
@@ -281,7 +295,7 @@ class AppServiceServer:
         raise MatrixError(404, "M_NOT_FOUND", "No such room alias")
 
     async def on_ping(self, request: web.Request) -> web.Response:
-        data = await self._read_json(request)
+        data = await self._read_json(request, empty_is_object=True)  # the spec makes the body optional
         if not isinstance(data, dict):
             raise MatrixError(400, "M_BAD_JSON", "Body must be a JSON object")
         log.info("Ping from the homeserver (transaction_id=%s)", str(data.get("transaction_id"))[:64])

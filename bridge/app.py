@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import text
 
 from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
@@ -19,6 +20,7 @@ from appservice.server import AppServiceServer
 
 from .config import Config, ConfigError
 from .context import Context
+from .metrics import Metrics, add_routes
 from .outbox import OutboxWorker
 from .service import PROCESSOR_LEASE, Bridge
 from .store.db import create_engine, migrate, sessionmaker
@@ -124,7 +126,10 @@ class Service:
         self.config = config
         self.registration = registration_from_config(config)
         self.engine = create_engine(config.database_url)
-        self.client = HomeserverClient(config.homeserver_url, config.as_token)
+        self.metrics = Metrics()
+        self.client = HomeserverClient(
+            config.homeserver_url, config.as_token, observer=self.metrics.observe_request
+        )
         sessions = sessionmaker(self.engine)
         # PostgreSQL may be shared by several Kanal processes: claim work with row locks there.
         row_locks = self.engine.dialect.name == "postgresql"
@@ -140,11 +145,12 @@ class Service:
 
     def make_app(self) -> web.Application:
         app = self.server.make_app()
-        app.router.add_get("/health", self._health)
+        add_routes(app, self.metrics, self.server, self.outbox, self._db_ping)
         return app
 
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def _db_ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
 
     async def start(self) -> None:
         await migrate(self.engine)

@@ -38,6 +38,7 @@ MAX_PARALLEL_QUEUES = 16
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
 POLL_INTERVAL_S = 1.0
+TXN_MARKER = "net.kanal.txn"
 
 
 class SkipEntry(Exception):
@@ -290,11 +291,22 @@ async def _resolved(entry: OutboxEntry, worker: OutboxWorker) -> dict[str, Any]:
 
 
 async def _exec_send(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Send with `kanal-<id>` as transaction id and as a marker in the content.
+
+    The transaction id makes a retry return the first event while the homeserver remembers it (Synapse
+    keeps it in memory). The marker covers a homeserver that restarted after storing an event whose
+    answer we never got: before retrying such an entry we look for the marker among our recent sends.
+    """
     payload = await _resolved(entry, worker)
     intent = worker.client.intent(UserID(entry.as_user))
-    return await intent.send(
-        payload["room_id"], payload["event_type"], payload["content"], txn_id_for(entry.id)
-    )
+    txn_id = txn_id_for(entry.id)
+    if entry.attempts > 0:
+        existing = await intent.find_recent_event(payload["room_id"], TXN_MARKER, txn_id)
+        if existing is not None:
+            log.info("Outbox %d was already delivered as %s; not sending it again", entry.id, existing)
+            return existing
+    content = {**payload["content"], TXN_MARKER: txn_id}
+    return await intent.send(payload["room_id"], payload["event_type"], content, txn_id)
 
 
 async def _exec_redact(entry: OutboxEntry, worker: OutboxWorker) -> str | None:

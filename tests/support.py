@@ -130,6 +130,20 @@ class User:
         assert isinstance(response, nio.RoomMessagesResponse), response
         return [event.source for event in reversed(response.chunk)]
 
+    async def all_messages(self, room_id: str, page: int = 500) -> list[dict[str, Any]]:
+        """Every event of the room's timeline, oldest first (paginating back to the start)."""
+        events: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            response = await self.client.room_messages(room_id, start=token, limit=page)
+            assert isinstance(response, nio.RoomMessagesResponse), response
+            events.extend(event.source for event in response.chunk)
+            if not response.chunk or not response.end or response.end == token:
+                break
+            token = response.end
+        events.reverse()
+        return events
+
     async def wait_for(
         self, room_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = DEFAULT_TIMEOUT,
         limit: int = 100,

@@ -1,0 +1,169 @@
+"""Nothing lost, nothing doubled: SIGKILL mid-burst, homeserver outages, Kanal down, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.support import Channel, Env, User, create_channel
+
+pytestmark = pytest.mark.integration
+
+BURST = 1000
+SEND_CONCURRENCY = 4
+
+
+async def _burst(user: User, room: str, bodies: list[str]) -> None:
+    """Post quickly, a few at a time; the homeserver's order in backstage is the order to keep."""
+    queue = list(bodies)
+
+    async def worker() -> None:
+        while queue:
+            body = queue.pop(0)
+            await user.text(room, body)
+
+    await asyncio.gather(*(worker() for _ in range(SEND_CONCURRENCY)))
+
+
+def _posts(events: list[dict[str, Any]], sender: str, prefix: str) -> list[str]:
+    return [
+        e["content"]["body"] for e in events
+        if e.get("sender") == sender and e["type"] == "m.room.message"
+        and e["content"].get("body", "").startswith(prefix) and "m.relates_to" not in e["content"]
+    ]
+
+
+async def _wait_count(user: User, room: str, sender: str, prefix: str, count: int, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    posts: list[str] = []
+    while time.monotonic() < deadline:
+        posts = _posts(await user.all_messages(room), sender, prefix)
+        if len(posts) >= count:
+            await asyncio.sleep(2)  # anything doubled would arrive now
+            return _posts(await user.all_messages(room), sender, prefix)
+        await asyncio.sleep(1)
+    return posts
+
+
+def _ghost(env: Env, channel: Channel) -> str:
+    return f"@kanal_{channel.handle}:{env.domain}"
+
+
+async def _kill_and_restart_at_random(env: Env, times: int, window: float) -> None:
+    for _ in range(times):
+        await asyncio.sleep(random.uniform(0.5, window / times))
+        env.kanal.kill()
+        await env.kanal.start()
+
+
+async def test_sigkill_during_a_burst_loses_and_doubles_nothing(env: Env) -> None:
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle("crash"), "Crash Desk")
+    bodies = [f"crash-post {i:04d}" for i in range(BURST)]
+    await asyncio.gather(_burst(alice, channel.backstage, bodies), _kill_and_restart_at_random(env, 3, 12))
+
+    backstage_order = _posts(await alice.all_messages(channel.backstage), alice.user_id, "crash-post ")
+    assert sorted(backstage_order) == bodies
+    relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "crash-post ", BURST, 240)
+    duplicates = [body for body, n in Counter(relayed).items() if n > 1]
+    assert not duplicates, f"doubled: {duplicates[:5]}"
+    assert len(relayed) == BURST, f"lost {sorted(set(bodies) - set(relayed))[:5]}"
+    assert relayed == backstage_order  # exactly once, in the order backstage has them
+
+
+async def test_sigkill_during_edits_and_redactions(env: Env) -> None:
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle("edits"), "Edit Desk")
+    ghost = _ghost(env, channel)
+    count = 200
+    originals = {}
+    for i in range(count):
+        originals[i] = await alice.text(channel.backstage, f"edit-post {i:03d}")
+    await _wait_count(alice, channel.broadcast, ghost, "edit-post ", count, 120)
+
+    async def edits_and_redactions() -> None:
+        for i in range(count):
+            await alice.send(channel.backstage, {
+                "msgtype": "m.text", "body": f"* edited {i:03d}",
+                "m.new_content": {"msgtype": "m.text", "body": f"edited {i:03d}"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": originals[i]},
+            })
+            if i % 2 == 0:
+                await alice.client.room_redact(channel.backstage, originals[i], reason="burst")
+
+    await asyncio.gather(edits_and_redactions(), _kill_and_restart_at_random(env, 3, 8))
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        events = await alice.all_messages(channel.broadcast)
+        edits = [e for e in events if e.get("sender") == ghost and e["content"].get("m.relates_to", {}).get("rel_type")
+                 == "m.replace"]
+        redactions = [e for e in events if e.get("sender") == ghost and e["type"] == "m.room.redaction"]
+        if len(edits) >= count and len(redactions) >= count // 2:
+            break
+        await asyncio.sleep(1)
+    await asyncio.sleep(2)
+    events = await alice.all_messages(channel.broadcast)
+    edits = Counter(e["content"]["m.new_content"]["body"] for e in events if e.get("sender") == ghost
+                    and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace")
+    redactions = Counter(e.get("redacts") or e["content"].get("redacts") for e in events
+                         if e.get("sender") == ghost and e["type"] == "m.room.redaction")
+    assert sorted(edits) == [f"edited {i:03d}" for i in range(count)]
+    assert set(edits.values()) == {1}, "an edit was mirrored twice"
+    assert len(redactions) == count // 2 and set(redactions.values()) == {1}, "a redaction was lost or doubled"
+
+
+async def test_kanal_down_while_posting_then_everything_relayed_once(env: Env) -> None:
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle("down"), "Down Desk")
+    assert await env.kanal.stop() == 0  # SIGTERM: a clean exit
+    bodies = [f"offline-post {i:03d}" for i in range(50)]
+    for body in bodies:
+        await alice.text(channel.backstage, body)
+    started = time.monotonic()
+    await env.kanal.start()
+    await alice.wait_for(channel.broadcast, lambda e: e["content"].get("body") == bodies[0], timeout=30)
+    first_after = time.monotonic() - started
+    relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "offline-post ", 50, 60)
+    assert relayed == bodies
+    print(f"\nrestart → first backlog post relayed: {first_after:.2f} s (includes process start)")
+
+
+async def test_sigterm_mid_burst_exits_zero_promptly_and_resumes(env: Env) -> None:
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle("term"), "Term Desk")
+    bodies = [f"term-post {i:03d}" for i in range(200)]
+    await _burst(alice, channel.backstage, bodies)
+    began = time.monotonic()
+    assert await env.kanal.stop(timeout=30) == 0
+    assert time.monotonic() - began < 25
+    await env.kanal.start()
+    relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "term-post ", 200, 90)
+    assert relayed == _posts(await alice.all_messages(channel.backstage), alice.user_id, "term-post ")
+
+
+async def test_homeserver_outage_mid_burst(env: Env) -> None:
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle("outage"), "Outage Desk")
+    first = [f"outage-post {i:03d}" for i in range(300)]
+    second = [f"outage-post {i:03d}" for i in range(300, 400)]
+    log_before = env.kanal.log_path.read_text(errors="replace")
+    await _burst(alice, channel.backstage, first)
+    await env.synapse.stop()
+    await asyncio.sleep(35)
+    assert env.kanal.process is not None and env.kanal.process.poll() is None, "Kanal died during the outage"
+    await env.synapse.start()
+    await alice.client.login  # the access token survives a Synapse restart
+    await _burst(alice, channel.backstage, second)
+    relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "outage-post ", 400, 180)
+    assert relayed == _posts(await alice.all_messages(channel.backstage), alice.user_id, "outage-post ")
+    log = env.kanal.log_path.read_text(errors="replace")[len(log_before):]
+    # Bounded backoff: a few clear lines per waiting queue, not a spin.
+    waits = log.count("next try in") + log.count("waits: the homeserver is unavailable")
+    assert 0 < waits < 200, waits
+    assert "Traceback" not in log
