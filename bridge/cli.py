@@ -134,6 +134,30 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return run_sandbox(Path(args.data_dir), synapse_port=args.synapse_port, kanal_port=args.port)
 
 
+def _cmd_migrate_db(args: argparse.Namespace) -> int:
+    from .config import resolve_database_url
+    from .migrate_db import MigrationError, copy_database
+
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    target = resolve_database_url(args.to, Path(args.config).resolve().parent)
+    if target == config.database_url:
+        print("kanal migrate-db: --to is the database Kanal already uses", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"Copying {config.database_url} → {target.split('@')[-1]} (stop Kanal first) …", file=sys.stderr)
+    try:
+        copied = asyncio.run(copy_database(config.database_url, target))
+    except MigrationError as exc:
+        print(f"kanal migrate-db: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    print(f"Copied {sum(copied.values())} rows in {len(copied)} tables.")
+    print(f"Now set database.url in {config.path} to the new database and start Kanal again.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanal", description="Telegram-style channels for Matrix homeservers."
@@ -160,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the service against a homeserver")
     run.add_argument("-c", "--config", required=True, help="path to config.yaml")
     run.set_defaults(func=_cmd_run)
+
+    migrate = sub.add_parser(
+        "migrate-db", help="copy all data into another database (e.g. SQLite → PostgreSQL)"
+    )
+    migrate.add_argument(
+        "-c", "--config", required=True, help="path to config.yaml (its database is the source)"
+    )
+    migrate.add_argument(
+        "--to", required=True, help="target URL, e.g. postgresql://kanal@127.0.0.1:5432/kanal"
+    )
+    migrate.set_defaults(func=_cmd_migrate_db)
 
     up = sub.add_parser("up", help="the sandbox: a local Synapse wired to Kanal, until Ctrl-C")
     up.add_argument("--data-dir", default="kanal-sandbox", help="sandbox data (reused on the next run)")

@@ -14,7 +14,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def async_driver_url(url: str) -> str:
+    """`sqlite:///…` and `postgresql://…` as operators write them, with the async drivers Kanal uses."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
 def create_engine(url: str) -> AsyncEngine:
+    url = async_driver_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
