@@ -63,10 +63,29 @@ class Event:
         return EventID(value) if isinstance(value, str) else None
 
 
+def _storable(value: str) -> bool:
+    """No NUL and no lone surrogate: what UTF-8 text columns (SQLite, PostgreSQL) can hold."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _identifier(raw: dict[str, Any], key: str, sigil: str) -> str:
     value = raw.get(key)
-    if not isinstance(value, str) or not value.startswith(sigil) or len(value) > MAX_ID_LENGTH:
-        raise EventParseError(f"'{key}' must be a string starting with {sigil!r}")
+    if (
+        not isinstance(value, str)
+        or not value.startswith(sigil)
+        or len(value) > MAX_ID_LENGTH
+        or not _storable(value)
+    ):
+        raise EventParseError(
+            f"'{key}' must be a string starting with {sigil!r}, at most {MAX_ID_LENGTH} characters, "
+            "without NUL or unpaired surrogates"
+        )
     return value
 
 
@@ -87,8 +106,8 @@ def parse_event(raw: Any) -> Event:
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise EventParseError("'origin_server_ts' must be an integer")
     redacts = raw.get("redacts")
-    if redacts is not None and not isinstance(redacts, str):
-        raise EventParseError("'redacts' must be a string")
+    if redacts is not None and (not isinstance(redacts, str) or not _storable(redacts)):
+        raise EventParseError("'redacts' must be a string without NUL or unpaired surrogates")
     unsigned = raw.get("unsigned")
     return Event(
         event_id=EventID(_identifier(raw, "event_id", "$")),

@@ -22,10 +22,14 @@ class RegistrationError(ValueError):
 class Namespace:
     regex: str
     exclusive: bool
+    _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", re.compile(self.regex))
 
     def matches(self, value: str) -> bool:
         # Synapse matches from the start of the string only (re.match); we do the same.
-        return re.match(self.regex, value) is not None
+        return self._compiled.match(value) is not None
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ async def _record_room(ctx: Context, channel: Channel, kind: str, room_id: RoomI
     async with ctx.sessions.begin() as session:
         await session.execute(update(Channel).where(Channel.id == channel.id).values({column: room_id}))
         await session.merge(Room(room_id=room_id, kind=kind, channel_id=channel.id))
+    if kind != "broadcast":
+        ctx.remember_room(room_id)
 
 
 async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:

@@ -22,6 +22,13 @@ class Context:
     client: HomeserverClient
     sessions: async_sessionmaker[AsyncSession]
     outbox: OutboxWorker
+    # Management and backstage rooms, kept in memory when this process is the only writer (SQLite);
+    # None means "ask the database" (PostgreSQL, where another process may add rooms).
+    known_rooms: set[str] | None = None
+
+    def remember_room(self, room_id: str) -> None:
+        if self.known_rooms is not None:
+            self.known_rooms.add(room_id)
 
     @property
     def bot(self) -> UserID:

@@ -39,6 +39,7 @@ RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
 POLL_INTERVAL_S = 1.0
 TXN_MARKER = "net.kanal.txn"
+PROBE_INTERVAL_S = 2.0
 
 
 class SkipEntry(Exception):
@@ -97,6 +98,7 @@ class OutboxWorker:
         self.sent = 0
         self.failed = 0
         self.retried = 0
+        self.homeserver_down = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -110,14 +112,31 @@ class OutboxWorker:
             raise SkipEntry(f"{source_event_id} has no relayed copy")
         return relayed
 
+    async def _probe(self) -> None:
+        """While the homeserver is down, ask it cheaply; when it answers, retry everything at once."""
+        try:
+            await self.client.versions()
+        except (MatrixConnectionError, MatrixRequestError):
+            return
+        log.info("The homeserver answers again; resuming the outbox now")
+        self.homeserver_down = False
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(OutboxEntry).where(OutboxEntry.status == "pending").values(next_attempt_at=None)
+            )
+
     async def run(self) -> None:
         """Drain until `stop()`; then flush what is due once more and return."""
         while not self._stopping:
             self._wake.clear()
+            if self.homeserver_down:
+                await self._probe()
             worked = await self.drain_once()
             if not worked and not self._stopping:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL_S)
+                    await asyncio.wait_for(
+                        self._wake.wait(), PROBE_INTERVAL_S if self.homeserver_down else POLL_INTERVAL_S
+                    )
                 except TimeoutError:
                     pass
         # Shutdown: send what the homeserver will take now; the rest waits for the next start.
@@ -143,6 +162,8 @@ class OutboxWorker:
 
     async def drain_once(self) -> bool:
         """Send what is due in every queue; True when anything was attempted."""
+        if self.homeserver_down:
+            return False  # only the probe talks to a homeserver that is down; it resumes us
         async with self.sessions() as session:
             queues = (
                 await session.scalars(
@@ -224,6 +245,13 @@ class OutboxWorker:
             log.warning("Outbox %d (%s) failed for good: %s", entry.id, entry.kind, error)
             return Outcome("failed", None, error)
         except MatrixConnectionError as exc:
+            if not self.homeserver_down:
+                log.warning(
+                    "The homeserver is unreachable (%s); checking every %.0f s and resuming when it answers",
+                    exc,
+                    PROBE_INTERVAL_S,
+                )
+            self.homeserver_down = True
             return Outcome("retry", None, str(exc))
         return Outcome("done", result)
 

@@ -24,6 +24,7 @@ from appservice.ids import RoomAlias, RoomID, UserID, server_of
 from appservice.server import Transaction
 
 from .backstage import on_backstage_event
+from .catchup import catch_up
 from .channels import create_channel, delete_channel
 from .context import Context, enqueue, reply, send_entry
 from .i18n import t
@@ -51,6 +52,7 @@ MAX_EVENT_ATTEMPTS = 5
 PROCESSOR_RETRY_S = 2.0
 PROCESSOR_LEASE = "processor"
 LEASE_RENEW_S = 5.0
+CATCH_UP_INTERVAL_S = 300.0
 
 
 class _AlreadyHandled(Exception):
@@ -67,6 +69,9 @@ class Bridge:
         ctx.outbox.executors["create_channel"] = lambda entry, worker: create_channel(ctx, entry, worker)
         ctx.outbox.executors["delete_channel"] = lambda entry, worker: delete_channel(ctx, entry, worker)
         self.processed = 0
+        # Hold events back until the backstage rooms were checked for posts never delivered.
+        self.catch_up_pending = True
+        self._last_catch_up = time.monotonic()
 
     # -- the homeserver pushes ---------------------------------------------------------------------
 
@@ -97,25 +102,30 @@ class Bridge:
                     .where(Post.source_event_id == source, Post.relayed_event_id.is_(None))
                     .values(relayed_event_id=relayed)
                 )
-        if candidates:
+        if rows:
             self._wake.set()
 
     async def _actionable(self, session: AsyncSession, events: list[Event]) -> list[dict[str, Any]]:
-        room_ids = {e.room_id for e in events}
-        ours = set()
-        if room_ids:
-            ours = set(
-                (
-                    await session.scalars(
-                        select(Room.room_id).where(Room.room_id.in_(room_ids), Room.kind != "broadcast")
-                    )
-                ).all()
-            )
+        room_ids: set[str] = {e.room_id for e in events}
+        ours = await self._managed_rooms(session, room_ids) if room_ids else set()
         return [
             {"event_id": e.event_id, "room_id": e.room_id, "payload": dataclasses.asdict(e)}
             for e in events
             if self._is_bot_invite(e) or (e.room_id in ours and e.type != "m.room.member")
         ]
+
+    async def _managed_rooms(self, session: AsyncSession, room_ids: set[str]) -> set[str]:
+        """Which of these rooms are management or backstage rooms (broadcast rooms need no handling)."""
+        if not self.row_locks:
+            if self.ctx.known_rooms is None:
+                self.ctx.known_rooms = set(
+                    (await session.scalars(select(Room.room_id).where(Room.kind != "broadcast"))).all()
+                )
+            return room_ids & self.ctx.known_rooms
+        rows = await session.scalars(
+            select(Room.room_id).where(Room.room_id.in_(room_ids), Room.kind != "broadcast")
+        )
+        return set(rows.all())
 
     async def query_user(self, user_id: UserID) -> bool:
         if user_id == self.ctx.bot:
@@ -169,6 +179,20 @@ class Bridge:
         """
         if not await self.leases.hold(PROCESSOR_LEASE):
             return 0
+        if self.ctx.outbox.homeserver_down:
+            self.catch_up_pending = True  # the homeserver may have restarted and dropped events
+            return 0
+        if time.monotonic() - self._last_catch_up > CATCH_UP_INTERVAL_S:
+            self.catch_up_pending = True  # a safety net for restarts nobody noticed
+        if self.catch_up_pending:
+            try:
+                await catch_up(self.ctx)
+            except (MatrixConnectionError, MatrixRequestError) as exc:
+                log.warning("Catch-up waits for the homeserver (%s)", exc)
+                await asyncio.sleep(PROCESSOR_RETRY_S)
+                return 0
+            self.catch_up_pending = False
+            self._last_catch_up = time.monotonic()
         async with self.ctx.sessions() as session:
             rows = (
                 await session.scalars(
@@ -278,6 +302,7 @@ class Bridge:
         existing = await session.get(Room, room_id)
         if existing is not None and existing.kind != "management":
             return
+        ctx.remember_room(room_id)
         await session.merge(
             Room(
                 room_id=room_id, kind="management", user_id=event.sender, language=ctx.config.default_language

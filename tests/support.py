@@ -43,7 +43,9 @@ class KanalProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bridge.cli", "run", "-c", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.config_path.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.config_path.parent,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -145,7 +147,10 @@ class User:
         return events
 
     async def wait_for(
-        self, room_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = DEFAULT_TIMEOUT,
+        self,
+        room_id: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = DEFAULT_TIMEOUT,
         limit: int = 100,
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -173,8 +178,11 @@ class User:
         await self.text(room_id, body)
         event = await self.wait_for(
             room_id,
-            lambda e: e["event_id"] not in before and e.get("sender") == self.env.bot
-            and expect in e.get("content", {}).get("body", ""),
+            lambda e: (
+                e["event_id"] not in before
+                and e.get("sender") == self.env.bot
+                and expect in e.get("content", {}).get("body", "")
+            ),
             timeout,
         )
         return str(event["content"]["body"])
@@ -183,10 +191,14 @@ class User:
         response = await self.client.room_create(is_direct=True, invite=[self.env.bot])
         assert isinstance(response, nio.RoomCreateResponse), response
         room_id = str(response.room_id)
-        await self.wait_for(room_id, lambda e: e.get("sender") == self.env.bot and e["type"] == "m.room.message")
+        await self.wait_for(
+            room_id, lambda e: e.get("sender") == self.env.bot and e["type"] == "m.room.message"
+        )
         return room_id
 
-    async def wait_invite(self, predicate: Callable[[str, Any], bool], timeout: float = DEFAULT_TIMEOUT) -> str:
+    async def wait_invite(
+        self, predicate: Callable[[str, Any], bool], timeout: float = DEFAULT_TIMEOUT
+    ) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             await self.client.sync(timeout=500, full_state=True)

@@ -27,11 +27,26 @@ class Leases:
         self.sessions = sessions
         self.holder = holder
         self.seconds = seconds
+        self._held_until: dict[str, datetime] = {}
 
     async def hold(self, name: str) -> bool:
-        """Take or renew the lease; False while another live holder has it."""
+        """Take or renew the lease; False while another live holder has it.
+
+        A lease held with more than half its time left is not written again (the hot path).
+        """
         now = datetime.now(UTC)
+        held = self._held_until.get(name)
+        if held is not None and (held - now).total_seconds() > self.seconds / 2:
+            return True
         expires = now + timedelta(seconds=self.seconds)
+        taken = await self._take(name, now, expires)
+        if taken:
+            self._held_until[name] = expires
+        else:
+            self._held_until.pop(name, None)
+        return taken
+
+    async def _take(self, name: str, now: datetime, expires: datetime) -> bool:
         async with self.sessions.begin() as session:
             result = await session.execute(
                 update(Lease)
@@ -50,5 +65,6 @@ class Leases:
         return True
 
     async def release(self, name: str) -> None:
+        self._held_until.pop(name, None)
         async with self.sessions.begin() as session:
             await session.execute(delete(Lease).where(Lease.name == name, Lease.holder == self.holder))

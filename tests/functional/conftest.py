@@ -1,7 +1,7 @@
 """Fixtures for functional tests of the protocol layer against real loopback aiohttp servers.
 
-    test ──HTTP──▶ AppServiceServer.make_app() ──▶ RecordingHandler   (inbound: homeserver → us)
-    HomeserverClient / Intent ──HTTP──▶ FakeHomeserver                  (outbound: us → homeserver)
+test ──HTTP──▶ AppServiceServer.make_app() ──▶ RecordingHandler   (inbound: homeserver → us)
+HomeserverClient / Intent ──HTTP──▶ FakeHomeserver                  (outbound: us → homeserver)
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ async def test_429_is_retried_after_retry_after_ms(
     hs: HomeserverClient, homeserver: FakeHomeserver, observed: Observed
 ) -> None:
     homeserver.on(
-        "PUT", f"{SEND}/t1",
+        "PUT",
+        f"{SEND}/t1",
         (429, {"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests", "retry_after_ms": 300}),
         (200, {"event_id": "$sent"}),
     )
@@ -150,7 +151,8 @@ async def test_429_wait_is_capped(
 ) -> None:
     monkeypatch.setattr(client_module, "BACKOFF_MAX_S", 0.05)
     homeserver.on(
-        "GET", WHOAMI,
+        "GET",
+        WHOAMI,
         (429, {"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 3_600_000}),
         (200, {"user_id": GHOST}),
     )
@@ -176,7 +178,8 @@ async def test_5xx_is_retried_then_succeeds(
     hs: HomeserverClient, homeserver: FakeHomeserver, failure: int
 ) -> None:
     homeserver.on(
-        "GET", WHOAMI,
+        "GET",
+        WHOAMI,
         (failure, {"errcode": "M_UNKNOWN", "error": "Internal server error"}),
         (failure, "<html><body>Bad gateway</body></html>"),
         (200, {"user_id": GHOST}),
@@ -207,7 +210,8 @@ async def test_retried_send_repeats_the_same_transaction_id(
     hs: HomeserverClient, homeserver: FakeHomeserver
 ) -> None:
     homeserver.on(
-        "PUT", f"{SEND}/kanal.post.42",
+        "PUT",
+        f"{SEND}/kanal.post.42",
         (500, {"errcode": "M_UNKNOWN", "error": "oops"}),
         (200, {"event_id": "$once"}),
     )
@@ -242,7 +246,9 @@ async def test_connection_error_then_success_is_retried(
         observed.append((method, status, duration))
         client.base_url = homeserver.url
 
-    client = HomeserverClient(f"http://127.0.0.1:{refused_port}", AS_TOKEN, attempts=3, observer=homeserver_comes_back)
+    client = HomeserverClient(
+        f"http://127.0.0.1:{refused_port}", AS_TOKEN, attempts=3, observer=homeserver_comes_back
+    )
     async with client:
         assert await client.intent(GHOST).whoami() == GHOST
     assert [status for _m, status, _d in observed] == [None, 200]
@@ -325,7 +331,11 @@ async def test_ensure_registered_treats_user_in_use_as_success_and_registers_onc
     await intent.ensure_registered()
     await hs.intent(GHOST).ensure_registered()  # a fresh Intent for the same user shares the memory
     [seen] = homeserver.seen
-    assert seen.body == {"type": "m.login.application_service", "username": "kanal_news", "inhibit_login": True}
+    assert seen.body == {
+        "type": "m.login.application_service",
+        "username": "kanal_news",
+        "inhibit_login": True,
+    }
     # Registering is done as the application service itself: the user does not exist yet.
     assert seen.query == {}
     assert_token_only_in_header(homeserver.seen)
@@ -345,7 +355,8 @@ async def test_ensure_registered_failure_is_raised_and_not_remembered(
     hs: HomeserverClient, homeserver: FakeHomeserver
 ) -> None:
     homeserver.on(
-        "POST", REGISTER,
+        "POST",
+        REGISTER,
         (400, {"errcode": "M_EXCLUSIVE", "error": "This user ID is reserved by an application service."}),
         (200, {"user_id": GHOST}),
     )
@@ -361,7 +372,8 @@ async def test_ensure_registered_survives_a_transient_failure(
     hs: HomeserverClient, homeserver: FakeHomeserver
 ) -> None:
     homeserver.on(
-        "POST", REGISTER,
+        "POST",
+        REGISTER,
         (502, "<html>Bad gateway</html>"),
         (400, {"errcode": "M_USER_IN_USE", "error": "taken"}),
     )
@@ -376,7 +388,8 @@ async def test_observer_sees_every_attempt(
     hs: HomeserverClient, homeserver: FakeHomeserver, observed: Observed
 ) -> None:
     homeserver.on(
-        "PUT", f"{SEND}/t1",
+        "PUT",
+        f"{SEND}/t1",
         (503, {"errcode": "M_UNKNOWN", "error": "busy"}),
         (200, {"event_id": "$e"}),
     )

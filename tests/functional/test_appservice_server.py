@@ -81,8 +81,13 @@ def _calls(handler: RecordingHandler) -> int:
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "errcode"), ENDPOINTS, ids=ENDPOINT_IDS)
 async def test_missing_token_is_401_and_reaches_no_handler(
-    client: Client, answering_handler: RecordingHandler, method: str, path: str, body: Any,
-    status: int, errcode: str | None,
+    client: Client,
+    answering_handler: RecordingHandler,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    errcode: str | None,
 ) -> None:
     response = await client.request(method, path, json=body)
     await matrix_error(response, 401, "M_MISSING_TOKEN")
@@ -92,8 +97,15 @@ async def test_missing_token_is_401_and_reaches_no_handler(
 @pytest.mark.parametrize(("method", "path", "body", "status", "errcode"), ENDPOINTS, ids=ENDPOINT_IDS)
 @pytest.mark.parametrize("wrong", ["wrong", "x" * 43, "{token}x", "{token_prefix}"])
 async def test_wrong_token_is_403_and_reaches_no_handler(
-    client: Client, registration: Registration, answering_handler: RecordingHandler, wrong: str,
-    method: str, path: str, body: Any, status: int, errcode: str | None,
+    client: Client,
+    registration: Registration,
+    answering_handler: RecordingHandler,
+    wrong: str,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    errcode: str | None,
 ) -> None:
     token = wrong.format(token=registration.hs_token, token_prefix=registration.hs_token[:-1])
     response = await client.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
@@ -103,8 +115,14 @@ async def test_wrong_token_is_403_and_reaches_no_handler(
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "errcode"), ENDPOINTS, ids=ENDPOINT_IDS)
 async def test_token_in_query_string_only_is_not_accepted(
-    client: Client, registration: Registration, answering_handler: RecordingHandler,
-    method: str, path: str, body: Any, status: int, errcode: str | None,
+    client: Client,
+    registration: Registration,
+    answering_handler: RecordingHandler,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    errcode: str | None,
 ) -> None:
     response = await client.request(method, path, json=body, params={"access_token": registration.hs_token})
     await matrix_error(response, 401, "M_MISSING_TOKEN")
@@ -114,8 +132,15 @@ async def test_token_in_query_string_only_is_not_accepted(
 @pytest.mark.parametrize(("method", "path", "body", "status", "errcode"), ENDPOINTS, ids=ENDPOINT_IDS)
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
 async def test_correct_token_with_any_case_of_bearer_is_accepted(
-    client: Client, registration: Registration, answering_handler: RecordingHandler, scheme: str,
-    method: str, path: str, body: Any, status: int, errcode: str | None,
+    client: Client,
+    registration: Registration,
+    answering_handler: RecordingHandler,
+    scheme: str,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    errcode: str | None,
 ) -> None:
     headers = {"Authorization": f"{scheme} {registration.hs_token}"}
     response = await client.request(method, path, json=body, headers=headers)
@@ -129,8 +154,10 @@ async def test_header_token_wins_over_a_correct_query_token(
     client: Client, registration: Registration, handler: RecordingHandler
 ) -> None:
     response = await client.put(
-        f"{API}/transactions/1", data=txn_body(make_event(1)),
-        params={"access_token": registration.hs_token}, headers={"Authorization": "Bearer wrong"},
+        f"{API}/transactions/1",
+        data=txn_body(make_event(1)),
+        params={"access_token": registration.hs_token},
+        headers={"Authorization": "Bearer wrong"},
     )
     await matrix_error(response, 403, "M_FORBIDDEN")
     assert handler.calls == 0
@@ -172,8 +199,13 @@ async def test_transaction_is_delivered_in_order_with_our_own_events_as_echoes(
         make_event(2, sender=BOT),
         make_event(3, sender="@bob:other.example"),
         make_event(4, sender=GHOST),
-        make_event(5, sender=f"@kanal_other:{DOMAIN}", type="m.room.member", state_key=ALICE,
-                   content={"membership": "join"}),
+        make_event(
+            5,
+            sender=f"@kanal_other:{DOMAIN}",
+            type="m.room.member",
+            state_key=ALICE,
+            content={"membership": "join"},
+        ),
         make_event(6),
         # Look-alikes of our namespace that are not ours.
         make_event(7, sender="@kanal:other.example"),
@@ -184,7 +216,14 @@ async def test_transaction_is_delivered_in_order_with_our_own_events_as_echoes(
     await ok(response)
     [txn] = handler.transactions
     assert txn.txn_id == "42"
-    assert [e.event_id for e in txn.events] == ["$event1", "$event3", "$event6", "$event7", "$event8", "$event9"]
+    assert [e.event_id for e in txn.events] == [
+        "$event1",
+        "$event3",
+        "$event6",
+        "$event7",
+        "$event8",
+        "$event9",
+    ]
     assert [e.event_id for e in txn.echoes] == ["$event2", "$event4", "$event5"]
     assert txn.skipped == 0
     assert txn.ephemeral == []
@@ -294,8 +333,17 @@ async def test_body_that_is_not_json_is_400_m_not_json(
 @pytest.mark.parametrize(
     "body",
     [{}, [], "events", 42, None, {"events": None}, {"events": {}}, {"events": "[]"}, {"Events": []}],
-    ids=["empty-object", "list", "string", "number", "null", "events-null", "events-object",
-         "events-string", "wrong-case"],
+    ids=[
+        "empty-object",
+        "list",
+        "string",
+        "number",
+        "null",
+        "events-null",
+        "events-object",
+        "events-string",
+        "wrong-case",
+    ],
 )
 async def test_json_without_an_events_list_is_400_m_bad_json(
     client: Client, auth: dict[str, str], handler: RecordingHandler, body: Any
@@ -401,8 +449,12 @@ async def test_different_ids_with_the_same_body_are_each_handled(
 async def test_a_synapse_retry_of_a_handled_transaction_is_not_handled_again(
     client: Client, auth: dict[str, str], handler: RecordingHandler
 ) -> None:
-    first = txn_body(make_event(1, unsigned={"age": 10}), make_event(2, unsigned={"age": 12}), ephemeral=[RECEIPT])
-    retry = txn_body(make_event(1, unsigned={"age": 2010}), make_event(2, unsigned={"age": 2012}), ephemeral=[])
+    first = txn_body(
+        make_event(1, unsigned={"age": 10}), make_event(2, unsigned={"age": 12}), ephemeral=[RECEIPT]
+    )
+    retry = txn_body(
+        make_event(1, unsigned={"age": 2010}), make_event(2, unsigned={"age": 2012}), ephemeral=[]
+    )
     await ok(await client.put(f"{API}/transactions/9", data=first, headers=auth))
     await ok(await client.put(f"{API}/transactions/9", data=retry, headers=auth))
     assert handler.calls == 1
@@ -411,7 +463,7 @@ async def test_a_synapse_retry_of_a_handled_transaction_is_not_handled_again(
 async def _wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll a server counter: the server offers no event to wait on, and tests must not reach inside."""
     async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110
+        while not predicate():
             await asyncio.sleep(0.005)
 
 
@@ -533,8 +585,14 @@ async def test_user_in_namespace_that_the_handler_knows_is_200(
 
 @pytest.mark.parametrize(
     "user_id",
-    ["@alice:example.org", "@kanal_news:other.example", "@kanal_:example.org", "@xkanal_news:example.org",
-     "@kanal:example.org.evil", "kanal_news:example.org"],
+    [
+        "@alice:example.org",
+        "@kanal_news:other.example",
+        "@kanal_:example.org",
+        "@xkanal_news:example.org",
+        "@kanal:example.org.evil",
+        "kanal_news:example.org",
+    ],
 )
 async def test_user_outside_the_namespace_is_404_without_asking_the_handler(
     client: Client, auth: dict[str, str], handler: RecordingHandler, user_id: str
@@ -582,7 +640,11 @@ async def test_alias_in_namespace_that_the_handler_denies_is_404(
 
 
 async def test_ping_is_200_empty_object(client: Client, auth: dict[str, str]) -> None:
-    await ok(await client.post(f"{API}/ping", json={"transaction_id": "mautrix-go_1683636478256400935_123"}, headers=auth))
+    await ok(
+        await client.post(
+            f"{API}/ping", json={"transaction_id": "mautrix-go_1683636478256400935_123"}, headers=auth
+        )
+    )
     await ok(await client.post(f"{API}/ping", json={}, headers=auth))
 
 
@@ -601,8 +663,13 @@ async def test_ping_without_a_body_is_200(client: Client, auth: dict[str, str]) 
 
 @pytest.mark.parametrize(
     "path",
-    ["/thirdparty/protocol/irc", "/thirdparty/user/irc", "/thirdparty/location/irc",
-     "/thirdparty/user?userid=%40a%3Ab", "/thirdparty/location?alias=%23a%3Ab"],
+    [
+        "/thirdparty/protocol/irc",
+        "/thirdparty/user/irc",
+        "/thirdparty/location/irc",
+        "/thirdparty/user?userid=%40a%3Ab",
+        "/thirdparty/location?alias=%23a%3Ab",
+    ],
 )
 async def test_thirdparty_endpoints_are_404_m_unrecognized(
     client: Client, auth: dict[str, str], path: str
@@ -612,8 +679,8 @@ async def test_thirdparty_endpoints_are_404_m_unrecognized(
 
 @pytest.mark.parametrize("authenticated", [True, False])
 @pytest.mark.parametrize(
-    "path", ["/", "/nope", f"{API}/nope", f"{API}/transactions", "/_matrix/app/v2/transactions/1",
-             "/transactions/1"],
+    "path",
+    ["/", "/nope", f"{API}/nope", f"{API}/transactions", "/_matrix/app/v2/transactions/1", "/transactions/1"],
 )
 async def test_unknown_path_is_404_m_unrecognized_json(
     client: Client, auth: dict[str, str], path: str, authenticated: bool
@@ -624,9 +691,15 @@ async def test_unknown_path_is_404_m_unrecognized_json(
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", f"{API}/transactions/1"), ("POST", f"{API}/transactions/1"), ("DELETE", f"{API}/transactions/1"),
-     ("PUT", f"{API}/users/@kanal_news:example.org"), ("POST", f"{API}/rooms/%23news%3Aexample.org"),
-     ("GET", f"{API}/ping"), ("PUT", f"{API}/ping")],
+    [
+        ("GET", f"{API}/transactions/1"),
+        ("POST", f"{API}/transactions/1"),
+        ("DELETE", f"{API}/transactions/1"),
+        ("PUT", f"{API}/users/@kanal_news:example.org"),
+        ("POST", f"{API}/rooms/%23news%3Aexample.org"),
+        ("GET", f"{API}/ping"),
+        ("PUT", f"{API}/ping"),
+    ],
 )
 async def test_wrong_method_is_405_m_unrecognized_json(
     client: Client, auth: dict[str, str], method: str, path: str
@@ -699,7 +772,10 @@ async def _trickle(writer: asyncio.StreamWriter, interval: float = 0.05, count: 
 
 
 async def test_slow_client_does_not_hold_up_others_and_is_cut_off_with_408(
-    client: Client, auth: dict[str, str], registration: Registration, handler: RecordingHandler,
+    client: Client,
+    auth: dict[str, str],
+    registration: Registration,
+    handler: RecordingHandler,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(server_module, "BODY_READ_TIMEOUT_S", 2.0)
@@ -770,5 +846,7 @@ async def test_not_accepting_still_checks_the_token_first(
     client: Client, appservice: AppServiceServer
 ) -> None:
     appservice.accepting = False
-    response = await client.put(f"{API}/transactions/1", data=txn_body(), headers={"Authorization": "Bearer no"})
+    response = await client.put(
+        f"{API}/transactions/1", data=txn_body(), headers={"Authorization": "Bearer no"}
+    )
     await matrix_error(response, 403, "M_FORBIDDEN")

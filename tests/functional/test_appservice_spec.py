@@ -83,7 +83,14 @@ def none(reg: Registration) -> dict[str, str]:
 
 # (template, method, path, auth, body, expected status)
 CALLS: list[tuple[str, str, str, Auth, bytes | None, int]] = [
-    (TRANSACTION, "PUT", f"{API}/transactions/1", good, json.dumps({"events": [make_event(1)]}).encode(), 200),
+    (
+        TRANSACTION,
+        "PUT",
+        f"{API}/transactions/1",
+        good,
+        json.dumps({"events": [make_event(1)]}).encode(),
+        200,
+    ),
     (TRANSACTION, "PUT", f"{API}/transactions/2", good, b"not json", 400),
     (TRANSACTION, "PUT", f"{API}/transactions/3", good, b"{}", 400),
     (TRANSACTION, "PUT", f"{API}/transactions/4", none, b'{"events": []}', 401),
@@ -122,8 +129,15 @@ def test_every_endpoint_we_serve_is_in_the_spec_and_the_spec_has_no_endpoint_we_
     ids=[f"{m} {p.removeprefix(API)} {a.__name__} {s}" for _t, m, p, a, _b, s in CALLS],
 )
 async def test_response_matches_the_documented_schema(
-    client: Client, registration: Registration, handler: RecordingHandler,
-    template: str, method: str, path: str, auth: Auth, body: bytes | None, status: int,
+    client: Client,
+    registration: Registration,
+    handler: RecordingHandler,
+    template: str,
+    method: str,
+    path: str,
+    auth: Auth,
+    body: bytes | None,
+    status: int,
 ) -> None:
     handler.users.add(GHOST)
     handler.aliases.add("#news:example.org")

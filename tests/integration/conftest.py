@@ -20,11 +20,19 @@ async def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> As
     kanal_port = free_port()
     synapse_port = free_port()
     config_path, registration_path = write_init_files(
-        workdir / "kanal", domain=DOMAIN, homeserver_url=f"http://127.0.0.1:{synapse_port}",
-        listen=f"127.0.0.1:{kanal_port}", database_url=database_url,
+        workdir / "kanal",
+        domain=DOMAIN,
+        homeserver_url=f"http://127.0.0.1:{synapse_port}",
+        listen=f"127.0.0.1:{kanal_port}",
+        database_url=database_url,
     )
-    synapse = LocalSynapse(workdir / "synapse", server_name=DOMAIN, port=synapse_port,
-                           app_service_config_files=[registration_path], relaxed_rate_limits=True)
+    synapse = LocalSynapse(
+        workdir / "synapse",
+        server_name=DOMAIN,
+        port=synapse_port,
+        app_service_config_files=[registration_path],
+        relaxed_rate_limits=True,
+    )
     await synapse.start()
     kanal = KanalProcess(config_path, kanal_port, workdir / "kanal.log")
     environment = Env(synapse, kanal, DOMAIN, f"@kanal:{DOMAIN}", "kanal_", workdir)

@@ -25,8 +25,9 @@ async def _setup(env: Env, title: str = "Relay Desk") -> tuple[User, User, Chann
 
 
 async def _upload(user: User, data: bytes, mime: str, name: str) -> str:
-    response, _keys = await user.client.upload(io.BytesIO(data), content_type=mime, filename=name,
-                                               filesize=len(data))
+    response, _keys = await user.client.upload(
+        io.BytesIO(data), content_type=mime, filename=name, filesize=len(data)
+    )
     assert isinstance(response, nio.UploadResponse), response
     return str(response.content_uri)
 
@@ -39,11 +40,20 @@ async def test_every_kind_of_post_is_relayed_unchanged_as_the_ghost(env: Env) ->
         {"msgtype": "m.text", "body": "plain text"},
         {"msgtype": "m.notice", "body": "a notice"},
         {"msgtype": "m.emote", "body": "waves"},
-        {"msgtype": "m.text", "body": "**bold**", "format": "org.matrix.custom.html",
-         "formatted_body": "<strong>bold</strong>"},
+        {
+            "msgtype": "m.text",
+            "body": "**bold**",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<strong>bold</strong>",
+        },
         {"msgtype": "m.image", "body": "pic.png", "url": mxc, "info": {"mimetype": "image/png", "size": 72}},
         {"msgtype": "m.file", "body": "report.pdf", "url": mxc, "info": {"mimetype": "application/pdf"}},
-        {"msgtype": "m.audio", "body": "voice.ogg", "url": mxc, "info": {"mimetype": "audio/ogg", "duration": 1000}},
+        {
+            "msgtype": "m.audio",
+            "body": "voice.ogg",
+            "url": mxc,
+            "info": {"mimetype": "audio/ogg", "duration": 1000},
+        },
         {"msgtype": "m.video", "body": "clip.mp4", "url": mxc, "info": {"mimetype": "video/mp4"}},
     ]
     for content in posts:
@@ -64,21 +74,29 @@ async def test_edits_redactions_and_replies_are_mirrored(env: Env) -> None:
     original = await alice.text(channel.backstage, "breaking: typo")
     copy = await bob.wait_for(channel.broadcast, body_is("breaking: typo"))
 
-    await alice.send(channel.backstage, {
-        "msgtype": "m.text", "body": "* breaking: fixed",
-        "m.new_content": {"msgtype": "m.text", "body": "breaking: fixed"},
-        "m.relates_to": {"rel_type": "m.replace", "event_id": original},
-    })
+    await alice.send(
+        channel.backstage,
+        {
+            "msgtype": "m.text",
+            "body": "* breaking: fixed",
+            "m.new_content": {"msgtype": "m.text", "body": "breaking: fixed"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+        },
+    )
     edit = await bob.wait_for(channel.broadcast, body_is("* breaking: fixed"))
     assert edit["content"]["m.relates_to"] == {"rel_type": "m.replace", "event_id": copy["event_id"]}
     assert edit["content"]["m.new_content"] == {"msgtype": "m.text", "body": "breaking: fixed"}
 
-    await alice.send(channel.backstage, {
-        "msgtype": "m.text", "body": "> <@alice:localhost> breaking: typo\n\nmore on this",
-        "format": "org.matrix.custom.html",
-        "formatted_body": "<mx-reply><blockquote>quoted</blockquote></mx-reply>more on <em>this</em>",
-        "m.relates_to": {"m.in_reply_to": {"event_id": original}},
-    })
+    await alice.send(
+        channel.backstage,
+        {
+            "msgtype": "m.text",
+            "body": "> <@alice:localhost> breaking: typo\n\nmore on this",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<mx-reply><blockquote>quoted</blockquote></mx-reply>more on <em>this</em>",
+            "m.relates_to": {"m.in_reply_to": {"event_id": original}},
+        },
+    )
     reply = await bob.wait_for(channel.broadcast, body_is("more on this"))
     assert reply["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": copy["event_id"]}}
     assert reply["content"]["formatted_body"] == "more on <em>this</em>"  # the admin's account stays hidden
@@ -86,8 +104,9 @@ async def test_edits_redactions_and_replies_are_mirrored(env: Env) -> None:
 
     redaction = await alice.client.room_redact(channel.backstage, original, reason="wrong story")
     assert isinstance(redaction, nio.RoomRedactResponse)
-    redacted = await bob.wait_for(channel.broadcast, lambda e: e["event_id"] == copy["event_id"]
-                                  and not e.get("content"))
+    redacted = await bob.wait_for(
+        channel.broadcast, lambda e: e["event_id"] == copy["event_id"] and not e.get("content")
+    )
     assert redacted["unsigned"]["redacted_because"]["sender"] == f"@kanal_{channel.handle}:{env.domain}"
 
 
@@ -104,8 +123,15 @@ async def test_silent_signatures_pin_help_stats(env: Env) -> None:
 
     await alice.client.set_displayname("Alice Writer")
     await alice.ask(bs, "!signatures on", "Signatures are now on")
-    await alice.send(bs, {"msgtype": "m.text", "body": "signed <post>", "format": "org.matrix.custom.html",
-                          "formatted_body": "signed &lt;post&gt;"})
+    await alice.send(
+        bs,
+        {
+            "msgtype": "m.text",
+            "body": "signed <post>",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "signed &lt;post&gt;",
+        },
+    )
     signed = await bob.wait_for(channel.broadcast, body_is("signed <post>\n— Alice Writer"))
     assert signed["content"]["formatted_body"] == "signed &lt;post&gt;<br>— Alice Writer"
     await alice.ask(bs, "!signatures off", "Signatures are now off")
@@ -117,16 +143,24 @@ async def test_silent_signatures_pin_help_stats(env: Env) -> None:
     pin = {"msgtype": "m.text", "body": "!pin", "m.relates_to": {"m.in_reply_to": {"event_id": target}}}
     before = {e["event_id"] for e in await alice.messages(bs)}
     await alice.send(bs, pin)
-    await alice.wait_for(bs, lambda e: e["event_id"] not in before and "Pinned" in e["content"].get("body", ""))
+    await alice.wait_for(
+        bs, lambda e: e["event_id"] not in before and "Pinned" in e["content"].get("body", "")
+    )
     assert (await bob.state(channel.broadcast, "m.room.pinned_events"))["pinned"] == [copy["event_id"]]
     await alice.send(bs, {**pin, "body": "!unpin"})
-    await alice.wait_for(bs, lambda e: e["event_id"] not in before and "Unpinned" in e["content"].get("body", ""))
+    await alice.wait_for(
+        bs, lambda e: e["event_id"] not in before and "Unpinned" in e["content"].get("body", "")
+    )
     assert (await bob.state(channel.broadcast, "m.room.pinned_events"))["pinned"] == []
 
     stats = await alice.ask(bs, "!stats", "subscribers")
     assert "1 subscribers" in stats and "3 posts" in stats  # silent, signed, pin me
     await alice.ask(bs, "!frobnicate", "don't know the command")
-    assert not [e for e in await bob.messages(channel.broadcast) if e.get("content", {}).get("body", "").startswith("!")]
+    assert not [
+        e
+        for e in await bob.messages(channel.broadcast)
+        if e.get("content", {}).get("body", "").startswith("!")
+    ]
 
 
 async def test_only_admins_are_published(env: Env) -> None:
@@ -142,8 +176,12 @@ async def test_only_admins_are_published(env: Env) -> None:
 
 
 async def test_encrypted_backstage_is_reported_not_relayed(env: Env) -> None:
-    alice, bob, channel = await _setup(env)
-    await alice.client.room_put_state(channel.backstage, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
-    notice = await alice.wait_for(channel.backstage, lambda e: e.get("sender") == env.bot
-                                  and "encrypted" in e["content"].get("body", ""))
+    alice, _bob, channel = await _setup(env)
+    await alice.client.room_put_state(
+        channel.backstage, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}
+    )
+    notice = await alice.wait_for(
+        channel.backstage,
+        lambda e: e.get("sender") == env.bot and "encrypted" in e["content"].get("body", ""),
+    )
     assert notice["content"]["msgtype"] == "m.notice"

@@ -27,8 +27,15 @@ def kanal(*args: str, timeout: float = 60, cwd: Path | None = None) -> subproces
 
 def test_init_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "kanal"
-    result = kanal("init", "--domain", "example.org", "--homeserver-url", "http://127.0.0.1:8008",
-                   "--output-dir", str(out))
+    result = kanal(
+        "init",
+        "--domain",
+        "example.org",
+        "--homeserver-url",
+        "http://127.0.0.1:8008",
+        "--output-dir",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     for name in ("config.yaml", "registration.yaml"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
@@ -36,16 +43,33 @@ def test_init_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) -> N
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert registration.sender_localpart == "kanal"
     assert registration.as_token == config["appservice"]["as_token"] != config["appservice"]["hs_token"]
-    assert registration.is_our_user("@kanal_news:example.org") and registration.is_our_user("@kanal:example.org")
+    assert registration.is_our_user("@kanal_news:example.org") and registration.is_our_user(
+        "@kanal:example.org"
+    )
     assert not registration.is_our_user("@alice:example.org")
     assert registration.is_our_alias("#news:example.org") and not registration.aliases[0].exclusive
     assert registration.as_token not in result.stdout + result.stderr  # never printed
 
-    again = kanal("init", "--domain", "example.org", "--homeserver-url", "http://127.0.0.1:8008",
-                  "--output-dir", str(out))
+    again = kanal(
+        "init",
+        "--domain",
+        "example.org",
+        "--homeserver-url",
+        "http://127.0.0.1:8008",
+        "--output-dir",
+        str(out),
+    )
     assert again.returncode == 2 and "--force" in again.stderr
-    forced = kanal("init", "--domain", "example.org", "--homeserver-url", "http://127.0.0.1:8008",
-                   "--output-dir", str(out), "--force")
+    forced = kanal(
+        "init",
+        "--domain",
+        "example.org",
+        "--homeserver-url",
+        "http://127.0.0.1:8008",
+        "--output-dir",
+        str(out),
+        "--force",
+    )
     assert forced.returncode == 0
     assert load_registration(out / "registration.yaml").as_token != registration.as_token
 
@@ -61,7 +85,15 @@ def test_init_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) -> N
     ],
 )
 def test_broken_config_is_one_clear_paragraph_and_exit_2(tmp_path: Path, mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
-    kanal("init", "--domain", "example.org", "--homeserver-url", "http://127.0.0.1:9", "--output-dir", str(tmp_path))
+    kanal(
+        "init",
+        "--domain",
+        "example.org",
+        "--homeserver-url",
+        "http://127.0.0.1:9",
+        "--output-dir",
+        str(tmp_path),
+    )
     path = tmp_path / "config.yaml"
     config = yaml.safe_load(path.read_text())
     mutate(config)
@@ -76,15 +108,28 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("homeserver: [unclosed\n")
     result = kanal("run", "-c", str(path))
-    assert result.returncode == 2 and "not valid YAML at line" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "not valid YAML at line" in result.stderr
+        and "Traceback" not in result.stderr
+    )
     missing = kanal("run", "-c", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "kanal init" in missing.stderr
 
 
 def test_run_fails_clearly_when_the_homeserver_is_unreachable(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    kanal("init", "--domain", "example.org", "--homeserver-url", f"http://127.0.0.1:{port}",
-          "--listen", f"127.0.0.1:{free_port()}", "--output-dir", str(tmp_path))
+    kanal(
+        "init",
+        "--domain",
+        "example.org",
+        "--homeserver-url",
+        f"http://127.0.0.1:{port}",
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--output-dir",
+        str(tmp_path),
+    )
     result = kanal("run", "-c", str(tmp_path / "config.yaml"))
     assert result.returncode == 1
     assert "Cannot reach the homeserver" in result.stderr and "Traceback" not in result.stderr
@@ -93,8 +138,17 @@ def test_run_fails_clearly_when_the_homeserver_is_unreachable(tmp_path: Path) ->
 @pytest.mark.integration
 def test_run_fails_clearly_when_the_homeserver_rejects_the_token(env: Env, tmp_path: Path) -> None:
     # A registration the homeserver never loaded: its as_token is unknown there.
-    kanal("init", "--domain", env.domain, "--homeserver-url", env.homeserver,
-          "--listen", f"127.0.0.1:{free_port()}", "--output-dir", str(tmp_path))
+    kanal(
+        "init",
+        "--domain",
+        env.domain,
+        "--homeserver-url",
+        env.homeserver,
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--output-dir",
+        str(tmp_path),
+    )
     result = kanal("run", "-c", str(tmp_path / "config.yaml"))
     assert result.returncode == 1
     assert "rejected Kanal's as_token" in result.stderr and "app_service_config_files" in result.stderr
@@ -117,10 +171,17 @@ async def _wait_http(url: str, timeout: float) -> None:
 
 
 async def _login(base: str, user: str, password: str) -> str:
-    async with aiohttp.ClientSession() as http, http.post(
-        f"{base}/_matrix/client/v3/login",
-        json={"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password},
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base}/_matrix/client/v3/login",
+            json={
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": user},
+                "password": password,
+            },
+        ) as response,
+    ):
         assert response.status == 200, await response.text()
         return str((await response.json())["user_id"])
 
@@ -132,8 +193,19 @@ async def test_up_runs_a_wired_sandbox_stops_on_ctrl_c_and_reuses_its_data(tmp_p
     for round_ in range(2):
         log = (tmp_path / f"up-{round_}.log").open("w")
         process = subprocess.Popen(
-            [*KANAL, "up", "--data-dir", str(data), "--synapse-port", str(synapse_port), "--port", str(kanal_port)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            [
+                *KANAL,
+                "up",
+                "--data-dir",
+                str(data),
+                "--synapse-port",
+                str(synapse_port),
+                "--port",
+                str(kanal_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
             await _wait_http(f"http://127.0.0.1:{kanal_port}/health", 90)

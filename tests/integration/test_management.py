@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nio
 import pytest
 
@@ -24,7 +26,9 @@ async def test_create_makes_a_public_read_only_channel(env: Env) -> None:
     assert (await alice.state(channel.broadcast, "m.room.join_rules"))["join_rule"] == "public"
     history = await alice.state(channel.broadcast, "m.room.history_visibility")
     assert history["history_visibility"] == "world_readable"
-    assert (await alice.state(channel.broadcast, "m.room.canonical_alias"))["alias"] == f"#{handle}:{env.domain}"
+    assert (await alice.state(channel.broadcast, "m.room.canonical_alias"))[
+        "alias"
+    ] == f"#{handle}:{env.domain}"
     levels = await alice.state(channel.broadcast, "m.room.power_levels")
     assert levels["users"] == {ghost: 100}
     assert levels["users_default"] == 0 and levels["events_default"] == 50 and levels["state_default"] == 100
@@ -43,8 +47,9 @@ async def test_create_makes_a_public_read_only_channel(env: Env) -> None:
 
 async def _public_rooms(user: User, term: str) -> set[str]:
     response = await user.client.send(
-        "POST", "/_matrix/client/v3/publicRooms",
-        data='{"filter": {"generic_search_term": "%s"}, "limit": 50}' % term,
+        "POST",
+        "/_matrix/client/v3/publicRooms",
+        data=json.dumps({"filter": {"generic_search_term": term}, "limit": 50}),
         headers={"Authorization": f"Bearer {user.client.access_token}", "Content-Type": "application/json"},
     )
     data = await response.json()
@@ -58,7 +63,9 @@ async def test_subscriber_can_react_but_not_post_or_change_state(env: Env) -> No
     post = await alice.wait_for(channel.broadcast, lambda e: e.get("content", {}).get("body") == "first post")
 
     assert await bob.join(f"#{channel.handle}:{env.domain}") == channel.broadcast
-    refused = await bob.client.room_send(channel.broadcast, "m.room.message", {"msgtype": "m.text", "body": "hi"})
+    refused = await bob.client.room_send(
+        channel.broadcast, "m.room.message", {"msgtype": "m.text", "body": "hi"}
+    )
     assert isinstance(refused, nio.RoomSendError) and refused.status_code == "M_FORBIDDEN"
     topic = await bob.client.room_put_state(channel.broadcast, "m.room.topic", {"topic": "mine now"})
     assert isinstance(topic, nio.RoomPutStateError) and topic.status_code == "M_FORBIDDEN"
@@ -80,14 +87,19 @@ async def test_help_list_info_title_about(env: Env) -> None:
     ghost = f"@kanal_{channel.handle}:{env.domain}"
     for _ in range(50):
         profile = await alice.client.get_displayname(ghost)
-        if isinstance(profile, nio.ProfileGetDisplayNameResponse) and profile.displayname == "New shiny title":
+        if (
+            isinstance(profile, nio.ProfileGetDisplayNameResponse)
+            and profile.displayname == "New shiny title"
+        ):
             break
     else:
         raise AssertionError("the ghost kept its old display name")
 
     await alice.ask(room, f"about {channel.handle} All the news that fits", "description")
-    await alice.wait_for(channel.broadcast, lambda e: e["type"] == "m.room.topic"
-                         and e["content"].get("topic") == "All the news that fits")
+    await alice.wait_for(
+        channel.broadcast,
+        lambda e: e["type"] == "m.room.topic" and e["content"].get("topic") == "All the news that fits",
+    )
 
     info = await alice.ask(room, f"info {channel.handle.upper()}", f"#{channel.handle}:")
     assert "New shiny title" in info and "All the news that fits" in info and alice.user_id in info
@@ -111,9 +123,13 @@ async def test_strangers_and_admins_are_refused_with_reasons(env: Env) -> None:
     alice, bob, mallory = await env.user("alice"), await env.user("bob"), await env.user("mallory")
     channel = await create_channel(env, alice, env.handle(), "Guarded")
     room = await mallory.open_management_room()
-    for command in (f"title {channel.handle} Pwned", f"about {channel.handle} Pwned",
-                    f"promote {channel.handle} {mallory.user_id}", f"demote {channel.handle} {alice.user_id}",
-                    f"delete {channel.handle}"):
+    for command in (
+        f"title {channel.handle} Pwned",
+        f"about {channel.handle} Pwned",
+        f"promote {channel.handle} {mallory.user_id}",
+        f"demote {channel.handle} {alice.user_id}",
+        f"delete {channel.handle}",
+    ):
         answer = await mallory.ask(room, command, "not an owner or admin")
         assert alice.user_id in answer  # says whom to ask instead
     assert (await alice.state(channel.broadcast, "m.room.name"))["name"] == "Guarded"
@@ -136,13 +152,21 @@ async def test_promote_and_demote_manage_backstage(env: Env) -> None:
     backstage = await bob.wait_invite(lambda rid, _room: rid == channel.backstage)
     await bob.join(backstage)
     await bob.text(backstage, "bob's first post")
-    relayed = await alice.wait_for(channel.broadcast, lambda e: e["content"].get("body") == "bob's first post")
+    relayed = await alice.wait_for(
+        channel.broadcast, lambda e: e["content"].get("body") == "bob's first post"
+    )
     assert relayed["sender"] == f"@kanal_{channel.handle}:{env.domain}"
 
     await alice.ask(room, f"demote {channel.handle} {alice.user_id}", "cannot be demoted")
     await alice.ask(room, f"demote {channel.handle} {bob.user_id}", "no longer an admin")
-    await alice.wait_for(backstage, lambda e: e["type"] == "m.room.member" and e.get("state_key") == bob.user_id
-                         and e["content"].get("membership") == "leave")
+    await alice.wait_for(
+        backstage,
+        lambda e: (
+            e["type"] == "m.room.member"
+            and e.get("state_key") == bob.user_id
+            and e["content"].get("membership") == "leave"
+        ),
+    )
     await alice.ask(room, f"demote {channel.handle} {bob.user_id}", "is not an admin")
 
 
@@ -162,8 +186,14 @@ async def test_delete_asks_for_confirmation_then_archives_and_frees_the_handle(e
     assert isinstance(gone, nio.RoomResolveAliasError)
     assert (await alice.state(channel.broadcast, "m.room.join_rules"))["join_rule"] == "invite"
     assert channel.broadcast not in await _public_rooms(alice, channel.handle)
-    await alice.wait_for(channel.backstage, lambda e: e["type"] == "m.room.member"
-                         and e.get("state_key") == alice.user_id and e["content"].get("membership") == "leave")
+    await alice.wait_for(
+        channel.backstage,
+        lambda e: (
+            e["type"] == "m.room.member"
+            and e.get("state_key") == alice.user_id
+            and e["content"].get("membership") == "leave"
+        ),
+    )
 
     again = await create_channel(env, alice, channel.handle, "Reborn")
     assert again.broadcast != channel.broadcast
@@ -172,16 +202,34 @@ async def test_delete_asks_for_confirmation_then_archives_and_frees_the_handle(e
 async def test_encrypted_management_room_gets_a_plain_explanation(env: Env) -> None:
     dave = await env.user("dave")
     response = await dave.client.room_create(
-        is_direct=True, invite=[env.bot],
-        initial_state=[{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+        is_direct=True,
+        invite=[env.bot],
+        initial_state=[
+            {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+        ],
     )
     assert isinstance(response, nio.RoomCreateResponse)
     room = str(response.room_id)
-    await dave.wait_for(room, lambda e: e["type"] == "m.room.member" and e.get("state_key") == env.bot
-                        and e["content"].get("membership") == "join")
+    await dave.wait_for(
+        room,
+        lambda e: (
+            e["type"] == "m.room.member"
+            and e.get("state_key") == env.bot
+            and e["content"].get("membership") == "join"
+        ),
+    )
     # What a client with encryption sends: the bot cannot read it and must say so, unencrypted.
-    await dave.send(room, {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEn...", "sender_key": "x",
-                           "device_id": "DEV", "session_id": "s"}, "m.room.encrypted")
+    await dave.send(
+        room,
+        {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": "AwgAEn...",
+            "sender_key": "x",
+            "device_id": "DEV",
+            "session_id": "s",
+        },
+        "m.room.encrypted",
+    )
     notice = await dave.wait_for(room, from_bot(env, "end-to-end encrypted"))
     assert notice["type"] == "m.room.message" and notice["content"]["msgtype"] == "m.notice"
     assert "encryption" in notice["content"]["body"]
@@ -198,5 +246,11 @@ async def test_remote_style_invite_to_group_room_is_declined(env: Env) -> None:
     erin = await env.user("erin")
     response = await erin.client.room_create(is_direct=False, invite=[env.bot])
     assert isinstance(response, nio.RoomCreateResponse)
-    await erin.wait_for(str(response.room_id), lambda e: e["type"] == "m.room.member"
-                        and e.get("state_key") == env.bot and e["content"].get("membership") == "leave")
+    await erin.wait_for(
+        str(response.room_id),
+        lambda e: (
+            e["type"] == "m.room.member"
+            and e.get("state_key") == env.bot
+            and e["content"].get("membership") == "leave"
+        ),
+    )

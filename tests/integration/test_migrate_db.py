@@ -28,8 +28,16 @@ async def _fill(url: str) -> None:
     async with sessions.begin() as s:
         for i in range(1500):
             s.add(InboundEvent(event_id=f"$e{i}", room_id="!r:x", payload={"n": i}, status="done"))
-        channel = Channel(handle="news_room", title="News", about="", owner="@a:x", ghost_user_id="@kanal_news_room:x",
-                          broadcast_room_id="!b:x", backstage_room_id="!s:x", status="active")
+        channel = Channel(
+            handle="news_room",
+            title="News",
+            about="",
+            owner="@a:x",
+            ghost_user_id="@kanal_news_room:x",
+            broadcast_room_id="!b:x",
+            backstage_room_id="!s:x",
+            status="active",
+        )
         s.add(channel)
         await s.flush()
         s.add(ChannelMember(channel_id=channel.id, user_id="@a:x", role="owner"))
@@ -54,8 +62,12 @@ def test_sqlite_deployment_is_copied_to_postgres(tmp_path: Path) -> None:
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     target = SERVER.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)[0] + f"/{name}"
     try:
-        result = subprocess.run([sys.executable, "-m", "bridge.cli", "migrate-db", "-c", str(config_path),
-                                 "--to", target], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "migrate-db", "-c", str(config_path), "--to", target],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         assert "inbound_events" in result.stderr and "1500/1500" in result.stderr  # the progress bar
         assert "database.url" in result.stdout
@@ -67,15 +79,22 @@ def test_sqlite_deployment_is_copied_to_postgres(tmp_path: Path) -> None:
                 assert await s.scalar(select(func.count()).select_from(InboundEvent)) == 1500
                 channel = await s.scalar(select(Channel).where(Channel.handle == "news_room"))
                 assert channel is not None and channel.broadcast_room_id == "!b:x"
-                assert await s.scalar(select(Post.relayed_event_id).where(Post.source_event_id == "$src")) == "$rel"
+                assert (
+                    await s.scalar(select(Post.relayed_event_id).where(Post.source_event_id == "$src"))
+                    == "$rel"
+                )
                 s.add(InboundEvent(event_id="$new", room_id="!r:x", payload={}, status="pending"))
                 await s.flush()  # the id sequence continues after the copied rows
                 assert await s.scalar(select(InboundEvent.seq).where(InboundEvent.event_id == "$new")) == 1501
             await engine.dispose()
 
         asyncio.run(check())
-        again = subprocess.run([sys.executable, "-m", "bridge.cli", "migrate-db", "-c", str(config_path),
-                                "--to", target], capture_output=True, text=True, timeout=120)
+        again = subprocess.run(
+            [sys.executable, "-m", "bridge.cli", "migrate-db", "-c", str(config_path), "--to", target],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert again.returncode == 1 and "already has data" in again.stderr
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -32,13 +32,18 @@ async def _burst(user: User, room: str, bodies: list[str]) -> None:
 
 def _posts(events: list[dict[str, Any]], sender: str, prefix: str) -> list[str]:
     return [
-        e["content"]["body"] for e in events
-        if e.get("sender") == sender and e["type"] == "m.room.message"
-        and e["content"].get("body", "").startswith(prefix) and "m.relates_to" not in e["content"]
+        e["content"]["body"]
+        for e in events
+        if e.get("sender") == sender
+        and e["type"] == "m.room.message"
+        and e["content"].get("body", "").startswith(prefix)
+        and "m.relates_to" not in e["content"]
     ]
 
 
-async def _wait_count(user: User, room: str, sender: str, prefix: str, count: int, timeout: float) -> list[str]:
+async def _wait_count(
+    user: User, room: str, sender: str, prefix: str, count: int, timeout: float
+) -> list[str]:
     deadline = time.monotonic() + timeout
     posts: list[str] = []
     while time.monotonic() < deadline:
@@ -88,11 +93,15 @@ async def test_sigkill_during_edits_and_redactions(env: Env) -> None:
 
     async def edits_and_redactions() -> None:
         for i in range(count):
-            await alice.send(channel.backstage, {
-                "msgtype": "m.text", "body": f"* edited {i:03d}",
-                "m.new_content": {"msgtype": "m.text", "body": f"edited {i:03d}"},
-                "m.relates_to": {"rel_type": "m.replace", "event_id": originals[i]},
-            })
+            await alice.send(
+                channel.backstage,
+                {
+                    "msgtype": "m.text",
+                    "body": f"* edited {i:03d}",
+                    "m.new_content": {"msgtype": "m.text", "body": f"edited {i:03d}"},
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": originals[i]},
+                },
+            )
             if i % 2 == 0:
                 await alice.client.room_redact(channel.backstage, originals[i], reason="burst")
 
@@ -101,21 +110,33 @@ async def test_sigkill_during_edits_and_redactions(env: Env) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         events = await alice.all_messages(channel.broadcast)
-        edits = [e for e in events if e.get("sender") == ghost and e["content"].get("m.relates_to", {}).get("rel_type")
-                 == "m.replace"]
+        edits = [
+            e
+            for e in events
+            if e.get("sender") == ghost
+            and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
+        ]
         redactions = [e for e in events if e.get("sender") == ghost and e["type"] == "m.room.redaction"]
         if len(edits) >= count and len(redactions) >= count // 2:
             break
         await asyncio.sleep(1)
     await asyncio.sleep(2)
     events = await alice.all_messages(channel.broadcast)
-    edits = Counter(e["content"]["m.new_content"]["body"] for e in events if e.get("sender") == ghost
-                    and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace")
-    redactions = Counter(e.get("redacts") or e["content"].get("redacts") for e in events
-                         if e.get("sender") == ghost and e["type"] == "m.room.redaction")
+    edits = Counter(
+        e["content"]["m.new_content"]["body"]
+        for e in events
+        if e.get("sender") == ghost and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
+    )
+    redactions = Counter(
+        e.get("redacts") or e["content"].get("redacts")
+        for e in events
+        if e.get("sender") == ghost and e["type"] == "m.room.redaction"
+    )
     assert sorted(edits) == [f"edited {i:03d}" for i in range(count)]
     assert set(edits.values()) == {1}, "an edit was mirrored twice"
-    assert len(redactions) == count // 2 and set(redactions.values()) == {1}, "a redaction was lost or doubled"
+    assert len(redactions) == count // 2 and set(redactions.values()) == {1}, (
+        "a redaction was lost or doubled"
+    )
 
 
 async def test_kanal_down_while_posting_then_everything_relayed_once(env: Env) -> None:
@@ -158,11 +179,10 @@ async def test_homeserver_outage_mid_burst(env: Env) -> None:
     await asyncio.sleep(35)
     assert env.kanal.process is not None and env.kanal.process.poll() is None, "Kanal died during the outage"
     await env.synapse.start()
-    await alice.client.login  # the access token survives a Synapse restart
     await _burst(alice, channel.backstage, second)
     relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "outage-post ", 400, 180)
     assert relayed == _posts(await alice.all_messages(channel.backstage), alice.user_id, "outage-post ")
-    log = env.kanal.log_path.read_text(errors="replace")[len(log_before):]
+    log = env.kanal.log_path.read_text(errors="replace")[len(log_before) :]
     # Bounded backoff: a few clear lines per waiting queue, not a spin.
     waits = log.count("next try in") + log.count("waits: the homeserver is unavailable")
     assert 0 < waits < 200, waits

@@ -12,5 +12,7 @@ async def test_create_and_relay(env: Env) -> None:
     handle = env.handle()
     channel = await create_channel(env, alice, handle, "Daily News")
     await alice.text(channel.backstage, "hello world")
-    event = await alice.wait_for(channel.broadcast, lambda e: e.get("content", {}).get("body") == "hello world")
+    event = await alice.wait_for(
+        channel.broadcast, lambda e: e.get("content", {}).get("body") == "hello world"
+    )
     assert event["sender"] == f"@kanal_{handle}:{env.domain}"

@@ -328,8 +328,12 @@ def test_arbitrary_json_only_ever_raises_event_parse_error(raw: Any) -> None:
     assert isinstance(raw, dict)
 
 
+# What a database text column can store: no NUL, no lone surrogate (ids with those are refused).
+_STORABLE_CHAR = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
+
 def _id(sigil: str) -> st.SearchStrategy[str]:
-    return st.text(alphabet=_ANY_CHAR, max_size=MAX_ID_LENGTH - 1).map(lambda s: sigil + s)
+    return st.text(alphabet=_STORABLE_CHAR, max_size=MAX_ID_LENGTH - 1).map(lambda s: sigil + s)
 
 
 VALID_EVENT = st.fixed_dictionaries(
@@ -362,3 +366,12 @@ def test_valid_events_round_trip_through_asdict(raw: dict[str, Any]) -> None:
     assert event.state_key == raw.get("state_key")
     assert event.origin_server_ts == raw.get("origin_server_ts", 0)
     assert parse_event(dataclasses.asdict(event)) == event
+
+
+@pytest.mark.parametrize("key", ["event_id", "room_id", "sender"])
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"])
+def test_ids_no_database_can_store_are_refused(key: str, bad: str) -> None:
+    raw = {"event_id": "$e", "room_id": "!r:x", "sender": "@u:x", "type": "m.room.message", "content": {}}
+    raw[key] = raw[key] + bad
+    with pytest.raises(EventParseError, match=key):
+        parse_event(raw)

@@ -1,0 +1,319 @@
+"""Shared helpers for the benchmarks: percentiles, a Synapse + Kanal stack, throw-away PostgreSQL databases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import yaml
+
+from bridge.cli import write_init_files
+from bridge.synapse import LocalSynapse
+from tests.support import KanalProcess, free_port
+
+DOMAIN = "localhost"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile (p in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def code_version() -> str:
+    """The commit under test, and whether the work tree differs from it (Kanal is edited concurrently)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "appservice",
+                "bridge",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes in appservice/ or bridge/' if dirty else ''}"
+
+
+def engine_of(database_url: str) -> str:
+    if database_url.startswith("sqlite"):
+        return "SQLite (aiosqlite)"
+    if database_url.startswith(("postgresql", "postgres")):
+        return "PostgreSQL (asyncpg)"
+    return database_url.split(":", 1)[0]
+
+
+class BenchKanal(KanalProcess):
+    """KanalProcess, optionally under cProfile (`profile_path`) or through a wrapper module (probes, what-ifs)."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        port: int,
+        log_path: Path,
+        *,
+        profile_path: Path | None = None,
+        module: str = "bridge.cli",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(config_path, port, log_path)
+        self.profile_path = profile_path
+        self.module = module
+        self.env = env
+
+    async def start(self, timeout: float = 30) -> None:
+        prefix = [sys.executable]
+        if self.profile_path is not None:
+            prefix += ["-m", "cProfile", "-o", str(self.profile_path)]
+        module, env = self.module, None
+        if module != "bridge.cli" or self.env:
+            env = {**os.environ, **(self.env or {})}
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+        log = self.log_path.open("ab")
+        try:
+            self.process = await asyncio.to_thread(
+                subprocess.Popen,
+                [*prefix, "-m", module, "run", "-c", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.config_path.parent,
+                env=env,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"kanal exited with {self.process.returncode}:\n{self.tail()}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/health") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"kanal did not start within {timeout} s:\n{self.tail()}")
+
+
+@dataclass
+class Stack:
+    synapse: LocalSynapse
+    kanal: BenchKanal
+    config_path: Path
+    registration_path: Path
+    hs_token: str
+    kanal_url: str
+
+
+@contextlib.asynccontextmanager
+async def synapse_and_kanal(
+    workdir: Path,
+    *,
+    database_url: str | None = None,
+    profile_path: Path | None = None,
+    kanal_module: str = "bridge.cli",
+    kanal_env: dict[str, str] | None = None,
+) -> AsyncIterator[Stack]:
+    """A fresh loopback Synapse (relaxed rate limits) and a `kanal run` subprocess; both stopped on exit."""
+    kanal_port, synapse_port = free_port(), free_port()
+    config_path, registration_path = write_init_files(
+        workdir / "kanal",
+        domain=DOMAIN,
+        homeserver_url=f"http://127.0.0.1:{synapse_port}",
+        listen=f"127.0.0.1:{kanal_port}",
+        database_url=database_url or f"sqlite:///{workdir / 'kanal.db'}",
+    )
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    synapse = LocalSynapse(
+        workdir / "synapse",
+        server_name=DOMAIN,
+        port=synapse_port,
+        app_service_config_files=[registration_path],
+        relaxed_rate_limits=True,
+    )
+    kanal = BenchKanal(
+        config_path,
+        kanal_port,
+        workdir / "kanal.log",
+        profile_path=profile_path,
+        module=kanal_module,
+        env=kanal_env,
+    )
+    try:
+        await synapse.start()
+        await kanal.start()
+        yield Stack(
+            synapse,
+            kanal,
+            config_path,
+            registration_path,
+            config["appservice"]["hs_token"],
+            f"http://127.0.0.1:{kanal_port}",
+        )
+    finally:
+        try:
+            await kanal.stop()
+        finally:
+            await synapse.stop()
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
+    """Create `kanal_bench_<hex>` on the server (connecting through the URL's database), drop it afterwards."""
+    import asyncpg
+
+    parts = urlsplit(server_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    admin_dsn = urlunsplit(parts)
+    name = f"kanal_bench_{secrets.token_hex(4)}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(admin_dsn, timeout=10)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    await admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path="/" + name))
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def postgres_version(database_url: str) -> str:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        return str(await connection.fetchval("SHOW server_version"))
+    finally:
+        await connection.close()
+
+
+class Subprocess:
+    """A helper process in its own session, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
+
+    async def wait_http(self, url: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    raise RuntimeError(f"{self.argv} exited early; see {self.log_path}")
+                try:
+                    async with http.get(url) as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"{self.argv} did not answer {url} within {timeout} s")
+
+    async def stop(self, timeout: float = 10) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc), 0.0 when unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by named processes (and this one) between `start()` and `stop()`."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+        self.wall = 0.0
+        self.load_before = (0.0, 0.0, 0.0)
+        self.load_after = (0.0, 0.0, 0.0)
+
+    def _now(self) -> dict[str, float]:
+        values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        values["bench client"] = sum(os.times()[:2])
+        return values
+
+    def start(self) -> None:
+        self.load_before = os.getloadavg()
+        self.before = self._now()
+        self.wall = time.monotonic()
+
+    def stop(self) -> None:
+        self.wall = time.monotonic() - self.wall
+        after = self._now()
+        self.used = {name: after[name] - self.before[name] for name in after}
+        self.load_after = os.getloadavg()
+
+    def report(self) -> str:
+        parts = ", ".join(
+            f"{name} {used:.1f} s ({100 * used / self.wall:.0f}% of a core)"
+            for name, used in self.used.items()
+        )
+        return (
+            f"CPU over {self.wall:.1f} s wall: {parts}; {os.cpu_count()} cores; load average "
+            f"{self.load_before[0]:.2f} before, {self.load_after[0]:.2f} after"
+        )
