@@ -298,7 +298,7 @@ class AppServiceServer:
         data = await self._read_json(request, empty_is_object=True)  # the spec makes the body optional
         if not isinstance(data, dict):
             raise MatrixError(400, "M_BAD_JSON", "Body must be a JSON object")
-        log.info("Ping from the homeserver (transaction_id=%s)", str(data.get("transaction_id"))[:64])
+        log.debug("Ping from the homeserver (transaction_id=%s)", str(data.get("transaction_id"))[:64])
         return web.json_response({})
 
     async def on_thirdparty(self, request: web.Request) -> web.Response:

@@ -29,6 +29,8 @@ from .store.leases import Leases, new_holder_id
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
+FIRST_REPING_S = 5.0
+PING_INTERVAL_S = 30.0
 
 
 class StartupError(Exception):
@@ -142,6 +144,7 @@ class Service:
         self._runner: web.AppRunner | None = None
         self._processor: asyncio.Task[None] | None = None
         self._outbox: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def make_app(self) -> web.Application:
         app = self.server.make_app()
@@ -170,6 +173,7 @@ class Service:
         self._processor = self.background.start(self.bridge.run_processor(), "processor")
         self._outbox = self.background.start(self.outbox.run(), "outbox")
         await self.ping()
+        self.background.start(self._keep_pinging(), "pinger")
 
     async def ping(self) -> None:
         """Ask the homeserver to ping us: transactions queued while we were away flow at once."""
@@ -184,9 +188,25 @@ class Service:
                 exc,
             )
 
+    async def _keep_pinging(self) -> None:
+        """Ping again now and then: each successful ping makes Synapse retry a backed-off queue at once.
+
+        After a failed delivery Synapse backs off up to 512 s before trying us again; a ping that raced
+        with that failure (or a failure nobody noticed) would otherwise leave events waiting minutes.
+        """
+        delay = FIRST_REPING_S
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            delay = PING_INTERVAL_S
+            try:
+                await self.client.ping(self.config.as_id, f"kanal-keepalive-{secrets.token_hex(8)}")
+            except (MatrixRequestError, MatrixConnectionError) as exc:
+                log.debug("Keep-alive ping failed: %s", exc)
+
     async def stop(self) -> None:
         """Stop taking transactions, finish in-flight work, flush the outbox as far as possible."""
         self.server.accepting = False
+        self._stopping = True
         self.bridge.stop()
         if self._processor is not None:
             await asyncio.wait([self._processor], timeout=SHUTDOWN_GRACE_S)

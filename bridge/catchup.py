@@ -18,7 +18,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import q
 from appservice.errors import MatrixRequestError
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 50
 MAX_PAGES = 20
 PARALLEL_ROOMS = 8
+VERIFY_CONTEXT = 20
 CATCH_UP_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.redaction"})
 
 
@@ -92,18 +94,47 @@ async def catch_up_room(ctx: Context, room_id: str) -> int:
             "Catch-up: no handled event within the last %d of %s; skipping it", PAGE_SIZE * MAX_PAGES, room_id
         )
         return 0
-    candidates: list[Event] = []
-    for raw in timeline:
+    candidates = _actionable(ctx, timeline)
+    if all(e.event_id in known for e in candidates):
+        return 0
+    return await record_gap(ctx, room_id, candidates)
+
+
+def _actionable(ctx: Context, raws: list[dict[str, Any]]) -> list[Event]:
+    """The events among `raws` (oldest first) that Kanal relays or mirrors."""
+    events: list[Event] = []
+    for raw in raws:
         try:
             event = parse_event(raw)
         except EventParseError:
             continue
         if event.type in CATCH_UP_TYPES and not _is_ours(ctx, event.sender):
-            candidates.append(event)
-    missing = [e for e in candidates if e.event_id not in known]
-    if not missing:
-        return 0
+            events.append(event)
+    return events
+
+
+async def record_gap(ctx: Context, room_id: str, candidates: list[Event]) -> int:
+    """Record those of `candidates` (a stretch of the timeline, oldest first) that were never delivered.
+
+    The room's pending events are re-sequenced with them into timeline order; pending events newer
+    than the stretch stay last. Returns how many were missing.
+    """
     async with ctx.sessions.begin() as session:
+        # Ingest must not record events of this room while we re-sequence it, or a late delivery
+        # could slip between the rows we write.
+        await _lock_inbound(session)
+        present = set(
+            (
+                await session.scalars(
+                    select(InboundEvent.event_id).where(
+                        InboundEvent.event_id.in_([e.event_id for e in candidates])
+                    )
+                )
+            ).all()
+        )
+        missing = [e for e in candidates if e.event_id not in present]
+        if not missing:
+            return 0
         pending = (
             await session.scalars(
                 select(InboundEvent)
@@ -117,49 +148,63 @@ async def catch_up_room(ctx: Context, room_id: str) -> int:
             row = pending_by_id.pop(event.event_id, None)
             if row is not None:
                 ordered.append({"event_id": row.event_id, "room_id": room_id, "payload": row.payload})
-            elif event.event_id not in known:
+            elif event.event_id not in present:
                 ordered.append(
                     {"event_id": event.event_id, "room_id": room_id, "payload": dataclasses.asdict(event)}
                 )
+        # Pending events newer than what we read (delivered after it) stay last, in arrival order.
         ordered.extend(
             {"event_id": r.event_id, "room_id": room_id, "payload": r.payload} for r in pending_by_id.values()
         )
         if pending:
             await session.execute(delete(InboundEvent).where(InboundEvent.seq.in_([r.seq for r in pending])))
         await session.execute(insert(InboundEvent), ordered)
-    await _move_late_arrivals_behind(ctx, room_id, {row["event_id"] for row in ordered})
     log.warning(
-        "Catch-up: %d event(s) in %s were never delivered by the homeserver; recorded them in order",
+        "%d event(s) in %s were never delivered by the homeserver; recorded them in order",
         len(missing),
         room_id,
     )
     return len(missing)
 
 
-async def _move_late_arrivals_behind(ctx: Context, room_id: str, resequenced: set[str]) -> None:
-    """Events that arrived while we re-sequenced are newer than everything we read: put them last."""
-    while True:
-        async with ctx.sessions.begin() as session:
-            last = await session.scalar(
-                select(func.max(InboundEvent.seq)).where(InboundEvent.event_id.in_(resequenced))
-            )
-            late = (
+async def _lock_inbound(session: AsyncSession) -> None:
+    """Hold back writers of `inbound_events` until this transaction ends (readers go on)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("LOCK TABLE inbound_events IN EXCLUSIVE MODE"))
+    else:
+        # SQLite has one writer at a time: the first write takes the lock, even one changing no row.
+        await session.execute(update(InboundEvent).where(InboundEvent.seq < 0).values(attempts=0))
+
+
+async def verify_preceding(ctx: Context, room_id: str, event_id: str) -> int:
+    """Check the events just before `event_id` were all delivered; record the gap if not.
+
+    Synapse can strand a transaction while it recovers from a failed delivery (e.g. right after Kanal
+    restarts): later events arrive, an earlier one does not. Checking before relaying keeps the order.
+    """
+    data = await ctx.client.request(
+        "GET",
+        f"/_matrix/client/v3/rooms/{q(room_id)}/context/{q(event_id)}",
+        query={"limit": str(VERIFY_CONTEXT)},
+        user_id=ctx.bot,
+    )
+    before = list(reversed(data.get("events_before", [])))  # the API lists them newest first
+    candidates = _actionable(ctx, before)
+    if not candidates:
+        return 0
+    async with ctx.sessions() as session:
+        present = set(
+            (
                 await session.scalars(
-                    select(InboundEvent)
-                    .where(
-                        InboundEvent.room_id == room_id,
-                        InboundEvent.status == "pending",
-                        InboundEvent.seq < (last or 0),
-                        InboundEvent.event_id.not_in(resequenced),
+                    select(InboundEvent.event_id).where(
+                        InboundEvent.event_id.in_([e.event_id for e in candidates])
                     )
-                    .order_by(InboundEvent.seq)
                 )
             ).all()
-            if not late:
-                return
-            rows = [{"event_id": r.event_id, "room_id": room_id, "payload": r.payload} for r in late]
-            await session.execute(delete(InboundEvent).where(InboundEvent.seq.in_([r.seq for r in late])))
-            await session.execute(insert(InboundEvent), rows)
+        )
+    if all(e.event_id in present for e in candidates):
+        return 0
+    return await record_gap(ctx, room_id, candidates)
 
 
 async def catch_up(ctx: Context) -> int:

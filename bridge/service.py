@@ -24,7 +24,7 @@ from appservice.ids import RoomAlias, RoomID, UserID, server_of
 from appservice.server import Transaction
 
 from .backstage import on_backstage_event
-from .catchup import catch_up
+from .catchup import CATCH_UP_TYPES, catch_up, verify_preceding
 from .channels import create_channel, delete_channel
 from .context import Context, enqueue, reply, send_entry
 from .i18n import t
@@ -53,6 +53,10 @@ PROCESSOR_RETRY_S = 2.0
 PROCESSOR_LEASE = "processor"
 LEASE_RENEW_S = 5.0
 CATCH_UP_INTERVAL_S = 300.0
+# After a start or an outage, Synapse may strand a transaction while it recovers: for this long,
+# each backstage post is checked against the events just before it (one request each). Synapse
+# finishes recovering within seconds of our startup ping; two minutes leaves a wide margin.
+VERIFY_WINDOW_S = 120.0
 
 
 class _AlreadyHandled(Exception):
@@ -72,6 +76,9 @@ class Bridge:
         # Hold events back until the backstage rooms were checked for posts never delivered.
         self.catch_up_pending = True
         self._last_catch_up = time.monotonic()
+        self._outage_or_start = True
+        self._verify_until = 0.0
+        self._backstage_rooms: set[str] = set()
 
     # -- the homeserver pushes ---------------------------------------------------------------------
 
@@ -181,6 +188,7 @@ class Bridge:
             return 0
         if self.ctx.outbox.homeserver_down:
             self.catch_up_pending = True  # the homeserver may have restarted and dropped events
+            self._outage_or_start = True
             return 0
         if time.monotonic() - self._last_catch_up > CATCH_UP_INTERVAL_S:
             self.catch_up_pending = True  # a safety net for restarts nobody noticed
@@ -193,6 +201,13 @@ class Bridge:
                 return 0
             self.catch_up_pending = False
             self._last_catch_up = time.monotonic()
+            if self._outage_or_start:
+                self._verify_until = time.monotonic() + VERIFY_WINDOW_S
+                self._outage_or_start = False
+            async with self.ctx.sessions() as session:
+                self._backstage_rooms = set(
+                    (await session.scalars(select(Room.room_id).where(Room.kind == "backstage"))).all()
+                )
         async with self.ctx.sessions() as session:
             rows = (
                 await session.scalars(
@@ -217,6 +232,16 @@ class Bridge:
                 log.warning("Stored event %s is unreadable (%s); dropping it", row.event_id, exc)
                 await self._mark(row.seq, "failed")
                 continue
+            if self._verifying(row.room_id, event):
+                try:
+                    if await verify_preceding(self.ctx, row.room_id, event.event_id):
+                        return handled  # earlier events were slotted in before this one: re-read
+                except (MatrixConnectionError, MatrixRequestError) as exc:
+                    if isinstance(exc, MatrixRequestError) and not exc.retryable:
+                        log.warning("Could not check what precedes %s (%s); handling it", row.event_id, exc)
+                    else:
+                        await asyncio.sleep(PROCESSOR_RETRY_S)
+                        return handled
             try:
                 async with self.ctx.sessions.begin() as session:
                     if self.row_locks:
@@ -266,6 +291,14 @@ class Bridge:
             self.processed += 1
             self.ctx.outbox.wake()
         return handled
+
+    def _verifying(self, room_id: str, event: Event) -> bool:
+        """Within a while of a start or an outage, check each backstage post's predecessors first."""
+        return (
+            time.monotonic() < self._verify_until
+            and event.type in CATCH_UP_TYPES
+            and room_id in self._backstage_rooms
+        )
 
     async def _mark(self, seq: int, status: str) -> None:
         async with self.ctx.sessions.begin() as session:
