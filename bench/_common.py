@@ -76,7 +76,7 @@ def engine_of(database_url: str) -> str:
 
 
 class BenchKanal(KanalProcess):
-    """KanalProcess, optionally under cProfile (`profile_path`) or through a wrapper module (probes, what-ifs)."""
+    """KanalProcess, optionally under cProfile (`profile_path`) or through a wrapper module (timing probes)."""
 
     def __init__(
         self,

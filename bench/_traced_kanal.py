@@ -20,9 +20,6 @@ import sys
 import time
 from typing import Any
 
-if os.environ.get("KANAL_BENCH_WHATIF"):
-    import bench._whatif_kanal  # noqa: F401  (patches first, so the probes wrap the patched methods)
-
 from appservice import server as _server
 from bridge import outbox as _outbox
 from bridge import service as _service

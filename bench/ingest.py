@@ -190,12 +190,6 @@ async def bench(args: argparse.Namespace) -> int:
                 )
             profile_path = args.profile
             variant: dict[str, Any] = {}
-            if args.what_if:
-                variant = {
-                    "kanal_module": "bench._whatif_kanal",
-                    "kanal_env": {"KANAL_BENCH_WHATIF": args.what_if},
-                }
-                print(f"NOTE: Kanal runs with experimental patches: {args.what_if} (bench._whatif_kanal)")
             async with (
                 synapse_and_kanal(
                     workdir, database_url=database_url, profile_path=profile_path, **variant
@@ -296,12 +290,6 @@ def main(argv: list[str] | None = None) -> int:
         "e.g. postgresql://postgres@127.0.0.1:5432/postgres), use it, and drop it afterwards",
     )
     parser.add_argument("--profile", metavar="PATH", help="run Kanal under cProfile, stats to PATH (slower)")
-    parser.add_argument(
-        "--what-if",
-        metavar="LIST",
-        help="run Kanal with experimental patches from bench._whatif_kanal (comma list of wake, rooms, lease, "
-        "ns) to size a suggested fix; the figures are then NOT those of the real Kanal",
-    )
     parser.add_argument("--keep-dir", help="use this folder instead of a temporary one, and keep it")
     args = parser.parse_args(argv)
     args.keep_dir = Path(args.keep_dir).resolve() if args.keep_dir else None

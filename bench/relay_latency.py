@@ -266,11 +266,7 @@ async def bench(args: argparse.Namespace) -> int:
         profile_path = args.profile
         env: dict[str, str] = {}
         module = "bridge.cli"
-        if args.what_if:
-            module, env["KANAL_BENCH_WHATIF"] = "bench._whatif_kanal", args.what_if
-            print(f"NOTE: Kanal runs with experimental patches: {args.what_if} (bench._whatif_kanal)")
         if trace_path is not None:
-            # The probes wrap whatever is installed, so they combine with --what-if.
             module, env["KANAL_BENCH_TRACE"] = "bench._traced_kanal", str(trace_path)
         async with synapse_and_kanal(
             workdir, database_url=database_url, profile_path=profile_path, kanal_module=module, kanal_env=env
@@ -386,12 +382,6 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         metavar="PATH",
         help="run Kanal under cProfile and write its stats to PATH (slows Kanal down: not for headline figures)",
-    )
-    parser.add_argument(
-        "--what-if",
-        metavar="LIST",
-        help="run Kanal with experimental patches from bench._whatif_kanal (comma list of wake, rooms, lease, "
-        "ns) to size a suggested fix; the figures are then NOT those of the real Kanal",
     )
     parser.add_argument("--keep-dir", help="use this folder instead of a temporary one, and keep it")
     args = parser.parse_args(argv)
