@@ -40,7 +40,8 @@ async def _round(env: Env, owner: User, channel: Channel, posts: int) -> tuple[f
     while time.monotonic() < deadline:
         events = await owner.all_messages(channel.broadcast, page=1000)
         stamps = sorted(
-            e["origin_server_ts"] for e in events
+            e["origin_server_ts"]
+            for e in events
             if e.get("sender") == ghost and e.get("content", {}).get("body", "").startswith(f"drain {nonce} ")
         )
         if len(stamps) >= posts:
@@ -54,18 +55,25 @@ async def _round(env: Env, owner: User, channel: Channel, posts: int) -> tuple[f
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--posts", type=int, default=300, help="backlog size per round (default 300)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--fresh-postgres", metavar="SERVER_URL",
-                        help="run Kanal on a new database on this PostgreSQL server (dropped afterwards)")
+    parser.add_argument(
+        "--fresh-postgres",
+        metavar="SERVER_URL",
+        help="run Kanal on a new database on this PostgreSQL server (dropped afterwards)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kanal-drain-") as tmp:
         async with contextlib.AsyncExitStack() as stack:
             database_url = None
             if args.fresh_postgres:
                 database_url = await stack.enter_async_context(fresh_postgres_database(args.fresh_postgres))
-            kanal_stack = await stack.enter_async_context(synapse_and_kanal(Path(tmp), database_url=database_url))
+            kanal_stack = await stack.enter_async_context(
+                synapse_and_kanal(Path(tmp), database_url=database_url)
+            )
             env = Env(kanal_stack.synapse, kanal_stack.kanal, DOMAIN, f"@kanal:{DOMAIN}", "kanal_", Path(tmp))
             try:
                 owner = await env.user("owner")
@@ -78,9 +86,16 @@ async def main() -> None:
     rates = [r[1] for r in results]
     print(f"code {code_version()}; Kanal on {engine_of(database_url or 'sqlite')}; Synapse on SQLite")
     print(f"backlog {args.posts} posts × {args.rounds} rounds")
-    print("restart → first relayed post: " + ", ".join(f"{f:.2f} s" for f in firsts)
-          + f"  (median {statistics.median(firsts):.2f} s)")
-    print("drain rate: " + ", ".join(f"{r:.1f}/s" for r in rates) + f"  (median {statistics.median(rates):.1f} posts/s)")
+    print(
+        "restart → first relayed post: "
+        + ", ".join(f"{f:.2f} s" for f in firsts)
+        + f"  (median {statistics.median(firsts):.2f} s)"
+    )
+    print(
+        "drain rate: "
+        + ", ".join(f"{r:.1f}/s" for r in rates)
+        + f"  (median {statistics.median(rates):.1f} posts/s)"
+    )
 
 
 if __name__ == "__main__":
