@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 from collections.abc import Coroutine
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.ids import UserID
-from appservice.registration import Registration, RegistrationError
+from appservice.registration import Registration, RegistrationError, generate
 from appservice.registration import load as load_registration
 from appservice.server import AppServiceServer
 
@@ -65,8 +66,6 @@ class Background:
 def registration_from_config(config: Config) -> Registration:
     """The registration Kanal serves; when the file is configured, it must agree with the config."""
     if config.registration_path is None:
-        from appservice.registration import generate
-
         reg = generate(
             as_id=config.as_id,
             url=config.as_url,
@@ -74,7 +73,7 @@ def registration_from_config(config: Config) -> Registration:
             sender_localpart=config.bot_localpart,
             user_prefix=config.ghost_prefix,
         )
-        return Registration(**{**reg.__dict__, "as_token": config.as_token, "hs_token": config.hs_token})
+        return dataclasses.replace(reg, as_token=config.as_token, hs_token=config.hs_token)
     try:
         reg = load_registration(config.registration_path)
     except RegistrationError as exc:

@@ -101,12 +101,10 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .app import StartupError, run_until_stopped
+    from .app import StartupError, registration_from_config, run_until_stopped
 
     try:
         config = load_config(Path(args.config))
-        from .app import registration_from_config
-
         registration_from_config(config)
     except ConfigError as exc:
         print(f"kanal: configuration error: {exc}", file=sys.stderr)

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from .store.db import async_driver_url
+
 DEFAULT_LISTEN = "127.0.0.1:29340"
 DEFAULT_BOT_LOCALPART = "kanal"
 DEFAULT_GHOST_PREFIX = "kanal_"
@@ -85,15 +87,13 @@ def parse_listen(value: str, where: str) -> tuple[str, int]:
 
 
 def resolve_database_url(url: str, base: Path) -> str:
-    """Make a relative SQLite path absolute against `base` (the config file's folder)."""
-    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
-        if url.startswith(prefix):
-            rest = url[len(prefix) :]
-            if rest and not rest.startswith("/") and not rest.startswith(":memory:"):
-                return "sqlite+aiosqlite:///" + str((base / rest).resolve())
-            return "sqlite+aiosqlite:///" + rest
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    """Make a relative SQLite path absolute against `base` (the config file's folder), async driver named."""
+    url = async_driver_url(url)
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix):
+        rest = url[len(prefix) :]
+        if rest and not rest.startswith("/") and not rest.startswith(":memory:"):
+            return prefix + str((base / rest).resolve())
     return url
 
 

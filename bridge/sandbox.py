@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+from appservice.registration import write_secret_file
+
 from .app import StartupError, run_until_stopped
 from .cli_support import print_banner
 from .config import Config, ConfigError
@@ -40,8 +42,6 @@ def _ensure_kanal_files(data_dir: Path, synapse_port: int, kanal_port: int) -> P
 
 
 def _admin_password(data_dir: Path) -> str:
-    from appservice.registration import write_secret_file
-
     path = data_dir / "admin-password"
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
