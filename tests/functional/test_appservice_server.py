@@ -822,7 +822,13 @@ async def test_slow_client_connection_is_closed_after_the_408(
         response = await asyncio.wait_for(read_response(reader), 5)
         assert response.status == 408
         assert response.headers.get("connection", "").lower() == "close"
-        assert await asyncio.wait_for(reader.read(), 2) == b""
+        # Closed by the server: a clean EOF, or a reset when the kernel still held
+        # trickled bytes the server never read (closing such a socket sends RST).
+        try:
+            rest = await asyncio.wait_for(reader.read(), 2)
+        except ConnectionResetError:
+            rest = b""
+        assert rest == b""
     finally:
         if trickle is not None:
             trickle.cancel()
