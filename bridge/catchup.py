@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 from typing import Any
 
@@ -78,14 +79,13 @@ async def catch_up_room(ctx: Context, room_id: str) -> int:
     async with ctx.sessions() as session:
         recent = (
             await session.execute(
-                select(InboundEvent.event_id, InboundEvent.status)
+                select(InboundEvent.event_id, InboundEvent.seq, InboundEvent.status)
                 .where(InboundEvent.room_id == room_id)
                 .order_by(InboundEvent.seq.desc())
                 .limit(PAGE_SIZE * MAX_PAGES)
             )
         ).all()
-    known = {event_id for event_id, _status in recent}
-    handled = {event_id for event_id, status in recent if status != "pending"}
+    handled = {event_id for event_id, _seq, status in recent if status != "pending"}
     if not handled:
         return 0  # nothing handled here yet: no anchor to measure a gap from
     timeline = await _timeline_since_anchor(ctx, room_id, handled)
@@ -95,9 +95,16 @@ async def catch_up_room(ctx: Context, room_id: str) -> int:
         )
         return 0
     candidates = _actionable(ctx, timeline)
-    if all(e.event_id in known for e in candidates):
+    seqs = {event_id: seq for event_id, seq, _status in recent}
+    if _recorded_in_order([seqs.get(e.event_id) for e in candidates]):
         return 0
     return await record_gap(ctx, room_id, candidates)
+
+
+def _recorded_in_order(seqs: list[int | None]) -> bool:
+    """Whether a stretch of the timeline (their `seq`s, oldest first) is all recorded, in that order."""
+    recorded = [seq for seq in seqs if seq is not None]
+    return len(recorded) == len(seqs) and all(a < b for a, b in itertools.pairwise(recorded))
 
 
 def _actionable(ctx: Context, raws: list[dict[str, Any]]) -> list[Event]:
@@ -114,10 +121,12 @@ def _actionable(ctx: Context, raws: list[dict[str, Any]]) -> list[Event]:
 
 
 async def record_gap(ctx: Context, room_id: str, candidates: list[Event]) -> int:
-    """Record those of `candidates` (a stretch of the timeline, oldest first) that were never delivered.
+    """Put a stretch of the timeline (`candidates`, oldest first) into the room's queue, in order.
 
-    The room's pending events are re-sequenced with them into timeline order; pending events newer
-    than the stretch stay last. Returns how many were missing.
+    Events never delivered are recorded; pending events the homeserver delivered out of timeline
+    order (a stranded transaction retried after later ones) are re-sequenced. The room's queue
+    becomes: the stretch's pending events in timeline order, then its other pending events in arrival
+    order. Returns how many events were recorded or moved (0: the queue was already right).
     """
     async with ctx.sessions.begin() as session:
         # Ingest must not record events of this room while we re-sequence it, or a late delivery
@@ -133,8 +142,6 @@ async def record_gap(ctx: Context, room_id: str, candidates: list[Event]) -> int
             ).all()
         )
         missing = [e for e in candidates if e.event_id not in present]
-        if not missing:
-            return 0
         pending = (
             await session.scalars(
                 select(InboundEvent)
@@ -143,6 +150,7 @@ async def record_gap(ctx: Context, room_id: str, candidates: list[Event]) -> int
             )
         ).all()
         pending_by_id = {row.event_id: row for row in pending}
+        was_pending = set(pending_by_id)
         ordered: list[dict[str, Any]] = []
         for event in candidates:
             row = pending_by_id.pop(event.event_id, None)
@@ -152,19 +160,33 @@ async def record_gap(ctx: Context, room_id: str, candidates: list[Event]) -> int
                 ordered.append(
                     {"event_id": event.event_id, "room_id": room_id, "payload": dataclasses.asdict(event)}
                 )
-        # Pending events newer than what we read (delivered after it) stay last, in arrival order.
+        # The room's other pending events (delivered after the stretch was read, or older than it:
+        # those are put right when the processor checks the new head of the queue) follow.
         ordered.extend(
             {"event_id": r.event_id, "room_id": room_id, "payload": r.payload} for r in pending_by_id.values()
         )
-        if pending:
-            await session.execute(delete(InboundEvent).where(InboundEvent.seq.in_([r.seq for r in pending])))
-        await session.execute(insert(InboundEvent), ordered)
-    log.warning(
-        "%d event(s) in %s were never delivered by the homeserver; recorded them in order",
-        len(missing),
-        room_id,
-    )
-    return len(missing)
+        now_ids = [r.event_id for r in pending]
+        want_ids = [o["event_id"] for o in ordered]
+        reordered = now_ids != [event_id for event_id in want_ids if event_id in was_pending]
+        if not missing and not reordered:
+            return 0
+        # Rows already in place at the head of the queue keep their seq; the rest are written anew.
+        keep = 0
+        while keep < len(now_ids) and now_ids[keep] == want_ids[keep]:
+            keep += 1
+        await session.execute(
+            delete(InboundEvent).where(InboundEvent.seq.in_([r.seq for r in pending[keep:]]))
+        )
+        await session.execute(insert(InboundEvent), ordered[keep:])
+    if missing:
+        log.warning(
+            "%d event(s) in %s were never delivered by the homeserver; recorded them in order",
+            len(missing),
+            room_id,
+        )
+    if reordered:
+        log.warning("Events in %s were delivered out of timeline order; re-sequenced them", room_id)
+    return len(missing) + reordered
 
 
 async def _lock_inbound(session: AsyncSession) -> None:
@@ -177,10 +199,12 @@ async def _lock_inbound(session: AsyncSession) -> None:
 
 
 async def verify_preceding(ctx: Context, room_id: str, event_id: str) -> int:
-    """Check the events just before `event_id` were all delivered; record the gap if not.
+    """Check the events just before `event_id` (the head of its room's queue) were all handled.
 
     Synapse can strand a transaction while it recovers from a failed delivery (e.g. right after Kanal
-    restarts): later events arrive, an earlier one does not. Checking before relaying keeps the order.
+    restarts): later events arrive, an earlier one arrives late or not at all. An earlier event that
+    is missing, or still pending behind `event_id`, is put before it (returns > 0: read the queue
+    again). Checking each head this way keeps the timeline's order, however far back the gap goes.
     """
     data = await ctx.client.request(
         "GET",
@@ -193,16 +217,17 @@ async def verify_preceding(ctx: Context, room_id: str, event_id: str) -> int:
     if not candidates:
         return 0
     async with ctx.sessions() as session:
-        present = set(
+        handled = set(
             (
                 await session.scalars(
                     select(InboundEvent.event_id).where(
-                        InboundEvent.event_id.in_([e.event_id for e in candidates])
+                        InboundEvent.event_id.in_([e.event_id for e in candidates]),
+                        InboundEvent.status != "pending",
                     )
                 )
             ).all()
         )
-    if all(e.event_id in present for e in candidates):
+    if all(e.event_id in handled for e in candidates):
         return 0
     return await record_gap(ctx, room_id, candidates)
 

@@ -19,7 +19,15 @@ DEFAULT_LISTEN = "127.0.0.1:29340"
 DEFAULT_BOT_LOCALPART = "kanal"
 DEFAULT_GHOST_PREFIX = "kanal_"
 LANGUAGES = ("en", "fa")
-CREATION_POLICIES = ("open",)
+CREATION_POLICIES = ("open", "approval", "token")
+FEDERATION_POLICIES = ("open", "allowlist", "closed")
+DEFAULT_HANDLE_PATTERN = r"[a-z][a-z0-9_]{4,31}"
+# Handles nobody may register unless an operator releases them (`unreserve`).
+DEFAULT_RESERVED_HANDLES = (
+    "abuse", "admin", "administrator", "announcements", "help", "helpdesk", "info", "kanal", "matrix",
+    "moderator", "news_official", "official", "operator", "postmaster", "root", "security", "staff",
+    "support", "synapse", "system", "webmaster",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -45,6 +53,19 @@ class Config:
     default_language: str
     log_level: str
     log_format: str
+    # Channel and handle registration
+    max_channels_per_user: int = 10  # 0: no limit
+    handle_pattern: str = DEFAULT_HANDLE_PATTERN
+    reserved_handles: tuple[str, ...] = DEFAULT_RESERVED_HANDLES
+    rename_grace_days: int = 14
+    handle_cooldown_days: int = 30
+    title_max_length: int = 128
+    verified_topic_suffix: str = " — ✓ verified"
+    operators: tuple[str, ...] = ()
+    # Domestic hosting
+    federation: str = "open"
+    allowed_servers: tuple[str, ...] = ()
+    retention_days: int | None = None
 
     @property
     def bot_user_id(self) -> str:
@@ -65,7 +86,19 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "ghost_prefix": (str, False),
     },
     "database": {"url": (str, False)},
-    "channels": {"creation_policy": (str, False), "default_language": (str, False)},
+    "channels": {
+        "creation_policy": (str, False),
+        "default_language": (str, False),
+        "max_channels_per_user": (int, False),
+        "handle_pattern": (str, False),
+        "reserved_handles": (list, False),
+        "rename_grace_days": (int, False),
+        "handle_cooldown_days": (int, False),
+        "title_max_length": (int, False),
+        "verified_topic_suffix": (str, False),
+    },
+    "operators": {"users": (list, False)},
+    "hosting": {"federation": (str, False), "allowed_servers": (list, False), "retention_days": (int, False)},
     "logging": {"level": (str, False), "format": (str, False)},
 }
 
@@ -122,9 +155,14 @@ def parse(data: Any, path: Path) -> Config:
                 raise ConfigError(
                     f"{path}: '{section}.{key}' must be {_type_name(expected)}, got {type(raw[key]).__name__}"
                 )
+            if expected is list and not all(isinstance(item, str) and item for item in raw[key]):
+                raise ConfigError(f"{path}: '{section}.{key}' must be a list of non-empty strings")
         values[section] = {k: v for k, v in raw.items() if v is not None}
 
-    hs, asv, db, ch, lg = (values[s] for s in ("homeserver", "appservice", "database", "channels", "logging"))
+    hs, asv, db, ch, lg, ops, hosting = (
+        values[s]
+        for s in ("homeserver", "appservice", "database", "channels", "logging", "operators", "hosting")
+    )
     base = path.parent
     if not re.match(r"^https?://", hs["url"]):
         raise ConfigError(f"{path}: 'homeserver.url' must start with http:// or https://, got {hs['url']!r}")
@@ -154,6 +192,48 @@ def parse(data: Any, path: Path) -> Config:
     if fmt not in ("text", "json"):
         raise ConfigError(f"{path}: 'logging.format' must be text or json, got {fmt!r}")
     registration = asv.get("registration")
+    for key, default, least in (
+        ("max_channels_per_user", 10, 0),
+        ("rename_grace_days", 14, 0),
+        ("handle_cooldown_days", 30, 0),
+        ("title_max_length", 128, 1),
+    ):
+        if ch.get(key, default) < least:
+            raise ConfigError(f"{path}: 'channels.{key}' must be at least {least}, got {ch[key]}")
+    pattern = ch.get("handle_pattern", DEFAULT_HANDLE_PATTERN)
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(
+            f"{path}: 'channels.handle_pattern' is not a valid regular expression: {exc}"
+        ) from None
+    if compiled.fullmatch("") is not None or any(compiled.fullmatch(c) for c in (":", "#", "@", " ", "A")):
+        raise ConfigError(
+            f"{path}: 'channels.handle_pattern' must not match an empty handle, upper case, spaces or "
+            f"':', '#', '@' (handles become aliases and user ids), got {pattern!r}"
+        )
+    operators = tuple(ops.get("users", ()))
+    for user in operators:
+        if not re.fullmatch(r"@[^:\s]+:\S+", user):
+            raise ConfigError(
+                f"{path}: 'operators.users' must hold Matrix user ids like @ops:example.org, got {user!r}"
+            )
+    federation = hosting.get("federation", "open")
+    if federation not in FEDERATION_POLICIES:
+        raise ConfigError(
+            f"{path}: 'hosting.federation' must be one of {FEDERATION_POLICIES}, got {federation!r}"
+        )
+    allowed = tuple(hosting.get("allowed_servers", ()))
+    if federation == "allowlist" and not allowed:
+        raise ConfigError(
+            f"{path}: 'hosting.allowed_servers' must list at least one server when 'hosting.federation' "
+            "is allowlist (Kanal's own server is always allowed)"
+        )
+    retention = hosting.get("retention_days")
+    if retention is not None and retention < 1:
+        raise ConfigError(
+            f"{path}: 'hosting.retention_days' must be at least 1 (or left out), got {retention}"
+        )
     return Config(
         path=path,
         domain=hs["domain"],
@@ -172,6 +252,17 @@ def parse(data: Any, path: Path) -> Config:
         default_language=language,
         log_level=level,
         log_format=fmt,
+        max_channels_per_user=ch.get("max_channels_per_user", 10),
+        handle_pattern=pattern,
+        reserved_handles=tuple(h.lower() for h in ch.get("reserved_handles", DEFAULT_RESERVED_HANDLES)),
+        rename_grace_days=ch.get("rename_grace_days", 14),
+        handle_cooldown_days=ch.get("handle_cooldown_days", 30),
+        title_max_length=ch.get("title_max_length", 128),
+        verified_topic_suffix=ch.get("verified_topic_suffix", " — ✓ verified"),
+        operators=operators,
+        federation=federation,
+        allowed_servers=allowed,
+        retention_days=retention,
     )
 
 

@@ -53,10 +53,33 @@ PROCESSOR_RETRY_S = 2.0
 PROCESSOR_LEASE = "processor"
 LEASE_RENEW_S = 5.0
 CATCH_UP_INTERVAL_S = 300.0
-# After a start or an outage, Synapse may strand a transaction while it recovers: for this long,
-# each backstage post is checked against the events just before it (one request each). Synapse
+# After a start, an outage, or a break in the homeserver's transaction sequence, Synapse may strand
+# a transaction while it recovers and deliver it after later ones: for this long, the head of each
+# backstage room's queue is checked against the events just before it (one request each). Synapse
 # finishes recovering within seconds of our startup ping; two minutes leaves a wide margin.
 VERIFY_WINDOW_S = 120.0
+
+
+class DeliverySequence:
+    """Notices when the homeserver's transactions stop arriving one after another.
+
+    Synapse numbers an application service's transactions 1, 2, 3, … and, when a delivery fails,
+    retries the failed one before newer ones, except for two races in its recovery code that let a
+    newer transaction through first. A number that is not the previous one plus one shows such a
+    break (or a homeserver restart, or another process taking every other transaction). Ids that
+    are not numbers tell nothing.
+    """
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def is_break(self, txn_id: str) -> bool:
+        try:
+            number = int(txn_id)
+        except ValueError:
+            return False
+        last, self._last = self._last, number
+        return last is not None and number != last + 1
 
 
 class _AlreadyHandled(Exception):
@@ -78,7 +101,8 @@ class Bridge:
         self._last_catch_up = time.monotonic()
         self._outage_or_start = True
         self._verify_until = 0.0
-        self._backstage_rooms: set[str] = set()
+        self._backstage_rooms: set[str] = set()  # known backstage rooms (a room never stops being one)
+        self._sequence = DeliverySequence()
 
     # -- the homeserver pushes ---------------------------------------------------------------------
 
@@ -90,6 +114,9 @@ class Bridge:
         )
 
     async def handle_transaction(self, txn: Transaction) -> None:
+        if self._sequence.is_break(txn.txn_id):
+            # Set before this transaction's events are recorded, so none is handled unchecked.
+            self._open_verify_window(f"transaction {txn.txn_id} did not follow the previous one")
         candidates = [e for e in txn.events if e.type in ACTIONABLE_TYPES]
         echoes = [
             (e.content[SOURCE_KEY], e.event_id)
@@ -202,12 +229,8 @@ class Bridge:
             self.catch_up_pending = False
             self._last_catch_up = time.monotonic()
             if self._outage_or_start:
-                self._verify_until = time.monotonic() + VERIFY_WINDOW_S
+                self._open_verify_window("start or homeserver outage")
                 self._outage_or_start = False
-            async with self.ctx.sessions() as session:
-                self._backstage_rooms = set(
-                    (await session.scalars(select(Room.room_id).where(Room.kind == "backstage"))).all()
-                )
         async with self.ctx.sessions() as session:
             rows = (
                 await session.scalars(
@@ -232,7 +255,7 @@ class Bridge:
                 log.warning("Stored event %s is unreadable (%s); dropping it", row.event_id, exc)
                 await self._mark(row.seq, "failed")
                 continue
-            if self._verifying(row.room_id, event):
+            if await self._verifying(row.room_id, event):
                 try:
                     if await verify_preceding(self.ctx, row.room_id, event.event_id):
                         return handled  # earlier events were slotted in before this one: re-read
@@ -292,13 +315,22 @@ class Bridge:
             self.ctx.outbox.wake()
         return handled
 
-    def _verifying(self, room_id: str, event: Event) -> bool:
-        """Within a while of a start or an outage, check each backstage post's predecessors first."""
-        return (
-            time.monotonic() < self._verify_until
-            and event.type in CATCH_UP_TYPES
-            and room_id in self._backstage_rooms
-        )
+    def _open_verify_window(self, why: str) -> None:
+        if time.monotonic() >= self._verify_until:
+            log.info("Checking each backstage post's predecessors for %.0f s (%s)", VERIFY_WINDOW_S, why)
+        self._verify_until = time.monotonic() + VERIFY_WINDOW_S
+
+    async def _verifying(self, room_id: str, event: Event) -> bool:
+        """Within a while of a start, an outage or a delivery break, check each backstage post's predecessors."""
+        if time.monotonic() >= self._verify_until or event.type not in CATCH_UP_TYPES:
+            return False
+        if room_id not in self._backstage_rooms:
+            async with self.ctx.sessions() as session:
+                kind = await session.scalar(select(Room.kind).where(Room.room_id == room_id))
+            if kind != "backstage":
+                return False
+            self._backstage_rooms.add(room_id)
+        return True
 
     async def _mark(self, seq: int, status: str) -> None:
         async with self.ctx.sessions.begin() as session:

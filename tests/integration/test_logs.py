@@ -26,7 +26,9 @@ async def test_tokens_never_reach_the_log(env: Env) -> None:
 
 
 def test_json_log_lines_are_one_object_each() -> None:
-    record = logging.LogRecord("bridge.x", logging.WARNING, __file__, 1, "waiting for %s", ("the homeserver",), None)
+    record = logging.LogRecord(
+        "bridge.x", logging.WARNING, __file__, 1, "waiting for %s", ("the homeserver",), None
+    )
     line = JsonFormatter().format(record)
     data = json.loads(line)
     assert data["level"] == "WARNING" and data["message"] == "waiting for the homeserver"
