@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -34,6 +46,14 @@ class Channel(Base):
     signatures: Mapped[bool] = mapped_column(Boolean, default=False)
     reactions: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Registration (issue 5): set by operators; shown in `info`, the topic and a state event.
+    verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The title's comparison key (names.title_key) and the handle's confusable skeleton, for search
+    # and for refusing look-alikes.
+    title_key: Mapped[str] = mapped_column(Text, default="", server_default="", index=True)
+    handle_skeleton: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    # Days of history the homeserver keeps (m.room.retention); None: the deployment's default.
+    retention_days: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class ChannelMember(Base):
@@ -52,7 +72,7 @@ class Room(Base):
     __tablename__ = "rooms"
 
     room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # management | backstage | broadcast
+    kind: Mapped[str] = mapped_column(String(16))  # management | backstage | broadcast | operator
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
     user_id: Mapped[str | None] = mapped_column(String(255))  # the management room's user
     language: Mapped[str | None] = mapped_column(String(8))
@@ -134,3 +154,84 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HandleHold(Base):
+    """A handle nobody else may take for now: a renamed channel's old alias (still pointing at it
+    for a grace period) or a released handle cooling down."""
+
+    __tablename__ = "handle_holds"
+
+    handle: Mapped[str] = mapped_column(String(64), primary_key=True)
+    skeleton: Mapped[str] = mapped_column(String(255), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # grace | cooldown
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"))
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReservedHandle(Base):
+    """Handles operators reserved with a command (the config's list is reserved as well)."""
+
+    __tablename__ = "reserved_handles"
+
+    handle: Mapped[str] = mapped_column(String(64), primary_key=True)
+    added_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ChannelRequest(Base):
+    """A request to create a channel, waiting in the operators' review queue (policy `approval`)."""
+
+    __tablename__ = "channel_requests"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    room_id: Mapped[str] = mapped_column(String(255))  # the requester's management room
+    handle: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approved|rejected|withdrawn
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class RegistrationToken(Base):
+    """A token that lets its holder create a channel (policy `token`). Only its hash is stored."""
+
+    __tablename__ = "registration_tokens"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart
+    label: Mapped[str] = mapped_column(Text, default="")
+    uses_allowed: Mapped[int | None] = mapped_column(Integer, default=None)  # None: unlimited
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PendingTransfer(Base):
+    """An ownership transfer the new owner has not accepted yet."""
+
+    __tablename__ = "pending_transfers"
+
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    from_user: Mapped[str] = mapped_column(String(255))
+    to_user: Mapped[str] = mapped_column(String(255), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RegistryLog(Base):
+    """What operators and owners changed in the registry: verification, approvals, transfers, ..."""
+
+    __tablename__ = "registry_log"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255))  # a handle, a user id, a token hint
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
