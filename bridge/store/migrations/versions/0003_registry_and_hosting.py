@@ -113,36 +113,27 @@ def upgrade() -> None:
     with op.batch_alter_table("pending_transfers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_pending_transfers_to_user"), ["to_user"], unique=False)
 
-    with op.batch_alter_table("channels", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("verified", sa.Boolean(), server_default=sa.false(), nullable=False))
-        batch_op.add_column(sa.Column("title_key", sa.Text(), server_default="", nullable=False))
-        batch_op.add_column(sa.Column("handle_skeleton", sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column("retention_days", sa.Integer(), nullable=True))
-        batch_op.create_index(batch_op.f("ix_channels_handle_skeleton"), ["handle_skeleton"], unique=False)
-        batch_op.create_index(batch_op.f("ix_channels_title_key"), ["title_key"], unique=False)
+    # Plain ALTER TABLE ... ADD COLUMN, never a batch (copy-and-drop) on `channels`: on SQLite,
+    # dropping the old table would cascade to every room, member and post that refers to it.
+    op.add_column("channels", sa.Column("verified", sa.Boolean(), server_default=sa.false(), nullable=False))
+    op.add_column("channels", sa.Column("title_key", sa.Text(), server_default="", nullable=False))
+    op.add_column("channels", sa.Column("handle_skeleton", sa.String(length=255), nullable=True))
+    op.add_column("channels", sa.Column("retention_days", sa.Integer(), nullable=True))
+    op.create_index("ix_channels_handle_skeleton", "channels", ["handle_skeleton"], unique=False)
+    op.create_index("ix_channels_title_key", "channels", ["title_key"], unique=False)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("channels", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_channels_title_key"))
-        batch_op.drop_index(batch_op.f("ix_channels_handle_skeleton"))
-        batch_op.drop_column("retention_days")
-        batch_op.drop_column("handle_skeleton")
-        batch_op.drop_column("title_key")
-        batch_op.drop_column("verified")
-
-    with op.batch_alter_table("pending_transfers", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_pending_transfers_to_user"))
-
+    op.drop_index("ix_channels_title_key", table_name="channels")
+    op.drop_index("ix_channels_handle_skeleton", table_name="channels")
+    for column in ("retention_days", "handle_skeleton", "title_key", "verified"):
+        op.execute(f"ALTER TABLE channels DROP COLUMN {column}")  # SQLite >= 3.35; no table copy
+    op.drop_index("ix_pending_transfers_to_user", table_name="pending_transfers")
     op.drop_table("pending_transfers")
-    with op.batch_alter_table("handle_holds", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_handle_holds_skeleton"))
-
+    op.drop_index("ix_handle_holds_skeleton", table_name="handle_holds")
     op.drop_table("handle_holds")
     op.drop_table("reserved_handles")
     op.drop_table("registry_log")
     op.drop_table("registration_tokens")
-    with op.batch_alter_table("channel_requests", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_channel_requests_user_id"))
-
+    op.drop_index("ix_channel_requests_user_id", table_name="channel_requests")
     op.drop_table("channel_requests")
