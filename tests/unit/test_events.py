@@ -347,7 +347,7 @@ VALID_EVENT = st.fixed_dictionaries(
     optional={
         "origin_server_ts": st.integers(),
         "state_key": _TEXT,
-        "redacts": _TEXT,
+        "redacts": st.text(alphabet=_STORABLE_CHAR, max_size=40),  # an id: unstorable ones are refused
         "unsigned": st.dictionaries(_TEXT, PLAIN_JSON, max_size=4),
     },
 )
