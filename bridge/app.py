@@ -21,9 +21,10 @@ from appservice.server import AppServiceServer
 
 from .config import Config, ConfigError
 from .context import Context
+from .hosting import reconcile_at_start
 from .metrics import Metrics, add_routes
 from .outbox import OutboxWorker
-from .service import PROCESSOR_LEASE, Bridge
+from .service import HOUSEKEEPING_LEASE, PROCESSOR_LEASE, Bridge
 from .store.db import create_engine, migrate, sessionmaker
 from .store.leases import Leases, new_holder_id
 
@@ -173,6 +174,9 @@ class Service:
         self._outbox = self.background.start(self.outbox.run(), "outbox")
         await self.ping()
         self.background.start(self._keep_pinging(), "pinger")
+        # Many rooms may need a look: the policy is brought to them in the background, once per start.
+        self.background.start(reconcile_at_start(self.ctx, self.leases), "hosting-policy")
+        self.background.start(self.bridge.run_housekeeping(), "housekeeping")
 
     async def ping(self) -> None:
         """Ask the homeserver to ping us: transactions queued while we were away flow at once."""
@@ -219,6 +223,7 @@ class Service:
                 )
         await self.background.wait(1.0)
         await self.leases.release(PROCESSOR_LEASE)
+        await self.leases.release(HOUSEKEEPING_LEASE)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.client.close()

@@ -10,6 +10,7 @@ from appservice.errors import MatrixRequestError, MNotFound, MRoomInUse
 from appservice.ids import RoomAlias, RoomID, UserID
 
 from .context import Context
+from .hosting import with_hosting_policy
 from .outbox import OutboxWorker, SkipEntry, txn_id_for
 from .powerlevels import CHANNEL_STATE_TYPE, backstage_room_request, broadcast_room_request
 from .store.models import Channel, ChannelMember, OutboxEntry, Room
@@ -64,13 +65,17 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
         await ghost.set_displayname(channel.title)
         bot = ctx.bot_intent()
         if channel.broadcast_room_id is None:
-            request = broadcast_room_request(
-                handle=channel.handle,
-                title=channel.title,
-                about=channel.about,
-                ghost=channel.ghost_user_id,
-                domain=ctx.domain,
-                reactions=channel.reactions,
+            request = with_hosting_policy(
+                broadcast_room_request(
+                    handle=channel.handle,
+                    title=channel.title,
+                    about=channel.about,
+                    ghost=channel.ghost_user_id,
+                    domain=ctx.domain,
+                    reactions=channel.reactions,
+                ),
+                ctx.config,
+                channel.retention_days,
             )
             try:
                 room_id = await bot.create_room(request)
@@ -81,7 +86,11 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
         await ghost.join(RoomID(channel.broadcast_room_id))
         if channel.backstage_room_id is None:
             room_id = await bot.create_room(
-                backstage_room_request(handle=channel.handle, title=channel.title, owner=channel.owner)
+                with_hosting_policy(
+                    backstage_room_request(handle=channel.handle, title=channel.title, owner=channel.owner),
+                    ctx.config,
+                    channel.retention_days,
+                )
             )
             await _record_room(ctx, channel, "backstage", room_id)
     except MatrixRequestError as exc:

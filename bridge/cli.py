@@ -1,9 +1,10 @@
-"""The `kanal` command: init, run, up."""
+"""The `kanal` command: init, run, up, migrate-db, hosting, doctor, token."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import signal
 import sys
@@ -156,6 +157,104 @@ def _cmd_migrate_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hosting_apply(args: argparse.Namespace) -> int:
+    from .app import Service, StartupError, check_homeserver, registration_from_config
+    from .hosting import ApplyResult, apply, describe
+    from .store.db import migrate
+
+    try:
+        config = load_config(Path(args.config))
+        registration_from_config(config)
+    except ConfigError as exc:
+        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.setup(config.log_level, config.log_format)
+
+    async def main() -> ApplyResult:
+        service = Service(config)
+        try:
+            await migrate(service.engine)
+            await check_homeserver(service.client, config)
+            return await apply(service.ctx, timeout=args.timeout)
+        finally:
+            await service.client.close()
+            await service.engine.dispose()
+
+    try:
+        result = asyncio.run(main())
+    except StartupError as exc:
+        print(f"kanal hosting apply: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    for line in describe(config, result, args.timeout):
+        print(line)
+    return EXIT_STARTUP if result.failed or result.waiting else 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import exit_code, render_json, render_table, run_checks, wants_colour
+
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    homeserver_config = Path(args.homeserver_config) if args.homeserver_config else None
+    checks = asyncio.run(run_checks(config, homeserver_config))
+    if args.format == "json":
+        print(render_json(checks))
+    else:
+        print(render_table(checks, colour=wants_colour(sys.stdout)))
+    return exit_code(checks)
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    """Registration tokens for the `token` creation policy, managed from a shell."""
+    from sqlalchemy import select
+
+    from .registry import create_token, describe_token, find_token_by_ref, log_entry, parse_duration
+    from .store.db import create_engine, migrate, sessionmaker
+    from .store.models import RegistrationToken
+
+    try:
+        config = load_config(Path(args.config))
+        valid_for = parse_duration(args.expires) if getattr(args, "expires", None) else None
+    except ConfigError as exc:
+        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:
+        print(f"kanal token: --expires: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    actor = f"cli:{getpass.getuser()}"
+
+    async def main() -> tuple[int, list[str]]:
+        engine = create_engine(config.database_url)
+        try:
+            await migrate(engine)
+            sessions = sessionmaker(engine)
+            async with sessions.begin() as session:
+                if args.action == "create":
+                    token, row = await create_token(
+                        session, actor, uses=args.uses, valid_for=valid_for, label=args.label or ""
+                    )
+                    return 0, [token, describe_token(row)]
+                if args.action == "revoke":
+                    found = await find_token_by_ref(session, args.ref)
+                    if found is None:
+                        return EXIT_STARTUP, [f"kanal token revoke: no token {args.ref}"]
+                    found.revoked = True
+                    log_entry(session, actor, "token_revoked", f"token {found.id}")
+                    return 0, [describe_token(found)]
+                rows = (await session.scalars(select(RegistrationToken).order_by(RegistrationToken.id))).all()
+                return 0, [describe_token(r) for r in rows] or ["no registration tokens"]
+        finally:
+            await engine.dispose()
+
+    code, lines = asyncio.run(main())
+    for line in lines:
+        print(line, file=sys.stderr if code else sys.stdout)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanal", description="Telegram-style channels for Matrix homeservers."
@@ -193,6 +292,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", required=True, help="target URL, e.g. postgresql://kanal@127.0.0.1:5432/kanal"
     )
     migrate.set_defaults(func=_cmd_migrate_db)
+
+    hosting = sub.add_parser("hosting", help="federation and retention policy of the channel rooms")
+    hosting_sub = hosting.add_subparsers(dest="hosting_command", required=True)
+    hosting_apply = hosting_sub.add_parser(
+        "apply", help="bring every channel room to the configured policy now and wait until it is sent"
+    )
+    hosting_apply.add_argument("-c", "--config", required=True, help="path to config.yaml")
+    hosting_apply.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the changes to be sent (120)"
+    )
+    hosting_apply.set_defaults(func=_cmd_hosting_apply)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check a deployment: homeserver, registration, tokens, and the homeserver's sovereignty",
+        description="Check a deployment and print what passes, what to look at, and what to fix.",
+        epilog="exit codes: 0 every check passes, 1 at least one warning, 2 Kanal's config file is "
+        "broken, 3 at least one check fails",
+    )
+    doctor.add_argument("-c", "--config", required=True, help="path to config.yaml")
+    doctor.add_argument(
+        "--homeserver-config",
+        metavar="PATH",
+        help="Synapse's homeserver.yaml: also check federation, key servers, stats, media, directory, database",
+    )
+    doctor.add_argument("--format", choices=("table", "json"), default="table", help="output (table)")
+    doctor.set_defaults(func=_cmd_doctor)
+
+    token = sub.add_parser("token", help="registration tokens (for channels.creation_policy: token)")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    token_create = token_sub.add_parser(
+        "create", help="make a token; it is printed once, only its hash is kept"
+    )
+    token_create.add_argument("--uses", type=int, help="how many channels it may create (default: unlimited)")
+    token_create.add_argument("--expires", help="valid for 30m, 12h, 7d, 2w … (default: no expiry)")
+    token_create.add_argument("--label", help="a note for operators, e.g. who it is for")
+    token_list = token_sub.add_parser("list", help="every token: uses, expiry, state")
+    token_revoke = token_sub.add_parser("revoke", help="revoke a token by its number or hint")
+    token_revoke.add_argument(
+        "ref", help="the token's number (#3 or 3) or the first characters after kanal_rt_"
+    )
+    for command in (token_create, token_list, token_revoke):
+        command.add_argument("-c", "--config", required=True, help="path to config.yaml")
+        command.set_defaults(func=_cmd_token)
 
     up = sub.add_parser("up", help="the sandbox: a local Synapse wired to Kanal, until Ctrl-C")
     up.add_argument("--data-dir", default="kanal-sandbox", help="sandbox data (reused on the next run)")

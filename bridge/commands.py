@@ -17,6 +17,11 @@ MANAGEMENT_COMMANDS = (
     "delete",
     "confirm",
     "cancel",
+    "rename",
+    "transfer",
+    "accept",
+    "decline",
+    "retention",
 )
 BACKSTAGE_COMMANDS = ("help", "silent", "pin", "unpin", "signatures", "stats")
 

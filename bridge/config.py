@@ -218,6 +218,11 @@ def parse(data: Any, path: Path) -> Config:
             raise ConfigError(
                 f"{path}: 'operators.users' must hold Matrix user ids like @ops:example.org, got {user!r}"
             )
+    if policy == "approval" and not operators:
+        raise ConfigError(
+            f"{path}: 'channels.creation_policy' is approval, but 'operators.users' is empty: "
+            "list who reviews channel requests (Matrix ids such as @ops:example.org)"
+        )
     federation = hosting.get("federation", "open")
     if federation not in FEDERATION_POLICIES:
         raise ConfigError(

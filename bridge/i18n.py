@@ -19,6 +19,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "• promote <handle> <@user:domain> — make someone an admin\n"
             "• demote <handle> <@user:domain> — remove an admin\n"
             "• delete <handle> — delete a channel (asks for confirmation)\n"
+            "• rename <handle> <new handle> — change the handle (the old one keeps working for a while)\n"
+            "• transfer <handle> <@user:domain> — hand the channel over (they must accept <handle>)\n"
+            "• accept <handle> / decline <handle> — answer a transfer offered to you\n"
+            "• retention <handle> <days|off|default> — how long the homeserver keeps the channel's history\n"
             "Handles: 5–32 characters, a–z, 0–9 and _, starting with a letter."
         ),
         "fa": (
@@ -31,6 +35,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "• promote <handle> <@user:domain> — افزودن مدیر\n"
             "• demote <handle> <@user:domain> — برداشتن مدیر\n"
             "• delete <handle> — حذف کانال (با تأیید)\n"
+            "• rename <handle> <شناسهٔ تازه> — تغییر شناسه (شناسهٔ قبلی تا مدتی کار می‌کند)\n"
+            "• transfer <handle> <@user:domain> — واگذاری کانال (گیرنده باید accept <handle> بفرستد)\n"
+            "• accept <handle> / decline <handle> — پذیرفتن یا نپذیرفتن واگذاری\n"
+            "• retention <handle> <days|off|default> — مدت نگهداری تاریخچهٔ کانال روی سرور\n"
             "شناسه: ۵ تا ۳۲ نویسه از a–z، ۰–۹ و _، که با حرف آغاز شود."
         ),
     },
@@ -110,11 +118,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "info": {
         "en": (
             "#{handle}:{domain} — {title}\n{about}Owner: {owner}\nAdmins: {admins}\nSubscribers: {subscribers}\n"
-            "Posts: {posts}\nSignatures: {signatures}\nStatus: {status}"
+            "Posts: {posts}\nSignatures: {signatures}\nStatus: {status}{verified}"
         ),
         "fa": (
             "#{handle}:{domain} — {title}\n{about}مالک: {owner}\nمدیران: {admins}\nمشترکان: {subscribers}\n"
-            "پست‌ها: {posts}\nامضا: {signatures}\nوضعیت: {status}"
+            "پست‌ها: {posts}\nامضا: {signatures}\nوضعیت: {status}{verified}"
         ),
     },
     "usage": {"en": "Usage: {usage}", "fa": "روش استفاده: {usage}"},
@@ -230,6 +238,214 @@ MESSAGES: dict[str, dict[str, str]] = {
     "channel_unavailable": {
         "en": "#{handle} is {status}; nothing here is published.",
         "fa": "#{handle} در وضعیت {status} است؛ چیزی از اینجا منتشر نمی‌شود.",
+    },
+    "verified_mark": {
+        "en": "\nVerified ✓ (by the operators of this server)",
+        "fa": "\nتأییدشده ✓ (از سوی گردانندگان این سرور)",
+    },
+    "handle_reserved": {
+        "en": "The handle {handle} is reserved. Ask the operators of this server if it should be yours.",
+        "fa": "شناسهٔ {handle} رزرو شده است. اگر باید از آنِ شما باشد، از گردانندگان این سرور بپرسید.",
+    },
+    "handle_confusable": {
+        "en": "The handle {handle} looks too much like {other}, which is already taken or reserved; readers could mistake one for the other. Choose a handle that looks different.",
+        "fa": "شناسهٔ {handle} بسیار شبیه {other} است که گرفته یا رزرو شده؛ خوانندگان ممکن است آن‌ها را با هم اشتباه بگیرند. شناسهٔ متفاوتی برگزینید.",
+    },
+    "handle_held": {
+        "en": "The handle {handle} was in use until recently and is held back until {until}, so nobody can pose as its former channel. Choose another one.",
+        "fa": "شناسهٔ {handle} تا همین اواخر در استفاده بوده و تا {until} نگه داشته می‌شود تا کسی خود را جای کانال پیشین جا نزند. شناسهٔ دیگری برگزینید.",
+    },
+    "handle_requested": {
+        "en": "Someone has already asked for the handle {handle}; their request is waiting for the operators. Choose another one.",
+        "fa": "کس دیگری شناسهٔ {handle} را درخواست کرده و درخواستش در انتظار گردانندگان است. شناسهٔ دیگری برگزینید.",
+    },
+    "title_impersonates": {
+        "en": "The title “{title}” reads like the title of the verified channel #{handle}; it could mislead readers. Choose a different title.",
+        "fa": "عنوان «{title}» همانند عنوان کانال تأییدشدهٔ #{handle} خوانده می‌شود و ممکن است خوانندگان را گمراه کند. عنوان دیگری برگزینید.",
+    },
+    "quota_reached": {
+        "en": "You already have {limit} channels (or requests), the most this server allows per person. Delete one, or ask the operators.",
+        "fa": "شما هم‌اکنون {limit} کانال (یا درخواست) دارید که بیشترین اندازهٔ مجاز برای هر نفر است. یکی را حذف کنید یا از گردانندگان بپرسید.",
+    },
+    "token_required": {
+        "en": "Creating channels here needs a registration token from the operators. When you have one, send: create {handle} [title…] --token <token>",
+        "fa": "ساختن کانال در اینجا به توکن ثبت از سوی گردانندگان نیاز دارد. وقتی توکن گرفتید بفرستید: create {handle} [عنوان…] --token <token>",
+    },
+    "token_unknown": {
+        "en": "That registration token is not valid. Check it, or ask the operators for one.",
+        "fa": "این توکن ثبت معتبر نیست. آن را بررسی کنید یا از گردانندگان توکن بخواهید.",
+    },
+    "token_revoked": {
+        "en": "That registration token was revoked by the operators. Ask them for a new one.",
+        "fa": "این توکن ثبت را گردانندگان باطل کرده‌اند. توکن تازه‌ای بخواهید.",
+    },
+    "token_expired": {
+        "en": "That registration token has expired. Ask the operators for a new one.",
+        "fa": "این توکن ثبت منقضی شده است. توکن تازه‌ای بخواهید.",
+    },
+    "token_used_up": {
+        "en": "That registration token has been used as many times as it allows. Ask the operators for a new one.",
+        "fa": "این توکن ثبت به اندازهٔ مجاز به کار رفته است. توکن تازه‌ای بخواهید.",
+    },
+    "request_sent": {
+        "en": "Your request for #{handle} is number {id}. The operators of this server review requests; I will tell you here when they decide.",
+        "fa": "درخواست شما برای #{handle} شمارهٔ {id} است. گردانندگان این سرور درخواست‌ها را بررسی می‌کنند و نتیجه را همین‌جا به شما می‌گویم.",
+    },
+    "request_new": {
+        "en": "Request #{id}: {user} asks for #{handle} “{title}”.\nReply: approve {id} — or — reject {id} <reason>",
+        "fa": "درخواست #{id}: {user} کانال #{handle} «{title}» را می‌خواهد.\nپاسخ: approve {id} — یا — reject {id} <دلیل>",
+    },
+    "request_approved": {
+        "en": "Your request for #{handle} was approved.",
+        "fa": "درخواست شما برای #{handle} پذیرفته شد.",
+    },
+    "request_approved_op": {
+        "en": "Request #{id} approved: creating #{handle} for {user}.",
+        "fa": "درخواست #{id} پذیرفته شد: ساختن #{handle} برای {user}.",
+    },
+    "request_rejected": {
+        "en": "Your request for #{handle} was rejected by the operators. Their reason: {reason}\nYou may ask again with another handle or title, or reply to the operators through your server's usual contact.",
+        "fa": "گردانندگان درخواست شما برای #{handle} را نپذیرفتند. دلیل آن‌ها: {reason}\nمی‌توانید با شناسه یا عنوان دیگری دوباره درخواست دهید یا از راه تماس معمول سرور با گردانندگان در میان بگذارید.",
+    },
+    "request_rejected_op": {
+        "en": "Request #{id} rejected; {user} has been told the reason.",
+        "fa": "درخواست #{id} رد شد؛ دلیل به {user} گفته شد.",
+    },
+    "request_not_pending": {
+        "en": "There is no pending request number {id}. Send requests to see them.",
+        "fa": "درخواست در انتظاری با شمارهٔ {id} نیست. برای دیدن فهرست requests را بفرستید.",
+    },
+    "request_cannot_approve": {
+        "en": "Request #{id} cannot be approved now: {why}\nReject it with a reason instead.",
+        "fa": "درخواست #{id} اکنون پذیرفتنی نیست: {why}\nبه جای آن با ذکر دلیل ردش کنید.",
+    },
+    "requests_none": {
+        "en": "No requests are waiting.",
+        "fa": "درخواستی در انتظار نیست.",
+    },
+    "requests_list": {
+        "en": "Waiting requests:\n{lines}",
+        "fa": "درخواست‌های در انتظار:\n{lines}",
+    },
+    "operator_only": {
+        "en": "Only the operators of this server can use this room's commands.",
+        "fa": "فقط گردانندگان این سرور می‌توانند از فرمان‌های این اتاق استفاده کنند.",
+    },
+    "operator_help": {
+        "en": "Operator commands:\n• requests — channel requests waiting for a decision\n• approve <n> / reject <n> <reason> — decide a request (the reason reaches the requester)\n• token new [--uses N] [--expires 7d] [label…] / tokens / token revoke <n> — registration tokens\n• reserve <handle> / unreserve <handle> / reserved — the reserved handles\n• verify <handle> / unverify <handle> — the verified mark\n• recover <handle> <@user:domain> <reason> — give a channel a new owner\nEvery decision is logged.",
+        "fa": "فرمان‌های گردانندگان:\n• requests — درخواست‌های کانال در انتظار تصمیم\n• approve <n> / reject <n> <دلیل> — تصمیم دربارهٔ درخواست (دلیل به درخواست‌کننده می‌رسد)\n• token new [--uses N] [--expires 7d] [برچسب…] / tokens / token revoke <n> — توکن‌های ثبت\n• reserve <handle> / unreserve <handle> / reserved — شناسه‌های رزروشده\n• verify <handle> / unverify <handle> — نشان تأیید\n• recover <handle> <@user:domain> <دلیل> — سپردن کانال به مالک تازه\nهمهٔ تصمیم‌ها ثبت می‌شوند.",
+    },
+    "token_usage": {
+        "en": "{error}. Usage: token new [--uses N] [--expires 30m|12h|7d|2w] [label…], tokens, token revoke <n>",
+        "fa": "{error}. روش استفاده: token new [--uses N] [--expires 30m|12h|7d|2w] [برچسب…]، tokens، token revoke <n>",
+    },
+    "token_created": {
+        "en": "New registration token (shown only now; I keep only its hash):\n{token}\n{details}",
+        "fa": "توکن ثبت تازه (فقط همین یک بار نشان داده می‌شود؛ تنها چکیدهٔ آن نگه داشته می‌شود):\n{token}\n{details}",
+    },
+    "token_not_found": {
+        "en": "No token {ref}. Send tokens to see them.",
+        "fa": "توکن {ref} پیدا نشد. برای دیدن فهرست tokens را بفرستید.",
+    },
+    "token_revoked_op": {
+        "en": "Revoked: {details}",
+        "fa": "باطل شد: {details}",
+    },
+    "tokens_none": {
+        "en": "No registration tokens yet. Make one with: token new",
+        "fa": "هنوز توکن ثبتی نیست. با token new بسازید.",
+    },
+    "tokens_list": {
+        "en": "Registration tokens:\n{lines}",
+        "fa": "توکن‌های ثبت:\n{lines}",
+    },
+    "reserved_added": {
+        "en": "#{handle} is reserved: only operators can create it.",
+        "fa": "#{handle} رزرو شد: فقط گردانندگان می‌توانند آن را بسازند.",
+    },
+    "reserved_removed": {
+        "en": "#{handle} is no longer reserved.",
+        "fa": "#{handle} دیگر رزرو نیست.",
+    },
+    "reserved_in_config": {
+        "en": "#{handle} is reserved in {path} (channels.reserved_handles); remove it there and restart.",
+        "fa": "#{handle} در {path} رزرو شده است (channels.reserved_handles)؛ آن را آنجا بردارید و دوباره راه‌اندازی کنید.",
+    },
+    "reserved_not": {
+        "en": "#{handle} is not reserved.",
+        "fa": "#{handle} رزرو نیست.",
+    },
+    "reserved_list": {
+        "en": "Reserved in the configuration: {config}\nReserved by operators: {added}",
+        "fa": "رزروشده در پیکربندی: {config}\nرزروشده از سوی گردانندگان: {added}",
+    },
+    "verified_set": {
+        "en": "#{handle} is verified: the mark shows in its topic and in `info`.",
+        "fa": "#{handle} تأیید شد: نشان آن در موضوع اتاق و در info دیده می‌شود.",
+    },
+    "unverified_set": {
+        "en": "#{handle} is no longer verified.",
+        "fa": "#{handle} دیگر تأییدشده نیست.",
+    },
+    "recovered_op": {
+        "en": "#{handle} now belongs to {user} (was {previous}, who stays an admin).",
+        "fa": "#{handle} اکنون از آنِ {user} است (پیش‌تر {previous} که مدیر می‌ماند).",
+    },
+    "recovered_owner": {
+        "en": "The operators made you the owner of #{handle}. Their reason: {reason}",
+        "fa": "گردانندگان شما را مالک #{handle} کردند. دلیل آن‌ها: {reason}",
+    },
+    "rename_same": {
+        "en": "#{handle} already has that handle.",
+        "fa": "#{handle} همین شناسه را دارد.",
+    },
+    "renamed": {
+        "en": "#{old} is now #{handle}:{domain}. The old address keeps leading here for {days} days; after that it is held back so nobody can take it over.",
+        "fa": "#{old} اکنون #{handle}:{domain} است. نشانی پیشین تا {days} روز به همین کانال می‌رسد و پس از آن نگه داشته می‌شود تا کسی آن را نگیرد.",
+    },
+    "transfer_local_only": {
+        "en": "{user} cannot receive the channel: the new owner must be a user of {domain}.",
+        "fa": "{user} نمی‌تواند کانال را بگیرد: مالک تازه باید کاربر {domain} باشد.",
+    },
+    "transfer_self": {
+        "en": "You already own #{handle}.",
+        "fa": "شما هم‌اکنون مالک #{handle} هستید.",
+    },
+    "transfer_offered": {
+        "en": "I offered #{handle} to {user}. It becomes theirs when they send “accept {handle}” to me ({bot}) within 7 days; until then nothing changes.",
+        "fa": "#{handle} را به {user} پیشنهاد دادم. اگر ظرف ۷ روز «accept {handle}» را برای من ({bot}) بفرستند، از آنِ آن‌ها می‌شود؛ تا آن زمان چیزی تغییر نمی‌کند.",
+    },
+    "transfer_incoming": {
+        "en": "{owner} offers you the channel #{handle}. Send “accept {handle}” to become its owner, or “decline {handle}”.",
+        "fa": "{owner} کانال #{handle} را به شما پیشنهاد می‌دهد. برای مالک شدن «accept {handle}» و برای نپذیرفتن «decline {handle}» را بفرستید.",
+    },
+    "transfer_none": {
+        "en": "Nobody has offered you #{handle} (or the offer expired).",
+        "fa": "کسی #{handle} را به شما پیشنهاد نکرده است (یا پیشنهاد منقضی شده است).",
+    },
+    "transfer_done": {
+        "en": "You are now the owner of #{handle}; {previous} stays an admin.",
+        "fa": "اکنون شما مالک #{handle} هستید؛ {previous} مدیر می‌ماند.",
+    },
+    "transfer_done_previous": {
+        "en": "{user} accepted: #{handle} is theirs now, and you stay an admin.",
+        "fa": "{user} پذیرفت: #{handle} اکنون از آنِ اوست و شما مدیر می‌مانید.",
+    },
+    "transfer_declined": {
+        "en": "You declined #{handle}; nothing changed.",
+        "fa": "#{handle} را نپذیرفتید؛ چیزی تغییر نکرد.",
+    },
+    "retention_set": {
+        "en": "The homeserver now keeps #{handle}'s history for {days} days.",
+        "fa": "سرور اکنون تاریخچهٔ #{handle} را {days} روز نگه می‌دارد.",
+    },
+    "retention_off": {
+        "en": "The homeserver now keeps all of #{handle}'s history.",
+        "fa": "سرور اکنون همهٔ تاریخچهٔ #{handle} را نگه می‌دارد.",
+    },
+    "retention_default": {
+        "en": "#{handle} follows this server's history policy again.",
+        "fa": "#{handle} دوباره از سیاست نگهداری تاریخچهٔ این سرور پیروی می‌کند.",
     },
     "on": {"en": "on", "fa": "روشن"},
     "off": {"en": "off", "fa": "خاموش"},

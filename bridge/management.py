@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -13,21 +14,40 @@ from appservice.ids import RoomAlias, RoomID, is_user_id, server_of
 
 from .commands import Command, parse_command
 from .context import Context, enqueue, reply
-from .handles import InvalidHandle, clean_title, normalise_handle
 from .i18n import detect_language, t
+from .names import InvalidHandle, InvalidTitle, clean_title, handle_skeleton, normalise_handle, title_key
+from .operators import operator_room_id, tell_operators
 from .outbox import new_entry
 from .powerlevels import backstage_name
-from .store.models import Channel, ChannelMember, Confirmation, Post, Room
+from .registry import (
+    TRANSFER_WINDOW,
+    Refusal,
+    aware,
+    find_token,
+    hand_over,
+    handle_refusal,
+    is_operator,
+    log_entry,
+    quota_refusal,
+    release,
+    rename,
+    title_refusal,
+    token_problem,
+    topic_for,
+)
+from .store.models import Channel, ChannelMember, ChannelRequest, Confirmation, PendingTransfer, Post, Room
 
 CONFIRM_WINDOW = timedelta(minutes=5)
 ROLE_OWNER = "owner"
 ROLE_ADMIN = "admin"
 
 
+_TOKEN_OPTION = re.compile(r"(?:^|\s)--token(?:=|\s+)(\S+)")
+
+
 async def find_channel(session: AsyncSession, handle_text: str) -> Channel | None:
-    try:
-        handle = normalise_handle(handle_text)
-    except InvalidHandle:
+    handle = handle_text.strip().lstrip("#@").split(":", 1)[0].lower()
+    if not handle:
         return None
     return await session.scalar(select(Channel).where(Channel.handle == handle))
 
@@ -77,21 +97,36 @@ async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Co
 
 
 async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    token_match = _TOKEN_OPTION.search(cmd.rest)
+    token = token_match.group(1) if token_match else None
+    if token_match:
+        cmd = (
+            parse_command(
+                "create " + cmd.rest[: token_match.start()] + cmd.rest[token_match.end() :],
+                require_bang=False,
+            )
+            or cmd
+        )
     if not cmd.args:
         reply(s, ctx, room.room_id, lang, "create_usage")
         return
     try:
-        handle = normalise_handle(cmd.args[0])
+        handle = normalise_handle(cmd.args[0], ctx.config.handle_pattern)
     except InvalidHandle as exc:
         reply(s, ctx, room.room_id, lang, "invalid_handle", error=str(exc), handle=cmd.args[0][:64])
         return
     try:
-        title = clean_title(cmd.rest_after(1) or handle)
-    except ValueError as exc:
+        title = clean_title(cmd.rest_after(1) or handle, ctx.config.title_max_length)
+    except InvalidTitle as exc:
         reply(s, ctx, room.room_id, lang, "invalid_title", error=str(exc))
         return
-    if await s.scalar(select(Channel.id).where(Channel.handle == handle)) is not None:
-        reply(s, ctx, room.room_id, lang, "handle_taken", handle=handle)
+    refusal = (
+        await handle_refusal(s, ctx.config, handle, user_id=event.sender)
+        or await title_refusal(s, title)
+        or await quota_refusal(s, ctx.config, event.sender)
+    )
+    if refusal is not None:
+        reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
         return
     try:
         await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(handle)))
@@ -101,21 +136,65 @@ async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         # Someone else's room already has this alias (our namespace is not exclusive).
         reply(s, ctx, room.room_id, lang, "handle_taken", handle=handle)
         return
+    policy = "open" if is_operator(ctx.config, event.sender) else ctx.config.creation_policy
+    if policy == "approval":
+        request = ChannelRequest(user_id=event.sender, room_id=room.room_id, handle=handle, title=title)
+        s.add(request)
+        await s.flush()
+        log_entry(s, event.sender, "requested", handle, request=request.id)
+        reply(s, ctx, room.room_id, lang, "request_sent", handle=handle, id=request.id)
+        ops_lang = ctx.config.default_language
+        tell_operators(
+            s,
+            ctx,
+            await operator_room_id(s),
+            t(ops_lang, "request_new", id=request.id, user=event.sender, handle=handle, title=title),
+        )
+        return
+    if policy == "token":
+        if token is None:
+            reply(s, ctx, room.room_id, lang, "token_required", handle=handle)
+            return
+        row = await find_token(s, token)
+        problem = token_problem(row)
+        if problem is not None or row is None:
+            problem = problem or Refusal("token_unknown")
+            reply(s, ctx, room.room_id, lang, problem.key, **problem.values)
+            return
+        row.uses += 1
+        log_entry(s, event.sender, "token_used", handle, token=row.id)
+    await start_creation(
+        ctx, s, owner=event.sender, handle=handle, title=title, notify_room=room.room_id, lang=lang
+    )
+
+
+async def start_creation(
+    ctx: Context, s: AsyncSession, *, owner: str, handle: str, title: str, notify_room: str, lang: str
+) -> Channel:
+    """Record the channel and queue its rooms' creation; `notify_room` hears how it went."""
     channel = Channel(
-        handle=handle, title=title, about="", owner=event.sender, ghost_user_id=ctx.ghost_for(handle)
+        handle=handle,
+        title=title,
+        about="",
+        owner=owner,
+        ghost_user_id=ctx.ghost_for(handle),
+        title_key=title_key(title),
+        handle_skeleton=handle_skeleton(handle),
     )
     s.add(channel)
     await s.flush()
-    s.add(ChannelMember(channel_id=channel.id, user_id=event.sender, role=ROLE_OWNER))
-    reply(s, ctx, room.room_id, lang, "creating", handle=handle)
+    s.add(ChannelMember(channel_id=channel.id, user_id=owner, role=ROLE_OWNER))
+    log_entry(s, owner, "created", handle, policy=ctx.config.creation_policy)
+    reply(s, ctx, notify_room, lang, "creating", handle=handle)
     payload = {
         "channel_id": channel.id,
         "on_success": ctx.note(
-            room.room_id, t(lang, "created", handle=handle, domain=ctx.domain, title=title)
+            notify_room, t(lang, "created", handle=handle, domain=ctx.domain, title=title)
         ),
-        "on_failure": ctx.note(room.room_id, t(lang, "create_failed", handle=handle, error="{error}")),
+        "on_failure": ctx.note(notify_room, t(lang, "create_failed", handle=handle, error="{error}")),
     }
     enqueue(s, new_entry(f"channel:{channel.id}", "create_channel", ctx.bot, payload))
+    return channel
 
 
 async def _list(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
@@ -208,6 +287,7 @@ async def _info(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Co
         posts=posts or 0,
         signatures=t(lang, "on" if channel.signatures else "off"),
         status=channel.status,
+        verified=t(lang, "verified_mark") if channel.verified else "",
     )
 
 
@@ -216,11 +296,16 @@ async def _title(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
     if channel is None or not await _authorised(ctx, s, room, event, channel, lang, "rename"):
         return
     try:
-        title = clean_title(cmd.rest_after(1))
-    except ValueError as exc:
+        title = clean_title(cmd.rest_after(1), ctx.config.title_max_length)
+    except InvalidTitle as exc:
         reply(s, ctx, room.room_id, lang, "invalid_title", error=str(exc))
         return
+    refusal = await title_refusal(s, title, channel_id=channel.id)
+    if refusal is not None:
+        reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
+        return
     channel.title = title
+    channel.title_key = title_key(title)
     enqueue(
         s, new_entry(f"channel:{channel.id}", "displayname", channel.ghost_user_id, {"displayname": title})
     )
@@ -257,7 +342,7 @@ async def _about(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
                 {
                     "room_id": channel.broadcast_room_id,
                     "event_type": "m.room.topic",
-                    "content": {"topic": about},
+                    "content": {"topic": topic_for(ctx.config, channel)},
                 },
             ),
         )
@@ -360,6 +445,9 @@ async def _confirm(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         return
     channel.status = "deleting"
     handle = channel.handle
+    if handle:
+        await release(ctx, s, handle)
+        log_entry(s, event.sender, "deleted", handle)
     enqueue(
         s,
         new_entry(
@@ -381,6 +469,145 @@ async def _cancel(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     reply(s, ctx, room.room_id, lang, "cancelled")
 
 
+async def _rename(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, "rename <handle> <new handle>", 2)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, "change the handle", owner_only=True
+    ):
+        return
+    if channel.status != "active":
+        reply(s, ctx, room.room_id, lang, "channel_unavailable", handle=channel.handle, status=channel.status)
+        return
+    try:
+        new_handle = normalise_handle(cmd.args[1], ctx.config.handle_pattern)
+    except InvalidHandle as exc:
+        reply(s, ctx, room.room_id, lang, "invalid_handle", error=str(exc), handle=cmd.args[1][:64])
+        return
+    if new_handle == channel.handle:
+        reply(s, ctx, room.room_id, lang, "rename_same", handle=new_handle)
+        return
+    refusal = await handle_refusal(s, ctx.config, new_handle, user_id=event.sender, channel_id=channel.id)
+    if refusal is not None:
+        reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
+        return
+    try:
+        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(new_handle)))
+    except MNotFound:
+        pass
+    else:
+        reply(s, ctx, room.room_id, lang, "handle_taken", handle=new_handle)
+        return
+    old = channel.handle
+    await rename(ctx, s, channel, new_handle, event.sender)
+    reply(
+        s,
+        ctx,
+        room.room_id,
+        lang,
+        "renamed",
+        old=old,
+        handle=new_handle,
+        days=ctx.config.rename_grace_days,
+    )
+
+
+async def _transfer(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, "transfer <handle> <@user:domain>", 2)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, "transfer the channel", owner_only=True
+    ):
+        return
+    user = cmd.args[1]
+    if not is_user_id(user) or server_of(user) != ctx.domain:
+        reply(s, ctx, room.room_id, lang, "transfer_local_only", user=user[:255])
+        return
+    if user == channel.owner:
+        reply(s, ctx, room.room_id, lang, "transfer_self", handle=channel.handle)
+        return
+    expires = datetime.now(UTC) + TRANSFER_WINDOW
+    await s.merge(
+        PendingTransfer(channel_id=channel.id, from_user=event.sender, to_user=user, expires_at=expires)
+    )
+    log_entry(s, event.sender, "transfer_offered", channel.handle or "", to=user)
+    reply(s, ctx, room.room_id, lang, "transfer_offered", handle=channel.handle, user=user, bot=ctx.bot)
+    their_room = await s.scalar(select(Room.room_id).where(Room.kind == "management", Room.user_id == user))
+    if their_room is not None:
+        their_lang = await s.scalar(select(Room.language).where(Room.room_id == their_room))
+        reply(
+            s,
+            ctx,
+            their_room,
+            their_lang or ctx.config.default_language,
+            "transfer_incoming",
+            handle=channel.handle,
+            owner=event.sender,
+        )
+
+
+async def _pending_transfer(
+    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str, verb: str
+) -> tuple[Channel, PendingTransfer] | None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, f"{verb} <handle>", 1)
+    if channel is None:
+        return None
+    pending = await s.get(PendingTransfer, channel.id)
+    if pending is None or pending.to_user != event.sender or aware(pending.expires_at) < datetime.now(UTC):
+        reply(s, ctx, room.room_id, lang, "transfer_none", handle=channel.handle)
+        return None
+    return channel, pending
+
+
+async def _accept(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    found = await _pending_transfer(ctx, s, room, event, cmd, lang, "accept")
+    if found is None:
+        return
+    channel, pending = found
+    await s.delete(pending)
+    previous = channel.owner
+    await hand_over(ctx, s, channel, event.sender, event.sender, "transfer_accepted")
+    reply(s, ctx, room.room_id, lang, "transfer_done", handle=channel.handle, previous=previous)
+    previous_room = await s.scalar(
+        select(Room.room_id).where(Room.kind == "management", Room.user_id == previous)
+    )
+    if previous_room is not None:
+        reply(s, ctx, previous_room, lang, "transfer_done_previous", handle=channel.handle, user=event.sender)
+
+
+async def _decline(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    found = await _pending_transfer(ctx, s, room, event, cmd, lang, "decline")
+    if found is None:
+        return
+    channel, pending = found
+    await s.delete(pending)
+    log_entry(s, event.sender, "transfer_declined", channel.handle or "")
+    reply(s, ctx, room.room_id, lang, "transfer_declined", handle=channel.handle)
+
+
+async def _retention(
+    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str
+) -> None:
+    from .hosting import set_channel_retention
+
+    usage = "retention <handle> <days|off|default>"
+    channel = await _channel_for(ctx, s, room, cmd, lang, usage, 2)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, "change the history kept", owner_only=True
+    ):
+        return
+    value = cmd.args[1].lower()
+    if value == "default":
+        await set_channel_retention(ctx, s, channel, None)
+        reply(s, ctx, room.room_id, lang, "retention_default", handle=channel.handle)
+    elif value == "off":
+        await set_channel_retention(ctx, s, channel, 0)
+        reply(s, ctx, room.room_id, lang, "retention_off", handle=channel.handle)
+    elif value.isdigit() and 1 <= int(value) <= 36500:
+        await set_channel_retention(ctx, s, channel, int(value))
+        reply(s, ctx, room.room_id, lang, "retention_set", handle=channel.handle, days=int(value))
+    else:
+        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+
+
 _HANDLERS = {
     "help": _help,
     "create": _create,
@@ -393,4 +620,9 @@ _HANDLERS = {
     "delete": _delete,
     "confirm": _confirm,
     "cancel": _cancel,
+    "rename": _rename,
+    "transfer": _transfer,
+    "accept": _accept,
+    "decline": _decline,
+    "retention": _retention,
 }

@@ -29,7 +29,9 @@ from .channels import create_channel, delete_channel
 from .context import Context, enqueue, reply, send_entry
 from .i18n import t
 from .management import on_management_message
+from .operators import on_operator_message, schedule_operator_room, sync_operator_room
 from .outbox import new_entry
+from .registry import backfill_keys, channel_for_alias, exec_alias, expire_holds
 from .relay import SOURCE_KEY
 from .store.leases import Leases
 from .store.models import Channel, InboundEvent, Post, Room
@@ -53,6 +55,8 @@ PROCESSOR_RETRY_S = 2.0
 PROCESSOR_LEASE = "processor"
 LEASE_RENEW_S = 5.0
 CATCH_UP_INTERVAL_S = 300.0
+HOUSEKEEPING_LEASE = "housekeeping"
+HOUSEKEEPING_INTERVAL_S = 60.0
 # After a start, an outage, or a break in the homeserver's transaction sequence, Synapse may strand
 # a transaction while it recovers and deliver it after later ones: for this long, the head of each
 # backstage room's queue is checked against the events just before it (one request each). Synapse
@@ -92,9 +96,13 @@ class Bridge:
         self.leases = leases
         self.row_locks = row_locks
         self._wake = asyncio.Event()
+        self._housekeeping_wake = asyncio.Event()
         self._stopping = False
         ctx.outbox.executors["create_channel"] = lambda entry, worker: create_channel(ctx, entry, worker)
         ctx.outbox.executors["delete_channel"] = lambda entry, worker: delete_channel(ctx, entry, worker)
+        ctx.outbox.executors["operator_room"] = lambda entry, worker: sync_operator_room(ctx, entry, worker)
+        ctx.outbox.executors["alias_set"] = exec_alias
+        ctx.outbox.executors["alias_delete"] = exec_alias
         self.processed = 0
         # Hold events back until the backstage rooms were checked for posts never delivered.
         self.catch_up_pending = True
@@ -178,9 +186,7 @@ class Bridge:
         """Someone joins `#handle:domain` and the alias is missing: point it at the channel again."""
         local = alias[1:].rsplit(":", 1)[0].lower()
         async with self.ctx.sessions() as session:
-            channel = await session.scalar(
-                select(Channel).where(Channel.handle == local, Channel.status == "active")
-            )
+            channel = await channel_for_alias(session, local)
         if channel is None or channel.broadcast_room_id is None or server_of(alias) != self.ctx.domain:
             return False
         await self.ctx.bot_intent().set_alias(alias, RoomID(channel.broadcast_room_id))
@@ -194,6 +200,7 @@ class Bridge:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._housekeeping_wake.set()
 
     async def run_processor(self) -> None:
         while not self._stopping:
@@ -315,6 +322,29 @@ class Bridge:
             self.ctx.outbox.wake()
         return handled
 
+    async def run_housekeeping(self) -> None:
+        """Registry upkeep, in one process at a time: the operators' room at start, then every minute
+        grace periods and cooldowns of handles that ended."""
+        started = False
+        while not self._stopping:
+            try:
+                if await self.leases.hold(HOUSEKEEPING_LEASE):
+                    if not started:
+                        filled = await backfill_keys(self.ctx)
+                        if filled:
+                            log.info("Computed handle skeletons and title keys of %d channel(s)", filled)
+                        await schedule_operator_room(self.ctx)
+                        self.ctx.outbox.wake()
+                        started = True
+                    if await expire_holds(self.ctx):
+                        self.ctx.outbox.wake()
+            except Exception:
+                log.exception("Housekeeping failed; trying again in %.0f s", HOUSEKEEPING_INTERVAL_S)
+            try:
+                await asyncio.wait_for(self._housekeeping_wake.wait(), HOUSEKEEPING_INTERVAL_S)
+            except TimeoutError:
+                pass
+
     def _open_verify_window(self, why: str) -> None:
         if time.monotonic() >= self._verify_until:
             log.info("Checking each backstage post's predecessors for %.0f s (%s)", VERIFY_WINDOW_S, why)
@@ -349,6 +379,8 @@ class Bridge:
             await on_management_message(self.ctx, session, room, event)
         elif room.kind == "backstage":
             await on_backstage_event(self.ctx, session, room, event)
+        elif room.kind == "operator":
+            await on_operator_message(self.ctx, session, room, event)
 
     async def _on_bot_invite(self, session: AsyncSession, event: Event) -> None:
         ctx = self.ctx

@@ -113,6 +113,24 @@ class Env:
     def handle(self, prefix: str = "chan") -> str:
         return f"{prefix}{secrets.token_hex(4)}"
 
+    async def run_cli(self, *args: str, expect_exit: int = 0) -> str:
+        """`kanal <args> -c <the running Kanal's config>`; its stdout (checks the exit code)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge.cli",
+            *args,
+            "-c",
+            str(self.kanal.config_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        assert process.returncode == expect_exit, (
+            f"kanal {' '.join(args)} exited {process.returncode}: {err.decode()}"
+        )
+        return out.decode()
+
 
 class User:
     """A matrix-nio client plus the waits a test needs."""

@@ -78,7 +78,7 @@ async def test_upgrading_from_0002_keeps_channels_rooms_members_and_posts(engine
 
     async with engine.connect() as connection:
         for table, expected in COUNTS.items():
-            count = await connection.scalar(text(f"SELECT count(*) FROM {table}"))
+            count = await connection.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608 (fixed names)
             assert count == expected, f"{table}: {count} rows after the upgrade, expected {expected}"
         verified, title_key = (
             await connection.execute(text("SELECT verified, title_key FROM channels WHERE id = 1"))

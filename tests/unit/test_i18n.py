@@ -55,6 +55,18 @@ def call_sites() -> list[CallSite]:
                 key_index, implicit = 4, {"domain"}  # context.reply always passes domain
             elif node.func.id == "t":
                 key_index, implicit = 1, set()
+            elif node.func.id == "Refusal":
+                # Refusal("key", {"name": ...}): the values a refusal's message is filled with.
+                values = node.args[1] if len(node.args) > 1 else None
+                names = (
+                    {k.value for k in values.keys if isinstance(k, ast.Constant)}
+                    if isinstance(values, ast.Dict)
+                    else set()
+                )
+                for key in _literal_keys(node.args[0]):
+                    where = f"{path.relative_to(BRIDGE_DIR.parent)}:{node.lineno}"
+                    sites.append(CallSite(where, key, frozenset(names)))
+                continue
             else:
                 continue
             if len(node.args) <= key_index:
@@ -109,6 +121,17 @@ def test_every_call_site_formats(site: CallSite, lang: str) -> None:
     assert "{" not in text
     for name in placeholders(MESSAGES[site.key][lang]):
         assert f"<{name}>" in text
+
+
+def test_reply_is_never_given_the_domain_it_passes_itself() -> None:
+    # context.reply passes domain=ctx.domain; passing it again is a TypeError at run time.
+    explicit = []
+    for path in sorted(BRIDGE_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "reply":
+                if any(kw.arg == "domain" for kw in node.keywords):
+                    explicit.append(f"{path.name}:{node.lineno}")
+    assert explicit == []
 
 
 def test_every_message_is_used() -> None:

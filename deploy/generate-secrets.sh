@@ -1,0 +1,188 @@
+#!/bin/sh
+# Writes what docker-compose.yml reads, next to this script, with fresh random secrets:
+#   .env                     database passwords and the uid:gid Synapse and Kanal run as   (0600)
+#   kanal/config.yaml        Kanal's config: tokens, listen address, database URL            (0600)
+#   kanal/registration.yaml  the application service registration Synapse loads             (0600)
+#   synapse/homeserver.yaml  Synapse's config: database password, secrets, the registration  (0600)
+#   element/config.json      Element Web's config, no secrets (0644: its web server runs as another user)
+#
+# Usage: ./generate-secrets.sh [--force] DOMAIN [PUBLIC_BASEURL]
+#   DOMAIN          the homeserver's server_name, the part after the colon in @alice:DOMAIN
+#   PUBLIC_BASEURL  where clients reach Synapse, e.g. https://matrix.example.org
+#                   (default: http://127.0.0.1:8008, for trying it out on this machine)
+#
+# It refuses to replace existing files without --force: new tokens need Synapse and Kanal restarted,
+# and a new database password does not reach an already initialised PostgreSQL volume.
+# It prints file names only, never a secret.
+set -eu
+umask 077
+
+die() {
+    printf 'generate-secrets.sh: %s\n' "$1" >&2
+    exit 2
+}
+
+force=0
+if [ "${1:-}" = "--force" ]; then
+    force=1
+    shift
+fi
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: generate-secrets.sh [--force] DOMAIN [PUBLIC_BASEURL]"
+domain=$1
+public_baseurl=${2:-http://127.0.0.1:8008}
+case $domain in
+    '' | *[!A-Za-z0-9.:-]* | [.:-]*) die "DOMAIN must be a server name such as example.org, got '$domain'" ;;
+esac
+case $public_baseurl in
+    *[!A-Za-z0-9.:/_-]*) die "PUBLIC_BASEURL must be a plain URL such as https://matrix.example.org, got '$public_baseurl'" ;;
+    http://?* | https://?*) ;;
+    *) die "PUBLIC_BASEURL must start with http:// or https://, got '$public_baseurl'" ;;
+esac
+public_baseurl=${public_baseurl%/}
+
+cd "$(dirname "$0")"
+for file in .env kanal/config.yaml kanal/registration.yaml synapse/homeserver.yaml element/config.json; do
+    if [ -e "$file" ] && [ "$force" -eq 0 ]; then
+        die "$(pwd)/$file already exists; pass --force to replace every file (new secrets)"
+    fi
+done
+
+# 32 random bytes as 64 hex digits: safe unquoted in URLs, YAML and SQL.
+secret() {
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+# Containers run as the operator's uid, so both read these 0600 files; root gets the image's kanal user.
+run_uid=$(id -u)
+run_gid=$(id -g)
+if [ "$run_uid" -eq 0 ]; then
+    run_uid=10001
+    run_gid=10001
+fi
+
+postgres_password=$(secret)
+kanal_db_password=$(secret)
+as_token=$(secret)
+hs_token=$(secret)
+registration_shared_secret=$(secret)
+macaroon_secret_key=$(secret)
+form_secret=$(secret)
+# The namespace regexes escape the domain as Python's re.escape does (as `kanal init` writes them).
+domain_re=$(printf '%s' "$domain" | sed 's/[.-]/\\&/g')
+
+mkdir -p kanal synapse
+mkdir -p -m 0755 element
+
+cat >.env <<EOF
+# Written by generate-secrets.sh; holds secrets. docker compose reads it.
+POSTGRES_PASSWORD=$postgres_password
+KANAL_DB_PASSWORD=$kanal_db_password
+RUN_UID=$run_uid
+RUN_GID=$run_gid
+EOF
+
+cat >kanal/config.yaml <<EOF
+# Kanal's configuration for docker-compose.yml, written by generate-secrets.sh.
+# Every key is documented in config.example.yaml.
+homeserver:
+  url: http://synapse:8008
+  domain: "$domain"
+appservice:
+  id: kanal
+  listen: 0.0.0.0:29340
+  url: http://kanal:29340
+  registration: registration.yaml
+  as_token: $as_token
+  hs_token: $hs_token
+  bot_localpart: kanal
+  ghost_prefix: kanal_
+database:
+  url: postgresql://kanal:$kanal_db_password@postgres:5432/kanal
+channels:
+  creation_policy: open
+  default_language: en
+logging:
+  level: INFO
+  format: text
+EOF
+
+cat >kanal/registration.yaml <<EOF
+id: kanal
+url: http://kanal:29340
+as_token: $as_token
+hs_token: $hs_token
+sender_localpart: kanal
+namespaces:
+  users:
+  - exclusive: true
+    regex: '^@kanal:$domain_re\$'
+  - exclusive: true
+    regex: '^@kanal_.+:$domain_re\$'
+  aliases:
+  - exclusive: false
+    regex: '^#.+:$domain_re\$'
+  rooms: []
+rate_limited: false
+receive_ephemeral: true
+de.sorunome.msc2409.push_ephemeral: true
+EOF
+
+cat >synapse/homeserver.yaml <<EOF
+# Synapse's configuration for docker-compose.yml, written by generate-secrets.sh.
+# Reference: https://element-hq.github.io/synapse/latest/usage/configuration/config_documentation.html
+server_name: "$domain"
+public_baseurl: "$public_baseurl/"
+report_stats: false
+pid_file: /data/homeserver.pid
+listeners:
+  - port: 8008
+    bind_addresses: ["0.0.0.0"]
+    type: http
+    tls: false
+    x_forwarded: true
+    resources:
+      - names: [client, federation]
+        compress: false
+database:
+  name: psycopg2
+  args:
+    user: synapse
+    password: $postgres_password
+    dbname: synapse
+    host: postgres
+    port: 5432
+    cp_min: 5
+    cp_max: 10
+media_store_path: /data/media_store
+signing_key_path: /data/signing.key
+registration_shared_secret: $registration_shared_secret
+macaroon_secret_key: $macaroon_secret_key
+form_secret: $form_secret
+enable_registration: false
+# No notary: Synapse fetches each server's signing keys from that server (no third party learns
+# whom this server federates with). List a notary here, e.g. matrix.org, to use one.
+trusted_key_servers: []
+app_service_config_files:
+  - /kanal/registration.yaml
+# Without this Synapse silently refuses to publish channels in the room directory.
+room_list_publication_rules:
+  - action: allow
+EOF
+
+cat >element/config.json <<EOF
+{
+  "default_server_config": {
+    "m.homeserver": {"base_url": "$public_baseurl", "server_name": "$domain"}
+  },
+  "disable_guests": true
+}
+EOF
+chmod 0600 .env kanal/config.yaml kanal/registration.yaml synapse/homeserver.yaml
+chmod 0644 element/config.json
+
+if [ "$(id -u)" -eq 0 ]; then
+    chown -R "$run_uid:$run_gid" kanal synapse
+fi
+
+printf 'Wrote %s/.env, kanal/config.yaml, kanal/registration.yaml, synapse/homeserver.yaml and element/config.json.\n' "$(pwd)"
+printf 'Synapse and Kanal will run as uid %s. Next: docker compose up -d --build\n' "$run_uid"

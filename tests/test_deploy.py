@@ -1,0 +1,616 @@
+"""deploy/ agrees with the code: what no container engine or init system runs here is still checked.
+
+The compose file, the unit and the Dockerfile are parsed and compared with Kanal's defaults (listen
+port, health path, CLI flags, shutdown grace); generate-secrets.sh runs for real in a temporary folder,
+and what it writes is loaded by Kanal's and Synapse's own config parsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from aiohttp import web
+
+from appservice.registration import generate
+from bridge.app import SHUTDOWN_GRACE_S, registration_from_config
+from bridge.cli import EXIT_CONFIG, build_parser
+from bridge.config import DEFAULT_BOT_LOCALPART, DEFAULT_GHOST_PREFIX, DEFAULT_LISTEN, parse_listen
+from bridge.config import load as load_config
+from bridge.metrics import Metrics, add_routes
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+DOMAIN = "chat-1.example.org"
+PUBLIC_BASEURL = "https://matrix.example.org"
+LISTEN_PORT = parse_listen(DEFAULT_LISTEN, "DEFAULT_LISTEN")[1]
+IMAGE_UID = 10001
+SECRET_FILES = (".env", "kanal/config.yaml", "kanal/registration.yaml", "synapse/homeserver.yaml")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _code_lines(markdown: str) -> Iterator[str]:
+    """Lines of the shell code blocks (```sh, or no language) of a Markdown file, continuations joined."""
+    language: str | None = None
+    pending = ""
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            language = None if language is not None else line[3:].strip()
+            continue
+        if language not in ("", "sh", "bash"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        yield pending + line
+        pending = ""
+
+
+def _pip_installs(lines: Iterator[str]) -> list[str]:
+    """The `pip install …` commands among shell lines, without comments or extra spaces."""
+    found = []
+    for line in lines:
+        match = re.match(r"^\s*(?:RUN\s+)?(pip install\b[^#]*)", line)
+        if match:
+            found.append(" ".join(match.group(1).split()))
+    return found
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    text = re.sub(r"\\\n", " ", text)
+    pairs = []
+    for line in text.splitlines():
+        if line.strip():
+            instruction, _, args = line.strip().partition(" ")
+            pairs.append((instruction.upper(), args.strip()))
+    return pairs
+
+
+def _instructions(name: str) -> list[str]:
+    return [args for instruction, args in _dockerfile() if instruction == name]
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    return data
+
+
+def _ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of a service's short-syntax port mappings."""
+    result = []
+    for entry in service.get("ports", []):
+        address, host, container = str(entry).split(":")
+        result.append((address, int(host), int(container)))
+    return result
+
+
+def _binds(service: dict[str, Any]) -> dict[str, str]:
+    """Container path → host path of a service's bind mounts (those starting with ./ or ../)."""
+    binds = {}
+    for entry in service.get("volumes", []):
+        source, target = str(entry).split(":")[:2]
+        if source.startswith("."):
+            binds[target] = source
+    return binds
+
+
+def _seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|min|m)?", value.strip())
+    assert match, f"not a duration: {value!r}"
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1, "m": 60, "min": 60}[unit]
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _parse_kanal(argv: list[str]) -> argparse.Namespace:
+    """Parse arguments as `kanal` does, failing the test (not exiting) when argparse refuses them.
+
+    Options must be spelled in full: argparse also takes prefixes such as `--conf`, which break as
+    soon as another option starts the same way.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"`kanal {shlex.join(argv)}` is not a valid kanal command line")
+    subparser = _subcommands()[argv[0]]
+    spelled = {option for action in subparser._actions for option in action.option_strings}
+    for word in argv[1:]:
+        option = word.split("=", 1)[0]
+        if option.startswith("-"):
+            assert option in spelled, f"`kanal {shlex.join(argv)}`: {option} is not one of {sorted(spelled)}"
+    return args
+
+
+class _KeepRepeats(dict[str, Any]):
+    """A configparser section that keeps every value of a repeated key (systemd list settings)."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if isinstance(value, list) and isinstance(self.get(key), list):
+            self[key].extend(value)
+        else:
+            super().__setitem__(key, value)
+
+
+def _unit() -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, dict_type=_KeepRepeats, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
+    parser.read_string((DEPLOY / "kanal.service").read_text())
+    return parser
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and line[0] != "#")
+    return {key: value for key, value in pairs}
+
+
+def _run_generate(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(folder / "generate-secrets.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Generated:
+    folder: Path
+    run: subprocess.CompletedProcess[str]
+
+    def yaml(self, name: str) -> Any:
+        return yaml.safe_load((self.folder / name).read_text())
+
+    @property
+    def env(self) -> dict[str, str]:
+        return _env_file(self.folder / ".env")
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    """generate-secrets.sh run once, as an operator would, in a copy of deploy/."""
+    folder = tmp_path_factory.mktemp("deploy")
+    shutil.copy2(DEPLOY / "generate-secrets.sh", folder)
+    run = _run_generate(folder, DOMAIN, PUBLIC_BASEURL)
+    assert run.returncode == 0, run.stderr
+    return Generated(folder, run)
+
+
+# --- Dockerfile ----------------------------------------------------------------------------------
+
+
+def test_dockerfile_installs_kanal_with_the_readme_step() -> None:
+    image = _pip_installs(f"RUN {args}" for args in _instructions("RUN"))
+    readme = _pip_installs(_code_lines((ROOT / "README.md").read_text()))
+    deploy_readme = _pip_installs(_code_lines((DEPLOY / "README.md").read_text()))
+    assert len(image) == 1, f"the Dockerfile should install Kanal with one pip step, found {image}"
+    assert readme, "README.md shows no `pip install` step"
+    assert set(readme) == set(image), f"README.md installs with {readme}, the Dockerfile with {image}"
+    assert deploy_readme and set(deploy_readme) == set(image), deploy_readme
+
+
+def test_dockerfile_copies_what_pip_install_needs() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = {"pyproject.toml", project["project"]["readme"]}
+    needed |= {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = set()
+    for args in _instructions("COPY"):
+        if not args.startswith("--from"):
+            copied |= set(shlex.split(args)[:-1])
+    assert needed <= copied, f"the build stage lacks {sorted(needed - copied)}"
+    lines = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    ignored = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    hidden = {name for name in needed for pattern in ignored if fnmatch(name, pattern)}
+    assert not hidden, f"Dockerfile.dockerignore hides {sorted(hidden)}, which the build copies"
+    # The context is the repository root: keep the secrets generate-secrets.sh writes in deploy/ out.
+    assert {"deploy", ".git", ".venv"} <= ignored
+
+
+def test_dockerfile_runtime_agrees_with_the_code() -> None:
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", (DEPLOY / "Dockerfile").read_text(), re.M)
+    stages = _instructions("FROM")
+    assert len(stages) >= 2 and all(s.startswith("${PYTHON_IMAGE}") for s in stages), stages
+    assert any(args.startswith("--from=") for args in _instructions("COPY")), "not multi-stage"
+
+    (user,) = _instructions("USER")
+    assert user.split(":")[0] == str(IMAGE_UID), "the image should run as its fixed non-root uid"
+    assert re.search(rf"--uid {IMAGE_UID}\b", " ".join(_instructions("RUN")))
+
+    assert _instructions("EXPOSE") == [str(LISTEN_PORT)]
+
+    (healthcheck,) = _instructions("HEALTHCHECK")
+    urls = re.findall(r"https?://[^'\" ]+", healthcheck)
+    assert len(urls) == 1, healthcheck
+    url = urlsplit(urls[0])
+    assert url.hostname == "127.0.0.1" and url.port == LISTEN_PORT
+    app = web.Application()
+    add_routes(app, Metrics(), object(), object(), object())  # type: ignore[arg-type]
+    get_paths = {route.resource.canonical for route in app.router.routes() if route.method == "GET"}
+    assert url.path == "/health" and url.path in get_paths, get_paths
+
+    (volume,) = _instructions("VOLUME")
+    (entrypoint,) = _instructions("ENTRYPOINT")
+    (cmd,) = _instructions("CMD")
+    argv = json.loads(entrypoint) + json.loads(cmd)
+    assert argv[0] == "kanal"
+    args = _parse_kanal(argv[1:])
+    assert args.command == "run" and args.config == "/data/config.yaml"
+    assert Path(args.config).parent == Path(volume)
+
+
+# --- docker-compose.yml --------------------------------------------------------------------------
+
+
+def test_compose_services_images_and_healthchecks() -> None:
+    services = _compose()["services"]
+    assert set(services) == {"postgres", "synapse", "kanal", "element-web"}
+    assert services["element-web"]["profiles"] == ["element"]
+    assert all("profiles" not in services[name] for name in ("postgres", "synapse", "kanal"))
+
+    postgres, synapse, kanal = services["postgres"], services["synapse"], services["kanal"]
+    assert postgres["image"].startswith("postgres:")
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert "--locale=C" in postgres["environment"]["POSTGRES_INITDB_ARGS"]  # Synapse needs C collation
+    assert any(
+        t.startswith("postgres:") and t.endswith(":/var/lib/postgresql/data") for t in postgres["volumes"]
+    )
+    assert "postgres" in _compose()["volumes"]
+    assert _binds(postgres)["/docker-entrypoint-initdb.d/10-kanal.sh"] == "./postgres-init.sh"
+    assert os.access(DEPLOY / "postgres-init.sh", os.X_OK)
+
+    assert synapse["image"].startswith("matrixdotorg/synapse:")
+    synapse_port = _ports(synapse)[0][2]
+    assert f"http://localhost:{synapse_port}/health" in synapse["healthcheck"]["test"]
+
+    assert kanal["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+    assert (DEPLOY / kanal["build"]["context"] / kanal["build"]["dockerfile"]).resolve() == (
+        DEPLOY / "Dockerfile"
+    )
+    assert "healthcheck" not in kanal, "the image's HEALTHCHECK (checked above) is the one to use"
+    for dependency in ("postgres", "synapse"):
+        assert kanal["depends_on"][dependency]["condition"] == "service_healthy"
+
+
+def test_compose_ports_and_volumes_agree_with_the_code() -> None:
+    services = _compose()["services"]
+    kanal = services["kanal"]
+    assert [p[2] for p in _ports(kanal)] == [LISTEN_PORT], "Kanal's container port is DEFAULT_LISTEN's"
+    for name, service in services.items():
+        for address, _host, _container in _ports(service):
+            assert address == "127.0.0.1", f"{name} publishes a port beyond loopback"
+
+    (volume,) = _instructions("VOLUME")
+    assert _binds(kanal) == {volume: "./kanal"}
+    registration_target = next(
+        t for t, s in _binds(services["synapse"]).items() if s == "./kanal/registration.yaml"
+    )
+    assert registration_target.startswith("/")
+    # Synapse's image drops to UID:GID; Kanal runs as user:. Both read the same 0600 registration.
+    env = services["synapse"]["environment"]
+    assert kanal["user"] == f"{env['UID']}:{env['GID']}"
+    assert _seconds(kanal["stop_grace_period"]) > 2 * SHUTDOWN_GRACE_S
+
+
+# --- generate-secrets.sh -------------------------------------------------------------------------
+
+
+def test_generate_secrets_is_posix_sh() -> None:
+    script = DEPLOY / "generate-secrets.sh"
+    text = script.read_text()
+    assert text.startswith("#!/bin/sh\n") and "\nset -eu\n" in text
+    assert os.access(script, os.X_OK)
+    for shell in ("sh", "dash"):
+        if shutil.which(shell):
+            check = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True, check=False)
+            assert check.returncode == 0, check.stderr
+
+
+def test_generate_secrets_writes_private_files_and_prints_no_secret(generated: Generated) -> None:
+    folder = generated.folder
+    for name in SECRET_FILES:
+        mode = stat.S_IMODE((folder / name).stat().st_mode)
+        assert mode == 0o600, f"{name} has mode {mode:o}"
+    assert stat.S_IMODE((folder / "element/config.json").stat().st_mode) == 0o644
+    for directory in ("kanal", "synapse"):
+        assert stat.S_IMODE((folder / directory).stat().st_mode) == 0o700, directory
+
+    config, hs = generated.yaml("kanal/config.yaml"), generated.yaml("synapse/homeserver.yaml")
+    secrets = [
+        *(v for k, v in generated.env.items() if "PASSWORD" in k),
+        config["appservice"]["as_token"],
+        config["appservice"]["hs_token"],
+        hs["registration_shared_secret"],
+        hs["macaroon_secret_key"],
+        hs["form_secret"],
+    ]
+    assert len(set(secrets)) == len(secrets) == 7 and all(len(s) >= 32 for s in secrets)
+    output = generated.run.stdout + generated.run.stderr
+    assert output.strip(), "the script should say what it wrote"
+    for secret in secrets:
+        assert secret not in output
+
+    run_uid = IMAGE_UID if os.getuid() == 0 else os.getuid()
+    assert generated.env["RUN_UID"] == str(run_uid)
+    for name in SECRET_FILES[1:]:
+        assert (folder / name).stat().st_uid == run_uid, f"{name} is not readable by the containers' uid"
+
+
+def test_generated_kanal_config_and_registration_are_wired_for_compose(generated: Generated) -> None:
+    services = _compose()["services"]
+    config = load_config(generated.folder / "kanal/config.yaml")
+    registration = registration_from_config(config)  # the same check `kanal run` makes at start
+
+    # Inside its container Kanal listens on every interface; the compose network is what confines it.
+    assert (config.listen_host, config.listen_port) == ("0.0.0.0", LISTEN_PORT)  # noqa: S104
+    as_url = urlsplit(config.as_url)
+    assert as_url.hostname == "kanal" and "kanal" in services
+    assert as_url.port == config.listen_port
+    assert registration.url == config.as_url
+
+    expected = generate(
+        as_id="kanal",
+        url=config.as_url,
+        domain=DOMAIN,
+        sender_localpart=DEFAULT_BOT_LOCALPART,
+        user_prefix=DEFAULT_GHOST_PREFIX,
+    )
+    assert replace(registration, as_token=expected.as_token, hs_token=expected.hs_token) == expected
+
+    database = urlsplit(config.database_url)
+    assert database.scheme == "postgresql+asyncpg" and database.hostname == "postgres"
+    assert (database.username, database.path, database.port) == ("kanal", "/kanal", 5432)
+    assert database.password == generated.env["KANAL_DB_PASSWORD"]
+    init_sql = (DEPLOY / "postgres-init.sh").read_text()
+    assert "CREATE ROLE kanal LOGIN" in init_sql and "CREATE DATABASE kanal OWNER kanal" in init_sql
+
+    homeserver = urlsplit(config.homeserver_url)
+    hs = generated.yaml("synapse/homeserver.yaml")
+    assert homeserver.hostname == "synapse"
+    assert homeserver.port == hs["listeners"][0]["port"] == _ports(services["synapse"])[0][2]
+
+
+def test_generated_homeserver_config_is_wired_for_compose(generated: Generated) -> None:
+    services = _compose()["services"]
+    hs = generated.yaml("synapse/homeserver.yaml")
+    synapse, postgres = services["synapse"], services["postgres"]
+    assert hs["server_name"] == DOMAIN and hs["public_baseurl"] == PUBLIC_BASEURL + "/"
+    registration_target = next(t for t, s in _binds(synapse).items() if s == "./kanal/registration.yaml")
+    assert hs["app_service_config_files"] == [registration_target]
+    assert hs["room_list_publication_rules"] == [{"action": "allow"}]
+
+    data_dir = next(t for t, s in _binds(synapse).items() if s == "./synapse")
+    assert synapse["environment"]["SYNAPSE_CONFIG_PATH"] == f"{data_dir}/homeserver.yaml"
+    for key in ("media_store_path", "signing_key_path", "pid_file"):
+        assert hs[key].startswith(data_dir + "/"), key
+
+    db = hs["database"]["args"]
+    assert hs["database"]["name"] == "psycopg2" and db["host"] == "postgres" and db["port"] == 5432
+    assert (db["user"], db["dbname"]) == (
+        postgres["environment"]["POSTGRES_USER"],
+        postgres["environment"]["POSTGRES_DB"],
+    )
+    assert db["password"] == generated.env["POSTGRES_PASSWORD"]
+
+    element = json.loads((generated.folder / "element/config.json").read_text())
+    assert element["default_server_config"]["m.homeserver"] == {
+        "base_url": PUBLIC_BASEURL,
+        "server_name": DOMAIN,
+    }
+    # Every ${VAR} the compose file interpolates is defined by .env, and every bind mount exists.
+    variables = set(re.findall(r"\$\{(\w+)", (DEPLOY / "docker-compose.yml").read_text()))
+    assert variables and variables <= set(generated.env), variables - set(generated.env)
+    for service in services.values():
+        for source in _binds(service).values():
+            assert (generated.folder / source).exists() or (DEPLOY / source).exists(), source
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_generated_synapse_files_load_in_synapse(generated: Generated, tmp_path: Path) -> None:
+    """Synapse's own parsers accept homeserver.yaml and the registration (paths moved off /data)."""
+    pytest.importorskip("synapse")
+    from signedjson.key import generate_signing_key, write_signing_keys
+    from synapse.config.appservice import load_appservices
+    from synapse.config.homeserver import HomeServerConfig
+
+    registration = generated.folder / "kanal/registration.yaml"
+    text = (generated.folder / "synapse/homeserver.yaml").read_text()
+    text = text.replace("/data/", f"{tmp_path}/").replace("/kanal/registration.yaml", str(registration))
+    (tmp_path / "homeserver.yaml").write_text(text)
+    with (tmp_path / "signing.key").open("w") as handle:
+        write_signing_keys(handle, [generate_signing_key("a")])
+    config = HomeServerConfig.load_config("", ["--config-path", str(tmp_path / "homeserver.yaml")])
+    assert config.server.server_name == DOMAIN
+
+    (service,) = load_appservices(DOMAIN, config.appservice.app_service_config_files)
+    assert service.id == "kanal" and service.url == "http://kanal:29340"
+    assert service.sender.to_string() == f"@{DEFAULT_BOT_LOCALPART}:{DOMAIN}"
+    assert service.is_exclusive_user(f"@{DEFAULT_GHOST_PREFIX}news:{DOMAIN}")
+    assert not service.is_exclusive_user(f"@alice:{DOMAIN}")
+    assert service.supports_ephemeral and not service.is_rate_limited()
+
+
+def test_generate_secrets_refuses_to_overwrite_without_force(generated: Generated, tmp_path: Path) -> None:
+    folder = tmp_path / "deploy"
+    shutil.copytree(generated.folder, folder)
+    before = {name: (folder / name).read_text() for name in SECRET_FILES}
+
+    again = _run_generate(folder, DOMAIN)
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert {name: (folder / name).read_text() for name in SECRET_FILES} == before
+
+    (folder / ".env").chmod(0o644)
+    forced = _run_generate(folder, "--force", DOMAIN)
+    assert forced.returncode == 0, forced.stderr
+    for name in SECRET_FILES:
+        assert (folder / name).read_text() != before[name], f"{name} kept its old secrets"
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("exa mple.org",), ('example.org"',), ("",), ("example.org", "ftp://x"), ("example.org", "https://a'b")],
+)
+def test_generate_secrets_refuses_bad_arguments(tmp_path: Path, args: tuple[str, ...]) -> None:
+    shutil.copy2(DEPLOY / "generate-secrets.sh", tmp_path)
+    run = _run_generate(tmp_path, *args)
+    assert run.returncode == 2 and run.stderr.startswith("generate-secrets.sh: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generate-secrets.sh"]
+
+
+# --- kanal.service -------------------------------------------------------------------------------
+
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "RestrictNamespaces": "yes",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "CapabilityBoundingSet": "",
+    "ReadWritePaths": "/var/lib/kanal",
+    "StateDirectory": "kanal",
+    "UMask": "0077",
+}
+
+
+def test_unit_runs_kanal_as_a_dedicated_user_with_hardening() -> None:
+    unit = _unit()
+    assert set(unit.sections()) == {"Unit", "Service", "Install"}
+    service = unit["Service"]
+    for key, value in HARDENING.items():
+        assert service.get(key) == value, f"{key}={service.get(key)!r}, expected {value!r}"
+    assert set(service["RestrictAddressFamilies"].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
+    assert "@system-service" in service["SystemCallFilter"].splitlines()
+
+    assert service["User"] == "kanal" and service["Restart"] == "on-failure"
+    assert service["RestartPreventExitStatus"] == str(EXIT_CONFIG), "a broken config must not restart-loop"
+    # Kanal's shutdown waits up to SHUTDOWN_GRACE_S for the processor, then as long for the outbox.
+    assert _seconds(service["TimeoutStopSec"]) > 2 * SHUTDOWN_GRACE_S
+    assert "KillSignal" not in service, "Kanal exits 0 on SIGTERM, the default"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_unit_execstart_is_a_real_kanal_command_line() -> None:
+    argv = shlex.split(_unit()["Service"]["ExecStart"])
+    assert Path(argv[0]).is_absolute() and Path(argv[0]).name == "kanal"
+    args = _parse_kanal(argv[1:])
+    assert args.command == "run" and args.config == "/etc/kanal/config.yaml"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    kanal = Path(sys.executable).parent / "kanal"
+    if not kanal.exists():
+        pytest.skip(f"no installed kanal script at {kanal} to stand in for /opt/kanal/bin/kanal")
+    argv0 = shlex.split(_unit()["Service"]["ExecStart"])[0]
+    unit = tmp_path / "kanal.service"
+    unit.write_text((DEPLOY / "kanal.service").read_text().replace(argv0, str(kanal)))
+    check = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, check=False
+    )
+    complaints = [line for line in (check.stdout + check.stderr).splitlines() if "kanal.service" in line]
+    assert check.returncode == 0 and not complaints, check.stdout + check.stderr
+
+
+# --- reverse proxy and README --------------------------------------------------------------------
+
+
+def _active_lines(path: Path) -> list[str]:
+    return [line.split("#")[0] for line in path.read_text().splitlines() if line.split("#")[0].strip()]
+
+
+def test_reverse_proxies_expose_synapse_and_never_kanal() -> None:
+    synapse_port = _ports(_compose()["services"]["synapse"])[0][1]
+    nginx = _active_lines(DEPLOY / "nginx.conf")
+    caddy = _active_lines(DEPLOY / "Caddyfile")
+    upstreams = [line.split()[-1].rstrip(";") for line in nginx if "proxy_pass" in line]
+    upstreams += [line.split()[-1] for line in caddy if "reverse_proxy" in line]
+    assert upstreams and set(upstreams) <= {
+        f"http://127.0.0.1:{synapse_port}",
+        f"127.0.0.1:{synapse_port}",
+    }
+    for line in nginx + caddy:
+        assert str(LISTEN_PORT) not in line, f"Kanal's listener must not be proxied: {line.strip()}"
+    locations = " ".join(line for line in nginx if "location" in line)
+    assert "/_matrix" in locations and "/_synapse/client" in locations
+    assert "/_synapse/admin" not in locations
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("openssl") is None,
+    reason="nginx or openssl is not installed",
+)
+def test_nginx_example_passes_nginx_t(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
+            "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"),
+        ],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip
+    site = (DEPLOY / "nginx.conf").read_text()
+    site = re.sub(r"ssl_certificate\s+\S+;", f"ssl_certificate {tmp_path / 'cert.pem'};", site)
+    site = re.sub(r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {tmp_path / 'key.pem'};", site)
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{ access_log off; include {tmp_path}/site.conf; }}\n"
+    )
+    check = subprocess.run(
+        ["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_deploy_readme_kanal_commands_parse() -> None:
+    """Every `kanal …` line in deploy/README.md is accepted by the real CLI (doctor once it exists)."""
+    subcommands = _subcommands()
+    checked = set()
+    for line in _code_lines((DEPLOY / "README.md").read_text()):
+        words = shlex.split(line, comments=True)
+        for i, word in enumerate(words[:-1]):
+            if Path(word).name == "kanal" and words[i + 1] in {*subcommands, "doctor"}:
+                if words[i + 1] in subcommands:
+                    _parse_kanal(words[i + 1 :])
+                    checked.add(words[i + 1])
+                break
+    assert {"init", "migrate-db"} <= checked, checked
+    text = (DEPLOY / "README.md").read_text()
+    assert "generate-secrets.sh" in text and "kanal.service" in text and "kanal doctor" in text
