@@ -88,8 +88,14 @@ class HomeserverClient:
         user_id: str | None = None,
         query: dict[str, str] | None = None,
         attempts: int | None = None,
+        token: str | None = None,
+        array: bool = False,
     ) -> Any:
-        """Send one request, retrying transient failures; return the decoded JSON body."""
+        """Send one request, retrying transient failures; return the decoded JSON body.
+
+        `token` replaces the as_token (e.g. an admin token for Synapse's admin API); never logged.
+        `array`: the endpoint answers with a JSON array (e.g. a room's full state), not an object.
+        """
         params = dict(query or {})
         if user_id is not None:
             params["user_id"] = user_id
@@ -97,7 +103,7 @@ class HomeserverClient:
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
-                return await self._once(method, path, body, params)
+                return await self._once(method, path, body, params, token, array)
             except MatrixRequestError as exc:
                 self._observe(method, exc.status, started)
                 if not exc.retryable or attempt == attempts:
@@ -124,11 +130,22 @@ class HomeserverClient:
         base: float = min(BACKOFF_BASE_S * 2.0 ** (attempt - 1), BACKOFF_MAX_S)
         return base * (0.75 + random.random() / 2)  # jitter so many workers do not retry in step
 
-    async def _once(self, method: str, path: str, body: Any, params: dict[str, str]) -> Any:
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: dict[str, str],
+        token: str | None = None,
+        array: bool = False,
+    ) -> Any:
         url = self.base_url + path
         started = time.monotonic()
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            async with self._http().request(method, url, json=body, params=params) as response:
+            async with self._http().request(
+                method, url, json=body, params=params, headers=headers
+            ) as response:
                 try:
                     data = await response.json(content_type=None)
                 except ValueError:
@@ -138,7 +155,7 @@ class HomeserverClient:
                         response.status,
                         data if data is not None else f"non-JSON response ({response.status})",
                     )
-                if not isinstance(data, dict):
+                if not isinstance(data, list if array else dict):
                     raise MatrixRequestError(
                         response.status, "M_NOT_JSON", "the homeserver's answer is not a JSON object"
                     )

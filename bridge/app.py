@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import secrets
 from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
@@ -23,10 +24,14 @@ from .config import Config, ConfigError
 from .context import Context
 from .hosting import reconcile_at_start
 from .metrics import Metrics, add_routes
+from .moderation.configlog import describe_hooks, hook_configuration_digest
+from .moderation.hooks import Pipeline
+from .moderation.notices import flagger_routes, run_report_poller
 from .outbox import OutboxWorker
 from .service import HOUSEKEEPING_LEASE, PROCESSOR_LEASE, Bridge
 from .store.db import create_engine, migrate, sessionmaker
 from .store.leases import Leases, new_holder_id
+from .store.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +141,8 @@ class Service:
         # PostgreSQL may be shared by several Kanal processes: claim work with row locks there.
         row_locks = self.engine.dialect.name == "postgresql"
         self.outbox = OutboxWorker(sessions, self.client, row_locks=row_locks)
-        self.ctx = Context(config, self.client, sessions, self.outbox)
+        self.ctx = Context(config, self.client, sessions, self.outbox, pipeline=Pipeline(config))
+        self._reports_stop = asyncio.Event()
         self.leases = Leases(sessions, new_holder_id())
         self.bridge = Bridge(self.ctx, self.leases, row_locks=row_locks)
         self.server = AppServiceServer(self.registration, self.bridge)
@@ -149,6 +155,7 @@ class Service:
     def make_app(self) -> web.Application:
         app = self.server.make_app()
         add_routes(app, self.metrics, self.server, self.outbox, self._db_ping)
+        flagger_routes(app, self.ctx)
         return app
 
     async def _db_ping(self) -> None:
@@ -156,6 +163,14 @@ class Service:
             await connection.execute(text("SELECT 1"))
 
     async def start(self) -> None:
+        from .moderation.audit import AuditError, load_or_create_key
+
+        key_path = self.config.compliance.audit_key
+        if key_path is not None:
+            try:
+                load_or_create_key(key_path)  # a broken key must stop the start, not a later decision
+            except AuditError as exc:
+                raise StartupError(f"{exc} (compliance.audit_key in {self.config.path})") from None
         await migrate(self.engine)
         await check_homeserver(self.client, self.config)
         self._runner = web.AppRunner(self.make_app(), access_log=None)
@@ -177,6 +192,8 @@ class Service:
         # Many rooms may need a look: the policy is brought to them in the background, once per start.
         self.background.start(reconcile_at_start(self.ctx, self.leases), "hosting-policy")
         self.background.start(self.bridge.run_housekeeping(), "housekeeping")
+        self.background.start(run_report_poller(self.ctx, self.leases, self._reports_stop), "reports")
+        await record_hook_configuration(self.ctx)
 
     async def ping(self) -> None:
         """Ask the homeserver to ping us: transactions queued while we were away flow at once."""
@@ -211,6 +228,7 @@ class Service:
         self.server.accepting = False
         self._stopping = True
         self.bridge.stop()
+        self._reports_stop.set()
         if self._processor is not None:
             await asyncio.wait([self._processor], timeout=SHUTDOWN_GRACE_S)
         self.outbox.stop()
@@ -226,8 +244,29 @@ class Service:
         await self.leases.release(HOUSEKEEPING_LEASE)
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.ctx.pipeline.close()
         await self.client.close()
         await self.engine.dispose()
+
+
+async def record_hook_configuration(ctx: Context) -> None:
+    """A changed hook configuration is an audit-log entry (what changed is in the config file)."""
+    from .moderation import audit
+
+    digest = hook_configuration_digest(ctx.config)
+    async with ctx.sessions.begin() as session:
+        last = await session.scalar(
+            select(AuditEntry.body).where(AuditEntry.kind == "hook_config").order_by(AuditEntry.seq.desc())
+        )
+        if last is not None and json.loads(last).get("digest") == digest:
+            return
+        await audit.append(
+            session,
+            "hook_config",
+            {"digest": digest, "hooks": describe_hooks(ctx.config)},
+            None,
+            config=ctx.config,
+        )
 
 
 async def run_until_stopped(config: Config, stop: asyncio.Event) -> None:

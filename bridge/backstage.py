@@ -70,8 +70,44 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
     if isinstance(body, str) and event.rel_type != "m.replace":
         command = parse_command(body, require_bang=True)
         if command is not None:
+            if command.name == "silent" and not await _may_publish(ctx, session, room, channel, event, lang):
+                return
             await _command(ctx, session, room, channel, event, command, lang)
             return
+    if await _may_publish(ctx, session, room, channel, event, lang):
+        await _relay(ctx, session, channel, event)
+
+
+async def _may_publish(
+    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, lang: str
+) -> bool:
+    """Not while the channel is restricted; only what the compliance hooks allow (others are held)."""
+    from .moderation.gate import restricted, screen
+
+    if await restricted(ctx, session, room, channel, lang):
+        return False
+    return await screen(ctx, session, room, channel, event, lang)
+
+
+async def relay_event(ctx: Context, session: AsyncSession, channel: Channel, event: Event) -> None:
+    """Publish a backstage post that was held and is now approved (or reinstated on appeal)."""
+    body = event.content.get("body")
+    if isinstance(body, str) and body.startswith("!silent "):
+        content = silent_content(body[len("!silent ") :].strip())
+        content["net.kanal.source"] = event.event_id
+        entry = enqueue(
+            session,
+            send_entry(
+                channel.ghost_user_id, channel.broadcast_room_id or "", content, post_source=event.event_id
+            ),
+        )
+        await session.flush()
+        session.add(
+            Post(
+                channel_id=channel.id, source_event_id=event.event_id, author=event.sender, outbox_id=entry.id
+            )
+        )
+        return
     await _relay(ctx, session, channel, event)
 
 

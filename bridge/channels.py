@@ -59,6 +59,10 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
     channel = await _load(ctx, entry.payload["channel_id"])
     if channel.status != "creating" or channel.handle is None:
         raise SkipEntry(f"channel {channel.id} is {channel.status}")
+    from .moderation.policy import banned_servers
+
+    async with ctx.sessions() as session:
+        banned = await banned_servers(session, ctx.domain)
     try:
         ghost = ctx.client.intent(UserID(channel.ghost_user_id))
         await ghost.ensure_registered()
@@ -76,6 +80,7 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
                 ),
                 ctx.config,
                 channel.retention_days,
+                banned,
             )
             try:
                 room_id = await bot.create_room(request)
@@ -90,6 +95,7 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
                     backstage_room_request(handle=channel.handle, title=channel.title, owner=channel.owner),
                     ctx.config,
                     channel.retention_days,
+                    banned,
                 )
             )
             await _record_room(ctx, channel, "backstage", room_id)

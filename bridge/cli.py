@@ -1,4 +1,4 @@
-"""The `kanal` command: init, run, up, migrate-db, hosting, doctor, token."""
+"""The `kanal` command: init, run, up, migrate-db, hosting, doctor, token, flagger, audit, transparency."""
 
 from __future__ import annotations
 
@@ -255,6 +255,151 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_transparency(args: argparse.Namespace) -> int:
+    """The public transparency report (DSA Art. 15/24) for a period, as JSON, CSV or HTML."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .moderation.transparency import RENDERERS, parse_day, report_from_database, write_public_file
+
+    try:
+        start, end = parse_day(args.start), parse_day(args.end)
+    except ValueError as exc:
+        print(f"kanal transparency: --from/--to: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if start > end:
+        print(f"kanal transparency: --from {start} is after --to {end}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = asyncio.run(report_from_database(config.database_url, start, end, provider=config.domain))
+    except SQLAlchemyError as exc:
+        print(f"kanal transparency: cannot read the database: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    text = RENDERERS[args.format](report)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        write_public_file(Path(args.output), text)
+    except OSError as exc:
+        print(f"kanal transparency: cannot write {args.output}: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    return 0
+
+
+def _cmd_flagger(args: argparse.Namespace) -> int:
+    """Trusted flaggers: named tokens for POST /_kanal/flagger/v1/notices."""
+    from sqlalchemy import select
+
+    from .moderation.notices import hash_flagger_token, new_flagger_token
+    from .store.db import create_engine, migrate, sessionmaker
+    from .store.models import Flagger
+
+    try:
+        config = load_config(Path(args.config))
+    except ConfigError as exc:
+        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def main() -> tuple[int, list[str]]:
+        engine = create_engine(config.database_url)
+        try:
+            await migrate(engine)
+            async with sessionmaker(engine).begin() as session:
+                if args.action == "add":
+                    if await session.scalar(select(Flagger.id).where(Flagger.name == args.name)) is not None:
+                        return EXIT_STARTUP, [f"kanal flagger add: a flagger named {args.name!r} exists"]
+                    token = new_flagger_token()
+                    session.add(Flagger(name=args.name, token_hash=hash_flagger_token(token), revoked=False))
+                    return 0, [
+                        token,
+                        f"Give this token to {args.name}; it is shown only now (only its hash is kept).",
+                    ]
+                if args.action == "revoke":
+                    flagger = await session.scalar(select(Flagger).where(Flagger.name == args.name))
+                    if flagger is None:
+                        return EXIT_STARTUP, [f"kanal flagger revoke: no flagger named {args.name!r}"]
+                    flagger.revoked = True
+                    return 0, [f"{args.name}: revoked"]
+                rows = (await session.scalars(select(Flagger).order_by(Flagger.name))).all()
+                return 0, [f"{f.name}{' (revoked)' if f.revoked else ''}" for f in rows] or ["no flaggers"]
+        finally:
+            await engine.dispose()
+
+    code, lines = asyncio.run(main())
+    for line in lines:
+        print(line, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    """The audit log: prove it intact (from the database or from an export), or export it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .moderation import audit
+    from .store.db import create_engine, migrate, sessionmaker
+
+    def report(result: audit.VerifyResult, key: Ed25519PublicKey | None, key_source: str) -> int:
+        counts = f"{result.entries} entries, {result.checkpoints} checkpoints"
+        if not result.ok:
+            print(
+                f"Audit log NOT intact at entry {result.first_bad_seq}: {result.problem} ({counts} read)",
+                file=sys.stderr,
+            )
+            return EXIT_STARTUP
+        print(f"Audit log intact: {counts}; chain head {result.head}")
+        if key is not None:
+            print(f"Checkpoints signed by key {audit.key_id(key)} ({key_source})")
+        return 0
+
+    try:
+        trusted = audit.load_public_key(Path(args.public_key)) if getattr(args, "public_key", None) else None
+        if getattr(args, "export", None):
+            exported = audit.load_export(Path(args.export))
+            key = trusted or exported.public_key
+            result = audit.verify_entries(exported.entries, exported.checkpoints, key, exported.personal)
+            source = "--public-key" if trusted else "the export's own public_key.pem: compare its key id"
+            return report(result, key, source)
+        config = load_config(Path(args.config))
+        key = trusted or audit.configured_public_key(config)
+    except ConfigError as exc:
+        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except audit.AuditError as exc:
+        print(f"kanal audit: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def main() -> audit.VerifyResult | None:
+        engine = create_engine(config.database_url)
+        try:
+            await migrate(engine)
+            async with sessionmaker(engine).begin() as session:
+                if args.audit_command == "verify":
+                    return await audit.verify(session, key)
+                await audit.export(session, Path(args.output), key)
+                return None
+        finally:
+            await engine.dispose()
+
+    try:
+        outcome = asyncio.run(main())
+    except audit.AuditError as exc:
+        print(f"kanal audit: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"kanal audit: cannot read the database: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if outcome is None:
+        print(f"Wrote {args.output}; verify it offline with: kanal audit verify --export {args.output}")
+        return 0
+    return report(outcome, key, "the configured compliance.audit_key" if trusted is None else "--public-key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanal", description="Telegram-style channels for Matrix homeservers."
@@ -336,6 +481,58 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (token_create, token_list, token_revoke):
         command.add_argument("-c", "--config", required=True, help="path to config.yaml")
         command.set_defaults(func=_cmd_token)
+
+    transparency = sub.add_parser(
+        "transparency",
+        help="the transparency report (DSA Art. 15/24) for a period: notices, decisions, appeals",
+    )
+    transparency.add_argument("-c", "--config", required=True, help="path to config.yaml")
+    transparency.add_argument(
+        "--from", dest="start", required=True, metavar="DATE", help="first day, e.g. 2026-01-01 (UTC)"
+    )
+    transparency.add_argument(
+        "--to", dest="end", required=True, metavar="DATE", help="last day, included, e.g. 2026-06-30 (UTC)"
+    )
+    transparency.add_argument(
+        "--format", choices=("json", "csv", "html"), default="json", help="output (json)"
+    )
+    transparency.add_argument("--output", metavar="FILE", help="write here, mode 0644 (default: stdout)")
+    transparency.set_defaults(func=_cmd_transparency)
+
+    flagger = sub.add_parser("flagger", help="trusted flaggers who send notices over HTTP")
+    flagger_sub = flagger.add_subparsers(dest="action", required=True)
+    flagger_add = flagger_sub.add_parser("add", help="a new flagger; its token is printed once")
+    flagger_add.add_argument("name", help="the organisation, e.g. 'Hotline Example'")
+    flagger_list = flagger_sub.add_parser("list", help="every flagger")
+    flagger_revoke = flagger_sub.add_parser("revoke", help="revoke a flagger's token")
+    flagger_revoke.add_argument("name")
+    for command in (flagger_add, flagger_list, flagger_revoke):
+        command.add_argument("-c", "--config", required=True, help="path to config.yaml")
+        command.set_defaults(func=_cmd_flagger)
+
+    audit = sub.add_parser("audit", help="the tamper-evident audit log: verify it, export it")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_verify = audit_sub.add_parser(
+        "verify",
+        help="prove the log intact, or name the first altered entry",
+        epilog="exit codes: 0 intact, 1 not intact (the first bad entry is named), 2 the check could not "
+        "run (config, key, export or database)",
+    )
+    audit_source = audit_verify.add_mutually_exclusive_group(required=True)
+    audit_source.add_argument("-c", "--config", help="path to config.yaml: verify the database")
+    audit_source.add_argument("--export", metavar="DIR", help="verify an export, offline")
+    audit_verify.add_argument(
+        "--public-key", metavar="PEM", help="check the checkpoints against this key (default: Kanal's own)"
+    )
+    audit_verify.set_defaults(func=_cmd_audit)
+    audit_export = audit_sub.add_parser(
+        "export", help="write entries, checkpoints and the public key to a new directory"
+    )
+    audit_export.add_argument("-c", "--config", required=True, help="path to config.yaml")
+    audit_export.add_argument(
+        "--output", required=True, metavar="DIR", help="a new (or empty) directory; entries.jsonl is 0600"
+    )
+    audit_export.set_defaults(func=_cmd_audit)
 
     up = sub.add_parser("up", help="the sandbox: a local Synapse wired to Kanal, until Ctrl-C")
     up.add_argument("--data-dir", default="kanal-sandbox", help="sandbox data (reused on the next run)")

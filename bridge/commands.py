@@ -22,6 +22,8 @@ MANAGEMENT_COMMANDS = (
     "accept",
     "decline",
     "retention",
+    "report",
+    "appeal",
 )
 BACKSTAGE_COMMANDS = ("help", "silent", "pin", "unpin", "signatures", "stats")
 

@@ -7,7 +7,7 @@ Relative paths inside the file resolve against the file's folder.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,20 @@ DEFAULT_RESERVED_HANDLES = (
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message is meant for the operator, verbatim."""
+
+
+@dataclass(frozen=True)
+class ComplianceConfig:
+    moderators: tuple[str, ...] = ()  # the moderation room's members; default: the operators
+    hooks: tuple[Any, ...] = ()  # parsed hook specs (bridge.moderation.settings), in order
+    channel_hooks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # handle -> hook specs
+    appeal_window_days: int = 14
+    redress: str = ""
+    audit_key: Path | None = None  # Ed25519 private key for checkpoints; created at first use (0600)
+    checkpoint_every: int = 100
+    homeserver_admin_token_file: Path | None = None  # to poll Synapse's event reports
+    report_poll_seconds: int = 60
+    policy_rooms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,8 @@ class Config:
     federation: str = "open"
     allowed_servers: tuple[str, ...] = ()
     retention_days: int | None = None
+    # Compliance hooks, moderation, appeals, audit log (issue 4)
+    compliance: ComplianceConfig = field(default_factory=lambda: ComplianceConfig())
 
     @property
     def bot_user_id(self) -> str:
@@ -99,8 +115,28 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     },
     "operators": {"users": (list, False)},
     "hosting": {"federation": (str, False), "allowed_servers": (list, False), "retention_days": (int, False)},
+    "compliance": {
+        "moderators": (list, False),
+        "hooks": (list, False),
+        "channel_hooks": (dict, False),
+        "appeal_window_days": (int, False),
+        "redress": (str, False),
+        "audit_key": (str, False),
+        "checkpoint_every": (int, False),
+        "homeserver_admin_token_file": (str, False),
+        "report_poll_seconds": (int, False),
+        "policy_rooms": (list, False),
+    },
     "logging": {"level": (str, False), "format": (str, False)},
 }
+
+# Keys whose values are lists of mappings, checked by their own parsers (bridge/moderation/settings.py).
+_STRUCTURED = frozenset({"compliance.hooks"})
+DEFAULT_REDRESS = (
+    "You may appeal this decision with `appeal <decision number> <your reasons>` in your chat with the "
+    "bot within {days} days; a person who did not take the decision reviews it. You may also turn to an "
+    "out-of-court dispute settlement body or a court."
+)
 
 _LOCALPART = re.compile(r"^[a-z0-9._=\-/]+$")
 
@@ -155,13 +191,26 @@ def parse(data: Any, path: Path) -> Config:
                 raise ConfigError(
                     f"{path}: '{section}.{key}' must be {_type_name(expected)}, got {type(raw[key]).__name__}"
                 )
-            if expected is list and not all(isinstance(item, str) and item for item in raw[key]):
+            if (
+                expected is list
+                and f"{section}.{key}" not in _STRUCTURED
+                and not all(isinstance(item, str) and item for item in raw[key])
+            ):
                 raise ConfigError(f"{path}: '{section}.{key}' must be a list of non-empty strings")
         values[section] = {k: v for k, v in raw.items() if v is not None}
 
-    hs, asv, db, ch, lg, ops, hosting = (
+    hs, asv, db, ch, lg, ops, hosting, comp = (
         values[s]
-        for s in ("homeserver", "appservice", "database", "channels", "logging", "operators", "hosting")
+        for s in (
+            "homeserver",
+            "appservice",
+            "database",
+            "channels",
+            "logging",
+            "operators",
+            "hosting",
+            "compliance",
+        )
     )
     base = path.parent
     if not re.match(r"^https?://", hs["url"]):
@@ -234,6 +283,7 @@ def parse(data: Any, path: Path) -> Config:
             f"{path}: 'hosting.allowed_servers' must list at least one server when 'hosting.federation' "
             "is allowlist (Kanal's own server is always allowed)"
         )
+    compliance = _compliance(comp, path, base, operators)
     retention = hosting.get("retention_days")
     if retention is not None and retention < 1:
         raise ConfigError(
@@ -268,6 +318,7 @@ def parse(data: Any, path: Path) -> Config:
         federation=federation,
         allowed_servers=allowed,
         retention_days=retention,
+        compliance=compliance,
     )
 
 
@@ -288,3 +339,43 @@ def load(path: Path) -> Config:
         problem = getattr(exc, "problem", None) or "syntax error"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     return parse(data, path.resolve())
+
+
+def _compliance(raw: dict[str, Any], path: Path, base: Path, operators: tuple[str, ...]) -> ComplianceConfig:
+    from .moderation.settings import parse_hooks  # the hook schemas live with the hooks
+
+    moderators = tuple(raw.get("moderators", operators))
+    for user in moderators:
+        if not re.fullmatch(r"@[^:\s]+:\S+", user):
+            raise ConfigError(f"{path}: 'compliance.moderators' must hold Matrix user ids, got {user!r}")
+    try:
+        hooks = tuple(parse_hooks(raw.get("hooks", []), "compliance.hooks", base))
+        channel_hooks = {
+            str(handle).lower(): tuple(parse_hooks(specs, f"compliance.channel_hooks.{handle}", base))
+            for handle, specs in raw.get("channel_hooks", {}).items()
+        }
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    window = raw.get("appeal_window_days", 14)
+    if window < 1:
+        raise ConfigError(f"{path}: 'compliance.appeal_window_days' must be at least 1, got {window}")
+    every = raw.get("checkpoint_every", 100)
+    if every < 1:
+        raise ConfigError(f"{path}: 'compliance.checkpoint_every' must be at least 1, got {every}")
+    poll = raw.get("report_poll_seconds", 60)
+    if poll < 5:
+        raise ConfigError(f"{path}: 'compliance.report_poll_seconds' must be at least 5, got {poll}")
+    key = raw.get("audit_key", "audit-ed25519.key")
+    token_file = raw.get("homeserver_admin_token_file")
+    return ComplianceConfig(
+        moderators=moderators,
+        hooks=hooks,
+        channel_hooks=channel_hooks,
+        appeal_window_days=window,
+        redress=raw.get("redress", DEFAULT_REDRESS).replace("{days}", str(window)),
+        audit_key=(base / key).resolve(),
+        checkpoint_every=every,
+        homeserver_admin_token_file=(base / token_file).resolve() if token_file else None,
+        report_poll_seconds=poll,
+        policy_rooms=tuple(raw.get("policy_rooms", ())),
+    )

@@ -25,6 +25,8 @@ class Context:
     # Management and backstage rooms, kept in memory when this process is the only writer (SQLite);
     # None means "ask the database" (PostgreSQL, where another process may add rooms).
     known_rooms: set[str] | None = None
+    # The pre-publication hooks (bridge.moderation.hooks.Pipeline); None: nothing to check.
+    pipeline: Any = None
 
     def remember_room(self, room_id: str) -> None:
         if self.known_rooms is not None:

@@ -92,7 +92,7 @@ def _unique(names: Iterable[str]) -> list[str]:
     return kept
 
 
-def server_acl_content(config: Config) -> dict[str, Any]:
+def server_acl_content(config: Config, banned: Iterable[str] = ()) -> dict[str, Any]:
     """The `m.room.server_acl` every channel room carries; it never denies Kanal's own server.
 
     open: everyone; allowlist: Kanal's server and `hosting.allowed_servers` (server names, used as
@@ -109,7 +109,9 @@ def server_acl_content(config: Config) -> dict[str, Any]:
         allow = own
     else:
         raise ValueError(f"unknown federation policy {config.federation!r}")
-    content = {"allow": allow, "deny": [], "allow_ip_literals": _is_ip_literal(_host(config.domain))}
+    # Servers banned by followed moderation policy lists (never one that matches our own server).
+    deny = [name for name in _unique(banned) if not any(_glob(name).fullmatch(o) for o in own)]
+    content = {"allow": allow, "deny": deny, "allow_ip_literals": _is_ip_literal(_host(config.domain))}
     for name in own:
         if not server_allowed(content, name):
             raise ValueError(f"the server ACL {content} would deny Kanal's own server {name}")
@@ -134,10 +136,12 @@ def creation_content(config: Config) -> dict[str, Any]:
     return {"m.federate": False} if config.federation == "closed" else {}
 
 
-def wanted_state(config: Config, channel_retention_days: int | None) -> dict[str, dict[str, Any] | None]:
+def wanted_state(
+    config: Config, channel_retention_days: int | None, banned: Iterable[str] = ()
+) -> dict[str, dict[str, Any] | None]:
     """The hosting state a channel room should have; None: absent (or empty content)."""
     return {
-        SERVER_ACL_TYPE: server_acl_content(config),
+        SERVER_ACL_TYPE: server_acl_content(config, banned),
         RETENTION_TYPE: retention_content(
             effective_retention_days(config.retention_days, channel_retention_days)
         ),
@@ -145,12 +149,12 @@ def wanted_state(config: Config, channel_retention_days: int | None) -> dict[str
 
 
 def with_hosting_policy(
-    request: dict[str, Any], config: Config, channel_retention_days: int | None
+    request: dict[str, Any], config: Config, channel_retention_days: int | None, banned: Iterable[str] = ()
 ) -> dict[str, Any]:
     """A `createRoom` body with the deployment's federation and retention policy added."""
     extra_state = [
         {"type": event_type, "state_key": "", "content": content}
-        for event_type, content in wanted_state(config, channel_retention_days).items()
+        for event_type, content in wanted_state(config, channel_retention_days, banned).items()
         if content is not None
     ]
     result = {**request, "initial_state": [*request.get("initial_state", []), *extra_state]}
@@ -218,8 +222,9 @@ async def _reconcile_room(
     room: Room,
     channel: Channel,
     pending: dict[tuple[str, str], dict[str, Any] | None],
+    banned: Iterable[str] = (),
 ) -> list[Change]:
-    wanted = wanted_state(ctx.config, channel.retention_days)
+    wanted = wanted_state(ctx.config, channel.retention_days, banned)
     differing: dict[str, dict[str, Any] | None] = {}
     try:
         for event_type, content in wanted.items():
@@ -257,6 +262,10 @@ async def reconcile_changes(ctx: Context, renew: Callable[[], Awaitable[bool]] |
             )
         ).all()
     pending = await _pending_state(ctx)
+    from .moderation.policy import banned_servers
+
+    async with ctx.sessions() as session:
+        banned = await banned_servers(session, ctx.domain)
     changes: list[Change] = []
     for start in range(0, len(rows), RECONCILE_PARALLEL_ROOMS):
         if renew is not None and not await renew():
@@ -266,7 +275,7 @@ async def reconcile_changes(ctx: Context, renew: Callable[[], Awaitable[bool]] |
             break
         batch = rows[start : start + RECONCILE_PARALLEL_ROOMS]
         for found in await asyncio.gather(
-            *(_reconcile_room(ctx, room, channel, pending) for room, channel in batch)
+            *(_reconcile_room(ctx, room, channel, pending, banned) for room, channel in batch)
         ):
             changes.extend(found)
     if changes:

@@ -23,6 +23,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "• transfer <handle> <@user:domain> — hand the channel over (they must accept <handle>)\n"
             "• accept <handle> / decline <handle> — answer a transfer offered to you\n"
             "• retention <handle> <days|off|default> — how long the homeserver keeps the channel's history\n"
+            "• report <link to a channel post> [category:] <reason> — report a post to the moderators\n"
+            "• appeal <decision number> <your reasons> — contest a moderation decision\n"
             "Handles: 5–32 characters, a–z, 0–9 and _, starting with a letter."
         ),
         "fa": (
@@ -39,6 +41,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "• transfer <handle> <@user:domain> — واگذاری کانال (گیرنده باید accept <handle> بفرستد)\n"
             "• accept <handle> / decline <handle> — پذیرفتن یا نپذیرفتن واگذاری\n"
             "• retention <handle> <days|off|default> — مدت نگهداری تاریخچهٔ کانال روی سرور\n"
+            "• report <پیوند پست کانال> [دسته:] <دلیل> — گزارش یک پست به ناظران\n"
+            "• appeal <شمارهٔ تصمیم> <دلایل شما> — اعتراض به تصمیم نظارتی\n"
             "شناسه: ۵ تا ۳۲ نویسه از a–z، ۰–۹ و _، که با حرف آغاز شود."
         ),
     },
@@ -446,6 +450,46 @@ MESSAGES: dict[str, dict[str, str]] = {
     "retention_default": {
         "en": "#{handle} follows this server's history policy again.",
         "fa": "#{handle} دوباره از سیاست نگهداری تاریخچهٔ این سرور پیروی می‌کند.",
+    },
+    "report_usage": {
+        "en": "Usage: report <link to a channel post, or its event id> [category:] <reason>, for example: report https://matrix.to/#/!room:server/$event spam: the same ad every minute",
+        "fa": "روش استفاده: report <پیوند پست کانال یا شناسهٔ رویداد> [دسته:] <دلیل>",
+    },
+    "report_not_public": {
+        "en": "I only take reports about posts published in public channels here. Private chats and encrypted rooms are never read or moderated.",
+        "fa": "من فقط گزارش پست‌های منتشرشده در کانال‌های عمومی را می‌پذیرم. گفت‌وگوهای خصوصی و اتاق‌های رمزگذاری‌شده هرگز خوانده یا نظارت نمی‌شوند.",
+    },
+    "report_received": {
+        "en": "Thank you: your notice #{id} is received and goes to the moderators. I will tell you here what they decide, with their reasons.",
+        "fa": "سپاس: گزارش #{id} شما دریافت شد و به ناظران می‌رسد. تصمیم و دلایل آن را همین‌جا به شما می‌گویم.",
+    },
+    "appeal_usage": {
+        "en": "Usage: appeal <decision number> <your reasons>, for example: appeal 12 the post quotes the law, it does not break it",
+        "fa": "روش استفاده: appeal <شمارهٔ تصمیم> <دلایل شما>",
+    },
+    "appeal_not_yours": {
+        "en": "There is no decision #{id} you can appeal: appeals come from the channel's owner or admins, or from whoever sent the notice.",
+        "fa": "تصمیم #{id} که شما بتوانید به آن اعتراض کنید وجود ندارد: اعتراض از سوی مالک یا مدیران کانال یا فرستندهٔ گزارش پذیرفته می‌شود.",
+    },
+    "appeal_too_late": {
+        "en": "Decision #{id} could be appealed until {deadline}; that time is over. You may still turn to an out-of-court dispute settlement body or a court.",
+        "fa": "مهلت اعتراض به تصمیم #{id} تا {deadline} بود و گذشته است. همچنان می‌توانید به نهاد حل اختلاف یا دادگاه مراجعه کنید.",
+    },
+    "appeal_pending": {
+        "en": "Decision #{id} already has an open appeal, or is no longer in force.",
+        "fa": "برای تصمیم #{id} اعتراضی در جریان است یا این تصمیم دیگر اجرا نمی‌شود.",
+    },
+    "appeal_received": {
+        "en": "Your appeal #{id} against decision #{decision} is received. A person who did not take the decision reviews it; I will tell you the outcome here.",
+        "fa": "اعتراض #{id} شما به تصمیم #{decision} دریافت شد. کسی که تصمیم را نگرفته آن را بررسی می‌کند و نتیجه را همین‌جا به شما می‌گویم.",
+    },
+    "post_held": {
+        "en": "Your post is held for review by the moderators (h{id}) before it appears in #{handle}. You will hear the outcome here.",
+        "fa": "پست شما پیش از انتشار در #{handle} برای بررسی ناظران نگه داشته شد (h{id}). نتیجه را همین‌جا خواهید دید.",
+    },
+    "posting_restricted": {
+        "en": "Posting in #{handle} is suspended until {until} by decision #{decision}; nothing is published until then. The statement of reasons was sent here; you may appeal it from your chat with me.",
+        "fa": "انتشار در #{handle} تا {until} با تصمیم #{decision} متوقف است و تا آن زمان چیزی منتشر نمی‌شود. بیانیهٔ دلایل اینجا فرستاده شد؛ می‌توانید از گفت‌وگو با من به آن اعتراض کنید.",
     },
     "on": {"en": "on", "fa": "روشن"},
     "off": {"en": "off", "fa": "خاموش"},

@@ -608,6 +608,69 @@ async def _retention(
         reply(s, ctx, room.room_id, lang, "usage", usage=usage)
 
 
+async def _report(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    from .moderation.notices import event_id_in, file_notice, split_category
+
+    event_id = event_id_in(cmd.arg(0) or "")
+    reason = cmd.rest_after(1)
+    if event_id is None or not reason:
+        reply(s, ctx, room.room_id, lang, "report_usage")
+        return
+    category, explanation = split_category(reason)
+    notice = await file_notice(
+        ctx,
+        s,
+        source="command",
+        event_id=event_id,
+        explanation=explanation,
+        category=category,
+        notifier=event.sender,
+        notifier_room=room.room_id,
+    )
+    if notice is None:
+        reply(s, ctx, room.room_id, lang, "report_not_public")
+        return
+    reply(s, ctx, room.room_id, lang, "report_received", id=notice.id)
+
+
+async def _appeal(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    from .moderation.notices import appeal_deadline, file_appeal, may_appeal
+    from .store.models import Appeal, Decision
+
+    ref = (cmd.arg(0) or "").lower().lstrip("#d")
+    text = cmd.rest_after(1)
+    if not ref.isdigit() or not text:
+        reply(s, ctx, room.room_id, lang, "appeal_usage")
+        return
+    decision = await s.get(Decision, int(ref))
+    if (
+        decision is None
+        or decision.kind in ("approve_post", "reinstate")
+        or not await may_appeal(s, decision, event.sender)
+    ):
+        reply(s, ctx, room.room_id, lang, "appeal_not_yours", id=ref)
+        return
+    deadline = appeal_deadline(ctx, decision)
+    if deadline < datetime.now(UTC):
+        reply(
+            s,
+            ctx,
+            room.room_id,
+            lang,
+            "appeal_too_late",
+            id=decision.id,
+            deadline=deadline.strftime("%Y-%m-%d"),
+        )
+        return
+    if decision.status != "in_force" or await s.scalar(
+        select(Appeal.id).where(Appeal.decision_id == decision.id, Appeal.status == "open")
+    ):
+        reply(s, ctx, room.room_id, lang, "appeal_pending", id=decision.id)
+        return
+    appeal = await file_appeal(ctx, s, decision, event.sender, room.room_id, text)
+    reply(s, ctx, room.room_id, lang, "appeal_received", id=appeal.id, decision=decision.id)
+
+
 _HANDLERS = {
     "help": _help,
     "create": _create,
@@ -625,4 +688,6 @@ _HANDLERS = {
     "accept": _accept,
     "decline": _decline,
     "retention": _retention,
+    "report": _report,
+    "appeal": _appeal,
 }

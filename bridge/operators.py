@@ -76,42 +76,55 @@ async def schedule_operator_room(ctx: Context) -> None:
 
 async def sync_operator_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
     """Outbox executor: create the room if there is none; invite operators; remove former ones."""
-    operators = list(ctx.config.operators)
-    if not operators:
-        raise SkipEntry("no operators configured")
+    return await sync_staff_room(
+        ctx,
+        kind="operator",
+        name=ROOM_NAME,
+        topic="Kanal's operators: channel requests, registration tokens, reserved handles, verification. "
+        "Send help for the commands.",
+        members=list(ctx.config.operators),
+        welcome=t(ctx.config.default_language, "operator_help"),
+    )
+
+
+async def sync_staff_room(
+    ctx: Context, *, kind: str, name: str, topic: str, members: list[str], welcome: str
+) -> str | None:
+    """A private room of `kind` for `members`: created once, then membership kept in line with the list."""
+    if not members:
+        raise SkipEntry(f"nobody is configured for the {kind} room")
     bot = ctx.bot_intent()
     async with ctx.sessions() as session:
-        room_id = await operator_room_id(session)
+        room_id: str | None = await session.scalar(select(Room.room_id).where(Room.kind == kind))
     if room_id is None:
         created = await bot.create_room(
             {
                 "preset": "private_chat",
                 "visibility": "private",
-                "name": ROOM_NAME,
-                "topic": "Kanal's operators: channel requests, registration tokens, reserved handles, "
-                "verification. Send help for the commands.",
-                "invite": operators,
-                "power_level_content_override": {"users": {op: 50 for op in operators}},
+                "name": name,
+                "topic": topic,
+                "invite": members,
+                "power_level_content_override": {"users": {member: 50 for member in members}},
             }
         )
         async with ctx.sessions.begin() as session:
-            session.add(Room(room_id=created, kind="operator", language=ctx.config.default_language))
-            reply(session, ctx, created, ctx.config.default_language, "operator_help")
+            session.add(Room(room_id=created, kind=kind, language=ctx.config.default_language))
+            enqueue(session, send_entry(ctx.bot, created, {"msgtype": "m.notice", "body": welcome}))
         ctx.remember_room(created)
-        log.info("Created the operators' room %s for %d operator(s)", created, len(operators))
+        log.info("Created the %s room %s for %d member(s)", kind, created, len(members))
         return created
     joined = await bot.joined_members(RoomID(room_id))
-    for operator in operators:
-        if operator not in joined:
+    for member in members:
+        if member not in joined:
             try:
-                await bot.invite(RoomID(room_id), operator)
+                await bot.invite(RoomID(room_id), member)
             except MatrixRequestError as exc:
                 if exc.retryable:
                     raise
                 # Already invited, or not a user the homeserver knows: nothing to do now.
     for member in joined:
-        if member != ctx.bot and member not in operators:
-            await bot.kick(RoomID(room_id), member, "No longer a Kanal operator")
+        if member != ctx.bot and member not in members:
+            await bot.kick(RoomID(room_id), member, f"No longer a member of the {name}")
     return room_id
 
 

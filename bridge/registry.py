@@ -454,3 +454,10 @@ async def backfill_keys(ctx: Context) -> int:
             channel.handle_skeleton = handle_skeleton(channel.handle or "")
             channel.title_key = title_key(channel.title)
     return len(rows)
+
+
+async def exec_directory(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Outbox executor: publish a room in the directory or take it out."""
+    intent = worker.client.intent(UserID(entry.as_user))
+    await intent.set_directory_visibility(RoomID(entry.payload["room_id"]), entry.payload["visibility"])
+    return None

@@ -29,9 +29,13 @@ from .channels import create_channel, delete_channel
 from .context import Context, enqueue, reply, send_entry
 from .i18n import t
 from .management import on_management_message
+from .moderation.policy import KINDS as POLICY_RULE_TYPES
+from .moderation.policy import exec_hosting_reconcile, exec_policy_ban, on_policy_event
+from .moderation.policy import follow as follow_policy_rooms
+from .moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
 from .operators import on_operator_message, schedule_operator_room, sync_operator_room
 from .outbox import new_entry
-from .registry import backfill_keys, channel_for_alias, exec_alias, expire_holds
+from .registry import backfill_keys, channel_for_alias, exec_alias, exec_directory, expire_holds
 from .relay import SOURCE_KEY
 from .store.leases import Leases
 from .store.models import Channel, InboundEvent, Post, Room
@@ -47,6 +51,7 @@ ACTIONABLE_TYPES = frozenset(
         "m.room.encrypted",
         "m.room.encryption",
         "m.room.member",
+        *POLICY_RULE_TYPES,  # followed moderation policy lists
     }
 )
 PROCESS_BATCH = 200
@@ -102,6 +107,14 @@ class Bridge:
         ctx.outbox.executors["delete_channel"] = lambda entry, worker: delete_channel(ctx, entry, worker)
         ctx.outbox.executors["operator_room"] = lambda entry, worker: sync_operator_room(ctx, entry, worker)
         ctx.outbox.executors["alias_set"] = exec_alias
+        ctx.outbox.executors["moderation_room"] = lambda entry, worker: sync_moderation_room(
+            ctx, entry, worker
+        )
+        ctx.outbox.executors["directory"] = exec_directory
+        ctx.outbox.executors["hosting_reconcile"] = lambda entry, worker: exec_hosting_reconcile(
+            ctx, entry, worker
+        )
+        ctx.outbox.executors["policy_ban"] = lambda entry, worker: exec_policy_ban(ctx, entry, worker)
         ctx.outbox.executors["alias_delete"] = exec_alias
         self.processed = 0
         # Hold events back until the backstage rooms were checked for posts never delivered.
@@ -334,6 +347,9 @@ class Bridge:
                         if filled:
                             log.info("Computed handle skeletons and title keys of %d channel(s)", filled)
                         await schedule_operator_room(self.ctx)
+                        await schedule_moderation_room(self.ctx)
+                        if self.ctx.config.compliance.policy_rooms:
+                            await follow_policy_rooms(self.ctx)
                         self.ctx.outbox.wake()
                         started = True
                     if await expire_holds(self.ctx):
@@ -381,6 +397,10 @@ class Bridge:
             await on_backstage_event(self.ctx, session, room, event)
         elif room.kind == "operator":
             await on_operator_message(self.ctx, session, room, event)
+        elif room.kind == "moderation":
+            await on_moderation_message(self.ctx, session, room, event)
+        elif room.kind == "policy":
+            await on_policy_event(self.ctx, session, room, event)
 
     async def _on_bot_invite(self, session: AsyncSession, event: Event) -> None:
         ctx = self.ctx

@@ -10,13 +10,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import nio
+import yaml
 
 from bridge.synapse import LocalSynapse
 
@@ -259,3 +261,21 @@ class Channel:
 
 def postgres_url() -> str | None:
     return os.environ.get("KANAL_TEST_POSTGRES")
+
+
+@asynccontextmanager
+async def reconfigured(env: Env, change: Callable[[dict[str, Any]], None]) -> AsyncIterator[None]:
+    """Run Kanal with `change` applied to its config, then restore the config and restart."""
+    path = env.kanal.config_path
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    change(data)
+    await env.kanal.stop()
+    path.write_text(yaml.safe_dump(data))
+    try:
+        await env.kanal.start()
+        yield
+    finally:
+        await env.kanal.stop()
+        path.write_text(original)
+        await env.kanal.start()

@@ -54,6 +54,8 @@ class Channel(Base):
     handle_skeleton: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
     # Days of history the homeserver keeps (m.room.retention); None: the deployment's default.
     retention_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Compliance: posting suspended until then (a `restrict` decision).
+    restricted_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class ChannelMember(Base):
@@ -72,7 +74,9 @@ class Room(Base):
     __tablename__ = "rooms"
 
     room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # management | backstage | broadcast | operator
+    kind: Mapped[str] = mapped_column(
+        String(16)
+    )  # management | backstage | broadcast | operator | moderation
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
     user_id: Mapped[str | None] = mapped_column(String(255))  # the management room's user
     language: Mapped[str | None] = mapped_column(String(8))
@@ -235,3 +239,152 @@ class RegistryLog(Base):
     action: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(255))  # a handle, a user id, a token hint
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# -- compliance (issue 4): public channel content and channel registration only ------------------------
+
+
+class HeldPost(Base):
+    """A backstage post a pre-publication hook held for human review (or rejected)."""
+
+    __tablename__ = "held_posts"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    source_event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    author: Mapped[str] = mapped_column(String(255))
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the backstage event, to publish on approval
+    verdicts: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{hook, action, category, reason}]
+    status: Mapped[str] = mapped_column(String(16), default="held")  # held | approved | rejected
+    decision_id: Mapped[int | None] = mapped_column(BigID, default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Notice(Base):
+    """A report about public channel content (DSA Art. 16 notice), from a user, the homeserver or a flagger."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))  # command | homeserver | flagger
+    external_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
+    room_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    event_id: Mapped[str | None] = mapped_column(String(255), default=None)  # the reported (relayed) post
+    category: Mapped[str] = mapped_column(String(64), default="other")
+    explanation: Mapped[str] = mapped_column(Text, default="")
+    notifier: Mapped[str | None] = mapped_column(String(255), default=None)  # None: anonymous
+    notifier_room: Mapped[str | None] = mapped_column(String(255), default=None)  # where to answer
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False)  # a trusted flagger's: reviewed first
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | decided
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Decision(Base):
+    """An enforcement decision and its statement of reasons (DSA Art. 17)."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    # take_down | restrict | suspend | no_action | reject_post | approve_post | ban_user | ban_server
+    # | reinstate (a reversal)
+    kind: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
+    target: Mapped[str | None] = mapped_column(String(255), default=None)  # event id, user id or server
+    notice_id: Mapped[int | None] = mapped_column(ForeignKey("notices.id", ondelete="SET NULL"), default=None)
+    own_initiative: Mapped[bool] = mapped_column(Boolean, default=False)
+    automated: Mapped[bool] = mapped_column(Boolean, default=False)  # automated detection or decision
+    ground: Mapped[str] = mapped_column(String(16), default="terms")  # law | terms
+    ground_reference: Mapped[str] = mapped_column(Text, default="")
+    explanation: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(64), default="other")
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    decided_by: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="in_force")  # in_force | reversed | expired
+    reverses_id: Mapped[int | None] = mapped_column(BigID, default=None)
+    statement: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Appeal(Base):
+    """A complaint against a decision (DSA Art. 20), decided by a human."""
+
+    __tablename__ = "appeals"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), index=True)
+    appellant: Mapped[str] = mapped_column(String(255))
+    appellant_room: Mapped[str | None] = mapped_column(String(255), default=None)
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | upheld | reversed
+    decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AuditEntry(Base):
+    """The tamper-evident audit log: each entry's hash covers the previous one's.
+
+    `body` is the canonical JSON of what happened, without personal data; personal data sits in
+    `audit_personal` and only its hash is chained, so it can be erased without breaking verification.
+    """
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    personal_hash: Mapped[str] = mapped_column(String(64), default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditPersonal(Base):
+    """Personal data of an audit entry (erasable; its hash stays in the chain)."""
+
+    __tablename__ = "audit_personal"
+
+    seq: Mapped[int] = mapped_column(ForeignKey("audit_log.seq", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[str] = mapped_column(Text)  # canonical JSON
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the log's size and head, made every so many entries."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger)  # the last entry it covers
+    size: Mapped[int] = mapped_column(BigInteger)
+    head: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(Text)  # base64 Ed25519 over the canonical checkpoint
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyRule(Base):
+    """A moderation policy list rule (MSC2313) Kanal follows, and the decision it led to."""
+
+    __tablename__ = "policy_rules"
+
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    entity: Mapped[str] = mapped_column(String(255))
+    recommendation: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    decision_id: Mapped[int | None] = mapped_column(BigID, default=None)
+
+
+class Flagger(Base):
+    """A trusted flagger (DSA Art. 22): submits notices over HTTP with a token; reviewed first."""
+
+    __tablename__ = "flaggers"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -7,37 +7,17 @@ config.yaml (fresh operator account per test) and puts the original back afterwa
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import nio
 import pytest
-import yaml
 
-from tests.support import Env, User, create_channel
+from tests.support import Env, User, create_channel, reconfigured
 
 pytestmark = pytest.mark.integration
 
 OPERATOR_ROOM = "Kanal operators"
-
-
-@asynccontextmanager
-async def reconfigured(env: Env, change: Callable[[dict[str, Any]], None]) -> AsyncIterator[None]:
-    """Run Kanal with `change` applied to its config, then restore the config and restart."""
-    path = env.kanal.config_path
-    original = path.read_text()
-    data = yaml.safe_load(original)
-    change(data)
-    await env.kanal.stop()
-    path.write_text(yaml.safe_dump(data))
-    try:
-        await env.kanal.start()
-        yield
-    finally:
-        await env.kanal.stop()
-        path.write_text(original)
-        await env.kanal.start()
 
 
 def with_operators(

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import DEFAULT_LISTEN, Config, ConfigError, load, parse, parse_listen, resolve_database_url
+from bridge.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_REDRESS,
+    ComplianceConfig,
+    Config,
+    ConfigError,
+    load,
+    parse,
+    parse_listen,
+    resolve_database_url,
+)
 
 AS_TOKEN = "as-token-0123456789abcdef"
 HS_TOKEN = "hs-token-0123456789abcdef"
@@ -69,6 +79,10 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
         default_language="en",
         log_level="INFO",
         log_format="text",
+        compliance=ComplianceConfig(
+            audit_key=(tmp_path / "audit-ed25519.key").resolve(),
+            redress=DEFAULT_REDRESS.replace("{days}", "14"),
+        ),
     )
     assert config.bot_user_id == "@kanal:example.org"
 

@@ -1,0 +1,641 @@
+"""The tamper-evident audit log: hash-chained entries, signed checkpoints, erasable personal data.
+
+Every notice, decision, appeal and hook configuration change is appended here, in the transaction of
+the change it records. Each entry's hash covers the previous entry's hash, so altering, removing or
+reordering any entry breaks the chain from that entry on; every `compliance.checkpoint_every` entries
+an Ed25519 signature over (seq, size, head) pins the chain, so rewriting it wholesale or cutting off
+its end is caught as well::
+
+    entry 1                     entry 2                        entry n (n % checkpoint_every == 0)
+    prev_hash = 0…0  ──hash──▶  prev_hash = hash(1)  ──…──▶    hash(n) ──▶ checkpoint: sign(n, n, hash(n))
+    personal_hash ─┐            personal_hash ─┐
+                   ▼                           ▼
+    audit_personal (erasable)   audit_personal (erasable)
+
+Exact hash inputs (``ns(x)`` is the netstring of x's UTF-8 bytes: ``b"<byte length>:" + bytes + b","``,
+so no two lists of fields encode alike; hashes are lowercase hex SHA-256):
+
+    entry hash      sha256(ns("kanal-audit/1") ns(prev_hash) ns(seq) ns(at) ns(kind) ns(body) ns(personal_hash))
+    checkpoint      Ed25519 over ns("kanal-audit-checkpoint/1") ns(seq) ns(size) ns(head) ns(key_id) ns(at)
+    personal_hash   sha256(the audit_personal row's text), or "" for an entry without personal data
+
+`seq` and `size` are decimal, `at` is UTC as ``2025-01-31T12:00:00.000000Z``, `body` is the stored
+canonical JSON text (``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)``).
+The personal row is the canonical JSON of ``{"data": <personal data>, "nonce": <32 random hex>}``:
+the nonce keeps the chained hash from confirming a guessed user id once the row has been erased.
+
+Entries after the newest checkpoint are protected by the chain alone: removing them from the end
+cannot be detected until a checkpoint (or an export kept elsewhere) covers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import secrets
+import stat
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.registration import write_secret_file
+
+from ..config import Config
+from ..store.models import AuditCheckpoint, AuditEntry, AuditPersonal
+
+GENESIS_HASH = "0" * 64
+ENTRY_TAG = "kanal-audit/1"
+CHECKPOINT_TAG = "kanal-audit-checkpoint/1"
+EXPORT_FORMAT = "kanal-audit-export/1"
+MAX_KIND_LENGTH = 32  # audit_log.kind is VARCHAR(32)
+# The pg_advisory_xact_lock key that serialises appends across processes: b"kanalaud" as an int64.
+APPEND_LOCK_KEY = int.from_bytes(b"kanalaud", "big")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+ENTRIES_FILE = "entries.jsonl"
+CHECKPOINTS_FILE = "checkpoints.jsonl"
+PUBLIC_KEY_FILE = "public_key.pem"
+README_FILE = "README.txt"
+
+
+class AuditError(Exception):
+    """The audit key or an export cannot be used; the message names the file and says why."""
+
+
+def canonical_json(obj: Any) -> str:
+    """The one JSON spelling of `obj` that the chain hashes (NaN and infinities are refused)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def format_time(at: datetime) -> str:
+    """`at` in UTC with microseconds; a naive time is taken as UTC (SQLite keeps no zone)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.strptime(value, TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def _netstrings(*fields: str) -> bytes:
+    parts = []
+    for value in fields:
+        data = value.encode("utf-8")
+        parts.append(b"%d:%s," % (len(data), data))
+    return b"".join(parts)
+
+
+def entry_hash(prev_hash: str, seq: int, at: datetime, kind: str, body: str, personal_hash: str) -> str:
+    """The hash an entry must carry, from its fields (see the module docstring)."""
+    data = _netstrings(ENTRY_TAG, prev_hash, str(seq), format_time(at), kind, body, personal_hash)
+    return hashlib.sha256(data).hexdigest()
+
+
+def personal_data_hash(data: str) -> str:
+    """The chained hash of an audit_personal row's text."""
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """A short name for a public key: the first 16 hex digits of SHA-256 over its raw 32 bytes."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_pem(public_key: Ed25519PublicKey) -> str:
+    return public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+@dataclass(frozen=True)
+class EntryData:
+    """One audit_log row, as stored."""
+
+    seq: int
+    at: datetime
+    kind: str
+    body: str
+    personal_hash: str
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def from_row(cls, row: AuditEntry) -> EntryData:
+        return cls(row.seq, row.at, row.kind, row.body, row.personal_hash, row.prev_hash, row.hash)
+
+
+@dataclass(frozen=True)
+class CheckpointData:
+    """One audit_checkpoints row, as stored; `signature` is base64."""
+
+    seq: int
+    size: int
+    head: str
+    key_id: str
+    signature: str
+    at: datetime
+
+    @classmethod
+    def from_row(cls, row: AuditCheckpoint) -> CheckpointData:
+        return cls(row.seq, row.size, row.head, row.key_id, row.signature, row.at)
+
+    def message(self) -> bytes:
+        """The bytes the signature covers."""
+        return _netstrings(
+            CHECKPOINT_TAG, str(self.seq), str(self.size), self.head, self.key_id, format_time(self.at)
+        )
+
+
+def sign_checkpoint(private_key: Ed25519PrivateKey, seq: int, head: str, at: datetime) -> CheckpointData:
+    """A checkpoint stating that the log's first `seq` entries end in `head`."""
+    unsigned = CheckpointData(seq, seq, head, key_id(private_key.public_key()), "", at)
+    signature = base64.b64encode(private_key.sign(unsigned.message())).decode("ascii")
+    return CheckpointData(seq, seq, head, unsigned.key_id, signature, at)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    checkpoints: int
+    first_bad_seq: int | None
+    problem: str | None
+    head: str = GENESIS_HASH  # the hash of the last entry proven intact
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+
+
+def _load_private_key(path: Path) -> Ed25519PrivateKey:
+    info = path.stat()  # FileNotFoundError: the caller decides whether to create the key
+    if not stat.S_ISREG(info.st_mode):
+        raise AuditError(f"{path}: the audit key must be a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise AuditError(
+            f"{path}: the audit signing key is accessible to other users (mode {mode:04o}); "
+            f"run `chmod 600 {path}` (and consider it compromised if others could read it)"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot read the audit key: {exc.strerror}") from None
+    try:
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise AuditError(f"{path}: not an unencrypted PEM (PKCS8) private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise AuditError(f"{path}: the audit key must be an Ed25519 key, not {type(key).__name__}")
+    return key
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """The audit signing key at `path`; made (PKCS8 PEM, mode 0600) when the file does not exist yet."""
+    try:
+        return _load_private_key(path)
+    except FileNotFoundError:
+        pass
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    # Write a private temporary file, then hard-link it into place: the link either creates the
+    # complete file or fails because another process got there first, whose key then wins.
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot create the audit key: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        return _load_private_key(path)
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot create the audit key: {exc.strerror}") from None
+    finally:
+        os.unlink(temporary)
+    return key
+
+
+def configured_public_key(config: Config) -> Ed25519PublicKey | None:
+    """The public half of the configured audit key, or None while no checkpoint has created it."""
+    path = _key_path(config)
+    try:
+        return _load_private_key(path).public_key()
+    except FileNotFoundError:
+        return None
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file (SubjectPublicKeyInfo, as `export` writes it)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot read the public key: {exc.strerror}") from None
+    try:
+        key = load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise AuditError(f"{path}: not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise AuditError(f"{path}: not an Ed25519 public key ({type(key).__name__})")
+    return key
+
+
+def _key_path(config: Config) -> Path:
+    if config.compliance.audit_key is None:
+        raise AuditError(f"{config.path}: 'compliance.audit_key' is not set")
+    return config.compliance.audit_key
+
+
+# -- appending ----------------------------------------------------------------------------------------
+
+
+async def _lock_log(session: AsyncSession) -> None:
+    """Hold the log's write lock until the caller's transaction ends, so the head read next is final."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+    elif dialect == "sqlite":
+        # pysqlite begins a transaction only at the first write; a write that changes nothing takes
+        # the database's single write lock before the head is read.
+        await session.execute(text("UPDATE audit_log SET seq = seq WHERE seq < 0"))
+
+
+async def append(
+    session: AsyncSession,
+    kind: str,
+    body: dict[str, Any],
+    personal: dict[str, Any] | None = None,
+    *,
+    config: Config,
+) -> AuditEntry:
+    """Append an entry in the caller's transaction (and a signed checkpoint when one falls due).
+
+    `body` must hold no personal data; `personal` (user ids, free text, a notifier's identity) is
+    stored apart and only its hash is chained, so `erase_personal` can remove it later.
+    """
+    if not kind or len(kind) > MAX_KIND_LENGTH:
+        raise ValueError(f"audit entry kind must be 1 to {MAX_KIND_LENGTH} characters, got {kind!r}")
+    body_text = canonical_json(body)
+    personal_text = canonical_json({"data": personal, "nonce": secrets.token_hex(16)}) if personal else None
+    personal_hash = personal_data_hash(personal_text) if personal_text is not None else ""
+
+    await _lock_log(session)
+    head = (
+        await session.execute(
+            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
+        )
+    ).first()
+    # seq is set here, not by the database's sequence: a rolled-back append must leave no gap.
+    seq, prev_hash = (head.seq + 1, head.hash) if head is not None else (1, GENESIS_HASH)
+    at = datetime.now(UTC)
+    entry = AuditEntry(
+        seq=seq,
+        at=at,
+        kind=kind,
+        body=body_text,
+        personal_hash=personal_hash,
+        prev_hash=prev_hash,
+        hash=entry_hash(prev_hash, seq, at, kind, body_text, personal_hash),
+    )
+    session.add(entry)
+    await session.flush()
+    if personal_text is not None:
+        session.add(AuditPersonal(seq=seq, data=personal_text))
+    if seq % config.compliance.checkpoint_every == 0:
+        key = await asyncio.to_thread(load_or_create_key, _key_path(config))
+        checkpoint = sign_checkpoint(key, seq, entry.hash, at)
+        session.add(
+            AuditCheckpoint(
+                seq=checkpoint.seq,
+                size=checkpoint.size,
+                head=checkpoint.head,
+                key_id=checkpoint.key_id,
+                signature=checkpoint.signature,
+                at=checkpoint.at,
+            )
+        )
+    await session.flush()
+    return entry
+
+
+async def erase_personal(session: AsyncSession, seq: int) -> bool:
+    """Delete the personal data of entry `seq` (erasure); False when it has none (left)."""
+    row = await session.get(AuditPersonal, seq)
+    if row is None:
+        return False
+    await session.delete(row)
+    await session.flush()
+    return True
+
+
+# -- verifying ----------------------------------------------------------------------------------------
+
+
+def _entry_problem(
+    entry: EntryData, position: int, prev_hash: str, personal: Mapping[int, str]
+) -> str | None:
+    if entry.seq != position:
+        return f"entry {position} is missing or out of place (entry {entry.seq} is where it belongs)"
+    expected = entry_hash(entry.prev_hash, entry.seq, entry.at, entry.kind, entry.body, entry.personal_hash)
+    if entry.hash != expected:
+        return f"entry {position} was altered: its hash does not match its contents"
+    if entry.prev_hash != prev_hash:
+        if position == 1:
+            return "entry 1 does not start the log: its prev_hash is not the genesis hash (64 zeros)"
+        return (
+            f"entry {position} does not follow entry {position - 1}: its prev_hash is not that entry's "
+            "hash (one of the two was rewritten)"
+        )
+    data = personal.get(entry.seq)
+    if data is not None:
+        if not entry.personal_hash:
+            return f"entry {position} has personal data, but the chained entry says it has none"
+        if personal_data_hash(data) != entry.personal_hash:
+            return f"entry {position}'s personal data was altered: it does not match the chained hash"
+    return None
+
+
+def _checkpoint_problem(
+    checkpoint: CheckpointData,
+    hashes: Mapping[int, str],
+    previous_seq: int,
+    public_key: Ed25519PublicKey | None,
+) -> tuple[int, str] | None:
+    where = f"checkpoint at entry {checkpoint.seq}"
+    if public_key is None:
+        return checkpoint.seq, f"{where} cannot be checked: no public key"
+    expected_key = key_id(public_key)
+    if checkpoint.key_id != expected_key:
+        return checkpoint.seq, f"{where} names key {checkpoint.key_id}, not this key ({expected_key})"
+    try:
+        public_key.verify(base64.b64decode(checkpoint.signature, validate=True), checkpoint.message())
+    except (InvalidSignature, ValueError):
+        return checkpoint.seq, f"{where} has a bad signature"
+    if checkpoint.size != checkpoint.seq:
+        return checkpoint.seq, f"{where} states {checkpoint.size} entries, not {checkpoint.seq}"
+    last = len(hashes)
+    if checkpoint.seq > last:
+        return last + 1, f"entries {last + 1} to {checkpoint.seq} were removed (a checkpoint signed them)"
+    if hashes[checkpoint.seq] != checkpoint.head:
+        return previous_seq + 1, (
+            f"entries {previous_seq + 1} to {checkpoint.seq} were rewritten: the chain head at entry "
+            f"{checkpoint.seq} differs from the signed checkpoint"
+        )
+    return None
+
+
+def verify_entries(
+    entries: Sequence[EntryData],
+    checkpoints: Sequence[CheckpointData],
+    public_key: Ed25519PublicKey | None,
+    personal: Mapping[int, str],
+) -> VerifyResult:
+    """Check the chain entry by entry, then every checkpoint; report the first entry not proven intact.
+
+    `entries` in their stored order (by seq); `personal` maps seq to the audit_personal text, and an
+    entry without a row there has had its personal data erased, which is fine.
+    """
+    problems: list[tuple[int, str]] = []
+    hashes: dict[int, str] = {}
+    prev_hash = GENESIS_HASH
+    for position, entry in enumerate(entries, start=1):
+        problem = _entry_problem(entry, position, prev_hash, personal)
+        if problem is not None:
+            problems.append((position, problem))
+            break
+        hashes[entry.seq] = entry.hash
+        prev_hash = entry.hash
+    previous_seq = 0
+    for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
+        if problems and checkpoint.seq >= problems[0][0]:
+            break  # the chain is already broken there; the entry's own problem is the precise one
+        found = _checkpoint_problem(checkpoint, hashes, previous_seq, public_key)
+        if found is not None:
+            problems.append(found)
+            break
+        previous_seq = checkpoint.seq
+    if problems:
+        first_bad_seq, problem = min(problems, key=lambda p: p[0])
+        return VerifyResult(False, len(entries), len(checkpoints), first_bad_seq, problem, prev_hash)
+    return VerifyResult(True, len(entries), len(checkpoints), None, None, prev_hash)
+
+
+async def _read_log(
+    session: AsyncSession,
+) -> tuple[list[EntryData], list[CheckpointData], dict[int, str]]:
+    # Checkpoints first: the log only grows, so every checkpoint read is covered by the entries read
+    # after it, even while Kanal keeps appending.
+    checkpoints = [
+        CheckpointData.from_row(row)
+        for row in await session.scalars(
+            select(AuditCheckpoint).order_by(AuditCheckpoint.seq, AuditCheckpoint.id)
+        )
+    ]
+    entries = [
+        EntryData.from_row(row) for row in await session.scalars(select(AuditEntry).order_by(AuditEntry.seq))
+    ]
+    seqs = {entry.seq for entry in entries}
+    rows = await session.execute(select(AuditPersonal.seq, AuditPersonal.data))
+    personal = {seq: data for seq, data in rows if seq in seqs}
+    return entries, checkpoints, personal
+
+
+async def verify(session: AsyncSession, public_key: Ed25519PublicKey | None) -> VerifyResult:
+    """Verify the log in the database (checkpoints against `public_key`)."""
+    entries, checkpoints, personal = await _read_log(session)
+    return verify_entries(entries, checkpoints, public_key, personal)
+
+
+# -- exporting ----------------------------------------------------------------------------------------
+
+_README = """\
+Kanal audit log export ({format})
+
+Files
+  entries.jsonl      one entry per line: seq, at, kind, body, personal_hash, prev_hash, hash, and
+                     personal (the audit_personal text, or null once erased). Holds personal data:
+                     keep this file private.
+  checkpoints.jsonl  one signed checkpoint per line: seq, size, head, key_id, signature (base64), at
+  public_key.pem     the Ed25519 public key the checkpoints are signed with (key id {key_id})
+
+At export: {entries} entries, {checkpoints} checkpoints, chain head {head}.
+
+Verify it, without a database:
+
+  kanal audit verify --export DIR                        # checks against public_key.pem
+  kanal audit verify --export DIR --public-key FILE.pem  # checks against a key you trust
+
+Whoever could rewrite this export could also replace public_key.pem: compare its key id with one
+published by the operator, or pass the trusted key with --public-key.
+
+How to verify it by hand. ns(x) is the netstring of x's UTF-8 bytes: "<byte length>:" + bytes + ",".
+  1. Entry n (n = 1, 2, …, in order, no gaps) has seq n and prev_hash equal to entry n-1's hash
+     (entry 1: 64 zeros), and
+       hash = hex(sha256(ns("{entry_tag}") ns(prev_hash) ns(seq) ns(at) ns(kind) ns(body) ns(personal_hash)))
+     with seq in decimal and every other field exactly as written in entries.jsonl.
+  2. Where personal is not null: hex(sha256(personal)) == personal_hash. A null personal is erased data.
+  3. Every checkpoint: key_id is the first 16 hex digits of sha256(the raw 32-byte public key),
+     signature is a valid Ed25519 signature over
+       ns("{checkpoint_tag}") ns(seq) ns(size) ns(head) ns(key_id) ns(at)
+     size == seq, and entry seq exists and has hash == head.
+Entries after the last checkpoint are protected by the chain alone: cutting them off the end would
+not show, until a later checkpoint or another copy of the log covers them.
+"""
+
+
+def _entry_line(entry: EntryData, personal: str | None) -> str:
+    return canonical_json(
+        {
+            "seq": entry.seq,
+            "at": format_time(entry.at),
+            "kind": entry.kind,
+            "body": entry.body,
+            "personal_hash": entry.personal_hash,
+            "prev_hash": entry.prev_hash,
+            "hash": entry.hash,
+            "personal": personal,
+        }
+    )
+
+
+def _checkpoint_line(checkpoint: CheckpointData) -> str:
+    return canonical_json(
+        {
+            "seq": checkpoint.seq,
+            "size": checkpoint.size,
+            "head": checkpoint.head,
+            "key_id": checkpoint.key_id,
+            "signature": checkpoint.signature,
+            "at": format_time(checkpoint.at),
+        }
+    )
+
+
+def _write_export(out: Path, files: dict[str, str], secret: set[str]) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AuditError(f"{out}: already exists and is not an empty directory")
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name, content in files.items():
+            if name in secret:
+                write_secret_file(out / name, content)
+            else:
+                (out / name).write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise AuditError(f"{out}: cannot write the export: {exc.strerror}") from None
+
+
+async def export(session: AsyncSession, out: Path, public_key: Ed25519PublicKey | None) -> None:
+    """Write the log to the new directory `out`: entries.jsonl, checkpoints.jsonl, public_key.pem, README.txt."""
+    entries, checkpoints, personal = await _read_log(session)
+    result = verify_entries(entries, checkpoints, public_key, personal)
+    files = {
+        ENTRIES_FILE: "".join(_entry_line(e, personal.get(e.seq)) + "\n" for e in entries),
+        CHECKPOINTS_FILE: "".join(_checkpoint_line(c) + "\n" for c in checkpoints),
+        README_FILE: _README.format(
+            format=EXPORT_FORMAT,
+            key_id=key_id(public_key) if public_key is not None else "none: no key yet",
+            entries=len(entries),
+            checkpoints=len(checkpoints),
+            head=entries[-1].hash if entries else GENESIS_HASH,
+            entry_tag=ENTRY_TAG,
+            checkpoint_tag=CHECKPOINT_TAG,
+        )
+        + ("" if result.ok else f"\nAt export the log was NOT intact: {result.problem}\n"),
+    }
+    if public_key is not None:
+        files[PUBLIC_KEY_FILE] = public_key_pem(public_key)
+    await asyncio.to_thread(_write_export, out, files, {ENTRIES_FILE})
+
+
+@dataclass(frozen=True)
+class Export:
+    """An export read back from its directory."""
+
+    entries: list[EntryData]
+    checkpoints: list[CheckpointData]
+    personal: dict[int, str]
+    public_key: Ed25519PublicKey | None  # None when the export has no public_key.pem
+
+
+def _jsonl(path: Path, fields: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise AuditError(f"{path}: not UTF-8 text") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AuditError(f"{path}:{number}: not JSON: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise AuditError(f"{path}:{number}: expected a JSON object")
+        for name, expected in fields.items():
+            value = record.get(name)
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise AuditError(f"{path}:{number}: '{name}' is missing or of the wrong type")
+        try:
+            record["at"] = parse_time(record["at"])
+        except ValueError:
+            raise AuditError(
+                f"{path}:{number}: 'at' is not a time like 2025-01-31T12:00:00.000000Z"
+            ) from None
+        records.append(record)
+    return records
+
+
+def load_export(directory: Path) -> Export:
+    """Read an export written by `export`, for `verify_entries`; AuditError when a file is malformed."""
+    if not directory.is_dir():
+        raise AuditError(f"{directory}: not a directory")
+    entry_fields: dict[str, type | tuple[type, ...]] = {
+        "seq": int,
+        "at": str,
+        "kind": str,
+        "body": str,
+        "personal_hash": str,
+        "prev_hash": str,
+        "hash": str,
+        "personal": (str, type(None)),
+    }
+    checkpoint_fields: dict[str, type | tuple[type, ...]] = {
+        "seq": int,
+        "size": int,
+        "head": str,
+        "key_id": str,
+        "signature": str,
+        "at": str,
+    }
+    entries, personal = [], {}
+    for record in _jsonl(directory / ENTRIES_FILE, entry_fields):
+        entries.append(EntryData(**{k: record[k] for k in entry_fields if k != "personal"}))
+        if record["personal"] is not None:
+            personal[record["seq"]] = record["personal"]
+    checkpoints = [CheckpointData(**r) for r in _jsonl(directory / CHECKPOINTS_FILE, checkpoint_fields)]
+    key_path = directory / PUBLIC_KEY_FILE
+    public_key = load_public_key(key_path) if key_path.exists() else None
+    return Export(entries, checkpoints, personal, public_key)

@@ -1,0 +1,175 @@
+"""The pre-publication gate: every backstage post passes the channel's hooks before it is relayed.
+
+allow → relayed as usual; hold → kept for the moderators (the backstage is told); reject → not
+published, with a statement of reasons in backstage (an automated decision, open to appeal).
+Also refuses posts while the channel is restricted.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.events import Event
+
+from ..context import Context, enqueue, reply, send_entry
+from ..store.models import Channel, Decision, HeldPost, Room
+from . import audit
+from .decisions import Ground, record
+from .hooks import MediaInfo, PostInfo, Verdict, outcome
+
+log = logging.getLogger(__name__)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def post_info(channel: Channel, event: Event, via: str = "backstage") -> PostInfo:
+    content: dict[str, Any] = event.content
+    new_content = content.get("m.new_content")
+    if event.rel_type == "m.replace" and isinstance(new_content, dict):
+        content = new_content
+    info = content.get("info") if isinstance(content.get("info"), dict) else {}
+    msgtype = content.get("msgtype") if isinstance(content.get("msgtype"), str) else event.type
+    media = None
+    if isinstance(content.get("url"), str) or event.type == "m.sticker":
+        size = info.get("size") if isinstance(info, dict) else None
+        mimetype = info.get("mimetype") if isinstance(info, dict) else None
+        media = MediaInfo(
+            mimetype=mimetype if isinstance(mimetype, str) else None,
+            size=size if isinstance(size, int) else None,
+            url=content.get("url") if isinstance(content.get("url"), str) else None,
+        )
+    body = content.get("body")
+    formatted = content.get("formatted_body")
+    return PostInfo(
+        channel_id=channel.id,
+        handle=channel.handle or "",
+        title=channel.title,
+        author=event.sender,
+        event_id=event.event_id,
+        msgtype=str(msgtype),
+        body=body if isinstance(body, str) else "",
+        formatted_body=formatted if isinstance(formatted, str) else None,
+        media=media,
+        via=via,
+    )
+
+
+async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: Channel, lang: str) -> bool:
+    """True (and the backstage told why) while a `restrict` decision suspends posting."""
+    until = channel.restricted_until
+    if until is None or _aware(until) <= datetime.now(UTC):
+        return False
+    decision = await session.scalar(
+        select(Decision.id)
+        .where(Decision.channel_id == channel.id, Decision.kind == "restrict", Decision.status == "in_force")
+        .order_by(Decision.id.desc())
+    )
+    reply(
+        session,
+        ctx,
+        room.room_id,
+        lang,
+        "posting_restricted",
+        handle=channel.handle,
+        until=_aware(until).strftime("%Y-%m-%d %H:%M UTC"),
+        decision=decision or "?",
+    )
+    return True
+
+
+async def screen(
+    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, lang: str
+) -> bool:
+    """Run the hooks; True when the post may be published now."""
+    pipeline = ctx.pipeline
+    if pipeline is None or not pipeline.hooks_for(channel.handle or ""):
+        return True
+    verdicts = await pipeline.check(post_info(channel, event))
+    deciding = outcome(verdicts)
+    if deciding is None:
+        return True
+    held = HeldPost(
+        channel_id=channel.id,
+        source_event_id=event.event_id,
+        author=event.sender,
+        event=_event_dict(event),
+        verdicts=[_verdict_dict(v) for v in verdicts],
+        status="held" if deciding.action == "hold" else "rejected",
+    )
+    session.add(held)
+    await session.flush()
+    if deciding.action == "hold":
+        await audit.append(
+            session,
+            "post_held",
+            {
+                "held": held.id,
+                "channel": channel.handle,
+                "hook": deciding.hook,
+                "category": deciding.category,
+            },
+            {"author": event.sender, "reason": deciding.reason},
+            config=ctx.config,
+        )
+        reply(session, ctx, room.room_id, lang, "post_held", handle=channel.handle, id=held.id)
+        await tell_moderators(
+            ctx,
+            session,
+            f"Held post h{held.id} in #{channel.handle} by {event.sender} — {deciding.hook}: "
+            f"{deciding.category}: {deciding.reason}\n“{_preview(event)}”\n"
+            f"Reply: approve h{held.id} — or — reject h{held.id} <law:…|terms:…> <explanation>",
+        )
+        return False
+    decision = await record(
+        ctx,
+        session,
+        kind="reject_post",
+        decided_by=f"hook:{deciding.hook}",
+        channel=channel,
+        ground=Ground("terms", f"publication rules ({deciding.hook})"),
+        explanation=deciding.reason,
+        category=deciding.category,
+        target=event.event_id,
+        automated=True,
+    )
+    held.decision_id = decision.id
+    return False
+
+
+async def tell_moderators(ctx: Context, session: AsyncSession, text: str) -> None:
+    room_id = await session.scalar(select(Room.room_id).where(Room.kind == "moderation"))
+    if room_id is None:
+        log.warning(
+            "No moderation room yet (compliance.moderators or operators.users is empty): %s", text[:200]
+        )
+        return
+    enqueue(session, send_entry(ctx.bot, room_id, {"msgtype": "m.notice", "body": text}))
+
+
+def _preview(event: Event) -> str:
+    body = event.content.get("body")
+    text = body if isinstance(body, str) else event.type
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def _event_dict(event: Event) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(event)
+
+
+def _verdict_dict(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "hook": verdict.hook,
+        "action": verdict.action,
+        "category": verdict.category,
+        "reason": verdict.reason,
+        "automated": verdict.automated,
+    }

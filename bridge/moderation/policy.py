@@ -1,0 +1,282 @@
+"""Moderation policy lists (MSC2313) Kanal follows: `m.ban` rules become logged decisions.
+
+The bot joins each room in `compliance.policy_rooms`, reads its rules at start and follows changes as
+they arrive. A rule against a server adds it to the deny list of every channel room's
+`m.room.server_acl` (never Kanal's own server); against a user, bans them from every channel's
+broadcast room (globs: the members who match); against a room, suspends the channel whose broadcast
+room or alias it names. Removing or changing a rule lifts what it did — each step a decision with
+a statement of reasons, in the audit log.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.client import q
+from appservice.errors import MatrixRequestError
+from appservice.ids import RoomID
+
+from ..context import Context, enqueue
+from ..outbox import OutboxWorker, new_entry
+from ..store.models import Channel, Decision, OutboxEntry, PolicyRule, Room
+from .decisions import Ground, record, suspend, unsuspend
+
+log = logging.getLogger(__name__)
+
+KINDS = {
+    "m.policy.rule.user": "user",
+    "m.policy.rule.server": "server",
+    "m.policy.rule.room": "room",
+    "m.room.rule.user": "user",
+    "m.room.rule.server": "server",
+    "m.room.rule.room": "room",
+    "org.matrix.mjolnir.rule.user": "user",
+    "org.matrix.mjolnir.rule.server": "server",
+    "org.matrix.mjolnir.rule.room": "room",
+}
+BAN = ("m.ban", "org.matrix.mjolnir.ban")
+
+
+async def banned_servers(session: AsyncSession, own_domain: str) -> list[str]:
+    """Server globs banned by followed policy lists (never one that matches Kanal's own server)."""
+    rows = (
+        await session.scalars(
+            select(PolicyRule.entity).where(
+                PolicyRule.event_type.in_([t for t, k in KINDS.items() if k == "server"])
+            )
+        )
+    ).all()
+    return sorted({e for e in rows if not fnmatch.fnmatchcase(own_domain, e)})
+
+
+async def follow(ctx: Context) -> int:
+    """Join the configured policy rooms and apply their current rules; how many rules changed."""
+    changed = 0
+    bot = ctx.bot_intent()
+    for ref in ctx.config.compliance.policy_rooms:
+        try:
+            room_id = await bot.join(ref)
+            state = await ctx.client.request(
+                "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/state", user_id=ctx.bot, array=True
+            )
+        except MatrixRequestError as exc:
+            if exc.retryable:
+                raise
+            log.warning("Cannot follow the policy list %s (%s)", ref, exc)
+            continue
+        async with ctx.sessions.begin() as session:
+            await session.merge(Room(room_id=room_id, kind="policy"))
+            for event in state if isinstance(state, list) else []:
+                if (
+                    isinstance(event, dict)
+                    and event.get("type") in KINDS
+                    and isinstance(event.get("state_key"), str)
+                ):
+                    changed += await apply_rule(
+                        ctx, session, room_id, event["type"], event["state_key"], event.get("content") or {}
+                    )
+        ctx.remember_room(room_id)
+    if changed:
+        ctx.outbox.wake()
+    log.info(
+        "Policy lists: following %d; %d rule change(s) applied",
+        len(ctx.config.compliance.policy_rooms),
+        changed,
+    )
+    return changed
+
+
+async def apply_rule(
+    ctx: Context,
+    session: AsyncSession,
+    room_id: str,
+    event_type: str,
+    state_key: str,
+    content: dict[str, Any],
+) -> int:
+    """Bring one rule's effect in line with its current content; 1 when something changed."""
+    kind = KINDS[event_type]
+    entity = content.get("entity")
+    recommendation = content.get("recommendation")
+    reason = content.get("reason") if isinstance(content.get("reason"), str) else ""
+    active = isinstance(entity, str) and bool(entity) and recommendation in BAN
+    existing = await session.get(PolicyRule, (room_id, event_type, state_key))
+    if existing is not None and active and existing.entity == entity:
+        return 0
+    if existing is None and not active:
+        return 0
+    if existing is not None:
+        await _lift(ctx, session, existing, kind, room_id)
+        await session.delete(existing)
+        await session.flush()
+    if active:
+        rule = PolicyRule(
+            room_id=room_id,
+            event_type=event_type,
+            state_key=state_key,
+            entity=str(entity),
+            recommendation=str(recommendation),
+            reason=reason,
+        )
+        session.add(rule)
+        rule.decision_id = await _enforce(ctx, session, rule, kind, room_id)
+    return 1
+
+
+def _ground(room_id: str, reason: str) -> Ground:
+    return Ground("terms", f"moderation policy list {room_id}" + (f" ({reason[:200]})" if reason else ""))
+
+
+async def _enforce(
+    ctx: Context, session: AsyncSession, rule: PolicyRule, kind: str, room_id: str
+) -> int | None:
+    decided_by = f"policy:{room_id}"
+    explanation = (
+        f"A followed moderation policy list bans {kind} {rule.entity}: {rule.reason or 'no reason given'}"
+    )
+    if kind == "server":
+        if fnmatch.fnmatchcase(ctx.domain, rule.entity):
+            log.warning(
+                "Policy list %s bans %s, which matches our own server; ignoring it", room_id, rule.entity
+            )
+            return None
+        decision = await record(
+            ctx,
+            session,
+            kind="ban_server",
+            decided_by=decided_by,
+            channel=None,
+            ground=_ground(room_id, rule.reason),
+            explanation=explanation,
+            target=rule.entity,
+            automated=True,
+        )
+        enqueue(session, new_entry("hosting", "hosting_reconcile", ctx.bot, {}))
+        return decision.id
+    if kind == "user":
+        decision = await record(
+            ctx,
+            session,
+            kind="ban_user",
+            decided_by=decided_by,
+            channel=None,
+            ground=_ground(room_id, rule.reason),
+            explanation=explanation,
+            target=rule.entity,
+            automated=True,
+        )
+        enqueue(
+            session,
+            new_entry(
+                "policy", "policy_ban", ctx.bot, {"entity": rule.entity, "ban": True, "reason": explanation}
+            ),
+        )
+        return decision.id
+    channel = await _channel_named(session, ctx, rule.entity)
+    if channel is None or channel.status != "active":
+        return None
+    decision = await record(
+        ctx,
+        session,
+        kind="suspend",
+        decided_by=decided_by,
+        channel=channel,
+        ground=_ground(room_id, rule.reason),
+        explanation=explanation,
+        target=rule.entity,
+        automated=True,
+    )
+    suspend(ctx, session, channel)
+    return decision.id
+
+
+async def _lift(ctx: Context, session: AsyncSession, rule: PolicyRule, kind: str, room_id: str) -> None:
+    decision = await session.get(Decision, rule.decision_id) if rule.decision_id else None
+    if decision is None or decision.status != "in_force":
+        return
+    channel = await session.get(Channel, decision.channel_id) if decision.channel_id else None
+    await record(
+        ctx,
+        session,
+        kind="reinstate",
+        decided_by=f"policy:{room_id}",
+        channel=channel,
+        ground=_ground(room_id, ""),
+        explanation=f"The policy list no longer bans {kind} {rule.entity}.",
+        target=rule.entity,
+        automated=True,
+        reverses=decision,
+    )
+    decision.status = "reversed"
+    if kind == "server":
+        enqueue(session, new_entry("hosting", "hosting_reconcile", ctx.bot, {}))
+    elif kind == "user":
+        enqueue(
+            session,
+            new_entry("policy", "policy_ban", ctx.bot, {"entity": rule.entity, "ban": False, "reason": ""}),
+        )
+    elif channel is not None and channel.status == "suspended":
+        unsuspend(ctx, session, channel)
+
+
+async def _channel_named(session: AsyncSession, ctx: Context, entity: str) -> Channel | None:
+    for channel in (await session.scalars(select(Channel).where(Channel.status == "active"))).all():
+        names = [channel.broadcast_room_id or "", ctx.alias_for(channel.handle or "")]
+        if any(fnmatch.fnmatchcase(name, entity) for name in names if name):
+            return channel
+    return None
+
+
+async def on_policy_event(ctx: Context, session: AsyncSession, room: Room, event: Any) -> None:
+    if event.type in KINDS and event.state_key is not None:
+        if await apply_rule(ctx, session, room.room_id, event.type, event.state_key, event.content):
+            ctx.outbox.wake()
+
+
+# -- outbox executors ------------------------------------------------------------------------------
+
+
+async def exec_hosting_reconcile(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    from ..hosting import reconcile
+
+    await reconcile(ctx)
+    return None
+
+
+async def exec_policy_ban(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Ban (or unban) a user, or the members matching a glob, in every active channel's broadcast room."""
+    entity: str = entry.payload["entity"]
+    ban: bool = entry.payload["ban"]
+    async with ctx.sessions() as session:
+        rooms = (
+            await session.scalars(
+                select(Channel.broadcast_room_id).where(
+                    Channel.status == "active", Channel.broadcast_room_id.is_not(None)
+                )
+            )
+        ).all()
+    glob = any(c in entity for c in "*?")
+    for room_id in rooms:
+        if room_id is None:
+            continue
+        targets = [entity]
+        if glob:
+            members = await ctx.bot_intent().joined_members(RoomID(room_id))
+            targets = [m for m in members if fnmatch.fnmatchcase(m, entity) and m != ctx.bot]
+        for user in targets:
+            path = f"/_matrix/client/v3/rooms/{q(room_id)}/{'ban' if ban else 'unban'}"
+            body: dict[str, Any] = {"user_id": user}
+            if ban:
+                body["reason"] = entry.payload.get("reason", "")[:500]
+            try:
+                await ctx.client.request("POST", path, body=body, user_id=ctx.bot)
+            except MatrixRequestError as exc:
+                if exc.retryable:
+                    raise
+                log.warning("Could not %s %s in %s: %s", "ban" if ban else "unban", user, room_id, exc)
+    return None
