@@ -234,7 +234,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
             async with sessions.begin() as session:
                 if args.action == "create":
                     token, row = await create_token(
-                        session, actor, uses=args.uses, valid_for=valid_for, label=args.label or ""
+                        session, config, actor, uses=args.uses, valid_for=valid_for, label=args.label or ""
                     )
                     return 0, [token, describe_token(row)]
                 if args.action == "revoke":
@@ -242,7 +242,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
                     if found is None:
                         return EXIT_STARTUP, [f"kanal token revoke: no token {args.ref}"]
                     found.revoked = True
-                    log_entry(session, actor, "token_revoked", f"token {found.id}")
+                    await log_entry(session, config, actor, "token_revoked", f"token {found.id}")
                     return 0, [describe_token(found)]
                 rows = (await session.scalars(select(RegistrationToken).order_by(RegistrationToken.id))).all()
                 return 0, [describe_token(r) for r in rows] or ["no registration tokens"]

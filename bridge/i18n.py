@@ -308,8 +308,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "fa": "درخواست #{id} پذیرفته شد: ساختن #{handle} برای {user}.",
     },
     "request_rejected": {
-        "en": "Your request for #{handle} was rejected by the operators. Their reason: {reason}\nYou may ask again with another handle or title, or reply to the operators through your server's usual contact.",
-        "fa": "گردانندگان درخواست شما برای #{handle} را نپذیرفتند. دلیل آن‌ها: {reason}\nمی‌توانید با شناسه یا عنوان دیگری دوباره درخواست دهید یا از راه تماس معمول سرور با گردانندگان در میان بگذارید.",
+        "en": "Your request for #{handle} was rejected by the operators (decision #{decision}). Their reason: {reason}\nYou may ask again with another handle or title, or appeal within {days} days: appeal {decision} <your reasons>. A person who did not take the decision reviews it.",
+        "fa": "گردانندگان درخواست شما برای #{handle} را نپذیرفتند (تصمیم #{decision}). دلیل آن‌ها: {reason}\nمی‌توانید با شناسه یا عنوان دیگری دوباره درخواست دهید یا ظرف {days} روز اعتراض کنید: appeal {decision} <دلایل شما>. کسی که تصمیم را نگرفته آن را بررسی می‌کند.",
     },
     "request_rejected_op": {
         "en": "Request #{id} rejected; {user} has been told the reason.",

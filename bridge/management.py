@@ -141,7 +141,7 @@ async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         request = ChannelRequest(user_id=event.sender, room_id=room.room_id, handle=handle, title=title)
         s.add(request)
         await s.flush()
-        log_entry(s, event.sender, "requested", handle, request=request.id)
+        await log_entry(s, ctx.config, event.sender, "requested", handle, request=request.id)
         reply(s, ctx, room.room_id, lang, "request_sent", handle=handle, id=request.id)
         ops_lang = ctx.config.default_language
         tell_operators(
@@ -162,7 +162,7 @@ async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
             reply(s, ctx, room.room_id, lang, problem.key, **problem.values)
             return
         row.uses += 1
-        log_entry(s, event.sender, "token_used", handle, token=row.id)
+        await log_entry(s, ctx.config, event.sender, "token_used", handle, token=row.id)
     await start_creation(
         ctx, s, owner=event.sender, handle=handle, title=title, notify_room=room.room_id, lang=lang
     )
@@ -184,7 +184,7 @@ async def start_creation(
     s.add(channel)
     await s.flush()
     s.add(ChannelMember(channel_id=channel.id, user_id=owner, role=ROLE_OWNER))
-    log_entry(s, owner, "created", handle, policy=ctx.config.creation_policy)
+    await log_entry(s, ctx.config, owner, "created", handle, policy=ctx.config.creation_policy)
     reply(s, ctx, notify_room, lang, "creating", handle=handle)
     payload = {
         "channel_id": channel.id,
@@ -447,7 +447,7 @@ async def _confirm(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     handle = channel.handle
     if handle:
         await release(ctx, s, handle)
-        log_entry(s, event.sender, "deleted", handle)
+        await log_entry(s, ctx.config, event.sender, "deleted", handle)
     enqueue(
         s,
         new_entry(
@@ -528,7 +528,7 @@ async def _transfer(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
     await s.merge(
         PendingTransfer(channel_id=channel.id, from_user=event.sender, to_user=user, expires_at=expires)
     )
-    log_entry(s, event.sender, "transfer_offered", channel.handle or "", to=user)
+    await log_entry(s, ctx.config, event.sender, "transfer_offered", channel.handle or "", to=user)
     reply(s, ctx, room.room_id, lang, "transfer_offered", handle=channel.handle, user=user, bot=ctx.bot)
     their_room = await s.scalar(select(Room.room_id).where(Room.kind == "management", Room.user_id == user))
     if their_room is not None:
@@ -579,7 +579,7 @@ async def _decline(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         return
     channel, pending = found
     await s.delete(pending)
-    log_entry(s, event.sender, "transfer_declined", channel.handle or "")
+    await log_entry(s, ctx.config, event.sender, "transfer_declined", channel.handle or "")
     reply(s, ctx, room.room_id, lang, "transfer_declined", handle=channel.handle)
 
 

@@ -203,7 +203,15 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     request.status = "approved"
     request.decided_by = event.sender
     request.decided_at = datetime.now(UTC)
-    log_entry(s, event.sender, "request_approved", request.handle, request=request.id, user=request.user_id)
+    await log_entry(
+        s,
+        ctx.config,
+        event.sender,
+        "request_approved",
+        request.handle,
+        request=request.id,
+        user=request.user_id,
+    )
     requester_lang = await _room_language(s, ctx, request.room_id)
     reply(s, ctx, request.room_id, requester_lang, "request_approved", handle=request.handle)
     await start_creation(
@@ -236,8 +244,9 @@ async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     request.reason = reason
     request.decided_by = event.sender
     request.decided_at = datetime.now(UTC)
-    log_entry(
+    await log_entry(
         s,
+        ctx.config,
         event.sender,
         "request_rejected",
         request.handle,
@@ -245,8 +254,33 @@ async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         user=request.user_id,
         reason=reason,
     )
+    # Refusing a registration is an enforcement decision: a statement of reasons and an appeal path.
+    from .moderation.decisions import Ground, record
+
+    decision = await record(
+        ctx,
+        s,
+        kind="reject_request",
+        decided_by=event.sender,
+        channel=None,
+        ground=Ground("terms", "channel registration rules"),
+        explanation=reason,
+        category="registration",
+        target=f"request:{request.id}",
+        tell_backstage=False,
+    )
     requester_lang = await _room_language(s, ctx, request.room_id)
-    reply(s, ctx, request.room_id, requester_lang, "request_rejected", handle=request.handle, reason=reason)
+    reply(
+        s,
+        ctx,
+        request.room_id,
+        requester_lang,
+        "request_rejected",
+        handle=request.handle,
+        reason=reason,
+        decision=decision.id,
+        days=ctx.config.compliance.appeal_window_days,
+    )
     reply(
         s,
         ctx,
@@ -272,7 +306,7 @@ async def _token(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
         except ValueError as exc:
             reply(s, ctx, room.room_id, lang, "token_usage", error=str(exc))
             return
-        token, row = await create_token(s, event.sender, label=label, **options)
+        token, row = await create_token(s, ctx.config, event.sender, label=label, **options)
         reply(s, ctx, room.room_id, lang, "token_created", token=token, details=describe_token(row))
     elif action == "revoke" and cmd.arg(1):
         found = await find_token_by_ref(s, cmd.args[1])
@@ -280,7 +314,7 @@ async def _token(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
             reply(s, ctx, room.room_id, lang, "token_not_found", ref=cmd.args[1][:32])
             return
         found.revoked = True
-        log_entry(s, event.sender, "token_revoked", f"token {found.id}")
+        await log_entry(s, ctx.config, event.sender, "token_revoked", f"token {found.id}")
         reply(s, ctx, room.room_id, lang, "token_revoked_op", details=describe_token(found))
     elif action in ("list", ""):
         await _tokens(ctx, s, room, event, cmd, lang)
@@ -324,7 +358,7 @@ async def _reserve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         return
     if await s.get(ReservedHandle, handle) is None:
         s.add(ReservedHandle(handle=handle, added_by=event.sender))
-        log_entry(s, event.sender, "reserved", handle)
+        await log_entry(s, ctx.config, event.sender, "reserved", handle)
     reply(s, ctx, room.room_id, lang, "reserved_added", handle=handle)
 
 
@@ -342,7 +376,7 @@ async def _unreserve(
             reply(s, ctx, room.room_id, lang, "reserved_not", handle=handle)
         return
     await s.delete(row)
-    log_entry(s, event.sender, "unreserved", handle)
+    await log_entry(s, ctx.config, event.sender, "unreserved", handle)
     reply(s, ctx, room.room_id, lang, "reserved_removed", handle=handle)
 
 
@@ -400,7 +434,7 @@ async def _set_verified(
     if channel is None:
         return
     if channel.verified != verified:
-        set_verified(ctx, s, channel, verified, event.sender)
+        await set_verified(ctx, s, channel, verified, event.sender)
     reply(s, ctx, room.room_id, lang, "verified_set" if verified else "unverified_set", handle=channel.handle)
 
 

@@ -78,8 +78,17 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-def log_entry(session: AsyncSession, actor: str, action: str, subject: str, **detail: Any) -> None:
+async def log_entry(
+    session: AsyncSession, config: Config, actor: str, action: str, subject: str, **detail: Any
+) -> None:
+    """A registry change: in `registry_log`, and in the tamper-evident audit log (who and the details
+    as erasable personal data)."""
+    from .moderation import audit
+
     session.add(RegistryLog(actor=actor, action=action, subject=subject, detail=detail))
+    await audit.append(
+        session, "registry", {"action": action, "subject": subject}, {"actor": actor, **detail}, config=config
+    )
 
 
 # -- handles and titles ----------------------------------------------------------------------------
@@ -185,6 +194,7 @@ def hash_token(token: str) -> str:
 
 async def create_token(
     session: AsyncSession,
+    config: Config,
     created_by: str,
     *,
     uses: int | None = None,
@@ -205,7 +215,9 @@ async def create_token(
     )
     session.add(row)
     await session.flush()
-    log_entry(session, created_by, "token_created", f"token {row.id}", uses=uses, label=row.label)
+    await log_entry(
+        session, config, created_by, "token_created", f"token {row.id}", uses=uses, label=row.label
+    )
     return token, row
 
 
@@ -267,14 +279,22 @@ def state_entry(ctx: Context, room_id: str, event_type: str, content: dict[str, 
     )
 
 
-def set_verified(ctx: Context, session: AsyncSession, channel: Channel, verified: bool, actor: str) -> None:
+async def set_verified(
+    ctx: Context, session: AsyncSession, channel: Channel, verified: bool, actor: str
+) -> None:
     channel.verified = verified
     if channel.broadcast_room_id:
         room = channel.broadcast_room_id
         content: dict[str, Any] = {"verified": verified, "updated_ts": int(now().timestamp() * 1000)}
         enqueue(session, state_entry(ctx, room, VERIFICATION_STATE_TYPE, content))
         enqueue(session, state_entry(ctx, room, "m.room.topic", {"topic": topic_for(ctx.config, channel)}))
-    log_entry(session, actor, "verified" if verified else "unverified", channel.handle or str(channel.id))
+    await log_entry(
+        session,
+        ctx.config,
+        actor,
+        "verified" if verified else "unverified",
+        channel.handle or str(channel.id),
+    )
 
 
 async def hand_over(
@@ -313,8 +333,9 @@ async def hand_over(
         enqueue(
             session, state_entry(ctx, backstage, "m.room.power_levels", backstage_power_levels(new_owner))
         )
-    log_entry(
+    await log_entry(
         session,
+        ctx.config,
         actor,
         action,
         channel.handle or str(channel.id),
@@ -362,7 +383,9 @@ async def rename(ctx: Context, session: AsyncSession, channel: Channel, new_hand
         enqueue(
             session, state_entry(ctx, room, CHANNEL_STATE_TYPE, {"handle": new_handle, "role": "backstage"})
         )
-    log_entry(session, actor, "renamed", new_handle, **{"from": old, "grace_until": until.isoformat()})
+    await log_entry(
+        session, ctx.config, actor, "renamed", new_handle, **{"from": old, "grace_until": until.isoformat()}
+    )
 
 
 async def release(ctx: Context, session: AsyncSession, handle: str) -> None:

@@ -31,6 +31,7 @@ KIND_TEXT = {
     "reject_post": "The post was not published.",
     "approve_post": "The post was published after review.",
     "reinstate": "The earlier decision #{reverses} is reversed; what it restricted is restored.",
+    "reject_request": "The request to register a channel was refused.",
 }
 
 
@@ -70,7 +71,7 @@ def statement_of_reasons(
     where = f"#{channel.handle or channel.former_handle}:{domain}" if channel else "—"
     until = decision.until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if decision.until else ""
     what = KIND_TEXT.get(decision.kind, decision.kind).format(until=until, reverses=decision.reverses_id)
-    if decision.target and decision.kind in ("take_down", "reject_post", "approve_post"):
+    if decision.target and decision.kind in ("take_down", "reject_post", "approve_post", "reject_request"):
         what += f" ({decision.target} in {where})"
     elif channel is not None:
         what += f" ({where})"

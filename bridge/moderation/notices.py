@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 
-from ..context import Context
-from ..store.models import Appeal, Channel, ChannelMember, Decision, Flagger, Notice
+from ..context import Context, reply
+from ..store.models import Appeal, Channel, ChannelMember, ChannelRequest, Decision, Flagger, Notice, Room
 from . import audit
 from .decisions import post_by_relayed_event
 from .gate import tell_moderators
@@ -122,7 +122,11 @@ async def file_notice(
 
 
 async def may_appeal(session: AsyncSession, decision: Decision, user_id: str) -> bool:
-    """The channel's owner and admins, and the notifier, may appeal a decision."""
+    """The channel's owner and admins, the notifier, and a refused requester may appeal a decision."""
+    target = decision.target or ""
+    if decision.kind == "reject_request" and target.startswith("request:"):
+        request = await session.get(ChannelRequest, int(target.split(":", 1)[1]))
+        return request is not None and request.user_id == user_id
     if decision.notice_id is not None:
         notice = await session.get(Notice, decision.notice_id)
         if notice is not None and notice.notifier == user_id:
@@ -260,6 +264,15 @@ async def poll_homeserver_reports(ctx: Context, token: str, start: int = 0) -> t
                     continue
                 reason = report.get("reason")
                 category, text = split_category(reason if isinstance(reason, str) else "")
+                reporter = report.get("user_id") if isinstance(report.get("user_id"), str) else None
+                # The reporter hears back in their chat with the bot, when they have one.
+                their_room = (
+                    await session.scalar(
+                        select(Room.room_id).where(Room.kind == "management", Room.user_id == reporter)
+                    )
+                    if reporter
+                    else None
+                )
                 notice = await file_notice(
                     ctx,
                     session,
@@ -267,9 +280,20 @@ async def poll_homeserver_reports(ctx: Context, token: str, start: int = 0) -> t
                     event_id=event_id,
                     explanation=text or "(no reason given)",
                     category=category,
-                    notifier=report.get("user_id") if isinstance(report.get("user_id"), str) else None,
+                    notifier=reporter,
+                    notifier_room=their_room,
                     external_id=external,
                 )
+                if notice is not None and their_room is not None:
+                    language = await session.scalar(select(Room.language).where(Room.room_id == their_room))
+                    reply(
+                        session,
+                        ctx,
+                        their_room,
+                        language or ctx.config.default_language,
+                        "report_received",
+                        id=notice.id,
+                    )
                 filed += notice is not None
         offset += len(reports)
         if not reports or "next_token" not in data:

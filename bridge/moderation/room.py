@@ -481,6 +481,10 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
     """Undo what `decision` restricted: re-publish a removed or rejected post, lift a restriction."""
     from ..backstage import relay_event
 
+    target = decision.target or ""
+    if decision.kind == "reject_request" and target.startswith("request:"):
+        await _reopen_request(ctx, s, int(target.split(":", 1)[1]))
+        return
     if channel is None:
         return
     if decision.kind == "restrict":
@@ -509,6 +513,40 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
         await s.delete(post)
         await s.flush()
         await relay_event(ctx, s, channel, source)
+
+
+async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> None:
+    """A refused registration, granted on appeal: the channel is created for the requester."""
+    from ..management import start_creation
+    from ..registry import handle_refusal
+    from ..store.models import ChannelRequest
+
+    request = await s.get(ChannelRequest, request_id)
+    if request is None:
+        return
+    refusal = await handle_refusal(
+        s, ctx.config, request.handle, user_id=request.user_id, request_id=request.id
+    )
+    if refusal is not None:
+        say(
+            s,
+            ctx,
+            request.room_id,
+            f"Your appeal was granted, but #{request.handle} is no longer available ({refusal.key}); "
+            "send create again with another handle.",
+        )
+        return
+    request.status = "approved"
+    lang = await s.scalar(select(Room.language).where(Room.room_id == request.room_id))
+    await start_creation(
+        ctx,
+        s,
+        owner=request.user_id,
+        handle=request.handle,
+        title=request.title,
+        notify_room=request.room_id,
+        lang=lang or ctx.config.default_language,
+    )
 
 
 _HANDLERS: dict[str, Handler] = {

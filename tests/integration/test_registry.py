@@ -38,7 +38,7 @@ async def join_operator_room(env: Env, operator: User) -> str:
 
 async def test_approval_requests_are_rejected_with_a_reason_or_approved(env: Env) -> None:
     operator, alice = await env.user("ops"), await env.user("alice")
-    async with reconfigured(env, with_operators(operator, policy="approval", max_channels_per_user=1)):
+    async with reconfigured(env, with_operators(operator, policy="approval", max_channels_per_user=2)):
         ops_room = await join_operator_room(env, operator)
         management = await alice.open_management_room()
 
@@ -61,10 +61,28 @@ async def test_approval_requests_are_rejected_with_a_reason_or_approved(env: Env
             management, lambda e: "was rejected" in e.get("content", {}).get("body", "")
         )
         assert "Their reason: not a news organisation" in rejected["content"]["body"]
+        # A refusal is a decision: it has a statement of reasons and can be appealed to a person.
+        decision = re.search(r"decision #(\d+)", rejected["content"]["body"])
+        assert decision is not None, rejected
+        mod_room = await operator.wait_invite(lambda _rid, room: (room.name or "") == "Kanal moderation")
+        await operator.join(mod_room)
+        appealed = await alice.ask(
+            management, f"appeal {decision.group(1)} we are a registered newspaper", "is received"
+        )
+        appeal = re.search(r"appeal #(\d+)", appealed).group(1)  # type: ignore[union-attr]
+        await operator.wait_for(
+            mod_room, lambda e: f"Appeal a{appeal}" in e.get("content", {}).get("body", "")
+        )
+        await operator.ask(mod_room, f"grant a{appeal} registration papers checked", "granted")
+        await alice.wait_for(
+            management,
+            lambda e: f"#{first}:{env.domain} is ready" in e.get("content", {}).get("body", ""),
+            timeout=30,
+        )
 
         answer = await alice.ask(management, f"create {second} Second Try", "is number")
         request = re.search(r"is number (\d+)", answer).group(1)  # type: ignore[union-attr]
-        # The pending request counts against the quota of one.
+        # The channel from the appeal and the pending request use up the quota of two.
         assert "the most this server allows" in await alice.ask(
             management, f"create {env.handle('req')} Third", "allows"
         )
