@@ -148,6 +148,7 @@ class Service:
         self.server = AppServiceServer(self.registration, self.bridge)
         self.background = Background()
         self._runner: web.AppRunner | None = None
+        self._web_runner: web.AppRunner | None = None
         self._processor: asyncio.Task[None] | None = None
         self._outbox: asyncio.Task[None] | None = None
         self._stopping = False
@@ -185,6 +186,8 @@ class Service:
                 f"(appservice.listen in {self.config.path}): {exc.strerror}"
             ) from None
         log.info("Listening on %s:%d for the homeserver", self.config.listen_host, self.config.listen_port)
+        if self.config.web_enabled:
+            await self._start_web()
         self._processor = self.background.start(self.bridge.run_processor(), "processor")
         self._outbox = self.background.start(self.outbox.run(), "outbox")
         await self.ping()
@@ -194,6 +197,29 @@ class Service:
         self.background.start(self.bridge.run_housekeeping(), "housekeeping")
         self.background.start(run_report_poller(self.ctx, self.leases, self._reports_stop), "reports")
         await record_hook_configuration(self.ctx)
+
+    async def _start_web(self) -> None:
+        from .web import make_web_app
+
+        self._web_runner = web.AppRunner(make_web_app(self.ctx), access_log=None)
+        await self._web_runner.setup()
+        site = web.TCPSite(self._web_runner, self.config.web_listen_host, self.config.web_listen_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._web_runner.cleanup()
+            if self._runner is not None:
+                await self._runner.cleanup()
+            raise StartupError(
+                f"Cannot listen on {self.config.web_listen_host}:{self.config.web_listen_port} "
+                f"(web.listen in {self.config.path}): {exc.strerror}"
+            ) from None
+        log.info(
+            "Web pages and publishing API on %s:%d (public address %s)",
+            self.config.web_listen_host,
+            self.config.web_listen_port,
+            self.config.web_public_url,
+        )
 
     async def ping(self) -> None:
         """Ask the homeserver to ping us: transactions queued while we were away flow at once."""
@@ -244,6 +270,8 @@ class Service:
         await self.leases.release(HOUSEKEEPING_LEASE)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._web_runner is not None:
+            await self._web_runner.cleanup()
         await self.ctx.pipeline.close()
         await self.client.close()
         await self.engine.dispose()

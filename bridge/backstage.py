@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -104,7 +107,11 @@ async def relay_event(ctx: Context, session: AsyncSession, channel: Channel, eve
         await session.flush()
         session.add(
             Post(
-                channel_id=channel.id, source_event_id=event.event_id, author=event.sender, outbox_id=entry.id
+                channel_id=channel.id,
+                source_event_id=event.event_id,
+                author=event.sender,
+                outbox_id=entry.id,
+                content=shown_content(content),
             )
         )
         return
@@ -137,9 +144,31 @@ async def _relay(ctx: Context, session: AsyncSession, channel: Channel, event: E
         await session.flush()
         session.add(
             Post(
-                channel_id=channel.id, source_event_id=event.event_id, author=event.sender, outbox_id=entry.id
+                channel_id=channel.id,
+                source_event_id=event.event_id,
+                author=event.sender,
+                outbox_id=entry.id,
+                event_type=plan.event_type,
+                content=shown_content(plan.content),
             )
         )
+    elif plan.ref_source is not None:
+        edited = await session.scalar(
+            select(Post).where(Post.source_event_id == plan.ref_source, Post.channel_id == channel.id)
+        )
+        new_content = plan.content.get("m.new_content")
+        if edited is not None and isinstance(new_content, dict):
+            edited.content = shown_content(new_content)
+            edited.edited_at = datetime.now(UTC)
+
+
+def shown_content(content: dict[str, Any]) -> dict[str, Any]:
+    """What a post shows (for the web pages): the content without relations and Kanal's markers."""
+    return {
+        k: v
+        for k, v in content.items()
+        if k not in ("m.relates_to", "m.new_content") and not k.startswith("net.kanal.")
+    }
 
 
 async def _mirror_redaction(ctx: Context, session: AsyncSession, channel: Channel, event: Event) -> None:
@@ -198,7 +227,11 @@ async def _command(
         await session.flush()
         session.add(
             Post(
-                channel_id=channel.id, source_event_id=event.event_id, author=event.sender, outbox_id=entry.id
+                channel_id=channel.id,
+                source_event_id=event.event_id,
+                author=event.sender,
+                outbox_id=entry.id,
+                content=shown_content(content),
             )
         )
     elif name in ("pin", "unpin"):
@@ -245,5 +278,9 @@ async def _command(
             subscribers="?" if subscribers is None else subscribers,
             posts=posts or 0,
         )
+    elif name == "token":
+        from .web.tokens import token_command
+
+        await token_command(ctx, session, room, channel, event, command.args, lang)
     else:
         reply(session, ctx, room.room_id, lang, "unknown_backstage_command", name=name[:64])

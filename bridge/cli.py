@@ -9,13 +9,21 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from appservice.registration import generate, save, write_secret_file
 
 from . import __version__, logs
-from .config import DEFAULT_BOT_LOCALPART, DEFAULT_GHOST_PREFIX, DEFAULT_LISTEN, ConfigError, parse_listen
+from .config import (
+    DEFAULT_BOT_LOCALPART,
+    DEFAULT_GHOST_PREFIX,
+    DEFAULT_LISTEN,
+    DEFAULT_WEB_LISTEN,
+    ConfigError,
+    parse_listen,
+)
 from .config import load as load_config
 
 EXIT_CONFIG = 2
@@ -31,6 +39,7 @@ def write_init_files(
     as_url: str | None = None,
     database_url: str = "sqlite:///kanal.db",
     force: bool = False,
+    web_listen: str | None = None,
 ) -> tuple[Path, Path]:
     """Write `config.yaml` and `registration.yaml` (mode 0600) with fresh tokens."""
     host, port = parse_listen(listen, "--listen")
@@ -50,7 +59,7 @@ def write_init_files(
         sender_localpart=DEFAULT_BOT_LOCALPART,
         user_prefix=DEFAULT_GHOST_PREFIX,
     )
-    config = {
+    config: dict[str, Any] = {
         "homeserver": {"url": homeserver_url, "domain": domain},
         "appservice": {
             "id": registration.id,
@@ -66,6 +75,9 @@ def write_init_files(
         "channels": {"creation_policy": "open", "default_language": "en"},
         "logging": {"level": "INFO", "format": "text"},
     }
+    if web_listen is not None:
+        web_host, web_port = parse_listen(web_listen, "--web-listen")
+        config["web"] = {"enabled": True, "listen": web_listen, "public_url": f"http://{web_host}:{web_port}"}
     header = "# Kanal configuration; every key is documented in config.example.yaml.\n"
     write_secret_file(config_path, header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     save(registration, registration_path)
@@ -82,6 +94,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             as_url=args.as_url,
             database_url=args.database_url,
             force=args.force,
+            web_listen=args.web_listen or None,
         )
     except FileExistsError as exc:
         print(f"kanal init: {exc}", file=sys.stderr)
@@ -421,6 +434,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--output-dir", default=".", help="where to write the files (default: here)")
     init.add_argument("--force", action="store_true", help="replace existing files (new tokens)")
+    init.add_argument(
+        "--web-listen",
+        default=DEFAULT_WEB_LISTEN,
+        help=f"HOST:PORT of the public web pages and publishing API ({DEFAULT_WEB_LISTEN}); '' for none",
+    )
     init.set_defaults(func=_cmd_init)
 
     run = sub.add_parser("run", help="run the service against a homeserver")

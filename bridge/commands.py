@@ -25,7 +25,7 @@ MANAGEMENT_COMMANDS = (
     "report",
     "appeal",
 )
-BACKSTAGE_COMMANDS = ("help", "silent", "pin", "unpin", "signatures", "stats")
+BACKSTAGE_COMMANDS = ("help", "silent", "pin", "unpin", "signatures", "stats", "token")
 
 
 @dataclass(frozen=True)

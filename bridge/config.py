@@ -16,6 +16,7 @@ import yaml
 from .store.db import async_driver_url
 
 DEFAULT_LISTEN = "127.0.0.1:29340"
+DEFAULT_WEB_LISTEN = "127.0.0.1:29341"
 DEFAULT_BOT_LOCALPART = "kanal"
 DEFAULT_GHOST_PREFIX = "kanal_"
 LANGUAGES = ("en", "fa")
@@ -82,6 +83,11 @@ class Config:
     retention_days: int | None = None
     # Compliance hooks, moderation, appeals, audit log (issue 4)
     compliance: ComplianceConfig = field(default_factory=lambda: ComplianceConfig())
+    # The public web face: channel pages, feeds, embeds, the publishing API (issue 7)
+    web_enabled: bool = False
+    web_listen_host: str = "127.0.0.1"
+    web_listen_port: int = 29341
+    web_public_url: str = "http://127.0.0.1:29341"
 
     @property
     def bot_user_id(self) -> str:
@@ -115,6 +121,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     },
     "operators": {"users": (list, False)},
     "hosting": {"federation": (str, False), "allowed_servers": (list, False), "retention_days": (int, False)},
+    "web": {"listen": (str, False), "public_url": (str, False), "enabled": (bool, False)},
     "compliance": {
         "moderators": (list, False),
         "hooks": (list, False),
@@ -199,7 +206,7 @@ def parse(data: Any, path: Path) -> Config:
                 raise ConfigError(f"{path}: '{section}.{key}' must be a list of non-empty strings")
         values[section] = {k: v for k, v in raw.items() if v is not None}
 
-    hs, asv, db, ch, lg, ops, hosting, comp = (
+    hs, asv, db, ch, lg, ops, hosting, comp, web = (
         values[s]
         for s in (
             "homeserver",
@@ -210,6 +217,7 @@ def parse(data: Any, path: Path) -> Config:
             "operators",
             "hosting",
             "compliance",
+            "web",
         )
     )
     base = path.parent
@@ -284,6 +292,16 @@ def parse(data: Any, path: Path) -> Config:
             "is allowlist (Kanal's own server is always allowed)"
         )
     compliance = _compliance(comp, path, base, operators)
+    web_host, web_port = parse_listen(web.get("listen", DEFAULT_WEB_LISTEN), f"{path}: 'web.listen'")
+    # Without a `web` section there is no web face (configs from before it existed stay as they were).
+    web_enabled = "web" in data and web.get("enabled", True)
+    if web_enabled and (web_host, web_port) == (listen_host, listen_port):
+        raise ConfigError(
+            f"{path}: 'web.listen' must differ from 'appservice.listen' (the web face is public)"
+        )
+    public_url = web.get("public_url", f"http://{web_host}:{web_port}").rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
+        raise ConfigError(f"{path}: 'web.public_url' must be an http(s) URL, got {public_url!r}")
     retention = hosting.get("retention_days")
     if retention is not None and retention < 1:
         raise ConfigError(
@@ -319,6 +337,10 @@ def parse(data: Any, path: Path) -> Config:
         allowed_servers=allowed,
         retention_days=retention,
         compliance=compliance,
+        web_enabled=web_enabled,
+        web_listen_host=web_host,
+        web_listen_port=web_port,
+        web_public_url=public_url,
     )
 
 

@@ -307,7 +307,8 @@ async def _token(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
             reply(s, ctx, room.room_id, lang, "token_usage", error=str(exc))
             return
         token, row = await create_token(s, ctx.config, event.sender, label=label, **options)
-        reply(s, ctx, room.room_id, lang, "token_created", token=token, details=describe_token(row))
+        text = t(lang, "token_created", token=token, details=describe_token(row))
+        enqueue(s, send_entry(ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}, secret=True))
     elif action == "revoke" and cmd.arg(1):
         found = await find_token_by_ref(s, cmd.args[1])
         if found is None:

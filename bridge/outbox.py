@@ -282,6 +282,12 @@ class OutboxWorker:
                 self.sent += 1
             else:
                 self.failed += 1
+            if entry.payload.get("secret"):
+                # A message carrying a secret (a token shown once) is not kept once it is sent.
+                values["payload"] = {
+                    **entry.payload,
+                    "content": {"msgtype": "m.notice", "body": "(secret removed)"},
+                }
         await session.execute(update(OutboxEntry).where(OutboxEntry.id == entry.id).values(values))
         # The person who asked learns the outcome through a new entry, recorded in this same transaction.
         note = entry.payload.get("on_success" if outcome.status == "done" else "on_failure")

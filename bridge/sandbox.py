@@ -37,6 +37,7 @@ def _ensure_kanal_files(data_dir: Path, synapse_port: int, kanal_port: int) -> P
             domain=SERVER_NAME,
             homeserver_url=f"http://127.0.0.1:{synapse_port}",
             listen=f"127.0.0.1:{kanal_port}",
+            web_listen=f"127.0.0.1:{kanal_port + 1}",
         )
     return config_path
 

@@ -174,7 +174,6 @@ async def _held_post(s: AsyncSession, cmd: Command, usage: str, nargs: int) -> H
 
 
 async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
-    from ..backstage import relay_event
 
     held = await _held_post(s, cmd, "approve h<n>", 1)
     channel = await s.get(Channel, held.channel_id)
@@ -194,7 +193,7 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     )
     held.status = "approved"
     held.decision_id = decision.id
-    await relay_event(ctx, s, channel, parse_event(held.event))
+    await publish(ctx, s, channel, held)
     if channel.backstage_room_id:
         say(
             s,
@@ -208,6 +207,17 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         room.room_id,
         f"h{held.id} approved (decision d{decision.id}); publishing it in #{channel.handle}.",
     )
+
+
+async def publish(ctx: Context, s: AsyncSession, channel: Channel, held: HeldPost) -> None:
+    """Publish a held post: a backstage event, or a post made through the publishing API."""
+    from ..backstage import relay_event
+    from ..web.api import is_held_api_post, publish_held
+
+    if is_held_api_post(held):
+        await publish_held(ctx, s, channel, held)
+    else:
+        await relay_event(ctx, s, channel, parse_event(held.event))
 
 
 def _category(held: HeldPost) -> str:
@@ -495,7 +505,7 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
         held = await s.scalar(select(HeldPost).where(HeldPost.decision_id == decision.id))
         if held is not None:
             held.status = "approved"
-            await relay_event(ctx, s, channel, parse_event(held.event))
+            await publish(ctx, s, channel, held)
     elif decision.kind == "take_down" and decision.target:
         post = await post_by_relayed_event(s, decision.target)
         if post is None:

@@ -136,6 +136,42 @@ class Post(Base):
     outbox_id: Mapped[int | None] = mapped_column(BigID, default=None)
     redacted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # What the channel shows (for the web pages and feeds): the relayed content, edits applied.
+    event_type: Mapped[str] = mapped_column(
+        String(64), default="m.room.message", server_default="m.room.message"
+    )
+    content: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    via: Mapped[str] = mapped_column(
+        String(80), default="backstage", server_default="backstage"
+    )  # or api:<token>
+
+
+class ApiToken(Base):
+    """A channel's publishing-API token (`!token new <name>` in backstage); only its hash is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiIdempotency(Base):
+    """The answer to a POST made with an Idempotency-Key, replayed when the same key comes again."""
+
+    __tablename__ = "api_idempotency"
+
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Confirmation(Base):

@@ -25,6 +25,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> As
         homeserver_url=f"http://127.0.0.1:{synapse_port}",
         listen=f"127.0.0.1:{kanal_port}",
         database_url=database_url,
+        web_listen=f"127.0.0.1:{free_port()}",
     )
     synapse = LocalSynapse(
         workdir / "synapse",

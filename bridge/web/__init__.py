@@ -1,0 +1,41 @@
+"""Kanal's public web face (issue 7): channel pages, directory, feeds, embeds, media, publishing API.
+
+Served by its own aiohttp listener (`web.listen`), separate from the Application Service listener,
+which stays private. Pages are rendered on the server; no JavaScript is needed to read.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..context import Context
+
+
+def make_web_app(ctx: Context) -> web.Application:
+    """The web application: pages (pages.py) and the publishing API (api.py)."""
+    from .api import add_api_routes
+    from .pages import add_page_routes
+
+    app = web.Application(client_max_size=50 * 1024 * 1024, middlewares=[_security_headers])
+    add_page_routes(app, ctx)
+    add_api_routes(app, ctx)
+    return app
+
+
+DEFAULT_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer (404s and 500s included) carries the strict headers; pages set their own CSP."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    response.headers.setdefault("Content-Security-Policy", DEFAULT_CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response

@@ -1,0 +1,508 @@
+"""Kanal's public pages: directory, channel pages, permalinks, embeds, feeds, media and stylesheet.
+
+URL map (GET, and HEAD with it):
+
+    /                                 the directory of public channels; ?q= searches titles and handles
+    /c/{handle}                       a channel's latest posts; ?before=<post id> pages back
+    /c/{handle}/{post_id}             one post (post_id: the Post row id)
+    /c/{handle}/{post_id}/embed       one post for an <iframe> (the only pages that may be framed)
+    /c/{handle}/feed.atom             Atom 1.0
+    /c/{handle}/feed.json             JSON Feed 1.1
+    /media/{server}/{media_id}        media that a visible post (or a channel's avatar) shows
+    /static/kanal.css                 the stylesheet
+
+Only `active` channels exist here; anything else (suspended, deleted, still being created) is a 404,
+as are redacted posts and posts not yet published. Every response carries a strict
+Content-Security-Policy: pages load nothing but this origin's stylesheet and images, and run no
+script. Caching and its invalidation are described in cache.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, Final
+
+from aiohttp import web
+from sqlalchemy import Integer, Row, Text, bindparam, case, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
+from appservice.ids import RoomID
+
+from ..context import Context
+from ..management import subscriber_count
+from ..names import title_key
+from ..store.models import Channel, HandleHold, Post
+from .cache import FreshReads, Page, PageCache, Reader, RefreshingCache
+from .feeds import ATOM_TYPE, JSON_FEED_TYPE, atom, json_feed
+from .media import MEDIA_CACHE_DIR, MediaProxy, MediaStore, referenced_by_visible_post
+from .render import DIRECTORY_LIMIT, FEED_SIZE, PAGE_SIZE, ChannelInfo, LinkStyle, PostRecord, Renderer
+from .sanitise import MEDIA_ID, SERVER_NAME, parse_mxc
+
+log = logging.getLogger(__name__)
+
+PAGE_CSP: Final = (
+    "default-src 'none'; img-src 'self'; style-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+EMBED_CSP: Final = (
+    "default-src 'none'; img-src 'self'; style-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors *"
+)
+_COMMON_HEADERS: Final = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+PAGE_HEADERS: Final = {"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY", **_COMMON_HEADERS}
+EMBED_HEADERS: Final = {"Content-Security-Policy": EMBED_CSP, **_COMMON_HEADERS}
+# Readers may keep a copy but must ask again (cheaply: ETag) before showing it: takedowns are immediate.
+PAGE_CACHE_CONTROL: Final = "public, no-cache"
+STYLESHEET_CACHE_CONTROL: Final = "public, max-age=86400"
+HTML_TYPE: Final = "text/html; charset=utf-8"
+CSS_TYPE: Final = "text/css; charset=utf-8"
+
+SUBSCRIBERS_TTL_S: Final = 60.0
+SUBSCRIBERS_WAIT_S: Final = 2.0  # how long a page waits for a count it has never had
+SUBSCRIBERS_RETRY_S: Final = 15.0
+SUBSCRIBERS_FETCH_TIMEOUT_S: Final = 20.0
+DIRECTORY_FACTS_CHECK_S: Final = 5.0
+MAX_QUERY_LENGTH: Final = 100
+MAX_HANDLE_LENGTH: Final = 64
+POST_ID: Final = r"[0-9]{1,18}"
+
+RoomKey = tuple[str, str]  # (broadcast room id, ghost user id)
+
+
+@dataclass(frozen=True)
+class RoomFacts:
+    """What the homeserver knows about a channel's room: cached, never asked for per page view."""
+
+    subscribers: int | None
+    avatar: str | None
+
+
+NO_FACTS: Final = RoomFacts(None, None)
+
+
+class FactsUnavailable(Exception):
+    """The homeserver did not answer; the previous facts stay."""
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """A public channel as the database has it now; `version` changes with anything a page shows."""
+
+    info: ChannelInfo
+    room: RoomKey
+    version: Hashable
+
+
+@dataclass(frozen=True)
+class DirectoryState:
+    channels: tuple[ChannelInfo, ...]
+    rooms: tuple[RoomKey, ...]
+    keys: tuple[str, ...]  # title_key of each channel
+    version: bytes
+
+
+Built = tuple[int, bytes, str]  # status, body, content type
+
+
+# The statements, built once (building a SELECT costs more than running this one on SQLite).
+
+# A channel and a stamp of its posts: anything a page shows changes one of these columns. Sums of
+# ids, not counts: redacting one post while another is published must still change the stamp.
+CHANNEL_STATE: Final = (
+    select(
+        Channel.id,
+        Channel.handle,
+        Channel.title,
+        Channel.about,
+        Channel.verified,
+        Channel.status,
+        Channel.broadcast_room_id,
+        Channel.ghost_user_id,
+        Channel.created_at,
+        func.count(Post.id),
+        func.max(Post.id),
+        func.sum(case((Post.redacted.is_(True), Post.id), else_=0)),
+        func.sum(case((Post.relayed_event_id.is_not(None), Post.id), else_=0)),
+        func.max(Post.edited_at),
+        func.count(Post.edited_at),
+    )
+    .outerjoin(Post, Post.channel_id == Channel.id)
+    .where(Channel.handle == bindparam("handle"))
+    .group_by(Channel.id)
+)
+PUBLIC_CHANNELS: Final = (
+    select(
+        Channel.id,
+        Channel.handle,
+        Channel.title,
+        Channel.about,
+        Channel.verified,
+        Channel.title_key,
+        Channel.broadcast_room_id,
+        Channel.ghost_user_id,
+        Channel.created_at,
+    )
+    .where(Channel.status == "active", Channel.handle.is_not(None), Channel.broadcast_room_id.is_not(None))
+    .order_by(Channel.id)
+)
+_VISIBLE_POSTS: Final = select(
+    Post.id, Post.event_type, Post.content, Post.relayed_event_id, Post.created_at, Post.edited_at
+).where(
+    Post.channel_id == bindparam("channel_id"),
+    Post.redacted.is_(False),
+    Post.relayed_event_id.is_not(None),
+    # Posts from before contents were kept: SQL NULL, or JSON null (how the JSON type stores None).
+    Post.content.is_not(None),
+    cast(Post.content, Text) != "null",
+)
+NO_POST_ID_LIMIT: Final = 2**62
+LATEST_POSTS: Final = (
+    _VISIBLE_POSTS.where(Post.id < bindparam("before"))
+    .order_by(Post.id.desc())
+    .limit(bindparam("limit", type_=Integer))
+)
+ONE_POST: Final = _VISIBLE_POSTS.where(Post.id == bindparam("post_id"))
+RENAMED: Final = (
+    select(Channel.handle)
+    .join(HandleHold, HandleHold.channel_id == Channel.id)
+    .where(
+        HandleHold.handle == bindparam("handle"),
+        HandleHold.kind == "grace",
+        HandleHold.until > bindparam("now"),
+    )
+)
+ACTIVE_ROOMS: Final = select(Channel.id).where(
+    Channel.broadcast_room_id.in_(bindparam("rooms", expanding=True)), Channel.status == "active"
+)
+
+
+class Pages:
+    """The handlers and what they share: caches, the renderer, the media proxy."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        self.renderer = Renderer(
+            public_url=config.web_public_url, domain=config.domain, default_language=config.default_language
+        )
+        self.cache = PageCache()
+        engine = ctx.sessions.kw.get("bind")
+        if not isinstance(engine, AsyncEngine):
+            raise TypeError("the web pages need Context.sessions bound to an AsyncEngine")
+        self.reader = Reader(engine)
+        self.facts: RefreshingCache[RoomKey, RoomFacts] = RefreshingCache(
+            self._fetch_facts,
+            fallback=NO_FACTS,
+            ttl=SUBSCRIBERS_TTL_S,
+            wait=SUBSCRIBERS_WAIT_S,
+            retry=SUBSCRIBERS_RETRY_S,
+            fetch_timeout=SUBSCRIBERS_FETCH_TIMEOUT_S,
+        )
+        self._channels: FreshReads[str, ChannelState | None] = FreshReads(self._load_channel)
+        self._directory: FreshReads[str, DirectoryState] = FreshReads(self._load_directory)
+        self._directory_checked = 0.0
+        self.proxy = MediaProxy(
+            config.homeserver_url,
+            config.as_token,
+            MediaStore(config.path.parent / MEDIA_CACHE_DIR),
+            self._media_allowed,
+        )
+        self._not_found = self._error_response(404)
+        self._bad_request = self._error_response(400)
+
+    async def close(self) -> None:
+        await self.proxy.close()
+        await self.facts.close()
+        await self.reader.close()
+
+    # -- what the database says --------------------------------------------------------------------
+
+    async def _load_channel(self, handle: str) -> ChannelState | None:
+        """The channel row and a stamp of its posts, in one query: the version a page is valid for."""
+        rows = await self.reader.rows(CHANNEL_STATE, {"handle": handle})
+        row = rows[0] if rows else None
+        if row is None or row.status != "active" or row.broadcast_room_id is None or row.handle is None:
+            return None
+        info = ChannelInfo(
+            id=row.id,
+            handle=row.handle,
+            title=row.title,
+            about=row.about or "",
+            verified=bool(row.verified),
+            room_id=row.broadcast_room_id,
+            created_at=row.created_at,
+            domain=self.ctx.config.domain,
+        )
+        return ChannelState(info, (row.broadcast_room_id, row.ghost_user_id), tuple(row))
+
+    async def _load_directory(self, _key: str) -> DirectoryState:
+        rows = await self.reader.rows(PUBLIC_CHANNELS)
+        domain = self.ctx.config.domain
+        return DirectoryState(
+            channels=tuple(
+                ChannelInfo(
+                    r.id,
+                    r.handle,
+                    r.title,
+                    r.about or "",
+                    bool(r.verified),
+                    r.broadcast_room_id,
+                    r.created_at,
+                    domain,
+                )
+                for r in rows
+            ),
+            rooms=tuple((r.broadcast_room_id, r.ghost_user_id) for r in rows),
+            keys=tuple(r.title_key or title_key(r.title) for r in rows),
+            version=hashlib.blake2b(repr([tuple(r) for r in rows]).encode(), digest_size=16).digest(),
+        )
+
+    async def _posts(self, channel_id: int, *, before: int | None = None, limit: int) -> list[PostRecord]:
+        """The newest visible posts (older than `before`), newest first."""
+        parameters = {"channel_id": channel_id, "before": before or NO_POST_ID_LIMIT, "limit": limit}
+        return [_record(row) for row in await self.reader.rows(LATEST_POSTS, parameters)]
+
+    async def _post(self, channel_id: int, post_id: int) -> PostRecord | None:
+        rows = await self.reader.rows(ONE_POST, {"channel_id": channel_id, "post_id": post_id})
+        return _record(rows[0]) if rows else None
+
+    async def _renamed(self, handle: str) -> str | None:
+        """The current handle of a channel renamed from `handle` (during the old alias's grace period)."""
+        rows = await self.reader.rows(RENAMED, {"handle": handle, "now": datetime.now(UTC)})
+        return str(rows[0].handle) if rows else None
+
+    # -- what the homeserver says ------------------------------------------------------------------
+
+    async def _fetch_facts(self, room: RoomKey) -> RoomFacts:
+        room_id, ghost = room
+        count = await subscriber_count(self.ctx, Channel(broadcast_room_id=room_id, ghost_user_id=ghost))
+        if count is None:
+            raise FactsUnavailable(room_id)
+        try:
+            avatar = await self.ctx.bot_intent().get_state(RoomID(room_id), "m.room.avatar")
+        except MNotFound:
+            avatar = {}
+        except (MatrixRequestError, MatrixConnectionError) as exc:
+            raise FactsUnavailable(room_id) from exc
+        url = avatar.get("url")
+        return RoomFacts(count, url if isinstance(url, str) and parse_mxc(url) else None)
+
+    async def _media_allowed(self, mxc: str) -> bool:
+        if await referenced_by_visible_post(self.reader, mxc):
+            return True
+        rooms = [room_id for (room_id, _), facts in self.facts.items() if facts.avatar == mxc]
+        return bool(rooms) and bool(await self.reader.rows(ACTIVE_ROOMS, {"rooms": rooms}))
+
+    # -- responses ---------------------------------------------------------------------------------
+
+    def _page(self, key: Hashable, version: Hashable, built: Built, security: Mapping[str, str]) -> Page:
+        status, body, content_type = built
+        etag = (
+            '"'
+            + hashlib.blake2b(
+                repr((self.renderer.fingerprint, key, version)).encode(), digest_size=16
+            ).hexdigest()
+            + '"'
+        )
+        last_modified = self.cache.last_modified(key)
+        headers = {
+            **security,
+            "Content-Type": content_type,
+            "Cache-Control": PAGE_CACHE_CONTROL,
+            "ETag": etag,
+            "Last-Modified": format_datetime(last_modified, usegmt=True),
+        }
+        return Page(status, body, headers, etag, last_modified, version)
+
+    def _error_response(self, status: int) -> Callable[[], web.Response]:
+        body = self.renderer.error(status)
+        headers = {**PAGE_HEADERS, "Content-Type": HTML_TYPE, "Cache-Control": PAGE_CACHE_CONTROL}
+        return lambda: web.Response(status=status, body=body, headers=headers)
+
+    @staticmethod
+    def _respond(request: web.Request, page: Page) -> web.Response:
+        if page.status == 200 and _not_modified(request, page.etag, page.last_modified):
+            headers = {k: v for k, v in page.headers.items() if k != "Content-Type"}
+            return web.Response(status=304, headers=headers)
+        return web.Response(status=page.status, body=page.body, headers=page.headers)
+
+    async def _serve_channel(
+        self,
+        request: web.Request,
+        what: Hashable,
+        build: Callable[[ChannelInfo], Awaitable[Built]],
+        security: Mapping[str, str] = PAGE_HEADERS,
+    ) -> web.StreamResponse:
+        handle = request.match_info["handle"].lower()
+        state = await self._channels.get(handle) if len(handle) <= MAX_HANDLE_LENGTH else None
+        if state is None:
+            current = await self._renamed(handle) if len(handle) <= MAX_HANDLE_LENGTH else None
+            if current is not None and current != handle:
+                rest = request.path[len(f"/c/{request.match_info['handle']}") :]
+                query = f"?{request.query_string}" if request.query_string else ""
+                raise web.HTTPMovedPermanently(f"/c/{current}{rest}{query}", headers=PAGE_HEADERS)
+            return self._not_found()
+        facts = await self.facts.get(state.room)
+        version = (state.version, facts)
+        key = (handle, what)
+        page = self.cache.get(key, version)
+        if page is None:
+            channel = replace(state.info, subscribers=facts.subscribers, avatar=facts.avatar)
+            page = self._page(key, version, await build(channel), security)
+            self.cache.put(key, page)
+        return self._respond(request, page)
+
+    # -- handlers ----------------------------------------------------------------------------------
+
+    async def directory(self, request: web.Request) -> web.StreamResponse:
+        query = request.query.get("q", "").strip()[:MAX_QUERY_LENGTH]
+        state = await self._directory.get("")
+        now = time.monotonic()
+        if now - self._directory_checked >= DIRECTORY_FACTS_CHECK_S:
+            self._directory_checked = now
+            self.facts.refresh_stale(state.rooms)
+        key = ("directory", query)
+        page = self.cache.get(key, (state.version, self.facts.generation))
+        if page is None:
+            wanted = title_key(query) if query else ""
+            handle_part = query.lower().lstrip("@#").split(":", 1)[0]
+            matches = [
+                (channel, room, channel_key)
+                for channel, room, channel_key in zip(state.channels, state.rooms, state.keys, strict=True)
+                if not query
+                or (wanted and wanted in channel_key)
+                or (handle_part and handle_part in channel.handle)
+            ]
+            facts = await self.facts.get_many(room for _, room, _ in matches)
+            ranked = sorted(matches, key=lambda m: (-(facts[m[1]].subscribers or 0), m[2], m[0].handle))[
+                :DIRECTORY_LIMIT
+            ]
+            shown = [
+                replace(c, subscribers=facts[r].subscribers, avatar=facts[r].avatar) for c, r, _ in ranked
+            ]
+            built = (200, self.renderer.directory(shown, query), HTML_TYPE)
+            page = self._page(key, (state.version, self.facts.generation), built, PAGE_HEADERS)
+            self.cache.put(key, page)
+        return self._respond(request, page)
+
+    async def channel(self, request: web.Request) -> web.StreamResponse:
+        raw = request.query.get("before")
+        before: int | None = None
+        if raw is not None:
+            if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+                return self._bad_request()
+            before = int(raw)
+
+        async def build(channel: ChannelInfo) -> Built:
+            records = await self._posts(channel.id, before=before, limit=PAGE_SIZE + 1)
+            older = records[PAGE_SIZE - 1].id if len(records) > PAGE_SIZE else None
+            views = self.renderer.post_views(records[:PAGE_SIZE], channel, LinkStyle.PAGE)
+            return (
+                200,
+                self.renderer.channel_page(channel, views, older=older, paged=before is not None),
+                HTML_TYPE,
+            )
+
+        return await self._serve_channel(request, ("page", before), build)
+
+    async def post(self, request: web.Request) -> web.StreamResponse:
+        return await self._single_post(request, LinkStyle.PAGE)
+
+    async def embed(self, request: web.Request) -> web.StreamResponse:
+        return await self._single_post(request, LinkStyle.EMBED)
+
+    async def _single_post(self, request: web.Request, style: LinkStyle) -> web.StreamResponse:
+        post_id = int(request.match_info["post_id"])
+
+        async def build(channel: ChannelInfo) -> Built:
+            record = await self._post(channel.id, post_id)
+            view = self.renderer.post_view(record, channel, style) if record is not None else None
+            if view is None:
+                return 404, self.renderer.error(404, channel.lang), HTML_TYPE
+            if style is LinkStyle.EMBED:
+                return 200, self.renderer.embed(channel, view), HTML_TYPE
+            return 200, self.renderer.post_page(channel, view), HTML_TYPE
+
+        security = EMBED_HEADERS if style is LinkStyle.EMBED else PAGE_HEADERS
+        return await self._serve_channel(request, (style.value, post_id), build, security)
+
+    async def atom(self, request: web.Request) -> web.StreamResponse:
+        return await self._feed(request, "atom")
+
+    async def json_feed(self, request: web.Request) -> web.StreamResponse:
+        return await self._feed(request, "json")
+
+    async def _feed(self, request: web.Request, kind: str) -> web.StreamResponse:
+        async def build(channel: ChannelInfo) -> Built:
+            records = await self._posts(channel.id, limit=FEED_SIZE)
+            views = self.renderer.post_views(records, channel, LinkStyle.FEED)
+            public_url = self.renderer.public_url
+            if kind == "atom":
+                return 200, atom(channel, views, public_url), ATOM_TYPE
+            return 200, json_feed(channel, views, public_url), JSON_FEED_TYPE
+
+        return await self._serve_channel(request, ("feed", kind), build)
+
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        response = await self.proxy.serve(
+            request, request.match_info["server"], request.match_info["media_id"]
+        )
+        return response if response is not None else self._not_found()
+
+    async def stylesheet(self, request: web.Request) -> web.StreamResponse:
+        etag = f'"{self.renderer.fingerprint}"'
+        headers = {
+            **PAGE_HEADERS,
+            "Content-Type": CSS_TYPE,
+            "Cache-Control": STYLESHEET_CACHE_CONTROL,
+            "ETag": etag,
+        }
+        if _not_modified(request, etag, None):
+            del headers["Content-Type"]
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=self.renderer.stylesheet, headers=headers)
+
+
+def _record(row: Row[Any]) -> PostRecord:
+    content = row.content if isinstance(row.content, dict) else None
+    return PostRecord(row.id, row.event_type, content, row.relayed_event_id, row.created_at, row.edited_at)
+
+
+def _not_modified(request: web.Request, etag: str, last_modified: datetime | None) -> bool:
+    """RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None:
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return "*" in tags or etag in tags
+    since = request.if_modified_since
+    return since is not None and last_modified is not None and last_modified <= since
+
+
+PAGES: Final = web.AppKey("kanal_pages", Pages)
+
+
+def add_page_routes(app: web.Application, ctx: Context) -> None:
+    """Register the public pages on `app` (see the URL map above); `app[PAGES]` holds their state."""
+    pages = Pages(ctx)
+    app[PAGES] = pages
+    router = app.router
+    router.add_get("/", pages.directory)
+    router.add_get("/static/kanal.css", pages.stylesheet)
+    router.add_get("/c/{handle}", pages.channel)
+    router.add_get("/c/{handle}/feed.atom", pages.atom)
+    router.add_get("/c/{handle}/feed.json", pages.json_feed)
+    router.add_get(f"/c/{{handle}}/{{post_id:{POST_ID}}}", pages.post)
+    router.add_get(f"/c/{{handle}}/{{post_id:{POST_ID}}}/embed", pages.embed)
+    router.add_get(f"/media/{{server:{SERVER_NAME}}}/{{media_id:{MEDIA_ID}}}", pages.media)
+
+    async def close(_app: web.Application) -> None:
+        await pages.close()
+
+    app.on_cleanup.append(close)
