@@ -16,8 +16,9 @@ Kanal sandbox is running.
 
 Log in from Element (or any Matrix client): choose “Sign in”, edit the homeserver to
 {homeserver_url}, and sign in as {admin.split(":")[0][1:]} with the password above.
-Then start a direct chat with {bot} and send:  create news Daily News
-You are invited to the channel's backstage room; what you post there appears in #news:localhost.
+Then start a direct chat with {bot} and send:  create dailynews Daily News
+You are invited to the channel's backstage room; what you post there appears in #dailynews:localhost
+and on its web page, http://127.0.0.1:29341/c/dailynews (web.listen in the sandbox's config.yaml).
 Make more accounts with: register_new_matrix_user -c {data_dir / "synapse" / "homeserver.yaml"}
 
 Press Ctrl-C to stop Kanal and Synapse.

@@ -65,8 +65,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         ),
     },
     "create_usage": {
-        "en": "Usage: create <handle> [title…], for example: create news Daily News",
-        "fa": "روش استفاده: create <handle> [عنوان…]، برای نمونه: create news اخبار روز",
+        "en": "Usage: create <handle> [title…], for example: create dailynews Daily News",
+        "fa": "روش استفاده: create <handle> [عنوان…]، برای نمونه: create dailynews اخبار روز",
     },
     "invalid_handle": {
         "en": "{error}. Choose 5–32 characters from a–z, 0–9 and _, starting with a letter.",
