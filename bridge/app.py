@@ -28,6 +28,7 @@ from .moderation.configlog import describe_hooks, hook_configuration_digest
 from .moderation.hooks import Pipeline
 from .moderation.notices import flagger_routes, run_report_poller
 from .outbox import OutboxWorker
+from .schedule import SCHEDULER_LEASE, run_scheduler
 from .service import HOUSEKEEPING_LEASE, PROCESSOR_LEASE, Bridge
 from .store.db import create_engine, migrate, sessionmaker
 from .store.leases import Leases, new_holder_id
@@ -196,6 +197,7 @@ class Service:
         self.background.start(reconcile_at_start(self.ctx, self.leases), "hosting-policy")
         self.background.start(self.bridge.run_housekeeping(), "housekeeping")
         self.background.start(run_report_poller(self.ctx, self.leases, self._reports_stop), "reports")
+        self.background.start(run_scheduler(self.ctx, self.leases, self._reports_stop), "scheduler")
         await record_hook_configuration(self.ctx)
 
     async def _start_web(self) -> None:
@@ -268,6 +270,7 @@ class Service:
         await self.background.wait(1.0)
         await self.leases.release(PROCESSOR_LEASE)
         await self.leases.release(HOUSEKEEPING_LEASE)
+        await self.leases.release(SCHEDULER_LEASE)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._web_runner is not None:

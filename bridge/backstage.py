@@ -278,6 +278,14 @@ async def _command(
             subscribers="?" if subscribers is None else subscribers,
             posts=posts or 0,
         )
+    elif name in ("schedule", "scheduled", "unschedule"):
+        from .schedule import schedule_command
+
+        await schedule_command(ctx, session, room, channel, event, command, lang)
+    elif name == "reactions":
+        from .reactions import reactions_command
+
+        await reactions_command(ctx, session, room, channel, event, command.args, lang)
     elif name == "token":
         from .web.tokens import token_command
 

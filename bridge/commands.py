@@ -25,7 +25,19 @@ MANAGEMENT_COMMANDS = (
     "report",
     "appeal",
 )
-BACKSTAGE_COMMANDS = ("help", "silent", "pin", "unpin", "signatures", "stats", "token")
+BACKSTAGE_COMMANDS = (
+    "help",
+    "silent",
+    "pin",
+    "unpin",
+    "signatures",
+    "stats",
+    "token",
+    "reactions",
+    "schedule",
+    "scheduled",
+    "unschedule",
+)
 
 
 @dataclass(frozen=True)

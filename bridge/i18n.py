@@ -53,6 +53,9 @@ MESSAGES: dict[str, dict[str, str]] = {
             "• !pin / !unpin — as a reply to a post, pin or unpin its published copy\n"
             "• !signatures on|off — append the author's name to posts\n"
             "• !stats — subscribers and posts\n"
+            "• !reactions on|off|only 👍 🔥 — which reactions readers may use\n"
+            "• !schedule <2026-12-01 09:00|+2h|tomorrow 8:00> <text> — publish later; !scheduled, !unschedule <n>\n"
+            "• !token new|list|revoke <name> — publishing-API tokens (owner)\n"
             "Edits and deletions here are mirrored in the channel."
         ),
         "fa": (
@@ -61,6 +64,9 @@ MESSAGES: dict[str, dict[str, str]] = {
             "• !pin / !unpin — در پاسخ به یک پست، سنجاق کردن یا برداشتن سنجاق نسخهٔ منتشرشده\n"
             "• !signatures on|off — افزودن نام نویسنده به پست‌ها\n"
             "• !stats — مشترکان و پست‌ها\n"
+            "• !reactions on|off|only 👍 🔥 — واکنش‌های مجاز برای خوانندگان\n"
+            "• !schedule <2026-12-01 09:00|+2h|tomorrow 8:00> <متن> — انتشار زمان‌بندی‌شده؛ !scheduled و !unschedule <n>\n"
+            "• !token new|list|revoke <name> — توکن‌های API انتشار (مالک)\n"
             "ویرایش و حذف پیام‌ها اینجا در کانال هم اعمال می‌شود."
         ),
     },
@@ -490,6 +496,106 @@ MESSAGES: dict[str, dict[str, str]] = {
     "posting_restricted": {
         "en": "Posting in #{handle} is suspended until {until} by decision #{decision}; nothing is published until then. The statement of reasons was sent here; you may appeal it from your chat with me.",
         "fa": "انتشار در #{handle} تا {until} با تصمیم #{decision} متوقف است و تا آن زمان چیزی منتشر نمی‌شود. بیانیهٔ دلایل اینجا فرستاده شد؛ می‌توانید از گفت‌وگو با من به آن اعتراض کنید.",
+    },
+    "reactions_usage": {
+        "en": "Usage: !reactions on | off | only <reactions…> (at most {max}), for example: !reactions only 👍 ❤️ 🔥. Now: {state}.",
+        "fa": "روش استفاده: !reactions on | off | only <واکنش‌ها…> (حداکثر {max})، برای نمونه: !reactions only 👍 ❤️ 🔥. اکنون: {state}.",
+    },
+    "reactions_too_many": {
+        "en": "At most {max} reactions can be allowed; you named {count}. Choose fewer, for example: !reactions only 👍 ❤️ 🔥",
+        "fa": "حداکثر {max} واکنش را می‌توان مجاز کرد و شما {count} واکنش نام بردید. کمتر انتخاب کنید، برای نمونه: !reactions only 👍 ❤️ 🔥",
+    },
+    "reactions_key_too_long": {
+        "en": "“{reaction}” is too long for a reaction: a reaction is at most {max} characters. Name emoji or short words.",
+        "fa": "«{reaction}» برای واکنش بیش از حد بلند است: هر واکنش حداکثر {max} نویسه است. ایموجی یا واژه‌های کوتاه بنویسید.",
+    },
+    "reactions_on": {
+        "en": "Reactions in #{handle} are on: readers may react with anything.",
+        "fa": "واکنش‌ها در #{handle} روشن است: خوانندگان با هر چیزی می‌توانند واکنش نشان دهند.",
+    },
+    "reactions_off": {
+        "en": "Reactions in #{handle} are off: readers can no longer react. Reactions already given stay.",
+        "fa": "واکنش‌ها در #{handle} خاموش است: خوانندگان دیگر نمی‌توانند واکنش نشان دهند. واکنش‌های پیشین می‌مانند.",
+    },
+    "reactions_only": {
+        "en": "Readers of #{handle} may now react only with {keys}. This is best-effort: Matrix cannot refuse a single reaction, so other reactions are removed shortly after they are sent, and apps may show them for a moment.",
+        "fa": "خوانندگان #{handle} اکنون فقط با {keys} می‌توانند واکنش نشان دهند. این کار با بیشترین تلاش انجام می‌شود: ماتریکس نمی‌تواند یک واکنش خاص را نپذیرد، پس واکنش‌های دیگر کمی پس از فرستادن حذف می‌شوند و ممکن است برنامه‌ها آن‌ها را لحظه‌ای نشان دهند.",
+    },
+    "reactions_removed_reason": {
+        "en": "This channel allows only these reactions: {keys}",
+        "fa": "این کانال فقط این واکنش‌ها را می‌پذیرد: {keys}",
+    },
+    "reactions_removed_off": {
+        "en": "Reactions are off in this channel.",
+        "fa": "واکنش‌ها در این کانال خاموش است.",
+    },
+    "schedule_usage": {
+        "en": "Usage: !schedule <when> <text>, or !schedule <when> as a reply to the message to publish. <when> is a time in this channel's zone, {zone}: 2026-12-01 09:00, 18:30, today 18:30, tomorrow 8:00, or from now +30m, +2h, +1d (+45s for a quick test). !scheduled lists what is waiting; !unschedule <number> cancels.",
+        "fa": "روش استفاده: !schedule <زمان> <متن>، یا !schedule <زمان> در پاسخ به پیامی که باید منتشر شود. <زمان> به وقت منطقهٔ زمانی این کانال ({zone}) است: 2026-12-01 09:00، 18:30، today 18:30 (امروز)، tomorrow 8:00 (فردا)، یا از اکنون +30m، +2h، +1d (+45s برای آزمایش سریع). !scheduled فهرست انتظار را نشان می‌دهد و !unschedule <شماره> لغو می‌کند.",
+    },
+    "schedule_bad_when": {
+        "en": "“{when}” is not a time I can read. Write 2026-12-01 09:00, 18:30, today 18:30, tomorrow 8:00, +30m, +2h or +1d (times are in {zone}).",
+        "fa": "«{when}» زمانی نیست که بتوانم بخوانم. بنویسید 2026-12-01 09:00، 18:30، today 18:30، tomorrow 8:00، +30m، +2h یا +1d (زمان‌ها به وقت {zone} هستند).",
+    },
+    "schedule_bad_zone": {
+        "en": "This channel's time zone “{zone}” is not one I know, so I cannot read times. Zone names are IANA names such as Europe/Berlin or Asia/Tehran; relative times such as +2h still work.",
+        "fa": "منطقهٔ زمانی این کانال («{zone}») را نمی‌شناسم، پس نمی‌توانم زمان‌ها را بخوانم. نام منطقه‌ها نام‌های IANA مانند Europe/Berlin یا Asia/Tehran هستند؛ زمان‌های نسبی مانند +2h همچنان کار می‌کنند.",
+    },
+    "schedule_past": {
+        "en": "{when} is in the past: it is now {now} in {zone}. Pick a later time.",
+        "fa": "{when} گذشته است: اکنون به وقت {zone} ساعت {now} است. زمان دیرتری برگزینید.",
+    },
+    "schedule_too_far": {
+        "en": "{when} is more than a year ahead; posts can be scheduled at most {days} days in advance.",
+        "fa": "{when} بیش از یک سال دیگر است؛ پست‌ها را حداکثر {days} روز زودتر می‌توان زمان‌بندی کرد.",
+    },
+    "schedule_no_such_time": {
+        "en": "{when} does not exist in {zone}: the clocks skip that hour for daylight saving time. Pick another time.",
+        "fa": "{when} در {zone} وجود ندارد: ساعت‌ها برای تغییر ساعت تابستانی از روی آن می‌پرند. زمان دیگری برگزینید.",
+    },
+    "schedule_full": {
+        "en": "#{handle} already has {limit} posts waiting to be published, the most it may have. Cancel one with !unschedule <number> first (!scheduled lists them).",
+        "fa": "#{handle} هم‌اکنون {limit} پست در انتظار انتشار دارد که بیشترین اندازهٔ مجاز است. نخست یکی را با !unschedule <شماره> لغو کنید (!scheduled آن‌ها را فهرست می‌کند).",
+    },
+    "schedule_draft_unusable": {
+        "en": "I cannot schedule the message you replied to: only text, media and stickers I can read can be published. Reply to another message, or write the text after the time.",
+        "fa": "نمی‌توانم پیامی را که به آن پاسخ دادید زمان‌بندی کنم: فقط متن، رسانه و استیکری که بتوانم بخوانم منتشر می‌شود. به پیام دیگری پاسخ دهید یا متن را پس از زمان بنویسید.",
+    },
+    "scheduled": {
+        "en": "Scheduled: post {id} will be published in #{handle} at {due} ({zone}). !scheduled lists what is waiting; !unschedule {id} cancels it.",
+        "fa": "زمان‌بندی شد: پست {id} در {due} ({zone}) در #{handle} منتشر می‌شود. !scheduled فهرست انتظار را نشان می‌دهد و !unschedule {id} آن را لغو می‌کند.",
+    },
+    "scheduled_list": {
+        "en": "Waiting to be published in #{handle} (times in {zone}):\n{items}\n!unschedule <number> cancels one.",
+        "fa": "در انتظار انتشار در #{handle} (به وقت {zone}):\n{items}\n!unschedule <شماره> یکی را لغو می‌کند.",
+    },
+    "scheduled_more": {
+        "en": "… and {count} more",
+        "fa": "… و {count} پست دیگر",
+    },
+    "scheduled_none": {
+        "en": "Nothing is waiting to be published in #{handle}. Schedule a post with !schedule <when> <text>.",
+        "fa": "هیچ پستی در #{handle} در انتظار انتشار نیست. با !schedule <زمان> <متن> پستی را زمان‌بندی کنید.",
+    },
+    "unschedule_usage": {
+        "en": "Usage: !unschedule <number>, for example: !unschedule 12 (!scheduled lists the numbers).",
+        "fa": "روش استفاده: !unschedule <شماره>، برای نمونه: !unschedule 12 (!scheduled شماره‌ها را فهرست می‌کند).",
+    },
+    "unschedule_unknown": {
+        "en": "No post {id} is waiting to be published in #{handle}: it may have been published or cancelled already. !scheduled lists those that are waiting.",
+        "fa": "پست {id} در #{handle} در انتظار انتشار نیست: شاید پیش‌تر منتشر یا لغو شده باشد. !scheduled پست‌های در انتظار را فهرست می‌کند.",
+    },
+    "unscheduled": {
+        "en": "Cancelled: post {id} will not be published in #{handle}.",
+        "fa": "لغو شد: پست {id} در #{handle} منتشر نمی‌شود.",
+    },
+    "schedule_restricted": {
+        "en": "Scheduled post {id} was not published: posting in #{handle} is suspended until {until}. Schedule it again for a later time if you still want it out.",
+        "fa": "پست زمان‌بندی‌شدهٔ {id} منتشر نشد: انتشار در #{handle} تا {until} متوقف است. اگر هنوز انتشار آن را می‌خواهید، آن را برای زمانی دیرتر دوباره زمان‌بندی کنید.",
+    },
+    "schedule_failed": {
+        "en": "Scheduled post {id} could not be published in #{handle} and was cancelled; the operator's log says why. Schedule it again or post it yourself.",
+        "fa": "پست زمان‌بندی‌شدهٔ {id} در #{handle} منتشر نشد و لغو شد؛ دلیل آن در گزارش اپراتور آمده است. آن را دوباره زمان‌بندی کنید یا خودتان بفرستید.",
     },
     "on": {"en": "on", "fa": "روشن"},
     "off": {"en": "off", "fa": "خاموش"},

@@ -35,6 +35,7 @@ from .moderation.policy import follow as follow_policy_rooms
 from .moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
 from .operators import on_operator_message, schedule_operator_room, sync_operator_room
 from .outbox import new_entry
+from .reactions import screen_reactions
 from .registry import backfill_keys, channel_for_alias, exec_alias, exec_directory, expire_holds
 from .relay import SOURCE_KEY
 from .store.leases import Leases
@@ -138,6 +139,10 @@ class Bridge:
         if self._sequence.is_break(txn.txn_id):
             # Set before this transaction's events are recorded, so none is handled unchecked.
             self._open_verify_window(f"transaction {txn.txn_id} did not follow the previous one")
+        reactions = [e for e in txn.events if e.type == "m.reaction"]
+        if reactions:
+            # Best-effort allow lists: reactions are never recorded, only screened as they arrive.
+            await screen_reactions(self.ctx, reactions)
         candidates = [e for e in txn.events if e.type in ACTIONABLE_TYPES]
         echoes = [
             (e.content[SOURCE_KEY], e.event_id)

@@ -56,6 +56,10 @@ class Channel(Base):
     retention_days: Mapped[int | None] = mapped_column(Integer, default=None)
     # Compliance: posting suspended until then (a `restrict` decision).
     restricted_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # Telegram-grade features (issue 6): the channel's time zone for !schedule (IANA name), and which
+    # reactions readers may use: reaction_allow None = any (as `reactions` says), [] = none, else only these.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    reaction_allow: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
 
 
 class ChannelMember(Base):
@@ -423,4 +427,20 @@ class Flagger(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ScheduledPost(Base):
+    """A backstage post to publish later (`!schedule`); published exactly once, even with several processes."""
+
+    __tablename__ = "scheduled_posts"
+    __table_args__ = (Index("ix_scheduled_due", "status", "due_at"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    source_event_id: Mapped[str] = mapped_column(String(255), unique=True)  # the `!schedule` event
+    author: Mapped[str] = mapped_column(String(255))
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)  # a backstage-shaped event with the content to post
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | cancelled
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
