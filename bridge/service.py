@@ -40,6 +40,7 @@ from .registry import backfill_keys, channel_for_alias, exec_alias, exec_directo
 from .relay import SOURCE_KEY
 from .store.leases import Leases
 from .store.models import Channel, InboundEvent, Post, Room
+from .views import count_receipts
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ class Bridge:
         if self._sequence.is_break(txn.txn_id):
             # Set before this transaction's events are recorded, so none is handled unchecked.
             self._open_verify_window(f"transaction {txn.txn_id} did not follow the previous one")
+        if txn.ephemeral:
+            await count_receipts(self.ctx, txn.ephemeral)  # views; receipts are never stored as such
         reactions = [e for e in txn.events if e.type == "m.reaction"]
         if reactions:
             # Best-effort allow lists: reactions are never recorded, only screened as they arrive.

@@ -444,3 +444,19 @@ class ScheduledPost(Base):
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | cancelled
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReaderPosition(Base):
+    """How far a reader has read a channel (their newest read receipt on a post).
+
+    A receipt on a post counts it and every earlier one: the views of post p are the readers whose
+    position is p or later.
+    """
+
+    __tablename__ = "reader_positions"
+    __table_args__ = (Index("ix_reader_positions_post", "channel_id", "post_id"),)
+
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    post_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -52,6 +52,7 @@ from ..moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
 from ..outbox import new_entry
 from ..relay import REF_PLACEHOLDER, SOURCE_KEY, TEXT_MSGTYPES
 from ..store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post
+from ..views import views_of
 from .tokens import authenticate, bearer_token
 
 log = logging.getLogger(__name__)
@@ -1119,7 +1120,7 @@ async def _delete_post(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _post_json(ctx: Context, channel: Channel, post: Post) -> dict[str, Any]:
+def _post_json(ctx: Context, channel: Channel, post: Post, views: int | None = None) -> dict[str, Any]:
     content = post.content or {}
     body = content.get("body")
     formatted = content.get("formatted_body")
@@ -1146,7 +1147,7 @@ def _post_json(ctx: Context, channel: Channel, post: Post) -> dict[str, Any]:
         "media": media,
         "url": _permalink(ctx, channel, post.id),
         "event_id": post.relayed_event_id,
-        "views": None,
+        "views": views,
         "via": post.via,
     }
 
@@ -1165,9 +1166,10 @@ async def _list_posts(request: web.Request) -> web.Response:
         query = query.where(Post.id < before)
     async with ctx.sessions() as session:
         posts = (await session.scalars(query.order_by(Post.id.desc()).limit(limit))).all()
+        views = await views_of(session, channel.id, [post.id for post in posts])
     return web.json_response(
         {
-            "posts": [_post_json(ctx, channel, post) for post in posts],
+            "posts": [_post_json(ctx, channel, post, views[post.id]) for post in posts],
             "next_before": posts[-1].id if len(posts) == limit else None,
         }
     )
@@ -1179,7 +1181,8 @@ async def _get_post(request: web.Request) -> web.Response:
     post_id = _post_id(request)
     async with ctx.sessions() as session:
         post = await _own_post(session, channel, post_id, change=False)
-    return web.json_response(_post_json(ctx, channel, post))
+        views = await views_of(session, channel.id, [post.id])
+    return web.json_response(_post_json(ctx, channel, post, views[post.id]))
 
 
 def _aware(value: datetime) -> datetime:

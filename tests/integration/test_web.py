@@ -192,5 +192,17 @@ async def test_a_post_made_through_the_api_reaches_readers_and_the_page(env: Env
     ):
         await asyncio.sleep(0.3)
     assert "from the newsroom" in await page_text(f"{web_base(env)}/c/{channel.handle}")
+    # Bob's read receipt on the post counts as a view (and would for every earlier post).
+    receipt = await bob.client.room_read_markers(channel.broadcast, copy["event_id"], copy["event_id"])
+    assert not hasattr(receipt, "status_code") or receipt.status_code is None, receipt
+    views = None
+    deadline = time.monotonic() + 20
+    async with aiohttp.ClientSession() as http:
+        while views != 1 and time.monotonic() < deadline:
+            async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+                listed = (await response.json())["posts"]
+            views = next(p["views"] for p in listed if p["id"] == created["id"])
+            await asyncio.sleep(0.5)
+    assert views == 1
     # The token itself is not kept once the notice showing it was sent.
     assert token not in env.kanal.log_path.read_text(errors="replace")
