@@ -28,6 +28,7 @@ from appservice.events import Event, EventParseError, parse_event
 from appservice.ids import RoomID
 
 from .context import Context
+from .relay import POLL_END_TYPES, POLL_START_TYPES
 from .store.models import InboundEvent, Room
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ PAGE_SIZE = 50
 MAX_PAGES = 20
 PARALLEL_ROOMS = 8
 VERIFY_CONTEXT = 20
-CATCH_UP_TYPES = frozenset({"m.room.message", "m.sticker", "m.room.redaction"})
+CATCH_UP_TYPES = frozenset(
+    {"m.room.message", "m.sticker", "m.room.redaction", *POLL_START_TYPES, *POLL_END_TYPES}
+)
 
 
 def _is_ours(ctx: Context, sender: str) -> bool:

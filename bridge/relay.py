@@ -17,7 +17,9 @@ from typing import Any
 SOURCE_KEY = "net.kanal.source"
 REF_PLACEHOLDER = "$kanal:ref"
 TEXT_MSGTYPES = ("m.text", "m.notice", "m.emote")
-RELAYED_EVENT_TYPES = ("m.room.message", "m.sticker")
+POLL_START_TYPES = ("m.poll.start", "org.matrix.msc3381.poll.start")  # stable, and as Element sends it
+POLL_END_TYPES = ("m.poll.end", "org.matrix.msc3381.poll.end")
+RELAYED_EVENT_TYPES = ("m.room.message", "m.sticker", *POLL_START_TYPES, *POLL_END_TYPES)
 
 _MX_REPLY = re.compile(r"^<mx-reply>.*?</mx-reply>", re.DOTALL)
 
@@ -87,6 +89,18 @@ def plan_relay(
             sign(new_content, signature)
             sign(out, signature)
         out["m.relates_to"] = {"rel_type": "m.replace", "event_id": REF_PLACEHOLDER}
+        return RelayPlan(event_type, out, target, True)
+
+    if event_type in POLL_END_TYPES:
+        # Ending a poll in backstage ends its published copy (a reference to it, as the ghost).
+        target = relates.get("event_id")
+        if (
+            relates.get("rel_type") != "m.reference"
+            or not isinstance(target, str)
+            or target not in known_source
+        ):
+            return None
+        out["m.relates_to"] = {"rel_type": "m.reference", "event_id": REF_PLACEHOLDER}
         return RelayPlan(event_type, out, target, True)
 
     reply = relates.get("m.in_reply_to")

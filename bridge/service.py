@@ -37,7 +37,7 @@ from .operators import on_operator_message, schedule_operator_room, sync_operato
 from .outbox import new_entry
 from .reactions import screen_reactions
 from .registry import backfill_keys, channel_for_alias, exec_alias, exec_directory, expire_holds
-from .relay import SOURCE_KEY
+from .relay import POLL_END_TYPES, POLL_START_TYPES, SOURCE_KEY
 from .store.leases import Leases
 from .store.models import Channel, InboundEvent, Post, Room
 from .views import count_receipts
@@ -53,6 +53,8 @@ ACTIONABLE_TYPES = frozenset(
         "m.room.encrypted",
         "m.room.encryption",
         "m.room.member",
+        *POLL_START_TYPES,  # polls made in backstage are relayed
+        *POLL_END_TYPES,
         *POLICY_RULE_TYPES,  # followed moderation policy lists
     }
 )

@@ -58,15 +58,19 @@ async def count_receipts(ctx: Context, ephemeral: Iterable[Mapping[str, Any]]) -
             post_id, channel_id, _ghost = found
             key = (channel_id, reader)
             furthest[key] = max(furthest.get(key, 0), post_id)
-        for (channel_id, reader), post_id in furthest.items():
-            await session.execute(_advance(session, channel_id, reader, post_id))
+        if furthest:
+            values: list[dict[str, Any]] = [
+                {"channel_id": channel_id, "user_id": reader, "post_id": post_id}
+                for (channel_id, reader), post_id in furthest.items()
+            ]
+            await session.execute(_advance(session, values))  # one statement (each key once)
     return len(furthest)
 
 
-def _advance(session: AsyncSession, channel_id: int, reader: str, post_id: int) -> Any:
+def _advance(session: AsyncSession, rows: list[dict[str, Any]]) -> Any:
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(ReaderPosition).values(channel_id=channel_id, user_id=reader, post_id=post_id)
+    statement = insert(ReaderPosition).values(rows)
     return statement.on_conflict_do_update(
         index_elements=["channel_id", "user_id"],
         set_={"post_id": statement.excluded.post_id, "updated_at": func.now()},

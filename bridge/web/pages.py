@@ -15,6 +15,11 @@ Only `active` channels exist here; anything else (suspended, deleted, still bein
 as are redacted posts and posts not yet published. Every response carries a strict
 Content-Security-Policy: pages load nothing but this origin's stylesheet and images, and run no
 script. Caching and its invalidation are described in cache.py.
+
+Polls show their votes, counted from the poll's `m.reference` relations in the broadcast room (read
+as the bot, cached a minute per poll like the subscriber counts). A page that shows polls has their
+tallies in its version: `_poll_pages` remembers which polls each such page showed at which channel
+version, so a request can tell, before touching the posts, that a vote changed the page.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -32,6 +38,7 @@ from aiohttp import web
 from sqlalchemy import Integer, Row, Text, bindparam, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from appservice.client import q
 from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
 from appservice.ids import RoomID
 
@@ -39,10 +46,21 @@ from ..context import Context
 from ..management import subscriber_count
 from ..names import title_key
 from ..store.models import Channel, HandleHold, Post
-from .cache import FreshReads, Page, PageCache, Reader, RefreshingCache
+from .cache import MAX_CACHED_PAGES, FreshReads, Page, PageCache, Reader, RefreshingCache
 from .feeds import ATOM_TYPE, JSON_FEED_TYPE, atom, json_feed
 from .media import MEDIA_CACHE_DIR, MediaProxy, MediaStore, referenced_by_visible_post
-from .render import DIRECTORY_LIMIT, FEED_SIZE, PAGE_SIZE, ChannelInfo, LinkStyle, PostRecord, Renderer
+from .render import (
+    DIRECTORY_LIMIT,
+    FEED_SIZE,
+    PAGE_SIZE,
+    ChannelInfo,
+    LinkStyle,
+    PollTally,
+    PostRecord,
+    Renderer,
+    parse_poll,
+    tally_poll,
+)
 from .sanitise import MEDIA_ID, SERVER_NAME, parse_mxc
 
 log = logging.getLogger(__name__)
@@ -69,6 +87,13 @@ SUBSCRIBERS_WAIT_S: Final = 2.0  # how long a page waits for a count it has neve
 SUBSCRIBERS_RETRY_S: Final = 15.0
 SUBSCRIBERS_FETCH_TIMEOUT_S: Final = 20.0
 DIRECTORY_FACTS_CHECK_S: Final = 5.0
+# Poll tallies are cached like subscriber counts: a minute, served stale while refreshing.
+POLL_TTL_S: Final = SUBSCRIBERS_TTL_S
+POLL_WAIT_S: Final = SUBSCRIBERS_WAIT_S
+POLL_RETRY_S: Final = SUBSCRIBERS_RETRY_S
+POLL_FETCH_TIMEOUT_S: Final = SUBSCRIBERS_FETCH_TIMEOUT_S
+POLL_RELATIONS_LIMIT: Final = 100  # relations per request
+POLL_RELATIONS_PAGES: Final = 20  # requests per tally: the newest 2,000 relations count
 MAX_QUERY_LENGTH: Final = 100
 MAX_HANDLE_LENGTH: Final = 64
 POST_ID: Final = r"[0-9]{1,18}"
@@ -85,6 +110,21 @@ class RoomFacts:
 
 
 NO_FACTS: Final = RoomFacts(None, None)
+
+
+@dataclass(frozen=True)
+class PollKey:
+    """A poll to count: its event in the broadcast room, its sender (the ghost) and what may be chosen."""
+
+    room_id: str
+    event_id: str
+    sender: str
+    answer_ids: tuple[str, ...]
+    max_selections: int
+
+
+# The polls a page shows with their tallies (None: not known), in page order; part of its version.
+ShownPolls = tuple[tuple[PollKey, PollTally | None], ...]
 
 
 class FactsUnavailable(Exception):
@@ -109,6 +149,7 @@ class DirectoryState:
 
 
 Built = tuple[int, bytes, str]  # status, body, content type
+Build = Callable[[ChannelInfo, RoomKey], Awaitable[tuple[Built, ShownPolls]]]
 
 
 # The statements, built once (building a SELECT costs more than running this one on SQLite).
@@ -205,6 +246,16 @@ class Pages:
             retry=SUBSCRIBERS_RETRY_S,
             fetch_timeout=SUBSCRIBERS_FETCH_TIMEOUT_S,
         )
+        self.polls: RefreshingCache[PollKey, PollTally | None] = RefreshingCache(
+            self._fetch_tally,
+            fallback=None,
+            ttl=POLL_TTL_S,
+            wait=POLL_WAIT_S,
+            retry=POLL_RETRY_S,
+            fetch_timeout=POLL_FETCH_TIMEOUT_S,
+        )
+        # page key -> (channel version, the polls the page showed at it); only pages with polls.
+        self._poll_pages: OrderedDict[Hashable, tuple[Hashable, tuple[PollKey, ...]]] = OrderedDict()
         self._channels: FreshReads[str, ChannelState | None] = FreshReads(self._load_channel)
         self._directory: FreshReads[str, DirectoryState] = FreshReads(self._load_directory)
         self._directory_checked = 0.0
@@ -220,6 +271,7 @@ class Pages:
     async def close(self) -> None:
         await self.proxy.close()
         await self.facts.close()
+        await self.polls.close()
         await self.reader.close()
 
     # -- what the database says --------------------------------------------------------------------
@@ -294,6 +346,67 @@ class Pages:
         url = avatar.get("url")
         return RoomFacts(count, url if isinstance(url, str) and parse_mxc(url) else None)
 
+    async def _fetch_tally(self, poll: PollKey) -> PollTally:
+        """Count the votes from the poll's reference relations, newest first, as the bot."""
+        path = f"/_matrix/client/v1/rooms/{q(poll.room_id)}/relations/{q(poll.event_id)}/m.reference"
+        events: list[object] = []
+        batch: str | None = None
+        for _ in range(POLL_RELATIONS_PAGES):
+            query = {"limit": str(POLL_RELATIONS_LIMIT)}
+            if batch is not None:
+                query["from"] = batch
+            data = await self.ctx.client.request(
+                "GET", path, query=query, user_id=self.ctx.config.bot_user_id
+            )
+            chunk = data.get("chunk")
+            if isinstance(chunk, list):
+                events.extend(chunk)
+            following = data.get("next_batch")
+            if not isinstance(following, str) or not following or following == batch:
+                break
+            batch = following
+        return tally_poll(poll.answer_ids, poll.max_selections, poll.sender, events)
+
+    async def _tallies(
+        self, records: Sequence[PostRecord], room: RoomKey
+    ) -> tuple[dict[int, PollTally | None], ShownPolls]:
+        """The tallies of the polls among `records` (waiting at most POLL_WAIT_S for new ones)."""
+        room_id, ghost = room
+        found: list[tuple[int, PollKey]] = []
+        for record in records:
+            poll = parse_poll(record.event_type, record.content) if record.content is not None else None
+            if poll is not None and record.relayed_event_id is not None:
+                key = PollKey(room_id, record.relayed_event_id, ghost, poll.answer_ids, poll.max_selections)
+                found.append((record.id, key))
+        if not found:
+            return {}, ()
+        tallies = await self.polls.get_many(key for _, key in found)
+        return {post_id: tallies[key] for post_id, key in found}, tuple(
+            (key, tallies[key]) for _, key in found
+        )
+
+    async def _current_polls(self, key: Hashable, channel_version: Hashable) -> ShownPolls:
+        """The polls page `key` showed when last built at this channel version, with their tallies now.
+
+        Nothing known (never built, built at another version, forgotten): (), which matches only a
+        cached page that shows no polls; any other is rebuilt.
+        """
+        entry = self._poll_pages.get(key)
+        if entry is None or entry[0] != channel_version:
+            return ()
+        self._poll_pages.move_to_end(key)
+        tallies = await self.polls.get_many(entry[1])
+        return tuple((poll, tallies[poll]) for poll in entry[1])
+
+    def _remember_polls(self, key: Hashable, channel_version: Hashable, shown: ShownPolls) -> None:
+        if not shown:
+            self._poll_pages.pop(key, None)
+            return
+        self._poll_pages[key] = (channel_version, tuple(poll for poll, _ in shown))
+        self._poll_pages.move_to_end(key)
+        while len(self._poll_pages) > MAX_CACHED_PAGES:
+            self._poll_pages.popitem(last=False)
+
     async def _media_allowed(self, mxc: str) -> bool:
         if await referenced_by_visible_post(self.reader, mxc):
             return True
@@ -337,7 +450,7 @@ class Pages:
         self,
         request: web.Request,
         what: Hashable,
-        build: Callable[[ChannelInfo], Awaitable[Built]],
+        build: Build,
         security: Mapping[str, str] = PAGE_HEADERS,
     ) -> web.StreamResponse:
         handle = request.match_info["handle"].lower()
@@ -350,13 +463,14 @@ class Pages:
                 raise web.HTTPMovedPermanently(f"/c/{current}{rest}{query}", headers=PAGE_HEADERS)
             return self._not_found()
         facts = await self.facts.get(state.room)
-        version = (state.version, facts)
         key = (handle, what)
-        page = self.cache.get(key, version)
+        page = self.cache.get(key, (state.version, facts, await self._current_polls(key, state.version)))
         if page is None:
             channel = replace(state.info, subscribers=facts.subscribers, avatar=facts.avatar)
-            page = self._page(key, version, await build(channel), security)
+            built, polls = await build(channel, state.room)
+            page = self._page(key, (state.version, facts, polls), built, security)
             self.cache.put(key, page)
+            self._remember_polls(key, state.version, polls)
         return self._respond(request, page)
 
     # -- handlers ----------------------------------------------------------------------------------
@@ -400,15 +514,13 @@ class Pages:
                 return self._bad_request()
             before = int(raw)
 
-        async def build(channel: ChannelInfo) -> Built:
+        async def build(channel: ChannelInfo, room: RoomKey) -> tuple[Built, ShownPolls]:
             records = await self._posts(channel.id, before=before, limit=PAGE_SIZE + 1)
             older = records[PAGE_SIZE - 1].id if len(records) > PAGE_SIZE else None
-            views = self.renderer.post_views(records[:PAGE_SIZE], channel, LinkStyle.PAGE)
-            return (
-                200,
-                self.renderer.channel_page(channel, views, older=older, paged=before is not None),
-                HTML_TYPE,
-            )
+            tallies, polls = await self._tallies(records[:PAGE_SIZE], room)
+            views = self.renderer.post_views(records[:PAGE_SIZE], channel, LinkStyle.PAGE, tallies)
+            page = self.renderer.channel_page(channel, views, older=older, paged=before is not None)
+            return (200, page, HTML_TYPE), polls
 
         return await self._serve_channel(request, ("page", before), build)
 
@@ -421,14 +533,17 @@ class Pages:
     async def _single_post(self, request: web.Request, style: LinkStyle) -> web.StreamResponse:
         post_id = int(request.match_info["post_id"])
 
-        async def build(channel: ChannelInfo) -> Built:
+        async def build(channel: ChannelInfo, room: RoomKey) -> tuple[Built, ShownPolls]:
             record = await self._post(channel.id, post_id)
-            view = self.renderer.post_view(record, channel, style) if record is not None else None
+            if record is None:
+                return (404, self.renderer.error(404, channel.lang), HTML_TYPE), ()
+            tallies, polls = await self._tallies([record], room)
+            view = self.renderer.post_view(record, channel, style, tallies.get(record.id))
             if view is None:
-                return 404, self.renderer.error(404, channel.lang), HTML_TYPE
+                return (404, self.renderer.error(404, channel.lang), HTML_TYPE), ()
             if style is LinkStyle.EMBED:
-                return 200, self.renderer.embed(channel, view), HTML_TYPE
-            return 200, self.renderer.post_page(channel, view), HTML_TYPE
+                return (200, self.renderer.embed(channel, view), HTML_TYPE), polls
+            return (200, self.renderer.post_page(channel, view), HTML_TYPE), polls
 
         security = EMBED_HEADERS if style is LinkStyle.EMBED else PAGE_HEADERS
         return await self._serve_channel(request, (style.value, post_id), build, security)
@@ -440,13 +555,14 @@ class Pages:
         return await self._feed(request, "json")
 
     async def _feed(self, request: web.Request, kind: str) -> web.StreamResponse:
-        async def build(channel: ChannelInfo) -> Built:
+        async def build(channel: ChannelInfo, room: RoomKey) -> tuple[Built, ShownPolls]:
+            # Feeds show polls without their votes (feed readers keep entries; counts would go stale).
             records = await self._posts(channel.id, limit=FEED_SIZE)
             views = self.renderer.post_views(records, channel, LinkStyle.FEED)
             public_url = self.renderer.public_url
             if kind == "atom":
-                return 200, atom(channel, views, public_url), ATOM_TYPE
-            return 200, json_feed(channel, views, public_url), JSON_FEED_TYPE
+                return (200, atom(channel, views, public_url), ATOM_TYPE), ()
+            return (200, json_feed(channel, views, public_url), JSON_FEED_TYPE), ()
 
         return await self._serve_channel(request, ("feed", kind), build)
 

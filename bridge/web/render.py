@@ -9,7 +9,7 @@ start; rendering happens only when the page cache misses (see pages.py).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -36,6 +36,11 @@ MAX_MEDIA_DIMENSION: Final = 4096
 
 TEXT_MSGTYPES: Final = ("m.text", "m.notice", "m.emote")
 POLL_EVENT_TYPES: Final = ("m.poll.start", "org.matrix.msc3381.poll.start")
+POLL_RESPONSE_TYPES: Final = ("m.poll.response", "org.matrix.msc3381.poll.response")
+POLL_END_TYPES: Final = ("m.poll.end", "org.matrix.msc3381.poll.end")
+POLL_DISCLOSED_KINDS: Final = ("m.disclosed", "org.matrix.msc3381.poll.disclosed")
+MAX_POLL_ANSWERS: Final = 20  # MSC3381: clients truncate the answers to 20
+POLL_BAR_STEP: Final = 5  # the bars' widths go in steps of 5 % (one CSS class each: no inline styles)
 HTML_FORMAT: Final = "org.matrix.custom.html"
 MATRIX_TO: Final = "https://matrix.to/#/"
 
@@ -53,6 +58,10 @@ STRINGS: Final[Mapping[str, Mapping[str, str]]] = {
         "permalink": "Link",
         "poll": "Poll",
         "results_in_matrix": "Results in Matrix",
+        "voter": "voter",
+        "voters": "voters",
+        "poll_ended": "ended",
+        "results_when_ended": "Results when the poll ends",
         "video": "Video",
         "download": "Download",
         "no_posts": "No posts yet.",
@@ -78,6 +87,10 @@ STRINGS: Final[Mapping[str, Mapping[str, str]]] = {
         "permalink": "پیوند",
         "poll": "نظرسنجی",
         "results_in_matrix": "نتایج در ماتریکس",
+        "voter": "رأی‌دهنده",
+        "voters": "رأی‌دهنده",
+        "poll_ended": "پایان‌یافته",
+        "results_when_ended": "نتایج پس از پایان نظرسنجی",
         "video": "ویدیو",
         "download": "دریافت",
         "no_posts": "هنوز پستی نیست.",
@@ -159,6 +172,50 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class PollAnswer:
+    id: str | None  # `m.id` (stable) or `id` (MSC3381); an answer without one cannot be voted for
+    text: str
+
+
+@dataclass(frozen=True)
+class Poll:
+    """A poll start event's content, stable (`m.poll`) or MSC3381 form."""
+
+    question: str
+    answers: tuple[PollAnswer, ...]
+    max_selections: int
+    disclosed: bool  # results may be shown while the poll is open (unknown kinds are undisclosed)
+
+    @property
+    def answer_ids(self) -> tuple[str, ...]:
+        return tuple(answer.id for answer in self.answers if answer.id is not None)
+
+
+@dataclass(frozen=True)
+class PollTally:
+    """The votes of a poll as its relations stand: per answer id, in answer order."""
+
+    counts: tuple[tuple[str, int], ...]
+    voters: int  # senders whose counted response selects at least one answer
+    ended: bool
+
+
+@dataclass(frozen=True)
+class PollRow:
+    text: str
+    count: int
+    width: int  # 0..100, a multiple of POLL_BAR_STEP: the share of voters who chose this answer
+
+
+@dataclass(frozen=True)
+class PollResults:
+    rows: tuple[PollRow, ...]
+    voters: int
+    ended: bool
+    hidden: bool  # an undisclosed poll still open: the total shows, the counts do not
+
+
+@dataclass(frozen=True)
 class PostView:
     id: int
     kind: str  # text | image | video | file | poll
@@ -173,6 +230,7 @@ class PostView:
     attachment: Attachment | None
     poll_question: str
     poll_answers: tuple[str, ...]
+    poll_results: PollResults | None  # None: not a poll, or its votes are not known (yet)
     created: datetime
     edited: datetime | None
     permalink: str
@@ -254,8 +312,8 @@ def _summary(text: str) -> str:
     return line if len(line) <= SUMMARY_LENGTH else line[: SUMMARY_LENGTH - 1].rstrip() + "…"
 
 
-def poll_of(event_type: str, content: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
-    """(question, answers) of a poll start event, stable (`m.poll`) or MSC3381 form."""
+def parse_poll(event_type: str, content: Mapping[str, Any]) -> Poll | None:
+    """The poll of a poll start event, stable (`m.poll`) or MSC3381 form; None if it is not one."""
     if event_type not in POLL_EVENT_TYPES:
         return None
     poll = content.get("m.poll") or content.get("org.matrix.msc3381.poll.start")
@@ -263,10 +321,107 @@ def poll_of(event_type: str, content: Mapping[str, Any]) -> tuple[str, tuple[str
         return None
     question = _text_of(poll.get("question")) or _text_of(content)
     raw_answers = poll.get("answers")
-    answers = tuple(
-        text for text in (_text_of(a) for a in (raw_answers if isinstance(raw_answers, list) else [])) if text
+    answers: list[PollAnswer] = []
+    for raw in (raw_answers if isinstance(raw_answers, list) else [])[:MAX_POLL_ANSWERS]:
+        text = _text_of(raw)
+        if not text:
+            continue
+        answer_id = (raw.get("m.id") or raw.get("id")) if isinstance(raw, dict) else None
+        answers.append(PollAnswer(answer_id if isinstance(answer_id, str) and answer_id else None, text))
+    if not question and not answers:
+        return None
+    limit = poll.get("max_selections")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        limit = 1  # the default, and what a nonsensical value falls back to
+    return Poll(
+        question=question,
+        answers=tuple(answers),
+        max_selections=limit,
+        disclosed=poll.get("kind") in POLL_DISCLOSED_KINDS,
     )
-    return (question, answers) if question or answers else None
+
+
+def poll_of(event_type: str, content: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+    """(question, answers) of a poll start event, stable (`m.poll`) or MSC3381 form."""
+    poll = parse_poll(event_type, content)
+    return (poll.question, tuple(a.text for a in poll.answers)) if poll is not None else None
+
+
+def _selections(content: Mapping[str, Any]) -> object:
+    if "m.selections" in content:
+        return content["m.selections"]
+    unstable = content.get("org.matrix.msc3381.poll.response")
+    return unstable.get("answers") if isinstance(unstable, dict) else None
+
+
+def tally_poll(
+    answer_ids: Sequence[str], max_selections: int, poll_sender: str, events: Iterable[object]
+) -> PollTally:
+    """Count a poll's votes from the events relating to it (as /relations returns them, any order).
+
+    As MSC3381 and the spec have it: only each sender's latest response (by `origin_server_ts`)
+    counts, even an invalid one; a response's selections are cut to `max_selections`, and one that
+    then names an unknown answer is spoiled (counts for nothing); an empty one takes a vote back.
+    The first `m.poll.end` by the poll's sender closes the poll: responses after it never happened.
+    A response stripped of `m.relates_to` (redacted) is ignored, which reverts to the one before.
+    """
+    known = set(answer_ids)
+    limit = max(1, max_selections)
+    responses: list[tuple[int, str, str, object]] = []  # (timestamp, event id, sender, selections)
+    ended_at: int | None = None
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        content, sender, ts = event.get("content"), event.get("sender"), event.get("origin_server_ts")
+        if not isinstance(content, dict) or not isinstance(content.get("m.relates_to"), dict):
+            continue
+        if not isinstance(sender, str) or not isinstance(ts, int) or isinstance(ts, bool):
+            continue
+        event_id = event.get("event_id")
+        kind = event.get("type")
+        if kind in POLL_END_TYPES and sender == poll_sender:
+            ended_at = ts if ended_at is None else min(ended_at, ts)
+        elif kind in POLL_RESPONSE_TYPES:
+            responses.append(
+                (ts, event_id if isinstance(event_id, str) else "", sender, _selections(content))
+            )
+    latest: dict[str, tuple[int, str, object]] = {}
+    for ts, event_id, sender, selections in responses:
+        if ended_at is not None and ts > ended_at:
+            continue
+        if sender not in latest or (ts, event_id) > latest[sender][:2]:
+            latest[sender] = (ts, event_id, selections)
+    counts = dict.fromkeys(answer_ids, 0)
+    voters = 0
+    for _, _, selections in latest.values():
+        if not isinstance(selections, list):
+            continue  # spoiled
+        chosen = selections[:limit]
+        if not chosen or not all(isinstance(s, str) and s in known for s in chosen):
+            continue  # no selection, or spoiled
+        voters += 1
+        for answer_id in dict.fromkeys(chosen):
+            counts[answer_id] += 1
+    return PollTally(tuple(counts.items()), voters, ended_at is not None)
+
+
+def poll_results(poll: Poll, tally: PollTally) -> PollResults:
+    """What a page shows of a tally: each shown answer's count and bar, the voters, the state."""
+    counts = dict(tally.counts)
+    voters = tally.voters
+
+    def width(count: int) -> int:
+        if voters <= 0:
+            return 0
+        steps = 100 // POLL_BAR_STEP
+        return (2 * count * steps + voters) // (2 * voters) * POLL_BAR_STEP  # rounded half up
+
+    rows = tuple(
+        PollRow(a.text, count, width(count))
+        for a in poll.answers
+        for count in [counts.get(a.id, 0) if a.id is not None else 0]
+    )
+    return PollResults(rows, voters, tally.ended, hidden=not poll.disclosed and not tally.ended)
 
 
 def media_refs(event_type: str, content: Mapping[str, Any] | None) -> set[str]:
@@ -342,8 +497,13 @@ class Renderer:
 
     # -- posts -------------------------------------------------------------------------------------
 
-    def post_view(self, post: PostRecord, channel: ChannelInfo, style: LinkStyle) -> PostView | None:
-        """How a post shows, or None for what a page never shows (no content yet, unknown kinds)."""
+    def post_view(
+        self, post: PostRecord, channel: ChannelInfo, style: LinkStyle, tally: PollTally | None = None
+    ) -> PostView | None:
+        """How a post shows, or None for what a page never shows (no content yet, unknown kinds).
+
+        `tally`: a poll's votes, when they are known.
+        """
         content = post.content
         if not isinstance(content, dict) or post.relayed_event_id is None:
             return None
@@ -372,10 +532,12 @@ class Renderer:
         attachment: Attachment | None = None
         question = ""
         answers: tuple[str, ...] = ()
-        poll = poll_of(post.event_type, content)
+        results: PollResults | None = None
+        poll = parse_poll(post.event_type, content)
         if poll is not None:
             kind = "poll"
-            question, answers = poll
+            question, answers = poll.question, tuple(a.text for a in poll.answers)
+            results = poll_results(poll, tally) if tally is not None else None
             shown_text, plain, html_body = "", question, None
         elif post.event_type == "m.sticker" or msgtype == "m.image":
             kind = "image"
@@ -409,6 +571,7 @@ class Renderer:
             attachment=attachment,
             poll_question=question,
             poll_answers=answers,
+            poll_results=results,
             created=utc(post.created_at),
             edited=utc(post.edited_at) if post.edited_at is not None else None,
             permalink=permalink,
@@ -420,9 +583,19 @@ class Renderer:
         )
 
     def post_views(
-        self, posts: Sequence[PostRecord], channel: ChannelInfo, style: LinkStyle
+        self,
+        posts: Sequence[PostRecord],
+        channel: ChannelInfo,
+        style: LinkStyle,
+        tallies: Mapping[int, PollTally | None] | None = None,
     ) -> list[PostView]:
-        return [view for post in posts if (view := self.post_view(post, channel, style)) is not None]
+        """`tallies`: the known votes of the polls among `posts`, by post id."""
+        tallies = tallies or {}
+        return [
+            view
+            for post in posts
+            if (view := self.post_view(post, channel, style, tallies.get(post.id))) is not None
+        ]
 
     # -- pages -------------------------------------------------------------------------------------
 

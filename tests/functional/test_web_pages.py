@@ -1,7 +1,8 @@
 """The public pages (bridge/web/pages.py) against a real database and a scripted homeserver.
 
 test ──HTTP──▶ web.Application + add_page_routes ──SQL──▶ SQLite (migrated, seeded below)
-                                                 ──HTTP──▶ FakeHomeserver (joined_members, avatar, media)
+                                                 ──HTTP──▶ FakeHomeserver (joined_members, avatar, media,
+                                                                   poll relations)
 
 Each test gets a fresh application (empty caches); the database and the homeserver live for the
 module. Tests that change the database use channels of their own.
@@ -9,6 +10,7 @@ module. Tests that change the database use channels of their own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -25,7 +27,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appservice.client import HomeserverClient
@@ -35,7 +37,7 @@ from bridge.names import title_key
 from bridge.outbox import OutboxWorker
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Channel, HandleHold, Post
-from bridge.web.pages import EMBED_CSP, PAGE_CSP, PAGES, add_page_routes
+from bridge.web.pages import EMBED_CSP, PAGE_CSP, PAGES, PollKey, add_page_routes
 
 DOMAIN = "example.org"
 BOT = f"@kanal:{DOMAIN}"
@@ -104,6 +106,63 @@ class MarkupAudit(HTMLParser):
                     self.problems.append(f"{tag}[{name}={value}] (third party)")
 
 
+# A poll as Element sends it (MSC3381, unstable names), and one in the stable form.
+ELEMENT_POLL = {
+    "org.matrix.msc3381.poll.start": {
+        "kind": "org.matrix.msc3381.poll.disclosed",
+        "max_selections": 1,
+        "question": {"org.matrix.msc1767.text": "Which day?"},
+        "answers": [
+            {"id": "sat-id", "org.matrix.msc1767.text": "Saturday"},
+            {"id": "sun-id", "org.matrix.msc1767.text": "Sunday"},
+        ],
+    },
+    "org.matrix.msc1767.text": "Which day?\n1. Saturday\n2. Sunday",
+}
+CLOSING_POLL = {
+    "m.poll": {
+        "kind": "m.disclosed",
+        "max_selections": 2,
+        "question": {"m.text": [{"body": "Which fruit?"}]},
+        "answers": [
+            {"m.id": "apple", "m.text": [{"body": "Apple"}]},
+            {"m.id": "pear", "m.text": [{"body": "Pear"}]},
+            {"m.id": "plum", "m.text": [{"body": "Plum"}]},
+        ],
+    },
+    "m.text": [{"body": "Which fruit?"}],
+}
+POLLS_GHOST = f"@kanal_polls_ch:{DOMAIN}"
+
+
+def poll_event(kind: str, poll: str, sender: str, ts: int, **content: Any) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "event_id": f"${kind}-{sender}-{ts}",
+        "room_id": f"!polls_ch:{DOMAIN}",
+        "sender": sender,
+        "origin_server_ts": ts,
+        "content": {"m.relates_to": {"rel_type": "m.reference", "event_id": poll}, **content},
+    }
+
+
+def element_vote(poll: str, sender: str, ts: int, answer: str) -> dict[str, Any]:
+    response = {"org.matrix.msc3381.poll.response": {"answers": [answer]}}
+    return poll_event("org.matrix.msc3381.poll.response", poll, sender, ts, **response)
+
+
+def element_votes(poll: str) -> list[dict[str, Any]]:
+    """130 readers vote (more than one page of relations): 86 for Saturday, 44 for Sunday."""
+    votes = [
+        element_vote(poll, f"@reader{n}:{DOMAIN}", 1000 + n, "sat-id" if n < 88 else "sun-id")
+        for n in range(130)
+    ]
+    votes.append(element_vote(poll, f"@reader0:{DOMAIN}", 5000, "sun-id"))  # changed their mind
+    votes.append(element_vote(poll, f"@reader1:{DOMAIN}", 5000, "nonsense"))  # spoiled
+    votes.append(poll_event("m.room.message", poll, f"@reader2:{DOMAIN}", 5000, body="a reference, no vote"))
+    return sorted(votes, key=lambda event: -event["origin_server_ts"])
+
+
 PERSIAN_TITLE = "کانال خبری ۱۴۰۲"  # Persian keheh (ک) and yeh (ی), Persian digits
 PERSIAN_QUERY = "كانال خبري 1402"  # the same typed on an Arabic keyboard: kaf (ك), yeh (ي), ASCII digits
 PERSIAN_TEXT = "سلام دنیا! این یک پست فارسی است."
@@ -117,10 +176,16 @@ class FakeHomeserver:
     member_requests: list[str] = field(default_factory=list)
     media_requests: list[str] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
+    # poll event id -> the events relating to it, newest first (as /relations answers, dir=b)
+    relations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    relation_requests: list[dict[str, str]] = field(default_factory=list)  # path ids and query of each
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/_matrix/client/v3/rooms/{room}/joined_members", self.joined_members)
+        app.router.add_get(
+            "/_matrix/client/v1/rooms/{room}/relations/{event_id}/{rel_type}", self.relations_of
+        )
         app.router.add_get("/_matrix/client/v3/rooms/{room}/state/{type}/", self.state)
         app.router.add_get("/_matrix/client/v1/media/download/{server}/{media_id}", self.download)
         return app
@@ -133,6 +198,19 @@ class FakeHomeserver:
         readers = [f"@reader{n}:{DOMAIN}" for n in range(self.members.get(room, 0))]
         joined: dict[str, dict[str, str]] = {user: {} for user in (BOT, ghost, *readers)}
         return web.json_response({"joined": joined})
+
+    async def relations_of(self, request: web.Request) -> web.Response:
+        event_id, rel_type = request.match_info["event_id"], request.match_info["rel_type"]
+        self.relation_requests.append({**request.match_info, **request.query})
+        self.authorizations.append(request.headers.get("Authorization"))
+        events = self.relations.get(event_id)
+        if events is None or rel_type != "m.reference":
+            return web.json_response({"errcode": "M_NOT_FOUND", "error": "no such event"}, status=404)
+        start, limit = int(request.query.get("from", "0")), int(request.query.get("limit", "5"))
+        answer: dict[str, Any] = {"chunk": events[start : start + limit]}
+        if start + limit < len(events):
+            answer["next_batch"] = str(start + limit)
+        return web.json_response(answer)
 
     async def state(self, request: web.Request) -> web.Response:
         url = self.avatars.get(request.match_info["room"])
@@ -157,6 +235,7 @@ class World:
     homeserver: FakeHomeserver
     ids: dict[str, int]  # post label -> Post.id
     config_dir: Path
+    relayed: dict[str, str]  # post label -> its event id in the broadcast room
 
 
 def message(body: str, **extra: Any) -> dict[str, Any]:
@@ -189,6 +268,7 @@ async def seed(session: AsyncSession) -> dict[str, int]:
     evil = channel("evil_chan", XSS_TITLE, about=XSS_TITLE)
     mutable = channel("mutable_ch", "Mutable Channel")
     renamed = channel("renamed_ch", "Renamed Channel")
+    polls = channel("polls_ch", "Poll Channel")
     await session.flush()
     session.add(
         HandleHold(
@@ -304,6 +384,8 @@ async def seed(session: AsyncSession) -> dict[str, int]:
     post("mutable1", mutable, message("MUTABLE-ONE"))
     post("mutable2", mutable, message("MUTABLE-TWO-ORIGINAL"))
     post("renamed_post", renamed, message("RENAMED-POST"))
+    post("element_poll", polls, ELEMENT_POLL, event_type="org.matrix.msc3381.poll.start")
+    post("closing_poll", polls, CLOSING_POLL, event_type="m.poll.start")
     await session.flush()
     ids.update({label: row.id for label, row in labels})
     return ids
@@ -343,10 +425,16 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     sessions = sessionmaker(engine)
     async with sessions.begin() as session:
         ids = await seed(session)
+        rows = await session.execute(select(Post.id, Post.relayed_event_id))
+        by_id = {post_id: event_id for post_id, event_id in rows.all()}
+    relayed = {label: by_id[post_id] for label, post_id in ids.items() if by_id[post_id] is not None}
+    # news_daily's poll has no relations to hand out (404): it shows as polls did before tallies.
+    homeserver.relations[relayed["element_poll"]] = element_votes(relayed["element_poll"])
+    homeserver.relations[relayed["closing_poll"]] = []
     client = HomeserverClient(config.homeserver_url, config.as_token, attempts=1)
     ctx = Context(config, client, sessions, OutboxWorker(sessions, client))
     try:
-        yield World(ctx, sessions, homeserver, ids, folder)
+        yield World(ctx, sessions, homeserver, ids, folder, relayed)
     finally:
         await client.close()
         await engine.dispose()
@@ -425,6 +513,8 @@ async def test_media_posts_show_through_kanal(client: Client, world: World) -> N
     assert '<img src="/media/example.org/inline1" alt="inline pic">' in page
     assert "QUOTED-REPLY" not in page  # the reply fallback is dropped
     assert "Tea or coffee?" in page and '<li dir="auto">Tea</li>' in page and "Results in Matrix" in page
+    # Its relations cannot be read (404 here): the answers show without counts, as before.
+    assert 'class="tally"' not in page and "voters" not in page
 
 
 async def test_an_edited_post_shows_its_new_text_marked_edited(client: Client, world: World) -> None:
@@ -542,7 +632,7 @@ async def test_hostile_html_never_reaches_a_page(client: Client, world: World) -
 @pytest.mark.parametrize(
     "path",
     ["/", "/?q=news", "/c/news_daily", "/c/news_daily/feed.atom", "/c/news_daily/feed.json", "/c/nope",
-     "/static/kanal.css", "/media/example.org/unrelated"],
+     "/static/kanal.css", "/media/example.org/unrelated", "/c/polls_ch"],
 )  # fmt: skip
 async def test_every_response_carries_the_security_headers(client: Client, path: str) -> None:
     response = await client.get(path)
@@ -635,6 +725,102 @@ async def test_subscriber_counts_are_cached(client: Client, world: World) -> Non
     assert world.homeserver.member_requests.count("!news_daily:example.org") == before + 1
 
 
+# -- polls ------------------------------------------------------------------------------------------
+
+
+def poll_article(page: str, post_id: int) -> str:
+    start = page.index(f'id="post-{post_id}"')
+    return page[start : page.index("</article>", start)]
+
+
+async def test_a_poll_shows_its_votes(client: Client, world: World) -> None:
+    poll = world.relayed["element_poll"]
+    homeserver = world.homeserver
+    before = len(homeserver.relation_requests)
+    page = await get_text(client, "/c/polls_ch")
+    article = poll_article(page, world.ids["element_poll"])
+    # 130 readers, minus one spoiled vote; reader0 moved from Saturday to Sunday.
+    assert '<span class="answer">Saturday</span> <span class="votes">86</span>' in article
+    assert '<span class="answer">Sunday</span> <span class="votes">43</span>' in article
+    assert '<span class="fill w-65"></span>' in article and '<span class="fill w-35"></span>' in article
+    assert '<span class="voters">129 voters</span>' in article
+    assert "ended" not in article and "Results in Matrix" not in article
+    # Read as the bot, one page of relations after another.
+    requests = [r for r in homeserver.relation_requests[before:] if r["event_id"] == poll]
+    assert [r.get("from") for r in requests] == [None, "100"]
+    assert all(r["room"] == f"!polls_ch:{DOMAIN}" and r["rel_type"] == "m.reference" for r in requests)
+    assert all(r["user_id"] == BOT and r["limit"] == "100" for r in requests)
+    # The tally is cached: the page again, the permalink and the embed ask the homeserver nothing.
+    asked = len(homeserver.relation_requests)
+    assert await get_text(client, "/c/polls_ch") == page
+    post = await get_text(client, f"/c/polls_ch/{world.ids['element_poll']}")
+    embed = await get_text(client, f"/c/polls_ch/{world.ids['element_poll']}/embed")
+    for shown in (post, embed):
+        assert '<span class="votes">86</span>' in shown and "129 voters" in shown
+    feed = await get_text(client, "/c/polls_ch/feed.atom")
+    assert "Saturday" in feed and "129" not in feed  # feeds list the answers without counts
+    assert len(homeserver.relation_requests) == asked
+
+
+async def test_a_vote_or_the_end_of_a_poll_changes_the_page(client: Client, world: World) -> None:
+    pages = client.app[PAGES]
+    pages.polls.ttl = 0.0  # every tally is stale at once: served, and refreshed behind the page
+    poll = world.relayed["closing_poll"]
+    path = f"/c/polls_ch/{world.ids['closing_poll']}"
+    relations = world.homeserver.relations
+    vote = "m.poll.response"
+    relations[poll] = [
+        poll_event(vote, poll, f"@ann:{DOMAIN}", 100, **{"m.selections": ["apple", "pear", "plum"]}),
+    ]
+    try:
+        first = await client.get(path)
+        etag = first.headers["ETag"]
+        article = poll_article(await first.text(), world.ids["closing_poll"])
+        assert '<span class="answer">Plum</span> <span class="votes">0</span>' in article  # two at most
+        assert '<span class="answer">Pear</span> <span class="votes">1</span>' in article
+        assert "1 voter" in article
+        assert (await client.get(path, headers={"If-None-Match": etag})).status == 304
+
+        relations[poll] = [
+            poll_event(vote, poll, f"@cat:{DOMAIN}", 400, **{"m.selections": ["apple"]}),  # too late
+            poll_event("m.poll.end", poll, POLLS_GHOST, 300, **{"m.text": [{"body": "The poll has ended."}]}),
+            poll_event("m.poll.end", poll, f"@bob:{DOMAIN}", 150),  # not the poll's sender
+            poll_event(vote, poll, f"@bob:{DOMAIN}", 200, **{"m.selections": ["plum"]}),
+            *relations[poll],
+        ]
+        # The stale tally answers at once while the new one is fetched; then the page changes.
+        for _ in range(200):
+            response = await client.get(path, headers={"If-None-Match": etag})
+            if response.status == 200:
+                break
+            assert response.status == 304
+            await asyncio.sleep(0.01)
+        assert response.status == 200 and response.headers["ETag"] != etag
+        article = poll_article(await response.text(), world.ids["closing_poll"])
+        assert '<span class="answer">Apple</span> <span class="votes">1</span>' in article
+        assert '<span class="answer">Plum</span> <span class="votes">1</span>' in article
+        assert '<span class="voters">2 voters</span> · <span class="ended">ended</span>' in article
+        assert (await client.get(path, headers={"If-None-Match": response.headers["ETag"]})).status == 304
+    finally:
+        relations[poll] = []
+
+
+async def test_a_poll_that_cannot_be_counted_keeps_its_answers(client: Client, world: World) -> None:
+    pages = client.app[PAGES]
+    poll = world.relayed["closing_poll"]
+    relations = world.homeserver.relations
+    saved = relations.pop(poll)
+    try:
+        page = await get_text(client, "/c/polls_ch")
+        article = poll_article(page, world.ids["closing_poll"])
+        assert '<li dir="auto">Apple</li>' in article and "Results in Matrix" in article
+        keys = [key for key, _ in pages.polls.items() if key.event_id == poll]
+        assert keys == [PollKey(f"!polls_ch:{DOMAIN}", poll, POLLS_GHOST, ("apple", "pear", "plum"), 2)]
+        assert pages.polls.peek(keys[0]) is None
+    finally:
+        relations[poll] = saved
+
+
 # -- media ------------------------------------------------------------------------------------------
 
 
@@ -703,7 +889,7 @@ async def test_the_directory_lists_public_channels_by_subscribers(client: Client
     page = await get_text(client, "/")
     handles = re.findall(r'<p class="handle"><span dir="ltr">@(\w+)</span></p>', page)
     assert handles[:3] == ["persian_ch", "news_daily", "mutable_ch"]
-    assert set(handles) == {"persian_ch", "news_daily", "mutable_ch", "evil_chan", "renamed_ch"}
+    assert set(handles) == {"persian_ch", "news_daily", "mutable_ch", "evil_chan", "renamed_ch", "polls_ch"}
     assert "۱۲ مشترک" in page and "5 subscribers" in page  # each card counts in its channel's script
 
 

@@ -206,3 +206,50 @@ async def test_a_post_made_through_the_api_reaches_readers_and_the_page(env: Env
     assert views == 1
     # The token itself is not kept once the notice showing it was sent.
     assert token not in env.kanal.log_path.read_text(errors="replace")
+
+
+POLL = {
+    "org.matrix.msc3381.poll.start": {
+        "question": {"org.matrix.msc1767.text": "Tea or coffee?"},
+        "kind": "org.matrix.msc3381.poll.disclosed",
+        "max_selections": 1,
+        "answers": [
+            {"id": "tea", "org.matrix.msc1767.text": "Tea"},
+            {"id": "coffee", "org.matrix.msc1767.text": "Coffee"},
+        ],
+    },
+    "org.matrix.msc1767.text": "Tea or coffee?\n1. Tea\n2. Coffee",
+}
+
+
+async def test_a_poll_is_relayed_voted_on_ended_and_shown_with_its_results(env: Env) -> None:
+    alice, bob = await env.user("alice"), await env.user("bob")
+    channel = await create_channel(env, alice, env.handle("poll"), "Poll Desk")
+    await bob.join(f"#{channel.handle}:{env.domain}")
+    source = await alice.send(channel.backstage, POLL, event_type="org.matrix.msc3381.poll.start")
+    ghost = f"@kanal_{channel.handle}:{env.domain}"
+    copy = await bob.wait_for(
+        channel.broadcast, lambda e: e.get("sender") == ghost and e["type"] == "org.matrix.msc3381.poll.start"
+    )
+    vote = {
+        "m.relates_to": {"rel_type": "m.reference", "event_id": copy["event_id"]},
+        "org.matrix.msc3381.poll.response": {"answers": ["coffee"]},
+    }
+    await bob.send(channel.broadcast, vote, event_type="org.matrix.msc3381.poll.response")  # readers may vote
+    end = {
+        "m.relates_to": {"rel_type": "m.reference", "event_id": source},
+        "org.matrix.msc1767.text": "Ended",
+    }
+    await alice.send(channel.backstage, end, event_type="org.matrix.msc3381.poll.end")
+    ended = await bob.wait_for(
+        channel.broadcast, lambda e: e.get("sender") == ghost and e["type"] == "org.matrix.msc3381.poll.end"
+    )
+    assert ended["content"]["m.relates_to"]["event_id"] == copy["event_id"]
+
+    url = f"{web_base(env)}/c/{channel.handle}"
+    deadline = time.monotonic() + 90
+    page = await page_text(url)
+    while not ("Tea or coffee?" in page and "Coffee" in page and "1" in page) and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        page = await page_text(url)
+    assert "Tea or coffee?" in page and "Coffee" in page

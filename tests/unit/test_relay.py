@@ -139,7 +139,6 @@ def test_stickers_are_relayed() -> None:
         "m.room.member",
         "m.room.encrypted",
         "m.room.name",
-        "m.poll.start",
         "m.call.invite",
     ],
 )
@@ -524,3 +523,36 @@ def test_relayed_relations_only_ever_point_at_the_placeholder(
         assert SOURCE_KEY not in result.content
     else:
         assert result.content[SOURCE_KEY] == SOURCE
+
+
+POLL = {
+    "org.matrix.msc3381.poll.start": {
+        "question": {"org.matrix.msc1767.text": "Tea or coffee?"},
+        "kind": "org.matrix.msc3381.poll.disclosed",
+        "max_selections": 1,
+        "answers": [
+            {"id": "tea", "org.matrix.msc1767.text": "Tea"},
+            {"id": "coffee", "org.matrix.msc1767.text": "Coffee"},
+        ],
+    },
+    "org.matrix.msc1767.text": "Tea or coffee?\n1. Tea\n2. Coffee",
+}
+
+
+@pytest.mark.parametrize("event_type", ["m.poll.start", "org.matrix.msc3381.poll.start"])
+def test_polls_are_relayed_as_they_are(event_type: str) -> None:
+    result = plan(POLL, event_type)
+    assert result is not None and result.event_type == event_type and not result.is_edit
+    assert result.content["org.matrix.msc3381.poll.start"] == POLL["org.matrix.msc3381.poll.start"]
+
+
+@pytest.mark.parametrize("event_type", ["m.poll.end", "org.matrix.msc3381.poll.end"])
+def test_ending_a_published_poll_ends_its_copy(event_type: str) -> None:
+    content = {
+        "m.relates_to": {"rel_type": "m.reference", "event_id": "$poll"},
+        "org.matrix.msc1767.text": "Ended",
+    }
+    result = plan_relay(event_type, content, source_event_id="$end", known_source={"$poll"})
+    assert result is not None and result.ref_source == "$poll"
+    assert result.content["m.relates_to"] == {"rel_type": "m.reference", "event_id": REF_PLACEHOLDER}
+    assert plan_relay(event_type, content, source_event_id="$end", known_source=set()) is None

@@ -15,12 +15,15 @@ from bridge.web.media import content_type_of, disposition_for
 from bridge.web.render import (
     ChannelInfo,
     LinkStyle,
+    PollTally,
     PostRecord,
     Renderer,
     human_time,
     media_refs,
     number,
+    parse_poll,
     poll_of,
+    tally_poll,
 )
 from bridge.web.sanitise import Sanitiser, media_path, parse_mxc, plain_html
 
@@ -231,6 +234,234 @@ def test_polls_in_both_forms(renderer: Renderer, event_type: str, content: dict[
     assert poll_of(event_type, content) == ("Q?", ("A", "B"))
     view = renderer.post_view(record(content, event_type=event_type), CHANNEL, LinkStyle.PAGE)
     assert view is not None and view.kind == "poll" and view.summary == "Q?"
+
+
+# -- poll tallies -----------------------------------------------------------------------------------
+
+POLL_EVENT = "$poll:example.org"
+GHOST = "@kanal_news_daily:example.org"
+
+
+def vote(
+    sender: str, ts: int, *answers: object, unstable: bool = False, selections: object = None
+) -> dict[str, Any]:
+    """A poll response as /relations returns it; `selections` replaces the list (malformed votes)."""
+    chosen = list(answers) if selections is None else selections
+    relates = {"rel_type": "m.reference", "event_id": POLL_EVENT}
+    if unstable:
+        content = {"m.relates_to": relates, "org.matrix.msc3381.poll.response": {"answers": chosen}}
+    else:
+        content = {"m.relates_to": relates, "m.selections": chosen}
+    return {
+        "type": "org.matrix.msc3381.poll.response" if unstable else "m.poll.response",
+        "sender": sender,
+        "origin_server_ts": ts,
+        "event_id": f"${sender[1:].split(':')[0]}-{ts}",
+        "room_id": "!room:example.org",
+        "content": content,
+    }
+
+
+def end(sender: str, ts: int, *, unstable: bool = False) -> dict[str, Any]:
+    kind = "org.matrix.msc3381.poll.end" if unstable else "m.poll.end"
+    return {
+        "type": kind,
+        "sender": sender,
+        "origin_server_ts": ts,
+        "event_id": f"$end-{ts}",
+        "content": {"m.relates_to": {"rel_type": "m.reference", "event_id": POLL_EVENT}, kind: {}},
+    }
+
+
+def tally(
+    events: list[Any], *, max_selections: int = 1, answers: tuple[str, ...] = ("a", "b", "c")
+) -> PollTally:
+    return tally_poll(answers, max_selections, GHOST, events)
+
+
+def test_only_each_senders_latest_response_counts() -> None:
+    events = [
+        vote("@ann:x.org", 300, "b"),
+        vote("@ann:x.org", 100, "a"),
+        vote("@bob:x.org", 200, "a"),
+        vote("@ann:x.org", 200, "c"),
+        vote("@cat:x.org", 100, "a"),
+        vote("@cat:x.org", 150, selections=[]),  # took the vote back
+    ]
+    assert tally(events) == PollTally((("a", 1), ("b", 1), ("c", 0)), voters=2, ended=False)
+    assert tally(list(reversed(events))) == tally(events)  # the order of the relations does not matter
+
+
+def test_responses_after_the_end_do_not_count() -> None:
+    events = [
+        vote("@ann:x.org", 100, "a"),
+        vote("@ann:x.org", 600, "b"),  # after the end: never happened, the earlier vote stands
+        vote("@bob:x.org", 500, "b"),  # at the very moment of the end: counts
+        vote("@cat:x.org", 700, "c"),
+        end("@stranger:x.org", 200),  # not the poll's sender: ignored
+        end(GHOST, 900),
+        end(GHOST, 500),  # the first end closes the poll
+    ]
+    assert tally(events) == PollTally((("a", 1), ("b", 1), ("c", 0)), voters=2, ended=True)
+    open_poll = tally([e for e in events if e["sender"] != GHOST])
+    assert open_poll == PollTally((("a", 0), ("b", 2), ("c", 1)), voters=3, ended=False)
+
+
+def test_stable_and_unstable_responses_and_ends_count_alike() -> None:
+    events = [
+        vote("@ann:x.org", 100, "a", unstable=True),
+        vote("@bob:x.org", 100, "b"),
+        vote("@bob:x.org", 200, "a", unstable=True),  # a stable vote changed with an unstable one
+        vote("@cat:x.org", 400, "c", unstable=True),
+        end(GHOST, 300, unstable=True),
+    ]
+    assert tally(events) == PollTally((("a", 2), ("b", 0), ("c", 0)), voters=2, ended=True)
+
+
+def test_selections_are_cut_to_max_selections() -> None:
+    events = [vote("@ann:x.org", 100, "b", "a"), vote("@bob:x.org", 100, "c", "c", "a", "b")]
+    assert tally(events) == PollTally((("a", 0), ("b", 1), ("c", 1)), voters=2, ended=False)
+    # Two allowed: the first two count, a repeated answer once.
+    assert tally(events, max_selections=2) == PollTally((("a", 1), ("b", 1), ("c", 1)), voters=2, ended=False)
+
+
+@pytest.mark.parametrize(
+    "latest",
+    [
+        vote("@ann:x.org", 200, "zzz"),  # an unknown answer
+        vote("@ann:x.org", 200, "a", "zzz", unstable=True),  # any unknown answer spoils the whole vote
+        vote("@ann:x.org", 200, selections="a"),  # not a list
+        vote("@ann:x.org", 200, selections=[7]),
+        vote("@ann:x.org", 200, selections=None) | {"content": {"m.relates_to": {}}},  # no selections
+    ],
+)
+def test_a_spoiled_latest_response_counts_for_nothing(latest: dict[str, Any]) -> None:
+    events = [vote("@ann:x.org", 100, "a"), vote("@bob:x.org", 100, "b"), latest]
+    assert tally(events, max_selections=2) == PollTally((("a", 0), ("b", 1), ("c", 0)), voters=1, ended=False)
+
+
+def test_an_unknown_answer_cut_off_by_max_selections_does_not_spoil() -> None:
+    assert tally([vote("@ann:x.org", 100, "a", "zzz")]) == PollTally(
+        (("a", 1), ("b", 0), ("c", 0)), voters=1, ended=False
+    )
+
+
+def test_what_is_not_a_vote_is_ignored() -> None:
+    redacted = vote("@ann:x.org", 200, "b") | {"content": {}}  # redaction strips m.relates_to
+    events: list[Any] = [
+        vote("@ann:x.org", 100, "a"),
+        redacted,
+        vote("@bob:x.org", 100, "b") | {"origin_server_ts": "100"},
+        vote("@cat:x.org", 100, "b") | {"origin_server_ts": True},
+        vote("@dan:x.org", 100, "b") | {"type": "m.room.message"},
+        {"type": "m.poll.response", "content": {"m.selections": ["b"]}},
+        "not an event",
+        None,
+    ]
+    assert tally(events) == PollTally((("a", 1), ("b", 0), ("c", 0)), voters=1, ended=False)
+    assert tally([]) == PollTally((("a", 0), ("b", 0), ("c", 0)), voters=0, ended=False)
+
+
+def test_parse_poll_reads_ids_limits_and_kinds() -> None:
+    stable = {
+        "m.poll": {
+            "kind": "m.disclosed",
+            "max_selections": 2,
+            "question": {"m.text": [{"body": "Q?"}]},
+            "answers": [{"m.id": "1", "m.text": [{"body": "A"}]}, {"m.text": [{"body": "no id"}]}]
+            + [{"m.id": str(n), "m.text": [{"body": f"N{n}"}]} for n in range(2, 30)],
+        }
+    }
+    poll = parse_poll("m.poll.start", stable)
+    assert poll is not None and poll.disclosed and poll.max_selections == 2
+    assert len(poll.answers) == 20 and poll.answers[1].id is None  # MSC3381: at most 20 answers
+    assert poll.answer_ids == ("1", *(str(n) for n in range(2, 20)))
+    unstable = {
+        "org.matrix.msc3381.poll.start": {
+            "kind": "org.matrix.msc3381.poll.undisclosed",
+            "max_selections": True,
+            "question": {"org.matrix.msc1767.text": "Q?"},
+            "answers": [{"id": "x", "org.matrix.msc1767.text": "X"}],
+        }
+    }
+    poll = parse_poll("org.matrix.msc3381.poll.start", unstable)
+    assert poll is not None and not poll.disclosed and poll.max_selections == 1
+    unknown_kind = parse_poll(
+        "m.poll.start", {"m.poll": {"kind": "x.y", "max_selections": 0, "answers": ["A"]}}
+    )
+    assert unknown_kind is not None and not unknown_kind.disclosed and unknown_kind.max_selections == 1
+
+
+def poll_record(kind: str) -> PostRecord:
+    return record(
+        {
+            "m.poll": {
+                "kind": kind,
+                "question": {"m.text": [{"body": "Tea or coffee?"}]},
+                "answers": [
+                    {"m.id": "a", "m.text": [{"body": "Tea"}]},
+                    {"m.id": "b", "m.text": [{"body": "Coffee"}]},
+                    {"m.id": "c", "m.text": [{"body": "Water"}]},
+                ],
+            }
+        },
+        event_type="m.poll.start",
+    )
+
+
+def test_a_poll_shows_its_counts_and_bars(renderer: Renderer) -> None:
+    counted = PollTally((("a", 2), ("b", 1), ("c", 0)), voters=3, ended=False)
+    view = renderer.post_view(poll_record("m.disclosed"), CHANNEL, LinkStyle.PAGE, counted)
+    assert view is not None and view.poll_results is not None
+    assert [(row.text, row.count, row.width) for row in view.poll_results.rows] == [
+        ("Tea", 2, 65),
+        ("Coffee", 1, 35),
+        ("Water", 0, 0),
+    ]
+    page = renderer.post_page(CHANNEL, view).decode()
+    assert '<span class="answer">Tea</span> <span class="votes">2</span>' in page
+    assert '<span class="fill w-65"></span>' in page and '<span class="fill w-0"></span>' in page
+    assert "3 voters" in page and "Results in Matrix" not in page and 'class="ended"' not in page
+    assert " style=" not in page
+    css = renderer.stylesheet.decode()
+    assert all(f".w-{width} {{ width: {width}" in css for width in range(5, 101, 5))
+
+    ended = PollTally((("a", 1), ("b", 0), ("c", 0)), voters=1, ended=True)
+    view = renderer.post_view(poll_record("m.disclosed"), CHANNEL, LinkStyle.PAGE, ended)
+    assert view is not None
+    page = renderer.post_page(CHANNEL, view).decode()
+    assert '<span class="voters">1 voter</span> · <span class="ended">ended</span>' in page
+    assert "w-100" in page
+
+    persian = ChannelInfo(1, "persian_ch", "کانال خبری", "", True, "!r:e.org", T0, "e.org")
+    many = PollTally((("a", 1200), ("b", 0), ("c", 0)), voters=1200, ended=True)
+    view = renderer.post_view(poll_record("m.disclosed"), persian, LinkStyle.PAGE, many)
+    assert view is not None
+    page = renderer.post_page(persian, view).decode()
+    assert (
+        '<span class="votes">۱٬۲۰۰</span>' in page
+        and '<span class="voters">۱٬۲۰۰ رأی‌دهنده</span> · <span class="ended">پایان‌یافته' in page
+    )
+
+
+def test_an_undisclosed_poll_keeps_its_counts_until_it_ends(renderer: Renderer) -> None:
+    counted = PollTally((("a", 2), ("b", 1), ("c", 0)), voters=3, ended=False)
+    view = renderer.post_view(poll_record("m.undisclosed"), CHANNEL, LinkStyle.PAGE, counted)
+    assert view is not None and view.poll_results is not None and view.poll_results.hidden
+    page = renderer.post_page(CHANNEL, view).decode()
+    assert 'class="tally"' not in page and '<li dir="auto">Tea</li>' in page
+    assert '<span class="voters">3 voters</span> · Results when the poll ends' in page
+    ended = PollTally(counted.counts, voters=3, ended=True)
+    view = renderer.post_view(poll_record("m.undisclosed"), CHANNEL, LinkStyle.PAGE, ended)
+    assert view is not None
+    assert '<span class="votes">2</span>' in renderer.post_page(CHANNEL, view).decode()
+
+
+def test_a_poll_without_a_tally_shows_its_answers_as_before(renderer: Renderer) -> None:
+    view = renderer.post_view(poll_record("m.disclosed"), CHANNEL, LinkStyle.PAGE)
+    assert view is not None and view.poll_results is None
+    page = renderer.post_page(CHANNEL, view).decode()
+    assert '<li dir="auto">Coffee</li>' in page and "Results in Matrix" in page and "voter" not in page
 
 
 @pytest.mark.parametrize(
