@@ -381,9 +381,8 @@ class Pages:
         if not found:
             return {}, ()
         tallies = await self.polls.get_many(key for _, key in found)
-        return {post_id: tallies[key] for post_id, key in found}, tuple(
-            (key, tallies[key]) for _, key in found
-        )
+        shown = tuple((key, tallies[key]) for _, key in found)
+        return {post_id: tallies[key] for post_id, key in found}, shown
 
     async def _current_polls(self, key: Hashable, channel_version: Hashable) -> ShownPolls:
         """The polls page `key` showed when last built at this channel version, with their tallies now.

@@ -246,10 +246,12 @@ async def test_a_poll_is_relayed_voted_on_ended_and_shown_with_its_results(env: 
     )
     assert ended["content"]["m.relates_to"]["event_id"] == copy["event_id"]
 
+    # The page shows the results (tallies are cached for a minute and refreshed in the background).
     url = f"{web_base(env)}/c/{channel.handle}"
     deadline = time.monotonic() + 90
     page = await page_text(url)
-    while not ("Tea or coffee?" in page and "Coffee" in page and "1" in page) and time.monotonic() < deadline:
-        await asyncio.sleep(1)
+    while not ("1 voter" in page and ">ended<" in page) and time.monotonic() < deadline:
+        await asyncio.sleep(2)
         page = await page_text(url)
     assert "Tea or coffee?" in page and "Coffee" in page
+    assert "1 voter" in page and ">ended<" in page, page[page.find('class="poll"') :][:800]
