@@ -308,7 +308,8 @@ def _cmd_flagger(args: argparse.Namespace) -> int:
     """Trusted flaggers: named tokens for POST /_kanal/flagger/v1/notices."""
     from sqlalchemy import select
 
-    from .moderation.notices import hash_flagger_token, new_flagger_token
+    from .moderation.notices import new_flagger_token
+    from .registry import hash_token
     from .store.db import create_engine, migrate, sessionmaker
     from .store.models import Flagger
 
@@ -327,7 +328,7 @@ def _cmd_flagger(args: argparse.Namespace) -> int:
                     if await session.scalar(select(Flagger.id).where(Flagger.name == args.name)) is not None:
                         return EXIT_STARTUP, [f"kanal flagger add: a flagger named {args.name!r} exists"]
                     token = new_flagger_token()
-                    session.add(Flagger(name=args.name, token_hash=hash_flagger_token(token), revoked=False))
+                    session.add(Flagger(name=args.name, token_hash=hash_token(token), revoked=False))
                     return 0, [
                         token,
                         f"Give this token to {args.name}; it is shown only now (only its hash is kept).",

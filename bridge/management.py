@@ -17,12 +17,11 @@ from .context import Context, enqueue, reply
 from .i18n import detect_language, t
 from .names import InvalidHandle, InvalidTitle, clean_title, handle_skeleton, normalise_handle, title_key
 from .operators import operator_room_id, tell_operators
-from .outbox import new_entry
+from .outbox import aware, new_entry
 from .powerlevels import backstage_name
 from .registry import (
     TRANSFER_WINDOW,
     Refusal,
-    aware,
     find_token,
     hand_over,
     handle_refusal,

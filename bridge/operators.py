@@ -60,18 +60,20 @@ def tell_operators(session: AsyncSession, ctx: Context, room_id: str | None, tex
 
 async def schedule_operator_room(ctx: Context) -> None:
     """Queue the operator room's creation or membership check, once (several processes may start)."""
-    if not ctx.config.operators:
-        return
+    if ctx.config.operators:
+        await schedule_staff_room(ctx, OPERATOR_QUEUE, "operator_room")
+
+
+async def schedule_staff_room(ctx: Context, queue: str, kind: str) -> None:
+    """Queue a staff room's sync (outbox `kind` on `queue`) unless one is already waiting."""
     async with ctx.sessions.begin() as session:
         waiting = await session.scalar(
             select(OutboxEntry.id).where(
-                OutboxEntry.queue == OPERATOR_QUEUE,
-                OutboxEntry.kind == "operator_room",
-                OutboxEntry.status == "pending",
+                OutboxEntry.queue == queue, OutboxEntry.kind == kind, OutboxEntry.status == "pending"
             )
         )
         if waiting is None:
-            enqueue(session, new_entry(OPERATOR_QUEUE, "operator_room", ctx.bot, {}))
+            enqueue(session, new_entry(queue, kind, ctx.bot, {}))
 
 
 async def sync_operator_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -411,10 +413,12 @@ async def _channel_arg(
     if len(cmd.args) < nargs:
         reply(s, ctx, room.room_id, lang, "usage", usage=usage)
         return None
-    handle = cmd.args[0].strip().lstrip("#@").split(":", 1)[0].lower()
-    channel = await s.scalar(select(Channel).where(Channel.handle == handle, Channel.status == "active"))
-    if channel is None:
+    from .management import find_channel  # management imports this module
+
+    channel = await find_channel(s, cmd.args[0])
+    if channel is None or channel.status != "active":
         reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
+        return None
     return channel
 
 

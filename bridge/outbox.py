@@ -157,7 +157,7 @@ class OutboxWorker:
                     )
                 )
             ).one()
-        age = (datetime.now(UTC) - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+        age = (datetime.now(UTC) - aware(oldest)).total_seconds() if oldest is not None else 0.0
         return int(count), max(age, 0.0)
 
     async def drain_once(self) -> bool:
@@ -192,7 +192,7 @@ class OutboxWorker:
             .limit(1)
         )
         if head is None or (
-            head.next_attempt_at is not None and _aware(head.next_attempt_at) > datetime.now(UTC)
+            head.next_attempt_at is not None and aware(head.next_attempt_at) > datetime.now(UTC)
         ):
             return None
         return head
@@ -312,7 +312,8 @@ class OutboxWorker:
             )
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything Kanal stores is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -29,7 +29,7 @@ from appservice.ids import RoomAlias, RoomID, UserID
 from .config import Config
 from .context import Context, enqueue
 from .names import handle_skeleton, title_key
-from .outbox import OutboxWorker, new_entry
+from .outbox import OutboxWorker, aware, new_entry
 from .powerlevels import CHANNEL_STATE_TYPE, backstage_name, backstage_power_levels
 from .store.models import (
     Channel,
@@ -59,11 +59,6 @@ class Refusal:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything Kanal stores is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def is_operator(config: Config, user_id: str) -> bool:
@@ -189,6 +184,7 @@ async def quota_refusal(session: AsyncSession, config: Config, user_id: str) -> 
 
 
 def hash_token(token: str) -> str:
+    """What Kanal stores of a secret token (registration, flagger, publishing API): its SHA-256."""
     return hashlib.sha256(token.strip().encode()).hexdigest()
 
 

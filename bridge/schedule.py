@@ -31,7 +31,8 @@ from appservice.ids import EventID, RoomID
 from .commands import Command
 from .context import Context, reply
 from .i18n import t
-from .registry import Refusal, aware
+from .outbox import aware
+from .registry import Refusal
 from .relay import RELAYED_EVENT_TYPES
 from .store.leases import Leases
 from .store.models import Channel, Room, ScheduledPost

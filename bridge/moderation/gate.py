@@ -7,6 +7,7 @@ Also refuses posts while the channel is restricted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -17,16 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.events import Event
 
 from ..context import Context, enqueue, reply, send_entry
+from ..outbox import aware
 from ..store.models import Channel, Decision, HeldPost, Room
 from . import audit
 from .decisions import Ground, record
 from .hooks import MediaInfo, PostInfo, Verdict, outcome
 
 log = logging.getLogger(__name__)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def post_info(channel: Channel, event: Event, via: str = "backstage") -> PostInfo:
@@ -64,7 +62,7 @@ def post_info(channel: Channel, event: Event, via: str = "backstage") -> PostInf
 async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: Channel, lang: str) -> bool:
     """True (and the backstage told why) while a `restrict` decision suspends posting."""
     until = channel.restricted_until
-    if until is None or _aware(until) <= datetime.now(UTC):
+    if until is None or aware(until) <= datetime.now(UTC):
         return False
     decision = await session.scalar(
         select(Decision.id)
@@ -78,7 +76,7 @@ async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: C
         lang,
         "posting_restricted",
         handle=channel.handle,
-        until=_aware(until).strftime("%Y-%m-%d %H:%M UTC"),
+        until=aware(until).strftime("%Y-%m-%d %H:%M UTC"),
         decision=decision or "?",
     )
     return True
@@ -160,8 +158,6 @@ def _preview(event: Event) -> str:
 
 
 def _event_dict(event: Event) -> dict[str, Any]:
-    import dataclasses
-
     return dataclasses.asdict(event)
 
 

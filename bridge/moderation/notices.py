@@ -9,7 +9,6 @@ as erasable personal data).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import secrets
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 
 from ..context import Context, reply
+from ..registry import hash_token
 from ..store.models import Appeal, Channel, ChannelMember, ChannelRequest, Decision, Flagger, Notice, Room
 from . import audit
 from .decisions import post_by_relayed_event
@@ -174,10 +174,6 @@ def appeal_deadline(ctx: Context, decision: Decision) -> datetime:
 # -- trusted flaggers over HTTP --------------------------------------------------------------------
 
 
-def hash_flagger_token(token: str) -> str:
-    return hashlib.sha256(token.strip().encode()).hexdigest()
-
-
 def new_flagger_token() -> str:
     return FLAGGER_TOKEN_PREFIX + secrets.token_urlsafe(24)
 
@@ -195,9 +191,7 @@ def flagger_routes(app: web.Application, ctx: Context) -> None:
             return _error(401, "M_MISSING_TOKEN", "A flagger token is required (Authorization: Bearer …)")
         async with ctx.sessions() as session:
             flagger = await session.scalar(
-                select(Flagger).where(
-                    Flagger.token_hash == hash_flagger_token(token), Flagger.revoked.is_(False)
-                )
+                select(Flagger).where(Flagger.token_hash == hash_token(token), Flagger.revoked.is_(False))
             )
         if flagger is None:
             return _error(403, "M_FORBIDDEN", "Unknown or revoked flagger token")

@@ -139,8 +139,8 @@ async def _enforce(
     explanation = (
         f"A followed moderation policy list bans {kind} {rule.entity}: {rule.reason or 'no reason given'}"
     )
-    if kind == "server":
-        if fnmatch.fnmatchcase(ctx.domain, rule.entity):
+    if kind in ("server", "user"):
+        if kind == "server" and fnmatch.fnmatchcase(ctx.domain, rule.entity):
             log.warning(
                 "Policy list %s bans %s, which matches our own server; ignoring it", room_id, rule.entity
             )
@@ -148,7 +148,7 @@ async def _enforce(
         decision = await record(
             ctx,
             session,
-            kind="ban_server",
+            kind=f"ban_{kind}",
             decided_by=decided_by,
             channel=None,
             ground=_ground(room_id, rule.reason),
@@ -156,26 +156,11 @@ async def _enforce(
             target=rule.entity,
             automated=True,
         )
-        enqueue(session, new_entry("hosting", "hosting_reconcile", ctx.bot, {}))
-        return decision.id
-    if kind == "user":
-        decision = await record(
-            ctx,
-            session,
-            kind="ban_user",
-            decided_by=decided_by,
-            channel=None,
-            ground=_ground(room_id, rule.reason),
-            explanation=explanation,
-            target=rule.entity,
-            automated=True,
-        )
-        enqueue(
-            session,
-            new_entry(
-                "policy", "policy_ban", ctx.bot, {"entity": rule.entity, "ban": True, "reason": explanation}
-            ),
-        )
+        if kind == "server":
+            enqueue(session, new_entry("hosting", "hosting_reconcile", ctx.bot, {}))
+        else:
+            payload = {"entity": rule.entity, "ban": True, "reason": explanation}
+            enqueue(session, new_entry("policy", "policy_ban", ctx.bot, payload))
         return decision.id
     channel = await _channel_named(session, ctx, rule.entity)
     if channel is None or channel.status != "active":

@@ -9,8 +9,8 @@ by the moderator who took the decision appealed (when another moderator exists).
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -98,20 +98,10 @@ async def _remind(ctx: Context, room_id: str) -> None:
 
 async def schedule_moderation_room(ctx: Context) -> None:
     """Queue the moderation room's creation or membership check, once."""
-    from ..outbox import new_entry
+    from ..operators import schedule_staff_room
 
-    if not moderators(ctx):
-        return
-    async with ctx.sessions.begin() as session:
-        waiting = await session.scalar(
-            select(OutboxEntry.id).where(
-                OutboxEntry.queue == "moderators",
-                OutboxEntry.kind == "moderation_room",
-                OutboxEntry.status == "pending",
-            )
-        )
-        if waiting is None:
-            enqueue(session, new_entry("moderators", "moderation_room", ctx.bot, {}))
+    if moderators(ctx):
+        await schedule_staff_room(ctx, "moderators", "moderation_room")
 
 
 def _ref(text: str | None, prefix: str) -> int | None:
@@ -143,7 +133,7 @@ async def on_moderation_message(ctx: Context, session: AsyncSession, room: Room,
         say(session, ctx, room.room_id, f"{exc}")
 
 
-Handler = Any
+Handler = Callable[[Context, AsyncSession, Room, Event, Command], Awaitable[None]]
 
 
 async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
@@ -347,10 +337,13 @@ async def _noaction(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
 
 
 async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
-    handle = (handle_text or "").strip().lstrip("#@").split(":", 1)[0].lower()
-    channel = await s.scalar(select(Channel).where(Channel.handle == handle))
+    from ..management import find_channel
+
+    channel = await find_channel(s, handle_text or "")
     if channel is None:
-        raise ValueError(f"There is no channel #{handle[:64]}.")
+        raise ValueError(
+            f"There is no channel #{(handle_text or '').strip().lstrip('#@').split(':', 1)[0].lower()[:64]}."
+        )
     return channel
 
 
@@ -559,6 +552,14 @@ async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> Non
     )
 
 
+async def _decision(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+    number = _ref(cmd.arg(0), "d")
+    decision = await s.get(Decision, number) if number is not None else None
+    if decision is None:
+        raise ValueError("Usage: decision d<n>")
+    say(s, ctx, room.room_id, str(decision.statement.get("text", "")) + f"\nStatus: {decision.status}")
+
+
 _HANDLERS: dict[str, Handler] = {
     "help": _help,
     "held": _held,
@@ -572,15 +573,5 @@ _HANDLERS: dict[str, Handler] = {
     "appeals": _appeals,
     "grant": _grant,
     "deny": _deny,
+    "decision": _decision,
 }
-
-
-async def _decision(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
-    number = _ref(cmd.arg(0), "d")
-    decision = await s.get(Decision, number) if number is not None else None
-    if decision is None:
-        raise ValueError("Usage: decision d<n>")
-    say(s, ctx, room.room_id, str(decision.statement.get("text", "")) + f"\nStatus: {decision.status}")
-
-
-_HANDLERS["decision"] = _decision

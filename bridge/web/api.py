@@ -49,7 +49,7 @@ from ..moderation import audit
 from ..moderation.decisions import Ground, record
 from ..moderation.gate import tell_moderators
 from ..moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
-from ..outbox import new_entry
+from ..outbox import aware, new_entry
 from ..relay import REF_PLACEHOLDER, SOURCE_KEY, TEXT_MSGTYPES
 from ..store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post
 from ..views import views_of
@@ -294,14 +294,14 @@ async def _caller(request: web.Request, *, write: bool) -> tuple[ApiToken, Chann
 
 async def _refuse_if_restricted(session: AsyncSession, channel: Channel) -> None:
     until = channel.restricted_until
-    if until is None or _aware(until) <= datetime.now(UTC):
+    if until is None or aware(until) <= datetime.now(UTC):
         return
     decision = await session.scalar(
         select(Decision.id)
         .where(Decision.channel_id == channel.id, Decision.kind == "restrict", Decision.status == "in_force")
         .order_by(Decision.id.desc())
     )
-    shown = _aware(until).strftime("%Y-%m-%d %H:%M UTC")
+    shown = aware(until).strftime("%Y-%m-%d %H:%M UTC")
     raise ApiError(
         423,
         "restricted",
@@ -921,7 +921,7 @@ async def _audit(
 async def _replay(session: AsyncSession, token_id: int, key: str, fingerprint: str) -> web.Response | None:
     """The stored answer to an earlier request with this key, or None when there is none (or it expired)."""
     row = await session.get(ApiIdempotency, (token_id, key))
-    if row is None or _aware(row.created_at) < datetime.now(UTC) - IDEMPOTENCY_TTL:
+    if row is None or aware(row.created_at) < datetime.now(UTC) - IDEMPOTENCY_TTL:
         return None
     if row.request_hash != fingerprint:
         raise ApiError(
@@ -1185,9 +1185,5 @@ async def _get_post(request: web.Request) -> web.Response:
     return web.json_response(_post_json(ctx, channel, post, views[post.id]))
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _iso(value: datetime) -> str:
-    return _aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -8,7 +8,6 @@ and the posts it makes (`via = api:<name>`) carry.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -23,6 +22,7 @@ from appservice.events import Event
 from ..context import Context, enqueue, send_entry
 from ..management import role_of
 from ..moderation import audit
+from ..registry import hash_token as hash_token  # the one digest of secret tokens
 from ..store.models import ApiToken, Channel, Room
 
 TOKEN_PREFIX: Final = "kanal_api_"  # noqa: S105 (a prefix, not a secret)
@@ -39,10 +39,6 @@ USAGE: Final = (
     "• !token list — the tokens of this channel\n"
     "• !token revoke <name> — stop a token from working"
 )
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def new_token() -> str:
