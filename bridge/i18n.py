@@ -597,6 +597,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Scheduled post {id} could not be published in #{handle} and was cancelled; the operator's log says why. Schedule it again or post it yourself.",
         "fa": "پست زمان‌بندی‌شدهٔ {id} در #{handle} منتشر نشد و لغو شد؛ دلیل آن در گزارش اپراتور آمده است. آن را دوباره زمان‌بندی کنید یا خودتان بفرستید.",
     },
+    "role_required": {
+        "en": "Only the {roles} of #{handle} may do that. Ask its owner, {owner}, for a role (promote <handle> <@user> editor|moderator).",
+        "fa": "فقط {roles} ِ #{handle} می‌توانند این کار را بکنند. برای گرفتن نقش از مالک آن، {owner}، بخواهید (promote <handle> <@user> editor|moderator).",
+    },
     "on": {"en": "on", "fa": "روشن"},
     "off": {"en": "off", "fa": "خاموش"},
 }
