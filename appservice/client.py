@@ -90,11 +90,13 @@ class HomeserverClient:
         attempts: int | None = None,
         token: str | None = None,
         array: bool = False,
+        raw: tuple[bytes, str] | None = None,
     ) -> Any:
         """Send one request, retrying transient failures; return the decoded JSON body.
 
         `token` replaces the as_token (e.g. an admin token for Synapse's admin API); never logged.
         `array`: the endpoint answers with a JSON array (e.g. a room's full state), not an object.
+        `raw`: (bytes, content type) sent as the body instead of `body`'s JSON (media uploads).
         """
         params = dict(query or {})
         if user_id is not None:
@@ -103,7 +105,7 @@ class HomeserverClient:
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
-                return await self._once(method, path, body, params, token, array)
+                return await self._once(method, path, body, params, token, array, raw)
             except MatrixRequestError as exc:
                 self._observe(method, exc.status, started)
                 if not exc.retryable or attempt == attempts:
@@ -138,13 +140,18 @@ class HomeserverClient:
         params: dict[str, str],
         token: str | None = None,
         array: bool = False,
+        raw: tuple[bytes, str] | None = None,
     ) -> Any:
         url = self.base_url + path
         started = time.monotonic()
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        payload: dict[str, Any] = {"json": body}
+        if raw is not None:
+            payload = {"data": raw[0]}
+            headers["Content-Type"] = raw[1]
         try:
             async with self._http().request(
-                method, url, json=body, params=params, headers=headers
+                method, url, params=params, headers=headers or None, **payload
             ) as response:
                 try:
                     data = await response.json(content_type=None)
@@ -293,6 +300,16 @@ class Intent:
             if isinstance(content, dict) and content.get(key) == value:
                 return EventID(event["event_id"])
         return None
+
+    async def upload(self, data: bytes, content_type: str, filename: str) -> str:
+        """Store a file in the homeserver's media repository as this user; its `mxc://` URI."""
+        answer = await self._call(
+            "POST", "/_matrix/media/v3/upload", query={"filename": filename}, raw=(data, content_type)
+        )
+        uri = answer.get("content_uri")
+        if not isinstance(uri, str) or not uri.startswith("mxc://"):
+            raise MatrixRequestError(200, "M_UNKNOWN", "the media repository returned no content_uri")
+        return uri
 
     async def joined_members(self, room_id: RoomID) -> dict[str, Any]:
         data = await self._call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/joined_members")

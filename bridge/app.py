@@ -23,6 +23,7 @@ from appservice.server import AppServiceServer
 from .config import Config, ConfigError
 from .context import Context
 from .hosting import reconcile_at_start
+from .i18n import CatalogueError, catalogue
 from .metrics import Metrics, add_routes
 from .moderation.configlog import describe_hooks, hook_configuration_digest
 from .moderation.hooks import Pipeline
@@ -173,6 +174,10 @@ class Service:
                 load_or_create_key(key_path)  # a broken key must stop the start, not a later decision
             except AuditError as exc:
                 raise StartupError(f"{exc} (compliance.audit_key in {self.config.path})") from None
+        try:
+            catalogue()  # a broken message catalogue must stop the start, not the first reply
+        except CatalogueError as exc:
+            raise StartupError(str(exc)) from None
         await migrate(self.engine)
         await check_homeserver(self.client, self.config)
         self._runner = web.AppRunner(self.make_app(), access_log=None)

@@ -5,17 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
 
+from . import forwarding, roles
 from .commands import Command, parse_command
+from .comments import comments_command, mirror_post, mirror_redaction, relayed_edit
 from .context import Context, enqueue, reply, send_entry
-from .i18n import detect_language, t
-from .management import role_of, subscriber_count
+from .i18n import t
+from .languages import language_command, language_for
 from .outbox import new_entry
 from .relay import REF_PLACEHOLDER, RELAYED_EVENT_TYPES, plan_relay, silent_content
+from .stats import keep_views
 from .store.models import Channel, Post, Room
 
 
@@ -42,8 +45,9 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
     if event.type not in RELAYED_EVENT_TYPES and event.type != "m.room.redaction":
         return
     body = event.content.get("body")
-    lang = detect_language(body if isinstance(body, str) else "", ctx.config.default_language)
-    if await role_of(session, channel, event.sender) is None:
+    lang = await language_for(session, ctx, event.sender, body if isinstance(body, str) else "", room)
+    role = await roles.role_of(session, channel, event.sender)
+    if role is None:
         if event.type != "m.room.redaction":
             reply(
                 session,
@@ -68,17 +72,45 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
             )
         return
     if event.type == "m.room.redaction":
-        await _mirror_redaction(ctx, session, channel, event)
+        # A moderator's deletion here is their own business: only editors' deletions are mirrored.
+        if roles.allowed(role, "publish"):
+            await _mirror_redaction(ctx, session, channel, event)
         return
     if isinstance(body, str) and event.rel_type != "m.replace":
         command = parse_command(body, require_bang=True)
         if command is not None:
+            permission = COMMAND_PERMISSIONS.get(command.name)
+            if permission is not None and not roles.allowed(role, permission):
+                await roles.require(ctx, session, room.room_id, channel, event.sender, permission, lang)
+                return
             if command.name == "silent" and not await _may_publish(ctx, session, room, channel, event, lang):
                 return
             await _command(ctx, session, room, channel, event, command, lang)
             return
+    if not roles.allowed(role, "publish"):
+        reply(session, ctx, room.room_id, lang, "moderator_not_published", handle=channel.handle)
+        return
+    if event.rel_type is None and isinstance(await forwarding.origin_of(session, event.content), Post):
+        reply(session, ctx, room.room_id, lang, "forward_unavailable")
+        return
     if await _may_publish(ctx, session, room, channel, event, lang):
         await _relay(ctx, session, channel, event)
+
+
+# What each built-in backstage command needs (bridge.roles.PERMISSIONS); commands not listed here
+# check their own permission.
+COMMAND_PERMISSIONS = {
+    "help": "help",
+    "silent": "publish",
+    "pin": "pin",
+    "unpin": "pin",
+    "signatures": "signatures",
+    "stats": "stats",
+    "schedule": "schedule",
+    "scheduled": "schedule",
+    "unschedule": "schedule",
+    "reactions": "reactions",
+}
 
 
 async def _may_publish(
@@ -114,6 +146,7 @@ async def relay_event(ctx: Context, session: AsyncSession, channel: Channel, eve
                 content=shown_content(content),
             )
         )
+        await mirror_post(session, channel, event.event_id)
         return
     await _relay(ctx, session, channel, event)
 
@@ -122,19 +155,29 @@ async def _relay(ctx: Context, session: AsyncSession, channel: Channel, event: E
     refs = [e for e in (event.relates_to_event, event.reply_to) if e]
     known = await _known_posts(session, channel, list(refs))
     signature = await _author_name(ctx, event.sender) if channel.signatures else None
+    content = event.content
+    origin = await forwarding.origin_of(session, content) if event.rel_type is None else None
+    if isinstance(origin, Post):
+        return  # a forward of a deleted or taken-down post is not republished
+    if origin is not None:
+        header = t(ctx.config.default_language, "forwarded_from", title=forwarding.TITLE_MARK)
+        content = forwarding.attributed(origin, ctx.domain, header)
     plan = plan_relay(
-        event.type, event.content, source_event_id=event.event_id, known_source=known, signature=signature
+        event.type, content, source_event_id=event.event_id, known_source=known, signature=signature
     )
     if plan is None:
         return
     broadcast = channel.broadcast_room_id or ""
     extra = {} if plan.is_edit else {"post_source": event.event_id}
+    # A post with a comments thread is edited by a `comments_link` entry that keeps its link.
+    edit = await relayed_edit(ctx, session, channel, plan) if plan.is_edit else None
     entry = enqueue(
         session,
-        send_entry(
+        edit
+        or send_entry(
             channel.ghost_user_id,
             broadcast,
-            plan.content,
+            await keep_views(session, channel, plan) if plan.is_edit else plan.content,
             event_type=plan.event_type,
             ref_source=plan.ref_source,
             **extra,
@@ -152,6 +195,7 @@ async def _relay(ctx: Context, session: AsyncSession, channel: Channel, event: E
                 content=shown_content(plan.content),
             )
         )
+        await mirror_post(session, channel, event.event_id)
     elif plan.ref_source is not None:
         edited = await session.scalar(
             select(Post).where(Post.source_event_id == plan.ref_source, Post.channel_id == channel.id)
@@ -195,6 +239,7 @@ async def _mirror_redaction(ctx: Context, session: AsyncSession, channel: Channe
             ref_source=post.source_event_id,
         ),
     )
+    await mirror_redaction(ctx, session, channel, post, payload["reason"])
 
 
 async def _command(
@@ -207,7 +252,9 @@ async def _command(
     lang: str,
 ) -> None:
     name = command.name
-    if name == "help":
+    if name == "language":
+        await language_command(ctx, session, room, event, command, lang)
+    elif name == "help":
         reply(session, ctx, room.room_id, lang, "help_backstage", handle=channel.handle, title=channel.title)
     elif name == "silent":
         text = command.rest.strip()
@@ -234,6 +281,7 @@ async def _command(
                 content=shown_content(content),
             )
         )
+        await mirror_post(session, channel, event.event_id)
     elif name in ("pin", "unpin"):
         target = event.reply_to
         if target is None:
@@ -262,22 +310,17 @@ async def _command(
         channel.signatures = choice == "on"
         reply(session, ctx, room.room_id, lang, "signatures_set", state=t(lang, choice))
     elif name == "stats":
-        posts = await session.scalar(
-            select(func.count())
-            .select_from(Post)
-            .where(Post.channel_id == channel.id, Post.redacted.is_(False))
-        )
-        subscribers = await subscriber_count(ctx, channel)
-        reply(
-            session,
-            ctx,
-            room.room_id,
-            lang,
-            "stats",
-            handle=channel.handle,
-            subscribers="?" if subscribers is None else subscribers,
-            posts=posts or 0,
-        )
+        from .stats import stats_command
+
+        await stats_command(ctx, session, room, channel, event, lang)
+    elif name == "views-in-posts":
+        from .stats import views_in_posts_command
+
+        await views_in_posts_command(ctx, session, room, channel, event, command, lang)
+    elif name == "poll":
+        from .polls import poll_command
+
+        await poll_command(ctx, session, room, channel, event, command, lang)
     elif name in ("schedule", "scheduled", "unschedule"):
         from .schedule import schedule_command
 
@@ -286,9 +329,15 @@ async def _command(
         from .reactions import reactions_command
 
         await reactions_command(ctx, session, room, channel, event, command.args, lang)
+    elif name in ("link", "requests", "approve", "decline"):
+        from .private import backstage_command
+
+        await backstage_command(ctx, session, room, channel, event, command, lang)
     elif name == "token":
         from .web.tokens import token_command
 
         await token_command(ctx, session, room, channel, event, command.args, lang)
+    elif name == "comments":
+        await comments_command(ctx, session, room, channel, event, command, lang)
     else:
         reply(session, ctx, room.room_id, lang, "unknown_backstage_command", name=name[:64])

@@ -11,6 +11,7 @@ from appservice.ids import RoomAlias, RoomID, UserID
 
 from .context import Context
 from .hosting import with_hosting_policy
+from .invites import private_room_request
 from .outbox import OutboxWorker, SkipEntry, txn_id_for
 from .powerlevels import CHANNEL_STATE_TYPE, backstage_room_request, broadcast_room_request
 from .store.models import Channel, ChannelMember, OutboxEntry, Room
@@ -42,7 +43,7 @@ async def _adopt_broadcast(ctx: Context, channel: Channel) -> RoomID:
         raise MatrixRequestError(
             409, "M_ROOM_IN_USE", f"the alias {ctx.alias_for(channel.handle or '')} is taken"
         )
-    await bot.set_directory_visibility(room_id, "public")
+    await bot.set_directory_visibility(room_id, "private" if channel.private else "public")
     return room_id
 
 
@@ -69,15 +70,16 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
         await ghost.set_displayname(channel.title)
         bot = ctx.bot_intent()
         if channel.broadcast_room_id is None:
+            broadcast = broadcast_room_request(
+                handle=channel.handle,
+                title=channel.title,
+                about=channel.about,
+                ghost=channel.ghost_user_id,
+                domain=ctx.domain,
+                reactions=channel.reactions,
+            )
             request = with_hosting_policy(
-                broadcast_room_request(
-                    handle=channel.handle,
-                    title=channel.title,
-                    about=channel.about,
-                    ghost=channel.ghost_user_id,
-                    domain=ctx.domain,
-                    reactions=channel.reactions,
-                ),
+                private_room_request(broadcast) if channel.private else broadcast,
                 ctx.config,
                 channel.retention_days,
                 banned,

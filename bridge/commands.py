@@ -24,6 +24,7 @@ MANAGEMENT_COMMANDS = (
     "retention",
     "report",
     "appeal",
+    "private",
 )
 BACKSTAGE_COMMANDS = (
     "help",
@@ -32,11 +33,17 @@ BACKSTAGE_COMMANDS = (
     "unpin",
     "signatures",
     "stats",
+    "views-in-posts",
+    "poll",
     "token",
     "reactions",
     "schedule",
     "scheduled",
     "unschedule",
+    "link",
+    "requests",
+    "approve",
+    "decline",
 )
 
 

@@ -76,6 +76,8 @@ class Config:
     handle_cooldown_days: int = 30
     title_max_length: int = 128
     verified_topic_suffix: str = " — ✓ verified"
+    # `!views-in-posts`: the least time between two view-count edits of one post
+    views_edit_interval_s: int = 600
     operators: tuple[str, ...] = ()
     # Domestic hosting
     federation: str = "open"
@@ -118,6 +120,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "handle_cooldown_days": (int, False),
         "title_max_length": (int, False),
         "verified_topic_suffix": (str, False),
+        "views_edit_interval": (int, False),
     },
     "operators": {"users": (list, False)},
     "hosting": {"federation": (str, False), "allowed_servers": (list, False), "retention_days": (int, False)},
@@ -254,6 +257,7 @@ def parse(data: Any, path: Path) -> Config:
         ("rename_grace_days", 14, 0),
         ("handle_cooldown_days", 30, 0),
         ("title_max_length", 128, 1),
+        ("views_edit_interval", 600, 0),
     ):
         if ch.get(key, default) < least:
             raise ConfigError(f"{path}: 'channels.{key}' must be at least {least}, got {ch[key]}")
@@ -332,6 +336,7 @@ def parse(data: Any, path: Path) -> Config:
         handle_cooldown_days=ch.get("handle_cooldown_days", 30),
         title_max_length=ch.get("title_max_length", 128),
         verified_topic_suffix=ch.get("verified_topic_suffix", " — ✓ verified"),
+        views_edit_interval_s=ch.get("views_edit_interval", 600),
         operators=operators,
         federation=federation,
         allowed_servers=allowed,

@@ -12,9 +12,11 @@ from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFou
 from appservice.events import Event
 from appservice.ids import RoomAlias, RoomID, is_user_id, server_of
 
+from . import roles
 from .commands import Command, parse_command
 from .context import Context, enqueue, reply
-from .i18n import detect_language, t
+from .i18n import t
+from .languages import language_command, language_for
 from .names import InvalidHandle, InvalidTitle, clean_title, handle_skeleton, normalise_handle, title_key
 from .operators import operator_room_id, tell_operators
 from .outbox import aware, new_entry
@@ -37,11 +39,11 @@ from .registry import (
 from .store.models import Channel, ChannelMember, ChannelRequest, Confirmation, PendingTransfer, Post, Room
 
 CONFIRM_WINDOW = timedelta(minutes=5)
-ROLE_OWNER = "owner"
-ROLE_ADMIN = "admin"
+ROLE_OWNER = roles.OWNER
 
 
 _TOKEN_OPTION = re.compile(r"(?:^|\s)--token(?:=|\s+)(\S+)")
+_PRIVATE_OPTION = re.compile(r"(?:^|\s)--private(?=\s|$)", re.IGNORECASE)
 
 
 async def find_channel(session: AsyncSession, handle_text: str) -> Channel | None:
@@ -51,13 +53,7 @@ async def find_channel(session: AsyncSession, handle_text: str) -> Channel | Non
     return await session.scalar(select(Channel).where(Channel.handle == handle))
 
 
-async def role_of(session: AsyncSession, channel: Channel, user_id: str) -> str | None:
-    role: str | None = await session.scalar(
-        select(ChannelMember.role).where(
-            ChannelMember.channel_id == channel.id, ChannelMember.user_id == user_id
-        )
-    )
-    return role
+role_of = roles.role_of
 
 
 async def subscriber_count(ctx: Context, channel: Channel) -> int | None:
@@ -76,7 +72,7 @@ async def on_management_message(ctx: Context, session: AsyncSession, room: Room,
         return
     if event.rel_type == "m.replace":
         return  # an edit of an earlier command is not a new command
-    lang = detect_language(body, room.language or ctx.config.default_language)
+    lang = await language_for(session, ctx, event.sender, body, room)
     command = parse_command(body, require_bang=False)
     if command is None:
         reply(session, ctx, room.room_id, lang, "help")
@@ -106,6 +102,10 @@ async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
             )
             or cmd
         )
+    private_match = _PRIVATE_OPTION.search(cmd.rest)
+    if private_match:
+        rest = cmd.rest[: private_match.start()] + " " + cmd.rest[private_match.end() :]
+        cmd = parse_command("create " + rest.strip(), require_bang=False) or cmd
     if not cmd.args:
         reply(s, ctx, room.room_id, lang, "create_usage")
         return
@@ -137,7 +137,13 @@ async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         return
     policy = "open" if is_operator(ctx.config, event.sender) else ctx.config.creation_policy
     if policy == "approval":
-        request = ChannelRequest(user_id=event.sender, room_id=room.room_id, handle=handle, title=title)
+        request = ChannelRequest(
+            user_id=event.sender,
+            room_id=room.room_id,
+            handle=handle,
+            title=title,
+            private=private_match is not None,
+        )
         s.add(request)
         await s.flush()
         await log_entry(s, ctx.config, event.sender, "requested", handle, request=request.id)
@@ -163,12 +169,27 @@ async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         row.uses += 1
         await log_entry(s, ctx.config, event.sender, "token_used", handle, token=row.id)
     await start_creation(
-        ctx, s, owner=event.sender, handle=handle, title=title, notify_room=room.room_id, lang=lang
+        ctx,
+        s,
+        owner=event.sender,
+        handle=handle,
+        title=title,
+        notify_room=room.room_id,
+        lang=lang,
+        private=private_match is not None,
     )
 
 
 async def start_creation(
-    ctx: Context, s: AsyncSession, *, owner: str, handle: str, title: str, notify_room: str, lang: str
+    ctx: Context,
+    s: AsyncSession,
+    *,
+    owner: str,
+    handle: str,
+    title: str,
+    notify_room: str,
+    lang: str,
+    private: bool = False,
 ) -> Channel:
     """Record the channel and queue its rooms' creation; `notify_room` hears how it went."""
     channel = Channel(
@@ -179,17 +200,21 @@ async def start_creation(
         ghost_user_id=ctx.ghost_for(handle),
         title_key=title_key(title),
         handle_skeleton=handle_skeleton(handle),
+        private=private,
     )
     s.add(channel)
     await s.flush()
     s.add(ChannelMember(channel_id=channel.id, user_id=owner, role=ROLE_OWNER))
-    await log_entry(s, ctx.config, owner, "created", handle, policy=ctx.config.creation_policy)
+    await log_entry(
+        s, ctx.config, owner, "created", handle, policy=ctx.config.creation_policy, private=private
+    )
     reply(s, ctx, notify_room, lang, "creating", handle=handle)
+    created = t(lang, "created", handle=handle, domain=ctx.domain, title=title)
+    if private:
+        created += "\n" + t(lang, "created_private", handle=handle)
     payload = {
         "channel_id": channel.id,
-        "on_success": ctx.note(
-            notify_room, t(lang, "created", handle=handle, domain=ctx.domain, title=title)
-        ),
+        "on_success": ctx.note(notify_room, created),
         "on_failure": ctx.note(notify_room, t(lang, "create_failed", handle=handle, error="{error}")),
     }
     enqueue(s, new_entry(f"channel:{channel.id}", "create_channel", ctx.bot, payload))
@@ -208,7 +233,7 @@ async def _list(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Co
     if not rows:
         reply(s, ctx, room.room_id, lang, "list_empty")
         return
-    lines = "\n".join(f"• #{h}:{ctx.domain} — {title} ({role})" for h, title, role in rows)
+    lines = "\n".join(f"• #{h}:{ctx.domain} — {title} ({roles.normalise(role)})" for h, title, role in rows)
     reply(s, ctx, room.room_id, lang, "list", lines=lines)
 
 
@@ -235,10 +260,14 @@ async def _authorised(
     *,
     owner_only: bool = False,
 ) -> bool:
+    """Title and description are the owner's and editors'; the rest (`owner_only`) the owner's."""
     role = await role_of(s, channel, event.sender)
-    if role == ROLE_OWNER or (role == ROLE_ADMIN and not owner_only):
+    permission = "members" if owner_only else "settings"
+    if roles.allowed(role, permission):
         return True
-    if role == ROLE_ADMIN:
+    if role is not None and not owner_only:
+        await roles.require(ctx, s, room.room_id, channel, event.sender, permission, lang)
+    elif role is not None:
         reply(
             s,
             ctx,
@@ -266,7 +295,12 @@ async def _info(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Co
         )
     ).all()
     is_member = any(user == event.sender for user, _ in members)
-    admins = ", ".join(sorted(u for u, r in members if r == ROLE_ADMIN)) or "—"
+    admins = (
+        ", ".join(
+            f"{u} ({roles.normalise(r)})" for u, r in sorted(members) if roles.normalise(r) != ROLE_OWNER
+        )
+        or "—"
+    )
     posts = await s.scalar(
         select(func.count()).select_from(Post).where(Post.channel_id == channel.id, Post.redacted.is_(False))
     )
@@ -352,7 +386,10 @@ async def _member_change(
     ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str, promote: bool
 ) -> None:
     verb = "promote" if promote else "demote"
-    channel = await _channel_for(ctx, s, room, cmd, lang, f"{verb} <handle> <@user:domain>", 2)
+    usage = (
+        "promote <handle> <@user:domain> [editor|moderator]" if promote else "demote <handle> <@user:domain>"
+    )
+    channel = await _channel_for(ctx, s, room, cmd, lang, usage, 2)
     if channel is None or not await _authorised(
         ctx, s, room, event, channel, lang, f"{verb} admins", owner_only=True
     ):
@@ -364,15 +401,30 @@ async def _member_change(
     role = await role_of(s, channel, user)
     backstage = channel.backstage_room_id
     if promote:
-        if role is not None:
-            reply(s, ctx, room.room_id, lang, "already_admin", user=user, handle=channel.handle)
+        wanted = (cmd.arg(2) or roles.EDITOR).lower()
+        if wanted not in (roles.EDITOR, roles.MODERATOR):
+            reply(s, ctx, room.room_id, lang, "usage", usage=usage)
             return
-        s.add(ChannelMember(channel_id=channel.id, user_id=user, role=ROLE_ADMIN))
+        if role == ROLE_OWNER:
+            reply(s, ctx, room.room_id, lang, "cannot_demote_owner", user=user, handle=channel.handle)
+            return
+        if role == wanted:
+            reply(s, ctx, room.room_id, lang, "already_role", user=user, handle=channel.handle, role=wanted)
+            return
+        if role is not None:
+            member = await s.get(ChannelMember, (channel.id, user))
+            assert member is not None
+            member.role = wanted
+            await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=wanted)
+            reply(s, ctx, room.room_id, lang, "role_changed", user=user, handle=channel.handle, role=wanted)
+            return
+        s.add(ChannelMember(channel_id=channel.id, user_id=user, role=wanted))
+        await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=wanted)
         if backstage:
             enqueue(
                 s, new_entry(f"room:{backstage}", "invite", ctx.bot, {"room_id": backstage, "user_id": user})
             )
-        reply(s, ctx, room.room_id, lang, "promoted", user=user, handle=channel.handle)
+        reply(s, ctx, room.room_id, lang, "promoted_role", user=user, handle=channel.handle, role=wanted)
         return
     if role == ROLE_OWNER:
         reply(s, ctx, room.room_id, lang, "cannot_demote_owner", user=user, handle=channel.handle)
@@ -383,6 +435,7 @@ async def _member_change(
     await s.execute(
         delete(ChannelMember).where(ChannelMember.channel_id == channel.id, ChannelMember.user_id == user)
     )
+    await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=None)
     if backstage:
         enqueue(
             s,
@@ -531,12 +584,11 @@ async def _transfer(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
     reply(s, ctx, room.room_id, lang, "transfer_offered", handle=channel.handle, user=user, bot=ctx.bot)
     their_room = await s.scalar(select(Room.room_id).where(Room.kind == "management", Room.user_id == user))
     if their_room is not None:
-        their_lang = await s.scalar(select(Room.language).where(Room.room_id == their_room))
         reply(
             s,
             ctx,
             their_room,
-            their_lang or ctx.config.default_language,
+            await language_for(s, ctx, user, room=await s.get(Room, their_room)),
             "transfer_incoming",
             handle=channel.handle,
             owner=event.sender,
@@ -605,6 +657,12 @@ async def _retention(
         reply(s, ctx, room.room_id, lang, "retention_set", handle=channel.handle, days=int(value))
     else:
         reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+
+
+async def _private(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    from .private import private_command
+
+    await private_command(ctx, s, room, event, cmd, lang)
 
 
 async def _report(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
@@ -689,4 +747,6 @@ _HANDLERS = {
     "retention": _retention,
     "report": _report,
     "appeal": _appeal,
+    "private": _private,
+    "language": language_command,
 }

@@ -23,6 +23,7 @@ from appservice.ids import RoomID, is_user_id
 from .commands import Command, parse_command
 from .context import Context, enqueue, reply, send_entry
 from .i18n import t
+from .languages import language_for
 from .names import InvalidHandle, normalise_handle
 from .outbox import OutboxWorker, SkipEntry, new_entry
 from .registry import (
@@ -137,7 +138,7 @@ async def on_operator_message(ctx: Context, session: AsyncSession, room: Room, e
     body = event.content.get("body")
     if event.type != "m.room.message" or not isinstance(body, str) or event.rel_type == "m.replace":
         return
-    lang = room.language or ctx.config.default_language
+    lang = await language_for(session, ctx, event.sender, body, room)
     command = parse_command(body, require_bang=False)
     if command is None:
         return
@@ -214,7 +215,7 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         request=request.id,
         user=request.user_id,
     )
-    requester_lang = await _room_language(s, ctx, request.room_id)
+    requester_lang = await _room_language(s, ctx, request.room_id, request.user_id)
     reply(s, ctx, request.room_id, requester_lang, "request_approved", handle=request.handle)
     await start_creation(
         ctx,
@@ -224,6 +225,7 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         title=request.title,
         notify_room=request.room_id,
         lang=requester_lang,
+        private=request.private,
     )
     reply(
         s,
@@ -271,7 +273,7 @@ async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         target=f"request:{request.id}",
         tell_backstage=False,
     )
-    requester_lang = await _room_language(s, ctx, request.room_id)
+    requester_lang = await _room_language(s, ctx, request.room_id, request.user_id)
     reply(
         s,
         ctx,
@@ -295,9 +297,9 @@ async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     )
 
 
-async def _room_language(s: AsyncSession, ctx: Context, room_id: str) -> str:
-    language = await s.scalar(select(Room.language).where(Room.room_id == room_id))
-    return language or ctx.config.default_language
+async def _room_language(s: AsyncSession, ctx: Context, room_id: str, user_id: str) -> str:
+    """The language to tell `user_id` something in their room `room_id`."""
+    return await language_for(s, ctx, user_id, room=await s.get(Room, room_id))
 
 
 async def _token(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
@@ -461,7 +463,7 @@ async def _recover(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
             s,
             ctx,
             owner_room,
-            await _room_language(s, ctx, owner_room),
+            await _room_language(s, ctx, owner_room, user),
             "recovered_owner",
             handle=channel.handle,
             reason=reason,

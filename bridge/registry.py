@@ -311,7 +311,7 @@ async def hand_over(
         ).all()
     }
     if previous in members:
-        members[previous].role = "admin"
+        members[previous].role = "editor"
     if new_owner in members:
         members[new_owner].role = "owner"
     else:

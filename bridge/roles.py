@@ -59,7 +59,9 @@ def roles_for(action: str) -> list[str]:
 
 async def role_of(session: AsyncSession, channel: Channel, user_id: str) -> str | None:
     role: str | None = await session.scalar(
-        select(ChannelMember.role).where(ChannelMember.channel_id == channel.id, ChannelMember.user_id == user_id)
+        select(ChannelMember.role).where(
+            ChannelMember.channel_id == channel.id, ChannelMember.user_id == user_id
+        )
     )
     return normalise(role)
 

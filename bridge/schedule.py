@@ -511,11 +511,18 @@ async def _publish_next(ctx: Context) -> int | None:
 async def _relay(ctx: Context, session: AsyncSession, channel: Channel, row: ScheduledPost) -> None:
     # Imported here: backstage will import this module to dispatch the commands.
     from .backstage import relay_event
+    from .moderation.gate import screen
 
     try:
         event = parse_event(row.event)
     except EventParseError as exc:
         raise ValueError(f"stored event is unreadable: {exc}") from exc
+    # The compliance hooks judge a scheduled post when it is due (with the rules then in force), as
+    # they judge any other post: held posts wait for a moderator, rejected ones get a statement.
+    room = await session.get(Room, channel.backstage_room_id) if channel.backstage_room_id else None
+    if room is not None and not await screen(ctx, session, room, channel, event, ctx.config.default_language):
+        log.info("Scheduled post %d in #%s was held or refused by the compliance hooks", row.id, channel.handle)
+        return
     await relay_event(ctx, session, channel, event)
     log.info("Scheduled post %d published in #%s", row.id, channel.handle)
 

@@ -26,6 +26,8 @@ from appservice.server import Transaction
 from .backstage import on_backstage_event
 from .catchup import CATCH_UP_TYPES, catch_up, verify_preceding
 from .channels import create_channel, delete_channel
+from .comments import DISCUSSION, discussion_encrypted, on_discussion_event
+from .comments import register as register_comments
 from .context import Context, enqueue, reply, send_entry
 from .i18n import t
 from .management import on_management_message
@@ -35,9 +37,11 @@ from .moderation.policy import follow as follow_policy_rooms
 from .moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
 from .operators import on_operator_message, schedule_operator_room, sync_operator_room
 from .outbox import new_entry
+from .private import is_knock, on_knock
 from .reactions import screen_reactions
 from .registry import backfill_keys, channel_for_alias, exec_alias, exec_directory, expire_holds
 from .relay import POLL_END_TYPES, POLL_START_TYPES, SOURCE_KEY
+from .stats import mark_views, record_daily_stats
 from .store.leases import Leases
 from .store.models import Channel, InboundEvent, Post, Room
 from .views import count_receipts
@@ -120,6 +124,7 @@ class Bridge:
         )
         ctx.outbox.executors["policy_ban"] = lambda entry, worker: exec_policy_ban(ctx, entry, worker)
         ctx.outbox.executors["alias_delete"] = exec_alias
+        register_comments(ctx)
         self.processed = 0
         # Hold events back until the backstage rooms were checked for posts never delivered.
         self.catch_up_pending = True
@@ -143,7 +148,11 @@ class Bridge:
             # Set before this transaction's events are recorded, so none is handled unchecked.
             self._open_verify_window(f"transaction {txn.txn_id} did not follow the previous one")
         if txn.ephemeral:
-            await count_receipts(self.ctx, txn.ephemeral)  # views; receipts are never stored as such
+            views_in_posts: set[int] = set()
+            # views; receipts are never stored as such
+            await count_receipts(self.ctx, txn.ephemeral, views_in_posts)
+            if views_in_posts:
+                await self._mark_views(views_in_posts)
         reactions = [e for e in txn.events if e.type == "m.reaction"]
         if reactions:
             # Best-effort allow lists: reactions are never recorded, only screened as they arrive.
@@ -173,11 +182,24 @@ class Bridge:
     async def _actionable(self, session: AsyncSession, events: list[Event]) -> list[dict[str, Any]]:
         room_ids: set[str] = {e.room_id for e in events}
         ours = await self._managed_rooms(session, room_ids) if room_ids else set()
+        knocked: set[str] = {e.room_id for e in events if is_knock(e)}
+        private = await self._private_broadcast_rooms(session, knocked) if knocked else set()
         return [
             {"event_id": e.event_id, "room_id": e.room_id, "payload": dataclasses.asdict(e)}
             for e in events
-            if self._is_bot_invite(e) or (e.room_id in ours and e.type != "m.room.member")
+            if self._is_bot_invite(e)
+            or (e.room_id in ours and e.type != "m.room.member")
+            or (e.room_id in private and is_knock(e))
         ]
+
+    async def _private_broadcast_rooms(self, session: AsyncSession, room_ids: set[str]) -> set[str]:
+        """Which of these rooms are broadcast rooms of private channels (their knocks are join requests)."""
+        rows = await session.scalars(
+            select(Room.room_id)
+            .join(Channel, Channel.id == Room.channel_id)
+            .where(Room.room_id.in_(room_ids), Room.kind == "broadcast", Channel.private.is_(True))
+        )
+        return set(rows.all())
 
     async def _managed_rooms(self, session: AsyncSession, room_ids: set[str]) -> set[str]:
         """Which of these rooms are management or backstage rooms (broadcast rooms need no handling)."""
@@ -364,12 +386,21 @@ class Bridge:
                         started = True
                     if await expire_holds(self.ctx):
                         self.ctx.outbox.wake()
+                    await record_daily_stats(self.ctx)
+                    await mark_views(self.ctx)  # edits that waited for channels.views_edit_interval
             except Exception:
                 log.exception("Housekeeping failed; trying again in %.0f s", HOUSEKEEPING_INTERVAL_S)
             try:
                 await asyncio.wait_for(self._housekeeping_wake.wait(), HOUSEKEEPING_INTERVAL_S)
             except TimeoutError:
                 pass
+
+    async def _mark_views(self, channel_ids: set[int]) -> None:
+        """`!views-in-posts`: readers moved in these channels; edit posts that crossed a threshold."""
+        try:
+            await mark_views(self.ctx, channel_ids)
+        except Exception:  # the receipts are counted; housekeeping retries the edits within a minute
+            log.exception("Checking view counts to show in posts failed")
 
     def _open_verify_window(self, why: str) -> None:
         if time.monotonic() >= self._verify_until:
@@ -411,6 +442,10 @@ class Bridge:
             await on_moderation_message(self.ctx, session, room, event)
         elif room.kind == "policy":
             await on_policy_event(self.ctx, session, room, event)
+        elif room.kind == DISCUSSION:
+            await on_discussion_event(self.ctx, session, room, event)
+        elif room.kind == "broadcast":
+            await on_knock(self.ctx, session, room, event)
 
     async def _on_bot_invite(self, session: AsyncSession, event: Event) -> None:
         ctx = self.ctx
@@ -441,6 +476,9 @@ class Bridge:
     async def _on_encrypted(self, session: AsyncSession, room: Room) -> None:
         """Kanal never reads encrypted messages; it says so plainly instead of staying silent."""
         if room.encrypted_warned:
+            return
+        if room.kind == DISCUSSION:
+            await discussion_encrypted(self.ctx, session, room)
             return
         room.encrypted_warned = True
         lang = room.language or self.ctx.config.default_language

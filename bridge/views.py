@@ -36,20 +36,32 @@ def receipts(ephemeral: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     return found
 
 
-async def count_receipts(ctx: Context, ephemeral: Iterable[Mapping[str, Any]]) -> int:
-    """Move readers' positions forward; returns how many positions moved."""
+async def count_receipts(
+    ctx: Context, ephemeral: Iterable[Mapping[str, Any]], views_in_posts: set[int] | None = None
+) -> int:
+    """Move readers' positions forward; returns how many positions moved.
+
+    `views_in_posts` collects the channels (ids) where readers moved and `!views-in-posts` is on.
+    """
     pairs = receipts(ephemeral)
     if not pairs:
         return 0
     async with ctx.sessions.begin() as session:
         rows = (
             await session.execute(
-                select(Post.relayed_event_id, Post.id, Post.channel_id, Channel.ghost_user_id)
+                select(
+                    Post.relayed_event_id,
+                    Post.id,
+                    Post.channel_id,
+                    Channel.ghost_user_id,
+                    Channel.views_in_posts,
+                )
                 .join(Channel, Channel.id == Post.channel_id)
                 .where(Post.relayed_event_id.in_({event_id for event_id, _ in pairs}))
             )
         ).all()
-        posts = {event_id: (post_id, channel_id, ghost) for event_id, post_id, channel_id, ghost in rows}
+        posts = {event_id: (post_id, channel_id, ghost) for event_id, post_id, channel_id, ghost, _ in rows}
+        opted = {channel_id for _, _, channel_id, _, shown in rows if shown}
         furthest: dict[tuple[int, str], int] = {}
         for event_id, reader in pairs:
             found = posts.get(event_id)
@@ -64,6 +76,8 @@ async def count_receipts(ctx: Context, ephemeral: Iterable[Mapping[str, Any]]) -
                 for (channel_id, reader), post_id in furthest.items()
             ]
             await session.execute(_advance(session, values))  # one statement (each key once)
+            if views_in_posts is not None:
+                views_in_posts.update(channel_id for channel_id, _ in furthest if channel_id in opted)
     return len(furthest)
 
 

@@ -32,6 +32,7 @@ KIND_TEXT = {
     "approve_post": "The post was published after review.",
     "reinstate": "The earlier decision #{reverses} is reversed; what it restricted is restored.",
     "reject_request": "The request to register a channel was refused.",
+    "remove_comment": "The comment was removed from the channel's discussion room.",
 }
 
 
@@ -71,7 +72,13 @@ def statement_of_reasons(
     where = f"#{channel.handle or channel.former_handle}:{domain}" if channel else "—"
     until = decision.until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if decision.until else ""
     what = KIND_TEXT.get(decision.kind, decision.kind).format(until=until, reverses=decision.reverses_id)
-    if decision.target and decision.kind in ("take_down", "reject_post", "approve_post", "reject_request"):
+    if decision.target and decision.kind in (
+        "take_down",
+        "reject_post",
+        "approve_post",
+        "reject_request",
+        "remove_comment",
+    ):
         what += f" ({decision.target} in {where})"
     elif channel is not None:
         what += f" ({where})"
@@ -224,6 +231,10 @@ def take_down(ctx: Context, session: AsyncSession, channel: Channel, post: Post,
             ref_source=post.source_event_id,
         ),
     )
+    if channel.comments_room_id:
+        from ..comments import root_redaction
+
+        enqueue(session, root_redaction(channel, post, reason[:500]))
 
 
 def suspend(ctx: Context, session: AsyncSession, channel: Channel) -> None:
@@ -247,22 +258,12 @@ def suspend(ctx: Context, session: AsyncSession, channel: Channel) -> None:
 
 
 def unsuspend(ctx: Context, session: AsyncSession, channel: Channel) -> None:
+    """Back to how the owner had it: public (listed, anyone joins) or private (knock, unlisted)."""
+    from ..private import access_entries
+
     channel.status = "active"
-    room = channel.broadcast_room_id
-    if room:
-        enqueue(
-            session,
-            new_entry(
-                f"room:{room}",
-                "state",
-                ctx.bot,
-                {"room_id": room, "event_type": "m.room.join_rules", "content": {"join_rule": "public"}},
-            ),
-        )
-        enqueue(
-            session,
-            new_entry(f"room:{room}", "directory", ctx.bot, {"room_id": room, "visibility": "public"}),
-        )
+    for entry in access_entries(ctx, channel):
+        enqueue(session, entry)
 
 
 async def held_for(session: AsyncSession, decision: Decision) -> HeldPost | None:

@@ -69,7 +69,7 @@ class PostInfo:
     body: str
     formatted_body: str | None
     media: MediaInfo | None
-    via: str = "backstage"  # or "api"
+    via: str = "backstage"  # or "api", or "comment" (a reader's, in a discussion room)
 
 
 @dataclass(frozen=True)
@@ -220,6 +220,8 @@ class RateHook:
         self._recent: dict[int, deque[float]] = {}
 
     async def check(self, post: PostInfo) -> Verdict:
+        if post.via == "comment":
+            return Verdict("allow", self.name, ALLOW_CATEGORY, "readers' comments are not counted as posts")
         now = self._clock()
         recent = self._recent.setdefault(post.channel_id, deque(maxlen=self._spec.posts))
         while recent and recent[0] <= now - self._spec.per_seconds:

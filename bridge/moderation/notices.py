@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 
 from ..context import Context, reply
+from ..languages import language_for
 from ..registry import hash_token
 from ..store.models import Appeal, Channel, ChannelMember, ChannelRequest, Decision, Flagger, Notice, Room
 from . import audit
@@ -127,6 +128,10 @@ async def may_appeal(session: AsyncSession, decision: Decision, user_id: str) ->
     if decision.kind == "reject_request" and target.startswith("request:"):
         request = await session.get(ChannelRequest, int(target.split(":", 1)[1]))
         return request is not None and request.user_id == user_id
+    if decision.kind == "remove_comment":
+        from ..comments import may_appeal as may_appeal_comment
+
+        return await may_appeal_comment(session, target, user_id)
     if decision.notice_id is not None:
         notice = await session.get(Notice, decision.notice_id)
         if notice is not None and notice.notifier == user_id:
@@ -278,13 +283,13 @@ async def poll_homeserver_reports(ctx: Context, token: str, start: int = 0) -> t
                     notifier_room=their_room,
                     external_id=external,
                 )
-                if notice is not None and their_room is not None:
-                    language = await session.scalar(select(Room.language).where(Room.room_id == their_room))
+                if notice is not None and their_room is not None and reporter is not None:
+                    room = await session.get(Room, their_room)
                     reply(
                         session,
                         ctx,
                         their_room,
-                        language or ctx.config.default_language,
+                        await language_for(session, ctx, reporter, room=room),
                         "report_received",
                         id=notice.id,
                     )

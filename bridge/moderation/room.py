@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.events import Event, EventParseError, parse_event
 
 from ..commands import Command, parse_command
-from ..context import Context, enqueue, send_entry
+from ..context import Context, enqueue, reply, send_entry
+from ..i18n import t
+from ..languages import language_for
 from ..outbox import OutboxWorker, SkipEntry
 from ..registry import parse_duration
 from ..store.models import Appeal, Channel, Decision, HeldPost, InboundEvent, Notice, OutboxEntry, Post, Room
@@ -490,7 +492,11 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
         return
     if channel is None:
         return
-    if decision.kind == "restrict":
+    if decision.kind == "remove_comment" and target:
+        from ..comments import restore_comment
+
+        await restore_comment(ctx, s, target, decision.id)
+    elif decision.kind == "restrict":
         channel.restricted_until = None
     elif decision.kind == "suspend":
         unsuspend(ctx, s, channel)
@@ -530,17 +536,12 @@ async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> Non
     refusal = await handle_refusal(
         s, ctx.config, request.handle, user_id=request.user_id, request_id=request.id
     )
+    lang = await language_for(s, ctx, request.user_id, room=await s.get(Room, request.room_id))
     if refusal is not None:
-        say(
-            s,
-            ctx,
-            request.room_id,
-            f"Your appeal was granted, but #{request.handle} is no longer available ({refusal.key}); "
-            "send create again with another handle.",
-        )
+        why = t(lang, refusal.key, **refusal.values)
+        reply(s, ctx, request.room_id, lang, "appeal_granted_unavailable", handle=request.handle, why=why)
         return
     request.status = "approved"
-    lang = await s.scalar(select(Room.language).where(Room.room_id == request.room_id))
     await start_creation(
         ctx,
         s,
@@ -548,7 +549,8 @@ async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> Non
         handle=request.handle,
         title=request.title,
         notify_room=request.room_id,
-        lang=lang or ctx.config.default_language,
+        lang=lang,
+        private=request.private,
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -60,6 +61,14 @@ class Channel(Base):
     # reactions readers may use: reaction_allow None = any (as `reactions` says), [] = none, else only these.
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     reaction_allow: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    # Comments (`!comments on|off`): whether new posts get a thread in the discussion room, and that
+    # room (kept, with its history, when comments are turned off).
+    comments: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    comments_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    # Statistics (issue 6): `!views-in-posts on` keeps a compact view count in relayed posts.
+    views_in_posts: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Private channel (issue 6): knock/invite only, not in the room directory nor on the web pages.
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ChannelMember(Base):
@@ -149,6 +158,9 @@ class Post(Base):
     via: Mapped[str] = mapped_column(
         String(80), default="backstage", server_default="backstage"
     )  # or api:<token>
+    # The view count the relayed copy shows (`!views-in-posts`), and when it was last edited to show it.
+    views_shown: Mapped[int | None] = mapped_column(Integer, default=None)
+    views_shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class ApiToken(Base):
@@ -234,6 +246,7 @@ class ChannelRequest(Base):
     handle: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approved|rejected|withdrawn
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # create --private
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -460,3 +473,95 @@ class ReaderPosition(Base):
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     post_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class InviteLink(Base):
+    """An invite link of a private channel (`!link new`); only the token's SHA-256 is stored."""
+
+    __tablename__ = "invite_links"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    uses_allowed: Mapped[int | None] = mapped_column(Integer, default=None)  # None: unlimited
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    approval: Mapped[bool] = mapped_column(Boolean, default=False)  # joins wait for an admin's approval
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JoinRequest(Base):
+    """Someone asking to join a private channel: through an approval link, or by knocking."""
+
+    __tablename__ = "join_requests"
+    __table_args__ = (Index("ix_join_requests_channel", "channel_id", "status"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16))  # link | knock
+    link_id: Mapped[int | None] = mapped_column(
+        ForeignKey("invite_links.id", ondelete="SET NULL"), default=None
+    )
+    reason: Mapped[str] = mapped_column(Text, default="")  # the knock's reason, token removed
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | declined
+    decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class UserSetting(Base):
+    """What a Matrix user chose for themselves: the language of the bot's replies (`language fa`)."""
+
+    __tablename__ = "user_settings"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    language: Mapped[str | None] = mapped_column(String(8), default=None)  # None: not chosen
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ChannelDailyStats(Base):
+    """A channel's numbers on one (UTC) day, as last seen that day: the history `!stats` charts.
+
+    Written by the housekeeping loop (refreshed hourly) and by `!stats`; the growth of a day is the
+    difference from the day before.
+    """
+
+    __tablename__ = "channel_daily_stats"
+
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    subscribers: Mapped[int] = mapped_column(Integer)
+    views: Mapped[int] = mapped_column(BigInteger)  # all views of all posts so far (unique readers each)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CommentThread(Base):
+    """A post's thread in its channel's discussion room: the root the ghost posted there, and whether
+    the channel post was edited to link to it. One row per post, made when the post is relayed."""
+
+    __tablename__ = "comment_threads"
+
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    room_id: Mapped[str | None] = mapped_column(String(255), default=None)  # set with the root
+    root_event_id: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    link_queued: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ModeratedComment(Base):
+    """A comment the channel's compliance hooks flagged (reported, left up) or rejected (removed)."""
+
+    __tablename__ = "moderated_comments"
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    room_id: Mapped[str] = mapped_column(String(255))
+    author: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # flagged | removed | restored
+    decision_id: Mapped[int | None] = mapped_column(BigID, default=None, index=True)
+    event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the comment, to restore it on appeal
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -44,6 +44,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..backstage import shown_content
+from ..comments import mirror_post, mirror_redaction
 from ..context import Context, enqueue, send_entry
 from ..moderation import audit
 from ..moderation.decisions import Ground, record
@@ -792,6 +793,7 @@ async def _publish_new(
     )
     session.add(post)
     await session.flush()
+    await mirror_post(session, channel, source)
     return post
 
 
@@ -1115,6 +1117,7 @@ async def _delete_post(request: web.Request) -> web.Response:
                 ref_source=post.source_event_id,
             ),
         )
+        await mirror_redaction(ctx, session, channel, post, None)
         await _audit(ctx, session, channel, token.name, post.id, "delete", "queued")
     ctx.outbox.wake()
     return web.Response(status=204)

@@ -97,6 +97,7 @@ _CANDIDATE_POSTS: Final = (
     .join(Channel, Channel.id == Post.channel_id)
     .where(
         Channel.status == "active",
+        Channel.private.is_(False),
         Channel.handle.is_not(None),
         Channel.broadcast_room_id.is_not(None),
         Post.redacted.is_(False),

@@ -11,7 +11,7 @@ URL map (GET, and HEAD with it):
     /media/{server}/{media_id}        media that a visible post (or a channel's avatar) shows
     /static/kanal.css                 the stylesheet
 
-Only `active` channels exist here; anything else (suspended, deleted, still being created) is a 404,
+Only public `active` channels exist here; private channels and anything else (suspended, deleted, still being created) is a 404,
 as are redacted posts and posts not yet published. Every response carries a strict
 Content-Security-Policy: pages load nothing but this origin's stylesheet and images, and run no
 script. Caching and its invalidation are described in cache.py.
@@ -38,13 +38,13 @@ from aiohttp import web
 from sqlalchemy import Integer, Row, Text, bindparam, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from appservice.client import q
 from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
 from appservice.ids import RoomID
 
 from ..context import Context
 from ..management import subscriber_count
 from ..names import title_key
+from ..relations import related_events
 from ..store.models import Channel, HandleHold, Post
 from .cache import MAX_CACHED_PAGES, FreshReads, Page, PageCache, Reader, RefreshingCache
 from .feeds import ATOM_TYPE, JSON_FEED_TYPE, atom, json_feed
@@ -167,6 +167,7 @@ CHANNEL_STATE: Final = (
         Channel.broadcast_room_id,
         Channel.ghost_user_id,
         Channel.created_at,
+        Channel.private,
         func.count(Post.id),
         func.max(Post.id),
         func.sum(case((Post.redacted.is_(True), Post.id), else_=0)),
@@ -190,7 +191,12 @@ PUBLIC_CHANNELS: Final = (
         Channel.ghost_user_id,
         Channel.created_at,
     )
-    .where(Channel.status == "active", Channel.handle.is_not(None), Channel.broadcast_room_id.is_not(None))
+    .where(
+        Channel.status == "active",
+        Channel.private.is_(False),
+        Channel.handle.is_not(None),
+        Channel.broadcast_room_id.is_not(None),
+    )
     .order_by(Channel.id)
 )
 _VISIBLE_POSTS: Final = select(
@@ -217,10 +223,13 @@ RENAMED: Final = (
         HandleHold.handle == bindparam("handle"),
         HandleHold.kind == "grace",
         HandleHold.until > bindparam("now"),
+        Channel.private.is_(False),
     )
 )
 ACTIVE_ROOMS: Final = select(Channel.id).where(
-    Channel.broadcast_room_id.in_(bindparam("rooms", expanding=True)), Channel.status == "active"
+    Channel.broadcast_room_id.in_(bindparam("rooms", expanding=True)),
+    Channel.status == "active",
+    Channel.private.is_(False),
 )
 
 
@@ -280,8 +289,14 @@ class Pages:
         """The channel row and a stamp of its posts, in one query: the version a page is valid for."""
         rows = await self.reader.rows(CHANNEL_STATE, {"handle": handle})
         row = rows[0] if rows else None
-        if row is None or row.status != "active" or row.broadcast_room_id is None or row.handle is None:
-            return None
+        if (
+            row is None
+            or row.status != "active"
+            or row.private
+            or row.broadcast_room_id is None
+            or row.handle is None
+        ):
+            return None  # private channels are as unknown here as deleted ones
         info = ChannelInfo(
             id=row.id,
             handle=row.handle,
@@ -348,23 +363,14 @@ class Pages:
 
     async def _fetch_tally(self, poll: PollKey) -> PollTally:
         """Count the votes from the poll's reference relations, newest first, as the bot."""
-        path = f"/_matrix/client/v1/rooms/{q(poll.room_id)}/relations/{q(poll.event_id)}/m.reference"
-        events: list[object] = []
-        batch: str | None = None
-        for _ in range(POLL_RELATIONS_PAGES):
-            query = {"limit": str(POLL_RELATIONS_LIMIT)}
-            if batch is not None:
-                query["from"] = batch
-            data = await self.ctx.client.request(
-                "GET", path, query=query, user_id=self.ctx.config.bot_user_id
-            )
-            chunk = data.get("chunk")
-            if isinstance(chunk, list):
-                events.extend(chunk)
-            following = data.get("next_batch")
-            if not isinstance(following, str) or not following or following == batch:
-                break
-            batch = following
+        events, _ = await related_events(
+            self.ctx,
+            poll.room_id,
+            poll.event_id,
+            "m.reference",
+            pages=POLL_RELATIONS_PAGES,
+            limit=POLL_RELATIONS_LIMIT,
+        )
         return tally_poll(poll.answer_ids, poll.max_selections, poll.sender, events)
 
     async def _tallies(

@@ -79,6 +79,14 @@ async def test_held_posts_are_approved_and_rejected_posts_never_appear(env: Env)
         text = statement["content"]["body"]
         assert "The post was not published" in text and "Automated means" in text and "appeal" in text
 
+        # A scheduled post is judged when it is due, like any other.
+        await alice.ask(channel.backstage, "!schedule +2s scheduled forbiddenword", "Scheduled")
+        await alice.wait_for(
+            channel.backstage,
+            lambda e: e["event_id"] != statement["event_id"] and body_has("Statement of reasons")(e),
+            timeout=40,
+        )
+
         await alice.text(channel.backstage, "an ordinary post")
         await relayed(alice, env, channel.broadcast, channel.handle, "an ordinary post")
         published = [

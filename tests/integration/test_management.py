@@ -135,7 +135,7 @@ async def test_strangers_and_admins_are_refused_with_reasons(env: Env) -> None:
     assert (await alice.state(channel.broadcast, "m.room.name"))["name"] == "Guarded"
     assert "no channel" in (await mallory.ask(room, "info nosuchchannel", "no channel")).lower()
 
-    await alice.ask(channel.management, f"promote {channel.handle} {bob.user_id}", "is now an admin")
+    await alice.ask(channel.management, f"promote {channel.handle} {bob.user_id}", "is now editor of")
     bob_room = await bob.open_management_room()
     await bob.ask(bob_room, f"promote {channel.handle} {mallory.user_id}", "Only the owner")
     await bob.ask(bob_room, f"delete {channel.handle}", "Only the owner")
@@ -147,8 +147,8 @@ async def test_promote_and_demote_manage_backstage(env: Env) -> None:
     channel = await create_channel(env, alice, env.handle(), "Team")
     room = channel.management
     await alice.ask(room, f"promote {channel.handle} not-a-user", "not a Matrix user id")
-    await alice.ask(room, f"promote {channel.handle} {bob.user_id}", "is now an admin")
-    await alice.ask(room, f"promote {channel.handle} {bob.user_id}", "already an admin")
+    await alice.ask(room, f"promote {channel.handle} {bob.user_id}", "is now editor of")
+    await alice.ask(room, f"promote {channel.handle} {bob.user_id}", "already editor of")
     backstage = await bob.wait_invite(lambda rid, _room: rid == channel.backstage)
     await bob.join(backstage)
     await bob.text(backstage, "bob's first post")

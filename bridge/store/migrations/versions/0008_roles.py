@@ -4,7 +4,7 @@ Revision ID: 0008
 Revises: 0007
 """
 
-from alembic import op  # noqa: F401
+from alembic import op
 
 revision = "0008"
 down_revision = "0007"

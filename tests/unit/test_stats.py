@@ -1,0 +1,157 @@
+"""Statistics, pure parts: views per post, daily series and growth, the edit thresholds, the chart."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from bridge.chart import CHART_DAYS, HEIGHT, WIDTH, ChartLabels, DayStats, render_chart
+from bridge.relay import REF_PLACEHOLDER
+from bridge.stats import (
+    Snapshot,
+    daily_series,
+    excerpt,
+    growth_per_day,
+    threshold_level,
+    views_by_post,
+    views_edit_content,
+    views_edit_due,
+)
+
+TODAY = date(2026, 11, 28)
+LABELS = ChartLabels("#news: the last 30 days", "Subscribers", "Views per day", "No numbers recorded yet")
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def test_a_reader_counts_for_their_post_and_every_earlier_one() -> None:
+    # posts 1..5; two readers at 5, one at 3, one at 2 (and one at a post not listed, 4)
+    views = views_by_post([1, 2, 3, 5], {5: 2, 4: 1, 3: 1, 2: 1})
+    assert views == {5: 2, 3: 4, 2: 5, 1: 5}
+
+
+@given(
+    st.lists(st.integers(1, 50), min_size=1, unique=True),
+    st.dictionaries(st.integers(1, 60), st.integers(1, 5)),
+)
+def test_views_by_post_matches_counting_each_reader(post_ids: list[int], readers_at: dict[int, int]) -> None:
+    expected = {p: sum(n for position, n in readers_at.items() if position >= p) for p in post_ids}
+    assert views_by_post(post_ids, readers_at) == expected
+
+
+def test_a_days_views_are_the_growth_of_the_total_and_the_window_is_30_days() -> None:
+    snapshots = [
+        Snapshot(TODAY - timedelta(days=40), 1, 5),  # before the window: the baseline only
+        Snapshot(TODAY - timedelta(days=29), 3, 12),
+        Snapshot(TODAY - timedelta(days=28), 3, 20),
+        Snapshot(TODAY - timedelta(days=2), 5, 20),  # no views that day
+        Snapshot(TODAY, 8, 31),
+    ]
+    series = daily_series(snapshots, TODAY)
+    assert series == [
+        DayStats(TODAY - timedelta(days=29), 3, 7),
+        DayStats(TODAY - timedelta(days=28), 3, 8),
+        DayStats(TODAY - timedelta(days=2), 5, 0),
+        DayStats(TODAY, 8, 11),
+    ]
+
+
+def test_the_first_day_ever_recorded_counts_every_view_and_a_drop_is_not_negative() -> None:
+    snapshots = [Snapshot(TODAY - timedelta(days=1), 2, 9), Snapshot(TODAY, 2, 4)]  # a post was deleted
+    assert daily_series(snapshots, TODAY) == [
+        DayStats(TODAY - timedelta(days=1), 2, 9),
+        DayStats(TODAY, 2, 0),
+    ]
+
+
+def test_growth_per_day_is_the_difference_from_the_previous_recorded_day() -> None:
+    snapshots = [
+        Snapshot(TODAY, 7, 0),
+        Snapshot(TODAY - timedelta(days=2), 3, 0),
+        Snapshot(TODAY - timedelta(days=1), 5, 0),
+    ]
+    assert growth_per_day(snapshots) == [(TODAY - timedelta(days=1), 2), (TODAY, 2)]
+    assert growth_per_day(snapshots[:1]) == []
+
+
+@pytest.mark.parametrize(
+    ("views", "level"),
+    [(0, 0), (9, 0), (10, 10), (99, 10), (100, 100), (999, 100), (1000, 1000), (12_345, 10_000)],
+)
+def test_threshold_levels(views: int, level: int) -> None:
+    assert threshold_level(views) == level
+
+
+def test_a_post_is_edited_once_per_threshold_crossed() -> None:
+    assert not views_edit_due(9, None, None, NOW, 600)
+    assert views_edit_due(10, None, None, NOW, 600)
+    long_ago = NOW - timedelta(hours=1)
+    assert not views_edit_due(99, 10, long_ago, NOW, 600)  # still the same threshold
+    assert views_edit_due(100, 10, long_ago, NOW, 600)
+    assert views_edit_due(150, 12, long_ago, NOW, 600)
+    assert not views_edit_due(150, 100, long_ago, NOW, 600)
+
+
+def test_edits_are_spaced_by_the_interval() -> None:
+    recently = NOW - timedelta(seconds=599)
+    assert not views_edit_due(100, 10, recently, NOW, 600)
+    assert views_edit_due(100, 10, NOW - timedelta(seconds=600), NOW, 600)
+    assert views_edit_due(100, 10, NOW, NOW, 0)
+
+
+def test_the_views_edit_replaces_the_relayed_post_with_the_footer() -> None:
+    edit = views_edit_content({"msgtype": "m.text", "body": "Hello"}, 1234, None)
+    assert edit["m.relates_to"] == {"rel_type": "m.replace", "event_id": REF_PLACEHOLDER}
+    assert edit["m.new_content"]["body"] == "Hello\n\n👁 1.2K"
+    assert "👁 1.2K" in edit["m.new_content"]["formatted_body"]
+    assert edit["body"].startswith("* Hello")
+    with_link = views_edit_content({"msgtype": "m.text", "body": "Hi"}, 10, "https://matrix.to/#/!r/$e")
+    assert with_link["m.new_content"]["body"] == "Hi\n\n💬 Comments: https://matrix.to/#/!r/$e · 👁 10"
+
+
+def test_excerpts_are_one_short_line() -> None:
+    assert excerpt("m.room.message", {"msgtype": "m.text", "body": "a\nb"}) == "a b"
+    long = excerpt("m.room.message", {"msgtype": "m.text", "body": "x" * 100})
+    assert len(long) == 40 and long.endswith("…")
+    assert excerpt("m.room.message", {"msgtype": "m.image", "body": "cat.png"}) == "🖼 cat.png"
+    poll = {"org.matrix.msc3381.poll.start": {"question": {"org.matrix.msc1767.text": "Tea?"}}}
+    assert excerpt("org.matrix.msc3381.poll.start", poll) == "📊 Tea?"
+    assert excerpt("m.room.message", None) == "…"
+
+
+def _png(days: list[DayStats]) -> Image.Image:
+    chart = render_chart(days, today=TODAY, labels=LABELS)
+    assert chart.png.startswith(b"\x89PNG\r\n\x1a\n")
+    image = Image.open(io.BytesIO(chart.png))
+    image.load()
+    assert image.format == "PNG"
+    assert image.size == (chart.width, chart.height) == (WIDTH, HEIGHT)
+    return image
+
+
+def test_the_chart_is_a_png_whose_text_chunks_hold_the_numbers_it_shows() -> None:
+    days = [
+        DayStats(TODAY - timedelta(days=CHART_DAYS), 1, 1),  # outside the window: not shown
+        DayStats(TODAY - timedelta(days=2), 3, 12),
+        DayStats(TODAY - timedelta(days=1), 3, 0),
+        DayStats(TODAY, 4, 1500),
+    ]
+    image = _png(days)
+    text = image.text  # type: ignore[attr-defined]
+    assert text["kanal:days"] == "2026-11-26,2026-11-27,2026-11-28"
+    assert text["kanal:subscribers"] == "3,3,4"
+    assert text["kanal:views"] == "12,0,1500"
+    # Something is drawn in both series' colours, on a white background.
+    colours = {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1_000_000) or []}
+    assert (255, 255, 255) in colours
+    assert (0x1F, 0x6F, 0xEB) in colours  # subscribers
+    assert (0xD4, 0x65, 0x0C) in colours  # views
+
+
+def test_an_empty_chart_is_still_a_png() -> None:
+    image = _png([])
+    assert image.text["kanal:subscribers"] == ""  # type: ignore[attr-defined]
