@@ -252,6 +252,24 @@ def _queue(channel: Channel) -> str:
     return f"comments:{channel.id}"
 
 
+async def sync_team(ctx: Context, session: AsyncSession, channel: Channel) -> None:
+    """After a role change: the channel's owner, editors and moderators moderate the discussion room (50),
+    and nobody else does. Queued behind the room's creation, so it also holds while the room is made."""
+    if channel.comments_room_id is None:
+        return
+    team = list(
+        (
+            await session.scalars(select(ChannelMember.user_id).where(ChannelMember.channel_id == channel.id))
+        ).all()
+    )
+    payload = {
+        "room_id": channel.comments_room_id,
+        "event_type": "m.room.power_levels",
+        "content": discussion_power_levels(channel.ghost_user_id, sorted(team)),
+    }
+    enqueue(session, new_entry(_queue(channel), "state", ctx.bot, payload))
+
+
 def _room_ref(ctx: Context, channel: Channel) -> str:
     if channel.handle:
         return f"#{channel.handle}{ALIAS_SUFFIX}:{ctx.domain} ({channel.comments_room_id})"

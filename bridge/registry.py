@@ -329,6 +329,10 @@ async def hand_over(
         enqueue(
             session, state_entry(ctx, backstage, "m.room.power_levels", backstage_power_levels(new_owner))
         )
+    from .comments import sync_team
+
+    await session.flush()
+    await sync_team(ctx, session, channel)
     await log_entry(
         session,
         ctx.config,

@@ -57,6 +57,22 @@ def in_thread(root: str, text: str) -> dict[str, Any]:
     }
 
 
+async def _level(user: User, room: str, who: str) -> int | None:
+    level: int | None = (await user.state(room, "m.room.power_levels"))["users"].get(who)
+    return level
+
+
+async def _until(read: Callable[[], Awaitable[object]], expected: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    value: object = None
+    while time.monotonic() < deadline:
+        value = await read()
+        if value == expected:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"still {value!r}, expected {expected!r}")
+
+
 async def test_posts_get_threads_and_comments_are_moderated(env: Env) -> None:
     handle = env.handle("talk")
     hooks = [
@@ -95,6 +111,12 @@ async def test_posts_get_threads_and_comments_are_moderated(env: Env) -> None:
         assert isinstance(encryption, nio.RoomGetStateEventError), encryption
         join_rules = await bob.state(discussion, "m.room.join_rules")
         assert join_rules["join_rule"] == "public"
+
+        # A moderator named later moderates the discussion room too; demoted, no longer.
+        await alice.ask(channel.management, f"promote {handle} {carol.user_id} moderator", "is now moderator")
+        await _until(lambda: _level(bob, discussion, carol.user_id), 50)
+        await alice.ask(channel.management, f"demote {handle} {carol.user_id}", "no longer")
+        await _until(lambda: _level(bob, discussion, carol.user_id), None)
 
         source = await alice.text(bs, "first post with comments")
         root = await bob.wait_for(
