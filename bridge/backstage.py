@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
 
-from . import forwarding, roles
+from . import drafts, forwarding, roles
 from .commands import Command, parse_command
 from .comments import comments_command, mirror_post, mirror_redaction, relayed_edit
 from .context import Context, enqueue, reply, send_entry
@@ -90,6 +90,9 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
     if not roles.allowed(role, "publish"):
         reply(session, ctx, room.room_id, lang, "moderator_not_published", handle=channel.handle)
         return
+    if event.rel_type is None and await drafts.in_draft_mode(session, channel, event.sender):
+        drafts.mark_kept(ctx, session, room, event)  # kept: `!publish` or `!schedule` as a reply sends it
+        return
     if event.rel_type is None and isinstance(await forwarding.origin_of(session, event.content), Post):
         reply(session, ctx, room.room_id, lang, "forward_unavailable")
         return
@@ -110,6 +113,8 @@ COMMAND_PERMISSIONS = {
     "scheduled": "schedule",
     "unschedule": "schedule",
     "reactions": "reactions",
+    "draft": "publish",
+    "publish": "publish",
 }
 
 
@@ -333,6 +338,13 @@ async def _command(
         from .private import backstage_command
 
         await backstage_command(ctx, session, room, channel, event, command, lang)
+    elif name == "draft":
+        await drafts.draft_command(ctx, session, room, channel, event, command, lang)
+    elif name == "publish":
+        kept = await drafts.publish_command(ctx, session, room, channel, event, lang)
+        if kept is not None and await _may_publish(ctx, session, room, channel, kept, lang):
+            await _relay(ctx, session, channel, kept)
+            reply(session, ctx, room.room_id, lang, "publish_done", handle=channel.handle)
     elif name == "token":
         from .web.tokens import token_command
 

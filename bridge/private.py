@@ -156,11 +156,19 @@ async def _take_use(session: AsyncSession, link: InviteLink) -> bool:
 
 
 def invite_entry(ctx: Context, channel: Channel, user_id: str) -> OutboxEntry:
+    """The bot's invite; if the homeserver refuses it (no such user, banned …) backstage hears why."""
     room = channel.broadcast_room_id or ""
-    reason = f"Invited to #{channel.handle}"
-    return new_entry(
-        f"room:{room}", "invite", ctx.bot, {"room_id": room, "user_id": user_id, "reason": reason}
-    )
+    payload: dict[str, Any] = {"room_id": room, "user_id": user_id, "reason": f"Invited to #{channel.handle}"}
+    if channel.backstage_room_id:
+        text = t(
+            ctx.config.default_language,
+            "join_invite_failed",
+            user=user_id,
+            handle=channel.handle,
+            error="{error}",
+        )
+        payload["on_failure"] = ctx.note(channel.backstage_room_id, text)
+    return new_entry(f"room:{room}", "invite", ctx.bot, payload)
 
 
 async def admit(

@@ -30,6 +30,7 @@ from appservice.ids import EventID, RoomID
 
 from .commands import Command
 from .context import Context, reply
+from .drafts import strip_draft_command
 from .i18n import t
 from .outbox import aware
 from .registry import Refusal
@@ -329,6 +330,7 @@ def draft_content(raw: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     shown = {k: v for k, v in latest.items() if k not in ("m.relates_to", "m.new_content")}
     if "m.in_reply_to" in relates:
         shown["m.relates_to"] = {"m.in_reply_to": relates["m.in_reply_to"]}  # threads are not kept
+    shown = strip_draft_command(shown)  # `!draft <text>` keeps the text after the command
     if not isinstance(shown.get("body"), str) or (
         event_type == "m.room.message" and not isinstance(shown.get("msgtype"), str)
     ):
@@ -521,7 +523,9 @@ async def _relay(ctx: Context, session: AsyncSession, channel: Channel, row: Sch
     # they judge any other post: held posts wait for a moderator, rejected ones get a statement.
     room = await session.get(Room, channel.backstage_room_id) if channel.backstage_room_id else None
     if room is not None and not await screen(ctx, session, room, channel, event, ctx.config.default_language):
-        log.info("Scheduled post %d in #%s was held or refused by the compliance hooks", row.id, channel.handle)
+        log.info(
+            "Scheduled post %d in #%s was held or refused by the compliance hooks", row.id, channel.handle
+        )
         return
     await relay_event(ctx, session, channel, event)
     log.info("Scheduled post %d published in #%s", row.id, channel.handle)

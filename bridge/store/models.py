@@ -565,3 +565,14 @@ class ModeratedComment(Base):
     decision_id: Mapped[int | None] = mapped_column(BigID, default=None, index=True)
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the comment, to restore it on appeal
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DraftMode(Base):
+    """An editor who is writing drafts in a channel's backstage: what they post is kept, not published,
+    until they turn it off; `!publish` or `!schedule` as a reply to a kept message sends it."""
+
+    __tablename__ = "draft_modes"
+
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

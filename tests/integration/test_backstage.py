@@ -153,8 +153,8 @@ async def test_silent_signatures_pin_help_stats(env: Env) -> None:
     )
     assert (await bob.state(channel.broadcast, "m.room.pinned_events"))["pinned"] == []
 
-    stats = await alice.ask(bs, "!stats", "subscribers")
-    assert "1 subscribers" in stats and "3 posts" in stats  # silent, signed, pin me
+    stats = await alice.ask(bs, "!stats", "Subscribers")
+    assert "Subscribers: 1 " in stats and "on 3 posts" in stats  # silent, signed, pin me
     await alice.ask(bs, "!frobnicate", "don't know the command")
     assert not [
         e

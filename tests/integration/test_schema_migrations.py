@@ -86,4 +86,4 @@ async def test_upgrading_from_0002_keeps_channels_rooms_members_and_posts(engine
         assert verified in (False, 0)
         assert title_key == ""
         head = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert head == "0012"
+    assert head == "0013"

@@ -1,27 +1,37 @@
-"""Statistics, pure parts: views per post, daily series and growth, the edit thresholds, the chart."""
+"""Statistics: views per post, daily series and growth, the edit thresholds, the chart; and the
+housekeeping that records a day and edits posts, on SQLite with a homeserver that only lists members."""
 
 from __future__ import annotations
 
 import io
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from sqlalchemy import select
 
 from bridge.chart import CHART_DAYS, HEIGHT, WIDTH, ChartLabels, DayStats, render_chart
+from bridge.config import parse
+from bridge.context import Context
+from bridge.outbox import OutboxWorker
 from bridge.relay import REF_PLACEHOLDER
 from bridge.stats import (
     Snapshot,
     daily_series,
     excerpt,
     growth_per_day,
+    mark_views,
+    record_daily_stats,
     threshold_level,
     views_by_post,
     views_edit_content,
     views_edit_due,
 )
+from bridge.store.db import create_engine, migrate, sessionmaker
+from bridge.store.models import Channel, ChannelDailyStats, OutboxEntry, Post, ReaderPosition
 
 TODAY = date(2026, 11, 28)
 LABELS = ChartLabels("#news: the last 30 days", "Subscribers", "Views per day", "No numbers recorded yet")
@@ -155,3 +165,74 @@ def test_the_chart_is_a_png_whose_text_chunks_hold_the_numbers_it_shows() -> Non
 def test_an_empty_chart_is_still_a_png() -> None:
     image = _png([])
     assert image.text["kanal:subscribers"] == ""  # type: ignore[attr-defined]
+
+
+class _Members:
+    """A homeserver that knows one room's joined members (all `record_daily_stats` asks)."""
+
+    def __init__(self, members: dict[str, object]) -> None:
+        self.members = members
+
+    def intent(self, _user_id: str) -> _Members:
+        return self
+
+    async def joined_members(self, _room_id: str) -> dict[str, object]:
+        return self.members
+
+
+async def test_housekeeping_records_a_day_once_and_edits_posts_once_per_threshold(tmp_path: Path) -> None:
+    config = parse(
+        {
+            "homeserver": {"url": "http://127.0.0.1:9", "domain": "x"},
+            "appservice": {"as_token": "a" * 20, "hs_token": "b" * 20},
+            "database": {"url": f"sqlite:///{tmp_path / 'k.db'}"},
+        },
+        tmp_path / "config.yaml",
+    )
+    engine = create_engine(config.database_url)
+    await migrate(engine)
+    sessions = sessionmaker(engine)
+    client = _Members({"@kanal:x": {}, "@kanal_news1:x": {}, "@bob:x": {}, "@eve:x": {}})
+    ctx = Context(config, client, sessions, OutboxWorker(sessions, None))  # type: ignore[arg-type]
+    async with sessions.begin() as session:
+        channel = Channel(
+            handle="news1",
+            title="N",
+            owner="@o:x",
+            ghost_user_id="@kanal_news1:x",
+            status="active",
+            broadcast_room_id="!b:x",
+            views_in_posts=True,
+        )
+        session.add(channel)
+        await session.flush()
+        contents = [{"msgtype": "m.text", "body": "one"}, {"msgtype": "m.image", "body": "i.png"}]
+        for n, content in enumerate(contents, start=1):
+            session.add(
+                Post(
+                    channel_id=channel.id,
+                    source_event_id=f"$s{n}",
+                    relayed_event_id=f"$p{n}",
+                    author="@o:x",
+                    content=content,
+                )
+            )
+        await session.flush()
+        for reader in range(10):
+            session.add(ReaderPosition(channel_id=channel.id, user_id=f"@r{reader}:x", post_id=2))
+
+    assert await record_daily_stats(ctx) == 1
+    assert await record_daily_stats(ctx) == 0  # fresh for an hour
+    async with sessions() as session:
+        [row] = (await session.scalars(select(ChannelDailyStats))).all()
+        assert (row.day, row.subscribers, row.views) == (datetime.now(UTC).date(), 2, 20)
+
+    assert await mark_views(ctx) == 1  # the text post; the image gets no footer
+    assert await mark_views(ctx) == 0  # once per threshold
+    async with sessions() as session:
+        [entry] = (await session.scalars(select(OutboxEntry))).all()
+        post = await session.scalar(select(Post).where(Post.source_event_id == "$s1"))
+    assert entry.ref_source == "$s1"
+    assert entry.payload["content"]["m.new_content"]["body"] == "one\n\n👁 10"
+    assert post is not None and post.views_shown == 10 and post.content == contents[0]
+    await engine.dispose()
