@@ -306,7 +306,14 @@ async def relayed_edit(
     post = await session.scalar(
         select(Post).where(Post.source_event_id == plan.ref_source, Post.channel_id == channel.id)
     )
-    if post is None or await session.get(CommentThread, post.id) is None:
+    return await thread_edit(session, channel, post) if post is not None else None
+
+
+async def thread_edit(session: AsyncSession, channel: Channel, post: Post) -> OutboxEntry | None:
+    """For an edit of `post` (its new content already in `post.content`) when it has a thread: the
+    root's edit is queued, and the returned `comments_link` entry edits the channel post keeping its
+    link and view count. None: the post has no thread."""
+    if await session.get(CommentThread, post.id) is None:
         return None
     enqueue(
         session,

@@ -44,8 +44,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..backstage import shown_content
-from ..comments import mirror_post, mirror_redaction
+from ..comments import mirror_post, mirror_redaction, thread_edit
 from ..context import Context, enqueue, send_entry
+from ..decorations import decorate
 from ..moderation import audit
 from ..moderation.decisions import Ground, record
 from ..moderation.gate import tell_moderators
@@ -810,18 +811,23 @@ def _edit_event_content(new_content: dict[str, Any], target: str) -> dict[str, A
     }
 
 
-def _publish_edit(session: AsyncSession, channel: Channel, post: Post, new_content: dict[str, Any]) -> None:
-    enqueue(
-        session,
-        send_entry(
-            channel.ghost_user_id,
-            channel.broadcast_room_id or "",
-            _edit_event_content(new_content, REF_PLACEHOLDER),
-            ref_source=post.source_event_id,
-        ),
-    )
+async def _publish_edit(
+    session: AsyncSession, channel: Channel, post: Post, new_content: dict[str, Any]
+) -> None:
+    """The edit of the relayed copy, keeping its footer (the comments link and the view count shown)."""
     post.content = shown_content(new_content)
     post.edited_at = datetime.now(UTC)
+    entry = await thread_edit(session, channel, post)
+    if entry is None:
+        views = post.views_shown if channel.views_in_posts else None
+        shown = decorate(new_content, views=views) if views is not None else new_content
+        entry = send_entry(
+            channel.ghost_user_id,
+            channel.broadcast_room_id or "",
+            _edit_event_content(shown, REF_PLACEHOLDER),
+            ref_source=post.source_event_id,
+        )
+    enqueue(session, entry)
 
 
 def _edited(current: dict[str, Any], text: str, html: str | None) -> dict[str, Any]:
@@ -862,7 +868,7 @@ async def publish_held(ctx: Context, session: AsyncSession, channel: Channel, he
         new_content = content.get("m.new_content")
         if post is None or post.redacted or not isinstance(new_content, dict):
             return
-        _publish_edit(session, channel, post, new_content)
+        await _publish_edit(session, channel, post, new_content)
         action = "edit"
     else:
         reply = relates.get("m.in_reply_to")
@@ -1074,7 +1080,7 @@ async def _edit_post(request: web.Request) -> web.Response:
         assert current is not None
         post = await _own_post(session, current, post_id, change=True)
         if deciding is None:
-            _publish_edit(session, current, post, new_content)
+            await _publish_edit(session, current, post, new_content)
             await _audit(ctx, session, current, token.name, post.id, "edit", "queued")
             status, body = 200, _receipt(ctx, current, post, "queued")
         else:

@@ -41,6 +41,7 @@ from bridge.store.models import (
     AuditEntry,
     Channel,
     ChannelMember,
+    CommentThread,
     Decision,
     HeldPost,
     OutboxEntry,
@@ -415,6 +416,33 @@ async def test_an_edit_is_an_m_replace_of_the_relayed_copy(api: Harness) -> None
         "action": "edit",
         "outcome": "queued",
     } in (await api.audit("api_post"))
+
+
+async def test_an_edit_keeps_the_view_count_and_the_comments_link_the_post_shows(api: Harness) -> None:
+    first = await (await api.post({"text": "counted"})).json()
+    second = await (await api.post({"text": "discussed"})).json()
+    async with api.ctx.sessions.begin() as session:
+        channel = await session.scalar(select(Channel).where(Channel.handle == "news"))
+        assert channel is not None
+        channel.views_in_posts = True
+        for post in await session.scalars(select(Post)):
+            post.views_shown = 10
+        session.add(CommentThread(post_id=second["id"], channel_id=channel.id, root_event_id="$root"))
+
+    for created, text in ((first, "counted again"), (second, "discussed again")):
+        response = await api.client.patch(
+            f"/api/v1/channels/news/posts/{created['id']}", json={"text": text}, headers=api.auth()
+        )
+        assert response.status == 200
+    async with api.ctx.sessions() as session:
+        entries = list(await session.scalars(select(OutboxEntry).order_by(OutboxEntry.id)))
+    plain_edit = next(e for e in entries if e.kind == "send" and e.ref_source is not None)
+    assert plain_edit.payload["content"]["m.new_content"]["body"] == "counted again\n\n👁 10"
+    # A post with a comments thread is edited by a `comments_link` entry, which puts the link and the
+    # count back when it is sent, and its root in the discussion room is edited too.
+    link = next(e for e in entries if e.kind == "comments_link")
+    assert link.payload == {"post_id": second["id"]}
+    assert any(e.kind == "comments_thread" and e.payload["action"] == "edit" for e in entries)
 
 
 async def test_a_deleted_post_is_redacted_and_gone_from_the_listing(api: Harness) -> None:
