@@ -30,6 +30,7 @@ from .comments import DISCUSSION, discussion_encrypted, on_discussion_event
 from .comments import register as register_comments
 from .context import Context, enqueue, reply, send_entry
 from .i18n import t
+from .languages import language_for
 from .management import on_management_message
 from .moderation.policy import KINDS as POLICY_RULE_TYPES
 from .moderation.policy import exec_hosting_reconcile, exec_policy_ban, on_policy_event
@@ -471,7 +472,8 @@ class Bridge:
             )
         )
         enqueue(session, new_entry(f"room:{room_id}", "join", ctx.bot, {"room_id": room_id}))
-        reply(session, ctx, room_id, ctx.config.default_language, "help")
+        # In the language the user chose (`language fa`), if they did, in any room before.
+        reply(session, ctx, room_id, await language_for(session, ctx, event.sender), "help")
 
     async def _on_encrypted(self, session: AsyncSession, room: Room) -> None:
         """Kanal never reads encrypted messages; it says so plainly instead of staying silent."""
@@ -482,6 +484,8 @@ class Bridge:
             return
         room.encrypted_warned = True
         lang = room.language or self.ctx.config.default_language
+        if room.user_id is not None:
+            lang = await language_for(session, self.ctx, room.user_id, "", room)
         if room.kind == "management":
             text = t(lang, "encrypted_management", bot=self.ctx.bot)
         elif room.kind == "backstage":

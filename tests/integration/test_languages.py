@@ -24,6 +24,13 @@ async def test_language_fa_then_en_switches_the_replies_in_every_room(env: Env) 
     assert help_text == t("fa", "help", domain=env.domain)
     assert "فارسی" in await alice.ask(room, "!language", "به انتخاب شما")
 
+    # A new chat with the bot greets her in her language.
+    second = await alice.open_management_room()
+    welcome = [
+        e for e in await alice.messages(second) if e["sender"] == env.bot and e["type"] == "m.room.message"
+    ]
+    assert welcome[0]["content"]["body"] == t("fa", "help", domain=env.domain)
+
     # The choice belongs to the person, so it holds in a backstage room too.
     handle = env.handle("zaban")
     await alice.ask(room, f"create {handle} Languages", "آماده است", timeout=30)
