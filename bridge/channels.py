@@ -11,6 +11,7 @@ from appservice.ids import RoomAlias, RoomID, UserID
 
 from .context import Context
 from .hosting import with_hosting_policy
+from .i18n import t
 from .invites import private_room_request
 from .outbox import OutboxWorker, SkipEntry, txn_id_for
 from .powerlevels import CHANNEL_STATE_TYPE, backstage_room_request, broadcast_room_request
@@ -137,7 +138,7 @@ async def delete_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
         await ghost.send(
             broadcast,
             "m.room.message",
-            {"msgtype": "m.notice", "body": "This channel has been closed by its owner."},
+            {"msgtype": "m.notice", "body": t(ctx.config.default_language, "channel_closed")},
             txn_id_for(entry.id, "closed"),
         )
     if channel.backstage_room_id:

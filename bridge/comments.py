@@ -44,7 +44,8 @@ from .commands import Command
 from .context import Context, enqueue, reply, send_entry
 from .decorations import decorate
 from .hosting import with_hosting_policy
-from .i18n import detect_language, t
+from .i18n import t
+from .languages import language_for
 from .outbox import OutboxWorker, SkipEntry, new_entry, txn_id_for
 from .powerlevels import ADMIN_LEVEL, CHANNEL_STATE_TYPE, POSTER_LEVEL, READER_LEVEL
 from .relay import POLL_START_TYPES, RelayPlan
@@ -373,7 +374,7 @@ async def on_discussion_event(ctx: Context, session: AsyncSession, room: Room, e
     if await session.get(ModeratedComment, event.event_id) is not None:
         return
     body = event.content.get("body")
-    lang = detect_language(body if isinstance(body, str) else "", ctx.config.default_language)
+    lang = await language_for(session, ctx, event.sender, body if isinstance(body, str) else "")
     if deciding.action == "hold":
         await _flag(ctx, session, room, channel, event, deciding)
     else:
@@ -431,7 +432,7 @@ async def _remove(
     ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, verdict: Any, lang: str
 ) -> None:
     """A reject: an automated decision with a statement of reasons to the commenter, then the redaction."""
-    from .moderation.decisions import Ground, record
+    from .moderation.decisions import Ground, record, statement_in
 
     decision = await record(
         ctx,
@@ -488,7 +489,7 @@ async def _remove(
         lang,
         "comment_removed_statement",
         handle=channel.handle,
-        statement=decision.statement["text"],
+        statement=await statement_in(ctx, session, decision, lang),
         decision=decision.id,
     )
     enqueue(

@@ -441,15 +441,9 @@ async def _member_change(
     await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=None)
     await sync_team(ctx, s, channel)
     if backstage:
-        enqueue(
-            s,
-            new_entry(
-                f"room:{backstage}",
-                "kick",
-                ctx.bot,
-                {"room_id": backstage, "user_id": user, "reason": f"No longer an admin of #{channel.handle}"},
-            ),
-        )
+        reason = t(await language_for(s, ctx, user), "demoted_kick_reason", handle=channel.handle)
+        payload = {"room_id": backstage, "user_id": user, "reason": reason}
+        enqueue(s, new_entry(f"room:{backstage}", "kick", ctx.bot, payload))
     reply(s, ctx, room.room_id, lang, "demoted", user=user, handle=channel.handle)
 
 

@@ -83,8 +83,7 @@ async def sync_operator_room(ctx: Context, entry: OutboxEntry, worker: OutboxWor
         ctx,
         kind="operator",
         name=ROOM_NAME,
-        topic="Kanal's operators: channel requests, registration tokens, reserved handles, verification. "
-        "Send help for the commands.",
+        topic=t(ctx.config.default_language, "operator_room_topic"),
         members=list(ctx.config.operators),
         welcome=t(ctx.config.default_language, "operator_help"),
     )

@@ -158,7 +158,8 @@ async def _take_use(session: AsyncSession, link: InviteLink) -> bool:
 def invite_entry(ctx: Context, channel: Channel, user_id: str) -> OutboxEntry:
     """The bot's invite; if the homeserver refuses it (no such user, banned …) backstage hears why."""
     room = channel.broadcast_room_id or ""
-    payload: dict[str, Any] = {"room_id": room, "user_id": user_id, "reason": f"Invited to #{channel.handle}"}
+    reason = t(ctx.config.default_language, "invite_reason", handle=channel.handle)
+    payload: dict[str, Any] = {"room_id": room, "user_id": user_id, "reason": reason}
     if channel.backstage_room_id:
         text = t(
             ctx.config.default_language,

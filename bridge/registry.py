@@ -188,6 +188,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.strip().encode()).hexdigest()
 
 
+def new_token() -> str:
+    """A registration token. Its first characters (the hint) are typed as a command-line argument
+    (`kanal token revoke <hint>`), so the secret never starts with "-", which would read as an option."""
+    secret = secrets.token_urlsafe(18)
+    while secret.startswith("-"):
+        secret = secrets.token_urlsafe(18)
+    return TOKEN_PREFIX + secret
+
+
 async def create_token(
     session: AsyncSession,
     config: Config,
@@ -198,7 +207,7 @@ async def create_token(
     label: str = "",
 ) -> tuple[str, RegistrationToken]:
     """A new token (returned once, in clear) and its row (which keeps only the hash)."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(18)
+    token = new_token()
     row = RegistrationToken(
         token_hash=hash_token(token),
         hint=token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 6],

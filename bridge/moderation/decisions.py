@@ -6,6 +6,10 @@ reasons names what was restricted and for how long, the facts and circumstances,
 Kanal's own initiative started it, whether automated means were used, the legal or terms-of-service
 ground, and the redress options. It reaches the channel's backstage and, when there is one, the notifier.
 A reversal (after an appeal) is itself a decision with its own statement.
+
+The statement is stored (with the decision, in the audit log, in transparency exports) in English, the
+legal record; the copy each person receives is put into words in their language from the same facts
+(`StatementFacts` → `render_statement`), through the `moderation` catalogue.
 """
 
 from __future__ import annotations
@@ -18,22 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..context import Context, enqueue, send_entry
+from ..i18n import SOURCE_LANGUAGE, t
+from ..languages import language_for
 from ..outbox import new_entry
 from ..relay import REF_PLACEHOLDER
-from ..store.models import Channel, Decision, HeldPost, Notice, Post
+from ..store.models import Channel, Decision, HeldPost, Notice, Post, Room
 from . import audit
-
-KIND_TEXT = {
-    "take_down": "The post was removed from the channel.",
-    "restrict": "Posting in the channel is suspended until {until}.",
-    "suspend": "The channel is suspended: removed from the directory, nothing can be posted, it cannot be joined.",
-    "no_action": "No action was taken against the content.",
-    "reject_post": "The post was not published.",
-    "approve_post": "The post was published after review.",
-    "reinstate": "The earlier decision #{reverses} is reversed; what it restricted is restored.",
-    "reject_request": "The request to register a channel was refused.",
-    "remove_comment": "The comment was removed from the channel's discussion room.",
-}
 
 
 @dataclass(frozen=True)
@@ -48,16 +42,154 @@ class Ground:
         kind, sep, reference = text.partition(":")
         kind = kind.lower()
         if not sep or kind not in ("law", "terms") or not reference.strip():
-            raise ValueError(
-                f"'{text[:64]}' is not a ground: write law:<the law and article> or terms:<the clause>, "
-                "e.g. terms:4.2 or law:Penal-Code-Art-12"
-            )
+            raise ValueError(t(SOURCE_LANGUAGE, "mod_bad_ground", text=text[:64]))
         return cls(kind, reference.strip())
 
-    def describe(self) -> str:
-        return (
-            f"the law: {self.reference}" if self.kind == "law" else f"the terms of service: {self.reference}"
-        )
+    def describe(self, lang: str = SOURCE_LANGUAGE) -> str:
+        if self.kind == "law":
+            return t(lang, "sor_ground_law", reference=self.reference)
+        return t(lang, "sor_ground_terms", reference=self.reference)
+
+
+# Decisions whose statement names the post, comment or request they are about.
+_TARGETED = ("take_down", "reject_post", "approve_post", "reject_request", "remove_comment")
+
+
+@dataclass(frozen=True)
+class StatementFacts:
+    """What a statement of reasons says, before it is put into words in one language."""
+
+    decision: int
+    kind: str
+    where: str | None  # #handle:domain, when the decision is about a channel
+    target: str | None  # named only for _TARGETED kinds
+    until: str  # "" unless the decision lasts until a time
+    reverses: int | None
+    facts: str
+    notice_source: str | None  # None: Kanal's own initiative
+    notice_id: int | None
+    notice_received: str
+    notice_category: str | None
+    automated_detection: bool
+    automated_decision: bool
+    ground: str
+    ground_reference: str | None
+    redress: str
+    appeal_days: int | None  # set when `redress` may be Kanal's default text (then it is translated)
+
+
+def statement_facts(
+    decision: Decision,
+    *,
+    channel: Channel | None,
+    notice: Notice | None,
+    redress: str,
+    domain: str,
+    appeal_days: int | None = None,
+) -> StatementFacts:
+    return StatementFacts(
+        decision=decision.id,
+        kind=decision.kind,
+        where=f"#{channel.handle or channel.former_handle}:{domain}" if channel else None,
+        target=decision.target if decision.kind in _TARGETED else None,
+        until=decision.until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if decision.until else "",
+        reverses=decision.reverses_id,
+        facts=decision.explanation,
+        notice_source=notice.source if notice is not None else None,
+        notice_id=notice.id if notice is not None else None,
+        notice_received=(
+            notice.received_at.astimezone(UTC).strftime("%Y-%m-%d")
+            if notice is not None and notice.received_at
+            else ""
+        ),
+        notice_category=notice.category if notice is not None else None,
+        automated_detection=decision.automated,
+        automated_decision=decision.decided_by.startswith("hook:"),
+        ground=decision.ground,
+        ground_reference=decision.ground_reference,
+        redress=redress,
+        appeal_days=appeal_days,
+    )
+
+
+def _kind_text(lang: str, facts: StatementFacts) -> str:
+    texts = {
+        "take_down": t(lang, "sor_take_down"),
+        "restrict": t(lang, "sor_restrict", until=facts.until),
+        "suspend": t(lang, "sor_suspend"),
+        "no_action": t(lang, "sor_no_action"),
+        "reject_post": t(lang, "sor_reject_post"),
+        "approve_post": t(lang, "sor_approve_post"),
+        "reinstate": t(lang, "sor_reinstate", reverses=facts.reverses),
+        "reject_request": t(lang, "sor_reject_request"),
+        "remove_comment": t(lang, "sor_remove_comment"),
+    }
+    return texts.get(facts.kind, facts.kind)
+
+
+def _what(lang: str, facts: StatementFacts) -> str:
+    what = _kind_text(lang, facts)
+    where = facts.where or "—"
+    if facts.target:
+        return t(lang, "sor_what_target", what=what, target=facts.target, where=where)
+    if facts.where is not None:
+        return t(lang, "sor_what_channel", what=what, where=where)
+    return what
+
+
+def _origin(lang: str, facts: StatementFacts) -> str:
+    if facts.notice_source is None:
+        return t(lang, "sor_own_initiative")
+    sources = {
+        "command": t(lang, "sor_source_command"),
+        "homeserver": t(lang, "sor_source_homeserver"),
+        "flagger": t(lang, "sor_source_flagger"),
+    }
+    return t(
+        lang,
+        "sor_origin_notice",
+        source=sources.get(facts.notice_source) or t(lang, "sor_source_other"),
+        notice=facts.notice_id,
+        received=facts.notice_received,
+        category=facts.notice_category,
+    )
+
+
+def _automated(lang: str, facts: StatementFacts) -> str:
+    return t(
+        lang,
+        "sor_automated",
+        detected=t(lang, "sor_detected_automated" if facts.automated_detection else "sor_detected_manual"),
+        decided=t(lang, "sor_decided_automatically" if facts.automated_decision else "sor_decided_by_person"),
+    )
+
+
+def _redress(lang: str, facts: StatementFacts) -> str:
+    """Kanal's default redress text in `lang`; an operator's own `compliance.redress` as written."""
+    days = facts.appeal_days
+    if days is not None and facts.redress == t(SOURCE_LANGUAGE, "sor_redress_default", days=days):
+        return t(lang, "sor_redress_default", days=days)
+    return facts.redress
+
+
+def render_statement(lang: str, facts: StatementFacts) -> str:
+    """The statement of reasons as a person reads it, in `lang` (in English: the stored text)."""
+    ground = (
+        Ground(facts.ground, facts.ground_reference).describe(lang)
+        if facts.ground_reference
+        else facts.ground
+    )
+    return t(
+        lang,
+        "sor_text",
+        decision=facts.decision,
+        what=_what(lang, facts),
+        facts=facts.facts or "—",
+        origin=_origin(lang, facts),
+        automated=_automated(lang, facts),
+        ground=ground,
+        redress=_redress(lang, facts),
+    )
 
 
 def statement_of_reasons(
@@ -67,67 +199,46 @@ def statement_of_reasons(
     notice: Notice | None,
     redress: str,
     domain: str,
+    appeal_days: int | None = None,
 ) -> dict[str, Any]:
-    """The Art. 17 elements of `decision`, as data (stored with it) and as text (delivered)."""
-    where = f"#{channel.handle or channel.former_handle}:{domain}" if channel else "—"
-    until = decision.until.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if decision.until else ""
-    what = KIND_TEXT.get(decision.kind, decision.kind).format(until=until, reverses=decision.reverses_id)
-    if decision.target and decision.kind in (
-        "take_down",
-        "reject_post",
-        "approve_post",
-        "reject_request",
-        "remove_comment",
-    ):
-        what += f" ({decision.target} in {where})"
-    elif channel is not None:
-        what += f" ({where})"
-    if notice is not None:
-        received = notice.received_at.astimezone(UTC).strftime("%Y-%m-%d") if notice.received_at else ""
-        source = {
-            "command": "a user's report",
-            "homeserver": "a report to the homeserver",
-            "flagger": "a trusted flagger's notice",
-        }
-        origin = f"{source.get(notice.source, 'a notice')} (notice #{notice.id}, {received}, category {notice.category})"
-    else:
-        origin = "Kanal's own initiative"
-    automated = (
-        "Automated means detected the content; " if decision.automated else "No automated means were used; "
-    ) + (
-        "the decision was taken automatically."
-        if decision.decided_by.startswith("hook:")
-        else "a person decided."
+    """The Art. 17 elements of `decision`, as data and as English text: the record that is stored."""
+    facts = statement_facts(
+        decision, channel=channel, notice=notice, redress=redress, domain=domain, appeal_days=appeal_days
     )
-    data = {
+    return {
         "decision": decision.id,
         "kind": decision.kind,
-        "what": what,
-        "until": until or None,
+        "what": _what(SOURCE_LANGUAGE, facts),
+        "until": facts.until or None,
         "facts": decision.explanation,
-        "initiated_by": origin,
+        "initiated_by": _origin(SOURCE_LANGUAGE, facts),
         "automated_detection": decision.automated,
-        "automated_decision": decision.decided_by.startswith("hook:"),
+        "automated_decision": facts.automated_decision,
         "ground": decision.ground,
         "ground_reference": decision.ground_reference,
         "category": decision.category,
         "redress": redress,
+        "text": render_statement(SOURCE_LANGUAGE, facts),
     }
-    ground = (
-        Ground(decision.ground, decision.ground_reference).describe()
-        if decision.ground_reference
-        else decision.ground
+
+
+async def statement_in(ctx: Context, session: AsyncSession, decision: Decision, lang: str) -> str:
+    """A recorded decision's statement in `lang`: the stored record in English, else rebuilt from its rows."""
+    stored = str(decision.statement.get("text", "")) if decision.statement else ""
+    if lang == SOURCE_LANGUAGE and stored:
+        return stored
+    channel = await session.get(Channel, decision.channel_id) if decision.channel_id else None
+    notice = await session.get(Notice, decision.notice_id) if decision.notice_id else None
+    compliance = ctx.config.compliance
+    facts = statement_facts(
+        decision,
+        channel=channel,
+        notice=notice,
+        redress=compliance.redress,
+        domain=ctx.domain,
+        appeal_days=compliance.appeal_window_days,
     )
-    data["text"] = (
-        f"Statement of reasons — decision #{decision.id}\n"
-        f"What: {what}\n"
-        f"Facts and circumstances: {decision.explanation or '—'}\n"
-        f"Started by: {origin}\n"
-        f"Automated means: {automated}\n"
-        f"Ground: {ground}\n"
-        f"Your options: {redress}"
-    )
-    return data
+    return render_statement(lang, facts)
 
 
 async def record(
@@ -146,8 +257,12 @@ async def record(
     until: datetime | None = None,
     reverses: Decision | None = None,
     tell_backstage: bool = True,
+    recipient: str | None = None,
 ) -> Decision:
-    """Record a decision with its statement, audit it, and deliver the statement."""
+    """Record a decision with its statement, audit it, and deliver the statement.
+
+    The backstage copy is in the language of `recipient` (the post's author; default: the owner).
+    """
     decision = Decision(
         kind=kind,
         channel_id=channel.id if channel else None,
@@ -168,8 +283,22 @@ async def record(
     await session.flush()
     if decision.created_at is None:
         decision.created_at = datetime.now(UTC)
+    compliance = ctx.config.compliance
+    facts = statement_facts(
+        decision,
+        channel=channel,
+        notice=notice,
+        redress=compliance.redress,
+        domain=ctx.domain,
+        appeal_days=compliance.appeal_window_days,
+    )
     decision.statement = statement_of_reasons(
-        decision, channel=channel, notice=notice, redress=ctx.config.compliance.redress, domain=ctx.domain
+        decision,
+        channel=channel,
+        notice=notice,
+        redress=compliance.redress,
+        domain=ctx.domain,
+        appeal_days=compliance.appeal_window_days,
     )
     if notice is not None:
         notice.status = "decided"
@@ -193,20 +322,20 @@ async def record(
         {"decided_by": decided_by, "explanation": explanation},
         config=ctx.config,
     )
-    text = decision.statement["text"]
+    # The record above stays in English; each person reads their copy in their own language.
     if tell_backstage and channel is not None and channel.backstage_room_id:
-        enqueue(
-            session, send_entry(ctx.bot, channel.backstage_room_id, {"msgtype": "m.notice", "body": text})
+        backstage = channel.backstage_room_id
+        lang = await language_for(
+            session, ctx, recipient or channel.owner, room=await session.get(Room, backstage)
         )
+        text = render_statement(lang, facts)
+        enqueue(session, send_entry(ctx.bot, backstage, {"msgtype": "m.notice", "body": text}))
     if notice is not None and notice.notifier_room:
-        enqueue(
-            session,
-            send_entry(
-                ctx.bot,
-                notice.notifier_room,
-                {"msgtype": "m.notice", "body": f"Your notice #{notice.id} was decided.\n{text}"},
-            ),
+        lang = await language_for(
+            session, ctx, notice.notifier or "", room=await session.get(Room, notice.notifier_room)
         )
+        text = t(lang, "mod_notice_decided", notice=notice.id, statement=render_statement(lang, facts))
+        enqueue(session, send_entry(ctx.bot, notice.notifier_room, {"msgtype": "m.notice", "body": text}))
     return decision
 
 

@@ -1,7 +1,8 @@
 """The pre-publication gate: every backstage post passes the channel's hooks before it is relayed.
 
 allow → relayed as usual; hold → kept for the moderators (the backstage is told); reject → not
-published, with a statement of reasons in backstage (an automated decision, open to appeal).
+published, with a statement of reasons in backstage, in the author's language (an automated decision,
+open to appeal). The moderation room is told in the deployment's default language.
 Also refuses posts while the channel is restricted.
 """
 
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.events import Event
 
 from ..context import Context, enqueue, reply, send_entry
+from ..i18n import t
 from ..outbox import aware
 from ..store.models import Channel, Decision, HeldPost, Room
 from . import audit
@@ -117,13 +119,18 @@ async def screen(
             config=ctx.config,
         )
         reply(session, ctx, room.room_id, lang, "post_held", handle=channel.handle, id=held.id)
-        await tell_moderators(
-            ctx,
-            session,
-            f"Held post h{held.id} in #{channel.handle} by {event.sender} — {deciding.hook}: "
-            f"{deciding.category}: {deciding.reason}\n“{_preview(event)}”\n"
-            f"Reply: approve h{held.id} — or — reject h{held.id} <law:…|terms:…> <explanation>",
+        text = t(
+            ctx.config.default_language,
+            "mod_held_post",
+            held=held.id,
+            handle=channel.handle,
+            author=event.sender,
+            hook=deciding.hook,
+            category=deciding.category,
+            reason=deciding.reason,
+            preview=_preview(event),
         )
+        await tell_moderators(ctx, session, text)
         return False
     decision = await record(
         ctx,
@@ -136,12 +143,14 @@ async def screen(
         category=deciding.category,
         target=event.event_id,
         automated=True,
+        recipient=event.sender,
     )
     held.decision_id = decision.id
     return False
 
 
 async def tell_moderators(ctx: Context, session: AsyncSession, text: str) -> None:
+    """Post `text` (put into words in `config.default_language` by the caller) in the moderation room."""
     room_id = await session.scalar(select(Room.room_id).where(Room.kind == "moderation"))
     if room_id is None:
         log.warning(

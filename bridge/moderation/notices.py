@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 
 from ..context import Context, reply
+from ..i18n import t
 from ..languages import language_for
 from ..registry import hash_token
 from ..store.models import Appeal, Channel, ChannelMember, ChannelRequest, Decision, Flagger, Notice, Room
@@ -111,14 +112,17 @@ async def file_notice(
         {"notifier": notifier, "explanation": notice.explanation},
         config=ctx.config,
     )
-    star = "★ trusted flagger " if trusted else ""
-    await tell_moderators(
-        ctx,
-        session,
-        f"Notice n{notice.id} {star}[{source}] about {event_id} in #{channel.handle if channel else '?'} — "
-        f"{notice.category}: {notice.explanation[:500]}\n"
-        f"Reply: takedown n{notice.id} <law:…|terms:…> <explanation> — or — noaction n{notice.id} <explanation>",
+    text = t(
+        ctx.config.default_language,
+        "mod_notice_trusted" if trusted else "mod_notice",
+        notice=notice.id,
+        source=source,
+        event=event_id,
+        handle=channel.handle if channel else "?",
+        category=notice.category,
+        explanation=notice.explanation[:500],
     )
+    await tell_moderators(ctx, session, text)
     return notice
 
 
@@ -161,13 +165,16 @@ async def file_appeal(
         {"appellant": appellant, "text": appeal.text},
         config=ctx.config,
     )
-    await tell_moderators(
-        ctx,
-        session,
-        f"Appeal a{appeal.id} against decision d{decision.id} ({decision.kind}) by {appellant}: {appeal.text[:500]}\n"
-        f"Reply (a moderator other than the one who decided): grant a{appeal.id} <explanation> — or — "
-        f"deny a{appeal.id} <explanation>",
+    text = t(
+        ctx.config.default_language,
+        "mod_appeal",
+        appeal=appeal.id,
+        decision=decision.id,
+        kind=decision.kind,
+        appellant=appellant,
+        text=appeal.text[:500],
     )
+    await tell_moderators(ctx, session, text)
     return appeal
 
 

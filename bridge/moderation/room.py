@@ -4,13 +4,16 @@ Kanal keeps a private room for `compliance.moderators` (default: the operators).
 on here is public channel content or channel registration; every decision gets a statement of
 reasons, an appeal path and an audit-log entry. Appeals are decided only here, by a person, and not
 by the moderator who took the decision appealed (when another moderator exists).
+
+The room's texts are in `channels.default_language`, replies to a moderator in the language they chose;
+what reaches authors, notifiers and appellants is in each one's own language.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,36 +21,47 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.events import Event, EventParseError, parse_event
 
 from ..commands import Command, parse_command
-from ..context import Context, enqueue, reply, send_entry
+from ..context import Context, reply
 from ..i18n import t
 from ..languages import language_for
 from ..outbox import OutboxWorker, SkipEntry
-from ..registry import parse_duration
+from ..registry import Refusal, parse_duration
 from ..store.models import Appeal, Channel, Decision, HeldPost, InboundEvent, Notice, OutboxEntry, Post, Room
 from . import audit
-from .decisions import Ground, post_by_relayed_event, record, suspend, take_down, unsuspend
+from .decisions import (
+    Ground,
+    post_by_relayed_event,
+    record,
+    statement_in,
+    suspend,
+    take_down,
+    unsuspend,
+)
 
 ROOM_NAME = "Kanal moderation"
-HELP = (
-    "Moderation commands (public channel content only):\n"
-    "• held — posts held by the publication hooks\n"
-    "• approve h<n> — publish a held post\n"
-    "• reject h<n> <ground> <explanation> — do not publish it\n"
-    "• notices — open notices (trusted flaggers first)\n"
-    "• takedown <n<notice> | event id | matrix.to link> <ground> <explanation> — remove a published post\n"
-    "• noaction n<notice> <explanation> — decide a notice without action\n"
-    "• restrict <handle> <30m|12h|7d|2w> <ground> <explanation> — suspend posting for a while\n"
-    "• suspend <handle> <ground> <explanation> — remove a channel from the directory and freeze it\n"
-    "• appeals — open appeals;  grant a<n> <explanation> — reverse;  deny a<n> <explanation> — uphold\n"
-    "• decision d<n> — show a decision's statement of reasons\n"
-    "A ground is law:<law and article> or terms:<clause>. Every decision is sent to the channel's "
-    "backstage (and to the notifier) with a statement of reasons, and written to the audit log."
-)
 _MATRIX_TO_EVENT = re.compile(r"(\$[A-Za-z0-9_\-+/=.:]+)")
 
 
-def say(session: AsyncSession, ctx: Context, room_id: str, text: str) -> None:
-    enqueue(session, send_entry(ctx.bot, room_id, {"msgtype": "m.notice", "body": text}))
+class Refused(Exception):
+    """A moderator's command that cannot be carried out; the refusal is the reply."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.key)
+        self.refusal = refusal
+
+
+def _ground(text: str) -> Ground:
+    try:
+        return Ground.parse(text)
+    except ValueError:
+        raise Refused(Refusal("mod_bad_ground", {"text": text[:64]})) from None
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise Refused(Refusal("mod_bad_duration", {"text": text[:32]})) from None
 
 
 def moderators(ctx: Context) -> list[str]:
@@ -64,9 +78,9 @@ async def sync_moderation_room(ctx: Context, entry: OutboxEntry, worker: OutboxW
         ctx,
         kind="moderation",
         name=ROOM_NAME,
-        topic="Held posts, notices and appeals about public channel content. Send help for the commands.",
+        topic=t(ctx.config.default_language, "mod_room_topic"),
         members=members,
-        welcome=HELP,
+        welcome=t(ctx.config.default_language, "mod_help"),
     )
     if room_id is not None:
         await _remind(ctx, room_id)
@@ -77,25 +91,24 @@ async def _remind(ctx: Context, room_id: str) -> None:
     """At each start, what is waiting (announcements made while there was no room are not lost)."""
     from sqlalchemy import func
 
+    lang = ctx.config.default_language
     async with ctx.sessions.begin() as session:
-        counts = []
-        for label, model, status in (
-            ("held posts", HeldPost, "held"),
-            ("open notices", Notice, "open"),
-            ("open appeals", Appeal, "open"),
-        ):
+
+        async def waiting(model: type[HeldPost] | type[Notice] | type[Appeal], status: str) -> int:
             count = await session.scalar(
                 select(func.count()).select_from(model).where(model.status == status)
             )
-            if count:
-                counts.append(f"{count} {label}")
+            return count or 0
+
+        counts = []
+        if held := await waiting(HeldPost, "held"):
+            counts.append(t(lang, "mod_count_held", count=held))
+        if notices := await waiting(Notice, "open"):
+            counts.append(t(lang, "mod_count_notices", count=notices))
+        if appeals := await waiting(Appeal, "open"):
+            counts.append(t(lang, "mod_count_appeals", count=appeals))
         if counts:
-            say(
-                session,
-                ctx,
-                room_id,
-                f"Waiting: {', '.join(counts)}. Send held, notices or appeals to see them.",
-            )
+            reply(session, ctx, room_id, lang, "mod_waiting", counts=t(lang, "mod_separator").join(counts))
 
 
 async def schedule_moderation_room(ctx: Context) -> None:
@@ -122,55 +135,56 @@ async def on_moderation_message(ctx: Context, session: AsyncSession, room: Room,
     command = parse_command(body, require_bang=False)
     if command is None:
         return
+    # Staff texts: the deployment's language, unless this moderator chose one (`language fa`).
+    lang = await language_for(session, ctx, event.sender, room=room)
     if event.sender not in moderators(ctx):
-        say(session, ctx, room.room_id, "Only the configured moderators can use this room's commands.")
+        reply(session, ctx, room.room_id, lang, "mod_not_moderator")
         return
     handler = _HANDLERS.get(command.name)
     if handler is None:
-        say(session, ctx, room.room_id, f"Unknown command “{command.name[:64]}”. Send help for the list.")
+        reply(session, ctx, room.room_id, lang, "mod_unknown_command", command=command.name[:64])
         return
     try:
-        await handler(ctx, session, room, event, command)
-    except ValueError as exc:
-        say(session, ctx, room.room_id, f"{exc}")
+        await handler(ctx, session, room, event, command, lang)
+    except Refused as exc:
+        reply(session, ctx, room.room_id, lang, exc.refusal.key, **exc.refusal.values)
 
 
-Handler = Callable[[Context, AsyncSession, Room, Event, Command], Awaitable[None]]
+Handler = Callable[[Context, AsyncSession, Room, Event, Command, str], Awaitable[None]]
 
 
-async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
-    say(s, ctx, room.room_id, HELP)
+async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    reply(s, ctx, room.room_id, lang, "mod_help")
 
 
-async def _held(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+async def _held(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
     rows = (await s.scalars(select(HeldPost).where(HeldPost.status == "held").order_by(HeldPost.id))).all()
     if not rows:
-        say(s, ctx, room.room_id, "No posts are held.")
+        reply(s, ctx, room.room_id, lang, "mod_no_held")
         return
     lines = []
     for row in rows:
         channel = await s.get(Channel, row.channel_id)
         why = "; ".join(f"{v['hook']}: {v['reason']}" for v in row.verdicts if v.get("action") != "allow")
         lines.append(f"h{row.id} #{channel.handle if channel else '?'} {row.author} — {why}")
-    say(s, ctx, room.room_id, "Held posts:\n" + "\n".join(lines))
+    reply(s, ctx, room.room_id, lang, "mod_held_list", lines="\n".join(lines))
 
 
-async def _held_post(s: AsyncSession, cmd: Command, usage: str, nargs: int) -> HeldPost:
+async def _held_post(s: AsyncSession, cmd: Command, usage: Refusal, nargs: int) -> HeldPost:
     number = _ref(cmd.arg(0), "h")
     if number is None or len(cmd.args) < nargs:
-        raise ValueError(f"Usage: {usage}")
+        raise Refused(usage)
     held = await s.get(HeldPost, number)
     if held is None or held.status != "held":
-        raise ValueError(f"h{number} is not a held post (send held for the list).")
+        raise Refused(Refusal("mod_not_held", {"held": number}))
     return held
 
 
-async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
-
-    held = await _held_post(s, cmd, "approve h<n>", 1)
+async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    held = await _held_post(s, cmd, Refusal("mod_usage_approve"), 1)
     channel = await s.get(Channel, held.channel_id)
     if channel is None or channel.status != "active":
-        raise ValueError(f"h{held.id}: its channel is not active; reject it instead.")
+        raise Refused(Refusal("mod_channel_inactive", {"held": held.id}))
     decision = await record(
         ctx,
         s,
@@ -187,17 +201,18 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     held.decision_id = decision.id
     await publish(ctx, s, channel, held)
     if channel.backstage_room_id:
-        say(
-            s,
-            ctx,
-            channel.backstage_room_id,
-            f"A moderator reviewed the held post h{held.id}: it is published now.",
-        )
-    say(
+        backstage = await s.get(Room, channel.backstage_room_id)
+        author_lang = await language_for(s, ctx, held.author, room=backstage)
+        reply(s, ctx, channel.backstage_room_id, author_lang, "mod_approved_backstage", held=held.id)
+    reply(
         s,
         ctx,
         room.room_id,
-        f"h{held.id} approved (decision d{decision.id}); publishing it in #{channel.handle}.",
+        lang,
+        "mod_approved",
+        held=held.id,
+        decision=decision.id,
+        handle=channel.handle,
     )
 
 
@@ -219,9 +234,9 @@ def _category(held: HeldPost) -> str:
     return "other"
 
 
-async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
-    held = await _held_post(s, cmd, "reject h<n> <law:…|terms:…> <explanation>", 3)
-    ground = Ground.parse(cmd.args[1])
+async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    held = await _held_post(s, cmd, Refusal("mod_usage_reject"), 3)
+    ground = _ground(cmd.args[1])
     channel = await s.get(Channel, held.channel_id)
     decision = await record(
         ctx,
@@ -234,35 +249,31 @@ async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         category=_category(held),
         target=held.source_event_id,
         automated=True,  # detected by a hook, decided by a person
+        recipient=held.author,
     )
     held.status = "rejected"
     held.decision_id = decision.id
-    say(
-        s,
-        ctx,
-        room.room_id,
-        f"h{held.id} rejected (decision d{decision.id}); the backstage has the statement.",
-    )
+    reply(s, ctx, room.room_id, lang, "mod_rejected", held=held.id, decision=decision.id)
 
 
-async def _notices(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+async def _notices(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
     rows = (
         await s.scalars(
             select(Notice).where(Notice.status == "open").order_by(Notice.trusted.desc(), Notice.id)
         )
     ).all()
     if not rows:
-        say(s, ctx, room.room_id, "No open notices.")
+        reply(s, ctx, room.room_id, lang, "mod_no_notices")
         return
     lines = []
     for n in rows:
         channel = await s.get(Channel, n.channel_id) if n.channel_id else None
-        flag = "★ trusted " if n.trusted else ""
+        flag = t(lang, "mod_trusted_mark") + " " if n.trusted else ""
         lines.append(
             f"n{n.id} {flag}[{n.source}] #{channel.handle if channel else '?'} {n.event_id or ''} "
             f"{n.category}: {n.explanation[:200]}"
         )
-    say(s, ctx, room.room_id, "Open notices:\n" + "\n".join(lines))
+    reply(s, ctx, room.room_id, lang, "mod_notices_list", lines="\n".join(lines))
 
 
 async def _target_post(s: AsyncSession, text: str) -> tuple[Post, Channel, Notice | None]:
@@ -272,29 +283,27 @@ async def _target_post(s: AsyncSession, text: str) -> tuple[Post, Channel, Notic
     if number is not None and not text.startswith("$"):
         notice = await s.get(Notice, number)
         if notice is None:
-            raise ValueError(f"There is no notice n{number}.")
+            raise Refused(Refusal("mod_no_notice", {"notice": number}))
         event_id = notice.event_id
     else:
         match = _MATRIX_TO_EVENT.search(text)
         event_id = match.group(1) if match else None
     post = await post_by_relayed_event(s, event_id) if event_id else None
     if post is None:
-        raise ValueError(
-            "That is not a published channel post Kanal knows (give n<notice>, an event id or a matrix.to link)."
-        )
+        raise Refused(Refusal("mod_not_a_post"))
     channel = await s.get(Channel, post.channel_id)
     if channel is None:
-        raise ValueError("That post's channel no longer exists.")
+        raise Refused(Refusal("mod_channel_gone"))
     return post, channel, notice
 
 
-async def _takedown(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+async def _takedown(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
     if len(cmd.args) < 3:
-        raise ValueError("Usage: takedown <n<notice> | event id | link> <law:…|terms:…> <explanation>")
+        raise Refused(Refusal("mod_usage_takedown"))
     post, channel, notice = await _target_post(s, cmd.args[0])
-    ground = Ground.parse(cmd.args[1])
+    ground = _ground(cmd.args[1])
     if post.redacted:
-        raise ValueError("That post is already removed.")
+        raise Refused(Refusal("mod_already_removed"))
     decision = await record(
         ctx,
         s,
@@ -305,18 +314,22 @@ async def _takedown(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
         explanation=cmd.rest_after(2),
         target=post.relayed_event_id,
         notice=notice,
+        recipient=post.author,
     )
-    take_down(ctx, s, channel, post, f"Decision d{decision.id}: {ground.describe()}")
-    say(s, ctx, room.room_id, f"Taking the post down (decision d{decision.id}).")
+    # The redaction's reason is public: readers see it in the deployment's language.
+    readers = ctx.config.default_language
+    reason = t(readers, "mod_takedown_reason", decision=decision.id, ground=ground.describe(readers))
+    take_down(ctx, s, channel, post, reason)
+    reply(s, ctx, room.room_id, lang, "mod_taking_down", decision=decision.id)
 
 
-async def _noaction(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+async def _noaction(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
     number = _ref(cmd.arg(0), "n")
     if number is None or len(cmd.args) < 2:
-        raise ValueError("Usage: noaction n<notice> <explanation>")
+        raise Refused(Refusal("mod_usage_noaction"))
     notice = await s.get(Notice, number)
     if notice is None or notice.status != "open":
-        raise ValueError(f"n{number} is not an open notice.")
+        raise Refused(Refusal("mod_not_open_notice", {"notice": number}))
     channel = await s.get(Channel, notice.channel_id) if notice.channel_id else None
     decision = await record(
         ctx,
@@ -330,12 +343,7 @@ async def _noaction(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
         notice=notice,
         tell_backstage=False,
     )
-    say(
-        s,
-        ctx,
-        room.room_id,
-        f"n{notice.id} decided without action (decision d{decision.id}); the notifier is told.",
-    )
+    reply(s, ctx, room.room_id, lang, "mod_noaction_done", notice=notice.id, decision=decision.id)
 
 
 async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
@@ -343,18 +351,17 @@ async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
 
     channel = await find_channel(s, handle_text or "")
     if channel is None:
-        raise ValueError(
-            f"There is no channel #{(handle_text or '').strip().lstrip('#@').split(':', 1)[0].lower()[:64]}."
-        )
+        handle = (handle_text or "").strip().lstrip("#@").split(":", 1)[0].lower()[:64]
+        raise Refused(Refusal("mod_no_channel", {"handle": handle}))
     return channel
 
 
-async def _restrict(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+async def _restrict(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
     if len(cmd.args) < 4:
-        raise ValueError("Usage: restrict <handle> <30m|12h|7d|2w> <law:…|terms:…> <explanation>")
+        raise Refused(Refusal("mod_usage_restrict"))
     channel = await _channel(s, cmd.args[0])
-    until = datetime.now(UTC) + parse_duration(cmd.args[1])
-    ground = Ground.parse(cmd.args[2])
+    until = datetime.now(UTC) + _duration(cmd.args[1])
+    ground = _ground(cmd.args[2])
     decision = await record(
         ctx,
         s,
@@ -366,21 +373,25 @@ async def _restrict(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
         until=until,
     )
     channel.restricted_until = until
-    say(
+    reply(
         s,
         ctx,
         room.room_id,
-        f"#{channel.handle}: posting suspended until {until:%Y-%m-%d %H:%M} UTC (decision d{decision.id}).",
+        lang,
+        "mod_restricted",
+        handle=channel.handle,
+        until=f"{until:%Y-%m-%d %H:%M}",
+        decision=decision.id,
     )
 
 
-async def _suspend(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+async def _suspend(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
     if len(cmd.args) < 3:
-        raise ValueError("Usage: suspend <handle> <law:…|terms:…> <explanation>")
+        raise Refused(Refusal("mod_usage_suspend"))
     channel = await _channel(s, cmd.args[0])
     if channel.status != "active":
-        raise ValueError(f"#{channel.handle} is {channel.status}.")
-    ground = Ground.parse(cmd.args[1])
+        raise Refused(Refusal("mod_channel_status", {"handle": channel.handle, "status": channel.status}))
+    ground = _ground(cmd.args[1])
     decision = await record(
         ctx,
         s,
@@ -391,37 +402,52 @@ async def _suspend(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         explanation=cmd.rest_after(2),
     )
     suspend(ctx, s, channel)
-    say(s, ctx, room.room_id, f"#{channel.handle} suspended (decision d{decision.id}).")
+    reply(s, ctx, room.room_id, lang, "mod_suspended", handle=channel.handle, decision=decision.id)
 
 
-async def _appeals(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+async def _appeals(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
     rows = (await s.scalars(select(Appeal).where(Appeal.status == "open").order_by(Appeal.id))).all()
     if not rows:
-        say(s, ctx, room.room_id, "No open appeals.")
+        reply(s, ctx, room.room_id, lang, "mod_no_appeals")
         return
-    lines = [f"a{a.id} against d{a.decision_id} by {a.appellant}: {a.text[:300]}" for a in rows]
-    say(s, ctx, room.room_id, "Open appeals:\n" + "\n".join(lines))
+    lines = [
+        t(
+            lang,
+            "mod_appeal_line",
+            appeal=a.id,
+            decision=a.decision_id,
+            appellant=a.appellant,
+            text=a.text[:300],
+        )
+        for a in rows
+    ]
+    reply(s, ctx, room.room_id, lang, "mod_appeals_list", lines="\n".join(lines))
 
 
 async def _open_appeal(
-    ctx: Context, s: AsyncSession, event: Event, cmd: Command, usage: str
+    ctx: Context, s: AsyncSession, event: Event, cmd: Command, usage: Refusal
 ) -> tuple[Appeal, Decision]:
     number = _ref(cmd.arg(0), "a")
     if number is None or len(cmd.args) < 2:
-        raise ValueError(f"Usage: {usage}")
+        raise Refused(usage)
     appeal = await s.get(Appeal, number)
     if appeal is None or appeal.status != "open":
-        raise ValueError(f"a{number} is not an open appeal.")
+        raise Refused(Refusal("mod_not_open_appeal", {"appeal": number}))
     decision = await s.get(Decision, appeal.decision_id)
     if decision is None:
-        raise ValueError(f"a{number}: its decision is gone.")
+        raise Refused(Refusal("mod_appeal_decision_gone", {"appeal": number}))
     if decision.decided_by == event.sender and len(moderators(ctx)) > 1:
-        raise ValueError(f"You took decision d{decision.id}; another moderator must decide its appeal.")
+        raise Refused(Refusal("mod_own_decision", {"decision": decision.id}))
     return appeal, decision
 
 
-async def _deny(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
-    appeal, decision = await _open_appeal(ctx, s, event, cmd, "deny a<n> <explanation>")
+async def _appellant_language(ctx: Context, s: AsyncSession, appeal: Appeal) -> str:
+    room = await s.get(Room, appeal.appellant_room) if appeal.appellant_room else None
+    return await language_for(s, ctx, appeal.appellant, room=room)
+
+
+async def _deny(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_deny"))
     appeal.status = "upheld"
     appeal.decided_by = event.sender
     appeal.decided_at = datetime.now(UTC)
@@ -434,19 +460,21 @@ async def _deny(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Co
         config=ctx.config,
     )
     if appeal.appellant_room:
-        say(
+        reply(
             s,
             ctx,
             appeal.appellant_room,
-            f"Your appeal a{appeal.id} against decision d{decision.id} was reviewed by a person and the decision "
-            f"stands. Their reasons: {explanation}\nYou may still turn to an out-of-court dispute settlement "
-            "body or a court.",
+            await _appellant_language(ctx, s, appeal),
+            "mod_appeal_upheld_you",
+            appeal=appeal.id,
+            decision=decision.id,
+            reasons=explanation,
         )
-    say(s, ctx, room.room_id, f"a{appeal.id}: decision d{decision.id} upheld; the appellant is told.")
+    reply(s, ctx, room.room_id, lang, "mod_upheld", appeal=appeal.id, decision=decision.id)
 
 
-async def _grant(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
-    appeal, decision = await _open_appeal(ctx, s, event, cmd, "grant a<n> <explanation>")
+async def _grant(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_grant"))
     channel = await s.get(Channel, decision.channel_id) if decision.channel_id else None
     explanation = cmd.rest_after(1)
     reversal = await record(
@@ -473,13 +501,26 @@ async def _grant(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
     )
     await restore(ctx, s, decision, channel)
     if appeal.appellant_room:
-        say(
+        reply(
             s,
             ctx,
             appeal.appellant_room,
-            f"Your appeal a{appeal.id} was granted: decision d{decision.id} is reversed (decision d{reversal.id}).",
+            await _appellant_language(ctx, s, appeal),
+            "mod_appeal_granted_you",
+            appeal=appeal.id,
+            decision=decision.id,
+            reversal=reversal.id,
         )
-    say(s, ctx, room.room_id, f"a{appeal.id} granted: d{decision.id} reversed by d{reversal.id}; restoring.")
+    reply(
+        s,
+        ctx,
+        room.room_id,
+        lang,
+        "mod_granted",
+        appeal=appeal.id,
+        decision=decision.id,
+        reversal=reversal.id,
+    )
 
 
 async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Channel | None) -> None:
@@ -554,12 +595,13 @@ async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> Non
     )
 
 
-async def _decision(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command) -> None:
+async def _decision(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
     number = _ref(cmd.arg(0), "d")
     decision = await s.get(Decision, number) if number is not None else None
     if decision is None:
-        raise ValueError("Usage: decision d<n>")
-    say(s, ctx, room.room_id, str(decision.statement.get("text", "")) + f"\nStatus: {decision.status}")
+        raise Refused(Refusal("mod_usage_decision"))
+    statement = await statement_in(ctx, s, decision, lang)
+    reply(s, ctx, room.room_id, lang, "mod_decision_status", statement=statement, status=decision.status)
 
 
 _HANDLERS: dict[str, Handler] = {

@@ -45,15 +45,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..backstage import shown_content
 from ..comments import mirror_post, mirror_redaction, thread_edit
-from ..context import Context, enqueue, send_entry
+from ..context import Context, enqueue, reply, send_entry
 from ..decorations import decorate
+from ..i18n import t
+from ..languages import language_for
 from ..moderation import audit
 from ..moderation.decisions import Ground, record
 from ..moderation.gate import tell_moderators
 from ..moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
 from ..outbox import aware, new_entry
 from ..relay import REF_PLACEHOLDER, SOURCE_KEY, TEXT_MSGTYPES
-from ..store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post
+from ..store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post, Room
 from ..views import views_of
 from .tokens import authenticate, bearer_token
 
@@ -705,27 +707,31 @@ async def _hold_or_reject(
             config=ctx.config,
         )
         if channel.backstage_room_id:
-            enqueue(
+            backstage = await session.get(Room, channel.backstage_room_id)
+            lang = await language_for(session, ctx, channel.owner, room=backstage)
+            reply(
                 session,
-                send_entry(
-                    ctx.bot,
-                    channel.backstage_room_id,
-                    {
-                        "msgtype": "m.notice",
-                        "body": f"A post from the API token {token_name} is held for review by the "
-                        f"moderators (h{held.id}) before it appears in #{channel.handle}.",
-                    },
-                ),
+                ctx,
+                channel.backstage_room_id,
+                lang,
+                "mod_api_post_held",
+                token=token_name,
+                held=held.id,
+                handle=channel.handle,
             )
         body = str(event_content.get("body", ""))
-        preview = body if len(body) <= 300 else body[:300] + "…"
-        await tell_moderators(
-            ctx,
-            session,
-            f"Held post h{held.id} in #{channel.handle} from the API token {token_name} — {deciding.hook}: "
-            f"{deciding.category}: {deciding.reason}\n“{preview}”\n"
-            f"Reply: approve h{held.id} — or — reject h{held.id} <law:…|terms:…> <explanation>",
+        text = t(
+            ctx.config.default_language,
+            "mod_held_api_post",
+            held=held.id,
+            handle=channel.handle,
+            token=token_name,
+            hook=deciding.hook,
+            category=deciding.category,
+            reason=deciding.reason,
+            preview=body if len(body) <= 300 else body[:300] + "…",
         )
+        await tell_moderators(ctx, session, text)
         return held, None
     decision = await record(
         ctx,

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
 
-from ..context import Context, enqueue, send_entry
+from ..context import Context, enqueue, reply, send_entry
+from ..i18n import t
 from ..management import role_of
 from ..moderation import audit
 from ..registry import hash_token as hash_token  # the one digest of secret tokens
@@ -32,13 +33,6 @@ MAX_TOKEN_LENGTH: Final = 128
 MAX_ACTIVE_TOKENS_PER_CHANNEL: Final = 20
 # Shown in audit entries and in `via = api:<name>` (posts.via is VARCHAR(80)).
 TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-USAGE: Final = (
-    "Publishing-API tokens (owner only):\n"
-    "• !token new <name> — a new token for a bot (shown once)\n"
-    "• !token list — the tokens of this channel\n"
-    "• !token revoke <name> — stop a token from working"
-)
 
 
 def new_token() -> str:
@@ -68,12 +62,10 @@ async def authenticate(session: AsyncSession, header_value: str | None) -> ApiTo
     return row
 
 
-def _say(ctx: Context, session: AsyncSession, room: Room, text: str, *, secret: bool = False) -> None:
+def _say_secret(ctx: Context, session: AsyncSession, room: Room, text: str) -> None:
+    """A reply the outbox forgets once it is sent (it carries a token)."""
     content = {"msgtype": "m.notice", "body": text}
-    if secret:
-        enqueue(session, send_entry(ctx.bot, room.room_id, content, secret=True))
-    else:
-        enqueue(session, send_entry(ctx.bot, room.room_id, content))
+    enqueue(session, send_entry(ctx.bot, room.room_id, content, secret=True))
 
 
 async def token_command(
@@ -87,30 +79,35 @@ async def token_command(
 ) -> None:
     """`!token new <name>`, `!token list`, `!token revoke <name>` in a channel's backstage.
 
-    Making and revoking tokens is the owner's; admins may list them. Replies are in English (`lang`
-    is accepted for when they are translated).
+    Making and revoking tokens is the owner's; admins may list them. Replies are in `lang`.
     """
     action = args[0].lower() if args else ""
     role = await role_of(session, channel, event.sender)
     if action == "list":
         if role is None:
-            _say(ctx, session, room, "Only the channel's owner and admins may see its API tokens.")
+            reply(session, ctx, room.room_id, lang, "api_token_list_forbidden")
             return
-        _say(ctx, session, room, await _listing(session, channel))
+        await _listing(ctx, session, room, channel, lang)
         return
     if action not in ("new", "revoke") or len(args) != 2:
-        _say(ctx, session, room, USAGE)
+        reply(session, ctx, room.room_id, lang, "api_token_usage")
         return
     if role != "owner":
-        _say(
-            ctx, session, room, f"Only the owner of #{channel.handle} ({channel.owner}) may {action} tokens."
+        reply(
+            session,
+            ctx,
+            room.room_id,
+            lang,
+            "api_token_owner_only_new" if action == "new" else "api_token_owner_only_revoke",
+            handle=channel.handle,
+            owner=channel.owner,
         )
         return
     name = args[1]
     if action == "new":
-        await _create(ctx, session, room, channel, event, name)
+        await _create(ctx, session, room, channel, event, name, lang)
     else:
-        await _revoke(ctx, session, room, channel, event, name)
+        await _revoke(ctx, session, room, channel, event, name, lang)
 
 
 async def _active(session: AsyncSession, channel: Channel, name: str) -> ApiToken | None:
@@ -123,24 +120,13 @@ async def _active(session: AsyncSession, channel: Channel, name: str) -> ApiToke
 
 
 async def _create(
-    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, name: str
+    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, name: str, lang: str
 ) -> None:
     if not TOKEN_NAME.fullmatch(name):
-        _say(
-            ctx,
-            session,
-            room,
-            "A token name is 1 to 64 characters from A–Z, a–z, 0–9, _ . - and starts with a letter or "
-            "digit, e.g. !token new rss_bot",
-        )
+        reply(session, ctx, room.room_id, lang, "api_token_bad_name")
         return
     if await _active(session, channel, name) is not None:
-        _say(
-            ctx,
-            session,
-            room,
-            f"There is already a token named {name}; revoke it first or pick another name.",
-        )
+        reply(session, ctx, room.room_id, lang, "api_token_exists", name=name)
         return
     active = await session.scalar(
         select(func.count())
@@ -148,13 +134,7 @@ async def _create(
         .where(ApiToken.channel_id == channel.id, ApiToken.revoked.is_(False))
     )
     if (active or 0) >= MAX_ACTIVE_TOKENS_PER_CHANNEL:
-        _say(
-            ctx,
-            session,
-            room,
-            f"This channel has {MAX_ACTIVE_TOKENS_PER_CHANNEL} active tokens, the most it may have; "
-            "revoke one first (!token list shows them).",
-        )
+        reply(session, ctx, room.room_id, lang, "api_token_too_many", limit=MAX_ACTIVE_TOKENS_PER_CHANNEL)
         return
     token = new_token()
     session.add(
@@ -175,25 +155,25 @@ async def _create(
         {"by": event.sender},
         config=ctx.config,
     )
-    _say(
-        ctx,
-        session,
-        room,
-        f"API token {name} for #{channel.handle} — shown only this once, store it now:\n{token}\n"
-        f"Send it as the header Authorization: Bearer <token> to "
-        f"{ctx.config.web_public_url}/api/v1/channels/{channel.handle}/posts "
-        f"(documentation: {ctx.config.web_public_url}/api/v1/openapi.json). "
-        f"Anyone with it can post as the channel; !token revoke {name} stops it.",
-        secret=True,
+    base = ctx.config.web_public_url
+    text = t(
+        lang,
+        "api_token_created",
+        name=name,
+        handle=channel.handle,
+        token=token,
+        endpoint=f"{base}/api/v1/channels/{channel.handle}/posts",
+        docs=f"{base}/api/v1/openapi.json",
     )
+    _say_secret(ctx, session, room, text)
 
 
 async def _revoke(
-    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, name: str
+    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, name: str, lang: str
 ) -> None:
     token = await _active(session, channel, name)
     if token is None:
-        _say(ctx, session, room, f"No active token is named {name[:64]} (!token list shows them).")
+        reply(session, ctx, room.room_id, lang, "api_token_not_found", name=name[:64])
         return
     token.revoked = True
     await audit.append(
@@ -203,18 +183,24 @@ async def _revoke(
         {"by": event.sender},
         config=ctx.config,
     )
-    _say(ctx, session, room, f"Token {name} is revoked: requests made with it are refused from now on.")
+    reply(session, ctx, room.room_id, lang, "api_token_revoked", name=name)
 
 
-async def _listing(session: AsyncSession, channel: Channel) -> str:
+async def _listing(ctx: Context, session: AsyncSession, room: Room, channel: Channel, lang: str) -> None:
     tokens = (
         await session.scalars(select(ApiToken).where(ApiToken.channel_id == channel.id).order_by(ApiToken.id))
     ).all()
     if not tokens:
-        return f"#{channel.handle} has no API tokens. The owner makes one with !token new <name>."
-    lines = [f"API tokens of #{channel.handle}:"]
-    for token in tokens:
-        created = token.created_at.strftime("%Y-%m-%d") if token.created_at else "?"
-        state = "revoked" if token.revoked else "active"
-        lines.append(f"• {token.name} — {state}, made {created} by {token.created_by}")
-    return "\n".join(lines)
+        reply(session, ctx, room.room_id, lang, "api_token_none", handle=channel.handle)
+        return
+    lines = [
+        t(
+            lang,
+            "api_token_line_revoked" if token.revoked else "api_token_line_active",
+            name=token.name,
+            created=token.created_at.strftime("%Y-%m-%d") if token.created_at else "?",
+            user=token.created_by,
+        )
+        for token in tokens
+    ]
+    reply(session, ctx, room.room_id, lang, "api_token_list", handle=channel.handle, lines="\n".join(lines))

@@ -165,15 +165,15 @@ def command_event(sender: str, room_id: str, body: str) -> Event:
     )
 
 
-async def backstage_command(ctx: Context, handle: str, sender: str, *args: str) -> str:
-    """Run `!token <args>` in a channel's backstage as `sender`; the bot's answer."""
+async def backstage_command(ctx: Context, handle: str, sender: str, *args: str, lang: str = "en") -> str:
+    """Run `!token <args>` in a channel's backstage as `sender`, answered in `lang`; the bot's answer."""
     async with ctx.sessions.begin() as session:
         channel = await session.scalar(select(Channel).where(Channel.handle == handle))
         assert channel is not None
         room = await session.get(Room, backstage(handle))
         assert room is not None
         event = command_event(sender, room.room_id, "!token " + " ".join(args))
-        await token_command(ctx, session, room, channel, event, args, "en")
+        await token_command(ctx, session, room, channel, event, args, lang)
     async with ctx.sessions() as session:
         answer = await session.scalar(
             select(OutboxEntry)
@@ -290,6 +290,23 @@ async def test_only_the_owner_makes_and_revokes_tokens(api: Harness) -> None:
     assert (await response.json())["error"]["code"] == "invalid_token"
     assert "rss_bot — revoked" in await backstage_command(api.ctx, "news", ALICE, "list")
     assert {"channel": "news", "token": "rss_bot", "action": "revoke"} in await api.audit("api_token")
+
+
+async def test_token_replies_are_in_the_language_of_whoever_asks(api: Harness) -> None:
+    created = await backstage_command(api.ctx, "news", ALICE, "new", "fa_bot", lang="fa")
+    token = TOKEN.search(created)
+    assert token is not None and "فقط همین یک بار نشان داده می‌شود" in created
+    assert "/api/v1/channels/news/posts" in created and "!token revoke fa_bot" in created
+    listing = await backstage_command(api.ctx, "news", BOB, "list", lang="fa")
+    assert listing.startswith("توکن‌های API #news:") and "• fa_bot — فعال، ساخته‌شده در" in listing
+    assert "kanal_api_" not in listing
+    refused = await backstage_command(api.ctx, "news", BOB, "revoke", "fa_bot", lang="fa")
+    assert refused == f"فقط مالک #news ({ALICE}) می‌تواند توکن‌ها را باطل کند."
+    usage = await backstage_command(api.ctx, "news", ALICE, "rotate", lang="fa")
+    assert usage.startswith("توکن‌های API انتشار (فقط مالک):") and "!token new <نام>" in usage
+    revoked = await backstage_command(api.ctx, "news", ALICE, "revoke", "fa_bot", lang="fa")
+    assert revoked == "توکن fa_bot باطل شد: از این پس درخواست‌هایی که با آن فرستاده شوند پذیرفته نمی‌شوند."
+    assert "• fa_bot — revoked" in await backstage_command(api.ctx, "news", ALICE, "list")
 
 
 # -- publishing -----------------------------------------------------------------------------------------

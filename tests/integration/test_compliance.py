@@ -95,6 +95,29 @@ async def test_held_posts_are_approved_and_rejected_posts_never_appear(env: Env)
         assert not any("forbiddenword" in body for body in published)
 
 
+async def test_a_persian_speaking_author_receives_the_statement_in_persian(env: Env) -> None:
+    moderator, sara = await env.user("mod"), await env.user("sara")
+    hooks = [{"type": "terms", "name": "banned", "terms": ["forbiddenword"], "action": "reject"}]
+    async with reconfigured(env, compliance(moderator, hooks=hooks)):
+        mod_room = await join_moderation_room(moderator)
+        channel = await create_channel(env, sara, env.handle("fa"), "Akhbar")
+        await sara.ask(channel.management, "language fa", "از این پس")
+
+        await sara.text(channel.backstage, "this has a forbiddenword in it")
+        statement = await sara.wait_for(channel.backstage, body_has("بیانیهٔ دلایل"))
+        text = statement["content"]["body"]
+        number = re.search(r"تصمیم #(\d+)", text)
+        assert number is not None, text
+        assert "آنچه انجام شد: پست منتشر نشد." in text
+        assert "ابزارهای خودکار این محتوا را تشخیص دادند؛ تصمیم به‌طور خودکار گرفته شد." in text
+        assert f"#{channel.handle}:{env.domain}" in text and "publication rules (banned)" in text
+        assert "appeal <شمارهٔ تصمیم> <دلایل شما>" in text and "Statement of reasons" not in text
+
+        # The record stays in English: the moderators read it as it is stored.
+        stored = await moderator.ask(mod_room, f"decision d{number.group(1)}", "Statement of reasons")
+        assert f"decision #{number.group(1)}\nWhat: The post was not published." in stored
+
+
 async def test_a_reported_post_is_taken_down_and_restored_on_appeal(env: Env) -> None:
     first, second = await env.user("mod"), await env.user("mod")
     alice, bob = await env.user("alice"), await env.user("bob")

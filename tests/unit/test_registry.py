@@ -13,6 +13,7 @@ from bridge.registry import (
     TOKEN_PREFIX,
     describe_token,
     hash_token,
+    new_token,
     parse_duration,
     token_problem,
     topic_for,
@@ -116,3 +117,9 @@ def test_the_verified_mark_is_appended_to_the_topic(tmp_path: Path) -> None:
 def test_approval_needs_operators(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'operators\.users' is empty"):
         _config(tmp_path, creation_policy="approval")
+
+
+def test_a_token_hint_never_reads_as_a_command_line_option() -> None:
+    tokens = [new_token() for _ in range(3000)]  # about 47 would start with "-" by chance
+    assert all(t.startswith("kanal_rt_") and not t[len("kanal_rt_") :].startswith("-") for t in tokens)
+    assert len(set(tokens)) == len(tokens)
