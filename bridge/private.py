@@ -394,15 +394,26 @@ async def _link_new(
         uses=link.uses_allowed,
         approval=link.approval,
     )
-    text = t(
-        lang,
-        "link_created",
-        id=link.id,
-        handle=channel.handle,
-        domain=ctx.domain,
-        url=join_url(ctx.config.web_public_url, token),
-        terms=_terms(lang, link),
-    )
+    if ctx.config.web_enabled:
+        text = t(
+            lang,
+            "link_created",
+            id=link.id,
+            handle=channel.handle,
+            domain=ctx.domain,
+            url=join_url(ctx.config.web_public_url, token),
+            terms=_terms(lang, link),
+        )
+    else:  # no web listener to serve /join/…: the token works as a knock's reason only
+        text = t(
+            lang,
+            "link_created_knock_only",
+            id=link.id,
+            handle=channel.handle,
+            domain=ctx.domain,
+            token=token,
+            terms=_terms(lang, link),
+        )
     # Shown once: the outbox forgets the message's text once it is sent.
     enqueue(s, send_entry(ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}, secret=True))
 

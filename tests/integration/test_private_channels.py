@@ -15,7 +15,7 @@ import pytest
 import yaml
 from nio.responses import PublicRoomsResponse
 
-from tests.support import DEFAULT_TIMEOUT, Channel, Env, User, create_channel
+from tests.support import DEFAULT_TIMEOUT, Channel, Env, User, create_channel, reconfigured
 
 pytestmark = pytest.mark.integration
 
@@ -181,6 +181,22 @@ async def test_a_knock_with_the_link_as_reason_is_let_in(env: Env) -> None:
 
     await wait_invited(dave, channel.broadcast)
     assert await dave.join(channel.broadcast) == channel.broadcast
+
+
+async def test_without_web_pages_the_code_works_as_a_knock_reason(env: Env) -> None:
+    def no_web(data: dict[str, Any]) -> None:
+        data.pop("web", None)
+
+    async with reconfigured(env, no_web):
+        alice, erin = await env.user("alice"), await env.user("erin")
+        channel = await private_channel(env, alice, "Quiet Desk")
+        answer = await alice.ask(channel.backstage, "!link new --uses 1", "shown only this once")
+        assert "/join/" not in answer and "no web pages" in answer
+        code = re.search(r"kanal_inv_[A-Za-z0-9_-]{24}", answer)
+        assert code is not None, answer
+        knocked = await erin.client.room_knock(f"#{channel.handle}:{env.domain}", reason=code.group(0))
+        assert isinstance(knocked, nio.RoomKnockResponse), knocked
+        await wait_invited(erin, channel.broadcast)
 
 
 async def test_join_requests_are_approved_or_declined_in_backstage(env: Env) -> None:
