@@ -113,12 +113,12 @@ async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     try:
         handle = normalise_handle(cmd.args[0], ctx.config.handle_pattern)
     except InvalidHandle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_handle", error=str(exc), handle=cmd.args[0][:64])
+        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[0][:64])
         return
     try:
         title = clean_title(cmd.rest_after(1) or handle, ctx.config.title_max_length)
     except InvalidTitle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_title", error=str(exc))
+        reply(s, ctx, room.room_id, lang, "invalid_title", error=exc.text(lang))
         return
     refusal = (
         await handle_refusal(s, ctx.config, handle, user_id=event.sender)
@@ -332,7 +332,7 @@ async def _title(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
     try:
         title = clean_title(cmd.rest_after(1), ctx.config.title_max_length)
     except InvalidTitle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_title", error=str(exc))
+        reply(s, ctx, room.room_id, lang, "invalid_title", error=exc.text(lang))
         return
     refusal = await title_refusal(s, title, channel_id=channel.id)
     if refusal is not None:
@@ -531,7 +531,7 @@ async def _rename(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     try:
         new_handle = normalise_handle(cmd.args[1], ctx.config.handle_pattern)
     except InvalidHandle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_handle", error=str(exc), handle=cmd.args[1][:64])
+        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[1][:64])
         return
     if new_handle == channel.handle:
         reply(s, ctx, room.room_id, lang, "rename_same", handle=new_handle)

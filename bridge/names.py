@@ -24,19 +24,16 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 import icu  # type: ignore[import-untyped]
 
 from .config import DEFAULT_HANDLE_PATTERN
+from .i18n import t
 
 # What `DEFAULT_HANDLE_PATTERN` allows, spelled out for the messages it produces.
 DEFAULT_HANDLE_MIN_LENGTH: Final = 5
 DEFAULT_HANDLE_MAX_LENGTH: Final = 32
-DEFAULT_HANDLE_RULE: Final = (
-    f"A handle has {DEFAULT_HANDLE_MIN_LENGTH}–{DEFAULT_HANDLE_MAX_LENGTH} characters from a–z, "
-    "0–9 and _, and starts with a letter."
-)
 DEFAULT_MAX_TITLE_LENGTH: Final = 128
 # How much of a refused input a message quotes back.
 MAX_QUOTED_LENGTH: Final = 64
@@ -82,12 +79,25 @@ _SPOOF_CHECKER: Final = icu.SpoofChecker()
 _NFKC_CASEFOLD: Final = icu.Normalizer2.getNFKCCasefoldInstance()
 
 
-class InvalidHandle(ValueError):
-    """The text cannot be a channel handle; the message is meant for the user, verbatim."""
+class NameRefused(ValueError):
+    """A refused handle or title: a catalogue message (`key`, `values`) for the user, in any language;
+    `str()` is the English text."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        self.key = key
+        self.values = values
+        super().__init__(t("en", key, **values))
+
+    def text(self, lang: str) -> str:
+        return t(lang, self.key, **self.values)
 
 
-class InvalidTitle(ValueError):
-    """The text cannot be a channel title; the message is meant for the user, verbatim."""
+class InvalidHandle(NameRefused):
+    """The text cannot be a channel handle."""
+
+
+class InvalidTitle(NameRefused):
+    """The text cannot be a channel title."""
 
 
 def normalise_handle(text: str, pattern: str = DEFAULT_HANDLE_PATTERN) -> str:
@@ -96,30 +106,26 @@ def normalise_handle(text: str, pattern: str = DEFAULT_HANDLE_PATTERN) -> str:
     if handle[:1] in ("#", "@"):
         handle = handle[1:]
     handle = handle.split(":", 1)[0]
-    refused = f"{_quote(text.strip())} is not a valid handle"
+    shown = _quote(text.strip())
     foreign = next((c for c in handle if not c.isascii()), None)
     if foreign is not None:
-        allowed = (
-            "handles use only the Latin letters a–z, digits 0–9 and _"
-            if pattern == DEFAULT_HANDLE_PATTERN
-            else f"handles use only ASCII characters and must match the pattern {pattern}"
-        )
-        raise InvalidHandle(f"{refused}: it contains {_describe(foreign)}, and {allowed}.")
+        if pattern == DEFAULT_HANDLE_PATTERN:
+            raise InvalidHandle("name_handle_not_latin", handle=shown, char=_describe(foreign))
+        raise InvalidHandle("name_handle_not_ascii", handle=shown, char=_describe(foreign), pattern=pattern)
     handle = handle.lower()
     if re.fullmatch(pattern, handle):
         return handle
     if pattern != DEFAULT_HANDLE_PATTERN:
-        raise InvalidHandle(f"{refused}: it must match the pattern {pattern}")
+        raise InvalidHandle("name_handle_pattern", handle=shown, pattern=pattern)
+    low, high = DEFAULT_HANDLE_MIN_LENGTH, DEFAULT_HANDLE_MAX_LENGTH
     if len(handle) < DEFAULT_HANDLE_MIN_LENGTH:
-        reason = f"it is shorter than {DEFAULT_HANDLE_MIN_LENGTH} characters"
-    elif len(handle) > DEFAULT_HANDLE_MAX_LENGTH:
-        reason = f"it is longer than {DEFAULT_HANDLE_MAX_LENGTH} characters"
-    elif not "a" <= handle[0] <= "z":
-        reason = "it must start with a letter a–z"
-    else:
-        stray = next(c for c in handle if not (c.isalnum() or c == "_"))
-        reason = f"it may only use the letters a–z, digits and _, not {_describe(stray)}"
-    raise InvalidHandle(f"{refused}: {reason}. {DEFAULT_HANDLE_RULE}")
+        raise InvalidHandle("name_handle_short", handle=shown, min=low, max=high)
+    if len(handle) > DEFAULT_HANDLE_MAX_LENGTH:
+        raise InvalidHandle("name_handle_long", handle=shown, min=low, max=high)
+    if not "a" <= handle[0] <= "z":
+        raise InvalidHandle("name_handle_start", handle=shown, min=low, max=high)
+    stray = next(c for c in handle if not (c.isalnum() or c == "_"))
+    raise InvalidHandle("name_handle_character", handle=shown, char=_describe(stray), min=low, max=high)
 
 
 def skeleton(text: str) -> str:
@@ -140,22 +146,14 @@ def clean_title(text: str, max_length: int = DEFAULT_MAX_TITLE_LENGTH) -> str:
     """A title: single-line, trimmed, without spoofing characters; raise `InvalidTitle` otherwise."""
     for char in text:
         if char in BIDI_CONTROLS:
-            raise InvalidTitle(
-                f"The title contains {_describe(char)}, an invisible character that can make text display "
-                "in a misleading order. Please remove it; titles may use any script without it."
-            )
+            raise InvalidTitle("name_title_bidi", char=_describe(char))
         if unicodedata.category(char) == "Cc" and char not in _WHITESPACE_CONTROLS:
-            raise InvalidTitle(
-                f"The title contains the control character {_describe(char)}. Please remove it; "
-                "titles are a single line of visible text."
-            )
+            raise InvalidTitle("name_title_control", char=_describe(char))
     title = " ".join(_drop_invisibles(text).split())
     if not title:
-        raise InvalidTitle("The title is empty. Please write at least one visible character.")
+        raise InvalidTitle("name_title_empty")
     if len(title) > max_length:
-        raise InvalidTitle(
-            f"The title is {len(title)} characters long; the limit is {max_length}. Please shorten it."
-        )
+        raise InvalidTitle("name_title_long", length=len(title), limit=max_length)
     return title
 
 
@@ -204,10 +202,7 @@ def _drop_invisibles(text: str) -> str:
 
 
 def _invisible(char: str) -> InvalidTitle:
-    return InvalidTitle(
-        f"The title contains {_describe(char)}, an invisible character that can make two different titles "
-        "look the same. Please remove it."
-    )
+    return InvalidTitle("name_title_invisible", char=_describe(char))
 
 
 def _previous_base(kept: list[str]) -> str:

@@ -404,7 +404,7 @@ def _handle_arg(ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: s
     try:
         return normalise_handle(cmd.args[0], ctx.config.handle_pattern)
     except InvalidHandle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_handle", error=str(exc), handle=cmd.args[0][:64])
+        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[0][:64])
         return None
 
 

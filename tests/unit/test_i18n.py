@@ -58,6 +58,8 @@ def call_sites() -> list[CallSite]:
                 key_index, implicit = 4, {"domain"}  # context.reply always passes domain
             elif node.func.id == "t":
                 key_index, implicit = 1, set()
+            elif node.func.id in ("InvalidHandle", "InvalidTitle"):
+                key_index, implicit = 0, set()  # bridge/names.py: InvalidHandle("key", **values)
             elif node.func.id == "Refusal":
                 # Refusal("key", {"name": ...}): the values a refusal's message is filled with.
                 values = node.args[1] if len(node.args) > 1 else None

@@ -357,3 +357,14 @@ def test_normalise_handle_output_matches_a_custom_pattern(text: str) -> None:
 def test_every_handle_of_the_pattern_is_accepted_in_any_case(handle: str) -> None:
     assert normalise_handle(f"@{handle.upper()}:example.org") == handle
     assert handle_skeleton(handle.upper()) == handle_skeleton(handle)
+
+
+def test_refusals_are_told_in_the_users_language() -> None:
+    with pytest.raises(InvalidHandle) as refused:
+        normalise_handle("ab")
+    assert str(refused.value) == refused.value.text("en")
+    persian = refused.value.text("fa")
+    assert persian.startswith("'ab' شناسهٔ معتبری نیست") and "5 تا 32" in persian
+    with pytest.raises(InvalidTitle) as empty:
+        clean_title("   ")
+    assert empty.value.text("fa") == "عنوان خالی است. لطفاً دست‌کم یک نویسهٔ دیدنی بنویسید."
