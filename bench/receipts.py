@@ -6,6 +6,7 @@ Bridge.handle_transaction Kanal uses. Prints receipts/s per run and the median o
 
     .venv/bin/python -m bench.receipts [--posts 1000 --readers 2000 --batch 100 --runs 3]
     .venv/bin/python -m bench.receipts --postgres postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python -m bench.receipts --views-in-posts   (the channel keeps view counts in its posts)
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from bridge.store.leases import Leases
 from bridge.store.models import Channel, Post, ReaderPosition
 
 
-async def one_run(url: str, posts: int, readers: int, batch: int, seed: int) -> float:
+async def one_run(
+    url: str, posts: int, readers: int, batch: int, seed: int, views_in_posts: bool = False
+) -> float:
     config = parse(
         {
             "homeserver": {"url": "http://127.0.0.1:9", "domain": "bench"},
@@ -52,6 +55,7 @@ async def one_run(url: str, posts: int, readers: int, batch: int, seed: int) -> 
             owner="@o:bench",
             ghost_user_id="@kanal_benchnews:bench",
             status="active",
+            views_in_posts=views_in_posts,
         )
         session.add(channel)
         await session.flush()
@@ -63,6 +67,7 @@ async def one_run(url: str, posts: int, readers: int, batch: int, seed: int) -> 
                     "source_event_id": f"$s{n}",
                     "relayed_event_id": f"$p{n}",
                     "author": "@o:bench",
+                    "content": {"msgtype": "m.text", "body": f"post {n}"},
                 }
                 for n in range(posts)
             ],
@@ -100,20 +105,29 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--postgres", help="a PostgreSQL server URL; a fresh database per run")
+    parser.add_argument(
+        "--views-in-posts",
+        action="store_true",
+        help="the channel has !views-in-posts on (after each transaction the counts are checked and "
+        "posts that crossed a threshold get an edit queued)",
+    )
     args = parser.parse_args()
     print(
         f"$ .venv/bin/python -m bench.receipts --posts {args.posts} --readers {args.readers} --batch {args.batch} --runs {args.runs}"
         + (" --postgres …" if args.postgres else "")
+        + (" --views-in-posts" if args.views_in_posts else "")
     )
     print(f"code {code_version()}")
     rates = []
     for run in range(args.runs):
         if args.postgres:
             async with fresh_postgres_database(args.postgres) as url:
-                rate = await one_run(url, args.posts, args.readers, args.batch, run)
+                rate = await one_run(url, args.posts, args.readers, args.batch, run, args.views_in_posts)
         else:
             with tempfile.TemporaryDirectory() as folder:
-                rate = await one_run(f"sqlite:///{folder}/k.db", args.posts, args.readers, args.batch, run)
+                rate = await one_run(
+                    f"sqlite:///{folder}/k.db", args.posts, args.readers, args.batch, run, args.views_in_posts
+                )
         rates.append(rate)
         print(f"run {run + 1}: {rate:,.0f} receipts/s")
     print(
