@@ -283,6 +283,66 @@ def is_knock(event: Event) -> bool:
     )
 
 
+def is_self_leave(event: Event) -> bool:
+    """Someone leaving by themselves: after a knock, that withdraws it."""
+    return (
+        event.type == "m.room.member"
+        and event.content.get("membership") == "leave"
+        and event.state_key == event.sender
+    )
+
+
+async def on_member_event(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
+    """Membership in a private channel's broadcast room: knocks, and knocks withdrawn."""
+    if is_knock(event):
+        await on_knock(ctx, session, room, event)
+    elif is_self_leave(event):
+        await _withdraw_requests(ctx, session, room, event)
+
+
+async def _withdraw_requests(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
+    """A reader who withdrew their knock (or left) no longer waits: their pending knock requests are
+    withdrawn, so approving one later cannot invite someone who changed their mind."""
+    if room.channel_id is None:
+        return
+    channel = await session.get(Channel, room.channel_id)
+    if channel is None:
+        return
+    pending = (
+        await session.scalars(
+            select(JoinRequest).where(
+                JoinRequest.channel_id == channel.id,
+                JoinRequest.user_id == event.sender,
+                JoinRequest.source == "knock",
+                JoinRequest.status == "pending",
+            )
+        )
+    ).all()
+    for request in pending:
+        request.status = "withdrawn"
+        request.decided_by = event.sender
+        request.decided_at = now()
+        await log_entry(
+            session,
+            ctx.config,
+            event.sender,
+            "join_request_withdrawn",
+            channel.handle or "",
+            request=request.id,
+        )
+        if channel.backstage_room_id is not None:
+            reply(
+                session,
+                ctx,
+                channel.backstage_room_id,
+                ctx.config.default_language,
+                "join_request_withdrawn",
+                id=request.id,
+                user=event.sender,
+                handle=channel.handle,
+            )
+
+
 async def on_knock(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
     """A knock on a private channel's broadcast room: a valid token in the reason lets the reader in
     (or files a request, for an approval link); otherwise it becomes a join request in backstage."""

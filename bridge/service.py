@@ -38,7 +38,7 @@ from .moderation.policy import follow as follow_policy_rooms
 from .moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
 from .operators import on_operator_message, schedule_operator_room, sync_operator_room
 from .outbox import new_entry
-from .private import is_knock, on_knock
+from .private import is_knock, is_self_leave, on_member_event
 from .reactions import screen_reactions
 from .registry import backfill_keys, channel_for_alias, exec_alias, exec_directory, expire_holds
 from .relay import POLL_END_TYPES, POLL_START_TYPES, SOURCE_KEY
@@ -183,14 +183,14 @@ class Bridge:
     async def _actionable(self, session: AsyncSession, events: list[Event]) -> list[dict[str, Any]]:
         room_ids: set[str] = {e.room_id for e in events}
         ours = await self._managed_rooms(session, room_ids) if room_ids else set()
-        knocked: set[str] = {e.room_id for e in events if is_knock(e)}
+        knocked: set[str] = {e.room_id for e in events if is_knock(e) or is_self_leave(e)}
         private = await self._private_broadcast_rooms(session, knocked) if knocked else set()
         return [
             {"event_id": e.event_id, "room_id": e.room_id, "payload": dataclasses.asdict(e)}
             for e in events
             if self._is_bot_invite(e)
             or (e.room_id in ours and e.type != "m.room.member")
-            or (e.room_id in private and is_knock(e))
+            or (e.room_id in private and (is_knock(e) or is_self_leave(e)))
         ]
 
     async def _private_broadcast_rooms(self, session: AsyncSession, room_ids: set[str]) -> set[str]:
@@ -446,7 +446,7 @@ class Bridge:
         elif room.kind == DISCUSSION:
             await on_discussion_event(self.ctx, session, room, event)
         elif room.kind == "broadcast":
-            await on_knock(self.ctx, session, room, event)
+            await on_member_event(self.ctx, session, room, event)
 
     async def _on_bot_invite(self, session: AsyncSession, event: Event) -> None:
         ctx = self.ctx

@@ -506,7 +506,7 @@ class JoinRequest(Base):
         ForeignKey("invite_links.id", ondelete="SET NULL"), default=None
     )
     reason: Mapped[str] = mapped_column(Text, default="")  # the knock's reason, token removed
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | declined
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approved|declined|withdrawn
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

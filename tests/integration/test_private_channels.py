@@ -242,3 +242,24 @@ async def test_join_requests_are_approved_or_declined_in_backstage(env: Env) -> 
     assert "No join requests" in await alice.ask(channel.backstage, "!requests", "join requests")
     again = await alice.ask(channel.backstage, f"!approve {frank_number.group(1)}", "No join request")
     assert "is waiting" in again
+
+    # A knock taken back is a request withdrawn: approving it later invites nobody.
+    gina = await env.user("gina")
+    knocked = await gina.client.room_knock(channel.broadcast, reason="maybe")
+    assert isinstance(knocked, nio.RoomKnockResponse), knocked
+    gina_request = await alice.wait_for(
+        channel.backstage,
+        lambda e: (
+            gina.user_id in e.get("content", {}).get("body", "") and "Join request" in e["content"]["body"]
+        ),
+    )
+    gina_number = re.search(r"Join request (\d+)", gina_request["content"]["body"])
+    assert gina_number is not None
+    left = await gina.client.room_leave(channel.broadcast)
+    assert isinstance(left, nio.RoomLeaveResponse), left
+    await alice.wait_for(
+        channel.backstage,
+        lambda e: f"withdrew join request {gina_number.group(1)}" in e.get("content", {}).get("body", ""),
+    )
+    await alice.ask(channel.backstage, f"!approve {gina_number.group(1)}", "No join request")
+    assert (await member_state(erin, channel.broadcast, gina.user_id))["membership"] == "leave"
