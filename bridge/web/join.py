@@ -262,6 +262,10 @@ class JoinPages:
         origin = request.headers.get("Origin")
         if origin is None:
             return True
+        if origin == "null":
+            # Our own `Referrer-Policy: no-referrer` makes browsers send `Origin: null` even for the
+            # page's own form; Sec-Fetch-Site (not affected by the policy) then says where it came from.
+            return request.headers.get("Sec-Fetch-Site") == "same-origin"
         allowed = {_origin(self.ctx.config.web_public_url), f"{request.scheme}://{request.host}"}
         return origin in allowed
 

@@ -255,3 +255,41 @@ async def test_a_poll_is_relayed_voted_on_ended_and_shown_with_its_results(env: 
         page = await page_text(url)
     assert "Tea or coffee?" in page and "Coffee" in page
     assert "1 voter" in page and ">ended<" in page, page[page.find('class="poll"') :][:800]
+
+
+async def test_a_reader_joins_a_private_channel_from_the_link_in_a_browser(env: Env, browser: Any) -> None:
+    alice, reader = await env.user("alice"), await env.user("reader")
+    channel = await create_channel(env, alice, env.handle("door"), "Door Desk --private")
+    answer = await alice.ask(channel.backstage, "!link new --uses 1", "shown only this once")
+    link = re.search(r"https?://\S+/join/kanal_inv_[A-Za-z0-9_-]{24}", answer)
+    assert link is not None, answer
+    url = link.group(0).replace(re.match(r"https?://[^/]+", link.group(0)).group(0), web_base(env))  # type: ignore[union-attr]
+
+    page = await browser.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(web_base(env)) else outside.append(r.url))
+    response = await page.goto(url)
+    assert response is not None and response.status == 200
+    assert "Door Desk" in await page.locator("main.join h1").inner_text()
+    await page.fill("#user_id", reader.user_id)
+    await page.click("button[type=submit]")
+    await page.wait_for_load_state()
+    done = await page.locator("main.join").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "join-page.png"), full_page=True)
+    assert reader.user_id in done or "invite" in done.lower(), done
+    assert not outside, outside
+
+    await reader.wait_invite(lambda rid, _room: rid == channel.broadcast)
+    assert await reader.join(channel.broadcast) == channel.broadcast
+    # The link allowed one use: a second visit says so.
+    again = await page.goto(url)
+    assert again is not None and again.status == 410
+
+    # Browsers send `Origin: null` under the page's no-referrer policy; only Sec-Fetch-Site then tells
+    # the page's own form from another site's.
+    async with aiohttp.ClientSession() as http:
+        for fetch_site, expected in (("cross-site", 403), (None, 403)):
+            headers = {"Origin": "null"} | ({"Sec-Fetch-Site": fetch_site} if fetch_site else {})
+            async with http.post(url, data={"user_id": reader.user_id, "form": "x"}, headers=headers) as sent:
+                assert sent.status == expected, (fetch_site, sent.status)
