@@ -24,19 +24,25 @@ bot, in its thread. The room itself only sees a short notice naming the decision
 quote what was removed). hold → the comment stays up and is reported to the channel's backstage and to
 the moderation room (audited), since a hold cannot stop what readers already see. A discussion room
 that someone encrypts is no longer read: mirroring and moderation stop and backstage is told.
+
+Readers report comments as they report posts (bridge.moderation.notices): a reported event is a comment
+when Kanal received it in one of its discussion rooms from a reader (`reported_comment`); a thread root
+stands for its post. A moderator's takedown of a comment is carried out like a rejection above
+(`take_down_comment`), with the notice behind it; restricting or suspending is for channels only.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixRequestError, MRoomInUse
-from appservice.events import Event
+from appservice.events import Event, EventParseError, parse_event
 from appservice.ids import EventID, RoomAlias, RoomID, UserID
 
 from . import roles
@@ -49,7 +55,21 @@ from .languages import language_for
 from .outbox import OutboxWorker, SkipEntry, new_entry, txn_id_for
 from .powerlevels import ADMIN_LEVEL, CHANNEL_STATE_TYPE, POSTER_LEVEL, READER_LEVEL
 from .relay import POLL_START_TYPES, RelayPlan
-from .store.models import Channel, ChannelMember, CommentThread, ModeratedComment, OutboxEntry, Post, Room
+from .store.models import (
+    Channel,
+    ChannelMember,
+    CommentThread,
+    Decision,
+    InboundEvent,
+    ModeratedComment,
+    Notice,
+    OutboxEntry,
+    Post,
+    Room,
+)
+
+if TYPE_CHECKING:
+    from .moderation.decisions import Ground
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +200,19 @@ def discussion_room_request(
     if alias:
         request["room_alias_name"] = f"{handle}{ALIAS_SUFFIX}"
     return request
+
+
+def comment_reported(event: Event, *, bot: str, ghost_prefix: str) -> str | None:
+    """The comment a reported discussion-room event stands for: itself, or for an edit the comment it
+    edits (redacting the original hides its edits). None: not a reader's comment (Kanal's own messages,
+    thread roots, state and other event types)."""
+    if event.type not in COMMENT_TYPES or event.is_state:
+        return None
+    if event.sender == bot or event.sender.startswith(f"@{ghost_prefix}"):
+        return None
+    if event.rel_type == "m.replace":
+        return event.relates_to_event
+    return event.event_id
 
 
 def thread_relation(content: dict[str, Any], event_id: str) -> dict[str, Any]:
@@ -432,7 +465,7 @@ async def _remove(
     ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, verdict: Any, lang: str
 ) -> None:
     """A reject: an automated decision with a statement of reasons to the commenter, then the redaction."""
-    from .moderation.decisions import Ground, record, statement_in
+    from .moderation.decisions import Ground, record
 
     decision = await record(
         ctx,
@@ -447,31 +480,60 @@ async def _remove(
         automated=True,
         tell_backstage=False,
     )
-    session.add(
-        ModeratedComment(
-            event_id=event.event_id,
-            channel_id=channel.id,
-            room_id=room.room_id,
-            author=event.sender,
-            status="removed",
-            decision_id=decision.id,
-            event=_event_dict(event),
-        )
+    await _carry_out_removal(
+        ctx,
+        session,
+        room,
+        channel,
+        event,
+        decision,
+        lang,
+        reason=t(lang, "comment_removed_reason", decision=decision.id),
+        notice_key="comment_removed_notice",
     )
+
+
+async def _carry_out_removal(
+    ctx: Context,
+    session: AsyncSession,
+    room: Room,
+    channel: Channel,
+    event: Event,
+    decision: Decision,
+    lang: str,
+    *,
+    reason: str,
+    notice_key: str,
+) -> None:
+    """Redact the comment as the bot, say so in its thread, and send the statement to the commenter."""
+    from .moderation.decisions import statement_in
+
+    comment = await session.get(ModeratedComment, event.event_id)
+    if comment is None:
+        session.add(
+            ModeratedComment(
+                event_id=event.event_id,
+                channel_id=channel.id,
+                room_id=room.room_id,
+                author=event.sender,
+                status="removed",
+                decision_id=decision.id,
+                event=_event_dict(event),
+            )
+        )
+    else:  # flagged by a hold before it was reported
+        comment.status = "removed"
+        comment.decision_id = decision.id
     enqueue(
         session,
         new_entry(
             f"room:{room.room_id}",
             "redact",
             ctx.bot,
-            {
-                "room_id": room.room_id,
-                "event_id": event.event_id,
-                "reason": t(lang, "comment_removed_reason", decision=decision.id),
-            },
+            {"room_id": room.room_id, "event_id": event.event_id, "reason": reason[:500]},
         ),
     )
-    notice = t(lang, "comment_removed_notice", user=event.sender, decision=decision.id)
+    notice = t(lang, notice_key, user=event.sender, decision=decision.id)
     enqueue(
         session,
         send_entry(
@@ -504,9 +566,115 @@ async def _remove(
 
 
 def _event_dict(event: Event) -> dict[str, Any]:
-    import dataclasses
-
     return dataclasses.asdict(event)
+
+
+# -- reports on comments --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportedComment:
+    """A reader's comment in one of Kanal's discussion rooms, as Kanal received it."""
+
+    room: Room
+    channel: Channel
+    event: Event
+
+
+async def reported_comment(ctx: Context, session: AsyncSession, event_id: str) -> ReportedComment | None:
+    """The comment `event_id` is (or edits), when Kanal received it from a reader in one of its own,
+    unencrypted discussion rooms; None for anything else, which is not Kanal's to judge."""
+    found = await _received_in_discussion(session, event_id)
+    if found is None:
+        return None
+    room, event = found
+    comment_id = comment_reported(event, bot=ctx.bot, ghost_prefix=ctx.config.ghost_prefix)
+    if comment_id is None:
+        return None
+    if comment_id != event.event_id:  # an edit: the comment it edits, by the same reader
+        original = await _received_in_discussion(session, comment_id)
+        if original is None or original[0].room_id != room.room_id or original[1].sender != event.sender:
+            return None
+        event = original[1]
+        if comment_reported(event, bot=ctx.bot, ghost_prefix=ctx.config.ghost_prefix) != event.event_id:
+            return None
+    channel = await session.get(Channel, room.channel_id) if room.channel_id is not None else None
+    if channel is None or channel.private:
+        return None
+    return ReportedComment(room=room, channel=channel, event=event)
+
+
+async def _received_in_discussion(session: AsyncSession, event_id: str) -> tuple[Room, Event] | None:
+    payload = await session.scalar(select(InboundEvent.payload).where(InboundEvent.event_id == event_id))
+    if payload is None:
+        return None
+    try:
+        event = parse_event(payload)
+    except EventParseError:
+        return None
+    room = await session.get(Room, event.room_id)
+    if room is None or room.kind != DISCUSSION or room.encrypted_warned:
+        return None
+    return room, event
+
+
+async def post_of_root(session: AsyncSession, event_id: str) -> Post | None:
+    """The post whose thread root `event_id` is (a report on a root is a report on the post)."""
+    post: Post | None = await session.scalar(
+        select(Post)
+        .join(CommentThread, CommentThread.post_id == Post.id)
+        .where(CommentThread.root_event_id == event_id)
+    )
+    return post
+
+
+async def comment_removed(session: AsyncSession, event_id: str) -> bool:
+    """Already redacted by a decision (restored comments are new events: the original stays removed)."""
+    comment = await session.get(ModeratedComment, event_id)
+    return comment is not None and comment.status in ("removed", "restored")
+
+
+async def take_down_comment(
+    ctx: Context,
+    session: AsyncSession,
+    comment: ReportedComment,
+    *,
+    decided_by: str,
+    ground: Ground,
+    explanation: str,
+    notice: Notice | None,
+) -> Decision:
+    """A moderator removes a comment: a `remove_comment` decision (its statement to the notifier through
+    `record`, to the commenter here), then the same removal as a rejection by the hooks."""
+    from .moderation.decisions import record
+
+    event = comment.event
+    decision = await record(
+        ctx,
+        session,
+        kind="remove_comment",
+        decided_by=decided_by,
+        channel=comment.channel,
+        ground=ground,
+        explanation=explanation,
+        target=event.event_id,
+        notice=notice,
+        tell_backstage=False,
+    )
+    body = event.content.get("body")
+    lang = await language_for(session, ctx, event.sender, body if isinstance(body, str) else "")
+    await _carry_out_removal(
+        ctx,
+        session,
+        comment.room,
+        comment.channel,
+        event,
+        decision,
+        lang,
+        reason=t(lang, "mod_takedown_reason", decision=decision.id, ground=ground.describe(lang)),
+        notice_key="comment_taken_down_notice",
+    )
+    return decision
 
 
 async def may_appeal(session: AsyncSession, event_id: str, user_id: str) -> bool:

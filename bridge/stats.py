@@ -33,7 +33,15 @@ from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.events import Event
 
 from . import roles
-from .chart import CHART_DAYS, PNG_TYPE, ChartLabels, DayStats, render_chart
+from .chart import (
+    CHART_DAYS,
+    PNG_TYPE,
+    ChartLabels,
+    DayStats,
+    chart_language,
+    localise_digits,
+    render_chart,
+)
 from .commands import Command
 from .context import Context, enqueue, reply, send_entry
 from .decorations import decorate
@@ -54,7 +62,6 @@ REACTION_PAGES: Final = 5  # reactions counted per post: at most 500 (then shown
 EXCERPT_LENGTH: Final = 40
 FIRST_VIEW_THRESHOLD: Final = 10  # then 100, 1K, 10K …
 VIEWS_EDIT_RECENT_POSTS: Final = 20  # only a channel's newest posts are edited to show their views
-CHART_LANGUAGE: Final = "en"  # see chart.render_chart: its font has no Arabic script
 
 # -- pure ----------------------------------------------------------------------------------------------
 
@@ -285,12 +292,15 @@ async def _reactions(ctx: Context, channel: Channel, post: Post) -> str:
     return str(len(events)) if complete else f"{len(events)}+"
 
 
-def _chart_labels(handle: str) -> ChartLabels:
+def _chart_labels(handle: str, lang: str) -> ChartLabels:
+    """The chart's words in `lang`, or in English where it cannot be drawn (chart.chart_language)."""
+    lang = chart_language(lang)
     return ChartLabels(
-        title=t(CHART_LANGUAGE, "stats_chart_title", handle=handle, days=CHART_DAYS),
-        subscribers=t(CHART_LANGUAGE, "stats_chart_subscribers"),
-        views=t(CHART_LANGUAGE, "stats_chart_views"),
-        no_data=t(CHART_LANGUAGE, "stats_chart_no_data"),
+        title=t(lang, "stats_chart_title", handle=handle, days=localise_digits(str(CHART_DAYS), lang)),
+        subscribers=t(lang, "stats_chart_subscribers"),
+        views=t(lang, "stats_chart_views"),
+        no_data=t(lang, "stats_chart_no_data"),
+        lang=lang,
     )
 
 
@@ -322,7 +332,7 @@ async def stats_command(
     series = daily_series(history, today)
     growth = growth_per_day(history)
     chart = await asyncio.to_thread(
-        render_chart, series, today=today, labels=_chart_labels(channel.handle or "")
+        render_chart, series, today=today, labels=_chart_labels(channel.handle or "", lang)
     )
     filename = f"kanal-stats-{channel.handle}-{today.isoformat()}.png"
     try:

@@ -1,7 +1,8 @@
-"""Notices (reports about public channel posts) and appeals, from users, the homeserver and flaggers.
+"""Notices (reports about public channel content) and appeals, from users, the homeserver and flaggers.
 
-Only published channel posts can be reported: anything else (a private room, a direct chat, an
-encrypted room) is refused without being looked at. Each notice is acknowledged to whoever sent it,
+Only published channel posts and readers' comments in Kanal's discussion rooms can be reported (a
+thread root stands for its post): anything else (a private room, a direct chat, an encrypted room) is
+refused without being looked at. Each notice is acknowledged to whoever sent it,
 announced in the moderation room, and written to the audit log (the notifier's identity and text
 as erasable personal data).
 """
@@ -77,16 +78,27 @@ async def file_notice(
     trusted: bool = False,
     external_id: str | None = None,
 ) -> Notice | None:
-    """Record a notice about a published post; None when `event_id` is not one (nothing recorded)."""
-    post = await post_by_relayed_event(session, event_id)
-    if post is None:
+    """Record a notice about a published post or a comment; None when `event_id` is neither (nothing
+    recorded)."""
+    from ..comments import comments_url, post_of_root, reported_comment
+
+    post = await post_by_relayed_event(session, event_id) or await post_of_root(session, event_id)
+    comment = None
+    if post is not None and post.relayed_event_id is not None:
+        channel = await session.get(Channel, post.channel_id)
+        room_id = channel.broadcast_room_id if channel else None
+        event_id = post.relayed_event_id
+    elif (comment := await reported_comment(ctx, session, event_id)) is not None:
+        channel = comment.channel
+        room_id = comment.room.room_id
+        event_id = comment.event.event_id
+    else:
         return None
-    channel = await session.get(Channel, post.channel_id)
     notice = Notice(
         source=source,
         external_id=external_id,
-        channel_id=post.channel_id,
-        room_id=channel.broadcast_room_id if channel else None,
+        channel_id=channel.id if channel else None,
+        room_id=room_id,
         event_id=event_id,
         category=category if category in CATEGORIES else "other",
         explanation=explanation[:MAX_EXPLANATION],
@@ -108,20 +120,35 @@ async def file_notice(
             "event": event_id,
             "category": notice.category,
             "trusted": trusted,
+            "about": "post" if comment is None else "comment",
         },
         {"notifier": notifier, "explanation": notice.explanation},
         config=ctx.config,
     )
-    text = t(
-        ctx.config.default_language,
-        "mod_notice_trusted" if trusted else "mod_notice",
-        notice=notice.id,
-        source=source,
-        event=event_id,
-        handle=channel.handle if channel else "?",
-        category=notice.category,
-        explanation=notice.explanation[:500],
-    )
+    lang = ctx.config.default_language
+    if comment is None:
+        text = t(
+            lang,
+            "mod_notice_trusted" if trusted else "mod_notice",
+            notice=notice.id,
+            source=source,
+            event=event_id,
+            handle=channel.handle if channel else "?",
+            category=notice.category,
+            explanation=notice.explanation[:500],
+        )
+    else:
+        text = t(
+            lang,
+            "mod_comment_notice_trusted" if trusted else "mod_comment_notice",
+            notice=notice.id,
+            source=source,
+            author=comment.event.sender,
+            link=comments_url(comment.room.room_id, event_id, ctx.domain),
+            handle=comment.channel.handle,
+            category=notice.category,
+            explanation=notice.explanation[:500],
+        )
     await tell_moderators(ctx, session, text)
     return notice
 
@@ -235,7 +262,9 @@ def flagger_routes(app: web.Application, ctx: Context) -> None:
                 trusted=True,
             )
         if notice is None:
-            return _error(404, "M_NOT_FOUND", "That is not a post published in a public channel here")
+            return _error(
+                404, "M_NOT_FOUND", "That is neither a post of a public channel here nor a comment on one"
+            )
         ctx.outbox.wake()
         return web.json_response(
             {"notice_id": notice.id, "received_at": notice.received_at.isoformat(), "status": "received"},
@@ -249,7 +278,8 @@ def flagger_routes(app: web.Application, ctx: Context) -> None:
 
 
 async def poll_homeserver_reports(ctx: Context, token: str, start: int = 0) -> tuple[int, int]:
-    """Read Synapse's event reports from `start` on; file those about channel posts. (next start, filed)."""
+    """Read Synapse's event reports from `start` on; file those about channel posts and comments.
+    (next start, filed)."""
     filed = 0
     offset = start
     while True:

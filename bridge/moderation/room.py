@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +27,7 @@ from ..i18n import t
 from ..languages import language_for
 from ..outbox import OutboxWorker, SkipEntry
 from ..registry import Refusal, parse_duration
-from ..store.models import Appeal, Channel, Decision, HeldPost, InboundEvent, Notice, OutboxEntry, Post, Room
+from ..store.models import Appeal, Channel, Decision, HeldPost, InboundEvent, Notice, OutboxEntry, Room
 from . import audit
 from .decisions import (
     Ground,
@@ -37,6 +38,9 @@ from .decisions import (
     take_down,
     unsuspend,
 )
+
+if TYPE_CHECKING:
+    from ..comments import ReportedComment
 
 ROOM_NAME = "Kanal moderation"
 _MATRIX_TO_EVENT = re.compile(r"(\$[A-Za-z0-9_\-+/=.:]+)")
@@ -269,38 +273,43 @@ async def _notices(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     for n in rows:
         channel = await s.get(Channel, n.channel_id) if n.channel_id else None
         flag = t(lang, "mod_trusted_mark") + " " if n.trusted else ""
+        # 💬: a comment in the channel's discussion room (a post notice names the broadcast room)
+        where = "💬 " if channel is not None and n.room_id and n.room_id != channel.broadcast_room_id else ""
         lines.append(
-            f"n{n.id} {flag}[{n.source}] #{channel.handle if channel else '?'} {n.event_id or ''} "
+            f"n{n.id} {flag}[{n.source}] #{channel.handle if channel else '?'} {where}{n.event_id or ''} "
             f"{n.category}: {n.explanation[:200]}"
         )
     reply(s, ctx, room.room_id, lang, "mod_notices_list", lines="\n".join(lines))
 
 
-async def _target_post(s: AsyncSession, text: str) -> tuple[Post, Channel, Notice | None]:
-    notice: Notice | None = None
+async def _target_event(s: AsyncSession, text: str) -> tuple[str | None, Notice | None]:
+    """What `n<notice>`, an event id or a matrix.to link names: the event, and the notice if any."""
     number = _ref(text, "n")
-    event_id: str | None
     if number is not None and not text.startswith("$"):
         notice = await s.get(Notice, number)
         if notice is None:
             raise Refused(Refusal("mod_no_notice", {"notice": number}))
-        event_id = notice.event_id
-    else:
-        match = _MATRIX_TO_EVENT.search(text)
-        event_id = match.group(1) if match else None
-    post = await post_by_relayed_event(s, event_id) if event_id else None
-    if post is None:
-        raise Refused(Refusal("mod_not_a_post"))
-    channel = await s.get(Channel, post.channel_id)
-    if channel is None:
-        raise Refused(Refusal("mod_channel_gone"))
-    return post, channel, notice
+        return notice.event_id, notice
+    match = _MATRIX_TO_EVENT.search(text)
+    return (match.group(1) if match else None), None
 
 
 async def _takedown(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    from ..comments import reported_comment
+
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_takedown"))
-    post, channel, notice = await _target_post(s, cmd.args[0])
+    event_id, notice = await _target_event(s, cmd.args[0])
+    post = await post_by_relayed_event(s, event_id) if event_id else None
+    if post is None:
+        comment = await reported_comment(ctx, s, event_id) if event_id else None
+        if comment is None:
+            raise Refused(Refusal("mod_not_a_post"))
+        await _takedown_comment(ctx, s, room, event, cmd, lang, comment, notice)
+        return
+    channel = await s.get(Channel, post.channel_id)
+    if channel is None:
+        raise Refused(Refusal("mod_channel_gone"))
     ground = _ground(cmd.args[1])
     if post.redacted:
         raise Refused(Refusal("mod_already_removed"))
@@ -321,6 +330,43 @@ async def _takedown(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
     reason = t(readers, "mod_takedown_reason", decision=decision.id, ground=ground.describe(readers))
     take_down(ctx, s, channel, post, reason)
     reply(s, ctx, room.room_id, lang, "mod_taking_down", decision=decision.id)
+
+
+async def _takedown_comment(
+    ctx: Context,
+    s: AsyncSession,
+    room: Room,
+    event: Event,
+    cmd: Command,
+    lang: str,
+    comment: ReportedComment,
+    notice: Notice | None,
+) -> None:
+    """Remove a reader's comment: redacted by the bot, the statement to the commenter and the notifier."""
+    from ..comments import comment_removed, take_down_comment
+
+    ground = _ground(cmd.args[1])
+    if await comment_removed(s, comment.event.event_id):
+        raise Refused(Refusal("mod_comment_already_removed"))
+    decision = await take_down_comment(
+        ctx,
+        s,
+        comment,
+        decided_by=event.sender,
+        ground=ground,
+        explanation=cmd.rest_after(2),
+        notice=notice,
+    )
+    reply(
+        s,
+        ctx,
+        room.room_id,
+        lang,
+        "mod_taking_down_comment",
+        decision=decision.id,
+        author=comment.event.sender,
+        handle=comment.channel.handle,
+    )
 
 
 async def _noaction(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
@@ -356,7 +402,25 @@ async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
     return channel
 
 
+async def _refuse_comment(ctx: Context, s: AsyncSession, text: str | None, command: str) -> None:
+    """`restrict` and `suspend` act on channels: naming a comment (by notice, id or link) is refused
+    with what can be done to a comment instead."""
+    from ..comments import reported_comment
+    from ..management import find_channel
+
+    if not text or await find_channel(s, text) is not None:
+        return
+    number = _ref(text, "n")
+    notice = await s.get(Notice, number) if number is not None and not text.startswith("$") else None
+    match = _MATRIX_TO_EVENT.search(text)
+    event_id = notice.event_id if notice is not None else match.group(1) if match else None
+    if event_id and await reported_comment(ctx, s, event_id) is not None:
+        ref = f"n{notice.id}" if notice is not None else event_id
+        raise Refused(Refusal("mod_comment_not_channel", {"command": command, "ref": ref}))
+
+
 async def _restrict(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    await _refuse_comment(ctx, s, cmd.arg(0), "restrict")
     if len(cmd.args) < 4:
         raise Refused(Refusal("mod_usage_restrict"))
     channel = await _channel(s, cmd.args[0])
@@ -386,6 +450,7 @@ async def _restrict(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
 
 
 async def _suspend(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    await _refuse_comment(ctx, s, cmd.arg(0), "suspend")
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_suspend"))
     channel = await _channel(s, cmd.args[0])
