@@ -109,6 +109,26 @@ async def test_stats_counts_subscribers_views_from_receipts_reactions_and_sends_
     assert text["kanal:subscribers"].split(",")[-1] == "2"
     assert text["kanal:views"].split(",")[-1] == "3"
 
+    # In Persian (her choice): the answer and the chart's words are Persian, the numbers the same.
+    await alice.ask(bs, "!language fa", "از این پس")
+    persian = await alice.ask(bs, "!stats", "بازدیدها:")
+    assert "مشترکان: 2 " in persian, persian
+    events = await alice.messages(bs)
+    notice = max(i for i, e in enumerate(events) if e.get("content", {}).get("body") == persian)
+    image = next((e for e in events[notice:] if is_chart(e)), None) or await alice.wait_for(
+        bs, lambda e: is_chart(e) and "روز گذشته" in e["content"].get("body", "")
+    )
+    assert "روز گذشته" in image["content"]["body"]
+    persian_data = await download(env, alice, image["content"]["url"])
+    assert persian_data != data
+    persian_png = Image.open(io.BytesIO(persian_data))
+    persian_png.load()
+    assert persian_png.format == "PNG" and persian_png.size == png.size
+    persian_text = persian_png.text  # type: ignore[attr-defined]
+    assert persian_text["kanal:days"].split(",")[-1] == today
+    assert persian_text["kanal:subscribers"].split(",")[-1] == "2"
+    assert persian_text["kanal:views"].split(",")[-1] == "3"
+
 
 async def test_views_in_posts_edits_the_post_when_its_views_reach_ten(env: Env) -> None:
     def change(config: dict[str, Any]) -> None:

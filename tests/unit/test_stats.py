@@ -4,6 +4,8 @@ housekeeping that records a day and edits posts, on SQLite with a homeserver tha
 from __future__ import annotations
 
 import io
+import logging
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -13,13 +15,28 @@ from hypothesis import strategies as st
 from PIL import Image
 from sqlalchemy import select
 
-from bridge.chart import CHART_DAYS, HEIGHT, WIDTH, ChartLabels, DayStats, render_chart
+from bridge import chart as chart_module
+from bridge.chart import (
+    CHART_DAYS,
+    HEIGHT,
+    MARGIN_LEFT,
+    MARGIN_RIGHT,
+    PANEL_TOP,
+    WIDTH,
+    ChartLabels,
+    DayStats,
+    chart_language,
+    localise_digits,
+    render_chart,
+    shaping_available,
+)
 from bridge.config import parse
 from bridge.context import Context
 from bridge.outbox import OutboxWorker
 from bridge.relay import REF_PLACEHOLDER
 from bridge.stats import (
     Snapshot,
+    _chart_labels,
     daily_series,
     excerpt,
     growth_per_day,
@@ -133,8 +150,8 @@ def test_excerpts_are_one_short_line() -> None:
     assert excerpt("m.room.message", None) == "…"
 
 
-def _png(days: list[DayStats]) -> Image.Image:
-    chart = render_chart(days, today=TODAY, labels=LABELS)
+def _png(days: list[DayStats], labels: ChartLabels = LABELS) -> Image.Image:
+    chart = render_chart(days, today=TODAY, labels=labels)
     assert chart.png.startswith(b"\x89PNG\r\n\x1a\n")
     image = Image.open(io.BytesIO(chart.png))
     image.load()
@@ -165,6 +182,78 @@ def test_the_chart_is_a_png_whose_text_chunks_hold_the_numbers_it_shows() -> Non
 def test_an_empty_chart_is_still_a_png() -> None:
     image = _png([])
     assert image.text["kanal:subscribers"] == ""  # type: ignore[attr-defined]
+
+
+CHART_DAYS_SHOWN = [
+    DayStats(TODAY - timedelta(days=2), 3, 12),
+    DayStats(TODAY - timedelta(days=1), 3, 0),
+    DayStats(TODAY, 4, 1500),
+]
+
+
+def _title_ink(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """The bounding box of the title's dark pixels (the band above the first panel's heading)."""
+    band = image.convert("L").crop((0, 0, WIDTH, PANEL_TOP[0] - 34))
+    return band.point(lambda v: 255 if v < 128 else 0).getbbox()
+
+
+def test_the_english_labels_read_from_the_left() -> None:
+    assert _chart_labels("news1", "en") == ChartLabels(
+        "#news1: the last 30 days", "Subscribers", "Views per day", "No numbers recorded yet", "en"
+    )
+    box = _title_ink(_png(CHART_DAYS_SHOWN))
+    assert box is not None and box[0] < MARGIN_LEFT + 4
+
+
+@pytest.mark.skipif(not shaping_available(), reason="Pillow without raqm: the chart falls back to English")
+def test_the_persian_chart_has_the_same_numbers_with_persian_words_from_the_right() -> None:
+    labels = _chart_labels("news1", "fa")
+    assert labels.lang == "fa"
+    assert labels.title == "#news1: ۳۰ روز گذشته"  # Persian digits; the handle as it is
+    assert labels.subscribers == "مشترکان"
+    english, persian = _png(CHART_DAYS_SHOWN), _png(CHART_DAYS_SHOWN, labels)
+    assert persian.text == english.text  # type: ignore[attr-defined]
+    assert persian.text["kanal:views"] == "12,0,1500"  # type: ignore[attr-defined]
+    assert persian.tobytes() != english.tobytes()
+    # The title is drawn (dark pixels), and it ends at the right margin where Persian starts.
+    box = _title_ink(persian)
+    assert box is not None
+    left, top, right, bottom = box
+    assert right > WIDTH - MARGIN_RIGHT - 4 and left > WIDTH / 3 and bottom - top > 10
+    dark = sum(1 for v in persian.convert("L").crop(box).tobytes() if v < 128)
+    assert dark > 150
+    # The same series in colour, and an empty chart draws too.
+    colours = {colour for _, colour in persian.convert("RGB").getcolors(maxcolors=1_000_000) or []}
+    assert {(0x1F, 0x6F, 0xEB), (0xD4, 0x65, 0x0C)} <= colours
+    assert _png([], labels).text["kanal:days"] == ""  # type: ignore[attr-defined]
+
+
+def test_persian_digits_in_persian_only() -> None:
+    assert localise_digits("1,500 2026-11-28", "fa") == "۱٬۵۰۰ ۲۰۲۶-۱۱-۲۸"
+    assert localise_digits("1,500", "en") == "1,500"
+
+
+def test_without_raqm_the_chart_falls_back_to_english_and_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(chart_module.features, "check", lambda feature: False)
+    monkeypatch.setattr(chart_module, "_fallback_logged", False)
+    caplog.set_level(logging.INFO, logger="bridge.chart")
+    assert not shaping_available()
+    assert chart_language("fa") == "en"
+    assert chart_language("en") == "en"
+    labels = _chart_labels("news1", "fa")
+    assert labels == _chart_labels("news1", "en")
+    assert labels.title == "#news1: the last 30 days" and labels.lang == "en"
+    fallbacks = [r for r in caplog.records if r.name == "bridge.chart"]
+    assert len(fallbacks) == 1 and fallbacks[0].levelno == logging.INFO
+    assert "raqm" in fallbacks[0].getMessage()
+    english = replace(LABELS, title="#news1: the last 30 days")
+    assert _png(CHART_DAYS_SHOWN, labels).tobytes() == _png(CHART_DAYS_SHOWN, english).tobytes()
+    # Persian words are never drawn without shaping.
+    persian = ChartLabels("#news1: ۳۰ روز گذشته", "مشترکان", "بازدید روزانه", "هنوز عددی ثبت نشده است", "fa")
+    with pytest.raises(ValueError, match="chart_language"):
+        render_chart(CHART_DAYS_SHOWN, today=TODAY, labels=persian)
 
 
 class _Members:
