@@ -489,7 +489,7 @@ async def _remove(
         decision,
         lang,
         reason=t(lang, "comment_removed_reason", decision=decision.id),
-        notice_key="comment_removed_notice",
+        by_moderator=False,
     )
 
 
@@ -503,7 +503,7 @@ async def _carry_out_removal(
     lang: str,
     *,
     reason: str,
-    notice_key: str,
+    by_moderator: bool,
 ) -> None:
     """Redact the comment as the bot, say so in its thread, and send the statement to the commenter."""
     from .moderation.decisions import statement_in
@@ -533,7 +533,12 @@ async def _carry_out_removal(
             {"room_id": room.room_id, "event_id": event.event_id, "reason": reason[:500]},
         ),
     )
-    notice = t(lang, notice_key, user=event.sender, decision=decision.id)
+    notice = t(
+        lang,
+        "comment_taken_down_notice" if by_moderator else "comment_removed_notice",
+        user=event.sender,
+        decision=decision.id,
+    )
     enqueue(
         session,
         send_entry(
@@ -672,7 +677,7 @@ async def take_down_comment(
         decision,
         lang,
         reason=t(lang, "mod_takedown_reason", decision=decision.id, ground=ground.describe(lang)),
-        notice_key="comment_taken_down_notice",
+        by_moderator=True,
     )
     return decision
 

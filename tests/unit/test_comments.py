@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from appservice.events import Event
+from appservice.ids import EventID, RoomID, UserID
 from bridge.comments import (
     ROOT_KEY,
+    comment_reported,
     comments_url,
     discussion_power_levels,
     discussion_room_request,
@@ -126,6 +131,29 @@ def test_notices_about_a_comment_stay_in_its_thread() -> None:
         "m.in_reply_to": {"event_id": "$c"},
     }
     assert thread_relation({}, "$c") == {"m.in_reply_to": {"event_id": "$c"}}
+
+
+def _event(sender: str, content: Mapping[str, Any], event_type: str = "m.room.message") -> Event:
+    return Event(EventID("$c"), RoomID(ROOM), UserID(sender), event_type, dict(content))
+
+
+def test_a_reported_event_is_a_readers_comment_or_the_comment_it_edits() -> None:
+    def reported(event: Event) -> str | None:
+        return comment_reported(event, bot="@kanal:example.org", ghost_prefix="kanal_")
+
+    text = {"msgtype": "m.text", "body": "hi"}
+    assert reported(_event("@bob:example.org", text)) == "$c"
+    assert reported(_event("@bob:example.org", {"body": "cat", "url": "mxc://x/y"}, "m.sticker")) == "$c"
+    edit = {**text, "m.relates_to": {"rel_type": "m.replace", "event_id": "$original"}}
+    assert reported(_event("@bob:example.org", edit)) == "$original"
+    # Kanal's own messages (removal notices, restored comments) and the ghost's thread roots are not.
+    assert reported(_event("@kanal:example.org", text)) is None
+    assert reported(_event(GHOST, text)) is None
+    assert reported(_event("@bob:example.org", {}, "m.reaction")) is None
+    state = Event(
+        EventID("$s"), RoomID(ROOM), UserID("@bob:example.org"), "m.room.message", text, state_key=""
+    )
+    assert reported(state) is None
 
 
 async def test_comments_do_not_count_against_the_channels_posting_rate() -> None:
