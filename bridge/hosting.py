@@ -257,8 +257,8 @@ async def reconcile_changes(ctx: Context, renew: Callable[[], Awaitable[bool]] |
             await session.execute(
                 select(Room, Channel)
                 .join(Channel, Room.channel_id == Channel.id)
-                .where(Channel.status == "active", Room.kind.in_(("broadcast", "backstage")))
-                .order_by(Room.channel_id, Room.kind.desc())  # broadcast, then backstage
+                .where(Channel.status == "active", Room.kind.in_(("broadcast", "backstage", "discussion")))
+                .order_by(Room.channel_id, Room.kind)
             )
         ).all()
     pending = await _pending_state(ctx)
@@ -332,12 +332,12 @@ async def set_channel_retention(
     ctx: Context, session: AsyncSession, channel: Channel, days: int | None
 ) -> None:
     """Set the channel's own retention (None: the deployment's; 0: keep everything) and queue it for
-    both rooms, in the caller's transaction."""
+    its rooms (broadcast, backstage, discussion), in the caller's transaction."""
     if days is not None and days < 0:
         raise ValueError(f"retention must be 0 or more days, got {days}")
     channel.retention_days = days
     content = wanted_state(ctx.config, days)[RETENTION_TYPE]
-    for room_id in (channel.broadcast_room_id, channel.backstage_room_id):
+    for room_id in (channel.broadcast_room_id, channel.backstage_room_id, channel.comments_room_id):
         if room_id:
             enqueue(session, state_entry(ctx.bot, room_id, RETENTION_TYPE, content))
 

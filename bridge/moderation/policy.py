@@ -234,17 +234,17 @@ async def exec_hosting_reconcile(ctx: Context, entry: OutboxEntry, worker: Outbo
 
 
 async def exec_policy_ban(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    """Ban (or unban) a user, or the members matching a glob, in every active channel's broadcast room."""
+    """Ban (or unban) a user, or the members matching a glob, in every active channel's broadcast and
+    discussion room."""
     entity: str = entry.payload["entity"]
     ban: bool = entry.payload["ban"]
     async with ctx.sessions() as session:
-        rooms = (
-            await session.scalars(
-                select(Channel.broadcast_room_id).where(
-                    Channel.status == "active", Channel.broadcast_room_id.is_not(None)
-                )
+        channel_rooms = (
+            await session.execute(
+                select(Channel.broadcast_room_id, Channel.comments_room_id).where(Channel.status == "active")
             )
         ).all()
+    rooms = [room for pair in channel_rooms for room in pair if room is not None]
     glob = any(c in entity for c in "*?")
     for room_id in rooms:
         if room_id is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -118,13 +119,18 @@ async def test_policy_changes_reach_every_channel_room(restore_env: Env) -> None
     alice = await env.user("alice")
     first = await create_channel(env, alice, env.handle("fed"), "Federated")
     second = await create_channel(env, alice, env.handle("fed"), "Also federated")
-    rooms = _rooms(first, second)
+    # The first channel has comments: its discussion room follows the policy too.
+    ready = await alice.ask(first.backstage, "!comments on", "is ready:", timeout=40)
+    found = re.search(r"\((![^)\s]+)\)", ready)
+    assert found is not None, ready
+    discussion = await alice.join(found.group(1))
+    rooms = [*_rooms(first, second), discussion]
     for room in rooms:
         assert await _state(alice, room, "m.room.server_acl") == OPEN  # the default policy, from creation
         assert await _state(alice, room, "m.room.retention") is None
 
     await _set_retention(env, first.handle, 3)
-    await _wait_state(alice, _rooms(first), "m.room.retention", {"max_lifetime": 3 * DAY_MS})
+    await _wait_state(alice, [*_rooms(first), discussion], "m.room.retention", {"max_lifetime": 3 * DAY_MS})
 
     # Allowlist while the env's Kanal runs: two processes on one database.
     allowlist = _config_copy(
