@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from .context import Context, enqueue, reply, send_entry
 from .i18n import t
 from .languages import language_command, language_for
 from .outbox import new_entry
-from .relay import REF_PLACEHOLDER, RELAYED_EVENT_TYPES, plan_relay, silent_content
+from .relay import REF_PLACEHOLDER, RELAYED_EVENT_TYPES, TEXT_MSGTYPES, plan_relay, silent_content
 from .stats import keep_views
 from .store.models import Channel, Post, Room
 
@@ -114,6 +115,7 @@ COMMAND_PERMISSIONS = {
     "unschedule": "schedule",
     "reactions": "reactions",
     "draft": "publish",
+    "edit": "publish",
     "publish": "publish",
 }
 
@@ -209,6 +211,58 @@ async def _relay(ctx: Context, session: AsyncSession, channel: Channel, event: E
         if edited is not None and isinstance(new_content, dict):
             edited.content = shown_content(new_content)
             edited.edited_at = datetime.now(UTC)
+
+
+async def _edit_command(
+    ctx: Context,
+    session: AsyncSession,
+    room: Room,
+    channel: Channel,
+    event: Event,
+    command: Command,
+    lang: str,
+) -> None:
+    """`!edit <new text>` as a reply to a published post, by any editor: Matrix lets only a message's
+    sender edit it, so this is how an editor corrects a post someone else wrote. It goes the way of an
+    ordinary edit (compliance hooks, footer kept), as an edit of that post."""
+    target = event.reply_to
+    text = command.rest.strip()
+    if target is None or not text:
+        reply(session, ctx, room.room_id, lang, "edit_usage")
+        return
+    post = await session.scalar(
+        select(Post).where(
+            Post.source_event_id == target, Post.channel_id == channel.id, Post.redacted.is_(False)
+        )
+    )
+    if post is None or not isinstance(post.content, dict):
+        reply(session, ctx, room.room_id, lang, "edit_unknown")
+        return
+    new_content = edited_text(post.content, text)
+    edit = dataclasses.replace(
+        event,
+        content={
+            "msgtype": new_content["msgtype"],
+            "body": f"* {text}",
+            "m.new_content": new_content,
+            "m.relates_to": {"rel_type": "m.replace", "event_id": target},
+        },
+    )
+    if await _may_publish(ctx, session, room, channel, edit, lang):
+        await _relay(ctx, session, channel, edit)
+        reply(session, ctx, room.room_id, lang, "edit_done", handle=channel.handle)
+
+
+def edited_text(current: dict[str, Any], text: str) -> dict[str, Any]:
+    """A post's content with new text: a text post keeps its msgtype; media keep the file and get the
+    text as caption (MSC2530: the file name moves to `filename`)."""
+    msgtype = current.get("msgtype")
+    if not isinstance(msgtype, str) or msgtype in TEXT_MSGTYPES:
+        return {"msgtype": msgtype if isinstance(msgtype, str) else "m.text", "body": text}
+    media = {k: v for k, v in current.items() if k not in ("body", "format", "formatted_body")}
+    if "filename" not in media and isinstance(current.get("body"), str):
+        media["filename"] = current["body"]
+    return media | {"body": text}
 
 
 def shown_content(content: dict[str, Any]) -> dict[str, Any]:
@@ -338,6 +392,8 @@ async def _command(
         from .private import backstage_command
 
         await backstage_command(ctx, session, room, channel, event, command, lang)
+    elif name == "edit":
+        await _edit_command(ctx, session, room, channel, event, command, lang)
     elif name == "draft":
         await drafts.draft_command(ctx, session, room, channel, event, command, lang)
     elif name == "publish":

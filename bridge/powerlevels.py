@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 ADMIN_LEVEL = 100
@@ -51,10 +52,13 @@ def broadcast_power_levels(ghost: str, *, reactions: bool = True) -> dict[str, A
     }
 
 
-def backstage_power_levels(owner: str) -> dict[str, Any]:
-    """Backstage is a working room: admins post freely; only the bot (creator) and owner change state."""
+def backstage_power_levels(owner: str, editors: Iterable[str] = ()) -> dict[str, Any]:
+    """Backstage is a working room: the team posts freely; only the bot (creator) and owner change
+    state; editors (50) may delete anyone's message there, which deletes the published copy."""
+    users = {editor: POSTER_LEVEL for editor in editors if editor != owner}
+    users[owner] = ADMIN_LEVEL
     return {
-        "users": {owner: ADMIN_LEVEL},
+        "users": users,
         "users_default": READER_LEVEL,
         "events_default": READER_LEVEL,
         "state_default": ADMIN_LEVEL,

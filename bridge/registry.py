@@ -30,7 +30,7 @@ from .config import Config
 from .context import Context, enqueue
 from .names import handle_skeleton, title_key
 from .outbox import OutboxWorker, aware, new_entry
-from .powerlevels import CHANNEL_STATE_TYPE, backstage_name, backstage_power_levels
+from .powerlevels import CHANNEL_STATE_TYPE, backstage_name
 from .store.models import (
     Channel,
     ChannelMember,
@@ -335,9 +335,6 @@ async def hand_over(
                     f"room:{backstage}", "invite", ctx.bot, {"room_id": backstage, "user_id": new_owner}
                 ),
             )
-        enqueue(
-            session, state_entry(ctx, backstage, "m.room.power_levels", backstage_power_levels(new_owner))
-        )
     from .comments import sync_team
 
     await session.flush()

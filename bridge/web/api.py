@@ -44,9 +44,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..backstage import shown_content
-from ..comments import mirror_post, mirror_redaction, thread_edit
+from ..comments import mirror_post, mirror_redaction
 from ..context import Context, enqueue, reply, send_entry
-from ..decorations import decorate
+from ..edits import edit_event_content, publish_edit
 from ..i18n import t
 from ..languages import language_for
 from ..moderation import audit
@@ -804,38 +804,6 @@ async def _publish_new(
     return post
 
 
-def _edit_event_content(new_content: dict[str, Any], target: str) -> dict[str, Any]:
-    """An `m.replace` of `target` (REF_PLACEHOLDER: the relayed copy, filled in by the outbox)."""
-    fallback: dict[str, Any] = {
-        "msgtype": new_content.get("msgtype", "m.text"),
-        "body": f"* {new_content.get('body', '')}",
-    }
-    return {
-        **fallback,
-        "m.new_content": new_content,
-        "m.relates_to": {"rel_type": "m.replace", "event_id": target},
-    }
-
-
-async def _publish_edit(
-    session: AsyncSession, channel: Channel, post: Post, new_content: dict[str, Any]
-) -> None:
-    """The edit of the relayed copy, keeping its footer (the comments link and the view count shown)."""
-    post.content = shown_content(new_content)
-    post.edited_at = datetime.now(UTC)
-    entry = await thread_edit(session, channel, post)
-    if entry is None:
-        views = post.views_shown if channel.views_in_posts else None
-        shown = decorate(new_content, views=views) if views is not None else new_content
-        entry = send_entry(
-            channel.ghost_user_id,
-            channel.broadcast_room_id or "",
-            _edit_event_content(shown, REF_PLACEHOLDER),
-            ref_source=post.source_event_id,
-        )
-    enqueue(session, entry)
-
-
 def _edited(current: dict[str, Any], text: str, html: str | None) -> dict[str, Any]:
     """The post's new content: new text (or caption) and formatting, media kept."""
     msgtype = current.get("msgtype")
@@ -874,7 +842,7 @@ async def publish_held(ctx: Context, session: AsyncSession, channel: Channel, he
         new_content = content.get("m.new_content")
         if post is None or post.redacted or not isinstance(new_content, dict):
             return
-        await _publish_edit(session, channel, post, new_content)
+        await publish_edit(session, channel, post, new_content)
         action = "edit"
     else:
         reply = relates.get("m.in_reply_to")
@@ -1078,7 +1046,7 @@ async def _edit_post(request: web.Request) -> web.Response:
         await _refuse_if_restricted(session, channel)
         post = await _own_post(session, channel, post_id, change=True)
     new_content = _edited(post.content or {}, text, html)
-    _check_size(_edit_event_content(new_content, post.source_event_id))
+    _check_size(edit_event_content(new_content, post.source_event_id))
     source = f"{SOURCE_PREFIX}{uuid.uuid4()}"
     verdicts, deciding = await _screen(ctx, channel, _post_info(channel, token.name, source, new_content))
     async with ctx.sessions.begin() as session:
@@ -1086,7 +1054,7 @@ async def _edit_post(request: web.Request) -> web.Response:
         assert current is not None
         post = await _own_post(session, current, post_id, change=True)
         if deciding is None:
-            await _publish_edit(session, current, post, new_content)
+            await publish_edit(session, current, post, new_content)
             await _audit(ctx, session, current, token.name, post.id, "edit", "queued")
             status, body = 200, _receipt(ctx, current, post, "queued")
         else:
@@ -1096,7 +1064,7 @@ async def _edit_post(request: web.Request) -> web.Response:
                 current,
                 token.name,
                 source,
-                _edit_event_content(new_content, post.source_event_id),
+                edit_event_content(new_content, post.source_event_id),
                 verdicts,
                 deciding,
             )

@@ -242,7 +242,9 @@ async def test_transfer_needs_the_new_owner_to_accept(env: Env) -> None:
     await bob.join(backstage)
     await _eventually(
         lambda: alice.state(channel.backstage, "m.room.power_levels"),
-        lambda levels: levels.get("users", {}).get(bob.user_id) == 100,
+        lambda levels: (
+            levels.get("users", {}).get(bob.user_id) == 100 and levels["users"].get(alice.user_id) == 50
+        ),  # the previous owner is an editor now
     )
     # Alice stays an admin, but the owner's commands are Bob's now.
     refused = await alice.ask(channel.management, f"delete {channel.handle}", "Only the owner")

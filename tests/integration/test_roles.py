@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nio
 import pytest
 
 from tests.support import Env, create_channel
@@ -41,6 +42,34 @@ async def test_roles_decide_who_publishes_and_who_runs_which_command(env: Env) -
         for e in await reader.messages(channel.broadcast)
         if e["content"].get("body") == "from the moderator"
     ]
+
+    # An editor corrects and deletes a post the owner wrote (Matrix lets only its sender edit it:
+    # `!edit` as a reply; deleting needs power 50 in backstage, which editors have).
+    levels = await alice.state(bs, "m.room.power_levels")
+    assert levels["users"].get(ed.user_id) == 50 and mo.user_id not in levels["users"]
+    owners = await alice.text(bs, "teh owner's post")
+    published = await reader.wait_for(
+        channel.broadcast, lambda e: e["content"].get("body") == "teh owner's post"
+    )
+    await ed.send(
+        bs,
+        {
+            "msgtype": "m.text",
+            "body": "!edit the owner's post",
+            "m.relates_to": {"m.in_reply_to": {"event_id": owners}},
+        },
+    )
+    edit = await reader.wait_for(
+        channel.broadcast,
+        lambda e: e["content"].get("m.relates_to", {}).get("event_id") == published["event_id"],
+    )
+    assert edit["content"]["m.new_content"]["body"] == "the owner's post"
+    await mo.ask(bs, "!edit hijack", "Only the owner, editor of")
+    redacted = await ed.client.room_redact(bs, owners, reason="duplicate")
+    assert isinstance(redacted, nio.RoomRedactResponse), redacted
+    await reader.wait_for(
+        channel.broadcast, lambda e: e["event_id"] == published["event_id"] and not e.get("content")
+    )
 
     # Commands follow the table in bridge/roles.py.
     await mo.ask(bs, "!stats", "ubscribers")
