@@ -18,7 +18,7 @@ from .context import Context, enqueue, reply, send_entry
 from .i18n import t
 from .languages import language_command, language_for
 from .outbox import new_entry
-from .relay import REF_PLACEHOLDER, RELAYED_EVENT_TYPES, TEXT_MSGTYPES, plan_relay, silent_content
+from .relay import REF_PLACEHOLDER, RELAYED_EVENT_TYPES, plan_relay, silent_content, with_text
 from .stats import keep_views
 from .store.models import Channel, Post, Room
 
@@ -238,7 +238,7 @@ async def _edit_command(
     if post is None or not isinstance(post.content, dict):
         reply(session, ctx, room.room_id, lang, "edit_unknown")
         return
-    new_content = edited_text(post.content, text)
+    new_content = with_text(post.content, {"msgtype": "m.text", "body": text})
     edit = dataclasses.replace(
         event,
         content={
@@ -251,18 +251,6 @@ async def _edit_command(
     if await _may_publish(ctx, session, room, channel, edit, lang):
         await _relay(ctx, session, channel, edit)
         reply(session, ctx, room.room_id, lang, "edit_done", handle=channel.handle)
-
-
-def edited_text(current: dict[str, Any], text: str) -> dict[str, Any]:
-    """A post's content with new text: a text post keeps its msgtype; media keep the file and get the
-    text as caption (MSC2530: the file name moves to `filename`)."""
-    msgtype = current.get("msgtype")
-    if not isinstance(msgtype, str) or msgtype in TEXT_MSGTYPES:
-        return {"msgtype": msgtype if isinstance(msgtype, str) else "m.text", "body": text}
-    media = {k: v for k, v in current.items() if k not in ("body", "format", "formatted_body")}
-    if "filename" not in media and isinstance(current.get("body"), str):
-        media["filename"] = current["body"]
-    return media | {"body": text}
 
 
 def shown_content(content: dict[str, Any]) -> dict[str, Any]:

@@ -286,28 +286,9 @@ def _queue(channel: Channel) -> str:
     return f"comments:{channel.id}"
 
 
-async def sync_backstage(ctx: Context, session: AsyncSession, channel: Channel) -> None:
-    """After a role change: editors get power 50 in backstage (to delete anyone's message there)."""
-    from .powerlevels import backstage_power_levels
-    from .registry import state_entry
-
-    if channel.backstage_room_id is None:
-        return
-    editors = (
-        await session.scalars(
-            select(ChannelMember.user_id).where(
-                ChannelMember.channel_id == channel.id, ChannelMember.role.in_(("editor", "admin"))
-            )
-        )
-    ).all()
-    content = backstage_power_levels(channel.owner, sorted(editors))
-    enqueue(session, state_entry(ctx, channel.backstage_room_id, "m.room.power_levels", content))
-
-
 async def sync_team(ctx: Context, session: AsyncSession, channel: Channel) -> None:
     """After a role change: the channel's owner, editors and moderators moderate the discussion room (50),
     and nobody else does. Queued behind the room's creation, so it also holds while the room is made."""
-    await sync_backstage(ctx, session, channel)
     if channel.comments_room_id is None:
         return
     team = list(

@@ -15,9 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from appservice.errors import MatrixRequestError
 from appservice.events import Event, EventParseError, parse_event
-from appservice.ids import EventID, RoomID
 
 from .commands import Command
 from .context import Context, enqueue, reply, send_entry
@@ -83,7 +81,7 @@ async def publish_command(
     ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, lang: str
 ) -> Event | None:
     """`!publish` as a reply to a kept message: the message to publish now, or None (the bot said why)."""
-    from .schedule import draft_content
+    from .schedule import draft_content, fetch_draft
 
     target = event.reply_to
     if target is None:
@@ -93,14 +91,9 @@ async def publish_command(
     if published is not None:
         reply(session, ctx, room.room_id, lang, "publish_already")
         return None
-    try:
-        raw = await ctx.bot_intent().get_event(RoomID(room.room_id), EventID(target))
-    except MatrixRequestError as exc:
-        if exc.retryable:
-            raise
-        raw = {}
-    shown = draft_content(raw) if raw else None
-    if shown is None or raw.get("room_id", room.room_id) != room.room_id:
+    raw = await fetch_draft(ctx, room, target)
+    shown = draft_content(raw) if raw is not None else None
+    if raw is None or shown is None:
         reply(session, ctx, room.room_id, lang, "schedule_draft_unusable")
         return None
     event_type, content = shown

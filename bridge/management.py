@@ -14,7 +14,6 @@ from appservice.ids import RoomAlias, RoomID, is_user_id, server_of
 
 from . import roles
 from .commands import Command, parse_command
-from .comments import sync_team
 from .context import Context, enqueue, reply
 from .i18n import t
 from .languages import language_command, language_for
@@ -417,12 +416,12 @@ async def _member_change(
             assert member is not None
             member.role = wanted
             await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=wanted)
-            await sync_team(ctx, s, channel)
+            await roles.team_changed(ctx, s, channel)
             reply(s, ctx, room.room_id, lang, "role_changed", user=user, handle=channel.handle, role=wanted)
             return
         s.add(ChannelMember(channel_id=channel.id, user_id=user, role=wanted))
         await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=wanted)
-        await sync_team(ctx, s, channel)
+        await roles.team_changed(ctx, s, channel)
         if backstage:
             enqueue(
                 s, new_entry(f"room:{backstage}", "invite", ctx.bot, {"room_id": backstage, "user_id": user})
@@ -439,7 +438,7 @@ async def _member_change(
         delete(ChannelMember).where(ChannelMember.channel_id == channel.id, ChannelMember.user_id == user)
     )
     await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=None)
-    await sync_team(ctx, s, channel)
+    await roles.team_changed(ctx, s, channel)
     if backstage:
         reason = t(await language_for(s, ctx, user), "demoted_kick_reason", handle=channel.handle)
         payload = {"room_id": backstage, "user_id": user, "reason": reason}

@@ -335,10 +335,9 @@ async def hand_over(
                     f"room:{backstage}", "invite", ctx.bot, {"room_id": backstage, "user_id": new_owner}
                 ),
             )
-    from .comments import sync_team
+    from .roles import team_changed
 
-    await session.flush()
-    await sync_team(ctx, session, channel)
+    await team_changed(ctx, session, channel)
     await log_entry(
         session,
         ctx.config,

@@ -129,3 +129,16 @@ def replace_ref(value: Any, relayed_event_id: str) -> Any:
 
 def silent_content(text: str) -> dict[str, Any]:
     return {"msgtype": "m.notice", "body": text}
+
+
+def with_text(current: dict[str, Any], text: dict[str, Any]) -> dict[str, Any]:
+    """A post's content with new text (`text`: msgtype, body and maybe formatting): a text post keeps
+    its msgtype; media keep the file and take the text as caption (MSC2530: the name moves to
+    `filename`)."""
+    msgtype = current.get("msgtype")
+    if not isinstance(msgtype, str) or msgtype in TEXT_MSGTYPES:
+        return {**text, "msgtype": msgtype if isinstance(msgtype, str) else "m.text"}
+    media = {k: v for k, v in current.items() if k not in ("body", "format", "formatted_body")}
+    if "filename" not in media and isinstance(current.get("body"), str):
+        media["filename"] = current["body"]  # before, the body named the file; now it is a caption
+    return media | {k: v for k, v in text.items() if k != "msgtype"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .context import Context, reply
+from .context import Context, enqueue, reply
 from .store.models import Channel, ChannelMember
 
 OWNER = "owner"
@@ -83,3 +83,22 @@ async def require(
         owner=channel.owner,
     )
     return False
+
+
+async def team_changed(ctx: Context, session: AsyncSession, channel: Channel) -> None:
+    """After a role change or a transfer: the rooms' power levels follow the roles. Editors get 50 in
+    backstage (to delete anyone's message there); the whole team moderates the discussion room."""
+    from .comments import sync_team
+    from .powerlevels import backstage_power_levels
+    from .registry import state_entry
+
+    await session.flush()
+    if channel.backstage_room_id is not None:
+        editors = await session.scalars(
+            select(ChannelMember.user_id).where(
+                ChannelMember.channel_id == channel.id, ChannelMember.role == EDITOR
+            )
+        )
+        content = backstage_power_levels(channel.owner, sorted(editors.all()))
+        enqueue(session, state_entry(ctx, channel.backstage_room_id, "m.room.power_levels", content))
+    await sync_team(ctx, session, channel)

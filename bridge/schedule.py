@@ -301,15 +301,21 @@ async def _schedule(
     )
 
 
-async def _draft(ctx: Context, room: Room, draft_id: EventID) -> tuple[str, dict[str, Any]] | None:
-    """The backstage message replied to, as `draft_content` reads it; None if it cannot be read."""
+async def fetch_draft(ctx: Context, room: Room, draft_id: EventID) -> dict[str, Any] | None:
+    """The backstage message replied to, as the homeserver serves it; None if it cannot be read."""
     try:
-        raw = await ctx.bot_intent().get_event(RoomID(room.room_id), draft_id)
+        raw: dict[str, Any] = await ctx.bot_intent().get_event(RoomID(room.room_id), draft_id)
     except MatrixRequestError as exc:
         if exc.retryable:
             raise  # the processor tries the command again
         return None
-    return draft_content(raw)
+    return raw
+
+
+async def _draft(ctx: Context, room: Room, draft_id: EventID) -> tuple[str, dict[str, Any]] | None:
+    """The backstage message replied to, as `draft_content` reads it; None if it cannot be read."""
+    raw = await fetch_draft(ctx, room, draft_id)
+    return draft_content(raw) if raw is not None else None
 
 
 def draft_content(raw: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:

@@ -483,9 +483,10 @@ class Bridge:
             await discussion_encrypted(self.ctx, session, room)
             return
         room.encrypted_warned = True
-        lang = room.language or self.ctx.config.default_language
-        if room.user_id is not None:
+        if room.user_id is not None:  # a management room: its user's language
             lang = await language_for(session, self.ctx, room.user_id, "", room)
+        else:
+            lang = room.language or self.ctx.config.default_language
         if room.kind == "management":
             text = t(lang, "encrypted_management", bot=self.ctx.bot)
         elif room.kind == "backstage":

@@ -84,22 +84,23 @@ async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: C
     return True
 
 
-async def screen(
-    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, lang: str
-) -> bool:
-    """Run the hooks; True when the post may be published now."""
-    pipeline = ctx.pipeline
-    if pipeline is None or not pipeline.hooks_for(channel.handle or ""):
-        return True
-    verdicts = await pipeline.check(post_info(channel, event))
-    deciding = outcome(verdicts)
-    if deciding is None:
-        return True
+async def record_held(
+    ctx: Context,
+    session: AsyncSession,
+    channel: Channel,
+    source_event_id: str,
+    author: str,
+    event: dict[str, Any],
+    verdicts: list[Verdict],
+    deciding: Verdict,
+) -> HeldPost:
+    """A post the hooks held or rejected, recorded (with its event, to publish on approval); a hold is
+    also written to the audit log. Backstage posts and publishing-API posts both come here."""
     held = HeldPost(
         channel_id=channel.id,
-        source_event_id=event.event_id,
-        author=event.sender,
-        event=_event_dict(event),
+        source_event_id=source_event_id,
+        author=author,
+        event=event,
         verdicts=[_verdict_dict(v) for v in verdicts],
         status="held" if deciding.action == "hold" else "rejected",
     )
@@ -115,9 +116,27 @@ async def screen(
                 "hook": deciding.hook,
                 "category": deciding.category,
             },
-            {"author": event.sender, "reason": deciding.reason},
+            {"author": author, "reason": deciding.reason},
             config=ctx.config,
         )
+    return held
+
+
+async def screen(
+    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, lang: str
+) -> bool:
+    """Run the hooks; True when the post may be published now."""
+    pipeline = ctx.pipeline
+    if pipeline is None or not pipeline.hooks_for(channel.handle or ""):
+        return True
+    verdicts = await pipeline.check(post_info(channel, event))
+    deciding = outcome(verdicts)
+    if deciding is None:
+        return True
+    held = await record_held(
+        ctx, session, channel, event.event_id, event.sender, _event_dict(event), verdicts, deciding
+    )
+    if deciding.action == "hold":
         reply(session, ctx, room.room_id, lang, "post_held", handle=channel.handle, id=held.id)
         text = t(
             ctx.config.default_language,

@@ -51,10 +51,10 @@ from ..i18n import t
 from ..languages import language_for
 from ..moderation import audit
 from ..moderation.decisions import Ground, record
-from ..moderation.gate import tell_moderators
+from ..moderation.gate import record_held, tell_moderators
 from ..moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
 from ..outbox import aware, new_entry
-from ..relay import REF_PLACEHOLDER, SOURCE_KEY, TEXT_MSGTYPES
+from ..relay import REF_PLACEHOLDER, SOURCE_KEY, with_text
 from ..store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post, Room
 from ..views import views_of
 from .tokens import authenticate, bearer_token
@@ -674,38 +674,9 @@ async def _hold_or_reject(
 ) -> tuple[HeldPost, Decision | None]:
     """What the gate does with a backstage post a hook flagged, for an API post."""
     author = f"{SOURCE_PREFIX}{token_name}"
-    held = HeldPost(
-        channel_id=channel.id,
-        source_event_id=source,
-        author=author,
-        event=_as_event(channel, token_name, source, event_content),
-        verdicts=[
-            {
-                "hook": v.hook,
-                "action": v.action,
-                "category": v.category,
-                "reason": v.reason,
-                "automated": v.automated,
-            }
-            for v in verdicts
-        ],
-        status="held" if deciding.action == "hold" else "rejected",
-    )
-    session.add(held)
-    await session.flush()
+    event = _as_event(channel, token_name, source, event_content)
+    held = await record_held(ctx, session, channel, source, author, event, verdicts, deciding)
     if deciding.action == "hold":
-        await audit.append(
-            session,
-            "post_held",
-            {
-                "held": held.id,
-                "channel": channel.handle,
-                "hook": deciding.hook,
-                "category": deciding.category,
-            },
-            {"author": author, "reason": deciding.reason},
-            config=ctx.config,
-        )
         if channel.backstage_room_id:
             backstage = await session.get(Room, channel.backstage_room_id)
             lang = await language_for(session, ctx, channel.owner, room=backstage)
@@ -806,17 +777,7 @@ async def _publish_new(
 
 def _edited(current: dict[str, Any], text: str, html: str | None) -> dict[str, Any]:
     """The post's new content: new text (or caption) and formatting, media kept."""
-    msgtype = current.get("msgtype")
-    if not isinstance(msgtype, str) or msgtype in TEXT_MSGTYPES:
-        content = _text_content(text, html, silent=False)
-        content["msgtype"] = msgtype if isinstance(msgtype, str) else "m.text"
-        return content
-    media = {k: v for k, v in current.items() if k not in ("body", "format", "formatted_body")}
-    if "filename" not in media and isinstance(current.get("body"), str):
-        media["filename"] = current["body"]  # before, the body named the file; now it is a caption
-    caption = _text_content(text, html, silent=False)
-    caption.pop("msgtype")
-    return media | caption
+    return with_text(current, _text_content(text, html, silent=False))
 
 
 def is_held_api_post(held: HeldPost) -> bool:

@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from appservice.client import HomeserverClient
 from appservice.events import parse_event
 from bridge.commands import parse_command
-from bridge.config import parse
 from bridge.context import Context
 from bridge.languages import chosen_language, language_command, language_for
-from bridge.outbox import OutboxWorker
-from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import OutboxEntry, Room, UserSetting
 
 DOMAIN = "example.org"
 ALICE = f"@alice:{DOMAIN}"
 ROOM_ID = f"!dm:{DOMAIN}"
-
-
-@pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
-    config = parse(
-        {
-            "homeserver": {"url": "http://127.0.0.1:9", "domain": DOMAIN},
-            "appservice": {"as_token": "as-secret-0123456789", "hs_token": "hs-secret-0123456789"},
-            "database": {"url": f"sqlite:///{tmp_path / 'kanal.db'}"},
-        },
-        tmp_path / "config.yaml",
-    )
-    engine = create_engine(config.database_url)
-    await migrate(engine)
-    sessions = sessionmaker(engine)
-    client = HomeserverClient(config.homeserver_url, config.as_token, attempts=1)
-    try:
-        yield Context(config, client, sessions, OutboxWorker(sessions, client))
-    finally:
-        await client.close()
-        await engine.dispose()
 
 
 def room(language: str | None = None) -> Room:

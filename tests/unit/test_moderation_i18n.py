@@ -16,6 +16,7 @@ from bridge.moderation.decisions import (
     statement_of_reasons,
 )
 from bridge.store.models import Channel, Decision, Notice
+from tests.unit.test_decisions import _decision
 
 DAYS = 14
 REDRESS = DEFAULT_REDRESS.replace("{days}", str(DAYS))
@@ -36,26 +37,6 @@ STORED = (
     "chat with the bot within 14 days; a person who did not take the decision reviews it. You may also turn "
     "to an out-of-court dispute settlement body or a court."
 )
-
-
-def _decision(**values: object) -> Decision:
-    defaults: dict[str, object] = {
-        "id": 7,
-        "kind": "take_down",
-        "target": "$copy",
-        "own_initiative": False,
-        "automated": False,
-        "ground": "terms",
-        "ground_reference": "4.2",
-        "explanation": "It insults a group of people.",
-        "category": "hate_speech",
-        "until": None,
-        "decided_by": "@mod:example.org",
-        "reverses_id": None,
-        "created_at": datetime(2026, 11, 1, tzinfo=UTC),
-    }
-    defaults.update(values)
-    return Decision(**defaults)
 
 
 def _facts(decision: Decision, notice: Notice | None = NOTICE, redress: str = REDRESS) -> StatementFacts:

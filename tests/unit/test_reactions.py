@@ -6,19 +6,14 @@ the outbox back, as the outbox worker would find it; nothing is sent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from appservice.client import HomeserverClient
 from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
-from bridge.config import parse
 from bridge.context import Context
-from bridge.outbox import OutboxWorker
 from bridge.powerlevels import broadcast_power_levels
 from bridge.reactions import (
     MAX_ALLOWED_REACTIONS,
@@ -31,7 +26,6 @@ from bridge.reactions import (
     screen_reactions,
 )
 from bridge.registry import Refusal
-from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Channel, OutboxEntry, Room
 
 DOMAIN = "example.org"
@@ -172,27 +166,6 @@ def test_overlong_keys_are_refused() -> None:
 
 
 # -- the command and the screen, on a real (SQLite) database ----------------------------------------
-
-
-@pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
-    config = parse(
-        {
-            "homeserver": {"url": "http://127.0.0.1:9", "domain": DOMAIN},
-            "appservice": {"as_token": "as-secret-0123456789", "hs_token": "hs-secret-0123456789"},
-            "database": {"url": f"sqlite:///{tmp_path / 'kanal.db'}"},
-        },
-        tmp_path / "config.yaml",
-    )
-    engine = create_engine(config.database_url)
-    await migrate(engine)
-    sessions = sessionmaker(engine)
-    client = HomeserverClient(config.homeserver_url, config.as_token, attempts=1)
-    try:
-        yield Context(config, client, sessions, OutboxWorker(sessions, client))
-    finally:
-        await client.close()
-        await engine.dispose()
 
 
 def broadcast(handle: str) -> str:

@@ -5,23 +5,18 @@ and `publish_due` on a migrated SQLite database, read back from the outbox as it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, update
 
-from appservice.client import HomeserverClient
 from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
 from bridge.commands import parse_command
-from bridge.config import parse
 from bridge.context import Context
 from bridge.i18n import catalogue, t
-from bridge.outbox import OutboxWorker
 from bridge.registry import aware
 from bridge.schedule import (
     MAX_LISTED,
@@ -36,7 +31,6 @@ from bridge.schedule import (
     run_scheduler,
     schedule_command,
 )
-from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, OutboxEntry, Post, Room, ScheduledPost
 
@@ -372,27 +366,6 @@ def test_what_cannot_be_published_is_no_draft(raw: dict[str, Any]) -> None:
 
 DOMAIN = "example.org"
 OWNER = f"@alice:{DOMAIN}"
-
-
-@pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
-    config = parse(
-        {
-            "homeserver": {"url": "http://127.0.0.1:9", "domain": DOMAIN},
-            "appservice": {"as_token": "as-secret-0123456789", "hs_token": "hs-secret-0123456789"},
-            "database": {"url": f"sqlite:///{tmp_path / 'kanal.db'}"},
-        },
-        tmp_path / "config.yaml",
-    )
-    engine = create_engine(config.database_url)
-    await migrate(engine)
-    sessions = sessionmaker(engine)
-    client = HomeserverClient(config.homeserver_url, config.as_token, attempts=1)
-    try:
-        yield Context(config, client, sessions, OutboxWorker(sessions, client))
-    finally:
-        await client.close()
-        await engine.dispose()
 
 
 def backstage(handle: str) -> str:
