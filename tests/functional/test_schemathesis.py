@@ -54,9 +54,7 @@ from bridge.store.db import migrate
 T = TypeVar("T")
 Check = Callable[[CheckContext, Response, "Case[Any]"], bool | None]
 
-SPEC_PATH = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "matrix-spec" / "application-service.openapi.json"
-)
+SPEC_PATH = Path(__file__).resolve().parents[1] / "matrix-spec" / "application-service.openapi.json"
 DOMAIN = "example.org"
 SEED = 20_240_601
 MIN_REQUESTS = 1_000
@@ -91,8 +89,8 @@ SPEC_GAPS: dict[str, dict[int, str]] = {
 def _spec() -> dict[str, Any]:
     if not SPEC_PATH.is_file():
         pytest.fail(
-            f"The Matrix spec's OpenAPI document is missing: {SPEC_PATH}. It belongs in shared/matrix-spec/ "
-            "beside the repository (CI lays shared/ there).",
+            f"The Matrix spec's OpenAPI document is missing: {SPEC_PATH}. It is kept in tests/matrix-spec/ "
+            "(a copy of the Matrix specification's data).",
             pytrace=False,
         )
     spec: dict[str, Any] = json.loads(SPEC_PATH.read_text(encoding="utf-8"))

@@ -22,7 +22,7 @@ from appservice.registration import (
     save,
 )
 
-SPEC_DEFINITIONS = Path("/work/shared/matrix-spec/application-service/definitions")
+SPEC_DEFINITIONS = Path(__file__).resolve().parents[1] / "matrix-spec" / "application-service" / "definitions"
 PATH = Path("/etc/kanal/registration.yaml")
 
 
