@@ -20,7 +20,7 @@ import aiohttp
 import yaml
 
 from bridge.cli import write_init_files
-from bridge.synapse import LocalSynapse
+from bridge.ops.synapse import LocalSynapse
 from tests.support import KanalProcess, free_port
 
 DOMAIN = "localhost"

@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 from appservice import server as _server
-from bridge import outbox as _outbox
 from bridge import service as _service
+from bridge.runtime import outbox as _outbox
 
 _TRACE = open(os.environ["KANAL_BENCH_TRACE"], "a", buffering=1, encoding="utf-8")
 _request_start: contextvars.ContextVar[float] = contextvars.ContextVar("request_start", default=0.0)

@@ -39,10 +39,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bridge.config import parse
 from bridge.moderation.hooks import MediaInfo, Pipeline, PostInfo, outcome
-from bridge.moderation.normalise import formatted_parts, normalise, post_text
-from bridge.moderation.terms import TermList
+from bridge.runtime.config import parse
+from bridge.screening.normalise import formatted_parts, normalise, post_text
+from bridge.screening.terms import TermList
 
 from ._common import code_version, percentile
 

@@ -23,9 +23,9 @@ from sqlalchemy import func, insert, select
 
 from appservice.server import Transaction
 from bench._common import code_version, fresh_postgres_database
-from bridge.config import parse
-from bridge.context import Context
-from bridge.outbox import OutboxWorker
+from bridge.runtime.config import parse
+from bridge.runtime.context import Context
+from bridge.runtime.outbox import OutboxWorker
 from bridge.service import Bridge
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.leases import Leases

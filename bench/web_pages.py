@@ -94,9 +94,9 @@ def post_content(n: int) -> dict[str, Any]:
 
 
 async def seed(database_url: str) -> None:
-    from bridge.names import title_key
     from bridge.store.db import create_engine, migrate, sessionmaker
     from bridge.store.models import Channel, Post
+    from bridge.text.names import title_key
 
     engine = create_engine(database_url)
     await migrate(engine)
@@ -136,9 +136,9 @@ async def seed(database_url: str) -> None:
 async def serve(folder: Path) -> None:
     """Start the three listeners (and the scripted homeserver), print their ports, run until stdin closes."""
     from appservice.client import HomeserverClient
-    from bridge.config import parse
-    from bridge.context import Context
-    from bridge.outbox import OutboxWorker
+    from bridge.runtime.config import parse
+    from bridge.runtime.context import Context
+    from bridge.runtime.outbox import OutboxWorker
     from bridge.store.db import create_engine, sessionmaker
     from bridge.web.pages import PAGES, add_page_routes
 

@@ -19,21 +19,20 @@ from appservice.ids import UserID
 from appservice.registration import Registration, RegistrationError, generate
 from appservice.registration import load as load_registration
 from appservice.server import AppServiceServer
-
-from .config import Config, ConfigError
-from .context import Context
-from .hosting import reconcile_at_start
-from .i18n import CatalogueError, catalogue
-from .metrics import Metrics, add_routes
-from .moderation.configlog import describe_hooks, hook_configuration_digest
-from .moderation.hooks import Pipeline
-from .moderation.notices import flagger_routes, run_report_poller
-from .outbox import OutboxWorker
-from .schedule import SCHEDULER_LEASE, run_scheduler
-from .service import HOUSEKEEPING_LEASE, PROCESSOR_LEASE, Bridge
-from .store.db import create_engine, migrate, sessionmaker
-from .store.leases import Leases, new_holder_id
-from .store.models import AuditEntry
+from bridge.channels.hosting import reconcile_at_start
+from bridge.moderation.configlog import describe_hooks, hook_configuration_digest
+from bridge.moderation.hooks import Pipeline
+from bridge.moderation.notices import flagger_routes, run_report_poller
+from bridge.publishing.schedule import SCHEDULER_LEASE, run_scheduler
+from bridge.runtime.config import Config, ConfigError
+from bridge.runtime.context import Context
+from bridge.runtime.metrics import Metrics, add_routes
+from bridge.runtime.outbox import OutboxWorker
+from bridge.service import HOUSEKEEPING_LEASE, PROCESSOR_LEASE, Bridge
+from bridge.store.db import create_engine, migrate, sessionmaker
+from bridge.store.leases import Leases, new_holder_id
+from bridge.store.models import AuditEntry
+from bridge.text.i18n import CatalogueError, catalogue
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ class Service:
             await connection.execute(text("SELECT 1"))
 
     async def start(self) -> None:
-        from .moderation.audit import AuditError, load_or_create_key
+        from bridge.moderation.audit import AuditError, load_or_create_key
 
         key_path = self.config.compliance.audit_key
         if key_path is not None:
@@ -206,7 +205,7 @@ class Service:
         await record_hook_configuration(self.ctx)
 
     async def _start_web(self) -> None:
-        from .web import make_web_app
+        from bridge.web import make_web_app
 
         self._web_runner = web.AppRunner(make_web_app(self.ctx), access_log=None)
         await self._web_runner.setup()
@@ -287,7 +286,7 @@ class Service:
 
 async def record_hook_configuration(ctx: Context) -> None:
     """A changed hook configuration is an audit-log entry (what changed is in the config file)."""
-    from .moderation import audit
+    from bridge.moderation import audit
 
     digest = hook_configuration_digest(ctx.config)
     async with ctx.sessions.begin() as session:

@@ -26,10 +26,9 @@ from appservice.client import q
 from appservice.errors import MatrixRequestError
 from appservice.events import Event, EventParseError, parse_event
 from appservice.ids import RoomID
-
-from .context import Context
-from .relay import POLL_END_TYPES, POLL_START_TYPES
-from .store.models import InboundEvent, Room
+from bridge.matrix.relay import POLL_END_TYPES, POLL_START_TYPES
+from bridge.runtime.context import Context
+from bridge.store.models import InboundEvent, Room
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 
 from appservice.registration import generate, save, write_secret_file
-
-from . import __version__, logs
-from .config import (
+from bridge import __version__
+from bridge.runtime import logs
+from bridge.runtime.config import (
     DEFAULT_BOT_LOCALPART,
     DEFAULT_GHOST_PREFIX,
     DEFAULT_LISTEN,
@@ -24,7 +24,7 @@ from .config import (
     ConfigError,
     parse_listen,
 )
-from .config import load as load_config
+from bridge.runtime.config import load as load_config
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
@@ -115,7 +115,7 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .app import StartupError, registration_from_config, run_until_stopped
+    from bridge.app import StartupError, registration_from_config, run_until_stopped
 
     try:
         config = load_config(Path(args.config))
@@ -140,15 +140,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from .sandbox import run_sandbox
+    from bridge.ops.sandbox import run_sandbox
 
     logs.setup("INFO", "text")
     return run_sandbox(Path(args.data_dir), synapse_port=args.synapse_port, kanal_port=args.port)
 
 
 def _cmd_migrate_db(args: argparse.Namespace) -> int:
-    from .config import resolve_database_url
-    from .migrate_db import MigrationError, copy_database
+    from bridge.ops.migrate_db import MigrationError, copy_database
+    from bridge.runtime.config import resolve_database_url
 
     try:
         config = load_config(Path(args.config))
@@ -171,9 +171,9 @@ def _cmd_migrate_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_hosting_apply(args: argparse.Namespace) -> int:
-    from .app import Service, StartupError, check_homeserver, registration_from_config
-    from .hosting import ApplyResult, apply, describe
-    from .store.db import migrate
+    from bridge.app import Service, StartupError, check_homeserver, registration_from_config
+    from bridge.channels.hosting import ApplyResult, apply, describe
+    from bridge.store.db import migrate
 
     try:
         config = load_config(Path(args.config))
@@ -204,7 +204,7 @@ def _cmd_hosting_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import exit_code, render_json, render_table, run_checks, wants_colour
+    from bridge.ops.doctor import exit_code, render_json, render_table, run_checks, wants_colour
 
     try:
         config = load_config(Path(args.config))
@@ -224,9 +224,15 @@ def _cmd_token(args: argparse.Namespace) -> int:
     """Registration tokens for the `token` creation policy, managed from a shell."""
     from sqlalchemy import select
 
-    from .registry import create_token, describe_token, find_token_by_ref, log_entry, parse_duration
-    from .store.db import create_engine, migrate, sessionmaker
-    from .store.models import RegistrationToken
+    from bridge.channels.registry import (
+        create_token,
+        describe_token,
+        find_token_by_ref,
+        log_entry,
+        parse_duration,
+    )
+    from bridge.store.db import create_engine, migrate, sessionmaker
+    from bridge.store.models import RegistrationToken
 
     try:
         config = load_config(Path(args.config))
@@ -272,7 +278,7 @@ def _cmd_transparency(args: argparse.Namespace) -> int:
     """The public transparency report (DSA Art. 15/24) for a period, as JSON, CSV or HTML."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .moderation.transparency import RENDERERS, parse_day, report_from_database, write_public_file
+    from bridge.moderation.transparency import RENDERERS, parse_day, report_from_database, write_public_file
 
     try:
         start, end = parse_day(args.start), parse_day(args.end)
@@ -308,10 +314,10 @@ def _cmd_flagger(args: argparse.Namespace) -> int:
     """Trusted flaggers: named tokens for POST /_kanal/flagger/v1/notices."""
     from sqlalchemy import select
 
-    from .moderation.notices import new_flagger_token
-    from .registry import hash_token
-    from .store.db import create_engine, migrate, sessionmaker
-    from .store.models import Flagger
+    from bridge.channels.registry import hash_token
+    from bridge.moderation.notices import new_flagger_token
+    from bridge.store.db import create_engine, migrate, sessionmaker
+    from bridge.store.models import Flagger
 
     try:
         config = load_config(Path(args.config))
@@ -355,8 +361,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .moderation import audit
-    from .store.db import create_engine, migrate, sessionmaker
+    from bridge.moderation import audit
+    from bridge.store.db import create_engine, migrate, sessionmaker
 
     def report(result: audit.VerifyResult, key: Ed25519PublicKey | None, key_source: str) -> int:
         counts = f"{result.entries} entries, {result.checkpoints} checkpoints"

@@ -22,30 +22,39 @@ from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.events import Event, EventParseError, parse_event
 from appservice.ids import RoomAlias, RoomID, UserID, server_of
 from appservice.server import Transaction
-
-from .backstage import on_backstage_event
-from .catchup import CATCH_UP_TYPES, catch_up, verify_preceding
-from .channels import create_channel, delete_channel
-from .comments import DISCUSSION, discussion_encrypted, on_discussion_event
-from .comments import register as register_comments
-from .context import Context, enqueue, reply, send_entry
-from .i18n import t
-from .languages import language_for
-from .management import on_management_message
-from .moderation.policy import KINDS as POLICY_RULE_TYPES
-from .moderation.policy import exec_hosting_reconcile, exec_policy_ban, on_policy_event
-from .moderation.policy import follow as follow_policy_rooms
-from .moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
-from .operators import on_operator_message, schedule_operator_room, sync_operator_room
-from .outbox import new_entry
-from .private import is_knock, is_self_leave, on_member_event
-from .reactions import screen_reactions
-from .registry import backfill_keys, channel_for_alias, exec_alias, exec_directory, expire_holds
-from .relay import POLL_END_TYPES, POLL_START_TYPES, SOURCE_KEY
-from .stats import mark_views, record_daily_stats
-from .store.leases import Leases
-from .store.models import Channel, InboundEvent, Post, Room
-from .views import count_receipts
+from bridge.audience.comments import DISCUSSION, discussion_encrypted, on_discussion_event
+from bridge.audience.comments import register as register_comments
+from bridge.audience.reactions import screen_reactions
+from bridge.audience.stats import mark_views, record_daily_stats
+from bridge.audience.views import count_receipts
+from bridge.catchup import CATCH_UP_TYPES, catch_up, verify_preceding
+from bridge.channels.backstage import on_backstage_event
+from bridge.channels.lifecycle import create_channel, delete_channel
+from bridge.channels.management import on_management_message
+from bridge.channels.operators import (
+    on_operator_message,
+    schedule_operator_room,
+    sync_operator_room,
+)
+from bridge.channels.private import is_knock, is_self_leave, on_member_event
+from bridge.channels.registry import (
+    backfill_keys,
+    channel_for_alias,
+    exec_alias,
+    exec_directory,
+    expire_holds,
+)
+from bridge.matrix.relay import POLL_END_TYPES, POLL_START_TYPES, SOURCE_KEY
+from bridge.moderation.policy import KINDS as POLICY_RULE_TYPES
+from bridge.moderation.policy import exec_hosting_reconcile, exec_policy_ban, on_policy_event
+from bridge.moderation.policy import follow as follow_policy_rooms
+from bridge.moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
+from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.languages import language_for
+from bridge.runtime.outbox import new_entry
+from bridge.store.leases import Leases
+from bridge.store.models import Channel, InboundEvent, Post, Room
+from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
 

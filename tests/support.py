@@ -20,7 +20,7 @@ import aiohttp
 import nio
 import yaml
 
-from bridge.synapse import LocalSynapse
+from bridge.ops.synapse import LocalSynapse
 
 DEFAULT_TIMEOUT = 20.0
 

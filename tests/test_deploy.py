@@ -32,9 +32,9 @@ from aiohttp import web
 from appservice.registration import generate
 from bridge.app import SHUTDOWN_GRACE_S, registration_from_config
 from bridge.cli import EXIT_CONFIG, build_parser
-from bridge.config import DEFAULT_BOT_LOCALPART, DEFAULT_GHOST_PREFIX, DEFAULT_LISTEN, parse_listen
-from bridge.config import load as load_config
-from bridge.metrics import Metrics, add_routes
+from bridge.runtime.config import DEFAULT_BOT_LOCALPART, DEFAULT_GHOST_PREFIX, DEFAULT_LISTEN, parse_listen
+from bridge.runtime.config import load as load_config
+from bridge.runtime.metrics import Metrics, add_routes
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from bridge.config import _SCHEMA, parse
+from bridge.runtime.config import _SCHEMA, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 

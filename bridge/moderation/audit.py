@@ -58,9 +58,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.registration import write_secret_file
-
-from ..config import Config
-from ..store.models import AuditCheckpoint, AuditEntry, AuditPersonal
+from bridge.runtime.config import Config
+from bridge.store.models import AuditCheckpoint, AuditEntry, AuditPersonal
 
 GENESIS_HASH = "0" * 64
 ENTRY_TAG = "kanal-audit/1"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from bridge.runtime.config import Config
 
 SECRET_WORDS = ("secret", "token", "password", "key")
 

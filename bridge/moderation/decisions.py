@@ -21,13 +21,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..context import Context, enqueue, send_entry
-from ..i18n import SOURCE_LANGUAGE, t
-from ..languages import language_for
-from ..outbox import new_entry
-from ..relay import REF_PLACEHOLDER
-from ..store.models import Channel, Decision, HeldPost, Notice, Post, Room
-from . import audit
+from bridge.matrix.relay import REF_PLACEHOLDER
+from bridge.moderation import audit
+from bridge.runtime.context import Context, enqueue, send_entry
+from bridge.runtime.languages import language_for
+from bridge.runtime.outbox import new_entry
+from bridge.store.models import Channel, Decision, HeldPost, Notice, Post, Room
+from bridge.text.i18n import SOURCE_LANGUAGE, t
 
 
 @dataclass(frozen=True)
@@ -361,7 +361,7 @@ def take_down(ctx: Context, session: AsyncSession, channel: Channel, post: Post,
         ),
     )
     if channel.comments_room_id:
-        from ..comments import root_redaction
+        from bridge.audience.comments import root_redaction
 
         enqueue(session, root_redaction(channel, post, reason[:500]))
 
@@ -388,7 +388,7 @@ def suspend(ctx: Context, session: AsyncSession, channel: Channel) -> None:
 
 def unsuspend(ctx: Context, session: AsyncSession, channel: Channel) -> None:
     """Back to how the owner had it: public (listed, anyone joins) or private (knock, unlisted)."""
-    from ..private import access_entries
+    from bridge.channels.private import access_entries
 
     channel.status = "active"
     for entry in access_entries(ctx, channel):

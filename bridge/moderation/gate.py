@@ -17,14 +17,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
-
-from ..context import Context, enqueue, reply, send_entry
-from ..i18n import t
-from ..outbox import aware
-from ..store.models import Channel, Decision, HeldPost, Room
-from . import audit
-from .decisions import Ground, record
-from .hooks import MediaInfo, PostInfo, Verdict, outcome
+from bridge.moderation import audit
+from bridge.moderation.decisions import Ground, record
+from bridge.moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
+from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.outbox import aware
+from bridge.store.models import Channel, Decision, HeldPost, Room
+from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
 

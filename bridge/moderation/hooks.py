@@ -29,9 +29,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from ..config import Config, ConfigError
-from .normalise import formatted_parts, link_hosts, post_text
-from .settings import (
+from bridge.runtime.config import Config, ConfigError
+from bridge.screening.normalise import formatted_parts, link_hosts, post_text
+from bridge.screening.settings import (
     ACTIONS,
     HookSpec,
     LinksSpec,
@@ -41,8 +41,8 @@ from .settings import (
     TermsSpec,
     WebhookSpec,
 )
-from .terms import TermList
-from .webhook import WebhookFailure, WebhookSender
+from bridge.screening.terms import TermList
+from bridge.screening.webhook import WebhookFailure, WebhookSender
 
 log = logging.getLogger(__name__)
 

@@ -21,15 +21,23 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
-
-from ..context import Context, reply
-from ..i18n import t
-from ..languages import language_for
-from ..registry import hash_token
-from ..store.models import Appeal, Channel, ChannelMember, ChannelRequest, Decision, Flagger, Notice, Room
-from . import audit
-from .decisions import post_by_relayed_event
-from .gate import tell_moderators
+from bridge.channels.registry import hash_token
+from bridge.moderation import audit
+from bridge.moderation.decisions import post_by_relayed_event
+from bridge.moderation.gate import tell_moderators
+from bridge.runtime.context import Context, reply
+from bridge.runtime.languages import language_for
+from bridge.store.models import (
+    Appeal,
+    Channel,
+    ChannelMember,
+    ChannelRequest,
+    Decision,
+    Flagger,
+    Notice,
+    Room,
+)
+from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +88,7 @@ async def file_notice(
 ) -> Notice | None:
     """Record a notice about a published post or a comment; None when `event_id` is neither (nothing
     recorded)."""
-    from ..comments import comments_url, post_of_root, reported_comment
+    from bridge.audience.comments import comments_url, post_of_root, reported_comment
 
     post = await post_by_relayed_event(session, event_id) or await post_of_root(session, event_id)
     comment = None
@@ -160,7 +168,7 @@ async def may_appeal(session: AsyncSession, decision: Decision, user_id: str) ->
         request = await session.get(ChannelRequest, int(target.split(":", 1)[1]))
         return request is not None and request.user_id == user_id
     if decision.kind == "remove_comment":
-        from ..comments import may_appeal as may_appeal_comment
+        from bridge.audience.comments import may_appeal as may_appeal_comment
 
         return await may_appeal_comment(session, target, user_id)
     if decision.notice_id is not None:

@@ -20,11 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.client import q
 from appservice.errors import MatrixRequestError
 from appservice.ids import RoomID
-
-from ..context import Context, enqueue
-from ..outbox import OutboxWorker, new_entry
-from ..store.models import Channel, Decision, OutboxEntry, PolicyRule, Room
-from .decisions import Ground, record, suspend, unsuspend
+from bridge.moderation.decisions import Ground, record, suspend, unsuspend
+from bridge.runtime.context import Context, enqueue
+from bridge.runtime.outbox import OutboxWorker, new_entry
+from bridge.store.models import Channel, Decision, OutboxEntry, PolicyRule, Room
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,7 @@ async def on_policy_event(ctx: Context, session: AsyncSession, room: Room, event
 
 
 async def exec_hosting_reconcile(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    from ..hosting import reconcile
+    from bridge.channels.hosting import reconcile
 
     await reconcile(ctx)
     return None

@@ -20,16 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event, EventParseError, parse_event
-
-from ..commands import Command, parse_command
-from ..context import Context, reply
-from ..i18n import t
-from ..languages import language_for
-from ..outbox import OutboxWorker, SkipEntry
-from ..registry import Refusal, parse_duration
-from ..store.models import Appeal, Channel, Decision, HeldPost, InboundEvent, Notice, OutboxEntry, Room
-from . import audit
-from .decisions import (
+from bridge.channels.registry import Refusal, parse_duration
+from bridge.moderation import audit
+from bridge.moderation.decisions import (
     Ground,
     post_by_relayed_event,
     record,
@@ -38,9 +31,15 @@ from .decisions import (
     take_down,
     unsuspend,
 )
+from bridge.runtime.context import Context, reply
+from bridge.runtime.languages import language_for
+from bridge.runtime.outbox import OutboxWorker, SkipEntry
+from bridge.store.models import Appeal, Channel, Decision, HeldPost, InboundEvent, Notice, OutboxEntry, Room
+from bridge.text.commands import Command, parse_command
+from bridge.text.i18n import t
 
 if TYPE_CHECKING:
-    from ..comments import ReportedComment
+    from bridge.audience.comments import ReportedComment
 
 ROOM_NAME = "Kanal moderation"
 _MATRIX_TO_EVENT = re.compile(r"(\$[A-Za-z0-9_\-+/=.:]+)")
@@ -73,7 +72,7 @@ def moderators(ctx: Context) -> list[str]:
 
 
 async def sync_moderation_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    from ..operators import sync_staff_room
+    from bridge.channels.operators import sync_staff_room
 
     members = moderators(ctx)
     if not members:
@@ -117,7 +116,7 @@ async def _remind(ctx: Context, room_id: str) -> None:
 
 async def schedule_moderation_room(ctx: Context) -> None:
     """Queue the moderation room's creation or membership check, once."""
-    from ..operators import schedule_staff_room
+    from bridge.channels.operators import schedule_staff_room
 
     if moderators(ctx):
         await schedule_staff_room(ctx, "moderators", "moderation_room")
@@ -222,8 +221,8 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
 
 async def publish(ctx: Context, s: AsyncSession, channel: Channel, held: HeldPost) -> None:
     """Publish a held post: a backstage event, or a post made through the publishing API."""
-    from ..backstage import relay_event
-    from ..web.api import is_held_api_post, publish_held
+    from bridge.channels.backstage import relay_event
+    from bridge.web.api import is_held_api_post, publish_held
 
     if is_held_api_post(held):
         await publish_held(ctx, s, channel, held)
@@ -295,7 +294,7 @@ async def _target_event(s: AsyncSession, text: str) -> tuple[str | None, Notice 
 
 
 async def _takedown(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
-    from ..comments import reported_comment
+    from bridge.audience.comments import reported_comment
 
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_takedown"))
@@ -343,7 +342,7 @@ async def _takedown_comment(
     notice: Notice | None,
 ) -> None:
     """Remove a reader's comment: redacted by the bot, the statement to the commenter and the notifier."""
-    from ..comments import comment_removed, take_down_comment
+    from bridge.audience.comments import comment_removed, take_down_comment
 
     ground = _ground(cmd.args[1])
     if await comment_removed(s, comment.event.event_id):
@@ -393,7 +392,7 @@ async def _noaction(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
 
 
 async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
-    from ..management import find_channel
+    from bridge.channels.management import find_channel
 
     channel = await find_channel(s, handle_text or "")
     if channel is None:
@@ -405,8 +404,8 @@ async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
 async def _refuse_comment(ctx: Context, s: AsyncSession, text: str | None, command: str) -> None:
     """`restrict` and `suspend` act on channels: naming a comment (by notice, id or link) is refused
     with what can be done to a comment instead."""
-    from ..comments import reported_comment
-    from ..management import find_channel
+    from bridge.audience.comments import reported_comment
+    from bridge.channels.management import find_channel
 
     if not text or await find_channel(s, text) is not None:
         return
@@ -590,7 +589,7 @@ async def _grant(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
 
 async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Channel | None) -> None:
     """Undo what `decision` restricted: re-publish a removed or rejected post, lift a restriction."""
-    from ..backstage import relay_event
+    from bridge.channels.backstage import relay_event
 
     target = decision.target or ""
     if decision.kind == "reject_request" and target.startswith("request:"):
@@ -599,7 +598,7 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
     if channel is None:
         return
     if decision.kind == "remove_comment" and target:
-        from ..comments import restore_comment
+        from bridge.audience.comments import restore_comment
 
         await restore_comment(ctx, s, target, decision.id)
     elif decision.kind == "restrict":
@@ -632,9 +631,9 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
 
 async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> None:
     """A refused registration, granted on appeal: the channel is created for the requester."""
-    from ..management import start_creation
-    from ..registry import handle_refusal
-    from ..store.models import ChannelRequest
+    from bridge.channels.management import start_creation
+    from bridge.channels.registry import handle_refusal
+    from bridge.store.models import ChannelRequest
 
     request = await s.get(ChannelRequest, request_id)
     if request is None:

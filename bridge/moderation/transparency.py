@@ -32,8 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from ..store.db import create_engine, migrate, sessionmaker
-from ..store.models import Appeal, Decision, HeldPost, Notice
+from bridge.store.db import create_engine, migrate, sessionmaker
+from bridge.store.models import Appeal, Decision, HeldPost, Notice
 
 # The values models.py documents, listed even when none occurred, in this order.
 NOTICE_SOURCES = ("command", "homeserver", "flagger")

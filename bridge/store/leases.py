@@ -11,7 +11,7 @@ from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .models import Lease
+from bridge.store.models import Lease
 
 LEASE_SECONDS = 15.0
 

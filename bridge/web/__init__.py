@@ -9,14 +9,14 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..context import Context
+from bridge.runtime.context import Context
 
 
 def make_web_app(ctx: Context) -> web.Application:
     """The web application: pages (pages.py) and the publishing API (api.py)."""
-    from .api import add_api_routes
-    from .join import add_join_routes
-    from .pages import add_page_routes
+    from bridge.web.api import add_api_routes
+    from bridge.web.join import add_join_routes
+    from bridge.web.pages import add_page_routes
 
     app = web.Application(client_max_size=50 * 1024 * 1024, middlewares=[_security_headers])
     add_page_routes(app, ctx)

@@ -43,21 +43,21 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..backstage import shown_content
-from ..comments import mirror_post, mirror_redaction
-from ..context import Context, enqueue, reply, send_entry
-from ..edits import edit_event_content, publish_edit
-from ..i18n import t
-from ..languages import language_for
-from ..moderation import audit
-from ..moderation.decisions import Ground, record
-from ..moderation.gate import record_held, tell_moderators
-from ..moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
-from ..outbox import aware, new_entry
-from ..relay import REF_PLACEHOLDER, SOURCE_KEY, with_text
-from ..store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post, Room
-from ..views import views_of
-from .tokens import authenticate, bearer_token
+from bridge.audience.comments import mirror_post, mirror_redaction
+from bridge.audience.views import views_of
+from bridge.channels.backstage import shown_content
+from bridge.matrix.relay import REF_PLACEHOLDER, SOURCE_KEY, with_text
+from bridge.moderation import audit
+from bridge.moderation.decisions import Ground, record
+from bridge.moderation.gate import record_held, tell_moderators
+from bridge.moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
+from bridge.publishing.edits import edit_event_content, publish_edit
+from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.languages import language_for
+from bridge.runtime.outbox import aware, new_entry
+from bridge.store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post, Room
+from bridge.text.i18n import t
+from bridge.web.tokens import authenticate, bearer_token
 
 log = logging.getLogger(__name__)
 

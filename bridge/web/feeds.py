@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from markupsafe import Markup
 
-from .render import STRINGS, ChannelInfo, PostView, iso, utc
+from bridge.web.render import STRINGS, ChannelInfo, PostView, iso, utc
 
 ATOM_NS: Final = "http://www.w3.org/2005/Atom"
 XML_LANG: Final = "{http://www.w3.org/XML/1998/namespace}lang"

@@ -25,15 +25,14 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from appservice.ids import is_user_id, server_of
-
-from ..context import Context
-from ..hosting import server_acl_content, server_allowed
-from ..i18n import t
-from ..invites import MAX_USER_ID_LENGTH, Rate, RateLimiter, is_link_token, link_state
-from ..private import admit, find_link, now
-from ..registry import hash_token
-from ..store.models import Channel, InviteLink
-from .render import TEMPLATES
+from bridge.channels.hosting import server_acl_content, server_allowed
+from bridge.channels.invites import MAX_USER_ID_LENGTH, Rate, RateLimiter, is_link_token, link_state
+from bridge.channels.private import admit, find_link, now
+from bridge.channels.registry import hash_token
+from bridge.runtime.context import Context
+from bridge.store.models import Channel, InviteLink
+from bridge.text.i18n import t
+from bridge.web.render import TEMPLATES
 
 FORM_LIFETIME_S: Final = 3600
 MAX_FORM_BYTES: Final = 4096

@@ -29,9 +29,9 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import Text, bindparam, cast, select
 
-from ..store.models import Channel, Post
-from .cache import Reader
-from .render import media_refs
+from bridge.store.models import Channel, Post
+from bridge.web.cache import Reader
+from bridge.web.render import media_refs
 
 log = logging.getLogger(__name__)
 

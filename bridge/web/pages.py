@@ -40,16 +40,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
 from appservice.ids import RoomID
-
-from ..context import Context
-from ..management import subscriber_count
-from ..names import title_key
-from ..relations import related_events
-from ..store.models import Channel, HandleHold, Post
-from .cache import MAX_CACHED_PAGES, FreshReads, Page, PageCache, Reader, RefreshingCache
-from .feeds import ATOM_TYPE, JSON_FEED_TYPE, atom, json_feed
-from .media import MEDIA_CACHE_DIR, MediaProxy, MediaStore, referenced_by_visible_post
-from .render import (
+from bridge.channels.management import subscriber_count
+from bridge.matrix.relations import related_events
+from bridge.runtime.context import Context
+from bridge.store.models import Channel, HandleHold, Post
+from bridge.text.names import title_key
+from bridge.web.cache import MAX_CACHED_PAGES, FreshReads, Page, PageCache, Reader, RefreshingCache
+from bridge.web.feeds import ATOM_TYPE, JSON_FEED_TYPE, atom, json_feed
+from bridge.web.media import MEDIA_CACHE_DIR, MediaProxy, MediaStore, referenced_by_visible_post
+from bridge.web.render import (
     DIRECTORY_LIMIT,
     FEED_SIZE,
     PAGE_SIZE,
@@ -61,7 +60,7 @@ from .render import (
     parse_poll,
     tally_poll,
 )
-from .sanitise import MEDIA_ID, SERVER_NAME, parse_mxc
+from bridge.web.sanitise import MEDIA_ID, SERVER_NAME, parse_mxc
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import nh3
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import Markup
 
-from ..i18n import detect_language
-from .sanitise import Sanitiser, media_path, plain_html
+from bridge.text.i18n import detect_language
+from bridge.web.sanitise import Sanitiser, media_path, plain_html
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
 STYLESHEET: Final = TEMPLATES / "kanal.css"

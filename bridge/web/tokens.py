@@ -18,13 +18,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
-
-from ..context import Context, enqueue, reply, send_entry
-from ..i18n import t
-from ..management import role_of
-from ..moderation import audit
-from ..registry import hash_token as hash_token  # the one digest of secret tokens
-from ..store.models import ApiToken, Channel, Room
+from bridge.channels.management import role_of
+from bridge.channels.registry import hash_token as hash_token
+from bridge.moderation import audit
+from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.store.models import ApiToken, Channel, Room
+from bridge.text.i18n import t
 
 TOKEN_PREFIX: Final = "kanal_api_"  # noqa: S105 (a prefix, not a secret)
 TOKEN_BYTES: Final = 32

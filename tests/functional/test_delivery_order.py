@@ -25,9 +25,9 @@ from appservice.client import HomeserverClient
 from appservice.events import Event, parse_event
 from appservice.server import Transaction
 from bridge import service as service_module
-from bridge.config import parse
-from bridge.context import Context
-from bridge.outbox import OutboxWorker
+from bridge.runtime.config import parse
+from bridge.runtime.context import Context
+from bridge.runtime.outbox import OutboxWorker
 from bridge.service import Bridge, DeliverySequence
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.leases import Leases

@@ -29,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from appservice.client import HomeserverClient
 from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
-from bridge.config import parse
-from bridge.context import Context
+from bridge.matrix.relay import REF_PLACEHOLDER, SOURCE_KEY
 from bridge.moderation.hooks import Pipeline
-from bridge.outbox import OutboxWorker
-from bridge.relay import REF_PLACEHOLDER, SOURCE_KEY
+from bridge.runtime.config import parse
+from bridge.runtime.context import Context
+from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import (
     ApiIdempotency,

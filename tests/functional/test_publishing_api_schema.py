@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.context import Context
+from bridge.runtime.context import Context
 from bridge.web.api import OPENAPI_FILE
 
 from .test_publishing_api import (

@@ -48,7 +48,7 @@ from schemathesis.specs.openapi.checks import (
 
 from bridge.app import Service
 from bridge.cli import write_init_files
-from bridge.config import load as load_config
+from bridge.runtime.config import load as load_config
 from bridge.store.db import migrate
 
 T = TypeVar("T")

@@ -31,12 +31,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appservice.client import HomeserverClient
-from bridge.config import parse
-from bridge.context import Context
-from bridge.names import title_key
-from bridge.outbox import OutboxWorker
+from bridge.runtime.config import parse
+from bridge.runtime.context import Context
+from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Channel, HandleHold, Post
+from bridge.text.names import title_key
 from bridge.web.pages import EMBED_CSP, PAGE_CSP, PAGES, PollKey, add_page_routes
 
 DOMAIN = "example.org"

@@ -21,8 +21,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from bridge.config import Config, parse
 from bridge.moderation.hooks import MediaInfo, Pipeline, PostInfo, Verdict, WebhookHook
+from bridge.runtime.config import Config, parse
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 KEY = base64.b64decode(SECRET.removeprefix("whsec_"))

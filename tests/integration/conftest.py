@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import write_init_files
-from bridge.synapse import LocalSynapse
+from bridge.ops.synapse import LocalSynapse
 from tests.support import Env, KanalProcess, free_port
 
 DOMAIN = "localhost"

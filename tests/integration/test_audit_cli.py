@@ -22,9 +22,9 @@ from sqlalchemy import select, text
 
 from appservice.registration import write_secret_file
 from bridge.cli import write_init_files
-from bridge.config import Config
-from bridge.config import load as load_config
 from bridge.moderation.audit import append, configured_public_key, key_id, public_key_pem, verify
+from bridge.runtime.config import Config
+from bridge.runtime.config import load as load_config
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import AuditEntry
 

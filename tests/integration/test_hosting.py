@@ -17,10 +17,10 @@ import yaml
 from sqlalchemy import select
 
 from appservice.client import HomeserverClient
-from bridge.config import load
-from bridge.context import Context
-from bridge.hosting import DAY_MS, set_channel_retention
-from bridge.outbox import OutboxWorker
+from bridge.channels.hosting import DAY_MS, set_channel_retention
+from bridge.runtime.config import load
+from bridge.runtime.context import Context
+from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, sessionmaker
 from bridge.store.models import Channel as ChannelRow
 from tests.support import Channel, Env, User, create_channel

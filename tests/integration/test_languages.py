@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.i18n import t
+from bridge.text.i18n import t
 from tests.support import Env
 
 pytestmark = pytest.mark.integration

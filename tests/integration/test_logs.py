@@ -8,7 +8,7 @@ import logging
 import pytest
 import yaml
 
-from bridge.logs import JsonFormatter
+from bridge.runtime.logs import JsonFormatter
 from tests.support import Env
 
 

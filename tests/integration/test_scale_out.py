@@ -21,7 +21,7 @@ import yaml
 from aiohttp import web
 
 from bridge.cli import write_init_files
-from bridge.synapse import LocalSynapse
+from bridge.ops.synapse import LocalSynapse
 from tests.support import Env, KanalProcess, create_channel, free_port
 
 SERVER = os.environ.get("KANAL_TEST_POSTGRES", "")

@@ -1,4 +1,4 @@
-"""Integration tests for bridge.synapse.LocalSynapse against a real Synapse on loopback."""
+"""Integration tests for bridge.ops.synapse.LocalSynapse against a real Synapse on loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bridge.synapse import LocalSynapse, SynapseError
+from bridge.ops.synapse import LocalSynapse, SynapseError
 
 pytestmark = pytest.mark.integration
 

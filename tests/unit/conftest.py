@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from appservice.client import HomeserverClient
-from bridge.config import parse
-from bridge.context import Context
-from bridge.outbox import OutboxWorker
+from bridge.runtime.config import parse
+from bridge.runtime.context import Context
+from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, migrate, sessionmaker
 
 DOMAIN = "example.org"

@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bridge.config import Config, parse
 from bridge.moderation.audit import (
     GENESIS_HASH,
     AuditError,
@@ -45,6 +44,7 @@ from bridge.moderation.audit import (
     verify,
     verify_entries,
 )
+from bridge.runtime.config import Config, parse
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import AuditCheckpoint, AuditEntry, AuditPersonal
 

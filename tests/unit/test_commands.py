@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.commands import Command, parse_command
+from bridge.text.commands import Command, parse_command
 
 
 def test_docstring_example() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
-from bridge.comments import (
+from bridge.audience.comments import (
     ROOT_KEY,
     comment_reported,
     comments_url,
@@ -20,9 +20,9 @@ from bridge.comments import (
     root_edit_content,
     thread_relation,
 )
-from bridge.i18n import LOCALE_DIR, catalogue, t
 from bridge.moderation.hooks import PostInfo, RateHook
-from bridge.moderation.settings import RateSpec
+from bridge.screening.settings import RateSpec
+from bridge.text.i18n import LOCALE_DIR, catalogue, t
 
 GHOST = "@kanal_news:example.org"
 ROOM = "!talk:example.org"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import (
+from bridge.runtime.config import (
     DEFAULT_LISTEN,
     DEFAULT_REDRESS,
     ComplianceConfig,

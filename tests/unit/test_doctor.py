@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from appservice.errors import MatrixRequestError, error_from_response
-from bridge.config import Config, parse
-from bridge.doctor import (
+from bridge.ops.doctor import (
     EXIT_FAIL,
     EXIT_PASS,
     EXIT_WARN,
@@ -39,6 +38,7 @@ from bridge.doctor import (
     render_table,
     tokens_check,
 )
+from bridge.runtime.config import Config, parse
 
 AS_TOKEN = "as-token-0123456789abcdef"
 HS_TOKEN = "hs-token-0123456789abcdef"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.forwarding import FORWARD_KEY, TITLE_MARK, Origin, attributed, permalink
-from bridge.relay import SOURCE_KEY
+from bridge.matrix.relay import SOURCE_KEY
+from bridge.publishing.forwarding import FORWARD_KEY, TITLE_MARK, Origin, attributed, permalink
 from bridge.store.models import Channel, Post
 
 HEADER = f"Forwarded from {TITLE_MARK}"

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config import Config, parse
-from bridge.hosting import (
+from bridge.channels.hosting import (
     DAY_MS,
     ApplyResult,
     Change,
@@ -22,6 +21,7 @@ from bridge.hosting import (
     server_allowed,
     with_hosting_policy,
 )
+from bridge.runtime.config import Config, parse
 
 
 def config(domain: str = "example.org", **hosting: Any) -> Config:

@@ -17,7 +17,7 @@ import polib
 import pytest
 
 import bridge
-from bridge.i18n import LOCALE_DIR, CatalogueError, catalogue, detect_language, load_catalogue, t
+from bridge.text.i18n import LOCALE_DIR, CatalogueError, catalogue, detect_language, load_catalogue, t
 
 LANGUAGES = ("en", "fa")
 TRANSLATIONS = ("fa",)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bridge.invites import (
+from bridge.channels.invites import (
     LinkOptionError,
     LinkOptions,
     Rate,
@@ -22,8 +22,8 @@ from bridge.invites import (
     tokens_in,
     without_tokens,
 )
-from bridge.powerlevels import broadcast_room_request
-from bridge.registry import hash_token
+from bridge.channels.registry import hash_token
+from bridge.matrix.powerlevels import broadcast_room_request
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

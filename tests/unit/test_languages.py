@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from appservice.events import parse_event
-from bridge.commands import parse_command
-from bridge.context import Context
-from bridge.languages import chosen_language, language_command, language_for
+from bridge.runtime.context import Context
+from bridge.runtime.languages import chosen_language, language_command, language_for
 from bridge.store.models import OutboxEntry, Room, UserSetting
+from bridge.text.commands import parse_command
 
 DOMAIN = "example.org"
 ALICE = f"@alice:{DOMAIN}"

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from bridge.config import Config, ConfigError, parse
 from bridge.moderation.hooks import (
     LinksHook,
     MediaHook,
@@ -25,7 +24,8 @@ from bridge.moderation.hooks import (
     WebhookHook,
     outcome,
 )
-from bridge.moderation.settings import (
+from bridge.runtime.config import Config, ConfigError, parse
+from bridge.screening.settings import (
     LinksSpec,
     MediaSpec,
     PluginSpec,
@@ -34,14 +34,7 @@ from bridge.moderation.settings import (
     WebhookSpec,
     parse_hooks,
 )
-from bridge.moderation.webhook import (
-    Answer,
-    WebhookFailure,
-    decode_secret,
-    parse_answer,
-    sign,
-    verify,
-)
+from bridge.screening.webhook import Answer, WebhookFailure, decode_secret, parse_answer, sign, verify
 
 # The Standard Webhooks specification's published test vector.
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

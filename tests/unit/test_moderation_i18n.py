@@ -6,8 +6,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.config import DEFAULT_REDRESS
-from bridge.i18n import catalogue, t
 from bridge.moderation.decisions import (
     Ground,
     StatementFacts,
@@ -15,7 +13,9 @@ from bridge.moderation.decisions import (
     statement_facts,
     statement_of_reasons,
 )
+from bridge.runtime.config import DEFAULT_REDRESS
 from bridge.store.models import Channel, Decision, Notice
+from bridge.text.i18n import catalogue, t
 from tests.unit.test_decisions import _decision
 
 DAYS = 14

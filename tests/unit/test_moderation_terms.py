@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.moderation.normalise import formatted_parts, host_key, link_hosts, normalise, post_text
-from bridge.moderation.terms import (
+from bridge.screening.normalise import formatted_parts, host_key, link_hosts, normalise, post_text
+from bridge.screening.terms import (
     ARABIC_PREFIXES,
     ARABIC_SUFFIXES,
     Found,

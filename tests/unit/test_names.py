@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config import DEFAULT_HANDLE_PATTERN
-from bridge.names import (
+from bridge.runtime.config import DEFAULT_HANDLE_PATTERN
+from bridge.text.names import (
     BIDI_CONTROLS,
     DEFAULT_HANDLE_MAX_LENGTH,
     DEFAULT_HANDLE_MIN_LENGTH,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bridge.powerlevels import (
+from bridge.matrix.powerlevels import (
     CHANNEL_STATE_TYPE,
     POLL_RESPONSE_TYPES,
     backstage_name,

@@ -13,9 +13,7 @@ from sqlalchemy import select
 
 from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
-from bridge.context import Context
-from bridge.powerlevels import broadcast_power_levels
-from bridge.reactions import (
+from bridge.audience.reactions import (
     MAX_ALLOWED_REACTIONS,
     MAX_REACTION_KEY_LENGTH,
     ReactionPolicy,
@@ -25,7 +23,9 @@ from bridge.reactions import (
     reactions_command,
     screen_reactions,
 )
-from bridge.registry import Refusal
+from bridge.channels.registry import Refusal
+from bridge.matrix.powerlevels import broadcast_power_levels
+from bridge.runtime.context import Context
 from bridge.store.models import Channel, OutboxEntry, Room
 
 DOMAIN = "example.org"

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, parse
-from bridge.operators import _token_options
-from bridge.registry import (
+from bridge.channels.operators import _token_options
+from bridge.channels.registry import (
     TOKEN_PREFIX,
     describe_token,
     hash_token,
@@ -18,6 +17,7 @@ from bridge.registry import (
     token_problem,
     topic_for,
 )
+from bridge.runtime.config import ConfigError, parse
 from bridge.store.models import Channel, RegistrationToken
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.relay import (
+from bridge.matrix.relay import (
     REF_PLACEHOLDER,
     SOURCE_KEY,
     RelayPlan,

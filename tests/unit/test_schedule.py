@@ -14,11 +14,8 @@ from sqlalchemy import select, update
 
 from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
-from bridge.commands import parse_command
-from bridge.context import Context
-from bridge.i18n import catalogue, t
-from bridge.registry import aware
-from bridge.schedule import (
+from bridge.channels.registry import aware
+from bridge.publishing.schedule import (
     MAX_LISTED,
     MAX_PENDING_PER_CHANNEL,
     MAX_SCHEDULE_AHEAD,
@@ -31,8 +28,11 @@ from bridge.schedule import (
     run_scheduler,
     schedule_command,
 )
+from bridge.runtime.context import Context
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, OutboxEntry, Post, Room, ScheduledPost
+from bridge.text.commands import parse_command
+from bridge.text.i18n import catalogue, t
 
 # Tuesday 2026-06-02 10:15:30 UTC: 12:15:30 in Berlin (CEST), 13:45:30 in Tehran (+03:30, no DST).
 NOW = datetime(2026, 6, 2, 10, 15, 30, 123456, tzinfo=UTC)

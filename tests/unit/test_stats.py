@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from sqlalchemy import select
 
-from bridge import chart as chart_module
-from bridge.chart import (
+from bridge.audience import chart as chart_module
+from bridge.audience.chart import (
     CHART_DAYS,
     HEIGHT,
     MARGIN_LEFT,
@@ -30,11 +30,7 @@ from bridge.chart import (
     render_chart,
     shaping_available,
 )
-from bridge.config import parse
-from bridge.context import Context
-from bridge.outbox import OutboxWorker
-from bridge.relay import REF_PLACEHOLDER
-from bridge.stats import (
+from bridge.audience.stats import (
     Snapshot,
     _chart_labels,
     daily_series,
@@ -47,6 +43,10 @@ from bridge.stats import (
     views_edit_content,
     views_edit_due,
 )
+from bridge.matrix.relay import REF_PLACEHOLDER
+from bridge.runtime.config import parse
+from bridge.runtime.context import Context
+from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Channel, ChannelDailyStats, OutboxEntry, Post, ReaderPosition
 
@@ -238,14 +238,14 @@ def test_without_raqm_the_chart_falls_back_to_english_and_says_so_once(
 ) -> None:
     monkeypatch.setattr(chart_module.features, "check", lambda feature: False)
     monkeypatch.setattr(chart_module, "_fallback_logged", False)
-    caplog.set_level(logging.INFO, logger="bridge.chart")
+    caplog.set_level(logging.INFO, logger="bridge.audience.chart")
     assert not shaping_available()
     assert chart_language("fa") == "en"
     assert chart_language("en") == "en"
     labels = _chart_labels("news1", "fa")
     assert labels == _chart_labels("news1", "en")
     assert labels.title == "#news1: the last 30 days" and labels.lang == "en"
-    fallbacks = [r for r in caplog.records if r.name == "bridge.chart"]
+    fallbacks = [r for r in caplog.records if r.name == "bridge.audience.chart"]
     assert len(fallbacks) == 1 and fallbacks[0].levelno == logging.INFO
     assert "raqm" in fallbacks[0].getMessage()
     english = replace(LABELS, title="#news1: the last 30 days")

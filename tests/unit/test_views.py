@@ -6,12 +6,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bridge.config import parse
-from bridge.context import Context
-from bridge.outbox import OutboxWorker
+from bridge.audience.views import count_receipts, receipts, views_of
+from bridge.runtime.config import parse
+from bridge.runtime.context import Context
+from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Channel, Post, ReaderPosition
-from bridge.views import count_receipts, receipts, views_of
 
 
 def test_only_public_read_receipts_are_read() -> None:

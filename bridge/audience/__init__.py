@@ -1,0 +1,1 @@
+"""Who reads a channel: comments, reactions, views and statistics (with the `!stats` chart)."""

@@ -1,0 +1,763 @@
+"""The management room (a direct chat with the bot): the channel-manager commands."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
+from appservice.events import Event
+from appservice.ids import RoomAlias, RoomID, is_user_id, server_of
+from bridge.channels import roles
+from bridge.channels.operators import operator_room_id, tell_operators
+from bridge.channels.registry import (
+    TRANSFER_WINDOW,
+    Refusal,
+    find_token,
+    hand_over,
+    handle_refusal,
+    is_operator,
+    log_entry,
+    quota_refusal,
+    release,
+    rename,
+    title_refusal,
+    token_problem,
+    topic_for,
+)
+from bridge.matrix.powerlevels import backstage_name
+from bridge.runtime.context import Context, enqueue, reply
+from bridge.runtime.languages import language_command, language_for
+from bridge.runtime.outbox import aware, new_entry
+from bridge.store.models import (
+    Channel,
+    ChannelMember,
+    ChannelRequest,
+    Confirmation,
+    PendingTransfer,
+    Post,
+    Room,
+)
+from bridge.text.commands import Command, parse_command
+from bridge.text.i18n import t
+from bridge.text.names import (
+    InvalidHandle,
+    InvalidTitle,
+    clean_title,
+    handle_skeleton,
+    normalise_handle,
+    title_key,
+)
+
+CONFIRM_WINDOW = timedelta(minutes=5)
+ROLE_OWNER = roles.OWNER
+
+
+_TOKEN_OPTION = re.compile(r"(?:^|\s)--token(?:=|\s+)(\S+)")
+_PRIVATE_OPTION = re.compile(r"(?:^|\s)--private(?=\s|$)", re.IGNORECASE)
+
+
+async def find_channel(session: AsyncSession, handle_text: str) -> Channel | None:
+    handle = handle_text.strip().lstrip("#@").split(":", 1)[0].lower()
+    if not handle:
+        return None
+    return await session.scalar(select(Channel).where(Channel.handle == handle))
+
+
+role_of = roles.role_of
+
+
+async def subscriber_count(ctx: Context, channel: Channel) -> int | None:
+    if channel.broadcast_room_id is None:
+        return 0
+    try:
+        members = await ctx.bot_intent().joined_members(RoomID(channel.broadcast_room_id))
+    except (MatrixRequestError, MatrixConnectionError):
+        return None
+    return len(set(members) - {ctx.bot, channel.ghost_user_id})
+
+
+async def on_management_message(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
+    body = event.content.get("body")
+    if event.type != "m.room.message" or not isinstance(body, str):
+        return
+    if event.rel_type == "m.replace":
+        return  # an edit of an earlier command is not a new command
+    lang = await language_for(session, ctx, event.sender, body, room)
+    command = parse_command(body, require_bang=False)
+    if command is None:
+        reply(session, ctx, room.room_id, lang, "help")
+        return
+    if server_of(event.sender) != ctx.domain:
+        reply(session, ctx, room.room_id, lang, "local_only")
+        return
+    handler = _HANDLERS.get(command.name)
+    if handler is None:
+        reply(session, ctx, room.room_id, lang, "unknown_command", name=command.name[:64])
+        return
+    await handler(ctx, session, room, event, command, lang)
+
+
+async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    reply(s, ctx, room.room_id, lang, "help")
+
+
+async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    token_match = _TOKEN_OPTION.search(cmd.rest)
+    token = token_match.group(1) if token_match else None
+    if token_match:
+        cmd = (
+            parse_command(
+                "create " + cmd.rest[: token_match.start()] + cmd.rest[token_match.end() :],
+                require_bang=False,
+            )
+            or cmd
+        )
+    private_match = _PRIVATE_OPTION.search(cmd.rest)
+    if private_match:
+        rest = cmd.rest[: private_match.start()] + " " + cmd.rest[private_match.end() :]
+        cmd = parse_command("create " + rest.strip(), require_bang=False) or cmd
+    if not cmd.args:
+        reply(s, ctx, room.room_id, lang, "create_usage")
+        return
+    try:
+        handle = normalise_handle(cmd.args[0], ctx.config.handle_pattern)
+    except InvalidHandle as exc:
+        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[0][:64])
+        return
+    try:
+        title = clean_title(cmd.rest_after(1) or handle, ctx.config.title_max_length)
+    except InvalidTitle as exc:
+        reply(s, ctx, room.room_id, lang, "invalid_title", error=exc.text(lang))
+        return
+    refusal = (
+        await handle_refusal(s, ctx.config, handle, user_id=event.sender)
+        or await title_refusal(s, title)
+        or await quota_refusal(s, ctx.config, event.sender)
+    )
+    if refusal is not None:
+        reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
+        return
+    try:
+        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(handle)))
+    except MNotFound:
+        pass
+    else:
+        # Someone else's room already has this alias (our namespace is not exclusive).
+        reply(s, ctx, room.room_id, lang, "handle_taken", handle=handle)
+        return
+    policy = "open" if is_operator(ctx.config, event.sender) else ctx.config.creation_policy
+    if policy == "approval":
+        request = ChannelRequest(
+            user_id=event.sender,
+            room_id=room.room_id,
+            handle=handle,
+            title=title,
+            private=private_match is not None,
+        )
+        s.add(request)
+        await s.flush()
+        await log_entry(s, ctx.config, event.sender, "requested", handle, request=request.id)
+        reply(s, ctx, room.room_id, lang, "request_sent", handle=handle, id=request.id)
+        ops_lang = ctx.config.default_language
+        tell_operators(
+            s,
+            ctx,
+            await operator_room_id(s),
+            t(ops_lang, "request_new", id=request.id, user=event.sender, handle=handle, title=title),
+        )
+        return
+    if policy == "token":
+        if token is None:
+            reply(s, ctx, room.room_id, lang, "token_required", handle=handle)
+            return
+        row = await find_token(s, token)
+        problem = token_problem(row)
+        if problem is not None or row is None:
+            problem = problem or Refusal("token_unknown")
+            reply(s, ctx, room.room_id, lang, problem.key, **problem.values)
+            return
+        row.uses += 1
+        await log_entry(s, ctx.config, event.sender, "token_used", handle, token=row.id)
+    await start_creation(
+        ctx,
+        s,
+        owner=event.sender,
+        handle=handle,
+        title=title,
+        notify_room=room.room_id,
+        lang=lang,
+        private=private_match is not None,
+    )
+
+
+async def start_creation(
+    ctx: Context,
+    s: AsyncSession,
+    *,
+    owner: str,
+    handle: str,
+    title: str,
+    notify_room: str,
+    lang: str,
+    private: bool = False,
+) -> Channel:
+    """Record the channel and queue its rooms' creation; `notify_room` hears how it went."""
+    channel = Channel(
+        handle=handle,
+        title=title,
+        about="",
+        owner=owner,
+        ghost_user_id=ctx.ghost_for(handle),
+        title_key=title_key(title),
+        handle_skeleton=handle_skeleton(handle),
+        private=private,
+    )
+    s.add(channel)
+    await s.flush()
+    s.add(ChannelMember(channel_id=channel.id, user_id=owner, role=ROLE_OWNER))
+    await log_entry(
+        s, ctx.config, owner, "created", handle, policy=ctx.config.creation_policy, private=private
+    )
+    reply(s, ctx, notify_room, lang, "creating", handle=handle)
+    created = t(lang, "created", handle=handle, domain=ctx.domain, title=title)
+    if private:
+        created += "\n" + t(lang, "created_private", handle=handle)
+    payload = {
+        "channel_id": channel.id,
+        "on_success": ctx.note(notify_room, created),
+        "on_failure": ctx.note(notify_room, t(lang, "create_failed", handle=handle, error="{error}")),
+    }
+    enqueue(s, new_entry(f"channel:{channel.id}", "create_channel", ctx.bot, payload))
+    return channel
+
+
+async def _list(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    rows = (
+        await s.execute(
+            select(Channel.handle, Channel.title, ChannelMember.role)
+            .join(ChannelMember, ChannelMember.channel_id == Channel.id)
+            .where(ChannelMember.user_id == event.sender, Channel.handle.is_not(None))
+            .order_by(Channel.handle)
+        )
+    ).all()
+    if not rows:
+        reply(s, ctx, room.room_id, lang, "list_empty")
+        return
+    lines = "\n".join(f"• #{h}:{ctx.domain} — {title} ({roles.normalise(role)})" for h, title, role in rows)
+    reply(s, ctx, room.room_id, lang, "list", lines=lines)
+
+
+async def _channel_for(
+    ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: str, usage: str, nargs: int
+) -> Channel | None:
+    if len(cmd.args) < nargs:
+        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+        return None
+    channel = await find_channel(s, cmd.args[0])
+    if channel is None:
+        reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
+    return channel
+
+
+async def _authorised(
+    ctx: Context,
+    s: AsyncSession,
+    room: Room,
+    event: Event,
+    channel: Channel,
+    lang: str,
+    action: str,
+    *,
+    owner_only: bool = False,
+) -> bool:
+    """Title and description are the owner's and editors'; the rest (`owner_only`) the owner's."""
+    role = await role_of(s, channel, event.sender)
+    permission = "members" if owner_only else "settings"
+    if roles.allowed(role, permission):
+        return True
+    if role is not None and not owner_only:
+        await roles.require(ctx, s, room.room_id, channel, event.sender, permission, lang)
+    elif role is not None:
+        reply(
+            s,
+            ctx,
+            room.room_id,
+            lang,
+            "owner_only",
+            handle=channel.handle,
+            owner=channel.owner,
+            action=action,
+        )
+    else:
+        reply(
+            s, ctx, room.room_id, lang, "not_admin", handle=channel.handle, owner=channel.owner, action=action
+        )
+    return False
+
+
+async def _info(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, "info <handle>", 1)
+    if channel is None:
+        return
+    members = (
+        await s.execute(
+            select(ChannelMember.user_id, ChannelMember.role).where(ChannelMember.channel_id == channel.id)
+        )
+    ).all()
+    is_member = any(user == event.sender for user, _ in members)
+    admins = (
+        ", ".join(
+            f"{u} ({roles.normalise(r)})" for u, r in sorted(members) if roles.normalise(r) != ROLE_OWNER
+        )
+        or "—"
+    )
+    posts = await s.scalar(
+        select(func.count()).select_from(Post).where(Post.channel_id == channel.id, Post.redacted.is_(False))
+    )
+    subscribers = await subscriber_count(ctx, channel)
+    reply(
+        s,
+        ctx,
+        room.room_id,
+        lang,
+        "info",
+        handle=channel.handle,
+        title=channel.title,
+        about=f"{channel.about}\n" if channel.about else "",
+        owner=channel.owner,
+        admins=admins if is_member else "—",
+        subscribers="?" if subscribers is None else subscribers,
+        posts=posts or 0,
+        signatures=t(lang, "on" if channel.signatures else "off"),
+        status=channel.status,
+        verified=t(lang, "verified_mark") if channel.verified else "",
+    )
+
+
+async def _title(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, "title <handle> <text>", 2)
+    if channel is None or not await _authorised(ctx, s, room, event, channel, lang, "rename"):
+        return
+    try:
+        title = clean_title(cmd.rest_after(1), ctx.config.title_max_length)
+    except InvalidTitle as exc:
+        reply(s, ctx, room.room_id, lang, "invalid_title", error=exc.text(lang))
+        return
+    refusal = await title_refusal(s, title, channel_id=channel.id)
+    if refusal is not None:
+        reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
+        return
+    channel.title = title
+    channel.title_key = title_key(title)
+    enqueue(
+        s, new_entry(f"channel:{channel.id}", "displayname", channel.ghost_user_id, {"displayname": title})
+    )
+    for room_id, name in (
+        (channel.broadcast_room_id, title),
+        (channel.backstage_room_id, backstage_name(title, channel.handle or "")),
+    ):
+        if room_id:
+            enqueue(
+                s,
+                new_entry(
+                    f"room:{room_id}",
+                    "state",
+                    ctx.bot,
+                    {"room_id": room_id, "event_type": "m.room.name", "content": {"name": name}},
+                ),
+            )
+    reply(s, ctx, room.room_id, lang, "title_set", handle=channel.handle, title=title)
+
+
+async def _about(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, "about <handle> <text>", 2)
+    if channel is None or not await _authorised(ctx, s, room, event, channel, lang, "describe"):
+        return
+    about = cmd.rest_after(1)[:1024]
+    channel.about = about
+    if channel.broadcast_room_id:
+        enqueue(
+            s,
+            new_entry(
+                f"room:{channel.broadcast_room_id}",
+                "state",
+                ctx.bot,
+                {
+                    "room_id": channel.broadcast_room_id,
+                    "event_type": "m.room.topic",
+                    "content": {"topic": topic_for(ctx.config, channel)},
+                },
+            ),
+        )
+    reply(s, ctx, room.room_id, lang, "about_set", handle=channel.handle)
+
+
+async def _member_change(
+    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str, promote: bool
+) -> None:
+    verb = "promote" if promote else "demote"
+    usage = (
+        "promote <handle> <@user:domain> [editor|moderator]" if promote else "demote <handle> <@user:domain>"
+    )
+    channel = await _channel_for(ctx, s, room, cmd, lang, usage, 2)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, f"{verb} admins", owner_only=True
+    ):
+        return
+    user = cmd.args[1]
+    if not is_user_id(user):
+        reply(s, ctx, room.room_id, lang, "invalid_user", user=user[:255])
+        return
+    role = await role_of(s, channel, user)
+    backstage = channel.backstage_room_id
+    if promote:
+        wanted = (cmd.arg(2) or roles.EDITOR).lower()
+        if wanted not in (roles.EDITOR, roles.MODERATOR):
+            reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+            return
+        if role == ROLE_OWNER:
+            reply(s, ctx, room.room_id, lang, "cannot_demote_owner", user=user, handle=channel.handle)
+            return
+        if role == wanted:
+            reply(s, ctx, room.room_id, lang, "already_role", user=user, handle=channel.handle, role=wanted)
+            return
+        if role is not None:
+            member = await s.get(ChannelMember, (channel.id, user))
+            assert member is not None
+            member.role = wanted
+            await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=wanted)
+            await roles.team_changed(ctx, s, channel)
+            reply(s, ctx, room.room_id, lang, "role_changed", user=user, handle=channel.handle, role=wanted)
+            return
+        s.add(ChannelMember(channel_id=channel.id, user_id=user, role=wanted))
+        await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=wanted)
+        await roles.team_changed(ctx, s, channel)
+        if backstage:
+            enqueue(
+                s, new_entry(f"room:{backstage}", "invite", ctx.bot, {"room_id": backstage, "user_id": user})
+            )
+        reply(s, ctx, room.room_id, lang, "promoted_role", user=user, handle=channel.handle, role=wanted)
+        return
+    if role == ROLE_OWNER:
+        reply(s, ctx, room.room_id, lang, "cannot_demote_owner", user=user, handle=channel.handle)
+        return
+    if role is None:
+        reply(s, ctx, room.room_id, lang, "not_an_admin", user=user, handle=channel.handle)
+        return
+    await s.execute(
+        delete(ChannelMember).where(ChannelMember.channel_id == channel.id, ChannelMember.user_id == user)
+    )
+    await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=None)
+    await roles.team_changed(ctx, s, channel)
+    if backstage:
+        reason = t(await language_for(s, ctx, user), "demoted_kick_reason", handle=channel.handle)
+        payload = {"room_id": backstage, "user_id": user, "reason": reason}
+        enqueue(s, new_entry(f"room:{backstage}", "kick", ctx.bot, payload))
+    reply(s, ctx, room.room_id, lang, "demoted", user=user, handle=channel.handle)
+
+
+async def _promote(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    await _member_change(ctx, s, room, event, cmd, lang, promote=True)
+
+
+async def _demote(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    await _member_change(ctx, s, room, event, cmd, lang, promote=False)
+
+
+async def _delete(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, "delete <handle>", 1)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, "delete the channel", owner_only=True
+    ):
+        return
+    await s.merge(
+        Confirmation(
+            room_id=room.room_id,
+            user_id=event.sender,
+            action="delete",
+            argument=channel.handle or "",
+            expires_at=datetime.now(UTC) + CONFIRM_WINDOW,
+        )
+    )
+    reply(s, ctx, room.room_id, lang, "delete_confirm", handle=channel.handle)
+
+
+async def _confirm(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    pending = await s.get(Confirmation, (room.room_id, event.sender))
+    expires = pending.expires_at if pending else None
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    wanted = (cmd.arg(0) or "").lower(), (cmd.arg(1) or "").lower().lstrip("#")
+    if (
+        pending is None
+        or expires is None
+        or expires < datetime.now(UTC)
+        or wanted != (pending.action, pending.argument)
+    ):
+        reply(s, ctx, room.room_id, lang, "nothing_to_confirm")
+        return
+    await s.delete(pending)
+    channel = await find_channel(s, pending.argument)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, "delete the channel", owner_only=True
+    ):
+        return
+    channel.status = "deleting"
+    handle = channel.handle
+    if handle:
+        await release(ctx, s, handle)
+        await log_entry(s, ctx.config, event.sender, "deleted", handle)
+    enqueue(
+        s,
+        new_entry(
+            f"channel:{channel.id}",
+            "delete_channel",
+            ctx.bot,
+            {
+                "channel_id": channel.id,
+                "on_success": ctx.note(room.room_id, t(lang, "deleted", handle=handle, domain=ctx.domain)),
+            },
+        ),
+    )
+
+
+async def _cancel(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    await s.execute(
+        delete(Confirmation).where(Confirmation.room_id == room.room_id, Confirmation.user_id == event.sender)
+    )
+    reply(s, ctx, room.room_id, lang, "cancelled")
+
+
+async def _rename(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, "rename <handle> <new handle>", 2)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, "change the handle", owner_only=True
+    ):
+        return
+    if channel.status != "active":
+        reply(s, ctx, room.room_id, lang, "channel_unavailable", handle=channel.handle, status=channel.status)
+        return
+    try:
+        new_handle = normalise_handle(cmd.args[1], ctx.config.handle_pattern)
+    except InvalidHandle as exc:
+        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[1][:64])
+        return
+    if new_handle == channel.handle:
+        reply(s, ctx, room.room_id, lang, "rename_same", handle=new_handle)
+        return
+    refusal = await handle_refusal(s, ctx.config, new_handle, user_id=event.sender, channel_id=channel.id)
+    if refusal is not None:
+        reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
+        return
+    try:
+        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(new_handle)))
+    except MNotFound:
+        pass
+    else:
+        reply(s, ctx, room.room_id, lang, "handle_taken", handle=new_handle)
+        return
+    old = channel.handle
+    await rename(ctx, s, channel, new_handle, event.sender)
+    reply(
+        s,
+        ctx,
+        room.room_id,
+        lang,
+        "renamed",
+        old=old,
+        handle=new_handle,
+        days=ctx.config.rename_grace_days,
+    )
+
+
+async def _transfer(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, "transfer <handle> <@user:domain>", 2)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, "transfer the channel", owner_only=True
+    ):
+        return
+    user = cmd.args[1]
+    if not is_user_id(user) or server_of(user) != ctx.domain:
+        reply(s, ctx, room.room_id, lang, "transfer_local_only", user=user[:255])
+        return
+    if user == channel.owner:
+        reply(s, ctx, room.room_id, lang, "transfer_self", handle=channel.handle)
+        return
+    expires = datetime.now(UTC) + TRANSFER_WINDOW
+    await s.merge(
+        PendingTransfer(channel_id=channel.id, from_user=event.sender, to_user=user, expires_at=expires)
+    )
+    await log_entry(s, ctx.config, event.sender, "transfer_offered", channel.handle or "", to=user)
+    reply(s, ctx, room.room_id, lang, "transfer_offered", handle=channel.handle, user=user, bot=ctx.bot)
+    their_room = await s.scalar(select(Room.room_id).where(Room.kind == "management", Room.user_id == user))
+    if their_room is not None:
+        reply(
+            s,
+            ctx,
+            their_room,
+            await language_for(s, ctx, user, room=await s.get(Room, their_room)),
+            "transfer_incoming",
+            handle=channel.handle,
+            owner=event.sender,
+        )
+
+
+async def _pending_transfer(
+    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str, verb: str
+) -> tuple[Channel, PendingTransfer] | None:
+    channel = await _channel_for(ctx, s, room, cmd, lang, f"{verb} <handle>", 1)
+    if channel is None:
+        return None
+    pending = await s.get(PendingTransfer, channel.id)
+    if pending is None or pending.to_user != event.sender or aware(pending.expires_at) < datetime.now(UTC):
+        reply(s, ctx, room.room_id, lang, "transfer_none", handle=channel.handle)
+        return None
+    return channel, pending
+
+
+async def _accept(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    found = await _pending_transfer(ctx, s, room, event, cmd, lang, "accept")
+    if found is None:
+        return
+    channel, pending = found
+    await s.delete(pending)
+    previous = channel.owner
+    await hand_over(ctx, s, channel, event.sender, event.sender, "transfer_accepted")
+    reply(s, ctx, room.room_id, lang, "transfer_done", handle=channel.handle, previous=previous)
+    previous_room = await s.scalar(
+        select(Room.room_id).where(Room.kind == "management", Room.user_id == previous)
+    )
+    if previous_room is not None:
+        reply(s, ctx, previous_room, lang, "transfer_done_previous", handle=channel.handle, user=event.sender)
+
+
+async def _decline(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    found = await _pending_transfer(ctx, s, room, event, cmd, lang, "decline")
+    if found is None:
+        return
+    channel, pending = found
+    await s.delete(pending)
+    await log_entry(s, ctx.config, event.sender, "transfer_declined", channel.handle or "")
+    reply(s, ctx, room.room_id, lang, "transfer_declined", handle=channel.handle)
+
+
+async def _retention(
+    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str
+) -> None:
+    from bridge.channels.hosting import set_channel_retention
+
+    usage = "retention <handle> <days|off|default>"
+    channel = await _channel_for(ctx, s, room, cmd, lang, usage, 2)
+    if channel is None or not await _authorised(
+        ctx, s, room, event, channel, lang, "change the history kept", owner_only=True
+    ):
+        return
+    value = cmd.args[1].lower()
+    if value == "default":
+        await set_channel_retention(ctx, s, channel, None)
+        reply(s, ctx, room.room_id, lang, "retention_default", handle=channel.handle)
+    elif value == "off":
+        await set_channel_retention(ctx, s, channel, 0)
+        reply(s, ctx, room.room_id, lang, "retention_off", handle=channel.handle)
+    elif value.isdigit() and 1 <= int(value) <= 36500:
+        await set_channel_retention(ctx, s, channel, int(value))
+        reply(s, ctx, room.room_id, lang, "retention_set", handle=channel.handle, days=int(value))
+    else:
+        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+
+
+async def _private(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    from bridge.channels.private import private_command
+
+    await private_command(ctx, s, room, event, cmd, lang)
+
+
+async def _report(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    from bridge.moderation.notices import event_id_in, file_notice, split_category
+
+    event_id = event_id_in(cmd.arg(0) or "")
+    reason = cmd.rest_after(1)
+    if event_id is None or not reason:
+        reply(s, ctx, room.room_id, lang, "report_usage")
+        return
+    category, explanation = split_category(reason)
+    notice = await file_notice(
+        ctx,
+        s,
+        source="command",
+        event_id=event_id,
+        explanation=explanation,
+        category=category,
+        notifier=event.sender,
+        notifier_room=room.room_id,
+    )
+    if notice is None:
+        reply(s, ctx, room.room_id, lang, "report_not_public")
+        return
+    reply(s, ctx, room.room_id, lang, "report_received", id=notice.id)
+
+
+async def _appeal(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    from bridge.moderation.notices import appeal_deadline, file_appeal, may_appeal
+    from bridge.store.models import Appeal, Decision
+
+    ref = (cmd.arg(0) or "").lower().lstrip("#d")
+    text = cmd.rest_after(1)
+    if not ref.isdigit() or not text:
+        reply(s, ctx, room.room_id, lang, "appeal_usage")
+        return
+    decision = await s.get(Decision, int(ref))
+    if (
+        decision is None
+        or decision.kind in ("approve_post", "reinstate")
+        or not await may_appeal(s, decision, event.sender)
+    ):
+        reply(s, ctx, room.room_id, lang, "appeal_not_yours", id=ref)
+        return
+    deadline = appeal_deadline(ctx, decision)
+    if deadline < datetime.now(UTC):
+        reply(
+            s,
+            ctx,
+            room.room_id,
+            lang,
+            "appeal_too_late",
+            id=decision.id,
+            deadline=deadline.strftime("%Y-%m-%d"),
+        )
+        return
+    if decision.status != "in_force" or await s.scalar(
+        select(Appeal.id).where(Appeal.decision_id == decision.id, Appeal.status == "open")
+    ):
+        reply(s, ctx, room.room_id, lang, "appeal_pending", id=decision.id)
+        return
+    appeal = await file_appeal(ctx, s, decision, event.sender, room.room_id, text)
+    reply(s, ctx, room.room_id, lang, "appeal_received", id=appeal.id, decision=decision.id)
+
+
+_HANDLERS = {
+    "help": _help,
+    "create": _create,
+    "list": _list,
+    "info": _info,
+    "title": _title,
+    "about": _about,
+    "promote": _promote,
+    "demote": _demote,
+    "delete": _delete,
+    "confirm": _confirm,
+    "cancel": _cancel,
+    "rename": _rename,
+    "transfer": _transfer,
+    "accept": _accept,
+    "decline": _decline,
+    "retention": _retention,
+    "report": _report,
+    "appeal": _appeal,
+    "private": _private,
+    "language": language_command,
+}

@@ -1,0 +1,484 @@
+"""The operators' room: a private room Kanal keeps for `operators.users`, and the commands used there.
+
+Kanal creates it at the first start with operators configured, invites every operator, and at each
+start invites new operators and removes people who are no longer operators. Requests waiting for
+approval are announced there; operators approve or reject them, manage registration tokens and the
+reserved list, verify channels and recover ownership. Only operators are answered; everything they
+decide is written to `registry_log`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.errors import MatrixRequestError
+from appservice.events import Event
+from appservice.ids import RoomID, is_user_id
+from bridge.channels.registry import (
+    create_token,
+    describe_token,
+    find_token_by_ref,
+    hand_over,
+    handle_refusal,
+    is_operator,
+    log_entry,
+    parse_duration,
+    set_verified,
+    title_refusal,
+)
+from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.languages import language_for
+from bridge.runtime.outbox import OutboxWorker, SkipEntry, new_entry
+from bridge.store.models import Channel, ChannelRequest, OutboxEntry, RegistrationToken, ReservedHandle, Room
+from bridge.text.commands import Command, parse_command
+from bridge.text.i18n import t
+from bridge.text.names import InvalidHandle, normalise_handle
+
+log = logging.getLogger(__name__)
+
+OPERATOR_QUEUE = "operators"
+ROOM_NAME = "Kanal operators"
+
+
+# -- the room itself -------------------------------------------------------------------------------
+
+
+async def operator_room_id(session: AsyncSession) -> str | None:
+    room_id: str | None = await session.scalar(select(Room.room_id).where(Room.kind == "operator"))
+    return room_id
+
+
+def tell_operators(session: AsyncSession, ctx: Context, room_id: str | None, text: str) -> None:
+    if room_id is not None:
+        enqueue(session, send_entry(ctx.bot, room_id, {"msgtype": "m.notice", "body": text}))
+
+
+async def schedule_operator_room(ctx: Context) -> None:
+    """Queue the operator room's creation or membership check, once (several processes may start)."""
+    if ctx.config.operators:
+        await schedule_staff_room(ctx, OPERATOR_QUEUE, "operator_room")
+
+
+async def schedule_staff_room(ctx: Context, queue: str, kind: str) -> None:
+    """Queue a staff room's sync (outbox `kind` on `queue`) unless one is already waiting."""
+    async with ctx.sessions.begin() as session:
+        waiting = await session.scalar(
+            select(OutboxEntry.id).where(
+                OutboxEntry.queue == queue, OutboxEntry.kind == kind, OutboxEntry.status == "pending"
+            )
+        )
+        if waiting is None:
+            enqueue(session, new_entry(queue, kind, ctx.bot, {}))
+
+
+async def sync_operator_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Outbox executor: create the room if there is none; invite operators; remove former ones."""
+    return await sync_staff_room(
+        ctx,
+        kind="operator",
+        name=ROOM_NAME,
+        topic=t(ctx.config.default_language, "operator_room_topic"),
+        members=list(ctx.config.operators),
+        welcome=t(ctx.config.default_language, "operator_help"),
+    )
+
+
+async def sync_staff_room(
+    ctx: Context, *, kind: str, name: str, topic: str, members: list[str], welcome: str
+) -> str | None:
+    """A private room of `kind` for `members`: created once, then membership kept in line with the list."""
+    if not members:
+        raise SkipEntry(f"nobody is configured for the {kind} room")
+    bot = ctx.bot_intent()
+    async with ctx.sessions() as session:
+        room_id: str | None = await session.scalar(select(Room.room_id).where(Room.kind == kind))
+    if room_id is None:
+        created = await bot.create_room(
+            {
+                "preset": "private_chat",
+                "visibility": "private",
+                "name": name,
+                "topic": topic,
+                "invite": members,
+                "power_level_content_override": {"users": {member: 50 for member in members}},
+            }
+        )
+        async with ctx.sessions.begin() as session:
+            session.add(Room(room_id=created, kind=kind, language=ctx.config.default_language))
+            enqueue(session, send_entry(ctx.bot, created, {"msgtype": "m.notice", "body": welcome}))
+        ctx.remember_room(created)
+        log.info("Created the %s room %s for %d member(s)", kind, created, len(members))
+        return created
+    joined = await bot.joined_members(RoomID(room_id))
+    for member in members:
+        if member not in joined:
+            try:
+                await bot.invite(RoomID(room_id), member)
+            except MatrixRequestError as exc:
+                if exc.retryable:
+                    raise
+                # Already invited, or not a user the homeserver knows: nothing to do now.
+    for member in joined:
+        if member != ctx.bot and member not in members:
+            await bot.kick(RoomID(room_id), member, f"No longer a member of the {name}")
+    return room_id
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+async def on_operator_message(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
+    body = event.content.get("body")
+    if event.type != "m.room.message" or not isinstance(body, str) or event.rel_type == "m.replace":
+        return
+    lang = await language_for(session, ctx, event.sender, body, room)
+    command = parse_command(body, require_bang=False)
+    if command is None:
+        return
+    if not is_operator(ctx.config, event.sender):
+        reply(session, ctx, room.room_id, lang, "operator_only")
+        return
+    handler = _HANDLERS.get(command.name)
+    if handler is None:
+        reply(session, ctx, room.room_id, lang, "unknown_command", name=command.name[:64])
+        return
+    await handler(ctx, session, room, event, command, lang)
+
+
+async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    reply(s, ctx, room.room_id, lang, "operator_help")
+
+
+async def _requests(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    pending = (
+        await s.scalars(
+            select(ChannelRequest).where(ChannelRequest.status == "pending").order_by(ChannelRequest.id)
+        )
+    ).all()
+    if not pending:
+        reply(s, ctx, room.room_id, lang, "requests_none")
+        return
+    lines = "\n".join(f"#{r.id} {r.user_id}: #{r.handle} “{r.title}”" for r in pending)
+    reply(s, ctx, room.room_id, lang, "requests_list", lines=lines)
+
+
+async def _pending_request(
+    ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: str, usage: str, nargs: int
+) -> ChannelRequest | None:
+    ref = (cmd.arg(0) or "").lstrip("#")
+    if len(cmd.args) < nargs or not ref.isdigit():
+        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+        return None
+    request = await s.get(ChannelRequest, int(ref))
+    if request is None or request.status != "pending":
+        reply(s, ctx, room.room_id, lang, "request_not_pending", id=ref)
+        return None
+    return request
+
+
+async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    from bridge.channels.management import start_creation
+
+    request = await _pending_request(ctx, s, room, cmd, lang, "approve <request number>", 1)
+    if request is None:
+        return
+    refusal = await handle_refusal(
+        s, ctx.config, request.handle, user_id=request.user_id, request_id=request.id
+    ) or await title_refusal(s, request.title)
+    if refusal is not None:
+        reply(
+            s,
+            ctx,
+            room.room_id,
+            lang,
+            "request_cannot_approve",
+            id=request.id,
+            why=t(lang, refusal.key, **refusal.values),
+        )
+        return
+    request.status = "approved"
+    request.decided_by = event.sender
+    request.decided_at = datetime.now(UTC)
+    await log_entry(
+        s,
+        ctx.config,
+        event.sender,
+        "request_approved",
+        request.handle,
+        request=request.id,
+        user=request.user_id,
+    )
+    requester_lang = await _room_language(s, ctx, request.room_id, request.user_id)
+    reply(s, ctx, request.room_id, requester_lang, "request_approved", handle=request.handle)
+    await start_creation(
+        ctx,
+        s,
+        owner=request.user_id,
+        handle=request.handle,
+        title=request.title,
+        notify_room=request.room_id,
+        lang=requester_lang,
+        private=request.private,
+    )
+    reply(
+        s,
+        ctx,
+        room.room_id,
+        lang,
+        "request_approved_op",
+        id=request.id,
+        handle=request.handle,
+        user=request.user_id,
+    )
+
+
+async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    request = await _pending_request(ctx, s, room, cmd, lang, "reject <request number> <reason>", 2)
+    if request is None:
+        return
+    reason = cmd.rest_after(1)[:1000]
+    request.status = "rejected"
+    request.reason = reason
+    request.decided_by = event.sender
+    request.decided_at = datetime.now(UTC)
+    await log_entry(
+        s,
+        ctx.config,
+        event.sender,
+        "request_rejected",
+        request.handle,
+        request=request.id,
+        user=request.user_id,
+        reason=reason,
+    )
+    # Refusing a registration is an enforcement decision: a statement of reasons and an appeal path.
+    from bridge.moderation.decisions import Ground, record
+
+    decision = await record(
+        ctx,
+        s,
+        kind="reject_request",
+        decided_by=event.sender,
+        channel=None,
+        ground=Ground("terms", "channel registration rules"),
+        explanation=reason,
+        category="registration",
+        target=f"request:{request.id}",
+        tell_backstage=False,
+    )
+    requester_lang = await _room_language(s, ctx, request.room_id, request.user_id)
+    reply(
+        s,
+        ctx,
+        request.room_id,
+        requester_lang,
+        "request_rejected",
+        handle=request.handle,
+        reason=reason,
+        decision=decision.id,
+        days=ctx.config.compliance.appeal_window_days,
+    )
+    reply(
+        s,
+        ctx,
+        room.room_id,
+        lang,
+        "request_rejected_op",
+        id=request.id,
+        handle=request.handle,
+        user=request.user_id,
+    )
+
+
+async def _room_language(s: AsyncSession, ctx: Context, room_id: str, user_id: str) -> str:
+    """The language to tell `user_id` something in their room `room_id`."""
+    return await language_for(s, ctx, user_id, room=await s.get(Room, room_id))
+
+
+async def _token(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    action = (cmd.arg(0) or "").lower()
+    if action == "new":
+        try:
+            options, label = _token_options(cmd.args[1:])
+        except ValueError as exc:
+            reply(s, ctx, room.room_id, lang, "token_usage", error=str(exc))
+            return
+        token, row = await create_token(s, ctx.config, event.sender, label=label, **options)
+        text = t(lang, "token_created", token=token, details=describe_token(row))
+        enqueue(s, send_entry(ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}, secret=True))
+    elif action == "revoke" and cmd.arg(1):
+        found = await find_token_by_ref(s, cmd.args[1])
+        if found is None:
+            reply(s, ctx, room.room_id, lang, "token_not_found", ref=cmd.args[1][:32])
+            return
+        found.revoked = True
+        await log_entry(s, ctx.config, event.sender, "token_revoked", f"token {found.id}")
+        reply(s, ctx, room.room_id, lang, "token_revoked_op", details=describe_token(found))
+    elif action in ("list", ""):
+        await _tokens(ctx, s, room, event, cmd, lang)
+    else:
+        reply(s, ctx, room.room_id, lang, "token_usage", error=f"unknown action '{action[:32]}'")
+
+
+def _token_options(args: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    """`--uses 5 --expires 7d some label` → ({uses: 5, valid_for: 7 days}, "some label")."""
+    options: dict[str, Any] = {}
+    label: list[str] = []
+    items = list(args)
+    while items:
+        item = items.pop(0)
+        if item in ("--uses", "--expires"):
+            if not items:
+                raise ValueError(f"{item} needs a value")
+            value = items.pop(0)
+            if item == "--uses":
+                if not value.isdigit() or int(value) < 1:
+                    raise ValueError(f"--uses needs a whole number of at least 1, got '{value[:16]}'")
+                options["uses"] = int(value)
+            else:
+                options["valid_for"] = parse_duration(value)
+        else:
+            label.append(item)
+    return options, " ".join(label)
+
+
+async def _tokens(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    rows = (await s.scalars(select(RegistrationToken).order_by(RegistrationToken.id))).all()
+    if not rows:
+        reply(s, ctx, room.room_id, lang, "tokens_none")
+        return
+    reply(s, ctx, room.room_id, lang, "tokens_list", lines="\n".join(describe_token(r) for r in rows))
+
+
+async def _reserve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    handle = _handle_arg(ctx, s, room, cmd, lang, "reserve <handle>")
+    if handle is None:
+        return
+    if await s.get(ReservedHandle, handle) is None:
+        s.add(ReservedHandle(handle=handle, added_by=event.sender))
+        await log_entry(s, ctx.config, event.sender, "reserved", handle)
+    reply(s, ctx, room.room_id, lang, "reserved_added", handle=handle)
+
+
+async def _unreserve(
+    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str
+) -> None:
+    handle = _handle_arg(ctx, s, room, cmd, lang, "unreserve <handle>")
+    if handle is None:
+        return
+    row = await s.get(ReservedHandle, handle)
+    if row is None:
+        if handle in ctx.config.reserved_handles:
+            reply(s, ctx, room.room_id, lang, "reserved_in_config", handle=handle, path=str(ctx.config.path))
+        else:
+            reply(s, ctx, room.room_id, lang, "reserved_not", handle=handle)
+        return
+    await s.delete(row)
+    await log_entry(s, ctx.config, event.sender, "unreserved", handle)
+    reply(s, ctx, room.room_id, lang, "reserved_removed", handle=handle)
+
+
+async def _reserved(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    added = sorted((await s.scalars(select(ReservedHandle.handle))).all())
+    reply(
+        s,
+        ctx,
+        room.room_id,
+        lang,
+        "reserved_list",
+        config=", ".join(sorted(ctx.config.reserved_handles)) or "—",
+        added=", ".join(added) or "—",
+    )
+
+
+def _handle_arg(ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: str, usage: str) -> str | None:
+    if not cmd.args:
+        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+        return None
+    try:
+        return normalise_handle(cmd.args[0], ctx.config.handle_pattern)
+    except InvalidHandle as exc:
+        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[0][:64])
+        return None
+
+
+async def _channel_arg(
+    ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: str, usage: str, nargs: int
+) -> Channel | None:
+    if len(cmd.args) < nargs:
+        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+        return None
+    from bridge.channels.management import find_channel
+
+    channel = await find_channel(s, cmd.args[0])
+    if channel is None or channel.status != "active":
+        reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
+        return None
+    return channel
+
+
+async def _verify(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    await _set_verified(ctx, s, room, event, cmd, lang, True)
+
+
+async def _unverify(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    await _set_verified(ctx, s, room, event, cmd, lang, False)
+
+
+async def _set_verified(
+    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str, verified: bool
+) -> None:
+    channel = await _channel_arg(
+        ctx, s, room, cmd, lang, f"{'verify' if verified else 'unverify'} <handle>", 1
+    )
+    if channel is None:
+        return
+    if channel.verified != verified:
+        await set_verified(ctx, s, channel, verified, event.sender)
+    reply(s, ctx, room.room_id, lang, "verified_set" if verified else "unverified_set", handle=channel.handle)
+
+
+async def _recover(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+    channel = await _channel_arg(ctx, s, room, cmd, lang, "recover <handle> <@user:domain> <reason>", 3)
+    if channel is None:
+        return
+    user = cmd.args[1]
+    if not is_user_id(user):
+        reply(s, ctx, room.room_id, lang, "invalid_user", user=user[:255])
+        return
+    reason = cmd.rest_after(2)[:1000]
+    previous = channel.owner
+    await hand_over(ctx, s, channel, user, event.sender, "ownership_recovered", reason)
+    reply(s, ctx, room.room_id, lang, "recovered_op", handle=channel.handle, user=user, previous=previous)
+    owner_room = await s.scalar(select(Room.room_id).where(Room.kind == "management", Room.user_id == user))
+    if owner_room is not None:
+        reply(
+            s,
+            ctx,
+            owner_room,
+            await _room_language(s, ctx, owner_room, user),
+            "recovered_owner",
+            handle=channel.handle,
+            reason=reason,
+        )
+
+
+_HANDLERS = {
+    "help": _help,
+    "requests": _requests,
+    "approve": _approve,
+    "reject": _reject,
+    "token": _token,
+    "tokens": _tokens,
+    "reserve": _reserve,
+    "unreserve": _unreserve,
+    "reserved": _reserved,
+    "verify": _verify,
+    "unverify": _unverify,
+    "recover": _recover,
+}

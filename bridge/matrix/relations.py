@@ -1,0 +1,42 @@
+"""Reading an event's relations from the homeserver (`/relations`), as the bot: poll votes, reactions."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from appservice.client import q
+from bridge.runtime.context import Context
+
+RELATIONS_LIMIT: Final = 100  # relations per request
+
+
+async def related_events(
+    ctx: Context,
+    room_id: str,
+    event_id: str,
+    rel_type: str,
+    *,
+    event_type: str | None = None,
+    pages: int,
+    limit: int = RELATIONS_LIMIT,
+) -> tuple[list[object], bool]:
+    """The events relating to `event_id` with `rel_type` (newest first, at most `pages` requests), and
+    whether that was all of them."""
+    path = f"/_matrix/client/v1/rooms/{q(room_id)}/relations/{q(event_id)}/{q(rel_type)}"
+    if event_type is not None:
+        path += f"/{q(event_type)}"
+    events: list[object] = []
+    batch: str | None = None
+    for _ in range(pages):
+        query = {"limit": str(limit)}
+        if batch is not None:
+            query["from"] = batch
+        data = await ctx.client.request("GET", path, query=query, user_id=ctx.config.bot_user_id)
+        chunk = data.get("chunk")
+        if isinstance(chunk, list):
+            events.extend(chunk)
+        following = data.get("next_batch")
+        if not isinstance(following, str) or not following or following == batch:
+            return events, True
+        batch = following
+    return events, False

@@ -1,0 +1,1 @@
+"""Operating Kanal: `kanal doctor`, `kanal migrate-db`, the `kanal up` sandbox and its local Synapse."""

@@ -1,0 +1,1 @@
+"""Publishing into a channel: the channel-write seam, edits, drafts, scheduled posts, forwarding, polls."""

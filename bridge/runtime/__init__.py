@@ -1,0 +1,1 @@
+"""What every part runs on: configuration, the handler context, the durable outbox, languages, logs, metrics."""

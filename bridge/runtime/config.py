@@ -1,0 +1,408 @@
+"""Kanal's configuration: parsed once from YAML into a frozen, validated object.
+
+Every error names the file, the key and what was expected. The operator's file is never rewritten.
+Relative paths inside the file resolve against the file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge.store.db import async_driver_url
+
+DEFAULT_LISTEN = "127.0.0.1:29340"
+DEFAULT_WEB_LISTEN = "127.0.0.1:29341"
+DEFAULT_BOT_LOCALPART = "kanal"
+DEFAULT_GHOST_PREFIX = "kanal_"
+LANGUAGES = ("en", "fa")
+CREATION_POLICIES = ("open", "approval", "token")
+FEDERATION_POLICIES = ("open", "allowlist", "closed")
+DEFAULT_HANDLE_PATTERN = r"[a-z][a-z0-9_]{4,31}"
+# Handles nobody may register unless an operator releases them (`unreserve`).
+DEFAULT_RESERVED_HANDLES = (
+    "abuse", "admin", "administrator", "announcements", "help", "helpdesk", "info", "kanal", "matrix",
+    "moderator", "news_official", "official", "operator", "postmaster", "root", "security", "staff",
+    "support", "synapse", "system", "webmaster",
+)  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message is meant for the operator, verbatim."""
+
+
+@dataclass(frozen=True)
+class ComplianceConfig:
+    moderators: tuple[str, ...] = ()  # the moderation room's members; default: the operators
+    hooks: tuple[Any, ...] = ()  # parsed hook specs (bridge.screening.settings), in order
+    channel_hooks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # handle -> hook specs
+    appeal_window_days: int = 14
+    redress: str = ""
+    audit_key: Path | None = None  # Ed25519 private key for checkpoints; created at first use (0600)
+    checkpoint_every: int = 100
+    homeserver_admin_token_file: Path | None = None  # to poll Synapse's event reports
+    report_poll_seconds: int = 60
+    policy_rooms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    domain: str
+    homeserver_url: str
+    as_id: str
+    as_token: str
+    hs_token: str
+    listen_host: str
+    listen_port: int
+    as_url: str
+    registration_path: Path | None
+    bot_localpart: str
+    ghost_prefix: str
+    database_url: str
+    creation_policy: str
+    default_language: str
+    log_level: str
+    log_format: str
+    # Channel and handle registration
+    max_channels_per_user: int = 10  # 0: no limit
+    handle_pattern: str = DEFAULT_HANDLE_PATTERN
+    reserved_handles: tuple[str, ...] = DEFAULT_RESERVED_HANDLES
+    rename_grace_days: int = 14
+    handle_cooldown_days: int = 30
+    title_max_length: int = 128
+    verified_topic_suffix: str = " — ✓ verified"
+    # `!views-in-posts`: the least time between two view-count edits of one post
+    views_edit_interval_s: int = 600
+    operators: tuple[str, ...] = ()
+    # Domestic hosting
+    federation: str = "open"
+    allowed_servers: tuple[str, ...] = ()
+    retention_days: int | None = None
+    # Compliance hooks, moderation, appeals, audit log (issue 4)
+    compliance: ComplianceConfig = field(default_factory=lambda: ComplianceConfig())
+    # The public web face: channel pages, feeds, embeds, the publishing API (issue 7)
+    web_enabled: bool = False
+    web_listen_host: str = "127.0.0.1"
+    web_listen_port: int = 29341
+    web_public_url: str = "http://127.0.0.1:29341"
+
+    @property
+    def bot_user_id(self) -> str:
+        return f"@{self.bot_localpart}:{self.domain}"
+
+
+_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    # section -> key -> (type, required)
+    "homeserver": {"url": (str, True), "domain": (str, True)},
+    "appservice": {
+        "id": (str, False),
+        "as_token": (str, True),
+        "hs_token": (str, True),
+        "listen": (str, False),
+        "url": (str, False),
+        "registration": (str, False),
+        "bot_localpart": (str, False),
+        "ghost_prefix": (str, False),
+    },
+    "database": {"url": (str, False)},
+    "channels": {
+        "creation_policy": (str, False),
+        "default_language": (str, False),
+        "max_channels_per_user": (int, False),
+        "handle_pattern": (str, False),
+        "reserved_handles": (list, False),
+        "rename_grace_days": (int, False),
+        "handle_cooldown_days": (int, False),
+        "title_max_length": (int, False),
+        "verified_topic_suffix": (str, False),
+        "views_edit_interval": (int, False),
+    },
+    "operators": {"users": (list, False)},
+    "hosting": {"federation": (str, False), "allowed_servers": (list, False), "retention_days": (int, False)},
+    "web": {"listen": (str, False), "public_url": (str, False), "enabled": (bool, False)},
+    "compliance": {
+        "moderators": (list, False),
+        "hooks": (list, False),
+        "channel_hooks": (dict, False),
+        "appeal_window_days": (int, False),
+        "redress": (str, False),
+        "audit_key": (str, False),
+        "checkpoint_every": (int, False),
+        "homeserver_admin_token_file": (str, False),
+        "report_poll_seconds": (int, False),
+        "policy_rooms": (list, False),
+    },
+    "logging": {"level": (str, False), "format": (str, False)},
+}
+
+# Keys whose values are lists of mappings, checked by their own parsers (bridge/moderation/settings.py).
+_STRUCTURED = frozenset({"compliance.hooks"})
+DEFAULT_REDRESS = (
+    "You may appeal this decision with `appeal <decision number> <your reasons>` in your chat with the "
+    "bot within {days} days; a person who did not take the decision reviews it. You may also turn to an "
+    "out-of-court dispute settlement body or a court."
+)
+
+_LOCALPART = re.compile(r"^[a-z0-9._=\-/]+$")
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+    if isinstance(expected, tuple):
+        return " or ".join(names.get(t, t.__name__) for t in expected)
+    return names.get(expected, expected.__name__)
+
+
+def parse_listen(value: str, where: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: expected HOST:PORT (for example {DEFAULT_LISTEN}), got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def resolve_database_url(url: str, base: Path) -> str:
+    """Make a relative SQLite path absolute against `base` (the config file's folder), async driver named."""
+    url = async_driver_url(url)
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix):
+        rest = url[len(prefix) :]
+        if rest and not rest.startswith("/") and not rest.startswith(":memory:"):
+            return prefix + str((base / rest).resolve())
+    return url
+
+
+def parse(data: Any, path: Path) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    values: dict[str, dict[str, Any]] = {}
+    for key in data:
+        if key not in _SCHEMA:
+            raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(_SCHEMA)})")
+    for section, keys in _SCHEMA.items():
+        raw = data.get(section, {})
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: '{section}' must be a mapping")
+        for key in raw:
+            if key not in keys:
+                raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {', '.join(keys)})")
+        for key, (expected, required) in keys.items():
+            if key not in raw or raw[key] is None or (required and raw[key] == ""):
+                if required:
+                    raise ConfigError(f"{path}: '{section}.{key}' is required ({_type_name(expected)})")
+                continue
+            if not isinstance(raw[key], expected) or (isinstance(raw[key], bool) and expected is not bool):
+                raise ConfigError(
+                    f"{path}: '{section}.{key}' must be {_type_name(expected)}, got {type(raw[key]).__name__}"
+                )
+            if (
+                expected is list
+                and f"{section}.{key}" not in _STRUCTURED
+                and not all(isinstance(item, str) and item for item in raw[key])
+            ):
+                raise ConfigError(f"{path}: '{section}.{key}' must be a list of non-empty strings")
+        values[section] = {k: v for k, v in raw.items() if v is not None}
+
+    hs, asv, db, ch, lg, ops, hosting, comp, web = (
+        values[s]
+        for s in (
+            "homeserver",
+            "appservice",
+            "database",
+            "channels",
+            "logging",
+            "operators",
+            "hosting",
+            "compliance",
+            "web",
+        )
+    )
+    base = path.parent
+    if not re.match(r"^https?://", hs["url"]):
+        raise ConfigError(f"{path}: 'homeserver.url' must start with http:// or https://, got {hs['url']!r}")
+    for key in ("as_token", "hs_token"):
+        if len(asv[key]) < 16:
+            raise ConfigError(f"{path}: 'appservice.{key}' is too short (at least 16 characters)")
+    if asv["as_token"] == asv["hs_token"]:
+        raise ConfigError(f"{path}: 'appservice.as_token' and 'appservice.hs_token' must differ")
+    listen_host, listen_port = parse_listen(asv.get("listen", DEFAULT_LISTEN), f"{path}: 'appservice.listen'")
+    bot = asv.get("bot_localpart", DEFAULT_BOT_LOCALPART)
+    prefix = asv.get("ghost_prefix", DEFAULT_GHOST_PREFIX)
+    for key, value in (("bot_localpart", bot), ("ghost_prefix", prefix)):
+        if not _LOCALPART.fullmatch(value):
+            raise ConfigError(f"{path}: 'appservice.{key}' must use only a-z 0-9 . _ = - /, got {value!r}")
+    policy = ch.get("creation_policy", "open")
+    if policy not in CREATION_POLICIES:
+        raise ConfigError(
+            f"{path}: 'channels.creation_policy' must be one of {CREATION_POLICIES}, got {policy!r}"
+        )
+    language = ch.get("default_language", "en")
+    if language not in LANGUAGES:
+        raise ConfigError(f"{path}: 'channels.default_language' must be one of {LANGUAGES}, got {language!r}")
+    level = lg.get("level", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{path}: 'logging.level' must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    fmt = lg.get("format", "text")
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"{path}: 'logging.format' must be text or json, got {fmt!r}")
+    registration = asv.get("registration")
+    for key, default, least in (
+        ("max_channels_per_user", 10, 0),
+        ("rename_grace_days", 14, 0),
+        ("handle_cooldown_days", 30, 0),
+        ("title_max_length", 128, 1),
+        ("views_edit_interval", 600, 0),
+    ):
+        if ch.get(key, default) < least:
+            raise ConfigError(f"{path}: 'channels.{key}' must be at least {least}, got {ch[key]}")
+    pattern = ch.get("handle_pattern", DEFAULT_HANDLE_PATTERN)
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(
+            f"{path}: 'channels.handle_pattern' is not a valid regular expression: {exc}"
+        ) from None
+    if compiled.fullmatch("") is not None or any(compiled.fullmatch(c) for c in (":", "#", "@", " ", "A")):
+        raise ConfigError(
+            f"{path}: 'channels.handle_pattern' must not match an empty handle, upper case, spaces or "
+            f"':', '#', '@' (handles become aliases and user ids), got {pattern!r}"
+        )
+    operators = tuple(ops.get("users", ()))
+    for user in operators:
+        if not re.fullmatch(r"@[^:\s]+:\S+", user):
+            raise ConfigError(
+                f"{path}: 'operators.users' must hold Matrix user ids like @ops:example.org, got {user!r}"
+            )
+    if policy == "approval" and not operators:
+        raise ConfigError(
+            f"{path}: 'channels.creation_policy' is approval, but 'operators.users' is empty: "
+            "list who reviews channel requests (Matrix ids such as @ops:example.org)"
+        )
+    federation = hosting.get("federation", "open")
+    if federation not in FEDERATION_POLICIES:
+        raise ConfigError(
+            f"{path}: 'hosting.federation' must be one of {FEDERATION_POLICIES}, got {federation!r}"
+        )
+    allowed = tuple(hosting.get("allowed_servers", ()))
+    if federation == "allowlist" and not allowed:
+        raise ConfigError(
+            f"{path}: 'hosting.allowed_servers' must list at least one server when 'hosting.federation' "
+            "is allowlist (Kanal's own server is always allowed)"
+        )
+    compliance = _compliance(comp, path, base, operators)
+    web_host, web_port = parse_listen(web.get("listen", DEFAULT_WEB_LISTEN), f"{path}: 'web.listen'")
+    # Without a `web` section there is no web face (configs from before it existed stay as they were).
+    web_enabled = "web" in data and web.get("enabled", True)
+    if web_enabled and (web_host, web_port) == (listen_host, listen_port):
+        raise ConfigError(
+            f"{path}: 'web.listen' must differ from 'appservice.listen' (the web face is public)"
+        )
+    public_url = web.get("public_url", f"http://{web_host}:{web_port}").rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
+        raise ConfigError(f"{path}: 'web.public_url' must be an http(s) URL, got {public_url!r}")
+    retention = hosting.get("retention_days")
+    if retention is not None and retention < 1:
+        raise ConfigError(
+            f"{path}: 'hosting.retention_days' must be at least 1 (or left out), got {retention}"
+        )
+    return Config(
+        path=path,
+        domain=hs["domain"],
+        homeserver_url=hs["url"].rstrip("/"),
+        as_id=asv.get("id", "kanal"),
+        as_token=asv["as_token"],
+        hs_token=asv["hs_token"],
+        listen_host=listen_host,
+        listen_port=listen_port,
+        as_url=asv.get("url", f"http://{listen_host}:{listen_port}"),
+        registration_path=(base / registration).resolve() if registration else None,
+        bot_localpart=bot,
+        ghost_prefix=prefix,
+        database_url=resolve_database_url(db.get("url", "sqlite:///kanal.db"), base),
+        creation_policy=policy,
+        default_language=language,
+        log_level=level,
+        log_format=fmt,
+        max_channels_per_user=ch.get("max_channels_per_user", 10),
+        handle_pattern=pattern,
+        reserved_handles=tuple(h.lower() for h in ch.get("reserved_handles", DEFAULT_RESERVED_HANDLES)),
+        rename_grace_days=ch.get("rename_grace_days", 14),
+        handle_cooldown_days=ch.get("handle_cooldown_days", 30),
+        title_max_length=ch.get("title_max_length", 128),
+        verified_topic_suffix=ch.get("verified_topic_suffix", " — ✓ verified"),
+        views_edit_interval_s=ch.get("views_edit_interval", 600),
+        operators=operators,
+        federation=federation,
+        allowed_servers=allowed,
+        retention_days=retention,
+        compliance=compliance,
+        web_enabled=web_enabled,
+        web_listen_host=web_host,
+        web_listen_port=web_port,
+        web_public_url=public_url,
+    )
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (create one with `kanal init`)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the file is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse(data, path.resolve())
+
+
+def _compliance(raw: dict[str, Any], path: Path, base: Path, operators: tuple[str, ...]) -> ComplianceConfig:
+    from bridge.screening.settings import parse_hooks
+
+    moderators = tuple(raw.get("moderators", operators))
+    for user in moderators:
+        if not re.fullmatch(r"@[^:\s]+:\S+", user):
+            raise ConfigError(f"{path}: 'compliance.moderators' must hold Matrix user ids, got {user!r}")
+    try:
+        hooks = tuple(parse_hooks(raw.get("hooks", []), "compliance.hooks", base))
+        channel_hooks = {
+            str(handle).lower(): tuple(parse_hooks(specs, f"compliance.channel_hooks.{handle}", base))
+            for handle, specs in raw.get("channel_hooks", {}).items()
+        }
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    window = raw.get("appeal_window_days", 14)
+    if window < 1:
+        raise ConfigError(f"{path}: 'compliance.appeal_window_days' must be at least 1, got {window}")
+    every = raw.get("checkpoint_every", 100)
+    if every < 1:
+        raise ConfigError(f"{path}: 'compliance.checkpoint_every' must be at least 1, got {every}")
+    poll = raw.get("report_poll_seconds", 60)
+    if poll < 5:
+        raise ConfigError(f"{path}: 'compliance.report_poll_seconds' must be at least 5, got {poll}")
+    key = raw.get("audit_key", "audit-ed25519.key")
+    token_file = raw.get("homeserver_admin_token_file")
+    return ComplianceConfig(
+        moderators=moderators,
+        hooks=hooks,
+        channel_hooks=channel_hooks,
+        appeal_window_days=window,
+        redress=raw.get("redress", DEFAULT_REDRESS).replace("{days}", str(window)),
+        audit_key=(base / key).resolve(),
+        checkpoint_every=every,
+        homeserver_admin_token_file=(base / token_file).resolve() if token_file else None,
+        report_poll_seconds=poll,
+        policy_rooms=tuple(raw.get("policy_rooms", ())),
+    )

@@ -1,0 +1,79 @@
+"""What every handler needs: configuration, the homeserver client, the database, the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from appservice.client import HomeserverClient, Intent
+from appservice.ids import RoomID, UserID
+from bridge.runtime.config import Config
+from bridge.runtime.outbox import OutboxWorker, new_entry
+from bridge.store.models import OutboxEntry
+from bridge.text.i18n import t
+
+
+@dataclass
+class Context:
+    config: Config
+    client: HomeserverClient
+    sessions: async_sessionmaker[AsyncSession]
+    outbox: OutboxWorker
+    # Management and backstage rooms, kept in memory when this process is the only writer (SQLite);
+    # None means "ask the database" (PostgreSQL, where another process may add rooms).
+    known_rooms: set[str] | None = None
+    # The pre-publication hooks (bridge.moderation.hooks.Pipeline); None: nothing to check.
+    pipeline: Any = None
+
+    def remember_room(self, room_id: str) -> None:
+        if self.known_rooms is not None:
+            self.known_rooms.add(room_id)
+
+    @property
+    def bot(self) -> UserID:
+        return UserID(self.config.bot_user_id)
+
+    @property
+    def domain(self) -> str:
+        return self.config.domain
+
+    def bot_intent(self) -> Intent:
+        return self.client.intent(self.bot)
+
+    def ghost_for(self, handle: str) -> UserID:
+        return UserID(f"@{self.config.ghost_prefix}{handle}:{self.config.domain}")
+
+    def alias_for(self, handle: str) -> str:
+        return f"#{handle}:{self.config.domain}"
+
+    def note(self, room_id: str, text: str) -> dict[str, Any]:
+        """An `on_success`/`on_failure` payload: the bot tells `room_id` the outcome."""
+        return {"as_user": self.bot, "room_id": room_id, "body": text}
+
+
+def enqueue(session: AsyncSession, entry: OutboxEntry) -> OutboxEntry:
+    session.add(entry)
+    return entry
+
+
+def reply(
+    session: AsyncSession, ctx: Context, room_id: RoomID | str, lang: str, key: str, **values: Any
+) -> None:
+    """Queue the bot's answer (an `m.notice`, so it never notifies) in the same transaction as the decision."""
+    text = t(lang, key, domain=ctx.domain, **values)
+    enqueue(session, send_entry(ctx.bot, room_id, {"msgtype": "m.notice", "body": text}))
+
+
+def send_entry(
+    as_user: str,
+    room_id: str,
+    content: dict[str, Any],
+    *,
+    event_type: str = "m.room.message",
+    ref_source: str | None = None,
+    **extra: Any,
+) -> OutboxEntry:
+    payload = {"room_id": room_id, "event_type": event_type, "content": content, **extra}
+    return new_entry(f"room:{room_id}", "send", as_user, payload, ref_source)

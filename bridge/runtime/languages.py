@@ -1,0 +1,87 @@
+"""Which language the bot answers a person in, and the `language` command that lets them choose.
+
+Matrix does not tell an application service which language a client shows, so the bot goes by, in
+order: the person's own choice (`language fa`, stored in `user_settings`), Arabic script in what they
+just wrote, the room's language, and the deployment's `channels.default_language`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.events import Event
+from bridge.runtime.context import Context, reply
+from bridge.store.models import Room, UserSetting
+from bridge.text.commands import Command
+from bridge.text.i18n import catalogue, detect_language, t
+
+# `language auto` forgets the choice: replies follow the script the person writes in again.
+AUTO = "auto"
+
+
+async def chosen_language(session: AsyncSession, user_id: str) -> str | None:
+    """The language `user_id` chose with `language <code>`, while Kanal still has it."""
+    setting = await session.get(UserSetting, user_id)
+    if setting is None or setting.language not in catalogue().languages:
+        return None
+    return setting.language
+
+
+async def language_for(
+    session: AsyncSession, ctx: Context, user_id: str, text: str = "", room: Room | None = None
+) -> str:
+    """The language of a reply to `user_id`, who wrote `text` (if anything) in `room` (if any)."""
+    chosen = await chosen_language(session, user_id)
+    if chosen is not None:
+        return chosen
+    fallback = (room.language if room is not None else None) or ctx.config.default_language
+    return detect_language(text, fallback)
+
+
+def _choices() -> str:
+    return ", ".join(f"{code} ({t(code, 'language_name')})" for code in catalogue().languages)
+
+
+async def language_command(
+    ctx: Context, session: AsyncSession, room: Room, event: Event, cmd: Command, lang: str
+) -> None:
+    """`language` shows the choice; `language en|fa` makes it; `language auto` forgets it."""
+    code = (cmd.arg(0) or "").lower()
+    if not code:
+        chosen = await chosen_language(session, event.sender)
+        if chosen is None:
+            reply(session, ctx, room.room_id, lang, "language_auto", choices=_choices())
+        else:
+            reply(
+                session,
+                ctx,
+                room.room_id,
+                lang,
+                "language_current",
+                language=t(lang, "language_name"),
+                choices=_choices(),
+            )
+        return
+    if code != AUTO and code not in catalogue().languages:
+        reply(session, ctx, room.room_id, lang, "language_unknown", code=code[:16], choices=_choices())
+        return
+    setting = await session.get(UserSetting, event.sender)
+    if setting is None:
+        setting = UserSetting(user_id=event.sender)
+        session.add(setting)
+    setting.language = None if code == AUTO else code
+    setting.updated_at = datetime.now(UTC)
+    if code == AUTO:
+        reply(session, ctx, room.room_id, lang, "language_cleared", choices=_choices())
+    else:
+        reply(
+            session,
+            ctx,
+            room.room_id,
+            code,
+            "language_set",
+            language=t(code, "language_name"),
+            choices=_choices(),
+        )

@@ -1,0 +1,114 @@
+"""Prometheus metrics, liveness and readiness: what an operator scrapes and probes.
+
+/metrics  transactions and events by outcome, outbox depth and age, homeserver latency and errors
+/health   liveness: the process answers
+/ready    readiness: taking transactions, and the database answers
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from appservice.server import AppServiceServer
+from bridge.runtime.outbox import OutboxWorker
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.homeserver_seconds = Histogram(
+            "kanal_homeserver_request_seconds",
+            "Requests Kanal made to the homeserver, by method.",
+            ["method"],
+            registry=self.registry,
+        )
+        self.homeserver_errors = Counter(
+            "kanal_homeserver_errors_total",
+            "Failed homeserver requests, by HTTP status (0: unreachable).",
+            ["status"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, status: int | None, seconds: float) -> None:
+        """The HomeserverClient's observer hook."""
+        self.homeserver_seconds.labels(method).observe(seconds)
+        if status is None or status >= 400:
+            self.homeserver_errors.labels(str(status or 0)).inc()
+
+
+class _ServiceCollector(Collector):
+    """Reads counters kept by the server, processor and outbox at scrape time (no double bookkeeping)."""
+
+    def __init__(
+        self, server: AppServiceServer, outbox: OutboxWorker, depth: Callable[[], tuple[int, float]]
+    ) -> None:
+        self.server = server
+        self.outbox = outbox
+        self.depth = depth
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self.server.stats
+        txns = GaugeMetricFamily(
+            "kanal_transactions_total", "Transactions from the homeserver, by outcome.", labels=["outcome"]
+        )
+        txns.add_metric(["ok"], stats.transactions)
+        txns.add_metric(["duplicate"], stats.duplicate_transactions)
+        txns.add_metric(["failed"], stats.failed_transactions)
+        yield txns
+        events = GaugeMetricFamily("kanal_events_total", "Events received, by outcome.", labels=["outcome"])
+        events.add_metric(["accepted"], stats.events)
+        events.add_metric(["malformed"], stats.skipped_events)
+        yield events
+        sent = GaugeMetricFamily(
+            "kanal_outbox_attempts_total", "Outbox attempts, by outcome.", labels=["outcome"]
+        )
+        sent.add_metric(["done"], self.outbox.sent)
+        sent.add_metric(["failed"], self.outbox.failed)
+        sent.add_metric(["retry"], self.outbox.retried)
+        yield sent
+        count, age = self.depth()
+        yield GaugeMetricFamily("kanal_outbox_depth", "Outbox entries waiting to be sent.", value=count)
+        yield GaugeMetricFamily(
+            "kanal_outbox_oldest_age_seconds", "Age of the oldest waiting entry.", value=age
+        )
+
+
+def add_routes(
+    app: web.Application,
+    metrics: Metrics,
+    server: AppServiceServer,
+    outbox: OutboxWorker,
+    db_ping: Callable[[], Awaitable[None]],
+) -> None:
+    depth_cache: list[tuple[int, float]] = [(0, 0.0)]
+    metrics.registry.register(_ServiceCollector(server, outbox, lambda: depth_cache[0]))
+
+    async def metrics_handler(request: web.Request) -> web.Response:
+        depth_cache[0] = await outbox.depth()
+        return web.Response(
+            body=generate_latest(metrics.registry),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready(request: web.Request) -> web.Response:
+        if not server.accepting:
+            return web.json_response({"status": "stopping"}, status=503)
+        try:
+            await db_ping()
+        except Exception as exc:  # any database failure means "not ready", with the reason
+            return web.json_response(
+                {"status": "database unavailable", "error": type(exc).__name__}, status=503
+            )
+        return web.json_response({"status": "ready"})
+
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)

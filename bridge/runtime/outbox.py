@@ -1,0 +1,427 @@
+"""The durable outbox: every write to the homeserver is recorded, then sent, then marked done.
+
+    handler ──(same DB transaction as the decision)──▶ outbox row (pending)
+    worker: claim pending rows ─▶ per queue, strictly in id order ─▶ execute with txn id `kanal-<id>`
+        ├─ success ─────────────▶ done (+ result event id, + post mapping)
+        ├─ transient (5xx, 429,  ▶ stays pending, next_attempt_at = now + backoff (capped); the queue
+        │  unreachable)            waits so later rows never overtake it
+        └─ permanent (4xx)  ────▶ failed, logged; the queue moves on
+
+A send is retried with the same transaction id, so the homeserver answers a repeat with the event
+it already has instead of posting twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from appservice.client import HomeserverClient
+from appservice.errors import MatrixConnectionError, MatrixRequestError
+from appservice.ids import UserID
+from bridge.matrix.relay import replace_ref
+from bridge.store.models import OutboxEntry, Post
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 500
+MAX_PARALLEL_QUEUES = 16
+RETRY_BASE_S = 1.0
+RETRY_MAX_S = 60.0
+POLL_INTERVAL_S = 1.0
+TXN_MARKER = "net.kanal.txn"
+PROBE_INTERVAL_S = 2.0
+
+
+class SkipEntry(Exception):
+    """The entry can no longer have any effect (e.g. its target was never published)."""
+
+
+def txn_id_for(entry_id: int, suffix: str = "") -> str:
+    return f"kanal-{entry_id}{'-' + suffix if suffix else ''}"
+
+
+def new_entry(
+    queue: str, kind: str, as_user: str, payload: dict[str, Any], ref_source: str | None = None
+) -> OutboxEntry:
+    return OutboxEntry(queue=queue, kind=kind, as_user=as_user, payload=payload, ref_source=ref_source)
+
+
+Executor = Callable[[OutboxEntry, "OutboxWorker"], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # done | failed | retry
+    result: str | None = None
+    error: str | None = None
+
+
+class OutboxWorker:
+    """Drains the outbox; safe to run in several processes sharing one PostgreSQL.
+
+    With PostgreSQL (`row_locks=True`) a queue's head entry is locked with `FOR UPDATE SKIP LOCKED`
+    for the whole send, so two processes never send the same entry and a queue's entries never
+    overtake each other. With SQLite (one process) the claim is in memory: each queue has one
+    coroutine, and no database transaction stays open across a network call.
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], client: HomeserverClient, *, row_locks: bool = False
+    ) -> None:
+        self.sessions = sessions
+        self.client = client
+        self.row_locks = row_locks
+        self.executors: dict[str, Executor] = {
+            "send": _exec_send,
+            "redact": _exec_redact,
+            "state": _exec_state,
+            "invite": _exec_invite,
+            "kick": _exec_kick,
+            "join": _exec_join,
+            "leave": _exec_leave,
+            "pin": _exec_pin,
+            "unpin": _exec_pin,
+            "displayname": _exec_displayname,
+        }
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.sent = 0
+        self.failed = 0
+        self.retried = 0
+        self.homeserver_down = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def relayed_event(self, source_event_id: str) -> str:
+        async with self.sessions() as session:
+            relayed = await session.scalar(
+                select(Post.relayed_event_id).where(Post.source_event_id == source_event_id)
+            )
+        if relayed is None:
+            raise SkipEntry(f"{source_event_id} has no relayed copy")
+        return relayed
+
+    async def _probe(self) -> None:
+        """While the homeserver is down, ask it cheaply; when it answers, retry everything at once."""
+        try:
+            await self.client.versions()
+        except (MatrixConnectionError, MatrixRequestError):
+            return
+        log.info("The homeserver answers again; resuming the outbox now")
+        self.homeserver_down = False
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(OutboxEntry).where(OutboxEntry.status == "pending").values(next_attempt_at=None)
+            )
+
+    async def run(self) -> None:
+        """Drain until `stop()`; then flush what is due once more and return."""
+        while not self._stopping:
+            self._wake.clear()
+            if self.homeserver_down:
+                await self._probe()
+            worked = await self.drain_once()
+            if not worked and not self._stopping:
+                try:
+                    await asyncio.wait_for(
+                        self._wake.wait(), PROBE_INTERVAL_S if self.homeserver_down else POLL_INTERVAL_S
+                    )
+                except TimeoutError:
+                    pass
+        # Shutdown: send what the homeserver will take now; the rest waits for the next start.
+        while await self.drain_once():
+            pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def depth(self) -> tuple[int, float]:
+        """Pending entries and the age in seconds of the oldest one."""
+        async with self.sessions() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(OutboxEntry.created_at)).where(
+                        OutboxEntry.status == "pending"
+                    )
+                )
+            ).one()
+        age = (datetime.now(UTC) - aware(oldest)).total_seconds() if oldest is not None else 0.0
+        return int(count), max(age, 0.0)
+
+    async def drain_once(self) -> bool:
+        """Send what is due in every queue; True when anything was attempted."""
+        if self.homeserver_down:
+            return False  # only the probe talks to a homeserver that is down; it resumes us
+        async with self.sessions() as session:
+            queues = (
+                await session.scalars(
+                    select(OutboxEntry.queue)
+                    .where(OutboxEntry.status == "pending")
+                    .distinct()
+                    .limit(CLAIM_BATCH)
+                )
+            ).all()
+        if not queues:
+            return False
+        semaphore = asyncio.Semaphore(MAX_PARALLEL_QUEUES)
+
+        async def run_queue(queue: str) -> int:
+            async with semaphore:
+                return await self._run_queue(queue)
+
+        attempted = await asyncio.gather(*(run_queue(queue) for queue in queues))
+        return sum(attempted) > 0
+
+    async def _head(self, session: AsyncSession, queue: str) -> OutboxEntry | None:
+        head = await session.scalar(
+            select(OutboxEntry)
+            .where(OutboxEntry.queue == queue, OutboxEntry.status == "pending")
+            .order_by(OutboxEntry.id)
+            .limit(1)
+        )
+        if head is None or (
+            head.next_attempt_at is not None and aware(head.next_attempt_at) > datetime.now(UTC)
+        ):
+            return None
+        return head
+
+    async def _run_queue(self, queue: str) -> int:
+        """Send a queue's due entries in order until it is empty or its head must wait."""
+        attempted = 0
+        while True:
+            if self.row_locks:
+                async with self.sessions.begin() as session:
+                    head = await self._head(session, queue)
+                    if head is None:
+                        return attempted
+                    # Lock exactly the head: SKIP LOCKED on the whole queue would hand us the next
+                    # entry while another process still sends the head, breaking the order.
+                    locked = await session.scalar(
+                        select(OutboxEntry)
+                        .where(OutboxEntry.id == head.id, OutboxEntry.status == "pending")
+                        .with_for_update(skip_locked=True)
+                    )
+                    if locked is None:
+                        return attempted
+                    outcome = await self._attempt(locked)
+                    await self._record(session, locked, outcome)
+            else:
+                async with self.sessions() as session:
+                    head = await self._head(session, queue)
+                if head is None:
+                    return attempted
+                outcome = await self._attempt(head)
+                async with self.sessions.begin() as session:
+                    await self._record(session, head, outcome)
+            attempted += 1
+            if outcome.status == "retry":
+                return attempted  # keep order: the rest of this queue waits for the retry
+
+    async def _attempt(self, entry: OutboxEntry) -> Outcome:
+        executor = self.executors.get(entry.kind)
+        try:
+            if executor is None:
+                raise SkipEntry(f"unknown outbox kind {entry.kind!r}")
+            result = await executor(entry, self)
+        except SkipEntry as exc:
+            log.info("Outbox %d (%s) skipped: %s", entry.id, entry.kind, exc)
+            return Outcome("done", None, f"skipped: {exc}")
+        except MatrixRequestError as exc:
+            error = f"{exc.status} {exc.errcode}: {exc.message}"
+            if exc.retryable:
+                return Outcome("retry", None, error)
+            log.warning("Outbox %d (%s) failed for good: %s", entry.id, entry.kind, error)
+            return Outcome("failed", None, error)
+        except MatrixConnectionError as exc:
+            if not self.homeserver_down:
+                log.warning(
+                    "The homeserver is unreachable (%s); checking every %.0f s and resuming when it answers",
+                    exc,
+                    PROBE_INTERVAL_S,
+                )
+            self.homeserver_down = True
+            return Outcome("retry", None, str(exc))
+        return Outcome("done", result)
+
+    async def _record(self, session: AsyncSession, entry: OutboxEntry, outcome: Outcome) -> None:
+        attempts = entry.attempts + 1
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_error": (outcome.error or None) and outcome.error[:1000],
+        }
+        if outcome.status == "retry":
+            delay = min(RETRY_BASE_S * 2.0 ** min(attempts - 1, 10), RETRY_MAX_S) * (
+                0.75 + random.random() / 2
+            )
+            values["next_attempt_at"] = datetime.now(UTC) + timedelta(seconds=delay)
+            self.retried += 1
+            log.warning(
+                "Outbox %d (%s) attempt %d failed (%s); next try in %.0f s",
+                entry.id,
+                entry.kind,
+                attempts,
+                outcome.error,
+                delay,
+            )
+        else:
+            values["status"] = outcome.status
+            values["result_event_id"] = outcome.result
+            if outcome.status == "done":
+                self.sent += 1
+            else:
+                self.failed += 1
+            if entry.payload.get("secret"):
+                # A message carrying a secret (a token shown once) is not kept once it is sent.
+                values["payload"] = {
+                    **entry.payload,
+                    "content": {"msgtype": "m.notice", "body": "(secret removed)"},
+                }
+        await session.execute(update(OutboxEntry).where(OutboxEntry.id == entry.id).values(values))
+        # The person who asked learns the outcome through a new entry, recorded in this same transaction.
+        note = entry.payload.get("on_success" if outcome.status == "done" else "on_failure")
+        if outcome.status != "retry" and isinstance(note, dict):
+            body = str(note["body"]).replace("{error}", outcome.error or "")
+            session.add(
+                new_entry(
+                    f"room:{note['room_id']}",
+                    "send",
+                    note["as_user"],
+                    {
+                        "room_id": note["room_id"],
+                        "event_type": "m.room.message",
+                        "content": {"msgtype": "m.notice", "body": body},
+                    },
+                )
+            )
+        source = entry.payload.get("post_source")
+        if outcome.status == "done" and outcome.result is not None and isinstance(source, str):
+            await session.execute(
+                update(Post).where(Post.source_event_id == source).values(relayed_event_id=outcome.result)
+            )
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything Kanal stores is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def _resolved(entry: OutboxEntry, worker: OutboxWorker) -> dict[str, Any]:
+    if entry.ref_source is None:
+        return entry.payload
+    relayed = await worker.relayed_event(entry.ref_source)
+    resolved: dict[str, Any] = replace_ref(entry.payload, relayed)
+    return resolved
+
+
+async def _exec_send(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Send with `kanal-<id>` as transaction id and as a marker in the content.
+
+    The transaction id makes a retry return the first event while the homeserver remembers it (Synapse
+    keeps it in memory). The marker covers a homeserver that restarted after storing an event whose
+    answer we never got: before retrying such an entry we look for the marker among our recent sends.
+    """
+    payload = await _resolved(entry, worker)
+    intent = worker.client.intent(UserID(entry.as_user))
+    txn_id = txn_id_for(entry.id)
+    if entry.attempts > 0:
+        existing = await intent.find_recent_event(payload["room_id"], TXN_MARKER, txn_id)
+        if existing is not None:
+            log.info("Outbox %d was already delivered as %s; not sending it again", entry.id, existing)
+            return existing
+    content = {**payload["content"], TXN_MARKER: txn_id}
+    return await intent.send(payload["room_id"], payload["event_type"], content, txn_id)
+
+
+async def _exec_redact(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    payload = await _resolved(entry, worker)
+    intent = worker.client.intent(UserID(entry.as_user))
+    return await intent.redact(
+        payload["room_id"], payload["event_id"], txn_id_for(entry.id), payload.get("reason")
+    )
+
+
+async def _exec_state(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    p = entry.payload
+    intent = worker.client.intent(UserID(entry.as_user))
+    return await intent.send_state(p["room_id"], p["event_type"], p["content"], p.get("state_key", ""))
+
+
+async def _exec_invite(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    p = entry.payload
+    intent = worker.client.intent(UserID(entry.as_user))
+    try:
+        await intent.invite(p["room_id"], p["user_id"], p.get("reason"))
+    except MatrixRequestError as exc:
+        # Already joined or invited: the goal is reached.
+        if exc.status == 403 and ("already" in exc.message or "is in the room" in exc.message):
+            return None
+        raise
+    return None
+
+
+async def _exec_kick(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    p = entry.payload
+    intent = worker.client.intent(UserID(entry.as_user))
+    try:
+        await intent.kick(p["room_id"], p["user_id"], p.get("reason"))
+    except MatrixRequestError as exc:
+        if exc.status == 403 and "not in the room" in exc.message.lower():
+            return None
+        raise
+    return None
+
+
+async def _exec_join(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    intent = worker.client.intent(UserID(entry.as_user))
+    await intent.ensure_registered()
+    await intent.join(entry.payload["room_id"])
+    return None
+
+
+async def _exec_leave(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    intent = worker.client.intent(UserID(entry.as_user))
+    try:
+        await intent.leave(entry.payload["room_id"], entry.payload.get("reason"))
+    except MatrixRequestError as exc:
+        if exc.status not in (403, 404):
+            raise
+    return None
+
+
+async def _exec_displayname(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    intent = worker.client.intent(UserID(entry.as_user))
+    await intent.ensure_registered()
+    await intent.set_displayname(entry.payload["displayname"])
+    return None
+
+
+async def _exec_pin(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Read-modify-write of `m.room.pinned_events`; a set operation, so a repeat changes nothing."""
+    p = await _resolved(entry, worker)
+    intent = worker.client.intent(UserID(entry.as_user))
+    try:
+        current = (await intent.get_state(p["room_id"], "m.room.pinned_events")).get("pinned", [])
+    except MatrixRequestError as exc:
+        if exc.status != 404:
+            raise
+        current = []
+    pinned = [e for e in current if isinstance(e, str)]
+    target = p["event_id"]
+    if entry.kind == "pin" and target not in pinned:
+        pinned.append(target)
+    elif entry.kind == "unpin" and target in pinned:
+        pinned.remove(target)
+    else:
+        return None
+    return await intent.send_state(p["room_id"], "m.room.pinned_events", {"pinned": pinned})
