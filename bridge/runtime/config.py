@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -176,56 +176,168 @@ def resolve_database_url(url: str, base: Path) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class _Appservice:
+    id: str
+    as_token: str
+    hs_token: str
+    listen_host: str
+    listen_port: int
+    url: str
+    registration: str | None  # resolved against the config's folder only at the end (see parse)
+    bot_localpart: str
+    ghost_prefix: str
+
+
+@dataclass(frozen=True)
+class _Channels:
+    max_channels_per_user: int
+    handle_pattern: str
+    reserved_handles: tuple[str, ...]
+    rename_grace_days: int
+    handle_cooldown_days: int
+    title_max_length: int
+    verified_topic_suffix: str
+    views_edit_interval_s: int
+
+
+@dataclass(frozen=True)
+class _Web:
+    enabled: bool
+    listen_host: str
+    listen_port: int
+    public_url: str
+
+
 def parse(data: Any, path: Path) -> Config:
+    """Validate the YAML document `data` read from `path` into a Config, or raise ConfigError."""
+    values = _sections(data, path)
+    base = path.parent
+    # Every value's type is checked before any section's meaning, and the sections in this order (channels
+    # and hosting in two parts): a file with several mistakes always names the same one first.
+    homeserver_url, domain = _homeserver(values["homeserver"], path)
+    asv = _appservice(values["appservice"], path)
+    policy, language = _channel_policy(values["channels"], path)
+    log_level, log_format = _logging(values["logging"], path)
+    channels = _channel_limits(values["channels"], path)
+    operators = _operators(values["operators"], policy, path)
+    federation, allowed = _hosting(values["hosting"], path)
+    compliance = _compliance(values["compliance"], path, base, operators)
+    web = _web(values["web"], "web" in data, (asv.listen_host, asv.listen_port), path)
+    retention = _retention_days(values["hosting"], path)
+    return Config(
+        path=path,
+        domain=domain,
+        homeserver_url=homeserver_url,
+        as_id=asv.id,
+        as_token=asv.as_token,
+        hs_token=asv.hs_token,
+        listen_host=asv.listen_host,
+        listen_port=asv.listen_port,
+        as_url=asv.url,
+        # Paths resolve after every check: resolving can fail (a symlink loop), which must not hide a mistake.
+        registration_path=(base / asv.registration).resolve() if asv.registration else None,
+        bot_localpart=asv.bot_localpart,
+        ghost_prefix=asv.ghost_prefix,
+        database_url=_database(values["database"], base),
+        creation_policy=policy,
+        default_language=language,
+        log_level=log_level,
+        log_format=log_format,
+        max_channels_per_user=channels.max_channels_per_user,
+        handle_pattern=channels.handle_pattern,
+        reserved_handles=channels.reserved_handles,
+        rename_grace_days=channels.rename_grace_days,
+        handle_cooldown_days=channels.handle_cooldown_days,
+        title_max_length=channels.title_max_length,
+        verified_topic_suffix=channels.verified_topic_suffix,
+        views_edit_interval_s=channels.views_edit_interval_s,
+        operators=operators,
+        federation=federation,
+        allowed_servers=allowed,
+        retention_days=retention,
+        compliance=compliance,
+        web_enabled=web.enabled,
+        web_listen_host=web.listen_host,
+        web_listen_port=web.listen_port,
+        web_public_url=web.public_url,
+    )
+
+
+def _sections(data: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """Check the document against _SCHEMA; return each section's mapping (empty when left out)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    values: dict[str, dict[str, Any]] = {}
     for key in data:
         if key not in _SCHEMA:
             raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(_SCHEMA)})")
-    for section, keys in _SCHEMA.items():
-        raw = data.get(section, {})
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: '{section}' must be a mapping")
-        for key in raw:
-            if key not in keys:
-                raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {', '.join(keys)})")
-        for key, (expected, required) in keys.items():
-            if key not in raw or raw[key] is None or (required and raw[key] == ""):
-                if required:
-                    raise ConfigError(f"{path}: '{section}.{key}' is required ({_type_name(expected)})")
-                continue
-            if not isinstance(raw[key], expected) or (isinstance(raw[key], bool) and expected is not bool):
-                raise ConfigError(
-                    f"{path}: '{section}.{key}' must be {_type_name(expected)}, got {type(raw[key]).__name__}"
-                )
-            if (
-                expected is list
-                and f"{section}.{key}" not in _STRUCTURED
-                and not all(isinstance(item, str) and item for item in raw[key])
-            ):
-                raise ConfigError(f"{path}: '{section}.{key}' must be a list of non-empty strings")
-        values[section] = {k: v for k, v in raw.items() if v is not None}
+    return {section: _section(data, section, keys, path) for section, keys in _SCHEMA.items()}
 
-    hs, asv, db, ch, lg, ops, hosting, comp, web = (
-        values[s]
-        for s in (
-            "homeserver",
-            "appservice",
-            "database",
-            "channels",
-            "logging",
-            "operators",
-            "hosting",
-            "compliance",
-            "web",
-        )
-    )
-    base = path.parent
+
+def _section(
+    data: dict[Any, Any], section: str, keys: dict[str, tuple[type | tuple[type, ...], bool]], path: Path
+) -> dict[str, Any]:
+    """Check one section's keys and their types; return its values without the null ones."""
+    raw = data.get(section, {})
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: '{section}' must be a mapping")
+    for key in raw:
+        if key not in keys:
+            raise ConfigError(f"{path}: unknown key '{section}.{key}' (known: {', '.join(keys)})")
+    for key, (expected, required) in keys.items():
+        _check_type(raw.get(key), f"{section}.{key}", expected, required, path)
+    # A null value (`key:` with nothing after it) takes the key's default, as if it were left out.
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def _check_type(
+    value: Any, dotted: str, expected: type | tuple[type, ...], required: bool, path: Path
+) -> None:
+    """Refuse a missing required value, a value of another type, or a list holding anything but text."""
+    if value is None or (required and value == ""):
+        if required:
+            raise ConfigError(f"{path}: '{dotted}' is required ({_type_name(expected)})")
+        return
+    # bool is a subclass of int, but `true` is no number of days.
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        raise ConfigError(f"{path}: '{dotted}' must be {_type_name(expected)}, got {type(value).__name__}")
+    if (
+        expected is list
+        and dotted not in _STRUCTURED
+        and not all(isinstance(item, str) and item for item in cast("list[Any]", value))
+    ):
+        raise ConfigError(f"{path}: '{dotted}' must be a list of non-empty strings")
+
+
+def _one_of(
+    raw: dict[str, Any], section: str, key: str, default: str, choices: tuple[str, ...], path: Path
+) -> str:
+    """The value of `section.key` (or `default`), refused unless it is one of `choices`."""
+    value: str = raw.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"{path}: '{section}.{key}' must be one of {choices}, got {value!r}")
+    return value
+
+
+def _at_least(raw: dict[str, Any], section: str, key: str, default: int, least: int, path: Path) -> int:
+    """The value of `section.key` (or `default`), refused below `least`."""
+    value: int = raw.get(key, default)
+    if value < least:
+        raise ConfigError(f"{path}: '{section}.{key}' must be at least {least}, got {value}")
+    return value
+
+
+def _homeserver(hs: dict[str, Any], path: Path) -> tuple[str, str]:
+    """The homeserver's URL (without a trailing slash) and its server_name."""
     if not re.match(r"^https?://", hs["url"]):
         raise ConfigError(f"{path}: 'homeserver.url' must start with http:// or https://, got {hs['url']!r}")
+    return hs["url"].rstrip("/"), hs["domain"]
+
+
+def _appservice(asv: dict[str, Any], path: Path) -> _Appservice:
+    """The registration's values: id, tokens, listen address and URL, the bot's and ghosts' localparts."""
     for key in ("as_token", "hs_token"):
         if len(asv[key]) < 16:
             raise ConfigError(f"{path}: 'appservice.{key}' is too short (at least 16 characters)")
@@ -237,31 +349,58 @@ def parse(data: Any, path: Path) -> Config:
     for key, value in (("bot_localpart", bot), ("ghost_prefix", prefix)):
         if not _LOCALPART.fullmatch(value):
             raise ConfigError(f"{path}: 'appservice.{key}' must use only a-z 0-9 . _ = - /, got {value!r}")
-    policy = ch.get("creation_policy", "open")
-    if policy not in CREATION_POLICIES:
-        raise ConfigError(
-            f"{path}: 'channels.creation_policy' must be one of {CREATION_POLICIES}, got {policy!r}"
+    return _Appservice(
+        id=asv.get("id", "kanal"),
+        as_token=asv["as_token"],
+        hs_token=asv["hs_token"],
+        listen_host=listen_host,
+        listen_port=listen_port,
+        url=asv.get("url", f"http://{listen_host}:{listen_port}"),
+        registration=asv.get("registration"),
+        bot_localpart=bot,
+        ghost_prefix=prefix,
+    )
+
+
+def _database(db: dict[str, Any], base: Path) -> str:
+    """The database URL, with its async driver and a relative SQLite path made absolute."""
+    return resolve_database_url(db.get("url", "sqlite:///kanal.db"), base)
+
+
+def _channel_policy(ch: dict[str, Any], path: Path) -> tuple[str, str]:
+    """Who may create channels, and the language the bot answers in when it cannot tell the user's."""
+    policy = _one_of(ch, "channels", "creation_policy", "open", CREATION_POLICIES, path)
+    language = _one_of(ch, "channels", "default_language", "en", LANGUAGES, path)
+    return policy, language
+
+
+def _channel_limits(ch: dict[str, Any], path: Path) -> _Channels:
+    """The limits on channels and their handles, titles and view-count edits."""
+    limits = {
+        key: _at_least(ch, "channels", key, default, least, path)
+        for key, default, least in (
+            ("max_channels_per_user", 10, 0),
+            ("rename_grace_days", 14, 0),
+            ("handle_cooldown_days", 30, 0),
+            ("title_max_length", 128, 1),
+            ("views_edit_interval", 600, 0),
         )
-    language = ch.get("default_language", "en")
-    if language not in LANGUAGES:
-        raise ConfigError(f"{path}: 'channels.default_language' must be one of {LANGUAGES}, got {language!r}")
-    level = lg.get("level", "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"{path}: 'logging.level' must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-    fmt = lg.get("format", "text")
-    if fmt not in ("text", "json"):
-        raise ConfigError(f"{path}: 'logging.format' must be text or json, got {fmt!r}")
-    registration = asv.get("registration")
-    for key, default, least in (
-        ("max_channels_per_user", 10, 0),
-        ("rename_grace_days", 14, 0),
-        ("handle_cooldown_days", 30, 0),
-        ("title_max_length", 128, 1),
-        ("views_edit_interval", 600, 0),
-    ):
-        if ch.get(key, default) < least:
-            raise ConfigError(f"{path}: 'channels.{key}' must be at least {least}, got {ch[key]}")
-    pattern = ch.get("handle_pattern", DEFAULT_HANDLE_PATTERN)
+    }
+    return _Channels(
+        max_channels_per_user=limits["max_channels_per_user"],
+        handle_pattern=_handle_pattern(ch, path),
+        reserved_handles=tuple(h.lower() for h in ch.get("reserved_handles", DEFAULT_RESERVED_HANDLES)),
+        rename_grace_days=limits["rename_grace_days"],
+        handle_cooldown_days=limits["handle_cooldown_days"],
+        title_max_length=limits["title_max_length"],
+        verified_topic_suffix=ch.get("verified_topic_suffix", " — ✓ verified"),
+        views_edit_interval_s=limits["views_edit_interval"],
+    )
+
+
+def _handle_pattern(ch: dict[str, Any], path: Path) -> str:
+    """The handles' regular expression, refused if invalid or if it lets through what ids cannot hold."""
+    pattern: str = ch.get("handle_pattern", DEFAULT_HANDLE_PATTERN)
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
@@ -273,6 +412,22 @@ def parse(data: Any, path: Path) -> Config:
             f"{path}: 'channels.handle_pattern' must not match an empty handle, upper case, spaces or "
             f"':', '#', '@' (handles become aliases and user ids), got {pattern!r}"
         )
+    return pattern
+
+
+def _logging(lg: dict[str, Any], path: Path) -> tuple[str, str]:
+    """The log level (upper case) and the log format."""
+    level = lg.get("level", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{path}: 'logging.level' must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    fmt = lg.get("format", "text")
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"{path}: 'logging.format' must be text or json, got {fmt!r}")
+    return level, fmt
+
+
+def _operators(ops: dict[str, Any], policy: str, path: Path) -> tuple[str, ...]:
+    """The operators' Matrix ids; the approval policy needs at least one to review requests."""
     operators = tuple(ops.get("users", ()))
     for user in operators:
         if not re.fullmatch(r"@[^:\s]+:\S+", user):
@@ -284,69 +439,44 @@ def parse(data: Any, path: Path) -> Config:
             f"{path}: 'channels.creation_policy' is approval, but 'operators.users' is empty: "
             "list who reviews channel requests (Matrix ids such as @ops:example.org)"
         )
-    federation = hosting.get("federation", "open")
-    if federation not in FEDERATION_POLICIES:
-        raise ConfigError(
-            f"{path}: 'hosting.federation' must be one of {FEDERATION_POLICIES}, got {federation!r}"
-        )
+    return operators
+
+
+def _hosting(hosting: dict[str, Any], path: Path) -> tuple[str, tuple[str, ...]]:
+    """The federation policy and, for allowlist, the servers allowed besides this one."""
+    federation = _one_of(hosting, "hosting", "federation", "open", FEDERATION_POLICIES, path)
     allowed = tuple(hosting.get("allowed_servers", ()))
     if federation == "allowlist" and not allowed:
         raise ConfigError(
             f"{path}: 'hosting.allowed_servers' must list at least one server when 'hosting.federation' "
             "is allowlist (Kanal's own server is always allowed)"
         )
-    compliance = _compliance(comp, path, base, operators)
-    web_host, web_port = parse_listen(web.get("listen", DEFAULT_WEB_LISTEN), f"{path}: 'web.listen'")
-    # Without a `web` section there is no web face (configs from before it existed stay as they were).
-    web_enabled = "web" in data and web.get("enabled", True)
-    if web_enabled and (web_host, web_port) == (listen_host, listen_port):
-        raise ConfigError(
-            f"{path}: 'web.listen' must differ from 'appservice.listen' (the web face is public)"
-        )
-    public_url = web.get("public_url", f"http://{web_host}:{web_port}").rstrip("/")
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
-        raise ConfigError(f"{path}: 'web.public_url' must be an http(s) URL, got {public_url!r}")
-    retention = hosting.get("retention_days")
+    return federation, allowed
+
+
+def _retention_days(hosting: dict[str, Any], path: Path) -> int | None:
+    """Days of history channel rooms keep, or None for no limit."""
+    retention: int | None = hosting.get("retention_days")
     if retention is not None and retention < 1:
         raise ConfigError(
             f"{path}: 'hosting.retention_days' must be at least 1 (or left out), got {retention}"
         )
-    return Config(
-        path=path,
-        domain=hs["domain"],
-        homeserver_url=hs["url"].rstrip("/"),
-        as_id=asv.get("id", "kanal"),
-        as_token=asv["as_token"],
-        hs_token=asv["hs_token"],
-        listen_host=listen_host,
-        listen_port=listen_port,
-        as_url=asv.get("url", f"http://{listen_host}:{listen_port}"),
-        registration_path=(base / registration).resolve() if registration else None,
-        bot_localpart=bot,
-        ghost_prefix=prefix,
-        database_url=resolve_database_url(db.get("url", "sqlite:///kanal.db"), base),
-        creation_policy=policy,
-        default_language=language,
-        log_level=level,
-        log_format=fmt,
-        max_channels_per_user=ch.get("max_channels_per_user", 10),
-        handle_pattern=pattern,
-        reserved_handles=tuple(h.lower() for h in ch.get("reserved_handles", DEFAULT_RESERVED_HANDLES)),
-        rename_grace_days=ch.get("rename_grace_days", 14),
-        handle_cooldown_days=ch.get("handle_cooldown_days", 30),
-        title_max_length=ch.get("title_max_length", 128),
-        verified_topic_suffix=ch.get("verified_topic_suffix", " — ✓ verified"),
-        views_edit_interval_s=ch.get("views_edit_interval", 600),
-        operators=operators,
-        federation=federation,
-        allowed_servers=allowed,
-        retention_days=retention,
-        compliance=compliance,
-        web_enabled=web_enabled,
-        web_listen_host=web_host,
-        web_listen_port=web_port,
-        web_public_url=public_url,
-    )
+    return retention
+
+
+def _web(web: dict[str, Any], present: bool, appservice_listen: tuple[str, int], path: Path) -> _Web:
+    """The public web face: whether it runs, where it listens, and the URL readers use."""
+    host, port = parse_listen(web.get("listen", DEFAULT_WEB_LISTEN), f"{path}: 'web.listen'")
+    # Without a `web` section there is no web face (configs from before it existed stay as they were).
+    enabled: bool = present and web.get("enabled", True)
+    if enabled and (host, port) == appservice_listen:
+        raise ConfigError(
+            f"{path}: 'web.listen' must differ from 'appservice.listen' (the web face is public)"
+        )
+    public_url = web.get("public_url", f"http://{host}:{port}").rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
+        raise ConfigError(f"{path}: 'web.public_url' must be an http(s) URL, got {public_url!r}")
+    return _Web(enabled=enabled, listen_host=host, listen_port=port, public_url=public_url)
 
 
 def load(path: Path) -> Config:
@@ -383,15 +513,9 @@ def _compliance(raw: dict[str, Any], path: Path, base: Path, operators: tuple[st
         }
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    window = raw.get("appeal_window_days", 14)
-    if window < 1:
-        raise ConfigError(f"{path}: 'compliance.appeal_window_days' must be at least 1, got {window}")
-    every = raw.get("checkpoint_every", 100)
-    if every < 1:
-        raise ConfigError(f"{path}: 'compliance.checkpoint_every' must be at least 1, got {every}")
-    poll = raw.get("report_poll_seconds", 60)
-    if poll < 5:
-        raise ConfigError(f"{path}: 'compliance.report_poll_seconds' must be at least 5, got {poll}")
+    window = _at_least(raw, "compliance", "appeal_window_days", 14, 1, path)
+    every = _at_least(raw, "compliance", "checkpoint_every", 100, 1, path)
+    poll = _at_least(raw, "compliance", "report_poll_seconds", 60, 5, path)
     key = raw.get("audit_key", "audit-ed25519.key")
     token_file = raw.get("homeserver_admin_token_file")
     return ComplianceConfig(

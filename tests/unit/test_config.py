@@ -467,3 +467,145 @@ def test_python_tags_are_refused(tmp_path: Path) -> None:
 def test_parse_uses_the_path_it_is_given() -> None:
     with pytest.raises(ConfigError, match=re.escape("/srv/kanal/config.yaml: unknown key 'x'")):
         parse({"x": 1}, Path("/srv/kanal/config.yaml"))
+
+
+# --- each section's checks ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        ("channels.max_channels_per_user", -1, "'channels.max_channels_per_user' must be at least 0, got -1"),
+        ("channels.rename_grace_days", -1, "'channels.rename_grace_days' must be at least 0, got -1"),
+        ("channels.handle_cooldown_days", -1, "'channels.handle_cooldown_days' must be at least 0, got -1"),
+        ("channels.title_max_length", 0, "'channels.title_max_length' must be at least 1, got 0"),
+        ("channels.views_edit_interval", -1, "'channels.views_edit_interval' must be at least 0, got -1"),
+        (
+            "channels.max_channels_per_user",
+            True,
+            "'channels.max_channels_per_user' must be an integer, got bool",
+        ),
+        ("channels.reserved_handles", "admin", "'channels.reserved_handles' must be a list, got str"),
+        (
+            "channels.handle_pattern",
+            "[a-z]*",
+            "'channels.handle_pattern' must not match an empty handle, upper case, spaces or ':', '#', '@' "
+            "(handles become aliases and user ids), got '[a-z]*'",
+        ),
+        (
+            "channels.creation_policy",
+            "approval",
+            "'channels.creation_policy' is approval, but 'operators.users' is empty: "
+            "list who reviews channel requests (Matrix ids such as @ops:example.org)",
+        ),
+        (
+            "operators.users",
+            ["ops"],
+            "'operators.users' must hold Matrix user ids like @ops:example.org, got 'ops'",
+        ),
+        (
+            "operators.users",
+            ["@ops:example.org", ""],
+            "'operators.users' must be a list of non-empty strings",
+        ),
+        (
+            "hosting.federation",
+            "none",
+            "'hosting.federation' must be one of ('open', 'allowlist', 'closed'), got 'none'",
+        ),
+        (
+            "hosting.federation",
+            "allowlist",
+            "'hosting.allowed_servers' must list at least one server when 'hosting.federation' is allowlist "
+            "(Kanal's own server is always allowed)",
+        ),
+        ("hosting.retention_days", 0, "'hosting.retention_days' must be at least 1 (or left out), got 0"),
+        ("compliance.moderators", ["mods"], "'compliance.moderators' must hold Matrix user ids, got 'mods'"),
+        ("compliance.appeal_window_days", 0, "'compliance.appeal_window_days' must be at least 1, got 0"),
+        ("compliance.checkpoint_every", 0, "'compliance.checkpoint_every' must be at least 1, got 0"),
+        ("compliance.report_poll_seconds", 4, "'compliance.report_poll_seconds' must be at least 5, got 4"),
+        ("web.enabled", "yes", "'web.enabled' must be true or false, got str"),
+        (
+            "web.listen",
+            "web",
+            "'web.listen': expected HOST:PORT (for example 127.0.0.1:29340), got 'web'",
+        ),
+        (
+            "web.listen",
+            DEFAULT_LISTEN,
+            "'web.listen' must differ from 'appservice.listen' (the web face is public)",
+        ),
+        (
+            "web.public_url",
+            "channels.example.org",
+            "'web.public_url' must be an http(s) URL, got 'channels.example.org'",
+        ),
+    ],
+)
+def test_section_errors(tmp_path: Path, dotted: str, value: Any, expected: str) -> None:
+    path, message = load_error(tmp_path, with_value(dotted, value))
+
+    assert message == f"{path}: {expected}"
+
+
+def test_invalid_handle_pattern(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, with_value("channels.handle_pattern", "("))
+
+    assert message.startswith(f"{path}: 'channels.handle_pattern' is not a valid regular expression: ")
+
+
+def test_without_a_web_section_there_is_no_web_face(tmp_path: Path) -> None:
+    # Even on the address the web face would take, since it does not run.
+    config = load(write(tmp_path, with_value("appservice.listen", "127.0.0.1:29341")))
+
+    assert not config.web_enabled
+
+
+def test_an_empty_web_section_enables_the_web_face_with_its_defaults(tmp_path: Path) -> None:
+    config = load(write(tmp_path, {**good(), "web": None}))
+
+    assert config.web_enabled
+    assert (config.web_listen_host, config.web_listen_port) == ("127.0.0.1", 29341)
+    assert config.web_public_url == "http://127.0.0.1:29341"
+
+
+def test_a_disabled_web_face_may_share_the_appservice_address(tmp_path: Path) -> None:
+    data = with_value("web.listen", DEFAULT_LISTEN)
+    data["web"]["enabled"] = False
+
+    assert not load(write(tmp_path, data)).web_enabled
+
+
+# --- several mistakes: always the same one is named -----------------------------------------------
+
+
+def test_a_wrong_type_is_named_before_a_wrong_value(tmp_path: Path) -> None:
+    data = with_value("homeserver.url", "ftp://matrix.example.org")
+    data["logging"] = {"level": 10}
+
+    path, message = load_error(tmp_path, data)
+
+    assert message == f"{path}: 'logging.level' must be a string, got int"
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (("channels.default_language", "de"), ("logging.level", "TRACE")),
+        (("logging.format", "xml"), ("channels.title_max_length", 0)),
+        (("channels.handle_pattern", "[a-z]*"), ("operators.users", ["ops"])),
+        (("hosting.federation", "none"), ("compliance.appeal_window_days", 0)),
+        (("compliance.checkpoint_every", 0), ("web.public_url", "x")),
+        (("web.public_url", "x"), ("hosting.retention_days", 0)),
+    ],
+)
+def test_mistakes_are_named_in_a_fixed_order(
+    tmp_path: Path, first: tuple[str, Any], then: tuple[str, Any]
+) -> None:
+    data = with_value(*then)
+    section, key = first[0].split(".")
+    data.setdefault(section, {})[key] = first[1]
+
+    path, message = load_error(tmp_path, data)
+
+    assert message.startswith(f"{path}: '{first[0]}'")
