@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import yaml
 
-from bridge.cli import write_init_files
+from bridge.ops.initfiles import write_init_files
 from bridge.ops.synapse import LocalSynapse
 from tests.support import KanalProcess, free_port
 

@@ -27,8 +27,10 @@ from bridge.audience.comments import register as register_comments
 from bridge.audience.reactions import screen_reactions
 from bridge.audience.stats import mark_views, record_daily_stats
 from bridge.audience.views import count_receipts
+from bridge.broadcast import seam
 from bridge.catchup import CATCH_UP_TYPES, catch_up, verify_preceding
 from bridge.channels.backstage import on_backstage_event
+from bridge.channels.hosting import exec_hosting_reconcile
 from bridge.channels.lifecycle import create_channel, delete_channel
 from bridge.channels.management import on_management_message
 from bridge.channels.operators import (
@@ -46,15 +48,17 @@ from bridge.channels.registry import (
 )
 from bridge.matrix.relay import POLL_END_TYPES, POLL_START_TYPES, SOURCE_KEY
 from bridge.moderation.policy import KINDS as POLICY_RULE_TYPES
-from bridge.moderation.policy import exec_hosting_reconcile, exec_policy_ban, on_policy_event
+from bridge.moderation.policy import exec_policy_ban, on_policy_event
 from bridge.moderation.policy import follow as follow_policy_rooms
 from bridge.moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
+from bridge.publishing import polls as _polls  # noqa: F401 (imported for its commands: !poll)
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import new_entry
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, InboundEvent, Post, Room
 from bridge.text.i18n import t
+from bridge.web import tokens as _tokens  # noqa: F401 (imported for its commands: !token)
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,7 @@ class Bridge:
         )
         ctx.outbox.executors["policy_ban"] = lambda entry, worker: exec_policy_ban(ctx, entry, worker)
         ctx.outbox.executors["alias_delete"] = exec_alias
+        seam.register(ctx)
         register_comments(ctx)
         self.processed = 0
         # Hold events back until the backstage rooms were checked for posts never delivered.

@@ -2,9 +2,9 @@
 
     backstage post ─▶ Post + outbox "send" (room:<broadcast>)        the channel post, never held up
                    └▶ CommentThread + "comments_root" (comments:<channel>)
-    comments_root: the ghost posts the root ─▶ thread.root_event_id + "comments_link" (room:<broadcast>)
-    comments_link: an m.replace of the channel post, its content read at send time: the post as it is
-                   now (edits applied) with the 💬 Comments footer (bridge.matrix.decorations)
+    comments_root: the ghost posts the root ─▶ thread.root_event_id + the seam's "post_edit" of the
+                   channel post (bridge.broadcast.seam): its content read at send time, the post as it
+                   is now (edits applied) with the 💬 Comments footer (bridge.matrix.decorations)
 
 Why the channel post goes first and the link follows as an edit: the post must never wait for, nor be
 lost with, a discussion room that is failing (a queue waits for its head's retries). The discussion
@@ -13,7 +13,7 @@ before the room exists wait for it there and nowhere else. Exactly one root per 
 and one root entry, made in the post's transaction; the root is sent with a deterministic transaction
 id and recorded before the link is queued, and a retry finds it recorded. Exactly one link: queued in
 the transaction that records the root, once (`link_queued`). Every later edit of a post that has a
-thread is also a `comments_link` entry, computed at send time, so an edit and the link can never undo
+thread is also a `post_edit` entry, computed at send time, so an edit and the link can never undo
 each other whatever order their transactions commit in.
 
 Comments are moderated with the channel's compliance hooks (bridge.moderation.hooks, `via="comment"`):
@@ -44,14 +44,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.errors import MatrixRequestError, MRoomInUse
 from appservice.events import Event, EventParseError, parse_event
 from appservice.ids import EventID, RoomAlias, RoomID, UserID
+from bridge.broadcast import seam
+from bridge.broadcast.seam import comments_url
 from bridge.channels import roles
 from bridge.channels.hosting import with_hosting_policy
-from bridge.matrix.decorations import decorate
 from bridge.matrix.powerlevels import ADMIN_LEVEL, CHANNEL_STATE_TYPE, POSTER_LEVEL, READER_LEVEL
-from bridge.matrix.relay import POLL_START_TYPES, RelayPlan
+from bridge.matrix.relay import POLL_START_TYPES
+from bridge.moderation import kinds
+from bridge.moderation.kinds import ReportedComment
 from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxWorker, SkipEntry, new_entry, txn_id_for
+from bridge.runtime.outbox import OutboxKind, OutboxWorker, SkipEntry, new_entry, send_content, txn_id_for
 from bridge.store.models import (
     Channel,
     ChannelMember,
@@ -63,8 +67,8 @@ from bridge.store.models import (
     OutboxEntry,
     Post,
     Room,
+    RoomKind,
 )
-from bridge.text.commands import Command
 from bridge.text.i18n import t
 
 if TYPE_CHECKING:
@@ -79,11 +83,6 @@ ALIAS_SUFFIX = "_comments"
 
 
 # -- pure parts -----------------------------------------------------------------------------------
-
-
-def comments_url(room_id: str, root_event_id: str, domain: str) -> str:
-    """The matrix.to permalink of a thread root."""
-    return f"https://matrix.to/#/{room_id}/{root_event_id}?via={domain}"
 
 
 def root_content(event_type: str, content: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
@@ -110,20 +109,6 @@ def _poll_text(content: dict[str, Any]) -> str:
             if isinstance(item, dict) and isinstance(item.get("body"), str):
                 return str(item["body"])
     return ""
-
-
-def link_edit_content(
-    content: dict[str, Any], target: str, *, url: str | None, views: int | None = None
-) -> dict[str, Any]:
-    """An m.replace of the channel post `target`: its content with the footer (link, view count)."""
-    new = decorate(content, comments_url=url, views=views)
-    body = new.get("body")
-    return {
-        "msgtype": new.get("msgtype", "m.text"),
-        "body": f"* {body if isinstance(body, str) else ''}",
-        "m.new_content": new,
-        "m.relates_to": {"rel_type": "m.replace", "event_id": target},
-    }
 
 
 def root_edit_content(event_type: str, content: dict[str, Any], root: str) -> dict[str, Any] | None:
@@ -232,16 +217,12 @@ def thread_relation(content: dict[str, Any], event_id: str) -> dict[str, Any]:
 # -- backstage: !comments on|off -------------------------------------------------------------------
 
 
-async def comments_command(
-    ctx: Context,
-    session: AsyncSession,
-    room: Room,
-    channel: Channel,
-    event: Event,
-    command: Command,
-    lang: str,
-) -> None:
-    choice = (command.arg(0) or "").lower()
+@command(RoomKind.BACKSTAGE, "comments")
+async def comments_command(call: CommandCall) -> None:
+    """`!comments on|off` (the owner's): a discussion room where every new post gets a thread."""
+    ctx, session, room, event, lang = call.ctx, call.session, call.room, call.event, call.lang
+    channel = call.backstage_channel
+    choice = (call.command.arg(0) or "").lower()
     state = t(lang, "on" if channel.comments else "off")
     if choice not in ("on", "off"):
         reply(session, ctx, room.room_id, lang, "comments_usage", handle=channel.handle, state=state)
@@ -285,6 +266,7 @@ def _queue(channel: Channel) -> str:
     return f"comments:{channel.id}"
 
 
+@roles.on_team_changed
 async def sync_team(ctx: Context, session: AsyncSession, channel: Channel) -> None:
     """After a role change: the channel's owner, editors and moderators moderate the discussion room (50),
     and nobody else does. Queued behind the room's creation, so it also holds while the room is made."""
@@ -317,51 +299,26 @@ async def _encrypted(session: AsyncSession, room_id: str) -> bool:
 # -- the post's side: a thread per new post, edits, redactions ----------------------------------
 
 
-async def mirror_post(session: AsyncSession, channel: Channel, source_event_id: str) -> None:
-    """Queue the thread root of the post just recorded for `source_event_id` (after `session.add`)."""
+@seam.on_published
+async def mirror_post(session: AsyncSession, channel: Channel, post: Post) -> None:
+    """Queue the thread root of a post just published."""
     if not channel.comments:
-        return
-    post = await session.scalar(select(Post).where(Post.source_event_id == source_event_id))
-    if post is None:
         return
     session.add(CommentThread(post_id=post.id, channel_id=channel.id))
     enqueue(session, new_entry(_queue(channel), "comments_root", channel.ghost_user_id, {"post_id": post.id}))
 
 
-async def relayed_edit(
-    ctx: Context, session: AsyncSession, channel: Channel, plan: RelayPlan
-) -> OutboxEntry | None:
-    """For an edit of a post that has a thread: a `comments_link` entry, computed at send time (so it
-    keeps the link), and the root's edit. None: relay the edit as planned."""
-    relates = plan.content.get("m.relates_to")
-    if plan.ref_source is None or not isinstance(relates, dict) or relates.get("rel_type") != "m.replace":
-        return None
-    post = await session.scalar(
-        select(Post).where(Post.source_event_id == plan.ref_source, Post.channel_id == channel.id)
-    )
-    return await thread_edit(session, channel, post) if post is not None else None
-
-
-async def thread_edit(session: AsyncSession, channel: Channel, post: Post) -> OutboxEntry | None:
-    """For an edit of `post` (its new content already in `post.content`) when it has a thread: the
-    root's edit is queued, and the returned `comments_link` entry edits the channel post keeping its
-    link and view count. None: the post has no thread."""
+@seam.on_edited
+async def mirror_edit(session: AsyncSession, channel: Channel, post: Post) -> None:
+    """A post was edited (its new content already in `post.content`): its root follows."""
     if await session.get(CommentThread, post.id) is None:
-        return None
-    enqueue(
-        session,
-        new_entry(
-            _queue(channel), "comments_thread", channel.ghost_user_id, {"post_id": post.id, "action": "edit"}
-        ),
-    )
-    return new_entry(
-        f"room:{channel.broadcast_room_id}", "comments_link", channel.ghost_user_id, {"post_id": post.id}
-    )
+        return
+    payload = {"post_id": post.id, "action": "edit"}
+    enqueue(session, new_entry(_queue(channel), OutboxKind.COMMENTS_THREAD, channel.ghost_user_id, payload))
 
 
-async def mirror_redaction(
-    ctx: Context, session: AsyncSession, channel: Channel, post: Post, reason: str | None
-) -> None:
+@seam.on_retracted
+async def mirror_redaction(session: AsyncSession, channel: Channel, post: Post, reason: str | None) -> None:
     """The post was deleted: delete its root too (the comments under it stay, as in Telegram's
     linked groups; moderators may remove them)."""
     if await session.get(CommentThread, post.id) is not None:
@@ -576,15 +533,6 @@ def _event_dict(event: Event) -> dict[str, Any]:
 # -- reports on comments --------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class ReportedComment:
-    """A reader's comment in one of Kanal's discussion rooms, as Kanal received it."""
-
-    room: Room
-    channel: Channel
-    event: Event
-
-
 async def reported_comment(ctx: Context, session: AsyncSession, event_id: str) -> ReportedComment | None:
     """The comment `event_id` is (or edits), when Kanal received it from a reader in one of its own,
     unencrypted discussion rooms; None for anything else, which is not Kanal's to judge."""
@@ -735,24 +683,8 @@ def register(ctx: Context) -> None:
     executors = ctx.outbox.executors
     executors["comments_room"] = lambda entry, worker: _exec_room(ctx, entry, worker)
     executors["comments_root"] = lambda entry, worker: _exec_root(ctx, entry, worker)
-    executors["comments_link"] = lambda entry, worker: _exec_link(ctx, entry, worker)
     executors["comments_thread"] = lambda entry, worker: _exec_thread(ctx, entry, worker)
     executors["comments_dm"] = lambda entry, worker: _exec_dm(ctx, entry, worker)
-
-
-async def _send(
-    worker: OutboxWorker, entry: OutboxEntry, room_id: str, event_type: str, content: dict[str, Any]
-) -> str | None:
-    """Send through the outbox's own `send` (its transaction id and delivery marker make it once-only)."""
-    send = OutboxEntry(
-        id=entry.id,
-        queue=entry.queue,
-        kind="send",
-        as_user=entry.as_user,
-        attempts=entry.attempts,
-        payload={"room_id": room_id, "event_type": event_type, "content": content},
-    )
-    return await worker.executors["send"](send, worker)
 
 
 async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -851,7 +783,7 @@ async def _exec_root(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
         raise SkipEntry(f"post {post_id} ({post.event_type}) has nothing to mirror")
     event_type, content = mirrored
     content[ROOT_KEY] = post.source_event_id
-    root = await _send(worker, entry, room_id, event_type, content)
+    root = await send_content(worker, entry, room_id, event_type, content)
     async with ctx.sessions.begin() as session:
         thread = await session.get(CommentThread, post_id)
         if thread is None:
@@ -861,30 +793,9 @@ async def _exec_root(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
         current = await session.get(Post, post_id)
         if not thread.link_queued and current is not None and not current.redacted:
             thread.link_queued = True
-            session.add(
-                new_entry(
-                    f"room:{channel.broadcast_room_id}",
-                    "comments_link",
-                    channel.ghost_user_id,
-                    {"post_id": post_id},
-                )
-            )
+            seam.refresh_footer(session, channel, current)
     worker.wake()
     return root
-
-
-async def _exec_link(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    """Edit the channel post to show its current content with the footer (read now, not when queued)."""
-    post_id = entry.payload["post_id"]
-    async with ctx.sessions() as session:
-        post = await session.get(Post, post_id)
-        channel = await session.get(Channel, post.channel_id) if post is not None else None
-        if post is None or channel is None or post.redacted or post.relayed_event_id is None:
-            raise SkipEntry(f"post {post_id} has no published copy to edit")
-        url = await comments_url_for(session, post, ctx.domain)
-    views = post.views_shown if channel.views_in_posts else None
-    content = link_edit_content(post.content or {}, post.relayed_event_id, url=url, views=views)
-    return await _send(worker, entry, channel.broadcast_room_id or "", post.event_type, content)
 
 
 async def _exec_thread(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -907,7 +818,7 @@ async def _exec_thread(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -
     content = root_edit_content(post.event_type, post.content or {}, thread.root_event_id)
     if content is None or post.redacted:
         raise SkipEntry(f"the root of post {post_id} cannot be edited")
-    return await _send(worker, entry, thread.room_id, "m.room.message", content)
+    return await send_content(worker, entry, thread.room_id, "m.room.message", content)
 
 
 async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -935,4 +846,17 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
                 )
             )
         ctx.remember_room(room_id)
-    return await _send(worker, entry, room_id, "m.room.message", entry.payload["content"])
+    return await send_content(worker, entry, room_id, "m.room.message", entry.payload["content"])
+
+
+kinds.register_comment(
+    kinds.CommentKind(
+        find=reported_comment,
+        post_of_root=post_of_root,
+        removed=comment_removed,
+        take_down=take_down_comment,
+        restore=restore_comment,
+        may_appeal=may_appeal,
+        url=comments_url,
+    )
+)

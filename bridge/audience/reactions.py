@@ -22,11 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
-from bridge.channels.registry import Refusal
 from bridge.matrix.powerlevels import broadcast_power_levels
 from bridge.runtime.context import Context, enqueue, reply
+from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import new_entry
-from bridge.store.models import Channel, Room
+from bridge.store.models import Channel, Room, RoomKind
+from bridge.text.commands import Refusal
 from bridge.text.i18n import t
 
 REACTION_TYPE: Final = "m.reaction"
@@ -95,16 +96,11 @@ def _shown(allow: Sequence[Any]) -> str:
     return " ".join(key for key in allow if isinstance(key, str))
 
 
-async def reactions_command(
-    ctx: Context,
-    session: AsyncSession,
-    room: Room,
-    channel: Channel,
-    event: Event,
-    args: tuple[str, ...],
-    lang: str,
-) -> None:
+@command(RoomKind.BACKSTAGE, "reactions", permission="reactions")
+async def reactions_command(call: CommandCall) -> None:
     """`!reactions on|off|only <reaction…>` in a channel's backstage (the caller checked the sender)."""
+    ctx, session, room, channel = call.ctx, call.session, call.room, call.backstage_channel
+    args, lang = call.command.args, call.lang
     policy = parse_policy(args)
     if policy is None:
         if channel.reaction_allow:

@@ -30,7 +30,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
-from appservice.events import Event
 from bridge.audience.chart import (
     CHART_DAYS,
     PNG_TYPE,
@@ -46,9 +45,9 @@ from bridge.matrix.decorations import decorate
 from bridge.matrix.relations import related_events
 from bridge.matrix.relay import POLL_START_TYPES, REF_PLACEHOLDER, TEXT_MSGTYPES, RelayPlan
 from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
-from bridge.store.models import Channel, ChannelDailyStats, Post, ReaderPosition, Room
-from bridge.text.commands import Command
+from bridge.store.models import Channel, ChannelDailyStats, Post, ReaderPosition, RoomKind
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -279,7 +278,8 @@ async def _reactions(ctx: Context, channel: Channel, post: Post) -> str:
         return "0"
     try:
         events, complete = await related_events(
-            ctx,
+            ctx.client,
+            ctx.bot,
             channel.broadcast_room_id,
             post.relayed_event_id,
             "m.annotation",
@@ -303,14 +303,15 @@ def _chart_labels(handle: str, lang: str) -> ChartLabels:
     )
 
 
-async def stats_command(
-    ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, lang: str
-) -> None:
+@command(RoomKind.BACKSTAGE, "stats", permission="stats")
+async def stats_command(call: CommandCall) -> None:
     """`!stats`: subscribers and their growth, views, recent posts, then the 30-day chart as an image.
 
     Every homeserver request (subscribers, reactions, the upload) is made before anything is written,
     so the event's database transaction holds no write lock while waiting for the network.
     """
+    ctx, session, room, channel, event = call.ctx, call.session, call.room, call.backstage_channel, call.event
+    lang = call.lang
     if not await roles.require(ctx, session, room.room_id, channel, event.sender, "stats", lang):
         return
     now = datetime.now(UTC)
@@ -384,18 +385,11 @@ async def stats_command(
 # -- !views-in-posts -----------------------------------------------------------------------------------
 
 
-async def views_in_posts_command(
-    ctx: Context,
-    session: AsyncSession,
-    room: Room,
-    channel: Channel,
-    event: Event,
-    command: Command,
-    lang: str,
-) -> None:
+@command(RoomKind.BACKSTAGE, "views-in-posts", permission="views_in_posts")
+async def views_in_posts_command(call: CommandCall) -> None:
     """`!views-in-posts on|off` (owner)."""
-    if not await roles.require(ctx, session, room.room_id, channel, event.sender, "views_in_posts", lang):
-        return
+    ctx, session, room, channel = call.ctx, call.session, call.room, call.backstage_channel
+    command, lang = call.command, call.lang
     choice = (command.arg(0) or "").lower()
     minutes = max(1, round(ctx.config.views_edit_interval_s / 60))
     if choice not in ("on", "off"):

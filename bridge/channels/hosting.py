@@ -448,3 +448,9 @@ def describe(config: Config, result: ApplyResult, timeout: float) -> list[str]:
             "they stay queued and Kanal sends them when it runs."
         )
     return lines
+
+
+async def exec_hosting_reconcile(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Outbox executor: the policy lists changed which servers are banned; every room follows."""
+    await reconcile(ctx)
+    return None

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from bridge.channels.registry import parse_duration
 from bridge.runtime.outbox import aware
+from bridge.text.commands import parse_duration
 
 LINK_TOKEN_PREFIX: Final = "kanal_inv_"  # noqa: S105 (a prefix, not a secret)
 LINK_TOKEN_BYTES: Final = 18
@@ -110,34 +110,6 @@ def link_state(link: Any, now: datetime) -> str:
 
 def join_url(public_url: str, token: str) -> str:
     return f"{public_url.rstrip('/')}/join/{token}"
-
-
-def access_state(private: bool) -> list[tuple[str, dict[str, Any]]]:
-    """The broadcast room's state for a private (knock, members-only history) or public channel.
-
-    A private room is not world-readable: anyone who learns its id could otherwise read it without
-    joining. Room versions 7 and later understand `knock` (Synapse's default is 12); in older rooms
-    it simply admits nobody without an invite, and links still work.
-    """
-    if private:
-        return [
-            ("m.room.join_rules", {"join_rule": "knock"}),
-            ("m.room.history_visibility", {"history_visibility": "shared"}),
-            ("m.room.guest_access", {"guest_access": "forbidden"}),
-        ]
-    return [
-        ("m.room.join_rules", {"join_rule": "public"}),
-        ("m.room.history_visibility", {"history_visibility": "world_readable"}),
-        ("m.room.guest_access", {"guest_access": "can_join"}),
-    ]
-
-
-def private_room_request(request: dict[str, Any]) -> dict[str, Any]:
-    """A broadcast room's `createRoom` body made private: out of the directory, knock to join."""
-    replaced = {event_type for event_type, _ in access_state(True)}
-    initial = [e for e in request.get("initial_state", []) if e.get("type") not in replaced]
-    initial += [{"type": t, "state_key": "", "content": c} for t, c in access_state(True)]
-    return {**request, "preset": "private_chat", "visibility": "private", "initial_state": initial}
 
 
 @dataclass(frozen=True)

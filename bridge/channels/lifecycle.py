@@ -9,8 +9,12 @@ from sqlalchemy import select, update
 from appservice.errors import MatrixRequestError, MNotFound, MRoomInUse
 from appservice.ids import RoomAlias, RoomID, UserID
 from bridge.channels.hosting import with_hosting_policy
-from bridge.channels.invites import private_room_request
-from bridge.matrix.powerlevels import CHANNEL_STATE_TYPE, backstage_room_request, broadcast_room_request
+from bridge.matrix.powerlevels import (
+    CHANNEL_STATE_TYPE,
+    backstage_room_request,
+    broadcast_room_request,
+    private_room_request,
+)
 from bridge.runtime.context import Context
 from bridge.runtime.outbox import OutboxWorker, SkipEntry, txn_id_for
 from bridge.store.models import Channel, ChannelMember, OutboxEntry, Room

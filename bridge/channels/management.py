@@ -12,10 +12,8 @@ from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFou
 from appservice.events import Event
 from appservice.ids import RoomAlias, RoomID, is_user_id, server_of
 from bridge.channels import roles
-from bridge.channels.operators import operator_room_id, tell_operators
 from bridge.channels.registry import (
     TRANSFER_WINDOW,
-    Refusal,
     find_token,
     hand_over,
     handle_refusal,
@@ -29,9 +27,12 @@ from bridge.channels.registry import (
     topic_for,
 )
 from bridge.matrix.powerlevels import backstage_name
-from bridge.runtime.context import Context, enqueue, reply
-from bridge.runtime.languages import language_command, language_for
+from bridge.moderation import kinds
+from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.dispatch import CommandCall, command, find
+from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import aware, new_entry
+from bridge.store import queries
 from bridge.store.models import (
     Channel,
     ChannelMember,
@@ -40,8 +41,9 @@ from bridge.store.models import (
     PendingTransfer,
     Post,
     Room,
+    RoomKind,
 )
-from bridge.text.commands import Command, parse_command
+from bridge.text.commands import Command, Refusal, parse_command
 from bridge.text.i18n import t
 from bridge.text.names import (
     InvalidHandle,
@@ -58,13 +60,6 @@ ROLE_OWNER = roles.OWNER
 
 _TOKEN_OPTION = re.compile(r"(?:^|\s)--token(?:=|\s+)(\S+)")
 _PRIVATE_OPTION = re.compile(r"(?:^|\s)--private(?=\s|$)", re.IGNORECASE)
-
-
-async def find_channel(session: AsyncSession, handle_text: str) -> Channel | None:
-    handle = handle_text.strip().lstrip("#@").split(":", 1)[0].lower()
-    if not handle:
-        return None
-    return await session.scalar(select(Channel).where(Channel.handle == handle))
 
 
 role_of = roles.role_of
@@ -94,18 +89,22 @@ async def on_management_message(ctx: Context, session: AsyncSession, room: Room,
     if server_of(event.sender) != ctx.domain:
         reply(session, ctx, room.room_id, lang, "local_only")
         return
-    handler = _HANDLERS.get(command.name)
-    if handler is None:
+    spec = find(RoomKind.MANAGEMENT, command.name)
+    if spec is None:
         reply(session, ctx, room.room_id, lang, "unknown_command", name=command.name[:64])
         return
-    await handler(ctx, session, room, event, command, lang)
+    await spec.handler(CommandCall(ctx, session, room, event, command, lang))
 
 
-async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "help")
+async def _help(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     reply(s, ctx, room.room_id, lang, "help")
 
 
-async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "create")
+async def _create(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     token_match = _TOKEN_OPTION.search(cmd.rest)
     token = token_match.group(1) if token_match else None
     if token_match:
@@ -162,13 +161,17 @@ async def _create(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         await s.flush()
         await log_entry(s, ctx.config, event.sender, "requested", handle, request=request.id)
         reply(s, ctx, room.room_id, lang, "request_sent", handle=handle, id=request.id)
-        ops_lang = ctx.config.default_language
-        tell_operators(
-            s,
-            ctx,
-            await operator_room_id(s),
-            t(ops_lang, "request_new", id=request.id, user=event.sender, handle=handle, title=title),
-        )
+        operators = await queries.room_of_kind(s, RoomKind.OPERATOR)
+        if operators is not None:
+            text = t(
+                ctx.config.default_language,
+                "request_new",
+                id=request.id,
+                user=event.sender,
+                handle=handle,
+                title=title,
+            )
+            enqueue(s, send_entry(ctx.bot, operators, {"msgtype": "m.notice", "body": text}))
         return
     if policy == "token":
         if token is None:
@@ -235,7 +238,9 @@ async def start_creation(
     return channel
 
 
-async def _list(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "list")
+async def _list(call: CommandCall) -> None:
+    ctx, s, room, event, lang = call.ctx, call.session, call.room, call.event, call.lang
     rows = (
         await s.execute(
             select(Channel.handle, Channel.title, ChannelMember.role)
@@ -257,7 +262,7 @@ async def _channel_for(
     if len(cmd.args) < nargs:
         reply(s, ctx, room.room_id, lang, "usage", usage=usage)
         return None
-    channel = await find_channel(s, cmd.args[0])
+    channel = await queries.channel_by_handle(s, cmd.args[0])
     if channel is None:
         reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
     return channel
@@ -299,7 +304,9 @@ async def _authorised(
     return False
 
 
-async def _info(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "info")
+async def _info(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _channel_for(ctx, s, room, cmd, lang, "info <handle>", 1)
     if channel is None:
         return
@@ -338,7 +345,9 @@ async def _info(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Co
     )
 
 
-async def _title(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "title")
+async def _title(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _channel_for(ctx, s, room, cmd, lang, "title <handle> <text>", 2)
     if channel is None or not await _authorised(ctx, s, room, event, channel, lang, "rename"):
         return
@@ -373,7 +382,9 @@ async def _title(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
     reply(s, ctx, room.room_id, lang, "title_set", handle=channel.handle, title=title)
 
 
-async def _about(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "about")
+async def _about(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _channel_for(ctx, s, room, cmd, lang, "about <handle> <text>", 2)
     if channel is None or not await _authorised(ctx, s, room, event, channel, lang, "describe"):
         return
@@ -460,15 +471,21 @@ async def _member_change(
     reply(s, ctx, room.room_id, lang, "demoted", user=user, handle=channel.handle)
 
 
-async def _promote(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "promote")
+async def _promote(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     await _member_change(ctx, s, room, event, cmd, lang, promote=True)
 
 
-async def _demote(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "demote")
+async def _demote(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     await _member_change(ctx, s, room, event, cmd, lang, promote=False)
 
 
-async def _delete(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "delete")
+async def _delete(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _channel_for(ctx, s, room, cmd, lang, "delete <handle>", 1)
     if channel is None or not await _authorised(
         ctx, s, room, event, channel, lang, "delete the channel", owner_only=True
@@ -486,7 +503,9 @@ async def _delete(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     reply(s, ctx, room.room_id, lang, "delete_confirm", handle=channel.handle)
 
 
-async def _confirm(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "confirm")
+async def _confirm(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     pending = await s.get(Confirmation, (room.room_id, event.sender))
     expires = pending.expires_at if pending else None
     if expires is not None and expires.tzinfo is None:
@@ -501,7 +520,7 @@ async def _confirm(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         reply(s, ctx, room.room_id, lang, "nothing_to_confirm")
         return
     await s.delete(pending)
-    channel = await find_channel(s, pending.argument)
+    channel = await queries.channel_by_handle(s, pending.argument)
     if channel is None or not await _authorised(
         ctx, s, room, event, channel, lang, "delete the channel", owner_only=True
     ):
@@ -525,14 +544,18 @@ async def _confirm(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     )
 
 
-async def _cancel(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "cancel")
+async def _cancel(call: CommandCall) -> None:
+    ctx, s, room, event, lang = call.ctx, call.session, call.room, call.event, call.lang
     await s.execute(
         delete(Confirmation).where(Confirmation.room_id == room.room_id, Confirmation.user_id == event.sender)
     )
     reply(s, ctx, room.room_id, lang, "cancelled")
 
 
-async def _rename(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "rename")
+async def _rename(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _channel_for(ctx, s, room, cmd, lang, "rename <handle> <new handle>", 2)
     if channel is None or not await _authorised(
         ctx, s, room, event, channel, lang, "change the handle", owner_only=True
@@ -574,7 +597,9 @@ async def _rename(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     )
 
 
-async def _transfer(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "transfer")
+async def _transfer(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _channel_for(ctx, s, room, cmd, lang, "transfer <handle> <@user:domain>", 2)
     if channel is None or not await _authorised(
         ctx, s, room, event, channel, lang, "transfer the channel", owner_only=True
@@ -619,7 +644,9 @@ async def _pending_transfer(
     return channel, pending
 
 
-async def _accept(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "accept")
+async def _accept(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     found = await _pending_transfer(ctx, s, room, event, cmd, lang, "accept")
     if found is None:
         return
@@ -635,7 +662,9 @@ async def _accept(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
         reply(s, ctx, previous_room, lang, "transfer_done_previous", handle=channel.handle, user=event.sender)
 
 
-async def _decline(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "decline")
+async def _decline(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     found = await _pending_transfer(ctx, s, room, event, cmd, lang, "decline")
     if found is None:
         return
@@ -645,9 +674,9 @@ async def _decline(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     reply(s, ctx, room.room_id, lang, "transfer_declined", handle=channel.handle)
 
 
-async def _retention(
-    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str
-) -> None:
+@command(RoomKind.MANAGEMENT, "retention")
+async def _retention(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     from bridge.channels.hosting import set_channel_retention
 
     usage = "retention <handle> <days|off|default>"
@@ -670,13 +699,17 @@ async def _retention(
         reply(s, ctx, room.room_id, lang, "usage", usage=usage)
 
 
-async def _private(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "private")
+async def _private(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     from bridge.channels.private import private_command
 
     await private_command(ctx, s, room, event, cmd, lang)
 
 
-async def _report(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "report")
+async def _report(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     from bridge.moderation.notices import event_id_in, file_notice, split_category
 
     event_id = event_id_in(cmd.arg(0) or "")
@@ -701,7 +734,9 @@ async def _report(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     reply(s, ctx, room.room_id, lang, "report_received", id=notice.id)
 
 
-async def _appeal(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MANAGEMENT, "appeal")
+async def _appeal(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     from bridge.moderation.notices import appeal_deadline, file_appeal, may_appeal
     from bridge.store.models import Appeal, Decision
 
@@ -739,25 +774,32 @@ async def _appeal(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     reply(s, ctx, room.room_id, lang, "appeal_received", id=appeal.id, decision=decision.id)
 
 
-_HANDLERS = {
-    "help": _help,
-    "create": _create,
-    "list": _list,
-    "info": _info,
-    "title": _title,
-    "about": _about,
-    "promote": _promote,
-    "demote": _demote,
-    "delete": _delete,
-    "confirm": _confirm,
-    "cancel": _cancel,
-    "rename": _rename,
-    "transfer": _transfer,
-    "accept": _accept,
-    "decline": _decline,
-    "retention": _retention,
-    "report": _report,
-    "appeal": _appeal,
-    "private": _private,
-    "language": language_command,
-}
+
+
+async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> None:
+    """A refused registration, granted on appeal: the channel is created for the requester."""
+    request = await s.get(ChannelRequest, request_id)
+    if request is None:
+        return
+    refusal = await handle_refusal(
+        s, ctx.config, request.handle, user_id=request.user_id, request_id=request.id
+    )
+    lang = await language_for(s, ctx, request.user_id, room=await s.get(Room, request.room_id))
+    if refusal is not None:
+        why = t(lang, refusal.key, **refusal.values)
+        reply(s, ctx, request.room_id, lang, "appeal_granted_unavailable", handle=request.handle, why=why)
+        return
+    request.status = "approved"
+    await start_creation(
+        ctx,
+        s,
+        owner=request.user_id,
+        handle=request.handle,
+        title=request.title,
+        notify_room=request.room_id,
+        lang=lang,
+        private=request.private,
+    )
+
+
+kinds.register_channel_request(kinds.ChannelRequestKind(reopen=_reopen_request))

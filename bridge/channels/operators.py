@@ -16,9 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from appservice.errors import MatrixRequestError
 from appservice.events import Event
-from appservice.ids import RoomID, is_user_id
+from appservice.ids import is_user_id
 from bridge.channels.registry import (
     create_token,
     describe_token,
@@ -27,15 +26,25 @@ from bridge.channels.registry import (
     handle_refusal,
     is_operator,
     log_entry,
-    parse_duration,
     set_verified,
     title_refusal,
 )
 from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxWorker, SkipEntry, new_entry
-from bridge.store.models import Channel, ChannelRequest, OutboxEntry, RegistrationToken, ReservedHandle, Room
-from bridge.text.commands import Command, parse_command
+from bridge.runtime.outbox import OutboxWorker
+from bridge.runtime.staffrooms import schedule_staff_room, sync_staff_room
+from bridge.store import queries
+from bridge.store.models import (
+    Channel,
+    ChannelRequest,
+    OutboxEntry,
+    RegistrationToken,
+    ReservedHandle,
+    Room,
+    RoomKind,
+)
+from bridge.text.commands import Command, parse_command, parse_duration
 from bridge.text.i18n import t
 from bridge.text.names import InvalidHandle, normalise_handle
 
@@ -48,32 +57,10 @@ ROOM_NAME = "Kanal operators"
 # -- the room itself -------------------------------------------------------------------------------
 
 
-async def operator_room_id(session: AsyncSession) -> str | None:
-    room_id: str | None = await session.scalar(select(Room.room_id).where(Room.kind == "operator"))
-    return room_id
-
-
-def tell_operators(session: AsyncSession, ctx: Context, room_id: str | None, text: str) -> None:
-    if room_id is not None:
-        enqueue(session, send_entry(ctx.bot, room_id, {"msgtype": "m.notice", "body": text}))
-
-
 async def schedule_operator_room(ctx: Context) -> None:
     """Queue the operator room's creation or membership check, once (several processes may start)."""
     if ctx.config.operators:
         await schedule_staff_room(ctx, OPERATOR_QUEUE, "operator_room")
-
-
-async def schedule_staff_room(ctx: Context, queue: str, kind: str) -> None:
-    """Queue a staff room's sync (outbox `kind` on `queue`) unless one is already waiting."""
-    async with ctx.sessions.begin() as session:
-        waiting = await session.scalar(
-            select(OutboxEntry.id).where(
-                OutboxEntry.queue == queue, OutboxEntry.kind == kind, OutboxEntry.status == "pending"
-            )
-        )
-        if waiting is None:
-            enqueue(session, new_entry(queue, kind, ctx.bot, {}))
 
 
 async def sync_operator_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -86,47 +73,6 @@ async def sync_operator_room(ctx: Context, entry: OutboxEntry, worker: OutboxWor
         members=list(ctx.config.operators),
         welcome=t(ctx.config.default_language, "operator_help"),
     )
-
-
-async def sync_staff_room(
-    ctx: Context, *, kind: str, name: str, topic: str, members: list[str], welcome: str
-) -> str | None:
-    """A private room of `kind` for `members`: created once, then membership kept in line with the list."""
-    if not members:
-        raise SkipEntry(f"nobody is configured for the {kind} room")
-    bot = ctx.bot_intent()
-    async with ctx.sessions() as session:
-        room_id: str | None = await session.scalar(select(Room.room_id).where(Room.kind == kind))
-    if room_id is None:
-        created = await bot.create_room(
-            {
-                "preset": "private_chat",
-                "visibility": "private",
-                "name": name,
-                "topic": topic,
-                "invite": members,
-                "power_level_content_override": {"users": {member: 50 for member in members}},
-            }
-        )
-        async with ctx.sessions.begin() as session:
-            session.add(Room(room_id=created, kind=kind, language=ctx.config.default_language))
-            enqueue(session, send_entry(ctx.bot, created, {"msgtype": "m.notice", "body": welcome}))
-        ctx.remember_room(created)
-        log.info("Created the %s room %s for %d member(s)", kind, created, len(members))
-        return created
-    joined = await bot.joined_members(RoomID(room_id))
-    for member in members:
-        if member not in joined:
-            try:
-                await bot.invite(RoomID(room_id), member)
-            except MatrixRequestError as exc:
-                if exc.retryable:
-                    raise
-                # Already invited, or not a user the homeserver knows: nothing to do now.
-    for member in joined:
-        if member != ctx.bot and member not in members:
-            await bot.kick(RoomID(room_id), member, f"No longer a member of the {name}")
-    return room_id
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -143,18 +89,22 @@ async def on_operator_message(ctx: Context, session: AsyncSession, room: Room, e
     if not is_operator(ctx.config, event.sender):
         reply(session, ctx, room.room_id, lang, "operator_only")
         return
-    handler = _HANDLERS.get(command.name)
-    if handler is None:
+    spec = find(RoomKind.OPERATOR, command.name)
+    if spec is None:
         reply(session, ctx, room.room_id, lang, "unknown_command", name=command.name[:64])
         return
-    await handler(ctx, session, room, event, command, lang)
+    await spec.handler(CommandCall(ctx, session, room, event, command, lang))
 
 
-async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "help")
+async def _help(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     reply(s, ctx, room.room_id, lang, "operator_help")
 
 
-async def _requests(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "requests")
+async def _requests(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     pending = (
         await s.scalars(
             select(ChannelRequest).where(ChannelRequest.status == "pending").order_by(ChannelRequest.id)
@@ -181,7 +131,9 @@ async def _pending_request(
     return request
 
 
-async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "approve")
+async def _approve(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     from bridge.channels.management import start_creation
 
     request = await _pending_request(ctx, s, room, cmd, lang, "approve <request number>", 1)
@@ -237,7 +189,9 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     )
 
 
-async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "reject")
+async def _reject(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     request = await _pending_request(ctx, s, room, cmd, lang, "reject <request number> <reason>", 2)
     if request is None:
         return
@@ -300,7 +254,9 @@ async def _room_language(s: AsyncSession, ctx: Context, room_id: str, user_id: s
     return await language_for(s, ctx, user_id, room=await s.get(Room, room_id))
 
 
-async def _token(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "token")
+async def _token(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     action = (cmd.arg(0) or "").lower()
     if action == "new":
         try:
@@ -320,7 +276,7 @@ async def _token(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
         await log_entry(s, ctx.config, event.sender, "token_revoked", f"token {found.id}")
         reply(s, ctx, room.room_id, lang, "token_revoked_op", details=describe_token(found))
     elif action in ("list", ""):
-        await _tokens(ctx, s, room, event, cmd, lang)
+        await _tokens(call)
     else:
         reply(s, ctx, room.room_id, lang, "token_usage", error=f"unknown action '{action[:32]}'")
 
@@ -347,7 +303,9 @@ def _token_options(args: tuple[str, ...]) -> tuple[dict[str, Any], str]:
     return options, " ".join(label)
 
 
-async def _tokens(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "tokens")
+async def _tokens(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     rows = (await s.scalars(select(RegistrationToken).order_by(RegistrationToken.id))).all()
     if not rows:
         reply(s, ctx, room.room_id, lang, "tokens_none")
@@ -355,7 +313,9 @@ async def _tokens(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     reply(s, ctx, room.room_id, lang, "tokens_list", lines="\n".join(describe_token(r) for r in rows))
 
 
-async def _reserve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "reserve")
+async def _reserve(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     handle = _handle_arg(ctx, s, room, cmd, lang, "reserve <handle>")
     if handle is None:
         return
@@ -365,9 +325,9 @@ async def _reserve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     reply(s, ctx, room.room_id, lang, "reserved_added", handle=handle)
 
 
-async def _unreserve(
-    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str
-) -> None:
+@command(RoomKind.OPERATOR, "unreserve")
+async def _unreserve(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     handle = _handle_arg(ctx, s, room, cmd, lang, "unreserve <handle>")
     if handle is None:
         return
@@ -383,7 +343,9 @@ async def _unreserve(
     reply(s, ctx, room.room_id, lang, "reserved_removed", handle=handle)
 
 
-async def _reserved(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "reserved")
+async def _reserved(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     added = sorted((await s.scalars(select(ReservedHandle.handle))).all())
     reply(
         s,
@@ -413,20 +375,22 @@ async def _channel_arg(
     if len(cmd.args) < nargs:
         reply(s, ctx, room.room_id, lang, "usage", usage=usage)
         return None
-    from bridge.channels.management import find_channel
-
-    channel = await find_channel(s, cmd.args[0])
+    channel = await queries.channel_by_handle(s, cmd.args[0])
     if channel is None or channel.status != "active":
         reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
         return None
     return channel
 
 
-async def _verify(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "verify")
+async def _verify(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     await _set_verified(ctx, s, room, event, cmd, lang, True)
 
 
-async def _unverify(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "unverify")
+async def _unverify(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     await _set_verified(ctx, s, room, event, cmd, lang, False)
 
 
@@ -443,7 +407,9 @@ async def _set_verified(
     reply(s, ctx, room.room_id, lang, "verified_set" if verified else "unverified_set", handle=channel.handle)
 
 
-async def _recover(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.OPERATOR, "recover")
+async def _recover(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _channel_arg(ctx, s, room, cmd, lang, "recover <handle> <@user:domain> <reason>", 3)
     if channel is None:
         return
@@ -468,17 +434,3 @@ async def _recover(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
         )
 
 
-_HANDLERS = {
-    "help": _help,
-    "requests": _requests,
-    "approve": _approve,
-    "reject": _reject,
-    "token": _token,
-    "tokens": _tokens,
-    "reserve": _reserve,
-    "unreserve": _unreserve,
-    "reserved": _reserved,
-    "verify": _verify,
-    "unverify": _unverify,
-    "recover": _recover,
-}

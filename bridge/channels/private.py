@@ -21,12 +21,12 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
+from bridge.broadcast import seam
 from bridge.channels import roles
 from bridge.channels.invites import (
     MAX_ACTIVE_LINKS_PER_CHANNEL,
     MAX_PENDING_REQUESTS_PER_CHANNEL,
     LinkOptionError,
-    access_state,
     join_url,
     link_state,
     new_link_token,
@@ -34,10 +34,13 @@ from bridge.channels.invites import (
     tokens_in,
     without_tokens,
 )
-from bridge.channels.registry import hash_token, log_entry
+from bridge.channels.registry import log_entry
 from bridge.runtime.context import Context, enqueue, reply, send_entry
-from bridge.runtime.outbox import aware, new_entry
-from bridge.store.models import Channel, InviteLink, JoinRequest, OutboxEntry, Room
+from bridge.runtime.dispatch import CommandCall, command
+from bridge.runtime.outbox import aware
+from bridge.store import queries
+from bridge.store.hashing import hash_token
+from bridge.store.models import Channel, InviteLink, JoinRequest, Room, RoomKind
 from bridge.text.commands import Command
 from bridge.text.i18n import t
 
@@ -54,38 +57,15 @@ def now() -> datetime:
 # -- private on / off -------------------------------------------------------------------------------
 
 
-def access_entries(ctx: Context, channel: Channel) -> list[OutboxEntry]:
-    """The outbox entries that give the broadcast room the access `channel.private` asks for."""
-    room = channel.broadcast_room_id
-    if room is None:
-        return []
-    entries = [
-        new_entry(
-            f"room:{room}",
-            "state",
-            ctx.bot,
-            {"room_id": room, "event_type": event_type, "content": content},
-        )
-        for event_type, content in access_state(channel.private)
-    ]
-    visibility = "private" if channel.private else "public"
-    entries.append(
-        new_entry(f"room:{room}", "directory", ctx.bot, {"room_id": room, "visibility": visibility})
-    )
-    return entries
-
-
 async def private_command(
     ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str
 ) -> None:
     """`private <handle> on|off` in the management room (the owner's)."""
-    from bridge.channels.management import find_channel
-
     choice = (cmd.arg(1) or "").lower()
     if len(cmd.args) != 2 or choice not in ("on", "off"):
         reply(s, ctx, room.room_id, lang, "private_usage")
         return
-    channel = await find_channel(s, cmd.args[0])
+    channel = await queries.channel_by_handle(s, cmd.args[0])
     if channel is None:
         reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
         return
@@ -106,8 +86,7 @@ async def private_command(
         )
         return
     channel.private = private
-    for entry in access_entries(ctx, channel):
-        enqueue(s, entry)
+    seam.set_access(ctx, s, channel)
     await log_entry(
         s, ctx.config, event.sender, "private_on" if private else "private_off", channel.handle or ""
     )
@@ -154,11 +133,10 @@ async def _take_use(session: AsyncSession, link: InviteLink) -> bool:
     return True
 
 
-def invite_entry(ctx: Context, channel: Channel, user_id: str) -> OutboxEntry:
+def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: str) -> None:
     """The bot's invite; if the homeserver refuses it (no such user, banned …) backstage hears why."""
-    room = channel.broadcast_room_id or ""
     reason = t(ctx.config.default_language, "invite_reason", handle=channel.handle)
-    payload: dict[str, Any] = {"room_id": room, "user_id": user_id, "reason": reason}
+    extra: dict[str, Any] = {"reason": reason}
     if channel.backstage_room_id:
         text = t(
             ctx.config.default_language,
@@ -167,8 +145,8 @@ def invite_entry(ctx: Context, channel: Channel, user_id: str) -> OutboxEntry:
             handle=channel.handle,
             error="{error}",
         )
-        payload["on_failure"] = ctx.note(channel.backstage_room_id, text)
-    return new_entry(f"room:{room}", "invite", ctx.bot, payload)
+        extra["on_failure"] = ctx.note(channel.backstage_room_id, text)
+    seam.invite(ctx, session, channel, user_id, **extra)
 
 
 async def admit(
@@ -196,7 +174,7 @@ async def admit(
         if not await _take_use(session, link):
             return Admission(f"link_{link_state(link, now())}")
         if not link.approval:
-            enqueue(session, invite_entry(ctx, channel, user_id))
+            invite(ctx, session, channel, user_id)
             if pending is not None:
                 # A request was waiting too: the link answers it.
                 await _decide(session, pending, "approved", user_id)
@@ -365,15 +343,10 @@ async def on_knock(ctx: Context, session: AsyncSession, room: Room, event: Event
 # -- backstage: !link, !requests, !approve, !decline ------------------------------------------------
 
 
-async def backstage_command(
-    ctx: Context,
-    session: AsyncSession,
-    room: Room,
-    channel: Channel,
-    event: Event,
-    command: Command,
-    lang: str,
-) -> None:
+@command(RoomKind.BACKSTAGE, "link", "requests", "approve", "decline")
+async def backstage_command(call: CommandCall) -> None:
+    ctx, session, room, channel, event = call.ctx, call.session, call.room, call.backstage_channel, call.event
+    command, lang = call.command, call.lang
     action = "links" if command.name == "link" else "join_requests"
     if not await roles.require(ctx, session, room.room_id, channel, event.sender, action, lang):
         return
@@ -589,7 +562,7 @@ async def _answer(
         return
     await _decide(s, request.id, "approved" if approve else "declined", event.sender)
     if approve:
-        enqueue(s, invite_entry(ctx, channel, request.user_id))
+        invite(ctx, s, channel, request.user_id)
         await log_entry(
             s,
             ctx.config,
@@ -613,12 +586,7 @@ async def _answer(
     why = command.rest_after(1)[:MAX_DECLINE_REASON]
     if request.source == "knock":
         # Refusing a knock: the reader's membership goes from knock to leave, with the reason.
-        payload: dict[str, Any] = {
-            "room_id": channel.broadcast_room_id,
-            "user_id": request.user_id,
-            "reason": why or f"Your request to join #{channel.handle} was declined",
-        }
-        enqueue(s, new_entry(f"room:{channel.broadcast_room_id}", "kick", ctx.bot, payload))
+        seam.kick(ctx, s, channel, request.user_id, why or f"Your request to join #{channel.handle} was declined")
     await log_entry(
         s,
         ctx.config,

@@ -13,10 +13,7 @@ Every decision here is written to `registry_log`.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import secrets
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +26,7 @@ from bridge.matrix.powerlevels import CHANNEL_STATE_TYPE, backstage_name
 from bridge.runtime.config import Config
 from bridge.runtime.context import Context, enqueue
 from bridge.runtime.outbox import OutboxWorker, aware, new_entry
+from bridge.store.hashing import hash_token
 from bridge.store.models import (
     Channel,
     ChannelMember,
@@ -39,21 +37,12 @@ from bridge.store.models import (
     RegistryLog,
     ReservedHandle,
 )
+from bridge.text.commands import Refusal
 from bridge.text.names import handle_skeleton, title_key
 
 VERIFICATION_STATE_TYPE = "net.kanal.verification"
 TRANSFER_WINDOW = timedelta(days=7)
 TOKEN_PREFIX = "kanal_rt_"  # noqa: S105 (a prefix, not a secret)
-_DURATION = re.compile(r"^(\d{1,5})([mhdw])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why something is refused: an i18n key and the values its message needs."""
-
-    key: str
-    values: dict[str, Any] = field(default_factory=dict)
 
 
 def now() -> datetime:
@@ -62,14 +51,6 @@ def now() -> datetime:
 
 def is_operator(config: Config, user_id: str) -> bool:
     return user_id in config.operators
-
-
-def parse_duration(text: str) -> timedelta:
-    """`30m`, `12h`, `7d`, `2w` → a timedelta; ValueError with a readable message otherwise."""
-    match = _DURATION.match(text.strip().lower())
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"'{text[:32]}' is not a duration like 30m, 12h, 7d or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 async def log_entry(
@@ -180,11 +161,6 @@ async def quota_refusal(session: AsyncSession, config: Config, user_id: str) -> 
 
 
 # -- registration tokens ---------------------------------------------------------------------------
-
-
-def hash_token(token: str) -> str:
-    """What Kanal stores of a secret token (registration, flagger, publishing API): its SHA-256."""
-    return hashlib.sha256(token.strip().encode()).hexdigest()
 
 
 def new_token() -> str:

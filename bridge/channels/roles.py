@@ -8,10 +8,13 @@ for commands and backstage actions; `require` refuses with a reply that names th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.runtime.context import Context, enqueue, reply
+from bridge.matrix.powerlevels import backstage_power_levels
+from bridge.runtime.context import Context, enqueue, reply, state_entry
 from bridge.store.models import Channel, ChannelMember
 
 OWNER = "owner"
@@ -85,13 +88,19 @@ async def require(
     return False
 
 
+TeamListener = Callable[[Context, AsyncSession, Channel], Awaitable[None]]
+_team_listeners: list[TeamListener] = []
+
+
+def on_team_changed(listener: TeamListener) -> TeamListener:
+    """Call `listener` after every role change (the comments room's moderators follow the team)."""
+    _team_listeners.append(listener)
+    return listener
+
+
 async def team_changed(ctx: Context, session: AsyncSession, channel: Channel) -> None:
     """After a role change or a transfer: the rooms' power levels follow the roles. Editors get 50 in
-    backstage (to delete anyone's message there); the whole team moderates the discussion room."""
-    from bridge.audience.comments import sync_team
-    from bridge.channels.registry import state_entry
-    from bridge.matrix.powerlevels import backstage_power_levels
-
+    backstage (to delete anyone's message there); the listeners follow (the discussion room)."""
     await session.flush()
     if channel.backstage_room_id is not None:
         editors = await session.scalars(
@@ -100,5 +109,6 @@ async def team_changed(ctx: Context, session: AsyncSession, channel: Channel) ->
             )
         )
         content = backstage_power_levels(channel.owner, sorted(editors.all()))
-        enqueue(session, state_entry(ctx, channel.backstage_room_id, "m.room.power_levels", content))
-    await sync_team(ctx, session, channel)
+        enqueue(session, state_entry(ctx.bot, channel.backstage_room_id, "m.room.power_levels", content))
+    for listener in _team_listeners:
+        await listener(ctx, session, channel)

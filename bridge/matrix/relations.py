@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Final
 
-from appservice.client import q
-from bridge.runtime.context import Context
+from appservice.client import HomeserverClient, q
 
 RELATIONS_LIMIT: Final = 100  # relations per request
 
 
 async def related_events(
-    ctx: Context,
+    client: HomeserverClient,
+    as_user: str,
     room_id: str,
     event_id: str,
     rel_type: str,
@@ -31,7 +31,7 @@ async def related_events(
         query = {"limit": str(limit)}
         if batch is not None:
             query["from"] = batch
-        data = await ctx.client.request("GET", path, query=query, user_id=ctx.config.bot_user_id)
+        data = await client.request("GET", path, query=query, user_id=as_user)
         chunk = data.get("chunk")
         if isinstance(chunk, list):
             events.extend(chunk)

@@ -21,12 +21,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.matrix.relay import REF_PLACEHOLDER
+from bridge.broadcast import seam
 from bridge.moderation import audit
 from bridge.runtime.context import Context, enqueue, send_entry
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import new_entry
-from bridge.store.models import Channel, Decision, HeldPost, Notice, Post, Room
+from bridge.store.models import Channel, ChannelStatus, Decision, HeldPost, Notice, Post, Room
 from bridge.text.i18n import SOURCE_LANGUAGE, t
 
 
@@ -342,57 +341,23 @@ async def record(
 # -- carrying decisions out ------------------------------------------------------------------------
 
 
-async def post_by_relayed_event(session: AsyncSession, event_id: str) -> Post | None:
-    post: Post | None = await session.scalar(select(Post).where(Post.relayed_event_id == event_id))
-    return post
-
-
-def take_down(ctx: Context, session: AsyncSession, channel: Channel, post: Post, reason: str) -> None:
-    """Redact the relayed copy (the backstage original stays, for the record and a possible reversal)."""
-    post.redacted = True
-    enqueue(
-        session,
-        new_entry(
-            f"room:{channel.broadcast_room_id}",
-            "redact",
-            channel.ghost_user_id,
-            {"room_id": channel.broadcast_room_id, "event_id": REF_PLACEHOLDER, "reason": reason[:500]},
-            ref_source=post.source_event_id,
-        ),
-    )
-    if channel.comments_room_id:
-        from bridge.audience.comments import root_redaction
-
-        enqueue(session, root_redaction(channel, post, reason[:500]))
+async def take_down(ctx: Context, session: AsyncSession, channel: Channel, post: Post, reason: str) -> None:
+    """Redact the published copy (the backstage original stays, for the record and a possible reversal)."""
+    await seam.retract(session, channel, post, reason)
 
 
 def suspend(ctx: Context, session: AsyncSession, channel: Channel) -> None:
     """Out of the directory and invite-only; posting is refused while `status` is suspended."""
-    channel.status = "suspended"
-    room = channel.broadcast_room_id
-    if room:
-        enqueue(
-            session,
-            new_entry(f"room:{room}", "directory", ctx.bot, {"room_id": room, "visibility": "private"}),
-        )
-        enqueue(
-            session,
-            new_entry(
-                f"room:{room}",
-                "state",
-                ctx.bot,
-                {"room_id": room, "event_type": "m.room.join_rules", "content": {"join_rule": "invite"}},
-            ),
-        )
+    channel.status = ChannelStatus.SUSPENDED
+    if channel.broadcast_room_id:
+        seam.close(ctx, session, channel)
 
 
 def unsuspend(ctx: Context, session: AsyncSession, channel: Channel) -> None:
     """Back to how the owner had it: public (listed, anyone joins) or private (knock, unlisted)."""
-    from bridge.channels.private import access_entries
-
-    channel.status = "active"
-    for entry in access_entries(ctx, channel):
-        enqueue(session, entry)
+    channel.status = ChannelStatus.ACTIVE
+    if channel.broadcast_room_id:
+        seam.set_access(ctx, session, channel)
 
 
 async def held_for(session: AsyncSession, decision: Decision) -> HeldPost | None:

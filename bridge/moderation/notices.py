@@ -21,18 +21,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
-from bridge.channels.registry import hash_token
-from bridge.moderation import audit
-from bridge.moderation.decisions import post_by_relayed_event
+from bridge.moderation import audit, kinds
 from bridge.moderation.gate import tell_moderators
 from bridge.runtime.context import Context, reply
 from bridge.runtime.languages import language_for
+from bridge.store import queries
+from bridge.store.hashing import hash_token
 from bridge.store.models import (
     Appeal,
     Channel,
     ChannelMember,
     ChannelRequest,
     Decision,
+    DecisionKind,
     Flagger,
     Notice,
     Room,
@@ -88,15 +89,14 @@ async def file_notice(
 ) -> Notice | None:
     """Record a notice about a published post or a comment; None when `event_id` is neither (nothing
     recorded)."""
-    from bridge.audience.comments import comments_url, post_of_root, reported_comment
-
-    post = await post_by_relayed_event(session, event_id) or await post_of_root(session, event_id)
+    comments = kinds.comment()
+    post = await queries.post_by_relayed(session, event_id) or await comments.post_of_root(session, event_id)
     comment = None
     if post is not None and post.relayed_event_id is not None:
         channel = await session.get(Channel, post.channel_id)
         room_id = channel.broadcast_room_id if channel else None
         event_id = post.relayed_event_id
-    elif (comment := await reported_comment(ctx, session, event_id)) is not None:
+    elif (comment := await comments.find(ctx, session, event_id)) is not None:
         channel = comment.channel
         room_id = comment.room.room_id
         event_id = comment.event.event_id
@@ -152,7 +152,7 @@ async def file_notice(
             notice=notice.id,
             source=source,
             author=comment.event.sender,
-            link=comments_url(comment.room.room_id, event_id, ctx.domain),
+            link=comments.url(comment.room.room_id, event_id, ctx.domain),
             handle=comment.channel.handle,
             category=notice.category,
             explanation=notice.explanation[:500],
@@ -164,13 +164,11 @@ async def file_notice(
 async def may_appeal(session: AsyncSession, decision: Decision, user_id: str) -> bool:
     """The channel's owner and admins, the notifier, and a refused requester may appeal a decision."""
     target = decision.target or ""
-    if decision.kind == "reject_request" and target.startswith("request:"):
+    if decision.kind == DecisionKind.REJECT_REQUEST and target.startswith("request:"):
         request = await session.get(ChannelRequest, int(target.split(":", 1)[1]))
         return request is not None and request.user_id == user_id
-    if decision.kind == "remove_comment":
-        from bridge.audience.comments import may_appeal as may_appeal_comment
-
-        return await may_appeal_comment(session, target, user_id)
+    if decision.kind == DecisionKind.REMOVE_COMMENT:
+        return await kinds.comment().may_appeal(session, target, user_id)
     if decision.notice_id is not None:
         notice = await session.get(Notice, decision.notice_id)
         if notice is not None and notice.notifier == user_id:

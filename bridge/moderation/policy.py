@@ -225,13 +225,6 @@ async def on_policy_event(ctx: Context, session: AsyncSession, room: Room, event
 # -- outbox executors ------------------------------------------------------------------------------
 
 
-async def exec_hosting_reconcile(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    from bridge.channels.hosting import reconcile
-
-    await reconcile(ctx)
-    return None
-
-
 async def exec_policy_ban(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
     """Ban (or unban) a user, or the members matching a glob, in every active channel's broadcast and
     discussion room."""

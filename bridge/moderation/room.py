@@ -12,34 +12,42 @@ what reaches authors, notifiers and appellants is in each one's own language.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event, EventParseError, parse_event
-from bridge.channels.registry import Refusal, parse_duration
-from bridge.moderation import audit
+from bridge.moderation import audit, kinds
 from bridge.moderation.decisions import (
     Ground,
-    post_by_relayed_event,
     record,
     statement_in,
     suspend,
     take_down,
     unsuspend,
 )
+from bridge.moderation.kinds import ReportedComment
 from bridge.runtime.context import Context, reply
+from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxWorker, SkipEntry
-from bridge.store.models import Appeal, Channel, Decision, HeldPost, InboundEvent, Notice, OutboxEntry, Room
-from bridge.text.commands import Command, parse_command
+from bridge.runtime.staffrooms import schedule_staff_room, sync_staff_room
+from bridge.store import queries
+from bridge.store.models import (
+    Appeal,
+    Channel,
+    Decision,
+    DecisionKind,
+    HeldPost,
+    InboundEvent,
+    Notice,
+    OutboxEntry,
+    Room,
+    RoomKind,
+)
+from bridge.text.commands import Command, Refusal, parse_command, parse_duration
 from bridge.text.i18n import t
-
-if TYPE_CHECKING:
-    from bridge.audience.comments import ReportedComment
 
 ROOM_NAME = "Kanal moderation"
 _MATRIX_TO_EVENT = re.compile(r"(\$[A-Za-z0-9_\-+/=.:]+)")
@@ -72,8 +80,6 @@ def moderators(ctx: Context) -> list[str]:
 
 
 async def sync_moderation_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    from bridge.channels.operators import sync_staff_room
-
     members = moderators(ctx)
     if not members:
         raise SkipEntry("no moderators configured")
@@ -116,8 +122,6 @@ async def _remind(ctx: Context, room_id: str) -> None:
 
 async def schedule_moderation_room(ctx: Context) -> None:
     """Queue the moderation room's creation or membership check, once."""
-    from bridge.channels.operators import schedule_staff_room
-
     if moderators(ctx):
         await schedule_staff_room(ctx, "moderators", "moderation_room")
 
@@ -143,24 +147,25 @@ async def on_moderation_message(ctx: Context, session: AsyncSession, room: Room,
     if event.sender not in moderators(ctx):
         reply(session, ctx, room.room_id, lang, "mod_not_moderator")
         return
-    handler = _HANDLERS.get(command.name)
-    if handler is None:
+    spec = find(RoomKind.MODERATION, command.name)
+    if spec is None:
         reply(session, ctx, room.room_id, lang, "mod_unknown_command", command=command.name[:64])
         return
     try:
-        await handler(ctx, session, room, event, command, lang)
+        await spec.handler(CommandCall(ctx, session, room, event, command, lang))
     except Refused as exc:
         reply(session, ctx, room.room_id, lang, exc.refusal.key, **exc.refusal.values)
 
 
-Handler = Callable[[Context, AsyncSession, Room, Event, Command, str], Awaitable[None]]
-
-
-async def _help(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "help")
+async def _help(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     reply(s, ctx, room.room_id, lang, "mod_help")
 
 
-async def _held(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "held")
+async def _held(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     rows = (await s.scalars(select(HeldPost).where(HeldPost.status == "held").order_by(HeldPost.id))).all()
     if not rows:
         reply(s, ctx, room.room_id, lang, "mod_no_held")
@@ -183,7 +188,9 @@ async def _held_post(s: AsyncSession, cmd: Command, usage: Refusal, nargs: int) 
     return held
 
 
-async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "approve")
+async def _approve(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     held = await _held_post(s, cmd, Refusal("mod_usage_approve"), 1)
     channel = await s.get(Channel, held.channel_id)
     if channel is None or channel.status != "active":
@@ -221,13 +228,7 @@ async def _approve(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
 
 async def publish(ctx: Context, s: AsyncSession, channel: Channel, held: HeldPost) -> None:
     """Publish a held post: a backstage event, or a post made through the publishing API."""
-    from bridge.channels.backstage import relay_event
-    from bridge.web.api import is_held_api_post, publish_held
-
-    if is_held_api_post(held):
-        await publish_held(ctx, s, channel, held)
-    else:
-        await relay_event(ctx, s, channel, parse_event(held.event))
+    await kinds.post().publish_held(ctx, s, channel, held)
 
 
 def _category(held: HeldPost) -> str:
@@ -237,7 +238,9 @@ def _category(held: HeldPost) -> str:
     return "other"
 
 
-async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "reject")
+async def _reject(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     held = await _held_post(s, cmd, Refusal("mod_usage_reject"), 3)
     ground = _ground(cmd.args[1])
     channel = await s.get(Channel, held.channel_id)
@@ -259,7 +262,9 @@ async def _reject(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: 
     reply(s, ctx, room.room_id, lang, "mod_rejected", held=held.id, decision=decision.id)
 
 
-async def _notices(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "notices")
+async def _notices(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     rows = (
         await s.scalars(
             select(Notice).where(Notice.status == "open").order_by(Notice.trusted.desc(), Notice.id)
@@ -293,15 +298,15 @@ async def _target_event(s: AsyncSession, text: str) -> tuple[str | None, Notice 
     return (match.group(1) if match else None), None
 
 
-async def _takedown(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
-    from bridge.audience.comments import reported_comment
-
+@command(RoomKind.MODERATION, "takedown")
+async def _takedown(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_takedown"))
     event_id, notice = await _target_event(s, cmd.args[0])
-    post = await post_by_relayed_event(s, event_id) if event_id else None
+    post = await queries.post_by_relayed(s, event_id) if event_id else None
     if post is None:
-        comment = await reported_comment(ctx, s, event_id) if event_id else None
+        comment = await kinds.comment().find(ctx, s, event_id) if event_id else None
         if comment is None:
             raise Refused(Refusal("mod_not_a_post"))
         await _takedown_comment(ctx, s, room, event, cmd, lang, comment, notice)
@@ -327,7 +332,7 @@ async def _takedown(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
     # The redaction's reason is public: readers see it in the deployment's language.
     readers = ctx.config.default_language
     reason = t(readers, "mod_takedown_reason", decision=decision.id, ground=ground.describe(readers))
-    take_down(ctx, s, channel, post, reason)
+    await take_down(ctx, s, channel, post, reason)
     reply(s, ctx, room.room_id, lang, "mod_taking_down", decision=decision.id)
 
 
@@ -342,12 +347,11 @@ async def _takedown_comment(
     notice: Notice | None,
 ) -> None:
     """Remove a reader's comment: redacted by the bot, the statement to the commenter and the notifier."""
-    from bridge.audience.comments import comment_removed, take_down_comment
-
     ground = _ground(cmd.args[1])
-    if await comment_removed(s, comment.event.event_id):
+    comments = kinds.comment()
+    if await comments.removed(s, comment.event.event_id):
         raise Refused(Refusal("mod_comment_already_removed"))
-    decision = await take_down_comment(
+    decision = await comments.take_down(
         ctx,
         s,
         comment,
@@ -368,7 +372,9 @@ async def _takedown_comment(
     )
 
 
-async def _noaction(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "noaction")
+async def _noaction(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     number = _ref(cmd.arg(0), "n")
     if number is None or len(cmd.args) < 2:
         raise Refused(Refusal("mod_usage_noaction"))
@@ -392,11 +398,9 @@ async def _noaction(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
 
 
 async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
-    from bridge.channels.management import find_channel
-
-    channel = await find_channel(s, handle_text or "")
+    channel = await queries.channel_by_handle(s, handle_text or "")
     if channel is None:
-        handle = (handle_text or "").strip().lstrip("#@").split(":", 1)[0].lower()[:64]
+        handle = queries.handle_of(handle_text or "")[:64]
         raise Refused(Refusal("mod_no_channel", {"handle": handle}))
     return channel
 
@@ -404,21 +408,20 @@ async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
 async def _refuse_comment(ctx: Context, s: AsyncSession, text: str | None, command: str) -> None:
     """`restrict` and `suspend` act on channels: naming a comment (by notice, id or link) is refused
     with what can be done to a comment instead."""
-    from bridge.audience.comments import reported_comment
-    from bridge.channels.management import find_channel
-
-    if not text or await find_channel(s, text) is not None:
+    if not text or await queries.channel_by_handle(s, text) is not None:
         return
     number = _ref(text, "n")
     notice = await s.get(Notice, number) if number is not None and not text.startswith("$") else None
     match = _MATRIX_TO_EVENT.search(text)
     event_id = notice.event_id if notice is not None else match.group(1) if match else None
-    if event_id and await reported_comment(ctx, s, event_id) is not None:
+    if event_id and await kinds.comment().find(ctx, s, event_id) is not None:
         ref = f"n{notice.id}" if notice is not None else event_id
         raise Refused(Refusal("mod_comment_not_channel", {"command": command, "ref": ref}))
 
 
-async def _restrict(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "restrict")
+async def _restrict(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     await _refuse_comment(ctx, s, cmd.arg(0), "restrict")
     if len(cmd.args) < 4:
         raise Refused(Refusal("mod_usage_restrict"))
@@ -448,7 +451,9 @@ async def _restrict(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
     )
 
 
-async def _suspend(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "suspend")
+async def _suspend(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     await _refuse_comment(ctx, s, cmd.arg(0), "suspend")
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_suspend"))
@@ -469,7 +474,9 @@ async def _suspend(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd:
     reply(s, ctx, room.room_id, lang, "mod_suspended", handle=channel.handle, decision=decision.id)
 
 
-async def _appeals(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "appeals")
+async def _appeals(call: CommandCall) -> None:
+    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     rows = (await s.scalars(select(Appeal).where(Appeal.status == "open").order_by(Appeal.id))).all()
     if not rows:
         reply(s, ctx, room.room_id, lang, "mod_no_appeals")
@@ -510,7 +517,9 @@ async def _appellant_language(ctx: Context, s: AsyncSession, appeal: Appeal) -> 
     return await language_for(s, ctx, appeal.appellant, room=room)
 
 
-async def _deny(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "deny")
+async def _deny(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_deny"))
     appeal.status = "upheld"
     appeal.decided_by = event.sender
@@ -537,7 +546,9 @@ async def _deny(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Co
     reply(s, ctx, room.room_id, lang, "mod_upheld", appeal=appeal.id, decision=decision.id)
 
 
-async def _grant(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "grant")
+async def _grant(call: CommandCall) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_grant"))
     channel = await s.get(Channel, decision.channel_id) if decision.channel_id else None
     explanation = cmd.rest_after(1)
@@ -589,18 +600,14 @@ async def _grant(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: C
 
 async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Channel | None) -> None:
     """Undo what `decision` restricted: re-publish a removed or rejected post, lift a restriction."""
-    from bridge.channels.backstage import relay_event
-
     target = decision.target or ""
-    if decision.kind == "reject_request" and target.startswith("request:"):
-        await _reopen_request(ctx, s, int(target.split(":", 1)[1]))
+    if decision.kind == DecisionKind.REJECT_REQUEST and target.startswith("request:"):
+        await kinds.channel_request().reopen(ctx, s, int(target.split(":", 1)[1]))
         return
     if channel is None:
         return
-    if decision.kind == "remove_comment" and target:
-        from bridge.audience.comments import restore_comment
-
-        await restore_comment(ctx, s, target, decision.id)
+    if decision.kind == DecisionKind.REMOVE_COMMENT and target:
+        await kinds.comment().restore(ctx, s, target, decision.id)
     elif decision.kind == "restrict":
         channel.restricted_until = None
     elif decision.kind == "suspend":
@@ -611,7 +618,7 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
             held.status = "approved"
             await publish(ctx, s, channel, held)
     elif decision.kind == "take_down" and decision.target:
-        post = await post_by_relayed_event(s, decision.target)
+        post = await queries.post_by_relayed(s, decision.target)
         if post is None:
             return
         stored = await s.scalar(
@@ -626,40 +633,12 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
         # A new copy of the post: the removed one stays removed (a redaction cannot be undone).
         await s.delete(post)
         await s.flush()
-        await relay_event(ctx, s, channel, source)
+        await kinds.post().republish(ctx, s, channel, source)
 
 
-async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> None:
-    """A refused registration, granted on appeal: the channel is created for the requester."""
-    from bridge.channels.management import start_creation
-    from bridge.channels.registry import handle_refusal
-    from bridge.store.models import ChannelRequest
-
-    request = await s.get(ChannelRequest, request_id)
-    if request is None:
-        return
-    refusal = await handle_refusal(
-        s, ctx.config, request.handle, user_id=request.user_id, request_id=request.id
-    )
-    lang = await language_for(s, ctx, request.user_id, room=await s.get(Room, request.room_id))
-    if refusal is not None:
-        why = t(lang, refusal.key, **refusal.values)
-        reply(s, ctx, request.room_id, lang, "appeal_granted_unavailable", handle=request.handle, why=why)
-        return
-    request.status = "approved"
-    await start_creation(
-        ctx,
-        s,
-        owner=request.user_id,
-        handle=request.handle,
-        title=request.title,
-        notify_room=request.room_id,
-        lang=lang,
-        private=request.private,
-    )
-
-
-async def _decision(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str) -> None:
+@command(RoomKind.MODERATION, "decision")
+async def _decision(call: CommandCall) -> None:
+    ctx, s, room, cmd, lang = call.ctx, call.session, call.room, call.command, call.lang
     number = _ref(cmd.arg(0), "d")
     decision = await s.get(Decision, number) if number is not None else None
     if decision is None:
@@ -668,18 +647,3 @@ async def _decision(ctx: Context, s: AsyncSession, room: Room, event: Event, cmd
     reply(s, ctx, room.room_id, lang, "mod_decision_status", statement=statement, status=decision.status)
 
 
-_HANDLERS: dict[str, Handler] = {
-    "help": _help,
-    "held": _held,
-    "approve": _approve,
-    "reject": _reject,
-    "notices": _notices,
-    "takedown": _takedown,
-    "noaction": _noaction,
-    "restrict": _restrict,
-    "suspend": _suspend,
-    "appeals": _appeals,
-    "grant": _grant,
-    "deny": _deny,
-    "decision": _decision,
-}

@@ -15,6 +15,7 @@ from pathlib import Path
 from appservice.registration import write_secret_file
 from bridge.app import StartupError, run_until_stopped
 from bridge.ops.banner import print_banner
+from bridge.ops.initfiles import write_init_files
 from bridge.ops.synapse import LocalSynapse, SynapseError
 from bridge.runtime.config import Config, ConfigError
 from bridge.runtime.config import load as load_config
@@ -26,8 +27,6 @@ ADMIN_LOCALPART = "admin"
 
 
 def _ensure_kanal_files(data_dir: Path, synapse_port: int, kanal_port: int) -> Path:
-    from bridge.cli import write_init_files
-
     kanal_dir = data_dir / "kanal"
     config_path = kanal_dir / "config.yaml"
     if not config_path.exists():

@@ -13,15 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
-from appservice.events import Event
-from bridge.channels import roles
+from bridge.matrix.polls import PollTally, parse_poll, tally_poll
 from bridge.matrix.relations import related_events
 from bridge.matrix.relay import POLL_START_TYPES
 from bridge.runtime.context import Context, reply
-from bridge.store.models import Channel, Post, Room
-from bridge.text.commands import Command
+from bridge.runtime.dispatch import CommandCall, command
+from bridge.store.models import Channel, Post, RoomKind
 from bridge.text.i18n import t
-from bridge.web.render import PollTally, parse_poll, tally_poll
 
 POLL_RELATIONS_PAGES: Final = 20  # the newest 2,000 relations count, as on the web pages
 
@@ -32,7 +30,12 @@ async def poll_tally(ctx: Context, channel: Channel, post: Post) -> PollTally | 
     if poll is None or post.relayed_event_id is None or channel.broadcast_room_id is None:
         return None
     events, _ = await related_events(
-        ctx, channel.broadcast_room_id, post.relayed_event_id, "m.reference", pages=POLL_RELATIONS_PAGES
+        ctx.client,
+        ctx.bot,
+        channel.broadcast_room_id,
+        post.relayed_event_id,
+        "m.reference",
+        pages=POLL_RELATIONS_PAGES,
     )
     return tally_poll(poll.answer_ids, poll.max_selections, channel.ghost_user_id, events)
 
@@ -46,18 +49,11 @@ async def _poll_post(session: AsyncSession, channel: Channel, source: str | None
     return await session.scalar(query.order_by(Post.id.desc()).limit(1))
 
 
-async def poll_command(
-    ctx: Context,
-    session: AsyncSession,
-    room: Room,
-    channel: Channel,
-    event: Event,
-    command: Command,
-    lang: str,
-) -> None:
+@command(RoomKind.BACKSTAGE, "poll", permission="polls")
+async def poll_command(call: CommandCall) -> None:
     """`!poll results`: the tally of the poll replied to, or of the channel's latest poll."""
-    if not await roles.require(ctx, session, room.room_id, channel, event.sender, "polls", lang):
-        return
+    ctx, session, room, channel, event = call.ctx, call.session, call.room, call.backstage_channel, call.event
+    command, lang = call.command, call.lang
     if (command.arg(0) or "").lower() != "results":
         reply(session, ctx, room.room_id, lang, "poll_usage")
         return

@@ -24,17 +24,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from appservice.errors import MatrixConnectionError, MatrixRequestError
+from appservice.errors import MatrixConnectionError
 from appservice.events import Event, EventParseError, parse_event
-from appservice.ids import EventID, RoomID
-from bridge.channels.registry import Refusal
-from bridge.matrix.relay import RELAYED_EVENT_TYPES
-from bridge.publishing.drafts import strip_draft_command
+from bridge.moderation.gate import screen
+from bridge.publishing import drafts, posts
 from bridge.runtime.context import Context, reply
+from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
 from bridge.store.leases import Leases
-from bridge.store.models import Channel, Room, ScheduledPost
-from bridge.text.commands import Command
+from bridge.store.models import Channel, Room, RoomKind, ScheduledPost
+from bridge.text.commands import Command, Refusal
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -208,16 +207,11 @@ def _display_zone(tz: str) -> ZoneInfo:
 # -- the backstage commands ----------------------------------------------------------------------------
 
 
-async def schedule_command(
-    ctx: Context,
-    session: AsyncSession,
-    room: Room,
-    channel: Channel,
-    event: Event,
-    command: Command,
-    lang: str,
-) -> None:
+@command(RoomKind.BACKSTAGE, "schedule", "scheduled", "unschedule", permission="schedule")
+async def schedule_command(call: CommandCall) -> None:
     """`!schedule`, `!scheduled` and `!unschedule`, from the channel's owner or an admin."""
+    ctx, session, room, channel, event = call.ctx, call.session, call.room, call.backstage_channel, call.event
+    command, lang = call.command, call.lang
     if command.name == "scheduled":
         await _list(ctx, session, room, channel, lang)
     elif command.name == "unschedule":
@@ -262,7 +256,7 @@ async def _schedule(
             # Published as a reply to the published copy of that post, as other backstage replies are.
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.reply_to}}
     elif event.reply_to is not None:
-        draft = await _draft(ctx, room, event.reply_to)
+        draft = await drafts.read_draft(ctx, room, event.reply_to)
         if draft is None:
             reply(session, ctx, room.room_id, lang, "schedule_draft_unusable")
             return
@@ -298,49 +292,6 @@ async def _schedule(
         zone=channel.timezone,
         handle=channel.handle,
     )
-
-
-async def fetch_draft(ctx: Context, room: Room, draft_id: EventID) -> dict[str, Any] | None:
-    """The backstage message replied to, as the homeserver serves it; None if it cannot be read."""
-    try:
-        raw: dict[str, Any] = await ctx.bot_intent().get_event(RoomID(room.room_id), draft_id)
-    except MatrixRequestError as exc:
-        if exc.retryable:
-            raise  # the processor tries the command again
-        return None
-    return raw
-
-
-async def _draft(ctx: Context, room: Room, draft_id: EventID) -> tuple[str, dict[str, Any]] | None:
-    """The backstage message replied to, as `draft_content` reads it; None if it cannot be read."""
-    raw = await fetch_draft(ctx, room, draft_id)
-    return draft_content(raw) if raw is not None else None
-
-
-def draft_content(raw: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """What a backstage message (as the homeserver serves it) publishes: its type and its latest content.
-
-    An edit's new content replaces the original; a reply stays a reply (to the published copy, if
-    any, when it is relayed); other relations (threads) are dropped. None for what cannot be shown.
-    """
-    event_type, content = raw.get("type"), _object(raw.get("content"))
-    if event_type not in RELAYED_EVENT_TYPES or "state_key" in raw:
-        return None
-    relates = _object(content.get("m.relates_to"))
-    if relates.get("rel_type") == "m.replace":
-        latest, relates = _object(content.get("m.new_content")), {}  # the reply went to an edit itself
-    else:
-        edit = _object(_object(_object(raw.get("unsigned")).get("m.relations")).get("m.replace"))
-        latest = _object(_object(edit.get("content")).get("m.new_content")) or content
-    shown = {k: v for k, v in latest.items() if k not in ("m.relates_to", "m.new_content")}
-    if "m.in_reply_to" in relates:
-        shown["m.relates_to"] = {"m.in_reply_to": relates["m.in_reply_to"]}  # threads are not kept
-    shown = strip_draft_command(shown)  # `!draft <text>` keeps the text after the command
-    if not isinstance(shown.get("body"), str) or (
-        event_type == "m.room.message" and not isinstance(shown.get("msgtype"), str)
-    ):
-        return None  # redacted, or not a message a client can show
-    return str(event_type), shown
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -516,10 +467,6 @@ async def _publish_next(ctx: Context) -> int | None:
 
 
 async def _relay(ctx: Context, session: AsyncSession, channel: Channel, row: ScheduledPost) -> None:
-    # Imported here: backstage will import this module to dispatch the commands.
-    from bridge.channels.backstage import relay_event
-    from bridge.moderation.gate import screen
-
     try:
         event = parse_event(row.event)
     except EventParseError as exc:
@@ -532,7 +479,7 @@ async def _relay(ctx: Context, session: AsyncSession, channel: Channel, row: Sch
             "Scheduled post %d in #%s was held or refused by the compliance hooks", row.id, channel.handle
         )
         return
-    await relay_event(ctx, session, channel, event)
+    await posts.relay_event(ctx, session, channel, event)
     log.info("Scheduled post %d published in #%s", row.id, channel.handle)
 
 

@@ -13,7 +13,9 @@ from typing import Any, cast
 
 import yaml
 
+from bridge.screening.settings import HookSpec, parse_hooks
 from bridge.store.db import async_driver_url
+from bridge.text.names import DEFAULT_HANDLE_PATTERN
 
 DEFAULT_LISTEN = "127.0.0.1:29340"
 DEFAULT_WEB_LISTEN = "127.0.0.1:29341"
@@ -22,7 +24,6 @@ DEFAULT_GHOST_PREFIX = "kanal_"
 LANGUAGES = ("en", "fa")
 CREATION_POLICIES = ("open", "approval", "token")
 FEDERATION_POLICIES = ("open", "allowlist", "closed")
-DEFAULT_HANDLE_PATTERN = r"[a-z][a-z0-9_]{4,31}"
 # Handles nobody may register unless an operator releases them (`unreserve`).
 DEFAULT_RESERVED_HANDLES = (
     "abuse", "admin", "administrator", "announcements", "help", "helpdesk", "info", "kanal", "matrix",
@@ -38,8 +39,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ComplianceConfig:
     moderators: tuple[str, ...] = ()  # the moderation room's members; default: the operators
-    hooks: tuple[Any, ...] = ()  # parsed hook specs (bridge.screening.settings), in order
-    channel_hooks: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # handle -> hook specs
+    hooks: tuple[HookSpec, ...] = ()  # parsed hook specs, in order
+    channel_hooks: dict[str, tuple[HookSpec, ...]] = field(default_factory=dict)  # handle -> hook specs
     appeal_window_days: int = 14
     redress: str = ""
     audit_key: Path | None = None  # Ed25519 private key for checkpoints; created at first use (0600)
@@ -140,7 +141,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "logging": {"level": (str, False), "format": (str, False)},
 }
 
-# Keys whose values are lists of mappings, checked by their own parsers (bridge/moderation/settings.py).
+# Keys whose values are lists of mappings, checked by their own parsers (bridge/screening/settings.py).
 _STRUCTURED = frozenset({"compliance.hooks"})
 DEFAULT_REDRESS = (
     "You may appeal this decision with `appeal <decision number> <your reasons>` in your chat with the "
@@ -499,7 +500,6 @@ def load(path: Path) -> Config:
 
 
 def _compliance(raw: dict[str, Any], path: Path, base: Path, operators: tuple[str, ...]) -> ComplianceConfig:
-    from bridge.screening.settings import parse_hooks
 
     moderators = tuple(raw.get("moderators", operators))
     for user in moderators:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from appservice.client import HomeserverClient, Intent
 from appservice.ids import RoomID, UserID
 from bridge.runtime.config import Config
-from bridge.runtime.outbox import OutboxWorker, new_entry
+from bridge.runtime.outbox import OutboxKind, OutboxWorker, new_entry, room_queue
 from bridge.store.models import OutboxEntry
 from bridge.text.i18n import t
 
@@ -76,4 +76,10 @@ def send_entry(
     **extra: Any,
 ) -> OutboxEntry:
     payload = {"room_id": room_id, "event_type": event_type, "content": content, **extra}
-    return new_entry(f"room:{room_id}", "send", as_user, payload, ref_source)
+    return new_entry(room_queue(room_id), OutboxKind.SEND, as_user, payload, ref_source)
+
+
+def state_entry(as_user: str, room_id: str, event_type: str, content: dict[str, Any]) -> OutboxEntry:
+    """A state event for one of Kanal's own rooms (a channel's public room: bridge.broadcast.seam)."""
+    payload = {"room_id": room_id, "event_type": event_type, "content": content}
+    return new_entry(room_queue(room_id), OutboxKind.STATE, as_user, payload)

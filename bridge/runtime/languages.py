@@ -11,10 +11,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from appservice.events import Event
 from bridge.runtime.context import Context, reply
-from bridge.store.models import Room, UserSetting
-from bridge.text.commands import Command
+from bridge.runtime.dispatch import CommandCall, command
+from bridge.store.models import Room, RoomKind, UserSetting
 from bridge.text.i18n import catalogue, detect_language, t
 
 # `language auto` forgets the choice: replies follow the script the person writes in again.
@@ -44,10 +43,12 @@ def _choices() -> str:
     return ", ".join(f"{code} ({t(code, 'language_name')})" for code in catalogue().languages)
 
 
-async def language_command(
-    ctx: Context, session: AsyncSession, room: Room, event: Event, cmd: Command, lang: str
-) -> None:
+@command(RoomKind.MANAGEMENT, "language")
+@command(RoomKind.BACKSTAGE, "language")
+async def language_command(call: CommandCall) -> None:
     """`language` shows the choice; `language en|fa` makes it; `language auto` forgets it."""
+    ctx, session, room, event, cmd = call.ctx, call.session, call.room, call.event, call.command
+    lang = call.lang
     code = (cmd.arg(0) or "").lower()
     if not code:
         chosen = await chosen_language(session, event.sender)

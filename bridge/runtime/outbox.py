@@ -19,6 +19,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -41,6 +42,53 @@ TXN_MARKER = "net.kanal.txn"
 PROBE_INTERVAL_S = 2.0
 
 
+class OutboxKind(StrEnum):
+    """What an outbox entry does; stored in `outbox.kind` as these strings. The first group runs in
+    the worker itself; the others are registered by the parts that own them (`executors`)."""
+
+    SEND = "send"
+    REDACT = "redact"
+    STATE = "state"
+    INVITE = "invite"
+    KICK = "kick"
+    JOIN = "join"
+    LEAVE = "leave"
+    PIN = "pin"
+    UNPIN = "unpin"
+    DISPLAYNAME = "displayname"
+    # bridge.broadcast.seam
+    POST_EDIT = "post_edit"
+    COMMENTS_LINK = "comments_link"  # a post_edit queued before the seam existed
+    # bridge.channels
+    CREATE_CHANNEL = "create_channel"
+    DELETE_CHANNEL = "delete_channel"
+    OPERATOR_ROOM = "operator_room"
+    ALIAS_SET = "alias_set"
+    ALIAS_DELETE = "alias_delete"
+    DIRECTORY = "directory"
+    HOSTING_RECONCILE = "hosting_reconcile"
+    # bridge.moderation
+    MODERATION_ROOM = "moderation_room"
+    POLICY_BAN = "policy_ban"
+    # bridge.audience.comments
+    COMMENTS_ROOM = "comments_room"
+    COMMENTS_ROOT = "comments_root"
+    COMMENTS_THREAD = "comments_thread"
+    COMMENTS_DM = "comments_dm"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    RETRY = "retry"  # an attempt's outcome only, never stored
+
+
+def room_queue(room_id: str) -> str:
+    """The queue of a room's writes: they are sent strictly in order."""
+    return f"room:{room_id}"
+
+
 class SkipEntry(Exception):
     """The entry can no longer have any effect (e.g. its target was never published)."""
 
@@ -60,7 +108,7 @@ Executor = Callable[[OutboxEntry, "OutboxWorker"], Awaitable[str | None]]
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # done | failed | retry
+    status: OutboxStatus
     result: str | None = None
     error: str | None = None
 
@@ -81,16 +129,16 @@ class OutboxWorker:
         self.client = client
         self.row_locks = row_locks
         self.executors: dict[str, Executor] = {
-            "send": _exec_send,
-            "redact": _exec_redact,
-            "state": _exec_state,
-            "invite": _exec_invite,
-            "kick": _exec_kick,
-            "join": _exec_join,
-            "leave": _exec_leave,
-            "pin": _exec_pin,
-            "unpin": _exec_pin,
-            "displayname": _exec_displayname,
+            OutboxKind.SEND: _exec_send,
+            OutboxKind.REDACT: _exec_redact,
+            OutboxKind.STATE: _exec_state,
+            OutboxKind.INVITE: _exec_invite,
+            OutboxKind.KICK: _exec_kick,
+            OutboxKind.JOIN: _exec_join,
+            OutboxKind.LEAVE: _exec_leave,
+            OutboxKind.PIN: _exec_pin,
+            OutboxKind.UNPIN: _exec_pin,
+            OutboxKind.DISPLAYNAME: _exec_displayname,
         }
         self._wake = asyncio.Event()
         self._stopping = False
@@ -121,7 +169,7 @@ class OutboxWorker:
         self.homeserver_down = False
         async with self.sessions.begin() as session:
             await session.execute(
-                update(OutboxEntry).where(OutboxEntry.status == "pending").values(next_attempt_at=None)
+                update(OutboxEntry).where(OutboxEntry.status == OutboxStatus.PENDING).values(next_attempt_at=None)
             )
 
     async def run(self) -> None:
@@ -152,7 +200,7 @@ class OutboxWorker:
             count, oldest = (
                 await session.execute(
                     select(func.count(), func.min(OutboxEntry.created_at)).where(
-                        OutboxEntry.status == "pending"
+                        OutboxEntry.status == OutboxStatus.PENDING
                     )
                 )
             ).one()
@@ -167,7 +215,7 @@ class OutboxWorker:
             queues = (
                 await session.scalars(
                     select(OutboxEntry.queue)
-                    .where(OutboxEntry.status == "pending")
+                    .where(OutboxEntry.status == OutboxStatus.PENDING)
                     .distinct()
                     .limit(CLAIM_BATCH)
                 )
@@ -186,7 +234,7 @@ class OutboxWorker:
     async def _head(self, session: AsyncSession, queue: str) -> OutboxEntry | None:
         head = await session.scalar(
             select(OutboxEntry)
-            .where(OutboxEntry.queue == queue, OutboxEntry.status == "pending")
+            .where(OutboxEntry.queue == queue, OutboxEntry.status == OutboxStatus.PENDING)
             .order_by(OutboxEntry.id)
             .limit(1)
         )
@@ -209,7 +257,7 @@ class OutboxWorker:
                     # entry while another process still sends the head, breaking the order.
                     locked = await session.scalar(
                         select(OutboxEntry)
-                        .where(OutboxEntry.id == head.id, OutboxEntry.status == "pending")
+                        .where(OutboxEntry.id == head.id, OutboxEntry.status == OutboxStatus.PENDING)
                         .with_for_update(skip_locked=True)
                     )
                     if locked is None:
@@ -225,7 +273,7 @@ class OutboxWorker:
                 async with self.sessions.begin() as session:
                     await self._record(session, head, outcome)
             attempted += 1
-            if outcome.status == "retry":
+            if outcome.status == OutboxStatus.RETRY:
                 return attempted  # keep order: the rest of this queue waits for the retry
 
     async def _attempt(self, entry: OutboxEntry) -> Outcome:
@@ -236,13 +284,13 @@ class OutboxWorker:
             result = await executor(entry, self)
         except SkipEntry as exc:
             log.info("Outbox %d (%s) skipped: %s", entry.id, entry.kind, exc)
-            return Outcome("done", None, f"skipped: {exc}")
+            return Outcome(OutboxStatus.DONE, None, f"skipped: {exc}")
         except MatrixRequestError as exc:
             error = f"{exc.status} {exc.errcode}: {exc.message}"
             if exc.retryable:
-                return Outcome("retry", None, error)
+                return Outcome(OutboxStatus.RETRY, None, error)
             log.warning("Outbox %d (%s) failed for good: %s", entry.id, entry.kind, error)
-            return Outcome("failed", None, error)
+            return Outcome(OutboxStatus.FAILED, None, error)
         except MatrixConnectionError as exc:
             if not self.homeserver_down:
                 log.warning(
@@ -251,8 +299,8 @@ class OutboxWorker:
                     PROBE_INTERVAL_S,
                 )
             self.homeserver_down = True
-            return Outcome("retry", None, str(exc))
-        return Outcome("done", result)
+            return Outcome(OutboxStatus.RETRY, None, str(exc))
+        return Outcome(OutboxStatus.DONE, result)
 
     async def _record(self, session: AsyncSession, entry: OutboxEntry, outcome: Outcome) -> None:
         attempts = entry.attempts + 1
@@ -260,7 +308,7 @@ class OutboxWorker:
             "attempts": attempts,
             "last_error": (outcome.error or None) and outcome.error[:1000],
         }
-        if outcome.status == "retry":
+        if outcome.status == OutboxStatus.RETRY:
             delay = min(RETRY_BASE_S * 2.0 ** min(attempts - 1, 10), RETRY_MAX_S) * (
                 0.75 + random.random() / 2
             )
@@ -277,7 +325,7 @@ class OutboxWorker:
         else:
             values["status"] = outcome.status
             values["result_event_id"] = outcome.result
-            if outcome.status == "done":
+            if outcome.status == OutboxStatus.DONE:
                 self.sent += 1
             else:
                 self.failed += 1
@@ -289,8 +337,8 @@ class OutboxWorker:
                 }
         await session.execute(update(OutboxEntry).where(OutboxEntry.id == entry.id).values(values))
         # The person who asked learns the outcome through a new entry, recorded in this same transaction.
-        note = entry.payload.get("on_success" if outcome.status == "done" else "on_failure")
-        if outcome.status != "retry" and isinstance(note, dict):
+        note = entry.payload.get("on_success" if outcome.status == OutboxStatus.DONE else "on_failure")
+        if outcome.status != OutboxStatus.RETRY and isinstance(note, dict):
             body = str(note["body"]).replace("{error}", outcome.error or "")
             session.add(
                 new_entry(
@@ -305,7 +353,7 @@ class OutboxWorker:
                 )
             )
         source = entry.payload.get("post_source")
-        if outcome.status == "done" and outcome.result is not None and isinstance(source, str):
+        if outcome.status == OutboxStatus.DONE and outcome.result is not None and isinstance(source, str):
             await session.execute(
                 update(Post).where(Post.source_event_id == source).values(relayed_event_id=outcome.result)
             )
@@ -341,6 +389,22 @@ async def _exec_send(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
             return existing
     content = {**payload["content"], TXN_MARKER: txn_id}
     return await intent.send(payload["room_id"], payload["event_type"], content, txn_id)
+
+
+async def send_content(
+    worker: OutboxWorker, entry: OutboxEntry, room_id: str, event_type: str, content: dict[str, Any]
+) -> str | None:
+    """Send for another kind of entry through the worker's own `send` (its transaction id and
+    delivery marker make it once-only), with content computed at send time."""
+    send = OutboxEntry(
+        id=entry.id,
+        queue=entry.queue,
+        kind=OutboxKind.SEND,
+        as_user=entry.as_user,
+        attempts=entry.attempts,
+        payload={"room_id": room_id, "event_type": event_type, "content": content},
+    )
+    return await worker.executors[OutboxKind.SEND](send, worker)
 
 
 async def _exec_redact(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -418,9 +482,9 @@ async def _exec_pin(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
         current = []
     pinned = [e for e in current if isinstance(e, str)]
     target = p["event_id"]
-    if entry.kind == "pin" and target not in pinned:
+    if entry.kind == OutboxKind.PIN and target not in pinned:
         pinned.append(target)
-    elif entry.kind == "unpin" and target in pinned:
+    elif entry.kind == OutboxKind.UNPIN and target in pinned:
         pinned.remove(target)
     else:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -23,6 +24,42 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RoomKind(StrEnum):
+    """`rooms.kind`: what a room Kanal looks after is for."""
+
+    MANAGEMENT = "management"  # a person's direct chat with the bot
+    BACKSTAGE = "backstage"  # a channel's team room; what editors post there is published
+    BROADCAST = "broadcast"  # a channel's public room, read by subscribers
+    DISCUSSION = "discussion"  # a channel's comments room
+    OPERATOR = "operator"  # the operators' room
+    MODERATION = "moderation"  # the moderators' room
+    POLICY = "policy"  # a moderation policy list Kanal follows (MSC2313)
+
+
+class ChannelStatus(StrEnum):
+    """`channels.status`: creating → active (⇄ suspended) → deleting → deleted."""
+
+    CREATING = "creating"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class DecisionKind(StrEnum):
+    """`decisions.kind`: what an enforcement decision did (each with a statement of reasons)."""
+
+    APPROVE_POST = "approve_post"
+    REJECT_POST = "reject_post"
+    TAKE_DOWN = "take_down"
+    REMOVE_COMMENT = "remove_comment"
+    RESTRICT = "restrict"
+    SUSPEND = "suspend"
+    REINSTATE = "reinstate"
+    NO_ACTION = "no_action"
+    REJECT_REQUEST = "reject_request"
 
 
 class Base(DeclarativeBase):

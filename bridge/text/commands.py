@@ -1,9 +1,11 @@
-"""Parsing what people type to the bot: pure functions, no I/O."""
+"""Parsing what people type to the bot (commands, durations) and why a request is refused: pure, no I/O."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 MANAGEMENT_COMMANDS = (
     "help",
@@ -82,3 +84,23 @@ def parse_command(body: str, *, require_bang: bool) -> Command | None:
         return None
     word, rest = match.groups()
     return Command(word.lower(), tuple(rest.split()), rest)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why something is refused: an i18n key and the values its message needs."""
+
+    key: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+_DURATION = re.compile(r"^(\d{1,5})([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30m`, `12h`, `7d`, `2w` → a timedelta; ValueError with a readable message otherwise."""
+    match = _DURATION.match(text.strip().lower())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"'{text[:32]}' is not a duration like 30m, 12h, 7d or 2w")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})

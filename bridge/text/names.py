@@ -28,8 +28,9 @@ from typing import Any, Final
 
 import icu  # type: ignore[import-untyped]
 
-from bridge.runtime.config import DEFAULT_HANDLE_PATTERN
 from bridge.text.i18n import t
+
+DEFAULT_HANDLE_PATTERN: Final = r"[a-z][a-z0-9_]{4,31}"
 
 # What `DEFAULT_HANDLE_PATTERN` allows, spelled out for the messages it produces.
 DEFAULT_HANDLE_MIN_LENGTH: Final = 5

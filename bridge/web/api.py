@@ -43,18 +43,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.audience.comments import mirror_post, mirror_redaction
 from bridge.audience.views import views_of
-from bridge.channels.backstage import shown_content
-from bridge.matrix.relay import REF_PLACEHOLDER, SOURCE_KEY, with_text
+from bridge.broadcast import seam
+from bridge.matrix.relay import with_text
 from bridge.moderation import audit
 from bridge.moderation.decisions import Ground, record
 from bridge.moderation.gate import record_held, tell_moderators
 from bridge.moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
-from bridge.publishing.edits import edit_event_content, publish_edit
-from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.publishing import posts
+from bridge.publishing.posts import API_SOURCE_PREFIX
+from bridge.runtime.context import Context, reply
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import aware, new_entry
+from bridge.runtime.outbox import aware
 from bridge.store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post, Room
 from bridge.text.i18n import t
 from bridge.web.tokens import authenticate, bearer_token
@@ -80,7 +80,6 @@ MAX_ID: Final = 2**63 - 1  # BIGINT: larger numbers cannot name a row (and would
 UPLOAD_TIMEOUT_S: Final = 120.0
 READ_CHUNK_BYTES: Final = 64 * 1024
 FORMAT_HTML: Final = "org.matrix.custom.html"
-SOURCE_PREFIX: Final = "api:"
 
 _IDEMPOTENCY_KEY: Final = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}")
 _MEDIA_TYPE: Final = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
@@ -640,7 +639,7 @@ def _post_info(channel: Channel, token_name: str, source: str, content: dict[str
         channel_id=channel.id,
         handle=channel.handle or "",
         title=channel.title,
-        author=f"{SOURCE_PREFIX}{token_name}",
+        author=f"{API_SOURCE_PREFIX}{token_name}",
         event_id=source,
         msgtype=str(content.get("msgtype", "m.text")),
         body=str(content.get("body", "")),
@@ -655,7 +654,7 @@ def _as_event(channel: Channel, token_name: str, source: str, content: dict[str,
     return {
         "event_id": source,
         "room_id": channel.backstage_room_id or "",
-        "sender": f"{SOURCE_PREFIX}{token_name}",
+        "sender": f"{API_SOURCE_PREFIX}{token_name}",
         "type": "m.room.message",
         "content": content,
         "origin_server_ts": int(time.time() * 1000),
@@ -673,7 +672,7 @@ async def _hold_or_reject(
     deciding: Verdict,
 ) -> tuple[HeldPost, Decision | None]:
     """What the gate does with a backstage post a hook flagged, for an API post."""
-    author = f"{SOURCE_PREFIX}{token_name}"
+    author = f"{API_SOURCE_PREFIX}{token_name}"
     event = _as_event(channel, token_name, source, event_content)
     held = await record_held(ctx, session, channel, source, author, event, verdicts, deciding)
     if deciding.action == "hold":
@@ -735,127 +734,9 @@ def _rejection(deciding: Verdict, decision: Decision) -> ApiError:
 # -- publishing -------------------------------------------------------------------------------------------
 
 
-async def _publish_new(
-    session: AsyncSession,
-    channel: Channel,
-    token_name: str,
-    source: str,
-    content: dict[str, Any],
-    reply_source: str | None,
-) -> Post:
-    """Queue the post as the ghost and record it, exactly as a relayed backstage post is."""
-    content = {**content, SOURCE_KEY: source}
-    if reply_source is not None:
-        content["m.relates_to"] = {"m.in_reply_to": {"event_id": REF_PLACEHOLDER}}
-    entry = enqueue(
-        session,
-        send_entry(
-            channel.ghost_user_id,
-            channel.broadcast_room_id or "",
-            content,
-            ref_source=reply_source,
-            post_source=source,
-        ),
-    )
-    await session.flush()
-    via = f"{SOURCE_PREFIX}{token_name}"
-    post = Post(
-        channel_id=channel.id,
-        source_event_id=source,
-        author=via,
-        outbox_id=entry.id,
-        event_type="m.room.message",
-        content=shown_content(content),
-        via=via,
-        created_at=datetime.now(UTC),
-    )
-    session.add(post)
-    await session.flush()
-    await mirror_post(session, channel, source)
-    return post
-
-
 def _edited(current: dict[str, Any], text: str, html: str | None) -> dict[str, Any]:
     """The post's new content: new text (or caption) and formatting, media kept."""
     return with_text(current, _text_content(text, html, silent=False))
-
-
-def is_held_api_post(held: HeldPost) -> bool:
-    """Whether a held post came through the publishing API (approve it with `publish_held`)."""
-    return str(held.event.get("sender", "")).startswith(SOURCE_PREFIX)
-
-
-async def publish_held(ctx: Context, session: AsyncSession, channel: Channel, held: HeldPost) -> None:
-    """Publish a held API post a moderator approved (or an appeal reinstated), as the API would have.
-
-    `relay_event` cannot take these: `parse_event` refuses their `api:` ids, which are no Matrix ids.
-    The caller sets the held post's status, as for backstage posts.
-    """
-    event = held.event
-    token_name = str(event.get("sender", "")).removeprefix(SOURCE_PREFIX)
-    content = dict(event.get("content") or {})
-    relates = content.pop("m.relates_to", None)
-    relates = relates if isinstance(relates, dict) else {}
-    if relates.get("rel_type") == "m.replace":
-        post = await session.scalar(
-            select(Post).where(Post.source_event_id == relates.get("event_id"), Post.channel_id == channel.id)
-        )
-        new_content = content.get("m.new_content")
-        if post is None or post.redacted or not isinstance(new_content, dict):
-            return
-        await publish_edit(session, channel, post, new_content)
-        action = "edit"
-    else:
-        reply = relates.get("m.in_reply_to")
-        reply_source = reply.get("event_id") if isinstance(reply, dict) else None
-        if isinstance(reply_source, str) and not await _published(session, channel, reply_source):
-            reply_source = None
-        content.pop(SOURCE_KEY, None)
-        post = await _publish_new(
-            session,
-            channel,
-            token_name,
-            held.source_event_id,
-            content,
-            reply_source if isinstance(reply_source, str) else None,
-        )
-        action = "create"
-    await _audit(ctx, session, channel, token_name, post.id, action, "published_after_review")
-
-
-async def _published(session: AsyncSession, channel: Channel, source: str) -> bool:
-    found = await session.scalar(
-        select(Post.id).where(
-            Post.source_event_id == source, Post.channel_id == channel.id, Post.redacted.is_(False)
-        )
-    )
-    return found is not None
-
-
-async def _audit(
-    ctx: Context,
-    session: AsyncSession,
-    channel: Channel,
-    token_name: str,
-    post_id: int | None,
-    action: str,
-    outcome_: str,
-    **extra: Any,
-) -> None:
-    await audit.append(
-        session,
-        "api_post",
-        {
-            "channel": channel.handle,
-            "token": token_name,
-            "post": post_id,
-            "action": action,
-            "outcome": outcome_,
-            **extra,
-        },
-        None,
-        config=ctx.config,
-    )
 
 
 # -- idempotency ------------------------------------------------------------------------------------------
@@ -934,7 +815,7 @@ async def _create_post(request: web.Request) -> web.Response:
     if draft.upload is not None:
         content = _media_content(draft.upload, await _upload(state, channel, draft.upload))
     _check_size(content)
-    source = f"{SOURCE_PREFIX}{uuid.uuid4()}"
+    source = f"{API_SOURCE_PREFIX}{uuid.uuid4()}"
     verdicts, deciding = await _screen(ctx, channel, _post_info(channel, token.name, source, content))
     try:
         async with ctx.sessions.begin() as session:
@@ -970,8 +851,8 @@ async def _store_new(
 ) -> tuple[int, dict[str, Any]]:
     """Publish, hold or reject a new post; the status and body of the answer."""
     if deciding is None:
-        post = await _publish_new(session, channel, token_name, source, content, reply_source)
-        await _audit(ctx, session, channel, token_name, post.id, "create", "queued")
+        post = await posts.publish_api_post(session, channel, token_name, source, content, reply_source)
+        await posts.audit_api_post(ctx, session, channel, token_name, post.id, "create", "queued")
         return 201, _receipt(ctx, channel, post, "queued")
     event_content = dict(content)
     if reply_source is not None:
@@ -980,9 +861,9 @@ async def _store_new(
         ctx, session, channel, token_name, source, event_content, verdicts, deciding
     )
     if decision is None:
-        await _audit(ctx, session, channel, token_name, None, "create", "held", held=held.id)
+        await posts.audit_api_post(ctx, session, channel, token_name, None, "create", "held", held=held.id)
         return 202, _receipt(ctx, channel, None, "held", held)
-    await _audit(ctx, session, channel, token_name, None, "create", "rejected", decision=decision.id)
+    await posts.audit_api_post(ctx, session, channel, token_name, None, "create", "rejected", decision=decision.id)
     return 422, _rejection(deciding, decision).body()
 
 
@@ -990,7 +871,7 @@ async def _own_post(session: AsyncSession, channel: Channel, post_id: int, *, ch
     post = await session.get(Post, post_id)
     if post is None or post.channel_id != channel.id or post.redacted:
         raise ApiError(404, "post_not_found", f"There is no post {post_id} in this channel.")
-    if change and not post.via.startswith(SOURCE_PREFIX):
+    if change and not post.via.startswith(API_SOURCE_PREFIX):
         raise ApiError(403, "not_an_api_post", "Only posts made through the API can be changed through it.")
     return post
 
@@ -1007,16 +888,16 @@ async def _edit_post(request: web.Request) -> web.Response:
         await _refuse_if_restricted(session, channel)
         post = await _own_post(session, channel, post_id, change=True)
     new_content = _edited(post.content or {}, text, html)
-    _check_size(edit_event_content(new_content, post.source_event_id))
-    source = f"{SOURCE_PREFIX}{uuid.uuid4()}"
+    _check_size(seam.edit_event_content(new_content, post.source_event_id))
+    source = f"{API_SOURCE_PREFIX}{uuid.uuid4()}"
     verdicts, deciding = await _screen(ctx, channel, _post_info(channel, token.name, source, new_content))
     async with ctx.sessions.begin() as session:
         current = await session.get(Channel, channel.id)
         assert current is not None
         post = await _own_post(session, current, post_id, change=True)
         if deciding is None:
-            await publish_edit(session, current, post, new_content)
-            await _audit(ctx, session, current, token.name, post.id, "edit", "queued")
+            await seam.edit(session, current, post, new_content)
+            await posts.audit_api_post(ctx, session, current, token.name, post.id, "edit", "queued")
             status, body = 200, _receipt(ctx, current, post, "queued")
         else:
             held, decision = await _hold_or_reject(
@@ -1025,15 +906,15 @@ async def _edit_post(request: web.Request) -> web.Response:
                 current,
                 token.name,
                 source,
-                edit_event_content(new_content, post.source_event_id),
+                seam.edit_event_content(new_content, post.source_event_id),
                 verdicts,
                 deciding,
             )
             if decision is None:
-                await _audit(ctx, session, current, token.name, post.id, "edit", "held", held=held.id)
+                await posts.audit_api_post(ctx, session, current, token.name, post.id, "edit", "held", held=held.id)
                 status, body = 202, _receipt(ctx, current, post, "held", held)
             else:
-                await _audit(
+                await posts.audit_api_post(
                     ctx, session, current, token.name, post.id, "edit", "rejected", decision=decision.id
                 )
                 status, body = 422, _rejection(deciding, decision).body()
@@ -1047,19 +928,8 @@ async def _delete_post(request: web.Request) -> web.Response:
     post_id = _post_id(request)
     async with ctx.sessions.begin() as session:
         post = await _own_post(session, channel, post_id, change=True)
-        post.redacted = True
-        enqueue(
-            session,
-            new_entry(
-                f"room:{channel.broadcast_room_id}",
-                "redact",
-                channel.ghost_user_id,
-                {"room_id": channel.broadcast_room_id, "event_id": REF_PLACEHOLDER, "reason": None},
-                ref_source=post.source_event_id,
-            ),
-        )
-        await mirror_redaction(ctx, session, channel, post, None)
-        await _audit(ctx, session, channel, token.name, post.id, "delete", "queued")
+        await seam.retract(session, channel, post, None)
+        await posts.audit_api_post(ctx, session, channel, token.name, post.id, "delete", "queued")
     ctx.outbox.wake()
     return web.Response(status=204)
 

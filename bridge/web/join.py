@@ -28,8 +28,8 @@ from appservice.ids import is_user_id, server_of
 from bridge.channels.hosting import server_acl_content, server_allowed
 from bridge.channels.invites import MAX_USER_ID_LENGTH, Rate, RateLimiter, is_link_token, link_state
 from bridge.channels.private import admit, find_link, now
-from bridge.channels.registry import hash_token
 from bridge.runtime.context import Context
+from bridge.store.hashing import hash_token
 from bridge.store.models import Channel, InviteLink
 from bridge.text.i18n import t
 from bridge.web.render import TEMPLATES

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
 from appservice.ids import RoomID
 from bridge.channels.management import subscriber_count
+from bridge.matrix.polls import PollTally, parse_poll, tally_poll
 from bridge.matrix.relations import related_events
 from bridge.runtime.context import Context
 from bridge.store.models import Channel, HandleHold, Post
@@ -54,11 +55,8 @@ from bridge.web.render import (
     PAGE_SIZE,
     ChannelInfo,
     LinkStyle,
-    PollTally,
     PostRecord,
     Renderer,
-    parse_poll,
-    tally_poll,
 )
 from bridge.web.sanitise import MEDIA_ID, SERVER_NAME, parse_mxc
 
@@ -363,7 +361,8 @@ class Pages:
     async def _fetch_tally(self, poll: PollKey) -> PollTally:
         """Count the votes from the poll's reference relations, newest first, as the bot."""
         events, _ = await related_events(
-            self.ctx,
+            self.ctx.client,
+            self.ctx.bot,
             poll.room_id,
             poll.event_id,
             "m.reference",

@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
 from bridge.channels.management import role_of
-from bridge.channels.registry import hash_token as hash_token
 from bridge.moderation import audit
 from bridge.runtime.context import Context, enqueue, reply, send_entry
-from bridge.store.models import ApiToken, Channel, Room
+from bridge.runtime.dispatch import CommandCall, command
+from bridge.store.hashing import hash_token
+from bridge.store.models import ApiToken, Channel, Room, RoomKind
 from bridge.text.i18n import t
 
 TOKEN_PREFIX: Final = "kanal_api_"  # noqa: S105 (a prefix, not a secret)
@@ -67,19 +68,14 @@ def _say_secret(ctx: Context, session: AsyncSession, room: Room, text: str) -> N
     enqueue(session, send_entry(ctx.bot, room.room_id, content, secret=True))
 
 
-async def token_command(
-    ctx: Context,
-    session: AsyncSession,
-    room: Room,
-    channel: Channel,
-    event: Event,
-    args: tuple[str, ...],
-    lang: str,
-) -> None:
+@command(RoomKind.BACKSTAGE, "token")
+async def token_command(call: CommandCall) -> None:
     """`!token new <name>`, `!token list`, `!token revoke <name>` in a channel's backstage.
 
     Making and revoking tokens is the owner's; admins may list them. Replies are in `lang`.
     """
+    ctx, session, room, channel, event = call.ctx, call.session, call.room, call.backstage_channel, call.event
+    args, lang = call.command.args, call.lang
     action = args[0].lower() if args else ""
     role = await role_of(session, channel, event.sender)
     if action == "list":

@@ -31,10 +31,13 @@ from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
 from bridge.matrix.relay import REF_PLACEHOLDER, SOURCE_KEY
 from bridge.moderation.hooks import Pipeline
+from bridge.publishing.posts import is_held_api_post, publish_held
 from bridge.runtime.config import parse
 from bridge.runtime.context import Context
+from bridge.runtime.dispatch import CommandCall
 from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, migrate, sessionmaker
+from bridge.store.hashing import hash_token
 from bridge.store.models import (
     ApiIdempotency,
     ApiToken,
@@ -48,8 +51,9 @@ from bridge.store.models import (
     Post,
     Room,
 )
-from bridge.web.api import OPENAPI_FILE, RateLimit, add_api_routes, is_held_api_post, publish_held
-from bridge.web.tokens import hash_token, token_command
+from bridge.text.commands import parse_command
+from bridge.web.api import OPENAPI_FILE, RateLimit, add_api_routes
+from bridge.web.tokens import token_command
 
 DOMAIN = "example.org"
 ALICE = f"@alice:{DOMAIN}"  # owns both channels
@@ -173,7 +177,9 @@ async def backstage_command(ctx: Context, handle: str, sender: str, *args: str, 
         room = await session.get(Room, backstage(handle))
         assert room is not None
         event = command_event(sender, room.room_id, "!token " + " ".join(args))
-        await token_command(ctx, session, room, channel, event, args, lang)
+        command = parse_command(event.content["body"], require_bang=True)
+        assert command is not None
+        await token_command(CommandCall(ctx, session, room, event, command, lang, channel))
     async with ctx.sessions() as session:
         answer = await session.scalar(
             select(OutboxEntry)
@@ -455,9 +461,9 @@ async def test_an_edit_keeps_the_view_count_and_the_comments_link_the_post_shows
         entries = list(await session.scalars(select(OutboxEntry).order_by(OutboxEntry.id)))
     plain_edit = next(e for e in entries if e.kind == "send" and e.ref_source is not None)
     assert plain_edit.payload["content"]["m.new_content"]["body"] == "counted again\n\n👁 10"
-    # A post with a comments thread is edited by a `comments_link` entry, which puts the link and the
-    # count back when it is sent, and its root in the discussion room is edited too.
-    link = next(e for e in entries if e.kind == "comments_link")
+    # A post with a comments thread is edited by a `post_edit` entry (the channel-write seam's), which
+    # puts the link and the count back when it is sent, and its root in the discussion room is edited too.
+    link = next(e for e in entries if e.kind == "post_edit")
     assert link.payload == {"post_id": second["id"]}
     assert any(e.kind == "comments_thread" and e.payload["action"] == "edit" for e in entries)
 

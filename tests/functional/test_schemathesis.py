@@ -47,7 +47,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bridge.app import Service
-from bridge.cli import write_init_files
+from bridge.ops.initfiles import write_init_files
 from bridge.runtime.config import load as load_config
 from bridge.store.db import migrate
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cli import write_init_files
+from bridge.ops.initfiles import write_init_files
 from bridge.ops.synapse import LocalSynapse
 from tests.support import Env, KanalProcess, free_port
 

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text
 
 from appservice.registration import write_secret_file
-from bridge.cli import write_init_files
 from bridge.moderation.audit import append, configured_public_key, key_id, public_key_pem, verify
+from bridge.ops.initfiles import write_init_files
 from bridge.runtime.config import Config
 from bridge.runtime.config import load as load_config
 from bridge.store.db import create_engine, migrate, sessionmaker

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
-from bridge.cli import write_init_files
+from bridge.ops.initfiles import write_init_files
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Channel, ChannelMember, InboundEvent, OutboxEntry, Post, Room
 

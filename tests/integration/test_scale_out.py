@@ -20,7 +20,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from bridge.cli import write_init_files
+from bridge.ops.initfiles import write_init_files
 from bridge.ops.synapse import LocalSynapse
 from tests.support import Env, KanalProcess, create_channel, free_port
 

@@ -12,14 +12,13 @@ from appservice.ids import EventID, RoomID, UserID
 from bridge.audience.comments import (
     ROOT_KEY,
     comment_reported,
-    comments_url,
     discussion_power_levels,
     discussion_room_request,
-    link_edit_content,
     root_content,
     root_edit_content,
     thread_relation,
 )
+from bridge.broadcast.seam import comments_url, footer_edit_content
 from bridge.moderation.hooks import PostInfo, RateHook
 from bridge.screening.settings import RateSpec
 from bridge.text.i18n import LOCALE_DIR, catalogue, t
@@ -70,20 +69,20 @@ def test_stickers_are_mirrored_as_stickers_and_polls_as_text() -> None:
 
 def test_the_link_edit_replaces_the_post_with_its_content_and_the_footer() -> None:
     url = comments_url(ROOM, ROOT, "example.org")
-    edit = link_edit_content({"msgtype": "m.text", "body": "news"}, "$post", url=url, views=1234)
+    edit = footer_edit_content({"msgtype": "m.text", "body": "news"}, "$post", url=url, views=1234)
     assert edit["m.relates_to"] == {"rel_type": "m.replace", "event_id": "$post"}
     new = edit["m.new_content"]
     assert new["body"] == f"news\n\n💬 Comments: {url} · 👁 1.2K"
     assert f'<a href="{url}">💬 Comments</a>' in new["formatted_body"]
     assert edit["body"] == "* " + new["body"]
     # Without a root yet (an edit that overtook it) the post is edited without a link.
-    plain = link_edit_content({"msgtype": "m.text", "body": "news"}, "$post", url=None)
+    plain = footer_edit_content({"msgtype": "m.text", "body": "news"}, "$post", url=None)
     assert plain["m.new_content"] == {"msgtype": "m.text", "body": "news"}
 
 
 def test_media_posts_keep_their_content_no_footer() -> None:
     image = {"msgtype": "m.image", "body": "photo.jpg", "url": "mxc://example.org/p"}
-    edit = link_edit_content(image, "$post", url=comments_url(ROOM, ROOT, "example.org"))
+    edit = footer_edit_content(image, "$post", url=comments_url(ROOM, ROOT, "example.org"))
     assert edit["m.new_content"] == image
 
 

@@ -47,12 +47,21 @@ def _literal_keys(node: ast.expr) -> list[str]:
 
 
 def call_sites() -> list[CallSite]:
-    """Every `reply(session, ctx, room, lang, KEY, **kw)` and `t(lang, KEY, **kw)` in bridge/."""
+    """Every `reply(session, ctx, room, lang, KEY, **kw)`, `call.reply(KEY, **kw)` (a command's
+    answer, bridge.runtime.dispatch.CommandCall) and `t(lang, KEY, **kw)` in bridge/."""
     sites = []
     for path in sorted(BRIDGE_DIR.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            if not isinstance(node, ast.Call):
+                continue
+            if isinstance(node.func, ast.Attribute) and node.func.attr == "reply" and node.args:
+                kwargs = {kw.arg for kw in node.keywords if kw.arg is not None} | {"domain"}
+                for key in _literal_keys(node.args[0]):
+                    where = f"{path.relative_to(BRIDGE_DIR.parent)}:{node.lineno}"
+                    sites.append(CallSite(where, key, frozenset(kwargs)))
+                continue
+            if not isinstance(node.func, ast.Name):
                 continue
             if node.func.id == "reply":
                 key_index, implicit = 4, {"domain"}  # context.reply always passes domain

@@ -12,18 +12,16 @@ from bridge.channels.invites import (
     LinkOptions,
     Rate,
     RateLimiter,
-    access_state,
     is_link_token,
     join_url,
     link_state,
     new_link_token,
     parse_link_options,
-    private_room_request,
     tokens_in,
     without_tokens,
 )
-from bridge.channels.registry import hash_token
-from bridge.matrix.powerlevels import broadcast_room_request
+from bridge.matrix.powerlevels import access_state, broadcast_room_request, private_room_request
+from bridge.store.hashing import hash_token
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

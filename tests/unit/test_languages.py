@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from appservice.events import parse_event
 from bridge.runtime.context import Context
+from bridge.runtime.dispatch import CommandCall
 from bridge.runtime.languages import chosen_language, language_command, language_for
 from bridge.store.models import OutboxEntry, Room, UserSetting
 from bridge.text.commands import parse_command
@@ -38,7 +39,7 @@ async def send_language(ctx: Context, text: str) -> str:
     )
     async with ctx.sessions() as session, session.begin():
         lang = await language_for(session, ctx, ALICE, text, room())
-        await language_command(ctx, session, room(), event, command, lang)
+        await language_command(CommandCall(ctx, session, room(), event, command, lang))
     async with ctx.sessions() as session:
         entry = await session.scalar(select(OutboxEntry).order_by(OutboxEntry.id.desc()))
         assert entry is not None

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.runtime.config import DEFAULT_HANDLE_PATTERN
 from bridge.text.names import (
     BIDI_CONTROLS,
     DEFAULT_HANDLE_MAX_LENGTH,
     DEFAULT_HANDLE_MIN_LENGTH,
+    DEFAULT_HANDLE_PATTERN,
     InvalidHandle,
     InvalidTitle,
     clean_title,

@@ -23,10 +23,11 @@ from bridge.audience.reactions import (
     reactions_command,
     screen_reactions,
 )
-from bridge.channels.registry import Refusal
 from bridge.matrix.powerlevels import broadcast_power_levels
 from bridge.runtime.context import Context
+from bridge.runtime.dispatch import CommandCall
 from bridge.store.models import Channel, OutboxEntry, Room
+from bridge.text.commands import Refusal, parse_command
 
 DOMAIN = "example.org"
 BOT = f"@kanal:{DOMAIN}"
@@ -211,7 +212,9 @@ async def command(ctx: Context, handle: str, *args: str, lang: str = "en") -> li
             type="m.room.message",
             content={"msgtype": "m.text", "body": "!reactions " + " ".join(args)},
         )
-        await reactions_command(ctx, session, room, channel, event, args, lang)
+        parsed = parse_command(str(event.content["body"]), require_bang=True)
+        assert parsed is not None
+        await reactions_command(CommandCall(ctx, session, room, event, parsed, lang, channel))
     async with ctx.sessions() as session:
         entries = (await session.scalars(select(OutboxEntry).order_by(OutboxEntry.id))).all()
     return [e for e in entries if e.id not in before]

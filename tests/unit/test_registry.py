@@ -11,14 +11,14 @@ from bridge.channels.operators import _token_options
 from bridge.channels.registry import (
     TOKEN_PREFIX,
     describe_token,
-    hash_token,
     new_token,
-    parse_duration,
     token_problem,
     topic_for,
 )
 from bridge.runtime.config import ConfigError, parse
+from bridge.store.hashing import hash_token
 from bridge.store.models import Channel, RegistrationToken
+from bridge.text.commands import parse_duration
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,13 @@ from sqlalchemy import select, update
 
 from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
-from bridge.channels.registry import aware
+from bridge.publishing.drafts import draft_content
 from bridge.publishing.schedule import (
     MAX_LISTED,
     MAX_PENDING_PER_CHANNEL,
     MAX_SCHEDULE_AHEAD,
     SCHEDULER_LEASE,
     WhenError,
-    draft_content,
     local_time,
     parse_when,
     publish_due,
@@ -29,6 +28,8 @@ from bridge.publishing.schedule import (
     schedule_command,
 )
 from bridge.runtime.context import Context
+from bridge.runtime.dispatch import CommandCall
+from bridge.runtime.outbox import aware
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, OutboxEntry, Post, Room, ScheduledPost
 from bridge.text.commands import parse_command
@@ -412,7 +413,7 @@ async def run(ctx: Context, handle: str, body: str, sent: datetime, lang: str = 
             content={"msgtype": "m.text", "body": body},
             origin_server_ts=int(sent.timestamp() * 1000),
         )
-        await schedule_command(ctx, session, room, channel, event, command, lang)
+        await schedule_command(CommandCall(ctx, session, room, event, command, lang, channel))
     return await queued_since(ctx, before)
 
 

@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.cli import write_init_files
 from bridge.moderation.transparency import (
     Durations,
     Report,
@@ -29,6 +28,7 @@ from bridge.moderation.transparency import (
     render_html,
     render_json,
 )
+from bridge.ops.initfiles import write_init_files
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Appeal, Channel, Decision, HeldPost, Notice
 

@@ -9,21 +9,18 @@ from typing import Any
 
 import pytest
 
+from bridge.matrix.polls import PollTally, parse_poll, poll_of, tally_poll
 from bridge.web.cache import FreshReads, Page, PageCache, RefreshingCache
 from bridge.web.feeds import atom, entry_html, tag_uri
 from bridge.web.media import content_type_of, disposition_for
 from bridge.web.render import (
     ChannelInfo,
     LinkStyle,
-    PollTally,
     PostRecord,
     Renderer,
     human_time,
     media_refs,
     number,
-    parse_poll,
-    poll_of,
-    tally_poll,
 )
 from bridge.web.sanitise import Sanitiser, media_path, parse_mxc, plain_html
 

@@ -1,0 +1,358 @@
+"""The channel-write seam: the one module that writes into a channel's public (broadcast) room.
+
+Whatever changes what a channel's readers see is queued here, as outbox entries in the caller's
+transaction: a post, an edit, a deletion, a pin, a poll's end, the room's state (name, topic, power
+levels, join rules, ACL, retention, verification), its directory listing, its members (invites,
+kicks, bans), and archiving it. Callers (backstage, the publishing API, scheduled posts, forwarding,
+moderation, hosting, registration, statistics, comments) never build an entry for a channel room
+themselves; a channel that spans several rooms (shards) therefore needs a change here and nowhere else.
+
+    caller ─▶ seam.publish / edit / retract / set_state …  (one DB transaction with the decision)
+               ├▶ outbox entries on queue room:<broadcast room> ─▶ OutboxWorker sends them, in order
+               └▶ listeners: features that follow a post (comments: a thread root per post)
+
+An edit of a post that shows a footer (a comments link, a view count) is a `post_edit` entry whose
+content is read when it is sent, from the post as it stands (edits applied) and its footer, so an
+edit, a new view count and the comments link never undo each other whatever order their transactions
+commit in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.ids import RoomID
+from bridge.matrix.decorations import decorate
+from bridge.matrix.powerlevels import access_state
+from bridge.matrix.relay import REF_PLACEHOLDER
+from bridge.runtime.context import Context, enqueue
+from bridge.runtime.outbox import OutboxKind, OutboxWorker, SkipEntry, new_entry, room_queue, send_content
+from bridge.store import queries
+from bridge.store.models import Channel, CommentThread, OutboxEntry, Post
+
+POST_EDIT: Final = OutboxKind.POST_EDIT
+MAX_REASON: Final = 500
+
+PostListener = Callable[[AsyncSession, Channel, Post], Awaitable[None]]
+RetractListener = Callable[[AsyncSession, Channel, Post, str | None], Awaitable[None]]
+
+_published: list[PostListener] = []
+_edited: list[PostListener] = []
+_retracted: list[RetractListener] = []
+
+
+def on_published(listener: PostListener) -> PostListener:
+    """Call `listener` in the transaction that records every new post (after its row exists)."""
+    _published.append(listener)
+    return listener
+
+
+def on_edited(listener: PostListener) -> PostListener:
+    """Call `listener` when a post's content changes (its row already holds the new content)."""
+    _edited.append(listener)
+    return listener
+
+
+def on_retracted(listener: RetractListener) -> RetractListener:
+    """Call `listener` when a post is deleted or taken down."""
+    _retracted.append(listener)
+    return listener
+
+
+def shown_content(content: dict[str, Any]) -> dict[str, Any]:
+    """What a post shows (for the web pages): the content without relations and Kanal's markers."""
+    return {
+        k: v
+        for k, v in content.items()
+        if k not in ("m.relates_to", "m.new_content") and not k.startswith("net.kanal.")
+    }
+
+
+def edit_event_content(new_content: dict[str, Any], target: str) -> dict[str, Any]:
+    """An `m.replace` of `target` (REF_PLACEHOLDER: the relayed copy, filled in by the outbox)."""
+    body = new_content.get("body")
+    return {
+        "msgtype": new_content.get("msgtype", "m.text"),
+        "body": f"* {body if isinstance(body, str) else ''}",
+        "m.new_content": new_content,
+        "m.relates_to": {"rel_type": "m.replace", "event_id": target},
+    }
+
+
+def footer_edit_content(
+    content: dict[str, Any], target: str, *, url: str | None, views: int | None = None
+) -> dict[str, Any]:
+    """An m.replace of the channel post `target`: its content with the footer (comments link, views)."""
+    return edit_event_content(decorate(content, comments_url=url, views=views), target)
+
+
+def comments_url(room_id: str, root_event_id: str, domain: str) -> str:
+    """The matrix.to permalink of a comments thread root (what a post's footer links to)."""
+    return f"https://matrix.to/#/{room_id}/{root_event_id}?via={domain}"
+
+
+def _room(channel: Channel) -> str:
+    return channel.broadcast_room_id or ""
+
+
+def _entry(
+    channel: Channel, kind: str, as_user: str, payload: dict[str, Any], ref_source: str | None = None
+) -> OutboxEntry:
+    room = _room(channel)
+    return new_entry(room_queue(room), kind, as_user, {"room_id": room, **payload}, ref_source)
+
+
+# -- posts ------------------------------------------------------------------------------------------
+
+
+async def publish(
+    session: AsyncSession,
+    channel: Channel,
+    content: dict[str, Any],
+    *,
+    source: str,
+    author: str,
+    event_type: str = "m.room.message",
+    ref_source: str | None = None,
+    via: str = "backstage",
+    shown: dict[str, Any] | None = None,
+) -> Post:
+    """Send a new post as the channel's ghost and record it (`source`: the event or id it comes from).
+
+    `content` goes out as it is (Kanal's source marker and relations included); the Post keeps what
+    readers see, `shown` or `content` without relations and markers.
+    """
+    # `post_source`: the outbox records the published event's id on the Post once it is sent.
+    payload = {"event_type": event_type, "content": content, "post_source": source}
+    entry = enqueue(session, _entry(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source))
+    await session.flush()
+    post = Post(
+        channel_id=channel.id,
+        source_event_id=source,
+        author=author,
+        outbox_id=entry.id,
+        event_type=event_type,
+        content=shown_content(shown if shown is not None else content),
+        via=via,
+        created_at=datetime.now(UTC),
+    )
+    session.add(post)
+    await session.flush()
+    for listener in _published:
+        await listener(session, channel, post)
+    return post
+
+
+def _with_views(content: dict[str, Any], views: int | None) -> dict[str, Any]:
+    return decorate(content, views=views) if views is not None else content
+
+
+async def edit(session: AsyncSession, channel: Channel, post: Post, new_content: dict[str, Any]) -> None:
+    """Replace a post's content (the publishing API's PATCH, `!edit`, a held edit approved),
+    keeping the footer it shows."""
+    post.content = shown_content(new_content)
+    post.edited_at = datetime.now(UTC)
+    await _queue_edit(
+        session,
+        channel,
+        post,
+        lambda views: edit_event_content(_with_views(new_content, views), REF_PLACEHOLDER),
+    )
+
+
+async def relay_edit(
+    session: AsyncSession, channel: Channel, source: str, event_content: dict[str, Any], event_type: str
+) -> None:
+    """Mirror an edit made in backstage (`event_content`: the `m.replace` to send, relations pointing
+    at REF_PLACEHOLDER) onto the published copy of the post `source`."""
+    post = await queries.post_by_source(session, source, channel_id=channel.id)
+    new_content = event_content.get("m.new_content")
+    if post is None or not isinstance(new_content, dict):
+        enqueue(session, _send_entry(channel, event_type, event_content, source))
+        return
+    post.content = shown_content(new_content)
+    post.edited_at = datetime.now(UTC)
+    await _queue_edit(
+        session,
+        channel,
+        post,
+        lambda views: {**event_content, "m.new_content": _with_views(new_content, views)},
+        event_type,
+    )
+
+
+async def _queue_edit(
+    session: AsyncSession,
+    channel: Channel,
+    post: Post,
+    content_showing: Callable[[int | None], dict[str, Any]],
+    event_type: str = "m.room.message",
+) -> None:
+    """A post with a comments thread is edited by a `post_edit` entry (its link is read when sent);
+    any other by the edit itself, showing the view count the post shows."""
+    if await session.get(CommentThread, post.id) is not None:
+        enqueue(session, _post_edit_entry(channel, post))
+    else:
+        views = post.views_shown if channel.views_in_posts else None
+        enqueue(session, _send_entry(channel, event_type, content_showing(views), post.source_event_id))
+    for listener in _edited:
+        await listener(session, channel, post)
+
+
+def _send_entry(
+    channel: Channel, event_type: str, content: dict[str, Any], ref_source: str | None
+) -> OutboxEntry:
+    payload = {"event_type": event_type, "content": content}
+    return _entry(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source)
+
+
+def _post_edit_entry(channel: Channel, post: Post) -> OutboxEntry:
+    return new_entry(
+        room_queue(_room(channel)), POST_EDIT, channel.ghost_user_id, {"post_id": post.id}
+    )
+
+
+def refresh_footer(session: AsyncSession, channel: Channel, post: Post) -> None:
+    """Edit a post to show its footer as it is now (a new view count, a comments link)."""
+    enqueue(session, _post_edit_entry(channel, post))
+
+
+def reference(
+    session: AsyncSession, channel: Channel, event_type: str, content: dict[str, Any], source: str
+) -> None:
+    """Send an event that refers to the published copy of `source` (a poll's end), as the ghost."""
+    enqueue(session, _send_entry(channel, event_type, content, source))
+
+
+async def retract(session: AsyncSession, channel: Channel, post: Post, reason: str | None) -> None:
+    """Delete the relayed copy of a post (the backstage original stays, for the record and a reversal)."""
+    post.redacted = True
+    reason = reason[:MAX_REASON] if reason else reason
+    enqueue(
+        session,
+        _entry(
+            channel,
+            OutboxKind.REDACT,
+            channel.ghost_user_id,
+            {"event_id": REF_PLACEHOLDER, "reason": reason},
+            post.source_event_id,
+        ),
+    )
+    for listener in _retracted:
+        await listener(session, channel, post, reason)
+
+
+def pin(
+    session: AsyncSession, channel: Channel, source: str, *, pinned: bool, on_success: dict[str, Any]
+) -> None:
+    """Pin or unpin the relayed copy of `source` (m.room.pinned_events)."""
+    kind = OutboxKind.PIN if pinned else OutboxKind.UNPIN
+    payload = {"event_id": REF_PLACEHOLDER, "on_success": on_success}
+    enqueue(session, _entry(channel, kind, channel.ghost_user_id, payload, source))
+
+
+def redact_event(
+    ctx: Context, session: AsyncSession, channel: Channel, event_id: str, reason: str | None
+) -> None:
+    """Redact someone else's event in the channel room, as the bot (a reaction the channel refuses)."""
+    payload = {"event_id": event_id, "reason": reason}
+    enqueue(session, _entry(channel, OutboxKind.REDACT, ctx.bot, payload))
+
+
+# -- the room's state, listing and members ----------------------------------------------------------
+
+
+def set_state(
+    ctx: Context,
+    session: AsyncSession,
+    channel: Channel,
+    event_type: str,
+    content: dict[str, Any],
+    state_key: str = "",
+    **extra: Any,
+) -> None:
+    """Set a state event of the channel's room, as the bot (extra: `on_success`, `on_failure`)."""
+    payload = {"event_type": event_type, "content": content, **extra}
+    if state_key:
+        payload["state_key"] = state_key
+    enqueue(session, _entry(channel, OutboxKind.STATE, ctx.bot, payload))
+
+
+def set_listed(ctx: Context, session: AsyncSession, channel: Channel, listed: bool) -> None:
+    """In the room directory, or out of it."""
+    visibility = "public" if listed else "private"
+    enqueue(session, _entry(channel, OutboxKind.DIRECTORY, ctx.bot, {"visibility": visibility}))
+
+
+def set_access(ctx: Context, session: AsyncSession, channel: Channel) -> None:
+    """Join rules, history visibility, guest access and the directory listing as `channel.private`
+    asks: knock and unlisted, or public and listed."""
+    for event_type, content in access_state(channel.private):
+        set_state(ctx, session, channel, event_type, content)
+    set_listed(ctx, session, channel, not channel.private)
+
+
+def close(ctx: Context, session: AsyncSession, channel: Channel) -> None:
+    """Out of the directory and invite-only (a suspended channel)."""
+    set_listed(ctx, session, channel, False)
+    set_state(ctx, session, channel, "m.room.join_rules", {"join_rule": "invite"})
+
+
+def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: str, **extra: Any) -> None:
+    """Invite a reader, as the bot (extra: `reason`, `on_failure`)."""
+    enqueue(session, _entry(channel, OutboxKind.INVITE, ctx.bot, {"user_id": user_id, **extra}))
+
+
+def kick(ctx: Context, session: AsyncSession, channel: Channel, user_id: str, reason: str) -> None:
+    """Remove a member (or refuse a knock), as the bot."""
+    enqueue(session, _entry(channel, OutboxKind.KICK, ctx.bot, {"user_id": user_id, "reason": reason}))
+
+
+async def archive(ctx: Context, channel: Channel, alias: str | None) -> None:
+    """Close a deleted channel's room, at once (inside the deletion job): out of the directory,
+    invite-only, no canonical alias, the alias removed."""
+    if not channel.broadcast_room_id:
+        return
+    bot = ctx.bot_intent()
+    room = RoomID(channel.broadcast_room_id)
+    await bot.set_directory_visibility(room, "private")
+    await bot.send_state(room, "m.room.join_rules", {"join_rule": "invite"})
+    await bot.send_state(room, "m.room.canonical_alias", {})
+
+
+# -- the post_edit executor -------------------------------------------------------------------------
+
+
+async def _exec_post_edit(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Edit the channel post to show its current content with its footer (read now, not when queued)."""
+    post_id = entry.payload["post_id"]
+    async with ctx.sessions() as session:
+        post = await session.get(Post, post_id)
+        channel = await session.get(Channel, post.channel_id) if post is not None else None
+        if post is None or channel is None or post.redacted or post.relayed_event_id is None:
+            raise SkipEntry(f"post {post_id} has no published copy to edit")
+        thread = await session.get(CommentThread, post.id)
+    url = (
+        comments_url(thread.room_id, thread.root_event_id, ctx.domain)
+        if thread is not None and thread.room_id and thread.root_event_id
+        else None
+    )
+    views = post.views_shown if channel.views_in_posts else None
+    content = footer_edit_content(post.content or {}, post.relayed_event_id, url=url, views=views)
+    return await send_content(
+        worker, entry, channel.broadcast_room_id or "", post.event_type, content
+    )
+
+
+def register(ctx: Context) -> None:
+    """The seam's outbox kinds (`comments_link`: the same edit, as queued by Kanal before 0.2)."""
+    async def run(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+        return await _exec_post_edit(ctx, entry, worker)
+
+    ctx.outbox.executors[POST_EDIT] = run
+    ctx.outbox.executors[OutboxKind.COMMENTS_LINK] = run
+

@@ -1,0 +1,90 @@
+"""The bot's commands: one registry for every room where people type them.
+
+A feature declares its commands where it implements them, and says which room they belong to and,
+in backstage, which permission (bridge.channels.roles.PERMISSIONS) the sender needs:
+
+    @command(RoomKind.BACKSTAGE, "stats", permission="stats")
+    async def stats_command(call: CommandCall) -> None: ...
+
+Each room's handler (management chat, backstage, operators' room, moderation room) parses the line,
+checks who may speak there, looks the command up here and calls it with one `CommandCall`. The
+registry is filled as the feature modules are imported (bridge.service imports them all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from appservice.events import Event
+from bridge.runtime.context import Context, reply
+from bridge.store.models import Channel, Room, RoomKind
+from bridge.text.commands import Command
+
+
+@dataclass(frozen=True)
+class CommandCall:
+    """One command, as typed: where, by whom, in which language, within which transaction."""
+
+    ctx: Context
+    session: AsyncSession
+    room: Room
+    event: Event
+    command: Command
+    lang: str
+    channel: Channel | None = None
+    """The channel whose backstage the command was typed in (None in other rooms)."""
+
+    @property
+    def sender(self) -> str:
+        return self.event.sender
+
+    @property
+    def backstage_channel(self) -> Channel:
+        """The channel of a backstage command (the backstage handler always sets it)."""
+        if self.channel is None:
+            raise RuntimeError(f"{self.command.name!r} needs a backstage room")
+        return self.channel
+
+    def reply(self, key: str, **values: Any) -> None:
+        """Answer in the room the command came from, in the sender's language."""
+        reply(self.session, self.ctx, self.room.room_id, self.lang, key, **values)
+
+
+Handler = Callable[[CommandCall], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    handler: Handler
+    permission: str | None
+    """Backstage: what the sender's role must allow; None: the handler checks for itself."""
+
+
+_REGISTRY: dict[RoomKind, dict[str, CommandSpec]] = {}
+
+
+def command(room: RoomKind, *names: str, permission: str | None = None) -> Callable[[Handler], Handler]:
+    """Register the decorated handler for `names` in rooms of kind `room`."""
+
+    def register(handler: Handler) -> Handler:
+        table = _REGISTRY.setdefault(room, {})
+        for name in names:
+            if name in table and table[name].handler is not handler:
+                raise RuntimeError(f"two handlers for {room}/{name}")
+            table[name] = CommandSpec(name, handler, permission)
+        return handler
+
+    return register
+
+
+def find(room: RoomKind, name: str) -> CommandSpec | None:
+    return _REGISTRY.get(room, {}).get(name)
+
+
+def names(room: RoomKind) -> list[str]:
+    return sorted(_REGISTRY.get(room, {}))

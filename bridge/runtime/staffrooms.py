@@ -1,0 +1,69 @@
+"""Staff rooms: the private rooms Kanal keeps for people its configuration lists (the operators' room,
+the moderation room). Created once, then their membership follows the list at every start."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from appservice.errors import MatrixRequestError
+from appservice.ids import RoomID
+from bridge.runtime.context import Context, enqueue, send_entry
+from bridge.runtime.outbox import OutboxStatus, SkipEntry, new_entry
+from bridge.store.models import OutboxEntry, Room
+
+log = logging.getLogger(__name__)
+
+
+async def schedule_staff_room(ctx: Context, queue: str, kind: str) -> None:
+    """Queue a staff room's sync (outbox `kind` on `queue`) unless one is already waiting."""
+    async with ctx.sessions.begin() as session:
+        waiting = await session.scalar(
+            select(OutboxEntry.id).where(
+                OutboxEntry.queue == queue, OutboxEntry.kind == kind, OutboxEntry.status == OutboxStatus.PENDING
+            )
+        )
+        if waiting is None:
+            enqueue(session, new_entry(queue, kind, ctx.bot, {}))
+
+
+async def sync_staff_room(
+    ctx: Context, *, kind: str, name: str, topic: str, members: list[str], welcome: str
+) -> str | None:
+    """A private room of `kind` for `members`: created once, then membership kept in line with the list."""
+    if not members:
+        raise SkipEntry(f"nobody is configured for the {kind} room")
+    bot = ctx.bot_intent()
+    async with ctx.sessions() as session:
+        room_id: str | None = await session.scalar(select(Room.room_id).where(Room.kind == kind))
+    if room_id is None:
+        created = await bot.create_room(
+            {
+                "preset": "private_chat",
+                "visibility": "private",
+                "name": name,
+                "topic": topic,
+                "invite": members,
+                "power_level_content_override": {"users": {member: 50 for member in members}},
+            }
+        )
+        async with ctx.sessions.begin() as session:
+            session.add(Room(room_id=created, kind=kind, language=ctx.config.default_language))
+            enqueue(session, send_entry(ctx.bot, created, {"msgtype": "m.notice", "body": welcome}))
+        ctx.remember_room(created)
+        log.info("Created the %s room %s for %d member(s)", kind, created, len(members))
+        return created
+    joined = await bot.joined_members(RoomID(room_id))
+    for member in members:
+        if member not in joined:
+            try:
+                await bot.invite(RoomID(room_id), member)
+            except MatrixRequestError as exc:
+                if exc.retryable:
+                    raise
+                # Already invited, or not a user the homeserver knows: nothing to do now.
+    for member in joined:
+        if member != ctx.bot and member not in members:
+            await bot.kick(RoomID(room_id), member, f"No longer a member of the {name}")
+    return room_id
