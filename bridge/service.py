@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.events import Event, EventParseError, parse_event
-from appservice.ids import RoomAlias, RoomID, UserID, server_of
+from appservice.ids import RoomAlias, UserID, server_of
 from appservice.server import Transaction
 from bridge.audience.comments import DISCUSSION, discussion_encrypted, on_discussion_event
 from bridge.audience.comments import register as register_comments
@@ -42,8 +42,6 @@ from bridge.channels.private import is_knock, is_self_leave, on_member_event
 from bridge.channels.registry import (
     backfill_keys,
     channel_for_alias,
-    exec_alias,
-    exec_directory,
     expire_holds,
 )
 from bridge.matrix.relay import POLL_END_TYPES, POLL_START_TYPES, SOURCE_KEY
@@ -54,7 +52,7 @@ from bridge.moderation.room import on_moderation_message, schedule_moderation_ro
 from bridge.publishing import polls as _polls  # noqa: F401 (imported for its commands: !poll)
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import new_entry
+from bridge.runtime.outbox import new_entry, room_queue
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, InboundEvent, Post, Room
 from bridge.text.i18n import t
@@ -128,16 +126,13 @@ class Bridge:
         ctx.outbox.executors["create_channel"] = lambda entry, worker: create_channel(ctx, entry, worker)
         ctx.outbox.executors["delete_channel"] = lambda entry, worker: delete_channel(ctx, entry, worker)
         ctx.outbox.executors["operator_room"] = lambda entry, worker: sync_operator_room(ctx, entry, worker)
-        ctx.outbox.executors["alias_set"] = exec_alias
         ctx.outbox.executors["moderation_room"] = lambda entry, worker: sync_moderation_room(
             ctx, entry, worker
         )
-        ctx.outbox.executors["directory"] = exec_directory
         ctx.outbox.executors["hosting_reconcile"] = lambda entry, worker: exec_hosting_reconcile(
             ctx, entry, worker
         )
         ctx.outbox.executors["policy_ban"] = lambda entry, worker: exec_policy_ban(ctx, entry, worker)
-        ctx.outbox.executors["alias_delete"] = exec_alias
         seam.register(ctx)
         register_comments(ctx)
         self.processed = 0
@@ -249,7 +244,7 @@ class Bridge:
             channel = await channel_for_alias(session, local)
         if channel is None or channel.broadcast_room_id is None or server_of(alias) != self.ctx.domain:
             return False
-        await self.ctx.bot_intent().set_alias(alias, RoomID(channel.broadcast_room_id))
+        await seam.point_alias(self.ctx, channel, alias)
         return True
 
     # -- the processor -----------------------------------------------------------------------------
@@ -473,7 +468,7 @@ class Bridge:
             )
             enqueue(
                 session,
-                new_entry(f"room:{room_id}", "leave", ctx.bot, {"room_id": room_id, "reason": reason}),
+                new_entry(room_queue(room_id), "leave", ctx.bot, {"room_id": room_id, "reason": reason}),
             )
             return
         existing = await session.get(Room, room_id)
@@ -485,7 +480,7 @@ class Bridge:
                 room_id=room_id, kind="management", user_id=event.sender, language=ctx.config.default_language
             )
         )
-        enqueue(session, new_entry(f"room:{room_id}", "join", ctx.bot, {"room_id": room_id}))
+        enqueue(session, new_entry(room_queue(room_id), "join", ctx.bot, {"room_id": room_id}))
         # In the language the user chose (`language fa`), if they did, in any room before.
         reply(session, ctx, room_id, await language_for(session, ctx, event.sender), "help")
 

@@ -55,7 +55,15 @@ from bridge.moderation.kinds import ReportedComment
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxKind, OutboxWorker, SkipEntry, new_entry, send_content, txn_id_for
+from bridge.runtime.outbox import (
+    OutboxKind,
+    OutboxWorker,
+    SkipEntry,
+    new_entry,
+    room_queue,
+    send_content,
+    txn_id_for,
+)
 from bridge.store.models import (
     Channel,
     ChannelMember,
@@ -483,7 +491,7 @@ async def _carry_out_removal(
     enqueue(
         session,
         new_entry(
-            f"room:{room.room_id}",
+            room_queue(room.room_id),
             "redact",
             ctx.bot,
             {"room_id": room.room_id, "event_id": event.event_id, "reason": reason[:500]},

@@ -22,10 +22,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
+from bridge.broadcast import seam
 from bridge.matrix.powerlevels import broadcast_power_levels
-from bridge.runtime.context import Context, enqueue, reply
+from bridge.runtime.context import Context, reply
 from bridge.runtime.dispatch import CommandCall, command
-from bridge.runtime.outbox import new_entry
 from bridge.store.models import Channel, Room, RoomKind
 from bridge.text.commands import Refusal
 from bridge.text.i18n import t
@@ -114,15 +114,10 @@ async def reactions_command(call: CommandCall) -> None:
         return
     channel.reactions = policy.enabled
     channel.reaction_allow = None if policy.allow is None else list(policy.allow)
-    broadcast = channel.broadcast_room_id
-    if broadcast:
+    if channel.broadcast_room_id:
         # Sent even when `enabled` did not change: it also repairs power levels someone else altered.
-        payload = {
-            "room_id": broadcast,
-            "event_type": "m.room.power_levels",
-            "content": broadcast_power_levels(channel.ghost_user_id, reactions=policy.enabled),
-        }
-        enqueue(session, new_entry(f"room:{broadcast}", "state", ctx.bot, payload))
+        levels = broadcast_power_levels(channel.ghost_user_id, reactions=policy.enabled)
+        seam.set_state(ctx, session, channel, "m.room.power_levels", levels)
     if policy.allow is None:
         reply(session, ctx, room.room_id, lang, "reactions_on", handle=channel.handle)
     elif not policy.allow:
@@ -184,8 +179,7 @@ async def screen_reactions(ctx: Context, events: list[Event]) -> int:
                 "reactions_removed_reason" if policy.allow else "reactions_removed_off",
                 keys=_shown(policy.allow),
             )
-            payload = {"room_id": event.room_id, "event_id": event.event_id, "reason": reason}
-            enqueue(session, new_entry(f"room:{event.room_id}", "redact", ctx.bot, payload))
+            seam.redact_event(ctx, session, event.room_id, event.event_id, reason)
             queued += 1
     if queued:
         ctx.outbox.wake()

@@ -39,6 +39,7 @@ from bridge.audience.chart import (
     localise_digits,
     render_chart,
 )
+from bridge.broadcast import seam
 from bridge.channels import roles
 from bridge.channels.management import subscriber_count
 from bridge.matrix.decorations import decorate
@@ -481,15 +482,7 @@ async def mark_views(ctx: Context, channel_ids: Collection[int] | None = None) -
                 if claimed.rowcount != 1:  # type: ignore[attr-defined]
                     continue
                 comments_url = await _comments_url(session, ctx, post)
-                enqueue(
-                    session,
-                    send_entry(
-                        channel.ghost_user_id,
-                        channel.broadcast_room_id or "",
-                        views_edit_content(content, count, comments_url),
-                        ref_source=post.source_event_id,
-                    ),
-                )
+                seam.replace(session, channel, post, views_edit_content(content, count, comments_url))
                 edits += 1
     if edits:
         ctx.outbox.wake()

@@ -25,7 +25,9 @@ from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from appservice.ids import RoomID
+from appservice.client import q
+from appservice.errors import MatrixRequestError, MNotFound
+from appservice.ids import RoomAlias, RoomID, UserID
 from bridge.matrix.decorations import decorate
 from bridge.matrix.powerlevels import access_state
 from bridge.matrix.relay import REF_PLACEHOLDER
@@ -255,12 +257,16 @@ def pin(
     enqueue(session, _entry(channel, kind, channel.ghost_user_id, payload, source))
 
 
-def redact_event(
-    ctx: Context, session: AsyncSession, channel: Channel, event_id: str, reason: str | None
-) -> None:
-    """Redact someone else's event in the channel room, as the bot (a reaction the channel refuses)."""
-    payload = {"event_id": event_id, "reason": reason}
-    enqueue(session, _entry(channel, OutboxKind.REDACT, ctx.bot, payload))
+def replace(session: AsyncSession, channel: Channel, post: Post, event_content: dict[str, Any]) -> None:
+    """Send an edit of a post's published copy exactly as given (`m.relates_to` pointing at
+    REF_PLACEHOLDER), its footer already in it: a new view count."""
+    enqueue(session, _send_entry(channel, "m.room.message", event_content, post.source_event_id))
+
+
+def redact_event(ctx: Context, session: AsyncSession, room_id: str, event_id: str, reason: str | None) -> None:
+    """Redact a reader's event in a channel's public room, as the bot (a reaction the channel refuses)."""
+    payload = {"room_id": room_id, "event_id": event_id, "reason": reason}
+    enqueue(session, new_entry(room_queue(room_id), OutboxKind.REDACT, ctx.bot, payload))
 
 
 # -- the room's state, listing and members ----------------------------------------------------------
@@ -280,6 +286,32 @@ def set_state(
     if state_key:
         payload["state_key"] = state_key
     enqueue(session, _entry(channel, OutboxKind.STATE, ctx.bot, payload))
+
+
+def set_room_state(
+    ctx: Context, session: AsyncSession, room_id: str, event_type: str, content: dict[str, Any]
+) -> OutboxEntry:
+    """Set a state event of one given public room of a channel, as the bot (the hosting policy
+    reconciles room by room, whatever rooms a channel has)."""
+    payload = {"room_id": room_id, "event_type": event_type, "content": content}
+    return enqueue(session, new_entry(room_queue(room_id), OutboxKind.STATE, ctx.bot, payload))
+
+
+def set_alias(ctx: Context, session: AsyncSession, channel: Channel, alias: str) -> None:
+    """Point `alias` at the channel's room (after a rename)."""
+    enqueue(session, _entry(channel, OutboxKind.ALIAS_SET, ctx.bot, {"alias": alias}))
+
+
+async def point_alias(ctx: Context, channel: Channel, alias: str) -> None:
+    """Point `alias` at the channel's room now (the homeserver asked about an alias in Kanal's namespace)."""
+    await ctx.bot_intent().set_alias(RoomAlias(alias), RoomID(_room(channel)))
+
+
+def remove_alias(ctx: Context, session: AsyncSession, channel: Channel, alias: str) -> None:
+    """Free an alias the channel no longer uses (queued behind the room's other writes)."""
+    enqueue(
+        session, new_entry(room_queue(_room(channel)), OutboxKind.ALIAS_DELETE, ctx.bot, {"alias": alias})
+    )
 
 
 def set_listed(ctx: Context, session: AsyncSession, channel: Channel, listed: bool) -> None:
@@ -312,9 +344,9 @@ def kick(ctx: Context, session: AsyncSession, channel: Channel, user_id: str, re
     enqueue(session, _entry(channel, OutboxKind.KICK, ctx.bot, {"user_id": user_id, "reason": reason}))
 
 
-async def archive(ctx: Context, channel: Channel, alias: str | None) -> None:
-    """Close a deleted channel's room, at once (inside the deletion job): out of the directory,
-    invite-only, no canonical alias, the alias removed."""
+async def archive(ctx: Context, channel: Channel, closing_notice: str, txn_id: str) -> None:
+    """Close a deleted channel's room at once (inside the resumable deletion job): out of the
+    directory, invite-only, no canonical alias, and a last notice from the ghost."""
     if not channel.broadcast_room_id:
         return
     bot = ctx.bot_intent()
@@ -322,9 +354,48 @@ async def archive(ctx: Context, channel: Channel, alias: str | None) -> None:
     await bot.set_directory_visibility(room, "private")
     await bot.send_state(room, "m.room.join_rules", {"join_rule": "invite"})
     await bot.send_state(room, "m.room.canonical_alias", {})
+    ghost = ctx.client.intent(UserID(channel.ghost_user_id))
+    await ghost.send(room, "m.room.message", {"msgtype": "m.notice", "body": closing_notice}, txn_id)
 
 
-# -- the post_edit executor -------------------------------------------------------------------------
+async def ban(ctx: Context, room_id: str, user_id: str, *, banned: bool, reason: str) -> None:
+    """Ban (or unban) someone in a channel's public room or its discussion room, at once (inside the
+    policy-list job, which retries what the homeserver could not do)."""
+    path = f"/_matrix/client/v3/rooms/{q(room_id)}/{'ban' if banned else 'unban'}"
+    body: dict[str, Any] = {"user_id": user_id}
+    if banned:
+        body["reason"] = reason[:MAX_REASON]
+    await ctx.client.request("POST", path, body=body, user_id=ctx.bot)
+
+
+# -- executors -----------------------------------------------------------------------------------------
+
+
+async def _exec_alias(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """`alias_set` (point an alias at a room) and `alias_delete`."""
+    intent = worker.client.intent(UserID(entry.as_user))
+    alias = RoomAlias(entry.payload["alias"])
+    if entry.kind == OutboxKind.ALIAS_DELETE:
+        try:
+            await intent.delete_alias(alias)
+        except MNotFound:
+            pass  # already gone (a retry, or someone removed it)
+        return None
+    room_id = RoomID(entry.payload["room_id"])
+    try:
+        await intent.set_alias(alias, room_id)
+    except MatrixRequestError as exc:
+        # Synapse answers 409 when the alias exists: fine if it already points at this room (a retry).
+        if exc.status != 409 or await intent.resolve_alias(alias) != room_id:
+            raise
+    return None
+
+
+async def _exec_directory(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    """Publish a room in the directory or take it out."""
+    intent = worker.client.intent(UserID(entry.as_user))
+    await intent.set_directory_visibility(RoomID(entry.payload["room_id"]), entry.payload["visibility"])
+    return None
 
 
 async def _exec_post_edit(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -349,10 +420,14 @@ async def _exec_post_edit(ctx: Context, entry: OutboxEntry, worker: OutboxWorker
 
 
 def register(ctx: Context) -> None:
-    """The seam's outbox kinds (`comments_link`: the same edit, as queued by Kanal before 0.2)."""
+    """The seam's own outbox kinds (`comments_link`: a post_edit queued before the seam existed)."""
     async def run(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
         return await _exec_post_edit(ctx, entry, worker)
 
-    ctx.outbox.executors[POST_EDIT] = run
-    ctx.outbox.executors[OutboxKind.COMMENTS_LINK] = run
+    executors = ctx.outbox.executors
+    executors[POST_EDIT] = run
+    executors[OutboxKind.COMMENTS_LINK] = run
+    executors[OutboxKind.ALIAS_SET] = _exec_alias
+    executors[OutboxKind.ALIAS_DELETE] = _exec_alias
+    executors[OutboxKind.DIRECTORY] = _exec_directory
 

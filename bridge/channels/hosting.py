@@ -27,11 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.ids import RoomID
+from bridge.broadcast import seam
 from bridge.runtime.config import Config
-from bridge.runtime.context import Context, enqueue
-from bridge.runtime.outbox import OutboxWorker, new_entry
+from bridge.runtime.context import Context, enqueue, state_entry
+from bridge.runtime.outbox import OutboxWorker
 from bridge.store.leases import Leases
-from bridge.store.models import Channel, Lease, OutboxEntry, Room
+from bridge.store.models import Channel, Lease, OutboxEntry, Room, RoomKind
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +169,6 @@ def _normal(content: dict[str, Any] | None) -> dict[str, Any] | None:
     return content or None
 
 
-def state_entry(bot: str, room_id: str, event_type: str, content: dict[str, Any] | None) -> OutboxEntry:
-    """The outbox entry that sets one hosting state event (empty content switches it off)."""
-    payload = {"room_id": room_id, "event_type": event_type, "content": content or {}}
-    return new_entry(f"room:{room_id}", "state", bot, payload)
-
-
 # -- reconciling existing rooms ------------------------------------------------------------------------
 
 
@@ -216,6 +211,14 @@ async def _pending_state(ctx: Context) -> dict[tuple[str, str], dict[str, Any] |
     return pending
 
 
+def _room_state(
+    ctx: Context, session: AsyncSession, room: Room, event_type: str, content: dict[str, Any] | None
+) -> OutboxEntry:
+    if room.kind == RoomKind.BROADCAST:  # a channel's public room: written through the seam
+        return seam.set_room_state(ctx, session, room.room_id, event_type, content or {})
+    return enqueue(session, state_entry(ctx.bot, room.room_id, event_type, content or {}))
+
+
 async def _reconcile_room(
     ctx: Context,
     room: Room,
@@ -240,7 +243,7 @@ async def _reconcile_room(
         return []
     async with ctx.sessions.begin() as session:
         entries = [
-            (event_type, enqueue(session, state_entry(ctx.bot, room.room_id, event_type, content)))
+            (event_type, _room_state(ctx, session, room, event_type, content))
             for event_type, content in differing.items()
         ]
     return [
@@ -336,9 +339,11 @@ async def set_channel_retention(
         raise ValueError(f"retention must be 0 or more days, got {days}")
     channel.retention_days = days
     content = wanted_state(ctx.config, days)[RETENTION_TYPE]
-    for room_id in (channel.broadcast_room_id, channel.backstage_room_id, channel.comments_room_id):
+    if channel.broadcast_room_id:
+        seam.set_state(ctx, session, channel, RETENTION_TYPE, content or {})
+    for room_id in (channel.backstage_room_id, channel.comments_room_id):
         if room_id:
-            enqueue(session, state_entry(ctx.bot, room_id, RETENTION_TYPE, content))
+            enqueue(session, state_entry(ctx.bot, room_id, RETENTION_TYPE, content or {}))
 
 
 # -- `kanal hosting apply` -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 
 from appservice.errors import MatrixRequestError, MNotFound, MRoomInUse
 from appservice.ids import RoomAlias, RoomID, UserID
+from bridge.broadcast import seam
 from bridge.channels.hosting import with_hosting_policy
 from bridge.matrix.powerlevels import (
     CHANNEL_STATE_TYPE,
@@ -132,18 +133,8 @@ async def delete_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
             await bot.delete_alias(RoomAlias(ctx.alias_for(channel.handle)))
         except MNotFound:
             pass
-    if channel.broadcast_room_id:
-        broadcast = RoomID(channel.broadcast_room_id)
-        await bot.set_directory_visibility(broadcast, "private")
-        await bot.send_state(broadcast, "m.room.join_rules", {"join_rule": "invite"})
-        await bot.send_state(broadcast, "m.room.canonical_alias", {})
-        ghost = ctx.client.intent(UserID(channel.ghost_user_id))
-        await ghost.send(
-            broadcast,
-            "m.room.message",
-            {"msgtype": "m.notice", "body": t(ctx.config.default_language, "channel_closed")},
-            txn_id_for(entry.id, "closed"),
-        )
+    closing = t(ctx.config.default_language, "channel_closed")
+    await seam.archive(ctx, channel, closing, txn_id_for(entry.id, "closed"))
     if channel.backstage_room_id:
         backstage = RoomID(channel.backstage_room_id)
         async with ctx.sessions() as session:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
 from appservice.events import Event
 from appservice.ids import RoomAlias, RoomID, is_user_id, server_of
+from bridge.broadcast import seam
 from bridge.channels import roles
 from bridge.channels.registry import (
     TRANSFER_WINDOW,
@@ -28,10 +29,10 @@ from bridge.channels.registry import (
 )
 from bridge.matrix.powerlevels import backstage_name
 from bridge.moderation import kinds
-from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.context import Context, enqueue, reply, send_entry, state_entry
 from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import aware, new_entry
+from bridge.runtime.outbox import aware, new_entry, room_queue
 from bridge.store import queries
 from bridge.store.models import (
     Channel,
@@ -365,20 +366,11 @@ async def _title(call: CommandCall) -> None:
     enqueue(
         s, new_entry(f"channel:{channel.id}", "displayname", channel.ghost_user_id, {"displayname": title})
     )
-    for room_id, name in (
-        (channel.broadcast_room_id, title),
-        (channel.backstage_room_id, backstage_name(title, channel.handle or "")),
-    ):
-        if room_id:
-            enqueue(
-                s,
-                new_entry(
-                    f"room:{room_id}",
-                    "state",
-                    ctx.bot,
-                    {"room_id": room_id, "event_type": "m.room.name", "content": {"name": name}},
-                ),
-            )
+    if channel.broadcast_room_id:
+        seam.set_state(ctx, s, channel, "m.room.name", {"name": title})
+    if channel.backstage_room_id:
+        name = backstage_name(title, channel.handle or "")
+        enqueue(s, state_entry(ctx.bot, channel.backstage_room_id, "m.room.name", {"name": name}))
     reply(s, ctx, room.room_id, lang, "title_set", handle=channel.handle, title=title)
 
 
@@ -391,19 +383,7 @@ async def _about(call: CommandCall) -> None:
     about = cmd.rest_after(1)[:1024]
     channel.about = about
     if channel.broadcast_room_id:
-        enqueue(
-            s,
-            new_entry(
-                f"room:{channel.broadcast_room_id}",
-                "state",
-                ctx.bot,
-                {
-                    "room_id": channel.broadcast_room_id,
-                    "event_type": "m.room.topic",
-                    "content": {"topic": topic_for(ctx.config, channel)},
-                },
-            ),
-        )
+        seam.set_state(ctx, s, channel, "m.room.topic", {"topic": topic_for(ctx.config, channel)})
     reply(s, ctx, room.room_id, lang, "about_set", handle=channel.handle)
 
 
@@ -449,7 +429,7 @@ async def _member_change(
         await roles.team_changed(ctx, s, channel)
         if backstage:
             enqueue(
-                s, new_entry(f"room:{backstage}", "invite", ctx.bot, {"room_id": backstage, "user_id": user})
+                s, new_entry(room_queue(backstage), "invite", ctx.bot, {"room_id": backstage, "user_id": user})
             )
         reply(s, ctx, room.room_id, lang, "promoted_role", user=user, handle=channel.handle, role=wanted)
         return
@@ -467,7 +447,7 @@ async def _member_change(
     if backstage:
         reason = t(await language_for(s, ctx, user), "demoted_kick_reason", handle=channel.handle)
         payload = {"room_id": backstage, "user_id": user, "reason": reason}
-        enqueue(s, new_entry(f"room:{backstage}", "kick", ctx.bot, payload))
+        enqueue(s, new_entry(room_queue(backstage), "kick", ctx.bot, payload))
     reply(s, ctx, room.room_id, lang, "demoted", user=user, handle=channel.handle)
 
 

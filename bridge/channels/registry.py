@@ -20,19 +20,17 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from appservice.errors import MatrixRequestError, MNotFound
-from appservice.ids import RoomAlias, RoomID, UserID
+from bridge.broadcast import seam
 from bridge.matrix.powerlevels import CHANNEL_STATE_TYPE, backstage_name
 from bridge.runtime.config import Config
-from bridge.runtime.context import Context, enqueue
-from bridge.runtime.outbox import OutboxWorker, aware, new_entry
+from bridge.runtime.context import Context, enqueue, state_entry
+from bridge.runtime.outbox import aware, new_entry, room_queue
 from bridge.store.hashing import hash_token
 from bridge.store.models import (
     Channel,
     ChannelMember,
     ChannelRequest,
     HandleHold,
-    OutboxEntry,
     RegistrationToken,
     RegistryLog,
     ReservedHandle,
@@ -250,24 +248,14 @@ def topic_for(config: Config, channel: Channel) -> str:
     return f"{channel.about}{config.verified_topic_suffix}" if channel.verified else channel.about
 
 
-def state_entry(ctx: Context, room_id: str, event_type: str, content: dict[str, Any]) -> Any:
-    return new_entry(
-        f"room:{room_id}",
-        "state",
-        ctx.bot,
-        {"room_id": room_id, "event_type": event_type, "content": content},
-    )
-
-
 async def set_verified(
     ctx: Context, session: AsyncSession, channel: Channel, verified: bool, actor: str
 ) -> None:
     channel.verified = verified
     if channel.broadcast_room_id:
-        room = channel.broadcast_room_id
         content: dict[str, Any] = {"verified": verified, "updated_ts": int(now().timestamp() * 1000)}
-        enqueue(session, state_entry(ctx, room, VERIFICATION_STATE_TYPE, content))
-        enqueue(session, state_entry(ctx, room, "m.room.topic", {"topic": topic_for(ctx.config, channel)}))
+        seam.set_state(ctx, session, channel, VERIFICATION_STATE_TYPE, content)
+        seam.set_state(ctx, session, channel, "m.room.topic", {"topic": topic_for(ctx.config, channel)})
     await log_entry(
         session,
         ctx.config,
@@ -307,7 +295,7 @@ async def hand_over(
             enqueue(
                 session,
                 new_entry(
-                    f"room:{backstage}", "invite", ctx.bot, {"room_id": backstage, "user_id": new_owner}
+                    room_queue(backstage), "invite", ctx.bot, {"room_id": backstage, "user_id": new_owner}
                 ),
             )
     from bridge.channels.roles import team_changed
@@ -341,28 +329,20 @@ async def rename(ctx: Context, session: AsyncSession, channel: Channel, new_hand
     )
     new_alias, old_alias = ctx.alias_for(new_handle), ctx.alias_for(old)
     if channel.broadcast_room_id:
-        room = channel.broadcast_room_id
-        enqueue(
-            session, new_entry(f"room:{room}", "alias_set", ctx.bot, {"room_id": room, "alias": new_alias})
-        )
+        seam.set_alias(ctx, session, channel, new_alias)
         canonical: dict[str, Any] = {"alias": new_alias}
         if kind == "grace":
             canonical["alt_aliases"] = [old_alias]
-        enqueue(session, state_entry(ctx, room, "m.room.canonical_alias", canonical))
-        enqueue(
-            session, state_entry(ctx, room, CHANNEL_STATE_TYPE, {"handle": new_handle, "role": "broadcast"})
-        )
+        seam.set_state(ctx, session, channel, "m.room.canonical_alias", canonical)
+        seam.set_state(ctx, session, channel, CHANNEL_STATE_TYPE, {"handle": new_handle, "role": "broadcast"})
         if kind == "cooldown":
-            enqueue(session, new_entry(f"room:{room}", "alias_delete", ctx.bot, {"alias": old_alias}))
+            seam.remove_alias(ctx, session, channel, old_alias)
     if channel.backstage_room_id:
         room = channel.backstage_room_id
-        enqueue(
-            session,
-            state_entry(ctx, room, "m.room.name", {"name": backstage_name(channel.title, new_handle)}),
-        )
-        enqueue(
-            session, state_entry(ctx, room, CHANNEL_STATE_TYPE, {"handle": new_handle, "role": "backstage"})
-        )
+        name = backstage_name(channel.title, new_handle)
+        enqueue(session, state_entry(ctx.bot, room, "m.room.name", {"name": name}))
+        role_state = {"handle": new_handle, "role": "backstage"}
+        enqueue(session, state_entry(ctx.bot, room, CHANNEL_STATE_TYPE, role_state))
     await log_entry(
         session, ctx.config, actor, "renamed", new_handle, **{"from": old, "grace_until": until.isoformat()}
     )
@@ -396,15 +376,9 @@ async def expire_holds(ctx: Context) -> int:
             channel = await session.get(Channel, hold.channel_id)
             if channel is None or not channel.broadcast_room_id or channel.handle is None:
                 continue
-            room = channel.broadcast_room_id
-            enqueue(
-                session,
-                new_entry(f"room:{room}", "alias_delete", ctx.bot, {"alias": ctx.alias_for(hold.handle)}),
-            )
-            enqueue(
-                session,
-                state_entry(ctx, room, "m.room.canonical_alias", {"alias": ctx.alias_for(channel.handle)}),
-            )
+            seam.remove_alias(ctx, session, channel, ctx.alias_for(hold.handle))
+            canonical = {"alias": ctx.alias_for(channel.handle)}
+            seam.set_state(ctx, session, channel, "m.room.canonical_alias", canonical)
     return changed
 
 
@@ -420,26 +394,6 @@ async def channel_for_alias(session: AsyncSession, local: str) -> Channel | None
         return None
     held: Channel | None = await session.get(Channel, hold.channel_id)
     return held if held is not None and held.status == "active" else None
-
-
-async def exec_alias(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    """Outbox executor for `alias_set` (point an alias at a room) and `alias_delete`."""
-    intent = worker.client.intent(UserID(entry.as_user))
-    alias = RoomAlias(entry.payload["alias"])
-    if entry.kind == "alias_delete":
-        try:
-            await intent.delete_alias(alias)
-        except MNotFound:
-            pass  # already gone (a retry, or someone removed it)
-        return None
-    room_id = RoomID(entry.payload["room_id"])
-    try:
-        await intent.set_alias(alias, room_id)
-    except MatrixRequestError as exc:
-        # Synapse answers 409 when the alias exists: fine if it already points at this room (a retry).
-        if exc.status != 409 or await intent.resolve_alias(alias) != room_id:
-            raise
-    return None
 
 
 async def backfill_keys(ctx: Context) -> int:
@@ -459,8 +413,3 @@ async def backfill_keys(ctx: Context) -> int:
     return len(rows)
 
 
-async def exec_directory(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    """Outbox executor: publish a room in the directory or take it out."""
-    intent = worker.client.intent(UserID(entry.as_user))
-    await intent.set_directory_visibility(RoomID(entry.payload["room_id"]), entry.payload["visibility"])
-    return None

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.client import q
 from appservice.errors import MatrixRequestError
 from appservice.ids import RoomID
+from bridge.broadcast import seam
 from bridge.moderation.decisions import Ground, record, suspend, unsuspend
 from bridge.runtime.context import Context, enqueue
 from bridge.runtime.outbox import OutboxWorker, new_entry
@@ -246,12 +247,8 @@ async def exec_policy_ban(ctx: Context, entry: OutboxEntry, worker: OutboxWorker
             members = await ctx.bot_intent().joined_members(RoomID(room_id))
             targets = [m for m in members if fnmatch.fnmatchcase(m, entity) and m != ctx.bot]
         for user in targets:
-            path = f"/_matrix/client/v3/rooms/{q(room_id)}/{'ban' if ban else 'unban'}"
-            body: dict[str, Any] = {"user_id": user}
-            if ban:
-                body["reason"] = entry.payload.get("reason", "")[:500]
             try:
-                await ctx.client.request("POST", path, body=body, user_id=ctx.bot)
+                await seam.ban(ctx, room_id, user, banned=ban, reason=entry.payload.get("reason", ""))
             except MatrixRequestError as exc:
                 if exc.retryable:
                     raise

@@ -342,7 +342,7 @@ class OutboxWorker:
             body = str(note["body"]).replace("{error}", outcome.error or "")
             session.add(
                 new_entry(
-                    f"room:{note['room_id']}",
+                    room_queue(note["room_id"]),
                     "send",
                     note["as_user"],
                     {
