@@ -64,6 +64,7 @@ from bridge.runtime.outbox import (
     send_content,
     txn_id_for,
 )
+from bridge.store import queries
 from bridge.store.models import (
     Channel,
     ChannelMember,
@@ -834,12 +835,7 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
     (it becomes their management chat, where they can `appeal`)."""
     user = entry.payload["user_id"]
     async with ctx.sessions() as session:
-        room_id = await session.scalar(
-            select(Room.room_id)
-            .where(Room.kind == "management", Room.user_id == user)
-            .order_by(Room.room_id)
-            .limit(1)
-        )
+        room_id = await queries.management_room_of(session, user)
     if room_id is None:
         room_id = await ctx.bot_intent().create_room(
             {"preset": "trusted_private_chat", "is_direct": True, "invite": [user]}

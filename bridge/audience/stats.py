@@ -44,7 +44,7 @@ from bridge.channels import roles
 from bridge.channels.management import subscriber_count
 from bridge.matrix.decorations import decorate
 from bridge.matrix.relations import related_events
-from bridge.matrix.relay import POLL_START_TYPES, REF_PLACEHOLDER, TEXT_MSGTYPES, RelayPlan
+from bridge.matrix.relay import POLL_START_TYPES, REF_PLACEHOLDER, TEXT_MSGTYPES
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
@@ -415,19 +415,6 @@ async def _comments_url(session: AsyncSession, ctx: Context, post: Post) -> str 
     from bridge.audience.comments import comments_url_for
 
     return await comments_url_for(session, post, ctx.domain)
-
-
-async def keep_views(session: AsyncSession, channel: Channel, plan: RelayPlan) -> dict[str, Any]:
-    """A backstage edit's content for the broadcast room, keeping the view count the post shows."""
-    new = plan.content.get("m.new_content")
-    if not channel.views_in_posts or plan.ref_source is None or not isinstance(new, dict):
-        return plan.content
-    shown = await session.scalar(
-        select(Post.views_shown).where(Post.source_event_id == plan.ref_source, Post.channel_id == channel.id)
-    )
-    if shown is None:
-        return plan.content
-    return {**plan.content, "m.new_content": decorate(new, views=shown)}
 
 
 async def mark_views(ctx: Context, channel_ids: Collection[int] | None = None) -> int:

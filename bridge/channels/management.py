@@ -598,7 +598,7 @@ async def _transfer(call: CommandCall) -> None:
     )
     await log_entry(s, ctx.config, event.sender, "transfer_offered", channel.handle or "", to=user)
     reply(s, ctx, room.room_id, lang, "transfer_offered", handle=channel.handle, user=user, bot=ctx.bot)
-    their_room = await s.scalar(select(Room.room_id).where(Room.kind == "management", Room.user_id == user))
+    their_room = await queries.management_room_of(s, user)
     if their_room is not None:
         reply(
             s,
@@ -635,9 +635,7 @@ async def _accept(call: CommandCall) -> None:
     previous = channel.owner
     await hand_over(ctx, s, channel, event.sender, event.sender, "transfer_accepted")
     reply(s, ctx, room.room_id, lang, "transfer_done", handle=channel.handle, previous=previous)
-    previous_room = await s.scalar(
-        select(Room.room_id).where(Room.kind == "management", Room.user_id == previous)
-    )
+    previous_room = await queries.management_room_of(s, previous)
     if previous_room is not None:
         reply(s, ctx, previous_room, lang, "transfer_done_previous", handle=channel.handle, user=event.sender)
 

@@ -421,7 +421,7 @@ async def _recover(call: CommandCall) -> None:
     previous = channel.owner
     await hand_over(ctx, s, channel, user, event.sender, "ownership_recovered", reason)
     reply(s, ctx, room.room_id, lang, "recovered_op", handle=channel.handle, user=user, previous=previous)
-    owner_room = await s.scalar(select(Room.room_id).where(Room.kind == "management", Room.user_id == user))
+    owner_room = await queries.management_room_of(s, user)
     if owner_room is not None:
         reply(
             s,

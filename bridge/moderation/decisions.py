@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.broadcast import seam
 from bridge.moderation import audit
 from bridge.runtime.context import Context, enqueue, send_entry
 from bridge.runtime.languages import language_for
-from bridge.store.models import Channel, ChannelStatus, Decision, HeldPost, Notice, Post, Room
+from bridge.store.models import Channel, ChannelStatus, Decision, Notice, Post, Room
 from bridge.text.i18n import SOURCE_LANGUAGE, t
 
 
@@ -358,8 +357,3 @@ def unsuspend(ctx: Context, session: AsyncSession, channel: Channel) -> None:
     channel.status = ChannelStatus.ACTIVE
     if channel.broadcast_room_id:
         seam.set_access(ctx, session, channel)
-
-
-async def held_for(session: AsyncSession, decision: Decision) -> HeldPost | None:
-    held: HeldPost | None = await session.scalar(select(HeldPost).where(HeldPost.decision_id == decision.id))
-    return held

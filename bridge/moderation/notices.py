@@ -308,13 +308,7 @@ async def poll_homeserver_reports(ctx: Context, token: str, start: int = 0) -> t
                 category, text = split_category(reason if isinstance(reason, str) else "")
                 reporter = report.get("user_id") if isinstance(report.get("user_id"), str) else None
                 # The reporter hears back in their chat with the bot, when they have one.
-                their_room = (
-                    await session.scalar(
-                        select(Room.room_id).where(Room.kind == "management", Room.user_id == reporter)
-                    )
-                    if reporter
-                    else None
-                )
+                their_room = await queries.management_room_of(session, reporter) if reporter else None
                 notice = await file_notice(
                     ctx,
                     session,

@@ -18,10 +18,10 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.matrix.relay import SOURCE_KEY, TEXT_MSGTYPES
+from bridge.store import queries
 from bridge.store.models import Channel, Post
 
 FORWARD_KEY = "net.kanal.forwarded"
@@ -41,7 +41,7 @@ async def origin_of(session: AsyncSession, content: dict[str, Any]) -> Origin | 
     source = content.get(SOURCE_KEY)
     if not isinstance(source, str):
         return None
-    post = await session.scalar(select(Post).where(Post.source_event_id == source))
+    post = await queries.post_by_source(session, source)
     if post is None:
         return None
     if post.redacted or not isinstance(post.content, dict):
