@@ -559,7 +559,7 @@ async def reported_comment(ctx: Context, session: AsyncSession, event_id: str) -
         event = original[1]
         if comment_reported(event, bot=ctx.bot, ghost_prefix=ctx.config.ghost_prefix) != event.event_id:
             return None
-    channel = await session.get(Channel, room.channel_id) if room.channel_id is not None else None
+    channel = await queries.channel_by_id(session, room.channel_id)
     if channel is None or channel.private:
         return None
     return ReportedComment(room=room, channel=channel, event=event)
@@ -673,7 +673,7 @@ async def restore_comment(ctx: Context, session: AsyncSession, event_id: str, de
 async def discussion_encrypted(ctx: Context, session: AsyncSession, room: Room) -> None:
     """Someone turned encryption on: Kanal stops reading the room and says so in backstage."""
     room.encrypted_warned = True
-    channel = await session.get(Channel, room.channel_id) if room.channel_id is not None else None
+    channel = await queries.channel_by_id(session, room.channel_id)
     if channel is None:
         return
     if channel.comments_room_id == room.room_id:

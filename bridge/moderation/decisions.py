@@ -24,6 +24,7 @@ from bridge.broadcast import seam
 from bridge.moderation import audit
 from bridge.runtime.context import Context, enqueue, send_entry
 from bridge.runtime.languages import language_for
+from bridge.store import queries
 from bridge.store.models import Channel, ChannelStatus, Decision, Notice, Post, Room
 from bridge.text.i18n import SOURCE_LANGUAGE, t
 
@@ -225,7 +226,7 @@ async def statement_in(ctx: Context, session: AsyncSession, decision: Decision, 
     stored = str(decision.statement.get("text", "")) if decision.statement else ""
     if lang == SOURCE_LANGUAGE and stored:
         return stored
-    channel = await session.get(Channel, decision.channel_id) if decision.channel_id else None
+    channel = await queries.channel_by_id(session, decision.channel_id)
     notice = await session.get(Notice, decision.notice_id) if decision.notice_id else None
     compliance = ctx.config.compliance
     facts = statement_facts(

@@ -24,6 +24,7 @@ from bridge.broadcast import seam
 from bridge.moderation.decisions import Ground, record, suspend, unsuspend
 from bridge.runtime.context import Context, enqueue
 from bridge.runtime.outbox import OutboxWorker, new_entry
+from bridge.store import queries
 from bridge.store.models import Channel, Decision, OutboxEntry, PolicyRule, Room
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ async def _lift(ctx: Context, session: AsyncSession, rule: PolicyRule, kind: str
     decision = await session.get(Decision, rule.decision_id) if rule.decision_id else None
     if decision is None or decision.status != "in_force":
         return
-    channel = await session.get(Channel, decision.channel_id) if decision.channel_id else None
+    channel = await queries.channel_by_id(session, decision.channel_id)
     await record(
         ctx,
         session,

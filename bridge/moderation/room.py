@@ -275,7 +275,7 @@ async def _notices(call: CommandCall) -> None:
         return
     lines = []
     for n in rows:
-        channel = await s.get(Channel, n.channel_id) if n.channel_id else None
+        channel = await queries.channel_by_id(s, n.channel_id)
         flag = t(lang, "mod_trusted_mark") + " " if n.trusted else ""
         # 💬: a comment in the channel's discussion room (a post notice names the broadcast room)
         where = "💬 " if channel is not None and n.room_id and n.room_id != channel.broadcast_room_id else ""
@@ -381,7 +381,7 @@ async def _noaction(call: CommandCall) -> None:
     notice = await s.get(Notice, number)
     if notice is None or notice.status != "open":
         raise Refused(Refusal("mod_not_open_notice", {"notice": number}))
-    channel = await s.get(Channel, notice.channel_id) if notice.channel_id else None
+    channel = await queries.channel_by_id(s, notice.channel_id)
     decision = await record(
         ctx,
         s,
@@ -550,7 +550,7 @@ async def _deny(call: CommandCall) -> None:
 async def _grant(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_grant"))
-    channel = await s.get(Channel, decision.channel_id) if decision.channel_id else None
+    channel = await queries.channel_by_id(s, decision.channel_id)
     explanation = cmd.rest_after(1)
     reversal = await record(
         ctx,

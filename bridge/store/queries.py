@@ -24,9 +24,14 @@ async def channel_by_handle(session: AsyncSession, text: str) -> Channel | None:
     return channel
 
 
+async def channel_by_id(session: AsyncSession, channel_id: int | None) -> Channel | None:
+    """The channel a row refers to (a room, a notice, a decision); None when it refers to none."""
+    return await session.get(Channel, channel_id) if channel_id is not None else None
+
+
 async def channel_of_room(session: AsyncSession, room: Room) -> Channel | None:
     """The channel a room (backstage, broadcast, discussion) belongs to."""
-    return await session.get(Channel, room.channel_id) if room.channel_id is not None else None
+    return await channel_by_id(session, room.channel_id)
 
 
 async def post_by_source(
