@@ -67,8 +67,11 @@ from bridge.runtime.outbox import (
 from bridge.store.models import (
     Channel,
     ChannelMember,
+    ChannelStatus,
+    CommentStatus,
     CommentThread,
     Decision,
+    DecisionKind,
     InboundEvent,
     ModeratedComment,
     Notice,
@@ -85,7 +88,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROOT_KEY = "net.kanal.comments_root"  # the backstage event a root mirrors (not SOURCE_KEY: see root_content)
-DISCUSSION = "discussion"  # Room.kind
+DISCUSSION = RoomKind.DISCUSSION  # Room.kind
 COMMENT_TYPES = ("m.room.message", "m.sticker")
 ALIAS_SUFFIX = "_comments"
 
@@ -261,7 +264,7 @@ async def comments_command(call: CommandCall) -> None:
         session,
         new_entry(
             _queue(channel),
-            "comments_room",
+            OutboxKind.COMMENTS_ROOM,
             ctx.bot,
             {"channel_id": channel.id, "lang": lang, "room": room.room_id},
         ),
@@ -290,7 +293,7 @@ async def sync_team(ctx: Context, session: AsyncSession, channel: Channel) -> No
         "event_type": "m.room.power_levels",
         "content": discussion_power_levels(channel.ghost_user_id, sorted(team)),
     }
-    enqueue(session, new_entry(_queue(channel), "state", ctx.bot, payload))
+    enqueue(session, new_entry(_queue(channel), OutboxKind.STATE, ctx.bot, payload))
 
 
 def _room_ref(ctx: Context, channel: Channel) -> str:
@@ -313,7 +316,8 @@ async def mirror_post(session: AsyncSession, channel: Channel, post: Post) -> No
     if not channel.comments:
         return
     session.add(CommentThread(post_id=post.id, channel_id=channel.id))
-    enqueue(session, new_entry(_queue(channel), "comments_root", channel.ghost_user_id, {"post_id": post.id}))
+    entry = new_entry(_queue(channel), OutboxKind.COMMENTS_ROOT, channel.ghost_user_id, {"post_id": post.id})
+    enqueue(session, entry)
 
 
 @seam.on_edited
@@ -336,7 +340,7 @@ async def mirror_redaction(session: AsyncSession, channel: Channel, post: Post, 
 def root_redaction(channel: Channel, post: Post, reason: str | None) -> OutboxEntry:
     """The entry that redacts a post's root (skipped when the post has none)."""
     payload = {"post_id": post.id, "action": "redact", "reason": reason}
-    return new_entry(_queue(channel), "comments_thread", channel.ghost_user_id, payload)
+    return new_entry(_queue(channel), OutboxKind.COMMENTS_THREAD, channel.ghost_user_id, payload)
 
 
 async def comments_url_for(session: AsyncSession, post: Post, domain: str) -> str | None:
@@ -391,7 +395,7 @@ async def _flag(
             channel_id=channel.id,
             room_id=room.room_id,
             author=event.sender,
-            status="flagged",
+            status=CommentStatus.FLAGGED,
             event=_event_dict(event),
         )
     )
@@ -434,7 +438,7 @@ async def _remove(
     decision = await record(
         ctx,
         session,
-        kind="remove_comment",
+        kind=DecisionKind.REMOVE_COMMENT,
         decided_by=f"hook:{verdict.hook}",
         channel=channel,
         ground=Ground("terms", f"publication rules ({verdict.hook})"),
@@ -480,19 +484,19 @@ async def _carry_out_removal(
                 channel_id=channel.id,
                 room_id=room.room_id,
                 author=event.sender,
-                status="removed",
+                status=CommentStatus.REMOVED,
                 decision_id=decision.id,
                 event=_event_dict(event),
             )
         )
     else:  # flagged by a hold before it was reported
-        comment.status = "removed"
+        comment.status = CommentStatus.REMOVED
         comment.decision_id = decision.id
     enqueue(
         session,
         new_entry(
             room_queue(room.room_id),
-            "redact",
+            OutboxKind.REDACT,
             ctx.bot,
             {"room_id": room.room_id, "event_id": event.event_id, "reason": reason[:500]},
         ),
@@ -527,7 +531,7 @@ async def _carry_out_removal(
         session,
         new_entry(
             f"dm:{event.sender}",
-            "comments_dm",
+            OutboxKind.COMMENTS_DM,
             ctx.bot,
             {"user_id": event.sender, "lang": lang, "content": {"msgtype": "m.notice", "body": statement}},
         ),
@@ -591,7 +595,7 @@ async def post_of_root(session: AsyncSession, event_id: str) -> Post | None:
 async def comment_removed(session: AsyncSession, event_id: str) -> bool:
     """Already redacted by a decision (restored comments are new events: the original stays removed)."""
     comment = await session.get(ModeratedComment, event_id)
-    return comment is not None and comment.status in ("removed", "restored")
+    return comment is not None and comment.status in (CommentStatus.REMOVED, CommentStatus.RESTORED)
 
 
 async def take_down_comment(
@@ -612,7 +616,7 @@ async def take_down_comment(
     decision = await record(
         ctx,
         session,
-        kind="remove_comment",
+        kind=DecisionKind.REMOVE_COMMENT,
         decided_by=decided_by,
         channel=comment.channel,
         ground=ground,
@@ -646,9 +650,9 @@ async def may_appeal(session: AsyncSession, event_id: str, user_id: str) -> bool
 async def restore_comment(ctx: Context, session: AsyncSession, event_id: str, decision_id: int) -> None:
     """A granted appeal: the bot posts the comment again in its thread (a redaction cannot be undone)."""
     comment = await session.get(ModeratedComment, event_id)
-    if comment is None or comment.status != "removed":
+    if comment is None or comment.status != CommentStatus.REMOVED:
         return
-    comment.status = "restored"
+    comment.status = CommentStatus.RESTORED
     content = comment.event.get("content") if isinstance(comment.event.get("content"), dict) else {}
     body = content.get("body") if isinstance(content, dict) else None
     text = t(
@@ -689,10 +693,10 @@ async def discussion_encrypted(ctx: Context, session: AsyncSession, room: Room) 
 
 def register(ctx: Context) -> None:
     executors = ctx.outbox.executors
-    executors["comments_room"] = lambda entry, worker: _exec_room(ctx, entry, worker)
-    executors["comments_root"] = lambda entry, worker: _exec_root(ctx, entry, worker)
-    executors["comments_thread"] = lambda entry, worker: _exec_thread(ctx, entry, worker)
-    executors["comments_dm"] = lambda entry, worker: _exec_dm(ctx, entry, worker)
+    executors[OutboxKind.COMMENTS_ROOM] = lambda entry, worker: _exec_room(ctx, entry, worker)
+    executors[OutboxKind.COMMENTS_ROOT] = lambda entry, worker: _exec_root(ctx, entry, worker)
+    executors[OutboxKind.COMMENTS_THREAD] = lambda entry, worker: _exec_thread(ctx, entry, worker)
+    executors[OutboxKind.COMMENTS_DM] = lambda entry, worker: _exec_dm(ctx, entry, worker)
 
 
 async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -702,7 +706,7 @@ async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
     lang = entry.payload.get("lang") or ctx.config.default_language
     async with ctx.sessions() as session:
         channel = await session.get(Channel, entry.payload["channel_id"])
-        if channel is None or channel.handle is None or channel.status != "active":
+        if channel is None or channel.handle is None or channel.status != ChannelStatus.ACTIVE:
             raise SkipEntry("the channel is gone or not active")
         if channel.comments_room_id is not None:
             raise SkipEntry("the discussion room exists")
@@ -836,7 +840,7 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
     async with ctx.sessions() as session:
         room_id = await session.scalar(
             select(Room.room_id)
-            .where(Room.kind == "management", Room.user_id == user)
+            .where(Room.kind == RoomKind.MANAGEMENT, Room.user_id == user)
             .order_by(Room.room_id)
             .limit(1)
         )
@@ -848,7 +852,7 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
             await session.merge(
                 Room(
                     room_id=room_id,
-                    kind="management",
+                    kind=RoomKind.MANAGEMENT,
                     user_id=user,
                     language=entry.payload.get("lang") or ctx.config.default_language,
                 )

@@ -102,7 +102,7 @@ def _room(channel: Channel) -> str:
 
 
 def _entry(
-    channel: Channel, kind: str, as_user: str, payload: dict[str, Any], ref_source: str | None = None
+    channel: Channel, kind: OutboxKind, as_user: str, payload: dict[str, Any], ref_source: str | None = None
 ) -> OutboxEntry:
     room = _room(channel)
     return new_entry(room_queue(room), kind, as_user, {"room_id": room, **payload}, ref_source)

@@ -32,15 +32,20 @@ from bridge.moderation import kinds
 from bridge.runtime.context import Context, enqueue, reply, send_entry, state_entry
 from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import aware, new_entry, room_queue
+from bridge.runtime.outbox import OutboxKind, aware, new_entry, room_queue
 from bridge.store import queries
 from bridge.store.models import (
+    AppealStatus,
     Channel,
     ChannelMember,
     ChannelRequest,
+    ChannelStatus,
     Confirmation,
+    DecisionKind,
+    DecisionStatus,
     PendingTransfer,
     Post,
+    RequestStatus,
     Room,
     RoomKind,
 )
@@ -235,7 +240,7 @@ async def start_creation(
         "on_success": ctx.note(notify_room, created),
         "on_failure": ctx.note(notify_room, t(lang, "create_failed", handle=handle, error="{error}")),
     }
-    enqueue(s, new_entry(f"channel:{channel.id}", "create_channel", ctx.bot, payload))
+    enqueue(s, new_entry(f"channel:{channel.id}", OutboxKind.CREATE_CHANNEL, ctx.bot, payload))
     return channel
 
 
@@ -364,7 +369,10 @@ async def _title(call: CommandCall) -> None:
     channel.title = title
     channel.title_key = title_key(title)
     enqueue(
-        s, new_entry(f"channel:{channel.id}", "displayname", channel.ghost_user_id, {"displayname": title})
+        s,
+        new_entry(
+            f"channel:{channel.id}", OutboxKind.DISPLAYNAME, channel.ghost_user_id, {"displayname": title}
+        ),
     )
     if channel.broadcast_room_id:
         seam.set_state(ctx, s, channel, "m.room.name", {"name": title})
@@ -429,7 +437,10 @@ async def _member_change(
         await roles.team_changed(ctx, s, channel)
         if backstage:
             enqueue(
-                s, new_entry(room_queue(backstage), "invite", ctx.bot, {"room_id": backstage, "user_id": user})
+                s,
+                new_entry(
+                    room_queue(backstage), OutboxKind.INVITE, ctx.bot, {"room_id": backstage, "user_id": user}
+                ),
             )
         reply(s, ctx, room.room_id, lang, "promoted_role", user=user, handle=channel.handle, role=wanted)
         return
@@ -447,7 +458,7 @@ async def _member_change(
     if backstage:
         reason = t(await language_for(s, ctx, user), "demoted_kick_reason", handle=channel.handle)
         payload = {"room_id": backstage, "user_id": user, "reason": reason}
-        enqueue(s, new_entry(room_queue(backstage), "kick", ctx.bot, payload))
+        enqueue(s, new_entry(room_queue(backstage), OutboxKind.KICK, ctx.bot, payload))
     reply(s, ctx, room.room_id, lang, "demoted", user=user, handle=channel.handle)
 
 
@@ -505,7 +516,7 @@ async def _confirm(call: CommandCall) -> None:
         ctx, s, room, event, channel, lang, "delete the channel", owner_only=True
     ):
         return
-    channel.status = "deleting"
+    channel.status = ChannelStatus.DELETING
     handle = channel.handle
     if handle:
         await release(ctx, s, handle)
@@ -514,7 +525,7 @@ async def _confirm(call: CommandCall) -> None:
         s,
         new_entry(
             f"channel:{channel.id}",
-            "delete_channel",
+            OutboxKind.DELETE_CHANNEL,
             ctx.bot,
             {
                 "channel_id": channel.id,
@@ -541,7 +552,7 @@ async def _rename(call: CommandCall) -> None:
         ctx, s, room, event, channel, lang, "change the handle", owner_only=True
     ):
         return
-    if channel.status != "active":
+    if channel.status != ChannelStatus.ACTIVE:
         reply(s, ctx, room.room_id, lang, "channel_unavailable", handle=channel.handle, status=channel.status)
         return
     try:
@@ -598,7 +609,9 @@ async def _transfer(call: CommandCall) -> None:
     )
     await log_entry(s, ctx.config, event.sender, "transfer_offered", channel.handle or "", to=user)
     reply(s, ctx, room.room_id, lang, "transfer_offered", handle=channel.handle, user=user, bot=ctx.bot)
-    their_room = await s.scalar(select(Room.room_id).where(Room.kind == "management", Room.user_id == user))
+    their_room = await s.scalar(
+        select(Room.room_id).where(Room.kind == RoomKind.MANAGEMENT, Room.user_id == user)
+    )
     if their_room is not None:
         reply(
             s,
@@ -636,7 +649,7 @@ async def _accept(call: CommandCall) -> None:
     await hand_over(ctx, s, channel, event.sender, event.sender, "transfer_accepted")
     reply(s, ctx, room.room_id, lang, "transfer_done", handle=channel.handle, previous=previous)
     previous_room = await s.scalar(
-        select(Room.room_id).where(Room.kind == "management", Room.user_id == previous)
+        select(Room.room_id).where(Room.kind == RoomKind.MANAGEMENT, Room.user_id == previous)
     )
     if previous_room is not None:
         reply(s, ctx, previous_room, lang, "transfer_done_previous", handle=channel.handle, user=event.sender)
@@ -728,7 +741,7 @@ async def _appeal(call: CommandCall) -> None:
     decision = await s.get(Decision, int(ref))
     if (
         decision is None
-        or decision.kind in ("approve_post", "reinstate")
+        or decision.kind in (DecisionKind.APPROVE_POST, DecisionKind.REINSTATE)
         or not await may_appeal(s, decision, event.sender)
     ):
         reply(s, ctx, room.room_id, lang, "appeal_not_yours", id=ref)
@@ -745,8 +758,8 @@ async def _appeal(call: CommandCall) -> None:
             deadline=deadline.strftime("%Y-%m-%d"),
         )
         return
-    if decision.status != "in_force" or await s.scalar(
-        select(Appeal.id).where(Appeal.decision_id == decision.id, Appeal.status == "open")
+    if decision.status != DecisionStatus.IN_FORCE or await s.scalar(
+        select(Appeal.id).where(Appeal.decision_id == decision.id, Appeal.status == AppealStatus.OPEN)
     ):
         reply(s, ctx, room.room_id, lang, "appeal_pending", id=decision.id)
         return
@@ -769,7 +782,7 @@ async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> Non
         why = t(lang, refusal.key, **refusal.values)
         reply(s, ctx, request.room_id, lang, "appeal_granted_unavailable", handle=request.handle, why=why)
         return
-    request.status = "approved"
+    request.status = RequestStatus.APPROVED
     await start_creation(
         ctx,
         s,

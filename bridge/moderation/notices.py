@@ -37,6 +37,7 @@ from bridge.store.models import (
     Flagger,
     Notice,
     Room,
+    RoomKind,
 )
 from bridge.text.i18n import t
 
@@ -310,7 +311,7 @@ async def poll_homeserver_reports(ctx: Context, token: str, start: int = 0) -> t
                 # The reporter hears back in their chat with the bot, when they have one.
                 their_room = (
                     await session.scalar(
-                        select(Room.room_id).where(Room.kind == "management", Room.user_id == reporter)
+                        select(Room.room_id).where(Room.kind == RoomKind.MANAGEMENT, Room.user_id == reporter)
                     )
                     if reporter
                     else None

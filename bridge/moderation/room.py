@@ -31,17 +31,22 @@ from bridge.moderation.kinds import ReportedComment
 from bridge.runtime.context import Context, reply
 from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxWorker, SkipEntry
+from bridge.runtime.outbox import OutboxKind, OutboxWorker, SkipEntry
 from bridge.runtime.staffrooms import schedule_staff_room, sync_staff_room
 from bridge.store import queries
 from bridge.store.models import (
     Appeal,
+    AppealStatus,
     Channel,
+    ChannelStatus,
     Decision,
     DecisionKind,
+    DecisionStatus,
     HeldPost,
+    HeldPostStatus,
     InboundEvent,
     Notice,
+    NoticeStatus,
     OutboxEntry,
     Room,
     RoomKind,
@@ -85,7 +90,7 @@ async def sync_moderation_room(ctx: Context, entry: OutboxEntry, worker: OutboxW
         raise SkipEntry("no moderators configured")
     room_id = await sync_staff_room(
         ctx,
-        kind="moderation",
+        kind=RoomKind.MODERATION,
         name=ROOM_NAME,
         topic=t(ctx.config.default_language, "mod_room_topic"),
         members=members,
@@ -110,11 +115,11 @@ async def _remind(ctx: Context, room_id: str) -> None:
             return count or 0
 
         counts = []
-        if held := await waiting(HeldPost, "held"):
+        if held := await waiting(HeldPost, HeldPostStatus.HELD):
             counts.append(t(lang, "mod_count_held", count=held))
-        if notices := await waiting(Notice, "open"):
+        if notices := await waiting(Notice, NoticeStatus.OPEN):
             counts.append(t(lang, "mod_count_notices", count=notices))
-        if appeals := await waiting(Appeal, "open"):
+        if appeals := await waiting(Appeal, AppealStatus.OPEN):
             counts.append(t(lang, "mod_count_appeals", count=appeals))
         if counts:
             reply(session, ctx, room_id, lang, "mod_waiting", counts=t(lang, "mod_separator").join(counts))
@@ -123,7 +128,7 @@ async def _remind(ctx: Context, room_id: str) -> None:
 async def schedule_moderation_room(ctx: Context) -> None:
     """Queue the moderation room's creation or membership check, once."""
     if moderators(ctx):
-        await schedule_staff_room(ctx, "moderators", "moderation_room")
+        await schedule_staff_room(ctx, "moderators", OutboxKind.MODERATION_ROOM)
 
 
 def _ref(text: str | None, prefix: str) -> int | None:
@@ -166,7 +171,9 @@ async def _help(call: CommandCall) -> None:
 @command(RoomKind.MODERATION, "held")
 async def _held(call: CommandCall) -> None:
     ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    rows = (await s.scalars(select(HeldPost).where(HeldPost.status == "held").order_by(HeldPost.id))).all()
+    rows = (
+        await s.scalars(select(HeldPost).where(HeldPost.status == HeldPostStatus.HELD).order_by(HeldPost.id))
+    ).all()
     if not rows:
         reply(s, ctx, room.room_id, lang, "mod_no_held")
         return
@@ -183,7 +190,7 @@ async def _held_post(s: AsyncSession, cmd: Command, usage: Refusal, nargs: int) 
     if number is None or len(cmd.args) < nargs:
         raise Refused(usage)
     held = await s.get(HeldPost, number)
-    if held is None or held.status != "held":
+    if held is None or held.status != HeldPostStatus.HELD:
         raise Refused(Refusal("mod_not_held", {"held": number}))
     return held
 
@@ -193,12 +200,12 @@ async def _approve(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     held = await _held_post(s, cmd, Refusal("mod_usage_approve"), 1)
     channel = await s.get(Channel, held.channel_id)
-    if channel is None or channel.status != "active":
+    if channel is None or channel.status != ChannelStatus.ACTIVE:
         raise Refused(Refusal("mod_channel_inactive", {"held": held.id}))
     decision = await record(
         ctx,
         s,
-        kind="approve_post",
+        kind=DecisionKind.APPROVE_POST,
         decided_by=event.sender,
         channel=channel,
         ground=Ground("terms", "publication rules"),
@@ -207,7 +214,7 @@ async def _approve(call: CommandCall) -> None:
         target=held.source_event_id,
         tell_backstage=False,
     )
-    held.status = "approved"
+    held.status = HeldPostStatus.APPROVED
     held.decision_id = decision.id
     await publish(ctx, s, channel, held)
     if channel.backstage_room_id:
@@ -247,7 +254,7 @@ async def _reject(call: CommandCall) -> None:
     decision = await record(
         ctx,
         s,
-        kind="reject_post",
+        kind=DecisionKind.REJECT_POST,
         decided_by=event.sender,
         channel=channel,
         ground=ground,
@@ -257,7 +264,7 @@ async def _reject(call: CommandCall) -> None:
         automated=True,  # detected by a hook, decided by a person
         recipient=held.author,
     )
-    held.status = "rejected"
+    held.status = HeldPostStatus.REJECTED
     held.decision_id = decision.id
     reply(s, ctx, room.room_id, lang, "mod_rejected", held=held.id, decision=decision.id)
 
@@ -267,7 +274,9 @@ async def _notices(call: CommandCall) -> None:
     ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     rows = (
         await s.scalars(
-            select(Notice).where(Notice.status == "open").order_by(Notice.trusted.desc(), Notice.id)
+            select(Notice)
+            .where(Notice.status == NoticeStatus.OPEN)
+            .order_by(Notice.trusted.desc(), Notice.id)
         )
     ).all()
     if not rows:
@@ -320,7 +329,7 @@ async def _takedown(call: CommandCall) -> None:
     decision = await record(
         ctx,
         s,
-        kind="take_down",
+        kind=DecisionKind.TAKE_DOWN,
         decided_by=event.sender,
         channel=channel,
         ground=ground,
@@ -379,13 +388,13 @@ async def _noaction(call: CommandCall) -> None:
     if number is None or len(cmd.args) < 2:
         raise Refused(Refusal("mod_usage_noaction"))
     notice = await s.get(Notice, number)
-    if notice is None or notice.status != "open":
+    if notice is None or notice.status != NoticeStatus.OPEN:
         raise Refused(Refusal("mod_not_open_notice", {"notice": number}))
     channel = await s.get(Channel, notice.channel_id) if notice.channel_id else None
     decision = await record(
         ctx,
         s,
-        kind="no_action",
+        kind=DecisionKind.NO_ACTION,
         decided_by=event.sender,
         channel=channel,
         ground=Ground("terms", "no breach found"),
@@ -431,7 +440,7 @@ async def _restrict(call: CommandCall) -> None:
     decision = await record(
         ctx,
         s,
-        kind="restrict",
+        kind=DecisionKind.RESTRICT,
         decided_by=event.sender,
         channel=channel,
         ground=ground,
@@ -458,13 +467,13 @@ async def _suspend(call: CommandCall) -> None:
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_suspend"))
     channel = await _channel(s, cmd.args[0])
-    if channel.status != "active":
+    if channel.status != ChannelStatus.ACTIVE:
         raise Refused(Refusal("mod_channel_status", {"handle": channel.handle, "status": channel.status}))
     ground = _ground(cmd.args[1])
     decision = await record(
         ctx,
         s,
-        kind="suspend",
+        kind=DecisionKind.SUSPEND,
         decided_by=event.sender,
         channel=channel,
         ground=ground,
@@ -477,7 +486,9 @@ async def _suspend(call: CommandCall) -> None:
 @command(RoomKind.MODERATION, "appeals")
 async def _appeals(call: CommandCall) -> None:
     ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    rows = (await s.scalars(select(Appeal).where(Appeal.status == "open").order_by(Appeal.id))).all()
+    rows = (
+        await s.scalars(select(Appeal).where(Appeal.status == AppealStatus.OPEN).order_by(Appeal.id))
+    ).all()
     if not rows:
         reply(s, ctx, room.room_id, lang, "mod_no_appeals")
         return
@@ -502,7 +513,7 @@ async def _open_appeal(
     if number is None or len(cmd.args) < 2:
         raise Refused(usage)
     appeal = await s.get(Appeal, number)
-    if appeal is None or appeal.status != "open":
+    if appeal is None or appeal.status != AppealStatus.OPEN:
         raise Refused(Refusal("mod_not_open_appeal", {"appeal": number}))
     decision = await s.get(Decision, appeal.decision_id)
     if decision is None:
@@ -521,7 +532,7 @@ async def _appellant_language(ctx: Context, s: AsyncSession, appeal: Appeal) -> 
 async def _deny(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_deny"))
-    appeal.status = "upheld"
+    appeal.status = AppealStatus.UPHELD
     appeal.decided_by = event.sender
     appeal.decided_at = datetime.now(UTC)
     explanation = cmd.rest_after(1)
@@ -555,7 +566,7 @@ async def _grant(call: CommandCall) -> None:
     reversal = await record(
         ctx,
         s,
-        kind="reinstate",
+        kind=DecisionKind.REINSTATE,
         decided_by=event.sender,
         channel=channel,
         ground=Ground(decision.ground, decision.ground_reference or "—"),
@@ -563,8 +574,8 @@ async def _grant(call: CommandCall) -> None:
         target=decision.target,
         reverses=decision,
     )
-    decision.status = "reversed"
-    appeal.status = "reversed"
+    decision.status = DecisionStatus.REVERSED
+    appeal.status = AppealStatus.REVERSED
     appeal.decided_by = event.sender
     appeal.decided_at = datetime.now(UTC)
     await audit.append(
@@ -608,16 +619,16 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
         return
     if decision.kind == DecisionKind.REMOVE_COMMENT and target:
         await kinds.comment().restore(ctx, s, target, decision.id)
-    elif decision.kind == "restrict":
+    elif decision.kind == DecisionKind.RESTRICT:
         channel.restricted_until = None
-    elif decision.kind == "suspend":
+    elif decision.kind == DecisionKind.SUSPEND:
         unsuspend(ctx, s, channel)
-    elif decision.kind == "reject_post":
+    elif decision.kind == DecisionKind.REJECT_POST:
         held = await s.scalar(select(HeldPost).where(HeldPost.decision_id == decision.id))
         if held is not None:
-            held.status = "approved"
+            held.status = HeldPostStatus.APPROVED
             await publish(ctx, s, channel, held)
-    elif decision.kind == "take_down" and decision.target:
+    elif decision.kind == DecisionKind.TAKE_DOWN and decision.target:
         post = await queries.post_by_relayed(s, decision.target)
         if post is None:
             return

@@ -10,13 +10,13 @@ from sqlalchemy import select
 from appservice.errors import MatrixRequestError
 from appservice.ids import RoomID
 from bridge.runtime.context import Context, enqueue, send_entry
-from bridge.runtime.outbox import OutboxStatus, SkipEntry, new_entry
-from bridge.store.models import OutboxEntry, Room
+from bridge.runtime.outbox import OutboxKind, OutboxStatus, SkipEntry, new_entry
+from bridge.store.models import OutboxEntry, Room, RoomKind
 
 log = logging.getLogger(__name__)
 
 
-async def schedule_staff_room(ctx: Context, queue: str, kind: str) -> None:
+async def schedule_staff_room(ctx: Context, queue: str, kind: OutboxKind) -> None:
     """Queue a staff room's sync (outbox `kind` on `queue`) unless one is already waiting."""
     async with ctx.sessions.begin() as session:
         waiting = await session.scalar(
@@ -29,7 +29,7 @@ async def schedule_staff_room(ctx: Context, queue: str, kind: str) -> None:
 
 
 async def sync_staff_room(
-    ctx: Context, *, kind: str, name: str, topic: str, members: list[str], welcome: str
+    ctx: Context, *, kind: RoomKind, name: str, topic: str, members: list[str], welcome: str
 ) -> str | None:
     """A private room of `kind` for `members`: created once, then membership kept in line with the list."""
     if not members:

@@ -39,13 +39,14 @@ class RoomKind(StrEnum):
 
 
 class ChannelStatus(StrEnum):
-    """`channels.status`: creating → active (⇄ suspended) → deleting → deleted."""
+    """`channels.status`: creating → active (⇄ suspended) → deleting → deleted (or creating → failed)."""
 
     CREATING = "creating"
     ACTIVE = "active"
     SUSPENDED = "suspended"
     DELETING = "deleting"
     DELETED = "deleted"
+    FAILED = "failed"  # its rooms could not be made; the handle is freed
 
 
 class DecisionKind(StrEnum):
@@ -60,6 +61,81 @@ class DecisionKind(StrEnum):
     REINSTATE = "reinstate"
     NO_ACTION = "no_action"
     REJECT_REQUEST = "reject_request"
+    BAN_USER = "ban_user"  # a followed moderation policy list's user ban
+    BAN_SERVER = "ban_server"  # a followed moderation policy list's server ban
+
+
+class DecisionStatus(StrEnum):
+    """`decisions.status`."""
+
+    IN_FORCE = "in_force"
+    REVERSED = "reversed"
+    EXPIRED = "expired"
+
+
+class InboundStatus(StrEnum):
+    """`inbound_events.status`."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class RequestStatus(StrEnum):
+    """`channel_requests.status`."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+
+
+class HeldPostStatus(StrEnum):
+    """`held_posts.status`."""
+
+    HELD = "held"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class NoticeStatus(StrEnum):
+    """`notices.status`."""
+
+    OPEN = "open"
+    DECIDED = "decided"
+
+
+class AppealStatus(StrEnum):
+    """`appeals.status`."""
+
+    OPEN = "open"
+    UPHELD = "upheld"
+    REVERSED = "reversed"
+
+
+class ScheduledStatus(StrEnum):
+    """`scheduled_posts.status`."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class JoinRequestStatus(StrEnum):
+    """`join_requests.status`."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    WITHDRAWN = "withdrawn"
+
+
+class CommentStatus(StrEnum):
+    """`moderated_comments.status`."""
+
+    FLAGGED = "flagged"  # reported, left up
+    REMOVED = "removed"
+    RESTORED = "restored"  # put back after an appeal
 
 
 class Base(DeclarativeBase):
@@ -79,7 +155,7 @@ class Channel(Base):
     ghost_user_id: Mapped[str] = mapped_column(String(255))
     broadcast_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
     backstage_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    # creating → active → deleting → deleted
+    # ChannelStatus: creating → active → deleting → deleted
     status: Mapped[str] = mapped_column(String(16), default="creating")
     signatures: Mapped[bool] = mapped_column(Boolean, default=False)
     reactions: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -126,7 +202,7 @@ class Room(Base):
     room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     kind: Mapped[str] = mapped_column(
         String(16)
-    )  # management | backstage | broadcast | operator | moderation
+    )  # RoomKind: management | backstage | broadcast | discussion | operator | moderation | policy
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
     user_id: Mapped[str | None] = mapped_column(String(255))  # the management room's user
     language: Mapped[str | None] = mapped_column(String(8))
@@ -143,7 +219,7 @@ class InboundEvent(Base):
     event_id: Mapped[str] = mapped_column(String(255), unique=True)
     room_id: Mapped[str] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # InboundStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -160,12 +236,13 @@ class OutboxEntry(Base):
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     # Entries with the same queue key are sent strictly in id order (a room, or a channel's setup).
     queue: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # bridge.runtime.outbox.OutboxKind
     as_user: Mapped[str] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     # A backstage event whose relayed copy this entry needs (edit, redaction, reply, pin).
     ref_source: Mapped[str | None] = mapped_column(String(255), default=None)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
+    # bridge.runtime.outbox.OutboxStatus: pending | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
@@ -282,7 +359,7 @@ class ChannelRequest(Base):
     room_id: Mapped[str] = mapped_column(String(255))  # the requester's management room
     handle: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approved|rejected|withdrawn
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # RequestStatus
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # create --private
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -345,7 +422,7 @@ class HeldPost(Base):
     author: Mapped[str] = mapped_column(String(255))
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the backstage event, to publish on approval
     verdicts: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{hook, action, category, reason}]
-    status: Mapped[str] = mapped_column(String(16), default="held")  # held | approved | rejected
+    status: Mapped[str] = mapped_column(String(16), default="held")  # HeldPostStatus
     decision_id: Mapped[int | None] = mapped_column(BigID, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -366,7 +443,7 @@ class Notice(Base):
     notifier: Mapped[str | None] = mapped_column(String(255), default=None)  # None: anonymous
     notifier_room: Mapped[str | None] = mapped_column(String(255), default=None)  # where to answer
     trusted: Mapped[bool] = mapped_column(Boolean, default=False)  # a trusted flagger's: reviewed first
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | decided
+    status: Mapped[str] = mapped_column(String(16), default="open")  # NoticeStatus: open | decided
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
@@ -377,8 +454,8 @@ class Decision(Base):
     __tablename__ = "decisions"
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    # take_down | restrict | suspend | no_action | reject_post | approve_post | ban_user | ban_server
-    # | reinstate (a reversal)
+    # DecisionKind: take_down | restrict | suspend | no_action | reject_post | approve_post | ban_user
+    # | ban_server | remove_comment | reject_request | reinstate (a reversal)
     kind: Mapped[str] = mapped_column(String(32))
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
     target: Mapped[str | None] = mapped_column(String(255), default=None)  # event id, user id or server
@@ -391,7 +468,7 @@ class Decision(Base):
     category: Mapped[str] = mapped_column(String(64), default="other")
     until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     decided_by: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="in_force")  # in_force | reversed | expired
+    status: Mapped[str] = mapped_column(String(16), default="in_force")  # DecisionStatus
     reverses_id: Mapped[int | None] = mapped_column(BigID, default=None)
     statement: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -407,7 +484,7 @@ class Appeal(Base):
     appellant: Mapped[str] = mapped_column(String(255))
     appellant_room: Mapped[str | None] = mapped_column(String(255), default=None)
     text: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | upheld | reversed
+    status: Mapped[str] = mapped_column(String(16), default="open")  # AppealStatus
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -492,7 +569,7 @@ class ScheduledPost(Base):
     author: Mapped[str] = mapped_column(String(255))
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # a backstage-shaped event with the content to post
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # ScheduledStatus
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -543,7 +620,7 @@ class JoinRequest(Base):
         ForeignKey("invite_links.id", ondelete="SET NULL"), default=None
     )
     reason: Mapped[str] = mapped_column(Text, default="")  # the knock's reason, token removed
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approved|declined|withdrawn
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # JoinRequestStatus
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -598,7 +675,7 @@ class ModeratedComment(Base):
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
     room_id: Mapped[str] = mapped_column(String(255))
     author: Mapped[str] = mapped_column(String(255), index=True)
-    status: Mapped[str] = mapped_column(String(16))  # flagged | removed | restored
+    status: Mapped[str] = mapped_column(String(16))  # CommentStatus
     decision_id: Mapped[int | None] = mapped_column(BigID, default=None, index=True)
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the comment, to restore it on appeal
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
