@@ -545,7 +545,7 @@ def _event_dict(event: Event) -> dict[str, Any]:
 # -- reports on comments --------------------------------------------------------------------------
 
 
-async def reported_comment(ctx: Context, session: AsyncSession, event_id: str) -> ReportedComment | None:
+async def reported_comment(ctx: Context, session: AsyncSession, event_id: EventID) -> ReportedComment | None:
     """The comment `event_id` is (or edits), when Kanal received it from a reader in one of its own,
     unencrypted discussion rooms; None for anything else, which is not Kanal's to judge."""
     found = await _received_in_discussion(session, event_id)
@@ -582,7 +582,7 @@ async def _received_in_discussion(session: AsyncSession, event_id: str) -> tuple
     return room, event
 
 
-async def post_of_root(session: AsyncSession, event_id: str) -> Post | None:
+async def post_of_root(session: AsyncSession, event_id: EventID) -> Post | None:
     """The post whose thread root `event_id` is (a report on a root is a report on the post)."""
     post: Post | None = await session.scalar(
         select(Post)
@@ -592,7 +592,7 @@ async def post_of_root(session: AsyncSession, event_id: str) -> Post | None:
     return post
 
 
-async def comment_removed(session: AsyncSession, event_id: str) -> bool:
+async def comment_removed(session: AsyncSession, event_id: EventID) -> bool:
     """Already redacted by a decision (restored comments are new events: the original stays removed)."""
     comment = await session.get(ModeratedComment, event_id)
     return comment is not None and comment.status in (CommentStatus.REMOVED, CommentStatus.RESTORED)
@@ -641,13 +641,13 @@ async def take_down_comment(
     return decision
 
 
-async def may_appeal(session: AsyncSession, event_id: str, user_id: str) -> bool:
+async def may_appeal(session: AsyncSession, event_id: EventID, user_id: UserID) -> bool:
     """Only the commenter appeals the removal of a comment."""
     comment = await session.get(ModeratedComment, event_id)
     return comment is not None and comment.author == user_id
 
 
-async def restore_comment(ctx: Context, session: AsyncSession, event_id: str, decision_id: int) -> None:
+async def restore_comment(ctx: Context, session: AsyncSession, event_id: EventID, decision_id: int) -> None:
     """A granted appeal: the bot posts the comment again in its thread (a redaction cannot be undone)."""
     comment = await session.get(ModeratedComment, event_id)
     if comment is None or comment.status != CommentStatus.REMOVED:
@@ -801,7 +801,7 @@ async def _exec_root(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
         if thread is None:
             raise SkipEntry(f"post {post_id} is gone")
         thread.room_id = room_id
-        thread.root_event_id = root
+        thread.root_event_id = EventID(root) if root is not None else None
         current = await session.get(Post, post_id)
         if not thread.link_queued and current is not None and not current.redacted:
             thread.link_queued = True

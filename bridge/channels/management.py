@@ -210,7 +210,7 @@ async def start_creation(
     owner: str,
     handle: str,
     title: str,
-    notify_room: str,
+    notify_room: RoomID,
     lang: str,
     private: bool = False,
 ) -> Channel:

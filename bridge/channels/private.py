@@ -21,6 +21,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
+from appservice.ids import UserID
 from bridge.broadcast import seam
 from bridge.channels import roles
 from bridge.channels.invites import (
@@ -141,7 +142,7 @@ async def _take_use(session: AsyncSession, link: InviteLink) -> bool:
     return True
 
 
-def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: str) -> None:
+def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: UserID) -> None:
     """The bot's invite; if the homeserver refuses it (no such user, banned …) backstage hears why."""
     reason = t(ctx.config.default_language, "invite_reason", handle=channel.handle)
     extra: dict[str, Any] = {"reason": reason}
@@ -161,7 +162,7 @@ async def admit(
     ctx: Context,
     session: AsyncSession,
     channel: Channel,
-    user_id: str,
+    user_id: UserID,
     *,
     link: InviteLink | None,
     source: str,
@@ -571,7 +572,7 @@ async def _answer(
     decided = JoinRequestStatus.APPROVED if approve else JoinRequestStatus.DECLINED
     await _decide(s, request.id, decided, event.sender)
     if approve:
-        invite(ctx, s, channel, request.user_id)
+        invite(ctx, s, channel, UserID(request.user_id))
         await log_entry(
             s,
             ctx.config,
@@ -595,7 +596,7 @@ async def _answer(
     why = command.rest_after(1)[:MAX_DECLINE_REASON]
     if request.source == "knock":
         # Refusing a knock: the reader's membership goes from knock to leave, with the reason.
-        seam.kick(ctx, s, channel, request.user_id, why or f"Your request to join #{channel.handle} was declined")
+        seam.kick(ctx, s, channel, UserID(request.user_id), why or f"Your request to join #{channel.handle} was declined")
     await log_entry(
         s,
         ctx.config,

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import q
 from appservice.errors import MatrixRequestError
-from appservice.ids import RoomID
+from appservice.ids import UserID
 from bridge.broadcast import seam
 from bridge.moderation.decisions import Ground, record, suspend, unsuspend
 from bridge.runtime.context import Context, enqueue
@@ -259,11 +259,11 @@ async def exec_policy_ban(ctx: Context, entry: OutboxEntry, worker: OutboxWorker
             continue
         targets = [entity]
         if glob:
-            members = await ctx.bot_intent().joined_members(RoomID(room_id))
+            members = await ctx.bot_intent().joined_members(room_id)
             targets = [m for m in members if fnmatch.fnmatchcase(m, entity) and m != ctx.bot]
         for user in targets:
             try:
-                await seam.ban(ctx, room_id, user, banned=ban, reason=entry.payload.get("reason", ""))
+                await seam.ban(ctx, room_id, UserID(user), banned=ban, reason=entry.payload.get("reason", ""))
             except MatrixRequestError as exc:
                 if exc.retryable:
                     raise

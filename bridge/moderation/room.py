@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event, EventParseError, parse_event
+from appservice.ids import EventID, RoomID
 from bridge.moderation import audit, kinds
 from bridge.moderation.decisions import (
     Ground,
@@ -101,7 +102,7 @@ async def sync_moderation_room(ctx: Context, entry: OutboxEntry, worker: OutboxW
     return room_id
 
 
-async def _remind(ctx: Context, room_id: str) -> None:
+async def _remind(ctx: Context, room_id: RoomID) -> None:
     """At each start, what is waiting (announcements made while there was no room are not lost)."""
     from sqlalchemy import func
 
@@ -295,7 +296,7 @@ async def _notices(call: CommandCall) -> None:
     reply(s, ctx, room.room_id, lang, "mod_notices_list", lines="\n".join(lines))
 
 
-async def _target_event(s: AsyncSession, text: str) -> tuple[str | None, Notice | None]:
+async def _target_event(s: AsyncSession, text: str) -> tuple[EventID | None, Notice | None]:
     """What `n<notice>`, an event id or a matrix.to link names: the event, and the notice if any."""
     number = _ref(text, "n")
     if number is not None and not text.startswith("$"):
@@ -304,7 +305,7 @@ async def _target_event(s: AsyncSession, text: str) -> tuple[str | None, Notice 
             raise Refused(Refusal("mod_no_notice", {"notice": number}))
         return notice.event_id, notice
     match = _MATRIX_TO_EVENT.search(text)
-    return (match.group(1) if match else None), None
+    return (EventID(match.group(1)) if match else None), None
 
 
 @command(RoomKind.MODERATION, "takedown")
@@ -422,7 +423,7 @@ async def _refuse_comment(ctx: Context, s: AsyncSession, text: str | None, comma
     number = _ref(text, "n")
     notice = await s.get(Notice, number) if number is not None and not text.startswith("$") else None
     match = _MATRIX_TO_EVENT.search(text)
-    event_id = notice.event_id if notice is not None else match.group(1) if match else None
+    event_id = notice.event_id if notice is not None else EventID(match.group(1)) if match else None
     if event_id and await kinds.comment().find(ctx, s, event_id) is not None:
         ref = f"n{notice.id}" if notice is not None else event_id
         raise Refused(Refusal("mod_comment_not_channel", {"command": command, "ref": ref}))
@@ -618,7 +619,7 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
     if channel is None:
         return
     if decision.kind == DecisionKind.REMOVE_COMMENT and target:
-        await kinds.comment().restore(ctx, s, target, decision.id)
+        await kinds.comment().restore(ctx, s, EventID(target), decision.id)
     elif decision.kind == DecisionKind.RESTRICT:
         channel.restricted_until = None
     elif decision.kind == DecisionKind.SUSPEND:
@@ -629,7 +630,7 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
             held.status = HeldPostStatus.APPROVED
             await publish(ctx, s, channel, held)
     elif decision.kind == DecisionKind.TAKE_DOWN and decision.target:
-        post = await queries.post_by_relayed(s, decision.target)
+        post = await queries.post_by_relayed(s, EventID(decision.target))
         if post is None:
             return
         stored = await s.scalar(

@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from appservice.ids import EventID, RoomID, UserID
+
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -152,9 +154,9 @@ class Channel(Base):
     title: Mapped[str] = mapped_column(Text)
     about: Mapped[str] = mapped_column(Text, default="")
     owner: Mapped[str] = mapped_column(String(255))
-    ghost_user_id: Mapped[str] = mapped_column(String(255))
-    broadcast_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    backstage_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    ghost_user_id: Mapped[UserID] = mapped_column(String(255))
+    broadcast_room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)
+    backstage_room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)
     # ChannelStatus: creating → active → deleting → deleted
     status: Mapped[str] = mapped_column(String(16), default="creating")
     signatures: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -177,7 +179,7 @@ class Channel(Base):
     # Comments (`!comments on|off`): whether new posts get a thread in the discussion room, and that
     # room (kept, with its history, when comments are turned off).
     comments: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    comments_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    comments_room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)
     # Statistics (issue 6): `!views-in-posts on` keeps a compact view count in relayed posts.
     views_in_posts: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Private channel (issue 6): knock/invite only, not in the room directory nor on the web pages.
@@ -199,7 +201,7 @@ class Room(Base):
 
     __tablename__ = "rooms"
 
-    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[RoomID] = mapped_column(String(255), primary_key=True)
     kind: Mapped[str] = mapped_column(
         String(16)
     )  # RoomKind: management | backstage | broadcast | discussion | operator | moderation | policy
@@ -217,7 +219,7 @@ class InboundEvent(Base):
 
     seq: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(255), unique=True)
-    room_id: Mapped[str] = mapped_column(String(255))
+    room_id: Mapped[RoomID] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # InboundStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -309,7 +311,7 @@ class Confirmation(Base):
 
     __tablename__ = "confirmations"
 
-    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[RoomID] = mapped_column(String(255), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     action: Mapped[str] = mapped_column(String(32))
     argument: Mapped[str] = mapped_column(String(255))
@@ -356,7 +358,7 @@ class ChannelRequest(Base):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(255), index=True)
-    room_id: Mapped[str] = mapped_column(String(255))  # the requester's management room
+    room_id: Mapped[RoomID] = mapped_column(String(255))  # the requester's management room
     handle: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # RequestStatus
@@ -436,12 +438,12 @@ class Notice(Base):
     source: Mapped[str] = mapped_column(String(16))  # command | homeserver | flagger
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
-    room_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    event_id: Mapped[str | None] = mapped_column(String(255), default=None)  # the reported (relayed) post
+    room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)
+    event_id: Mapped[EventID | None] = mapped_column(String(255), default=None)  # the reported (relayed) post
     category: Mapped[str] = mapped_column(String(64), default="other")
     explanation: Mapped[str] = mapped_column(Text, default="")
     notifier: Mapped[str | None] = mapped_column(String(255), default=None)  # None: anonymous
-    notifier_room: Mapped[str | None] = mapped_column(String(255), default=None)  # where to answer
+    notifier_room: Mapped[RoomID | None] = mapped_column(String(255), default=None)  # where to answer
     trusted: Mapped[bool] = mapped_column(Boolean, default=False)  # a trusted flagger's: reviewed first
     status: Mapped[str] = mapped_column(String(16), default="open")  # NoticeStatus: open | decided
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -482,7 +484,7 @@ class Appeal(Base):
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), index=True)
     appellant: Mapped[str] = mapped_column(String(255))
-    appellant_room: Mapped[str | None] = mapped_column(String(255), default=None)
+    appellant_room: Mapped[RoomID | None] = mapped_column(String(255), default=None)
     text: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="open")  # AppealStatus
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -536,7 +538,7 @@ class PolicyRule(Base):
 
     __tablename__ = "policy_rules"
 
-    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[RoomID] = mapped_column(String(255), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     state_key: Mapped[str] = mapped_column(String(255), primary_key=True)
     entity: Mapped[str] = mapped_column(String(255))
@@ -660,8 +662,8 @@ class CommentThread(Base):
 
     post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
-    room_id: Mapped[str | None] = mapped_column(String(255), default=None)  # set with the root
-    root_event_id: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)  # set with the root
+    root_event_id: Mapped[EventID | None] = mapped_column(String(255), default=None, index=True)
     link_queued: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -671,9 +673,9 @@ class ModeratedComment(Base):
 
     __tablename__ = "moderated_comments"
 
-    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_id: Mapped[EventID] = mapped_column(String(255), primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
-    room_id: Mapped[str] = mapped_column(String(255))
+    room_id: Mapped[RoomID] = mapped_column(String(255))
     author: Mapped[str] = mapped_column(String(255), index=True)
     status: Mapped[str] = mapped_column(String(16))  # CommentStatus
     decision_id: Mapped[int | None] = mapped_column(BigID, default=None, index=True)

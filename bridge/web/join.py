@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from appservice.ids import is_user_id, server_of
+from appservice.ids import UserID, is_user_id, server_of
 from bridge.channels.hosting import server_acl_content, server_allowed
 from bridge.channels.invites import MAX_USER_ID_LENGTH, Rate, RateLimiter, is_link_token, link_state
 from bridge.channels.private import admit, find_link, now
@@ -225,7 +225,9 @@ class JoinPages:
             channel_now = await session.get(Channel, channel.id)
             if link_now is None or channel_now is None or channel_now.status != ChannelStatus.ACTIVE:
                 return self._unusable(lang, "unknown")
-            admission = await admit(self.ctx, session, channel_now, user, link=link_now, source="link")
+            admission = await admit(
+                self.ctx, session, channel_now, UserID(user), link=link_now, source="link"
+            )
         self.ctx.outbox.wake()
         outcome = admission.outcome
         if outcome.startswith("link_"):
