@@ -28,7 +28,7 @@ from appservice.events import Event, EventParseError, parse_event
 from appservice.ids import RoomID
 from bridge.matrix.relay import POLL_END_TYPES, POLL_START_TYPES
 from bridge.runtime.context import Context
-from bridge.store.models import InboundEvent, Room
+from bridge.store.models import InboundEvent, InboundStatus, Room, RoomKind
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ async def catch_up_room(ctx: Context, room_id: str) -> int:
                 .limit(PAGE_SIZE * MAX_PAGES)
             )
         ).all()
-    handled = {event_id for event_id, _seq, status in recent if status != "pending"}
+    handled = {event_id for event_id, _seq, status in recent if status != InboundStatus.PENDING}
     if not handled:
         return 0  # nothing handled here yet: no anchor to measure a gap from
     timeline = await _timeline_since_anchor(ctx, room_id, handled)
@@ -147,7 +147,7 @@ async def record_gap(ctx: Context, room_id: str, candidates: list[Event]) -> int
         pending = (
             await session.scalars(
                 select(InboundEvent)
-                .where(InboundEvent.room_id == room_id, InboundEvent.status == "pending")
+                .where(InboundEvent.room_id == room_id, InboundEvent.status == InboundStatus.PENDING)
                 .order_by(InboundEvent.seq)
             )
         ).all()
@@ -224,7 +224,7 @@ async def verify_preceding(ctx: Context, room_id: str, event_id: str) -> int:
                 await session.scalars(
                     select(InboundEvent.event_id).where(
                         InboundEvent.event_id.in_([e.event_id for e in candidates]),
-                        InboundEvent.status != "pending",
+                        InboundEvent.status != InboundStatus.PENDING,
                     )
                 )
             ).all()
@@ -237,7 +237,7 @@ async def verify_preceding(ctx: Context, room_id: str, event_id: str) -> int:
 async def catch_up(ctx: Context) -> int:
     """Catch up every backstage room (a few at a time); raises while the homeserver is unreachable."""
     async with ctx.sessions() as session:
-        rooms = (await session.scalars(select(Room.room_id).where(Room.kind == "backstage"))).all()
+        rooms = (await session.scalars(select(Room.room_id).where(Room.kind == RoomKind.BACKSTAGE))).all()
     semaphore = asyncio.Semaphore(PARALLEL_ROOMS)
 
     async def one(room_id: str) -> int:

@@ -52,9 +52,9 @@ from bridge.moderation.room import on_moderation_message, schedule_moderation_ro
 from bridge.publishing import polls as _polls  # noqa: F401 (imported for its commands: !poll)
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import new_entry, room_queue
+from bridge.runtime.outbox import OutboxKind, new_entry, room_queue
 from bridge.store.leases import Leases
-from bridge.store.models import Channel, InboundEvent, Post, Room
+from bridge.store.models import Channel, InboundEvent, InboundStatus, Post, Room, RoomKind
 from bridge.text.i18n import t
 from bridge.web import tokens as _tokens  # noqa: F401 (imported for its commands: !token)
 
@@ -123,16 +123,24 @@ class Bridge:
         self._wake = asyncio.Event()
         self._housekeeping_wake = asyncio.Event()
         self._stopping = False
-        ctx.outbox.executors["create_channel"] = lambda entry, worker: create_channel(ctx, entry, worker)
-        ctx.outbox.executors["delete_channel"] = lambda entry, worker: delete_channel(ctx, entry, worker)
-        ctx.outbox.executors["operator_room"] = lambda entry, worker: sync_operator_room(ctx, entry, worker)
-        ctx.outbox.executors["moderation_room"] = lambda entry, worker: sync_moderation_room(
+        ctx.outbox.executors[OutboxKind.CREATE_CHANNEL] = lambda entry, worker: create_channel(
             ctx, entry, worker
         )
-        ctx.outbox.executors["hosting_reconcile"] = lambda entry, worker: exec_hosting_reconcile(
+        ctx.outbox.executors[OutboxKind.DELETE_CHANNEL] = lambda entry, worker: delete_channel(
             ctx, entry, worker
         )
-        ctx.outbox.executors["policy_ban"] = lambda entry, worker: exec_policy_ban(ctx, entry, worker)
+        ctx.outbox.executors[OutboxKind.OPERATOR_ROOM] = lambda entry, worker: sync_operator_room(
+            ctx, entry, worker
+        )
+        ctx.outbox.executors[OutboxKind.MODERATION_ROOM] = lambda entry, worker: sync_moderation_room(
+            ctx, entry, worker
+        )
+        ctx.outbox.executors[OutboxKind.HOSTING_RECONCILE] = lambda entry, worker: exec_hosting_reconcile(
+            ctx, entry, worker
+        )
+        ctx.outbox.executors[OutboxKind.POLICY_BAN] = lambda entry, worker: exec_policy_ban(
+            ctx, entry, worker
+        )
         seam.register(ctx)
         register_comments(ctx)
         self.processed = 0
@@ -207,7 +215,7 @@ class Bridge:
         rows = await session.scalars(
             select(Room.room_id)
             .join(Channel, Channel.id == Room.channel_id)
-            .where(Room.room_id.in_(room_ids), Room.kind == "broadcast", Channel.private.is_(True))
+            .where(Room.room_id.in_(room_ids), Room.kind == RoomKind.BROADCAST, Channel.private.is_(True))
         )
         return set(rows.all())
 
@@ -216,11 +224,11 @@ class Bridge:
         if not self.row_locks:
             if self.ctx.known_rooms is None:
                 self.ctx.known_rooms = set(
-                    (await session.scalars(select(Room.room_id).where(Room.kind != "broadcast"))).all()
+                    (await session.scalars(select(Room.room_id).where(Room.kind != RoomKind.BROADCAST))).all()
                 )
             return room_ids & self.ctx.known_rooms
         rows = await session.scalars(
-            select(Room.room_id).where(Room.room_id.in_(room_ids), Room.kind != "broadcast")
+            select(Room.room_id).where(Room.room_id.in_(room_ids), Room.kind != RoomKind.BROADCAST)
         )
         return set(rows.all())
 
@@ -297,7 +305,7 @@ class Bridge:
             rows = (
                 await session.scalars(
                     select(InboundEvent)
-                    .where(InboundEvent.status == "pending")
+                    .where(InboundEvent.status == InboundStatus.PENDING)
                     .order_by(InboundEvent.seq)
                     .limit(PROCESS_BATCH)
                 )
@@ -315,7 +323,7 @@ class Bridge:
                 event = parse_event(row.payload)
             except EventParseError as exc:
                 log.warning("Stored event %s is unreadable (%s); dropping it", row.event_id, exc)
-                await self._mark(row.seq, "failed")
+                await self._mark(row.seq, InboundStatus.FAILED)
                 continue
             if await self._verifying(row.room_id, event):
                 try:
@@ -332,7 +340,7 @@ class Bridge:
                     if self.row_locks:
                         claimed = await session.scalar(
                             select(InboundEvent.seq)
-                            .where(InboundEvent.seq == row.seq, InboundEvent.status == "pending")
+                            .where(InboundEvent.seq == row.seq, InboundEvent.status == InboundStatus.PENDING)
                             .with_for_update(skip_locked=True)
                         )
                         if claimed is None:
@@ -340,8 +348,8 @@ class Bridge:
                     await self.dispatch(session, event)
                     done = await session.execute(
                         update(InboundEvent)
-                        .where(InboundEvent.seq == row.seq, InboundEvent.status == "pending")
-                        .values(status="done")
+                        .where(InboundEvent.seq == row.seq, InboundEvent.status == InboundStatus.PENDING)
+                        .values(status=InboundStatus.DONE)
                     )
                     if done.rowcount != 1:  # type: ignore[attr-defined]
                         raise _AlreadyHandled
@@ -352,7 +360,7 @@ class Bridge:
                     log.warning(
                         "Event %s: the homeserver refused a request (%s); skipping", row.event_id, exc
                     )
-                    await self._mark(row.seq, "failed")
+                    await self._mark(row.seq, InboundStatus.FAILED)
                     continue
                 log.warning("Event %s waits: the homeserver is unavailable (%s)", row.event_id, exc)
                 await asyncio.sleep(PROCESSOR_RETRY_S)
@@ -366,7 +374,9 @@ class Bridge:
                         .where(InboundEvent.seq == row.seq)
                         .values(
                             attempts=attempts,
-                            status="failed" if attempts >= MAX_EVENT_ATTEMPTS else "pending",
+                            status=InboundStatus.FAILED
+                            if attempts >= MAX_EVENT_ATTEMPTS
+                            else InboundStatus.PENDING,
                         )
                     )
                 if attempts < MAX_EVENT_ATTEMPTS:
@@ -424,12 +434,12 @@ class Bridge:
         if room_id not in self._backstage_rooms:
             async with self.ctx.sessions() as session:
                 kind = await session.scalar(select(Room.kind).where(Room.room_id == room_id))
-            if kind != "backstage":
+            if kind != RoomKind.BACKSTAGE:
                 return False
             self._backstage_rooms.add(room_id)
         return True
 
-    async def _mark(self, seq: int, status: str) -> None:
+    async def _mark(self, seq: int, status: InboundStatus) -> None:
         async with self.ctx.sessions.begin() as session:
             await session.execute(update(InboundEvent).where(InboundEvent.seq == seq).values(status=status))
 
@@ -442,19 +452,19 @@ class Bridge:
             return
         if event.type in ("m.room.encrypted", "m.room.encryption"):
             await self._on_encrypted(session, room)
-        elif room.kind == "management":
+        elif room.kind == RoomKind.MANAGEMENT:
             await on_management_message(self.ctx, session, room, event)
-        elif room.kind == "backstage":
+        elif room.kind == RoomKind.BACKSTAGE:
             await on_backstage_event(self.ctx, session, room, event)
-        elif room.kind == "operator":
+        elif room.kind == RoomKind.OPERATOR:
             await on_operator_message(self.ctx, session, room, event)
-        elif room.kind == "moderation":
+        elif room.kind == RoomKind.MODERATION:
             await on_moderation_message(self.ctx, session, room, event)
-        elif room.kind == "policy":
+        elif room.kind == RoomKind.POLICY:
             await on_policy_event(self.ctx, session, room, event)
         elif room.kind == DISCUSSION:
             await on_discussion_event(self.ctx, session, room, event)
-        elif room.kind == "broadcast":
+        elif room.kind == RoomKind.BROADCAST:
             await on_member_event(self.ctx, session, room, event)
 
     async def _on_bot_invite(self, session: AsyncSession, event: Event) -> None:
@@ -468,19 +478,24 @@ class Bridge:
             )
             enqueue(
                 session,
-                new_entry(room_queue(room_id), "leave", ctx.bot, {"room_id": room_id, "reason": reason}),
+                new_entry(
+                    room_queue(room_id), OutboxKind.LEAVE, ctx.bot, {"room_id": room_id, "reason": reason}
+                ),
             )
             return
         existing = await session.get(Room, room_id)
-        if existing is not None and existing.kind != "management":
+        if existing is not None and existing.kind != RoomKind.MANAGEMENT:
             return
         ctx.remember_room(room_id)
         await session.merge(
             Room(
-                room_id=room_id, kind="management", user_id=event.sender, language=ctx.config.default_language
+                room_id=room_id,
+                kind=RoomKind.MANAGEMENT,
+                user_id=event.sender,
+                language=ctx.config.default_language,
             )
         )
-        enqueue(session, new_entry(room_queue(room_id), "join", ctx.bot, {"room_id": room_id}))
+        enqueue(session, new_entry(room_queue(room_id), OutboxKind.JOIN, ctx.bot, {"room_id": room_id}))
         # In the language the user chose (`language fa`), if they did, in any room before.
         reply(session, ctx, room_id, await language_for(session, ctx, event.sender), "help")
 
@@ -496,9 +511,9 @@ class Bridge:
             lang = await language_for(session, self.ctx, room.user_id, "", room)
         else:
             lang = room.language or self.ctx.config.default_language
-        if room.kind == "management":
+        if room.kind == RoomKind.MANAGEMENT:
             text = t(lang, "encrypted_management", bot=self.ctx.bot)
-        elif room.kind == "backstage":
+        elif room.kind == RoomKind.BACKSTAGE:
             channel = await session.get(Channel, room.channel_id)
             text = t(lang, "encrypted_backstage", handle=channel.handle if channel else "?")
         else:

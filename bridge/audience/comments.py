@@ -68,8 +68,11 @@ from bridge.store import queries
 from bridge.store.models import (
     Channel,
     ChannelMember,
+    ChannelStatus,
+    CommentStatus,
     CommentThread,
     Decision,
+    DecisionKind,
     InboundEvent,
     ModeratedComment,
     Notice,
@@ -86,7 +89,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROOT_KEY = "net.kanal.comments_root"  # the backstage event a root mirrors (not SOURCE_KEY: see root_content)
-DISCUSSION = "discussion"  # Room.kind
+DISCUSSION = RoomKind.DISCUSSION  # Room.kind
 COMMENT_TYPES = ("m.room.message", "m.sticker")
 ALIAS_SUFFIX = "_comments"
 
@@ -262,7 +265,7 @@ async def comments_command(call: CommandCall) -> None:
         session,
         new_entry(
             _queue(channel),
-            "comments_room",
+            OutboxKind.COMMENTS_ROOM,
             ctx.bot,
             {"channel_id": channel.id, "lang": lang, "room": room.room_id},
         ),
@@ -291,7 +294,7 @@ async def sync_team(ctx: Context, session: AsyncSession, channel: Channel) -> No
         "event_type": "m.room.power_levels",
         "content": discussion_power_levels(channel.ghost_user_id, sorted(team)),
     }
-    enqueue(session, new_entry(_queue(channel), "state", ctx.bot, payload))
+    enqueue(session, new_entry(_queue(channel), OutboxKind.STATE, ctx.bot, payload))
 
 
 def _room_ref(ctx: Context, channel: Channel) -> str:
@@ -314,7 +317,8 @@ async def mirror_post(session: AsyncSession, channel: Channel, post: Post) -> No
     if not channel.comments:
         return
     session.add(CommentThread(post_id=post.id, channel_id=channel.id))
-    enqueue(session, new_entry(_queue(channel), "comments_root", channel.ghost_user_id, {"post_id": post.id}))
+    entry = new_entry(_queue(channel), OutboxKind.COMMENTS_ROOT, channel.ghost_user_id, {"post_id": post.id})
+    enqueue(session, entry)
 
 
 @seam.on_edited
@@ -337,7 +341,7 @@ async def mirror_redaction(session: AsyncSession, channel: Channel, post: Post, 
 def root_redaction(channel: Channel, post: Post, reason: str | None) -> OutboxEntry:
     """The entry that redacts a post's root (skipped when the post has none)."""
     payload = {"post_id": post.id, "action": "redact", "reason": reason}
-    return new_entry(_queue(channel), "comments_thread", channel.ghost_user_id, payload)
+    return new_entry(_queue(channel), OutboxKind.COMMENTS_THREAD, channel.ghost_user_id, payload)
 
 
 async def comments_url_for(session: AsyncSession, post: Post, domain: str) -> str | None:
@@ -392,7 +396,7 @@ async def _flag(
             channel_id=channel.id,
             room_id=room.room_id,
             author=event.sender,
-            status="flagged",
+            status=CommentStatus.FLAGGED,
             event=_event_dict(event),
         )
     )
@@ -435,7 +439,7 @@ async def _remove(
     decision = await record(
         ctx,
         session,
-        kind="remove_comment",
+        kind=DecisionKind.REMOVE_COMMENT,
         decided_by=f"hook:{verdict.hook}",
         channel=channel,
         ground=Ground("terms", f"publication rules ({verdict.hook})"),
@@ -481,19 +485,19 @@ async def _carry_out_removal(
                 channel_id=channel.id,
                 room_id=room.room_id,
                 author=event.sender,
-                status="removed",
+                status=CommentStatus.REMOVED,
                 decision_id=decision.id,
                 event=_event_dict(event),
             )
         )
     else:  # flagged by a hold before it was reported
-        comment.status = "removed"
+        comment.status = CommentStatus.REMOVED
         comment.decision_id = decision.id
     enqueue(
         session,
         new_entry(
             room_queue(room.room_id),
-            "redact",
+            OutboxKind.REDACT,
             ctx.bot,
             {"room_id": room.room_id, "event_id": event.event_id, "reason": reason[:500]},
         ),
@@ -528,7 +532,7 @@ async def _carry_out_removal(
         session,
         new_entry(
             f"dm:{event.sender}",
-            "comments_dm",
+            OutboxKind.COMMENTS_DM,
             ctx.bot,
             {"user_id": event.sender, "lang": lang, "content": {"msgtype": "m.notice", "body": statement}},
         ),
@@ -542,7 +546,7 @@ def _event_dict(event: Event) -> dict[str, Any]:
 # -- reports on comments --------------------------------------------------------------------------
 
 
-async def reported_comment(ctx: Context, session: AsyncSession, event_id: str) -> ReportedComment | None:
+async def reported_comment(ctx: Context, session: AsyncSession, event_id: EventID) -> ReportedComment | None:
     """The comment `event_id` is (or edits), when Kanal received it from a reader in one of its own,
     unencrypted discussion rooms; None for anything else, which is not Kanal's to judge."""
     found = await _received_in_discussion(session, event_id)
@@ -579,7 +583,7 @@ async def _received_in_discussion(session: AsyncSession, event_id: str) -> tuple
     return room, event
 
 
-async def post_of_root(session: AsyncSession, event_id: str) -> Post | None:
+async def post_of_root(session: AsyncSession, event_id: EventID) -> Post | None:
     """The post whose thread root `event_id` is (a report on a root is a report on the post)."""
     post: Post | None = await session.scalar(
         select(Post)
@@ -589,10 +593,10 @@ async def post_of_root(session: AsyncSession, event_id: str) -> Post | None:
     return post
 
 
-async def comment_removed(session: AsyncSession, event_id: str) -> bool:
+async def comment_removed(session: AsyncSession, event_id: EventID) -> bool:
     """Already redacted by a decision (restored comments are new events: the original stays removed)."""
     comment = await session.get(ModeratedComment, event_id)
-    return comment is not None and comment.status in ("removed", "restored")
+    return comment is not None and comment.status in (CommentStatus.REMOVED, CommentStatus.RESTORED)
 
 
 async def take_down_comment(
@@ -613,7 +617,7 @@ async def take_down_comment(
     decision = await record(
         ctx,
         session,
-        kind="remove_comment",
+        kind=DecisionKind.REMOVE_COMMENT,
         decided_by=decided_by,
         channel=comment.channel,
         ground=ground,
@@ -638,18 +642,18 @@ async def take_down_comment(
     return decision
 
 
-async def may_appeal(session: AsyncSession, event_id: str, user_id: str) -> bool:
+async def may_appeal(session: AsyncSession, event_id: EventID, user_id: UserID) -> bool:
     """Only the commenter appeals the removal of a comment."""
     comment = await session.get(ModeratedComment, event_id)
     return comment is not None and comment.author == user_id
 
 
-async def restore_comment(ctx: Context, session: AsyncSession, event_id: str, decision_id: int) -> None:
+async def restore_comment(ctx: Context, session: AsyncSession, event_id: EventID, decision_id: int) -> None:
     """A granted appeal: the bot posts the comment again in its thread (a redaction cannot be undone)."""
     comment = await session.get(ModeratedComment, event_id)
-    if comment is None or comment.status != "removed":
+    if comment is None or comment.status != CommentStatus.REMOVED:
         return
-    comment.status = "restored"
+    comment.status = CommentStatus.RESTORED
     content = comment.event.get("content") if isinstance(comment.event.get("content"), dict) else {}
     body = content.get("body") if isinstance(content, dict) else None
     text = t(
@@ -690,10 +694,10 @@ async def discussion_encrypted(ctx: Context, session: AsyncSession, room: Room) 
 
 def register(ctx: Context) -> None:
     executors = ctx.outbox.executors
-    executors["comments_room"] = lambda entry, worker: _exec_room(ctx, entry, worker)
-    executors["comments_root"] = lambda entry, worker: _exec_root(ctx, entry, worker)
-    executors["comments_thread"] = lambda entry, worker: _exec_thread(ctx, entry, worker)
-    executors["comments_dm"] = lambda entry, worker: _exec_dm(ctx, entry, worker)
+    executors[OutboxKind.COMMENTS_ROOM] = lambda entry, worker: _exec_room(ctx, entry, worker)
+    executors[OutboxKind.COMMENTS_ROOT] = lambda entry, worker: _exec_root(ctx, entry, worker)
+    executors[OutboxKind.COMMENTS_THREAD] = lambda entry, worker: _exec_thread(ctx, entry, worker)
+    executors[OutboxKind.COMMENTS_DM] = lambda entry, worker: _exec_dm(ctx, entry, worker)
 
 
 async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
@@ -703,7 +707,7 @@ async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
     lang = entry.payload.get("lang") or ctx.config.default_language
     async with ctx.sessions() as session:
         channel = await session.get(Channel, entry.payload["channel_id"])
-        if channel is None or channel.handle is None or channel.status != "active":
+        if channel is None or channel.handle is None or channel.status != ChannelStatus.ACTIVE:
             raise SkipEntry("the channel is gone or not active")
         if channel.comments_room_id is not None:
             raise SkipEntry("the discussion room exists")
@@ -798,7 +802,7 @@ async def _exec_root(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
         if thread is None:
             raise SkipEntry(f"post {post_id} is gone")
         thread.room_id = room_id
-        thread.root_event_id = root
+        thread.root_event_id = EventID(root) if root is not None else None
         current = await session.get(Post, post_id)
         if not thread.link_queued and current is not None and not current.redacted:
             thread.link_queued = True
@@ -844,7 +848,7 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
             await session.merge(
                 Room(
                     room_id=room_id,
-                    kind="management",
+                    kind=RoomKind.MANAGEMENT,
                     user_id=user,
                     language=entry.payload.get("lang") or ctx.config.default_language,
                 )

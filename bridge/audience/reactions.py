@@ -145,7 +145,7 @@ async def _policies(session: AsyncSession, room_ids: set[str]) -> dict[str, _Roo
     rows = await session.execute(
         select(Room.room_id, Channel.reaction_allow, Channel.ghost_user_id)
         .join(Channel, Channel.id == Room.channel_id)
-        .where(Room.room_id.in_(room_ids), Room.kind == "broadcast")
+        .where(Room.room_id.in_(room_ids), Room.kind == RoomKind.BROADCAST)
     )
     return {
         room_id: _RoomPolicy([key for key in allow if isinstance(key, str)], ghost)

@@ -48,7 +48,7 @@ from bridge.matrix.relay import POLL_START_TYPES, REF_PLACEHOLDER, TEXT_MSGTYPES
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
-from bridge.store.models import Channel, ChannelDailyStats, Post, ReaderPosition, RoomKind
+from bridge.store.models import Channel, ChannelDailyStats, ChannelStatus, Post, ReaderPosition, RoomKind
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ async def record_daily_stats(ctx: Context, limit: int = SNAPSHOTS_PER_PASS) -> i
                     and_(ChannelDailyStats.channel_id == Channel.id, ChannelDailyStats.day == today),
                 )
                 .where(
-                    Channel.status == "active",
+                    Channel.status == ChannelStatus.ACTIVE,
                     Channel.broadcast_room_id.is_not(None),
                     or_(
                         ChannelDailyStats.channel_id.is_(None),
@@ -430,7 +430,7 @@ async def mark_views(ctx: Context, channel_ids: Collection[int] | None = None) -
     async with ctx.sessions.begin() as session:
         query = select(Channel).where(
             Channel.views_in_posts.is_(True),
-            Channel.status == "active",
+            Channel.status == ChannelStatus.ACTIVE,
             Channel.broadcast_room_id.is_not(None),
         )
         if channel_ids is not None:

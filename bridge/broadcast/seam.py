@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import q
 from appservice.errors import MatrixRequestError, MNotFound
-from appservice.ids import RoomAlias, RoomID, UserID
+from appservice.ids import EventID, RoomAlias, RoomID, UserID
 from bridge.matrix.decorations import decorate
 from bridge.matrix.powerlevels import access_state
 from bridge.matrix.relay import REF_PLACEHOLDER
@@ -92,17 +92,21 @@ def footer_edit_content(
     return edit_event_content(decorate(content, comments_url=url, views=views), target)
 
 
-def comments_url(room_id: str, root_event_id: str, domain: str) -> str:
+def comments_url(room_id: RoomID, root_event_id: EventID, domain: str) -> str:
     """The matrix.to permalink of a comments thread root (what a post's footer links to)."""
     return f"https://matrix.to/#/{room_id}/{root_event_id}?via={domain}"
 
 
-def _room(channel: Channel) -> str:
-    return channel.broadcast_room_id or ""
+def _room(channel: Channel) -> RoomID:
+    return channel.broadcast_room_id or RoomID("")
 
 
 def _entry(
-    channel: Channel, kind: str, as_user: str, payload: dict[str, Any], ref_source: str | None = None
+    channel: Channel,
+    kind: OutboxKind,
+    as_user: UserID,
+    payload: dict[str, Any],
+    ref_source: str | None = None,
 ) -> OutboxEntry:
     room = _room(channel)
     return new_entry(room_queue(room), kind, as_user, {"room_id": room, **payload}, ref_source)
@@ -263,7 +267,9 @@ def replace(session: AsyncSession, channel: Channel, post: Post, event_content: 
     enqueue(session, _send_entry(channel, "m.room.message", event_content, post.source_event_id))
 
 
-def redact_event(ctx: Context, session: AsyncSession, room_id: str, event_id: str, reason: str | None) -> None:
+def redact_event(
+    ctx: Context, session: AsyncSession, room_id: RoomID, event_id: EventID, reason: str | None
+) -> None:
     """Redact a reader's event in a channel's public room, as the bot (a reaction the channel refuses)."""
     payload = {"room_id": room_id, "event_id": event_id, "reason": reason}
     enqueue(session, new_entry(room_queue(room_id), OutboxKind.REDACT, ctx.bot, payload))
@@ -289,7 +295,7 @@ def set_state(
 
 
 def set_room_state(
-    ctx: Context, session: AsyncSession, room_id: str, event_type: str, content: dict[str, Any]
+    ctx: Context, session: AsyncSession, room_id: RoomID, event_type: str, content: dict[str, Any]
 ) -> OutboxEntry:
     """Set a state event of one given public room of a channel, as the bot (the hosting policy
     reconciles room by room, whatever rooms a channel has)."""
@@ -334,12 +340,12 @@ def close(ctx: Context, session: AsyncSession, channel: Channel) -> None:
     set_state(ctx, session, channel, "m.room.join_rules", {"join_rule": "invite"})
 
 
-def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: str, **extra: Any) -> None:
+def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: UserID, **extra: Any) -> None:
     """Invite a reader, as the bot (extra: `reason`, `on_failure`)."""
     enqueue(session, _entry(channel, OutboxKind.INVITE, ctx.bot, {"user_id": user_id, **extra}))
 
 
-def kick(ctx: Context, session: AsyncSession, channel: Channel, user_id: str, reason: str) -> None:
+def kick(ctx: Context, session: AsyncSession, channel: Channel, user_id: UserID, reason: str) -> None:
     """Remove a member (or refuse a knock), as the bot."""
     enqueue(session, _entry(channel, OutboxKind.KICK, ctx.bot, {"user_id": user_id, "reason": reason}))
 
@@ -358,7 +364,7 @@ async def archive(ctx: Context, channel: Channel, closing_notice: str, txn_id: s
     await ghost.send(room, "m.room.message", {"msgtype": "m.notice", "body": closing_notice}, txn_id)
 
 
-async def ban(ctx: Context, room_id: str, user_id: str, *, banned: bool, reason: str) -> None:
+async def ban(ctx: Context, room_id: RoomID, user_id: UserID, *, banned: bool, reason: str) -> None:
     """Ban (or unban) someone in a channel's public room or its discussion room, at once (inside the
     policy-list job, which retries what the homeserver could not do)."""
     path = f"/_matrix/client/v3/rooms/{q(room_id)}/{'ban' if banned else 'unban'}"

@@ -30,9 +30,9 @@ from appservice.ids import RoomID
 from bridge.broadcast import seam
 from bridge.runtime.config import Config
 from bridge.runtime.context import Context, enqueue, state_entry
-from bridge.runtime.outbox import OutboxWorker
+from bridge.runtime.outbox import OutboxKind, OutboxStatus, OutboxWorker
 from bridge.store.leases import Leases
-from bridge.store.models import Channel, Lease, OutboxEntry, Room, RoomKind
+from bridge.store.models import Channel, ChannelStatus, Lease, OutboxEntry, Room, RoomKind
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ async def _pending_state(ctx: Context) -> dict[tuple[str, str], dict[str, Any] |
         entries = (
             await session.scalars(
                 select(OutboxEntry)
-                .where(OutboxEntry.status == "pending", OutboxEntry.kind == "state")
+                .where(OutboxEntry.status == OutboxStatus.PENDING, OutboxEntry.kind == OutboxKind.STATE)
                 .order_by(OutboxEntry.id)
             )
         ).all()
@@ -259,7 +259,10 @@ async def reconcile_changes(ctx: Context, renew: Callable[[], Awaitable[bool]] |
             await session.execute(
                 select(Room, Channel)
                 .join(Channel, Room.channel_id == Channel.id)
-                .where(Channel.status == "active", Room.kind.in_(("broadcast", "backstage", "discussion")))
+                .where(
+                    Channel.status == ChannelStatus.ACTIVE,
+                    Room.kind.in_((RoomKind.BROADCAST, RoomKind.BACKSTAGE, RoomKind.DISCUSSION)),
+                )
                 .order_by(Room.channel_id, Room.kind)
             )
         ).all()
@@ -393,7 +396,7 @@ async def apply(ctx: Context, *, timeout: float) -> ApplyResult:
     try:
         while True:
             outcomes = await _outcomes(ctx, ids)
-            waiting = sum(1 for status, _error in outcomes.values() if status == "pending")
+            waiting = sum(1 for status, _error in outcomes.values() if status == OutboxStatus.PENDING)
             if not waiting or time.monotonic() > deadline:
                 break
             others = None if ctx.outbox.row_locks else await _live_lease_holder(ctx)
@@ -410,7 +413,7 @@ async def apply(ctx: Context, *, timeout: float) -> ApplyResult:
     finally:
         if sending is not None:
             await _stop(*sending)
-    failed = {i: error or status for i, (status, error) in outcomes.items() if status == "failed"}
+    failed = {i: error or status for i, (status, error) in outcomes.items() if status == OutboxStatus.FAILED}
     return ApplyResult(changes, failed, waiting)
 
 

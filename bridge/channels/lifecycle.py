@@ -18,7 +18,7 @@ from bridge.matrix.powerlevels import (
 )
 from bridge.runtime.context import Context
 from bridge.runtime.outbox import OutboxWorker, SkipEntry, txn_id_for
-from bridge.store.models import Channel, ChannelMember, OutboxEntry, Room
+from bridge.store.models import Channel, ChannelMember, ChannelStatus, OutboxEntry, Room, RoomKind
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -52,18 +52,18 @@ async def _adopt_broadcast(ctx: Context, channel: Channel) -> RoomID:
     return room_id
 
 
-async def _record_room(ctx: Context, channel: Channel, kind: str, room_id: RoomID) -> None:
-    column = Channel.broadcast_room_id if kind == "broadcast" else Channel.backstage_room_id
+async def _record_room(ctx: Context, channel: Channel, kind: RoomKind, room_id: RoomID) -> None:
+    column = Channel.broadcast_room_id if kind == RoomKind.BROADCAST else Channel.backstage_room_id
     async with ctx.sessions.begin() as session:
         await session.execute(update(Channel).where(Channel.id == channel.id).values({column: room_id}))
         await session.merge(Room(room_id=room_id, kind=kind, channel_id=channel.id))
-    if kind != "broadcast":
+    if kind != RoomKind.BROADCAST:
         ctx.remember_room(room_id)
 
 
 async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
     channel = await _load(ctx, entry.payload["channel_id"])
-    if channel.status != "creating" or channel.handle is None:
+    if channel.status != ChannelStatus.CREATING or channel.handle is None:
         raise SkipEntry(f"channel {channel.id} is {channel.status}")
     from bridge.moderation.policy import banned_servers
 
@@ -93,7 +93,7 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
                 room_id = await bot.create_room(request)
             except MRoomInUse:
                 room_id = await _adopt_broadcast(ctx, channel)
-            await _record_room(ctx, channel, "broadcast", room_id)
+            await _record_room(ctx, channel, RoomKind.BROADCAST, room_id)
             channel.broadcast_room_id = room_id
         await ghost.join(RoomID(channel.broadcast_room_id))
         if channel.backstage_room_id is None:
@@ -105,7 +105,7 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
                     banned,
                 )
             )
-            await _record_room(ctx, channel, "backstage", room_id)
+            await _record_room(ctx, channel, RoomKind.BACKSTAGE, room_id)
     except MatrixRequestError as exc:
         if not exc.retryable:
             # Give the handle back so the user can try again (or another name).
@@ -113,11 +113,13 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
                 await session.execute(
                     update(Channel)
                     .where(Channel.id == channel.id)
-                    .values(status="failed", former_handle=channel.handle, handle=None)
+                    .values(status=ChannelStatus.FAILED, former_handle=channel.handle, handle=None)
                 )
         raise
     async with ctx.sessions.begin() as session:
-        await session.execute(update(Channel).where(Channel.id == channel.id).values(status="active"))
+        await session.execute(
+            update(Channel).where(Channel.id == channel.id).values(status=ChannelStatus.ACTIVE)
+        )
     log.info("Channel #%s is ready (broadcast %s)", channel.handle, channel.broadcast_room_id)
     return None
 
@@ -125,7 +127,7 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
 async def delete_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
     """Archive: out of the directory, alias freed, nobody new may join, admins leave backstage."""
     channel = await _load(ctx, entry.payload["channel_id"])
-    if channel.status == "deleted":
+    if channel.status == ChannelStatus.DELETED:
         raise SkipEntry(f"channel {channel.id} is already deleted")
     bot = ctx.bot_intent()
     if channel.handle:
@@ -153,7 +155,7 @@ async def delete_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
         await session.execute(
             update(Channel)
             .where(Channel.id == channel.id)
-            .values(status="deleted", former_handle=channel.handle, handle=None)
+            .values(status=ChannelStatus.DELETED, former_handle=channel.handle, handle=None)
         )
     log.info("Channel #%s deleted", channel.handle)
     return None

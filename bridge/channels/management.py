@@ -32,15 +32,20 @@ from bridge.moderation import kinds
 from bridge.runtime.context import Context, enqueue, reply, send_entry, state_entry
 from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import aware, new_entry, room_queue
+from bridge.runtime.outbox import OutboxKind, aware, new_entry, room_queue
 from bridge.store import queries
 from bridge.store.models import (
+    AppealStatus,
     Channel,
     ChannelMember,
     ChannelRequest,
+    ChannelStatus,
     Confirmation,
+    DecisionKind,
+    DecisionStatus,
     PendingTransfer,
     Post,
+    RequestStatus,
     Room,
     RoomKind,
 )
@@ -205,7 +210,7 @@ async def start_creation(
     owner: str,
     handle: str,
     title: str,
-    notify_room: str,
+    notify_room: RoomID,
     lang: str,
     private: bool = False,
 ) -> Channel:
@@ -235,7 +240,7 @@ async def start_creation(
         "on_success": ctx.note(notify_room, created),
         "on_failure": ctx.note(notify_room, t(lang, "create_failed", handle=handle, error="{error}")),
     }
-    enqueue(s, new_entry(f"channel:{channel.id}", "create_channel", ctx.bot, payload))
+    enqueue(s, new_entry(f"channel:{channel.id}", OutboxKind.CREATE_CHANNEL, ctx.bot, payload))
     return channel
 
 
@@ -364,7 +369,10 @@ async def _title(call: CommandCall) -> None:
     channel.title = title
     channel.title_key = title_key(title)
     enqueue(
-        s, new_entry(f"channel:{channel.id}", "displayname", channel.ghost_user_id, {"displayname": title})
+        s,
+        new_entry(
+            f"channel:{channel.id}", OutboxKind.DISPLAYNAME, channel.ghost_user_id, {"displayname": title}
+        ),
     )
     if channel.broadcast_room_id:
         seam.set_state(ctx, s, channel, "m.room.name", {"name": title})
@@ -429,7 +437,10 @@ async def _member_change(
         await roles.team_changed(ctx, s, channel)
         if backstage:
             enqueue(
-                s, new_entry(room_queue(backstage), "invite", ctx.bot, {"room_id": backstage, "user_id": user})
+                s,
+                new_entry(
+                    room_queue(backstage), OutboxKind.INVITE, ctx.bot, {"room_id": backstage, "user_id": user}
+                ),
             )
         reply(s, ctx, room.room_id, lang, "promoted_role", user=user, handle=channel.handle, role=wanted)
         return
@@ -447,7 +458,7 @@ async def _member_change(
     if backstage:
         reason = t(await language_for(s, ctx, user), "demoted_kick_reason", handle=channel.handle)
         payload = {"room_id": backstage, "user_id": user, "reason": reason}
-        enqueue(s, new_entry(room_queue(backstage), "kick", ctx.bot, payload))
+        enqueue(s, new_entry(room_queue(backstage), OutboxKind.KICK, ctx.bot, payload))
     reply(s, ctx, room.room_id, lang, "demoted", user=user, handle=channel.handle)
 
 
@@ -505,7 +516,7 @@ async def _confirm(call: CommandCall) -> None:
         ctx, s, room, event, channel, lang, "delete the channel", owner_only=True
     ):
         return
-    channel.status = "deleting"
+    channel.status = ChannelStatus.DELETING
     handle = channel.handle
     if handle:
         await release(ctx, s, handle)
@@ -514,7 +525,7 @@ async def _confirm(call: CommandCall) -> None:
         s,
         new_entry(
             f"channel:{channel.id}",
-            "delete_channel",
+            OutboxKind.DELETE_CHANNEL,
             ctx.bot,
             {
                 "channel_id": channel.id,
@@ -541,7 +552,7 @@ async def _rename(call: CommandCall) -> None:
         ctx, s, room, event, channel, lang, "change the handle", owner_only=True
     ):
         return
-    if channel.status != "active":
+    if channel.status != ChannelStatus.ACTIVE:
         reply(s, ctx, room.room_id, lang, "channel_unavailable", handle=channel.handle, status=channel.status)
         return
     try:
@@ -726,7 +737,7 @@ async def _appeal(call: CommandCall) -> None:
     decision = await s.get(Decision, int(ref))
     if (
         decision is None
-        or decision.kind in ("approve_post", "reinstate")
+        or decision.kind in (DecisionKind.APPROVE_POST, DecisionKind.REINSTATE)
         or not await may_appeal(s, decision, event.sender)
     ):
         reply(s, ctx, room.room_id, lang, "appeal_not_yours", id=ref)
@@ -743,8 +754,8 @@ async def _appeal(call: CommandCall) -> None:
             deadline=deadline.strftime("%Y-%m-%d"),
         )
         return
-    if decision.status != "in_force" or await s.scalar(
-        select(Appeal.id).where(Appeal.decision_id == decision.id, Appeal.status == "open")
+    if decision.status != DecisionStatus.IN_FORCE or await s.scalar(
+        select(Appeal.id).where(Appeal.decision_id == decision.id, Appeal.status == AppealStatus.OPEN)
     ):
         reply(s, ctx, room.room_id, lang, "appeal_pending", id=decision.id)
         return
@@ -767,7 +778,7 @@ async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> Non
         why = t(lang, refusal.key, **refusal.values)
         reply(s, ctx, request.room_id, lang, "appeal_granted_unavailable", handle=request.handle, why=why)
         return
-    request.status = "approved"
+    request.status = RequestStatus.APPROVED
     await start_creation(
         ctx,
         s,

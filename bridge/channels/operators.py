@@ -32,14 +32,17 @@ from bridge.channels.registry import (
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxWorker
+from bridge.runtime.outbox import OutboxKind, OutboxWorker
 from bridge.runtime.staffrooms import schedule_staff_room, sync_staff_room
 from bridge.store import queries
 from bridge.store.models import (
     Channel,
     ChannelRequest,
+    ChannelStatus,
+    DecisionKind,
     OutboxEntry,
     RegistrationToken,
+    RequestStatus,
     ReservedHandle,
     Room,
     RoomKind,
@@ -60,14 +63,14 @@ ROOM_NAME = "Kanal operators"
 async def schedule_operator_room(ctx: Context) -> None:
     """Queue the operator room's creation or membership check, once (several processes may start)."""
     if ctx.config.operators:
-        await schedule_staff_room(ctx, OPERATOR_QUEUE, "operator_room")
+        await schedule_staff_room(ctx, OPERATOR_QUEUE, OutboxKind.OPERATOR_ROOM)
 
 
 async def sync_operator_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
     """Outbox executor: create the room if there is none; invite operators; remove former ones."""
     return await sync_staff_room(
         ctx,
-        kind="operator",
+        kind=RoomKind.OPERATOR,
         name=ROOM_NAME,
         topic=t(ctx.config.default_language, "operator_room_topic"),
         members=list(ctx.config.operators),
@@ -107,7 +110,9 @@ async def _requests(call: CommandCall) -> None:
     ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     pending = (
         await s.scalars(
-            select(ChannelRequest).where(ChannelRequest.status == "pending").order_by(ChannelRequest.id)
+            select(ChannelRequest)
+            .where(ChannelRequest.status == RequestStatus.PENDING)
+            .order_by(ChannelRequest.id)
         )
     ).all()
     if not pending:
@@ -125,7 +130,7 @@ async def _pending_request(
         reply(s, ctx, room.room_id, lang, "usage", usage=usage)
         return None
     request = await s.get(ChannelRequest, int(ref))
-    if request is None or request.status != "pending":
+    if request is None or request.status != RequestStatus.PENDING:
         reply(s, ctx, room.room_id, lang, "request_not_pending", id=ref)
         return None
     return request
@@ -153,7 +158,7 @@ async def _approve(call: CommandCall) -> None:
             why=t(lang, refusal.key, **refusal.values),
         )
         return
-    request.status = "approved"
+    request.status = RequestStatus.APPROVED
     request.decided_by = event.sender
     request.decided_at = datetime.now(UTC)
     await log_entry(
@@ -196,7 +201,7 @@ async def _reject(call: CommandCall) -> None:
     if request is None:
         return
     reason = cmd.rest_after(1)[:1000]
-    request.status = "rejected"
+    request.status = RequestStatus.REJECTED
     request.reason = reason
     request.decided_by = event.sender
     request.decided_at = datetime.now(UTC)
@@ -216,7 +221,7 @@ async def _reject(call: CommandCall) -> None:
     decision = await record(
         ctx,
         s,
-        kind="reject_request",
+        kind=DecisionKind.REJECT_REQUEST,
         decided_by=event.sender,
         channel=None,
         ground=Ground("terms", "channel registration rules"),
@@ -376,7 +381,7 @@ async def _channel_arg(
         reply(s, ctx, room.room_id, lang, "usage", usage=usage)
         return None
     channel = await queries.channel_by_handle(s, cmd.args[0])
-    if channel is None or channel.status != "active":
+    if channel is None or channel.status != ChannelStatus.ACTIVE:
         reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
         return None
     return channel

@@ -21,6 +21,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
+from appservice.ids import UserID
 from bridge.broadcast import seam
 from bridge.channels import roles
 from bridge.channels.invites import (
@@ -40,7 +41,15 @@ from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
 from bridge.store import queries
 from bridge.store.hashing import hash_token
-from bridge.store.models import Channel, InviteLink, JoinRequest, Room, RoomKind
+from bridge.store.models import (
+    Channel,
+    ChannelStatus,
+    InviteLink,
+    JoinRequest,
+    JoinRequestStatus,
+    Room,
+    RoomKind,
+)
 from bridge.text.commands import Command
 from bridge.text.i18n import t
 
@@ -71,7 +80,7 @@ async def private_command(
         return
     if not await roles.require(ctx, s, room.room_id, channel, event.sender, "private", lang):
         return
-    if channel.status != "active" or channel.broadcast_room_id is None:
+    if channel.status != ChannelStatus.ACTIVE or channel.broadcast_room_id is None:
         reply(s, ctx, room.room_id, lang, "private_unavailable", handle=channel.handle, status=channel.status)
         return
     private = choice == "on"
@@ -133,7 +142,7 @@ async def _take_use(session: AsyncSession, link: InviteLink) -> bool:
     return True
 
 
-def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: str) -> None:
+def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: UserID) -> None:
     """The bot's invite; if the homeserver refuses it (no such user, banned …) backstage hears why."""
     reason = t(ctx.config.default_language, "invite_reason", handle=channel.handle)
     extra: dict[str, Any] = {"reason": reason}
@@ -153,7 +162,7 @@ async def admit(
     ctx: Context,
     session: AsyncSession,
     channel: Channel,
-    user_id: str,
+    user_id: UserID,
     *,
     link: InviteLink | None,
     source: str,
@@ -165,7 +174,7 @@ async def admit(
         select(JoinRequest.id).where(
             JoinRequest.channel_id == channel.id,
             JoinRequest.user_id == user_id,
-            JoinRequest.status == "pending",
+            JoinRequest.status == JoinRequestStatus.PENDING,
         )
     )
     if link is not None:
@@ -177,7 +186,7 @@ async def admit(
             invite(ctx, session, channel, user_id)
             if pending is not None:
                 # A request was waiting too: the link answers it.
-                await _decide(session, pending, "approved", user_id)
+                await _decide(session, pending, JoinRequestStatus.APPROVED, user_id)
             await log_entry(
                 session,
                 ctx.config,
@@ -193,7 +202,7 @@ async def admit(
     waiting = await session.scalar(
         select(func.count())
         .select_from(JoinRequest)
-        .where(JoinRequest.channel_id == channel.id, JoinRequest.status == "pending")
+        .where(JoinRequest.channel_id == channel.id, JoinRequest.status == JoinRequestStatus.PENDING)
     )
     if (waiting or 0) >= MAX_PENDING_REQUESTS_PER_CHANNEL:
         return Admission("too_many_requests")
@@ -203,7 +212,7 @@ async def admit(
         source=source,
         link_id=link.id if link is not None else None,
         reason=without_tokens(reason),
-        status="pending",
+        status=JoinRequestStatus.PENDING,
     )
     session.add(request)
     await session.flush()
@@ -234,10 +243,10 @@ async def admit(
     return Admission("requested", request.id)
 
 
-async def _decide(session: AsyncSession, request_id: int, status: str, by: str) -> None:
+async def _decide(session: AsyncSession, request_id: int, status: JoinRequestStatus, by: str) -> None:
     await session.execute(
         update(JoinRequest)
-        .where(JoinRequest.id == request_id, JoinRequest.status == "pending")
+        .where(JoinRequest.id == request_id, JoinRequest.status == JoinRequestStatus.PENDING)
         .values(status=status, decided_by=by, decided_at=now())
     )
 
@@ -291,12 +300,12 @@ async def _withdraw_requests(ctx: Context, session: AsyncSession, room: Room, ev
                 JoinRequest.channel_id == channel.id,
                 JoinRequest.user_id == event.sender,
                 JoinRequest.source == "knock",
-                JoinRequest.status == "pending",
+                JoinRequest.status == JoinRequestStatus.PENDING,
             )
         )
     ).all()
     for request in pending:
-        request.status = "withdrawn"
+        request.status = JoinRequestStatus.WITHDRAWN
         request.decided_by = event.sender
         request.decided_at = now()
         await log_entry(
@@ -326,7 +335,7 @@ async def on_knock(ctx: Context, session: AsyncSession, room: Room, event: Event
     if not is_knock(event) or room.channel_id is None:
         return
     channel = await session.get(Channel, room.channel_id)
-    if channel is None or not channel.private or channel.status != "active":
+    if channel is None or not channel.private or channel.status != ChannelStatus.ACTIVE:
         return
     reason = event.content.get("reason")
     reason = reason if isinstance(reason, str) else ""
@@ -523,7 +532,7 @@ async def _requests(ctx: Context, s: AsyncSession, room: Room, channel: Channel,
     pending = (
         await s.scalars(
             select(JoinRequest)
-            .where(JoinRequest.channel_id == channel.id, JoinRequest.status == "pending")
+            .where(JoinRequest.channel_id == channel.id, JoinRequest.status == JoinRequestStatus.PENDING)
             .order_by(JoinRequest.id)
             .limit(50)
         )
@@ -554,15 +563,16 @@ async def _answer(
         reply(s, ctx, room.room_id, lang, "join_approve_usage" if approve else "join_decline_usage")
         return
     request = await s.get(JoinRequest, number)
-    if request is None or request.channel_id != channel.id or request.status != "pending":
+    if request is None or request.channel_id != channel.id or request.status != JoinRequestStatus.PENDING:
         reply(s, ctx, room.room_id, lang, "join_request_unknown", id=number, handle=channel.handle)
         return
-    if channel.status != "active" or channel.broadcast_room_id is None:
+    if channel.status != ChannelStatus.ACTIVE or channel.broadcast_room_id is None:
         reply(s, ctx, room.room_id, lang, "channel_unavailable", handle=channel.handle, status=channel.status)
         return
-    await _decide(s, request.id, "approved" if approve else "declined", event.sender)
+    decided = JoinRequestStatus.APPROVED if approve else JoinRequestStatus.DECLINED
+    await _decide(s, request.id, decided, event.sender)
     if approve:
-        invite(ctx, s, channel, request.user_id)
+        invite(ctx, s, channel, UserID(request.user_id))
         await log_entry(
             s,
             ctx.config,
@@ -586,7 +596,7 @@ async def _answer(
     why = command.rest_after(1)[:MAX_DECLINE_REASON]
     if request.source == "knock":
         # Refusing a knock: the reader's membership goes from knock to leave, with the reason.
-        seam.kick(ctx, s, channel, request.user_id, why or f"Your request to join #{channel.handle} was declined")
+        seam.kick(ctx, s, channel, UserID(request.user_id), why or f"Your request to join #{channel.handle} was declined")
     await log_entry(
         s,
         ctx.config,

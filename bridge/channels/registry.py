@@ -24,15 +24,17 @@ from bridge.broadcast import seam
 from bridge.matrix.powerlevels import CHANNEL_STATE_TYPE, backstage_name
 from bridge.runtime.config import Config
 from bridge.runtime.context import Context, enqueue, state_entry
-from bridge.runtime.outbox import aware, new_entry, room_queue
+from bridge.runtime.outbox import OutboxKind, aware, new_entry, room_queue
 from bridge.store.hashing import hash_token
 from bridge.store.models import (
     Channel,
     ChannelMember,
     ChannelRequest,
+    ChannelStatus,
     HandleHold,
     RegistrationToken,
     RegistryLog,
+    RequestStatus,
     ReservedHandle,
 )
 from bridge.text.commands import Refusal
@@ -98,7 +100,9 @@ async def handle_refusal(
     if hold is not None and aware(hold.until) > now() and not (channel_id and hold.channel_id == channel_id):
         return Refusal("handle_held", {"handle": handle, "until": aware(hold.until).date().isoformat()})
     requested = await session.scalar(
-        select(ChannelRequest).where(ChannelRequest.handle == handle, ChannelRequest.status == "pending")
+        select(ChannelRequest).where(
+            ChannelRequest.handle == handle, ChannelRequest.status == RequestStatus.PENDING
+        )
     )
     if requested is not None and requested.id != request_id:
         return Refusal("handle_requested", {"handle": handle})
@@ -130,7 +134,7 @@ async def title_refusal(
     """A title that reads like a verified channel's (same comparison key) would impersonate it."""
     key = title_key(title)
     query = select(Channel).where(
-        Channel.title_key == key, Channel.verified.is_(True), Channel.status == "active"
+        Channel.title_key == key, Channel.verified.is_(True), Channel.status == ChannelStatus.ACTIVE
     )
     if channel_id is not None:
         query = query.where(Channel.id != channel_id)
@@ -146,12 +150,12 @@ async def quota_refusal(session: AsyncSession, config: Config, user_id: str) -> 
     owned = await session.scalar(
         select(func.count())
         .select_from(Channel)
-        .where(Channel.owner == user_id, Channel.status.in_(("creating", "active")))
+        .where(Channel.owner == user_id, Channel.status.in_((ChannelStatus.CREATING, ChannelStatus.ACTIVE)))
     )
     requested = await session.scalar(
         select(func.count())
         .select_from(ChannelRequest)
-        .where(ChannelRequest.user_id == user_id, ChannelRequest.status == "pending")
+        .where(ChannelRequest.user_id == user_id, ChannelRequest.status == RequestStatus.PENDING)
     )
     if (owned or 0) + (requested or 0) >= config.max_channels_per_user:
         return Refusal("quota_reached", {"limit": config.max_channels_per_user})
@@ -295,7 +299,10 @@ async def hand_over(
             enqueue(
                 session,
                 new_entry(
-                    room_queue(backstage), "invite", ctx.bot, {"room_id": backstage, "user_id": new_owner}
+                    room_queue(backstage),
+                    OutboxKind.INVITE,
+                    ctx.bot,
+                    {"room_id": backstage, "user_id": new_owner},
                 ),
             )
     from bridge.channels.roles import team_changed
@@ -385,7 +392,7 @@ async def expire_holds(ctx: Context) -> int:
 async def channel_for_alias(session: AsyncSession, local: str) -> Channel | None:
     """The active channel `#local` names: its handle, or an old handle still in its grace period."""
     channel: Channel | None = await session.scalar(
-        select(Channel).where(Channel.handle == local, Channel.status == "active")
+        select(Channel).where(Channel.handle == local, Channel.status == ChannelStatus.ACTIVE)
     )
     if channel is not None:
         return channel
@@ -393,7 +400,7 @@ async def channel_for_alias(session: AsyncSession, local: str) -> Channel | None
     if hold is None or hold.kind != "grace" or hold.channel_id is None or aware(hold.until) <= now():
         return None
     held: Channel | None = await session.get(Channel, hold.channel_id)
-    return held if held is not None and held.status == "active" else None
+    return held if held is not None and held.status == ChannelStatus.ACTIVE else None
 
 
 async def backfill_keys(ctx: Context) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from appservice.ids import RoomID
 from bridge.matrix.powerlevels import backstage_power_levels
 from bridge.runtime.context import Context, enqueue, reply, state_entry
 from bridge.store.models import Channel, ChannelMember
@@ -70,7 +71,13 @@ async def role_of(session: AsyncSession, channel: Channel, user_id: str) -> str 
 
 
 async def require(
-    ctx: Context, session: AsyncSession, room_id: str, channel: Channel, user_id: str, action: str, lang: str
+    ctx: Context,
+    session: AsyncSession,
+    room_id: RoomID,
+    channel: Channel,
+    user_id: str,
+    action: str,
+    lang: str,
 ) -> bool:
     """True when `user_id` may do `action` in `channel`; otherwise the bot says who may, and False."""
     if allowed(await role_of(session, channel, user_id), action):

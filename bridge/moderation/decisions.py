@@ -25,7 +25,17 @@ from bridge.moderation import audit
 from bridge.runtime.context import Context, enqueue, send_entry
 from bridge.runtime.languages import language_for
 from bridge.store import queries
-from bridge.store.models import Channel, ChannelStatus, Decision, Notice, Post, Room
+from bridge.store.models import (
+    Channel,
+    ChannelStatus,
+    Decision,
+    DecisionKind,
+    DecisionStatus,
+    Notice,
+    NoticeStatus,
+    Post,
+    Room,
+)
 from bridge.text.i18n import SOURCE_LANGUAGE, t
 
 
@@ -51,7 +61,13 @@ class Ground:
 
 
 # Decisions whose statement names the post, comment or request they are about.
-_TARGETED = ("take_down", "reject_post", "approve_post", "reject_request", "remove_comment")
+_TARGETED = (
+    DecisionKind.TAKE_DOWN,
+    DecisionKind.REJECT_POST,
+    DecisionKind.APPROVE_POST,
+    DecisionKind.REJECT_REQUEST,
+    DecisionKind.REMOVE_COMMENT,
+)
 
 
 @dataclass(frozen=True)
@@ -112,16 +128,16 @@ def statement_facts(
 
 
 def _kind_text(lang: str, facts: StatementFacts) -> str:
-    texts = {
-        "take_down": t(lang, "sor_take_down"),
-        "restrict": t(lang, "sor_restrict", until=facts.until),
-        "suspend": t(lang, "sor_suspend"),
-        "no_action": t(lang, "sor_no_action"),
-        "reject_post": t(lang, "sor_reject_post"),
-        "approve_post": t(lang, "sor_approve_post"),
-        "reinstate": t(lang, "sor_reinstate", reverses=facts.reverses),
-        "reject_request": t(lang, "sor_reject_request"),
-        "remove_comment": t(lang, "sor_remove_comment"),
+    texts: dict[str, str] = {
+        DecisionKind.TAKE_DOWN: t(lang, "sor_take_down"),
+        DecisionKind.RESTRICT: t(lang, "sor_restrict", until=facts.until),
+        DecisionKind.SUSPEND: t(lang, "sor_suspend"),
+        DecisionKind.NO_ACTION: t(lang, "sor_no_action"),
+        DecisionKind.REJECT_POST: t(lang, "sor_reject_post"),
+        DecisionKind.APPROVE_POST: t(lang, "sor_approve_post"),
+        DecisionKind.REINSTATE: t(lang, "sor_reinstate", reverses=facts.reverses),
+        DecisionKind.REJECT_REQUEST: t(lang, "sor_reject_request"),
+        DecisionKind.REMOVE_COMMENT: t(lang, "sor_remove_comment"),
     }
     return texts.get(facts.kind, facts.kind)
 
@@ -244,7 +260,7 @@ async def record(
     ctx: Context,
     session: AsyncSession,
     *,
-    kind: str,
+    kind: DecisionKind,
     decided_by: str,
     channel: Channel | None,
     ground: Ground,
@@ -276,7 +292,7 @@ async def record(
         until=until,
         decided_by=decided_by,
         reverses_id=reverses.id if reverses else None,
-        status="in_force",
+        status=DecisionStatus.IN_FORCE,
     )
     session.add(decision)
     await session.flush()
@@ -300,7 +316,7 @@ async def record(
         appeal_days=compliance.appeal_window_days,
     )
     if notice is not None:
-        notice.status = "decided"
+        notice.status = NoticeStatus.DECIDED
         notice.decided_at = datetime.now(UTC)
     await audit.append(
         session,

@@ -22,7 +22,16 @@ from bridge.moderation.decisions import Ground, record
 from bridge.moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.outbox import aware
-from bridge.store.models import Channel, Decision, HeldPost, Room
+from bridge.store.models import (
+    Channel,
+    Decision,
+    DecisionKind,
+    DecisionStatus,
+    HeldPost,
+    HeldPostStatus,
+    Room,
+    RoomKind,
+)
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -67,7 +76,11 @@ async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: C
         return False
     decision = await session.scalar(
         select(Decision.id)
-        .where(Decision.channel_id == channel.id, Decision.kind == "restrict", Decision.status == "in_force")
+        .where(
+            Decision.channel_id == channel.id,
+            Decision.kind == DecisionKind.RESTRICT,
+            Decision.status == DecisionStatus.IN_FORCE,
+        )
         .order_by(Decision.id.desc())
     )
     reply(
@@ -101,7 +114,7 @@ async def record_held(
         author=author,
         event=event,
         verdicts=[_verdict_dict(v) for v in verdicts],
-        status="held" if deciding.action == "hold" else "rejected",
+        status=HeldPostStatus.HELD if deciding.action == "hold" else HeldPostStatus.REJECTED,
     )
     session.add(held)
     await session.flush()
@@ -153,7 +166,7 @@ async def screen(
     decision = await record(
         ctx,
         session,
-        kind="reject_post",
+        kind=DecisionKind.REJECT_POST,
         decided_by=f"hook:{deciding.hook}",
         channel=channel,
         ground=Ground("terms", f"publication rules ({deciding.hook})"),
@@ -169,7 +182,7 @@ async def screen(
 
 async def tell_moderators(ctx: Context, session: AsyncSession, text: str) -> None:
     """Post `text` (put into words in `config.default_language` by the caller) in the moderation room."""
-    room_id = await session.scalar(select(Room.room_id).where(Room.kind == "moderation"))
+    room_id = await session.scalar(select(Room.room_id).where(Room.kind == RoomKind.MODERATION))
     if room_id is None:
         log.warning(
             "No moderation room yet (compliance.moderators or operators.users is empty): %s", text[:200]

@@ -21,6 +21,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
+from appservice.ids import EventID, RoomID, UserID
 from bridge.moderation.decisions import Ground
 from bridge.runtime.context import Context
 from bridge.store.models import Channel, Decision, HeldPost, Notice, Post, Room
@@ -61,15 +62,15 @@ class CommentTakeDown(Protocol):
 
 @dataclass(frozen=True)
 class CommentKind:
-    find: Callable[[Context, AsyncSession, str], Awaitable[ReportedComment | None]]
+    find: Callable[[Context, AsyncSession, EventID], Awaitable[ReportedComment | None]]
     """The comment an event id names, when it is one Kanal may judge; None otherwise."""
-    post_of_root: Callable[[AsyncSession, str], Awaitable[Post | None]]
+    post_of_root: Callable[[AsyncSession, EventID], Awaitable[Post | None]]
     """The post a thread root stands for (a report on a root is a report on its post)."""
-    removed: Callable[[AsyncSession, str], Awaitable[bool]]
+    removed: Callable[[AsyncSession, EventID], Awaitable[bool]]
     take_down: CommentTakeDown
-    restore: Callable[[Context, AsyncSession, str, int], Awaitable[None]]
-    may_appeal: Callable[[AsyncSession, str, str], Awaitable[bool]]
-    url: Callable[[str, str, str], str]
+    restore: Callable[[Context, AsyncSession, EventID, int], Awaitable[None]]
+    may_appeal: Callable[[AsyncSession, EventID, UserID], Awaitable[bool]]
+    url: Callable[[RoomID, EventID, str], str]
     """A permalink (room id, event id, domain) for the moderators."""
 
 

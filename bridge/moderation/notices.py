@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
+from appservice.ids import EventID, RoomID, UserID
 from bridge.moderation import audit, kinds
 from bridge.moderation.gate import tell_moderators
 from bridge.runtime.context import Context, reply
@@ -60,10 +61,10 @@ EVENT_ID = re.compile(r"(\$[A-Za-z0-9_\-+/=.:]+)")
 MAX_EXPLANATION = 4000
 
 
-def event_id_in(text: str) -> str | None:
+def event_id_in(text: str) -> EventID | None:
     """The event id in an id or a matrix.to / client link (`…/#/!room:server/$event`)."""
     match = EVENT_ID.search(text.replace("%24", "$").replace("%3A", ":"))
-    return match.group(1) if match else None
+    return EventID(match.group(1)) if match else None
 
 
 def split_category(text: str) -> tuple[str, str]:
@@ -79,11 +80,11 @@ async def file_notice(
     session: AsyncSession,
     *,
     source: str,
-    event_id: str,
+    event_id: EventID,
     explanation: str,
     category: str = "other",
     notifier: str | None = None,
-    notifier_room: str | None = None,
+    notifier_room: RoomID | None = None,
     trusted: bool = False,
     external_id: str | None = None,
 ) -> Notice | None:
@@ -95,7 +96,7 @@ async def file_notice(
     if post is not None and post.relayed_event_id is not None:
         channel = await session.get(Channel, post.channel_id)
         room_id = channel.broadcast_room_id if channel else None
-        event_id = post.relayed_event_id
+        event_id = EventID(post.relayed_event_id)
     elif (comment := await comments.find(ctx, session, event_id)) is not None:
         channel = comment.channel
         room_id = comment.room.room_id
@@ -161,14 +162,14 @@ async def file_notice(
     return notice
 
 
-async def may_appeal(session: AsyncSession, decision: Decision, user_id: str) -> bool:
+async def may_appeal(session: AsyncSession, decision: Decision, user_id: UserID) -> bool:
     """The channel's owner and admins, the notifier, and a refused requester may appeal a decision."""
     target = decision.target or ""
     if decision.kind == DecisionKind.REJECT_REQUEST and target.startswith("request:"):
         request = await session.get(ChannelRequest, int(target.split(":", 1)[1]))
         return request is not None and request.user_id == user_id
     if decision.kind == DecisionKind.REMOVE_COMMENT:
-        return await kinds.comment().may_appeal(session, target, user_id)
+        return await kinds.comment().may_appeal(session, EventID(target), user_id)
     if decision.notice_id is not None:
         notice = await session.get(Notice, decision.notice_id)
         if notice is not None and notice.notifier == user_id:
@@ -313,7 +314,7 @@ async def poll_homeserver_reports(ctx: Context, token: str, start: int = 0) -> t
                     ctx,
                     session,
                     source="homeserver",
-                    event_id=event_id,
+                    event_id=EventID(event_id),
                     explanation=text or "(no reason given)",
                     category=category,
                     notifier=reporter,

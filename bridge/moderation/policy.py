@@ -19,13 +19,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import q
 from appservice.errors import MatrixRequestError
-from appservice.ids import RoomID
+from appservice.ids import UserID
 from bridge.broadcast import seam
 from bridge.moderation.decisions import Ground, record, suspend, unsuspend
 from bridge.runtime.context import Context, enqueue
-from bridge.runtime.outbox import OutboxWorker, new_entry
+from bridge.runtime.outbox import OutboxKind, OutboxWorker, new_entry
 from bridge.store import queries
-from bridge.store.models import Channel, Decision, OutboxEntry, PolicyRule, Room
+from bridge.store.models import (
+    Channel,
+    ChannelStatus,
+    Decision,
+    DecisionKind,
+    DecisionStatus,
+    OutboxEntry,
+    PolicyRule,
+    Room,
+    RoomKind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +81,7 @@ async def follow(ctx: Context) -> int:
             log.warning("Cannot follow the policy list %s (%s)", ref, exc)
             continue
         async with ctx.sessions.begin() as session:
-            await session.merge(Room(room_id=room_id, kind="policy"))
+            await session.merge(Room(room_id=room_id, kind=RoomKind.POLICY))
             for event in state if isinstance(state, list) else []:
                 if (
                     isinstance(event, dict)
@@ -149,7 +159,7 @@ async def _enforce(
         decision = await record(
             ctx,
             session,
-            kind=f"ban_{kind}",
+            kind=DecisionKind(f"ban_{kind}"),
             decided_by=decided_by,
             channel=None,
             ground=_ground(room_id, rule.reason),
@@ -158,18 +168,18 @@ async def _enforce(
             automated=True,
         )
         if kind == "server":
-            enqueue(session, new_entry("hosting", "hosting_reconcile", ctx.bot, {}))
+            enqueue(session, new_entry("hosting", OutboxKind.HOSTING_RECONCILE, ctx.bot, {}))
         else:
             payload = {"entity": rule.entity, "ban": True, "reason": explanation}
-            enqueue(session, new_entry("policy", "policy_ban", ctx.bot, payload))
+            enqueue(session, new_entry("policy", OutboxKind.POLICY_BAN, ctx.bot, payload))
         return decision.id
     channel = await _channel_named(session, ctx, rule.entity)
-    if channel is None or channel.status != "active":
+    if channel is None or channel.status != ChannelStatus.ACTIVE:
         return None
     decision = await record(
         ctx,
         session,
-        kind="suspend",
+        kind=DecisionKind.SUSPEND,
         decided_by=decided_by,
         channel=channel,
         ground=_ground(room_id, rule.reason),
@@ -183,13 +193,13 @@ async def _enforce(
 
 async def _lift(ctx: Context, session: AsyncSession, rule: PolicyRule, kind: str, room_id: str) -> None:
     decision = await session.get(Decision, rule.decision_id) if rule.decision_id else None
-    if decision is None or decision.status != "in_force":
+    if decision is None or decision.status != DecisionStatus.IN_FORCE:
         return
     channel = await queries.channel_by_id(session, decision.channel_id)
     await record(
         ctx,
         session,
-        kind="reinstate",
+        kind=DecisionKind.REINSTATE,
         decided_by=f"policy:{room_id}",
         channel=channel,
         ground=_ground(room_id, ""),
@@ -198,20 +208,23 @@ async def _lift(ctx: Context, session: AsyncSession, rule: PolicyRule, kind: str
         automated=True,
         reverses=decision,
     )
-    decision.status = "reversed"
+    decision.status = DecisionStatus.REVERSED
     if kind == "server":
-        enqueue(session, new_entry("hosting", "hosting_reconcile", ctx.bot, {}))
+        enqueue(session, new_entry("hosting", OutboxKind.HOSTING_RECONCILE, ctx.bot, {}))
     elif kind == "user":
         enqueue(
             session,
-            new_entry("policy", "policy_ban", ctx.bot, {"entity": rule.entity, "ban": False, "reason": ""}),
+            new_entry(
+                "policy", OutboxKind.POLICY_BAN, ctx.bot, {"entity": rule.entity, "ban": False, "reason": ""}
+            ),
         )
-    elif channel is not None and channel.status == "suspended":
+    elif channel is not None and channel.status == ChannelStatus.SUSPENDED:
         unsuspend(ctx, session, channel)
 
 
 async def _channel_named(session: AsyncSession, ctx: Context, entity: str) -> Channel | None:
-    for channel in (await session.scalars(select(Channel).where(Channel.status == "active"))).all():
+    active = select(Channel).where(Channel.status == ChannelStatus.ACTIVE)
+    for channel in (await session.scalars(active)).all():
         names = [channel.broadcast_room_id or "", ctx.alias_for(channel.handle or "")]
         if any(fnmatch.fnmatchcase(name, entity) for name in names if name):
             return channel
@@ -235,7 +248,9 @@ async def exec_policy_ban(ctx: Context, entry: OutboxEntry, worker: OutboxWorker
     async with ctx.sessions() as session:
         channel_rooms = (
             await session.execute(
-                select(Channel.broadcast_room_id, Channel.comments_room_id).where(Channel.status == "active")
+                select(Channel.broadcast_room_id, Channel.comments_room_id).where(
+                    Channel.status == ChannelStatus.ACTIVE
+                )
             )
         ).all()
     rooms = [room for pair in channel_rooms for room in pair if room is not None]
@@ -245,11 +260,11 @@ async def exec_policy_ban(ctx: Context, entry: OutboxEntry, worker: OutboxWorker
             continue
         targets = [entity]
         if glob:
-            members = await ctx.bot_intent().joined_members(RoomID(room_id))
+            members = await ctx.bot_intent().joined_members(room_id)
             targets = [m for m in members if fnmatch.fnmatchcase(m, entity) and m != ctx.bot]
         for user in targets:
             try:
-                await seam.ban(ctx, room_id, user, banned=ban, reason=entry.payload.get("reason", ""))
+                await seam.ban(ctx, room_id, UserID(user), banned=ban, reason=entry.payload.get("reason", ""))
             except MatrixRequestError as exc:
                 if exc.retryable:
                     raise

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event, EventParseError, parse_event
+from appservice.ids import EventID, RoomID
 from bridge.moderation import audit, kinds
 from bridge.moderation.decisions import (
     Ground,
@@ -31,17 +32,22 @@ from bridge.moderation.kinds import ReportedComment
 from bridge.runtime.context import Context, reply
 from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxWorker, SkipEntry
+from bridge.runtime.outbox import OutboxKind, OutboxWorker, SkipEntry
 from bridge.runtime.staffrooms import schedule_staff_room, sync_staff_room
 from bridge.store import queries
 from bridge.store.models import (
     Appeal,
+    AppealStatus,
     Channel,
+    ChannelStatus,
     Decision,
     DecisionKind,
+    DecisionStatus,
     HeldPost,
+    HeldPostStatus,
     InboundEvent,
     Notice,
+    NoticeStatus,
     OutboxEntry,
     Room,
     RoomKind,
@@ -85,7 +91,7 @@ async def sync_moderation_room(ctx: Context, entry: OutboxEntry, worker: OutboxW
         raise SkipEntry("no moderators configured")
     room_id = await sync_staff_room(
         ctx,
-        kind="moderation",
+        kind=RoomKind.MODERATION,
         name=ROOM_NAME,
         topic=t(ctx.config.default_language, "mod_room_topic"),
         members=members,
@@ -96,7 +102,7 @@ async def sync_moderation_room(ctx: Context, entry: OutboxEntry, worker: OutboxW
     return room_id
 
 
-async def _remind(ctx: Context, room_id: str) -> None:
+async def _remind(ctx: Context, room_id: RoomID) -> None:
     """At each start, what is waiting (announcements made while there was no room are not lost)."""
     from sqlalchemy import func
 
@@ -110,11 +116,11 @@ async def _remind(ctx: Context, room_id: str) -> None:
             return count or 0
 
         counts = []
-        if held := await waiting(HeldPost, "held"):
+        if held := await waiting(HeldPost, HeldPostStatus.HELD):
             counts.append(t(lang, "mod_count_held", count=held))
-        if notices := await waiting(Notice, "open"):
+        if notices := await waiting(Notice, NoticeStatus.OPEN):
             counts.append(t(lang, "mod_count_notices", count=notices))
-        if appeals := await waiting(Appeal, "open"):
+        if appeals := await waiting(Appeal, AppealStatus.OPEN):
             counts.append(t(lang, "mod_count_appeals", count=appeals))
         if counts:
             reply(session, ctx, room_id, lang, "mod_waiting", counts=t(lang, "mod_separator").join(counts))
@@ -123,7 +129,7 @@ async def _remind(ctx: Context, room_id: str) -> None:
 async def schedule_moderation_room(ctx: Context) -> None:
     """Queue the moderation room's creation or membership check, once."""
     if moderators(ctx):
-        await schedule_staff_room(ctx, "moderators", "moderation_room")
+        await schedule_staff_room(ctx, "moderators", OutboxKind.MODERATION_ROOM)
 
 
 def _ref(text: str | None, prefix: str) -> int | None:
@@ -166,7 +172,9 @@ async def _help(call: CommandCall) -> None:
 @command(RoomKind.MODERATION, "held")
 async def _held(call: CommandCall) -> None:
     ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    rows = (await s.scalars(select(HeldPost).where(HeldPost.status == "held").order_by(HeldPost.id))).all()
+    rows = (
+        await s.scalars(select(HeldPost).where(HeldPost.status == HeldPostStatus.HELD).order_by(HeldPost.id))
+    ).all()
     if not rows:
         reply(s, ctx, room.room_id, lang, "mod_no_held")
         return
@@ -183,7 +191,7 @@ async def _held_post(s: AsyncSession, cmd: Command, usage: Refusal, nargs: int) 
     if number is None or len(cmd.args) < nargs:
         raise Refused(usage)
     held = await s.get(HeldPost, number)
-    if held is None or held.status != "held":
+    if held is None or held.status != HeldPostStatus.HELD:
         raise Refused(Refusal("mod_not_held", {"held": number}))
     return held
 
@@ -193,12 +201,12 @@ async def _approve(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     held = await _held_post(s, cmd, Refusal("mod_usage_approve"), 1)
     channel = await s.get(Channel, held.channel_id)
-    if channel is None or channel.status != "active":
+    if channel is None or channel.status != ChannelStatus.ACTIVE:
         raise Refused(Refusal("mod_channel_inactive", {"held": held.id}))
     decision = await record(
         ctx,
         s,
-        kind="approve_post",
+        kind=DecisionKind.APPROVE_POST,
         decided_by=event.sender,
         channel=channel,
         ground=Ground("terms", "publication rules"),
@@ -207,7 +215,7 @@ async def _approve(call: CommandCall) -> None:
         target=held.source_event_id,
         tell_backstage=False,
     )
-    held.status = "approved"
+    held.status = HeldPostStatus.APPROVED
     held.decision_id = decision.id
     await publish(ctx, s, channel, held)
     if channel.backstage_room_id:
@@ -247,7 +255,7 @@ async def _reject(call: CommandCall) -> None:
     decision = await record(
         ctx,
         s,
-        kind="reject_post",
+        kind=DecisionKind.REJECT_POST,
         decided_by=event.sender,
         channel=channel,
         ground=ground,
@@ -257,7 +265,7 @@ async def _reject(call: CommandCall) -> None:
         automated=True,  # detected by a hook, decided by a person
         recipient=held.author,
     )
-    held.status = "rejected"
+    held.status = HeldPostStatus.REJECTED
     held.decision_id = decision.id
     reply(s, ctx, room.room_id, lang, "mod_rejected", held=held.id, decision=decision.id)
 
@@ -267,7 +275,9 @@ async def _notices(call: CommandCall) -> None:
     ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     rows = (
         await s.scalars(
-            select(Notice).where(Notice.status == "open").order_by(Notice.trusted.desc(), Notice.id)
+            select(Notice)
+            .where(Notice.status == NoticeStatus.OPEN)
+            .order_by(Notice.trusted.desc(), Notice.id)
         )
     ).all()
     if not rows:
@@ -286,7 +296,7 @@ async def _notices(call: CommandCall) -> None:
     reply(s, ctx, room.room_id, lang, "mod_notices_list", lines="\n".join(lines))
 
 
-async def _target_event(s: AsyncSession, text: str) -> tuple[str | None, Notice | None]:
+async def _target_event(s: AsyncSession, text: str) -> tuple[EventID | None, Notice | None]:
     """What `n<notice>`, an event id or a matrix.to link names: the event, and the notice if any."""
     number = _ref(text, "n")
     if number is not None and not text.startswith("$"):
@@ -295,7 +305,7 @@ async def _target_event(s: AsyncSession, text: str) -> tuple[str | None, Notice 
             raise Refused(Refusal("mod_no_notice", {"notice": number}))
         return notice.event_id, notice
     match = _MATRIX_TO_EVENT.search(text)
-    return (match.group(1) if match else None), None
+    return (EventID(match.group(1)) if match else None), None
 
 
 @command(RoomKind.MODERATION, "takedown")
@@ -320,7 +330,7 @@ async def _takedown(call: CommandCall) -> None:
     decision = await record(
         ctx,
         s,
-        kind="take_down",
+        kind=DecisionKind.TAKE_DOWN,
         decided_by=event.sender,
         channel=channel,
         ground=ground,
@@ -379,13 +389,13 @@ async def _noaction(call: CommandCall) -> None:
     if number is None or len(cmd.args) < 2:
         raise Refused(Refusal("mod_usage_noaction"))
     notice = await s.get(Notice, number)
-    if notice is None or notice.status != "open":
+    if notice is None or notice.status != NoticeStatus.OPEN:
         raise Refused(Refusal("mod_not_open_notice", {"notice": number}))
     channel = await queries.channel_by_id(s, notice.channel_id)
     decision = await record(
         ctx,
         s,
-        kind="no_action",
+        kind=DecisionKind.NO_ACTION,
         decided_by=event.sender,
         channel=channel,
         ground=Ground("terms", "no breach found"),
@@ -413,7 +423,7 @@ async def _refuse_comment(ctx: Context, s: AsyncSession, text: str | None, comma
     number = _ref(text, "n")
     notice = await s.get(Notice, number) if number is not None and not text.startswith("$") else None
     match = _MATRIX_TO_EVENT.search(text)
-    event_id = notice.event_id if notice is not None else match.group(1) if match else None
+    event_id = notice.event_id if notice is not None else EventID(match.group(1)) if match else None
     if event_id and await kinds.comment().find(ctx, s, event_id) is not None:
         ref = f"n{notice.id}" if notice is not None else event_id
         raise Refused(Refusal("mod_comment_not_channel", {"command": command, "ref": ref}))
@@ -431,7 +441,7 @@ async def _restrict(call: CommandCall) -> None:
     decision = await record(
         ctx,
         s,
-        kind="restrict",
+        kind=DecisionKind.RESTRICT,
         decided_by=event.sender,
         channel=channel,
         ground=ground,
@@ -458,13 +468,13 @@ async def _suspend(call: CommandCall) -> None:
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_suspend"))
     channel = await _channel(s, cmd.args[0])
-    if channel.status != "active":
+    if channel.status != ChannelStatus.ACTIVE:
         raise Refused(Refusal("mod_channel_status", {"handle": channel.handle, "status": channel.status}))
     ground = _ground(cmd.args[1])
     decision = await record(
         ctx,
         s,
-        kind="suspend",
+        kind=DecisionKind.SUSPEND,
         decided_by=event.sender,
         channel=channel,
         ground=ground,
@@ -477,7 +487,9 @@ async def _suspend(call: CommandCall) -> None:
 @command(RoomKind.MODERATION, "appeals")
 async def _appeals(call: CommandCall) -> None:
     ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    rows = (await s.scalars(select(Appeal).where(Appeal.status == "open").order_by(Appeal.id))).all()
+    rows = (
+        await s.scalars(select(Appeal).where(Appeal.status == AppealStatus.OPEN).order_by(Appeal.id))
+    ).all()
     if not rows:
         reply(s, ctx, room.room_id, lang, "mod_no_appeals")
         return
@@ -502,7 +514,7 @@ async def _open_appeal(
     if number is None or len(cmd.args) < 2:
         raise Refused(usage)
     appeal = await s.get(Appeal, number)
-    if appeal is None or appeal.status != "open":
+    if appeal is None or appeal.status != AppealStatus.OPEN:
         raise Refused(Refusal("mod_not_open_appeal", {"appeal": number}))
     decision = await s.get(Decision, appeal.decision_id)
     if decision is None:
@@ -521,7 +533,7 @@ async def _appellant_language(ctx: Context, s: AsyncSession, appeal: Appeal) -> 
 async def _deny(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_deny"))
-    appeal.status = "upheld"
+    appeal.status = AppealStatus.UPHELD
     appeal.decided_by = event.sender
     appeal.decided_at = datetime.now(UTC)
     explanation = cmd.rest_after(1)
@@ -555,7 +567,7 @@ async def _grant(call: CommandCall) -> None:
     reversal = await record(
         ctx,
         s,
-        kind="reinstate",
+        kind=DecisionKind.REINSTATE,
         decided_by=event.sender,
         channel=channel,
         ground=Ground(decision.ground, decision.ground_reference or "—"),
@@ -563,8 +575,8 @@ async def _grant(call: CommandCall) -> None:
         target=decision.target,
         reverses=decision,
     )
-    decision.status = "reversed"
-    appeal.status = "reversed"
+    decision.status = DecisionStatus.REVERSED
+    appeal.status = AppealStatus.REVERSED
     appeal.decided_by = event.sender
     appeal.decided_at = datetime.now(UTC)
     await audit.append(
@@ -607,18 +619,18 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
     if channel is None:
         return
     if decision.kind == DecisionKind.REMOVE_COMMENT and target:
-        await kinds.comment().restore(ctx, s, target, decision.id)
-    elif decision.kind == "restrict":
+        await kinds.comment().restore(ctx, s, EventID(target), decision.id)
+    elif decision.kind == DecisionKind.RESTRICT:
         channel.restricted_until = None
-    elif decision.kind == "suspend":
+    elif decision.kind == DecisionKind.SUSPEND:
         unsuspend(ctx, s, channel)
-    elif decision.kind == "reject_post":
+    elif decision.kind == DecisionKind.REJECT_POST:
         held = await s.scalar(select(HeldPost).where(HeldPost.decision_id == decision.id))
         if held is not None:
-            held.status = "approved"
+            held.status = HeldPostStatus.APPROVED
             await publish(ctx, s, channel, held)
-    elif decision.kind == "take_down" and decision.target:
-        post = await queries.post_by_relayed(s, decision.target)
+    elif decision.kind == DecisionKind.TAKE_DOWN and decision.target:
+        post = await queries.post_by_relayed(s, EventID(decision.target))
         if post is None:
             return
         stored = await s.scalar(

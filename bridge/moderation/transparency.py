@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from bridge.store.db import create_engine, migrate, sessionmaker
-from bridge.store.models import Appeal, Decision, HeldPost, Notice
+from bridge.store.models import Appeal, AppealStatus, Decision, DecisionKind, HeldPost, Notice, NoticeStatus
 
 # The values models.py documents, listed even when none occurred, in this order.
 NOTICE_SOURCES = ("command", "homeserver", "flagger")
@@ -252,7 +252,7 @@ async def build_report(
         by_category=_breakdown(n.category for n in notices),
         trusted=trusted,
         trusted_share=_share(trusted, len(notices)),
-        open_now=sum(1 for n in notices if n.status == "open"),
+        open_now=sum(1 for n in notices if n.status == NoticeStatus.OPEN),
     )
 
     notice_based = [d for d in decisions if d.notice_id is not None]
@@ -278,7 +278,7 @@ async def build_report(
     )
 
     appeal_status = _breakdown((a.status for a in appeals), APPEAL_STATUSES)
-    decided = [a for a in appeals if a.status != "open"]
+    decided = [a for a in appeals if a.status != AppealStatus.OPEN]
     appeal_figures = AppealFigures(
         filed=len(appeals),
         decided=len(decided),
@@ -292,10 +292,10 @@ async def build_report(
         ),
     )
 
-    def of_kind(kind: str) -> list[Any]:
+    def of_kind(kind: DecisionKind) -> list[Any]:
         return [d for d in decisions if d.kind == kind]
 
-    suspensions, restrictions = of_kind("suspend"), of_kind("restrict")
+    suspensions, restrictions = of_kind(DecisionKind.SUSPEND), of_kind(DecisionKind.RESTRICT)
     channel_figures = ChannelFigures(
         suspensions=len(suspensions),
         channels_suspended=len({d.channel_id for d in suspensions if d.channel_id is not None}),
@@ -303,11 +303,11 @@ async def build_report(
         channels_restricted=len({d.channel_id for d in restrictions if d.channel_id is not None}),
     )
 
-    rejections = of_kind("reject_post")
+    rejections = of_kind(DecisionKind.REJECT_POST)
     held_figures = HeldPostFigures(
         held=len(held),
         by_status=_breakdown((h.status for h in held), HELD_POST_STATUSES),
-        approved=len(of_kind("approve_post")),
+        approved=len(of_kind(DecisionKind.APPROVE_POST)),
         rejected=len(rejections),
         rejected_automatically=sum(
             1 for d in rejections if d.decided_by.startswith(AUTOMATIC_DECIDER_PREFIX)

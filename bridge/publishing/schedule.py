@@ -32,7 +32,7 @@ from bridge.runtime.context import Context, reply
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
 from bridge.store.leases import Leases
-from bridge.store.models import Channel, Room, RoomKind, ScheduledPost
+from bridge.store.models import Channel, ChannelStatus, Room, RoomKind, ScheduledPost, ScheduledStatus
 from bridge.text.commands import Command, Refusal
 from bridge.text.i18n import t
 
@@ -242,7 +242,7 @@ async def _schedule(
     waiting = await session.scalar(
         select(func.count())
         .select_from(ScheduledPost)
-        .where(ScheduledPost.channel_id == channel.id, ScheduledPost.status == "pending")
+        .where(ScheduledPost.channel_id == channel.id, ScheduledPost.status == ScheduledStatus.PENDING)
     )
     if (waiting or 0) >= MAX_PENDING_PER_CHANNEL:
         limit = MAX_PENDING_PER_CHANNEL
@@ -277,7 +277,7 @@ async def _schedule(
             "content": content,
         },
         due_at=due,
-        status="pending",
+        status=ScheduledStatus.PENDING,
     )
     session.add(row)
     await session.flush()
@@ -299,7 +299,7 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 async def _list(ctx: Context, session: AsyncSession, room: Room, channel: Channel, lang: str) -> None:
-    pending = ScheduledPost.channel_id == channel.id, ScheduledPost.status == "pending"
+    pending = ScheduledPost.channel_id == channel.id, ScheduledPost.status == ScheduledStatus.PENDING
     rows = (
         await session.scalars(
             select(ScheduledPost)
@@ -355,9 +355,9 @@ async def _cancel(
         .where(
             ScheduledPost.id == number,
             ScheduledPost.channel_id == channel.id,
-            ScheduledPost.status == "pending",
+            ScheduledPost.status == ScheduledStatus.PENDING,
         )
-        .values(status="cancelled")
+        .values(status=ScheduledStatus.CANCELLED)
     )
     if cancelled.rowcount != 1:  # type: ignore[attr-defined]
         reply(session, ctx, room.room_id, lang, "unschedule_unknown", id=number, handle=channel.handle)
@@ -411,7 +411,7 @@ async def _publish_next(ctx: Context) -> int | None:
         async with ctx.sessions.begin() as session:
             query = (
                 select(ScheduledPost)
-                .where(ScheduledPost.status == "pending", ScheduledPost.due_at <= now)
+                .where(ScheduledPost.status == ScheduledStatus.PENDING, ScheduledPost.due_at <= now)
                 .order_by(ScheduledPost.due_at, ScheduledPost.id)
                 .limit(1)
             )
@@ -422,26 +422,26 @@ async def _publish_next(ctx: Context) -> int | None:
                 return None
             claim = await session.execute(
                 update(ScheduledPost)
-                .where(ScheduledPost.id == row.id, ScheduledPost.status == "pending")
-                .values(status="sent")
+                .where(ScheduledPost.id == row.id, ScheduledPost.status == ScheduledStatus.PENDING)
+                .values(status=ScheduledStatus.SENT)
                 .execution_options(synchronize_session=False)
             )
             if claim.rowcount != 1:  # type: ignore[attr-defined]
                 return 0  # another process published it first
             claimed = row.id
             channel = await session.get(Channel, row.channel_id)
-            if channel is None or channel.status != "active" or channel.broadcast_room_id is None:
+            if channel is None or channel.status != ChannelStatus.ACTIVE or channel.broadcast_room_id is None:
                 log.info(
                     "Scheduled post %d cancelled: its channel is %s",
                     row.id,
                     channel.status if channel else "gone",
                 )
-                await _set_status(session, row.id, "cancelled")
+                await _set_status(session, row.id, ScheduledStatus.CANCELLED)
                 return 0
             if channel.restricted_until is not None and aware(channel.restricted_until) > now:
                 # A `restrict` decision suspends posting: the post is not kept for later.
                 log.info("Scheduled post %d cancelled: #%s is restricted", row.id, channel.handle)
-                await _set_status(session, row.id, "cancelled")
+                await _set_status(session, row.id, ScheduledStatus.CANCELLED)
                 if channel.backstage_room_id is not None:
                     reply(
                         session,
@@ -486,9 +486,9 @@ async def _relay(ctx: Context, session: AsyncSession, channel: Channel, row: Sch
 async def _give_up(ctx: Context, post_id: int) -> None:
     async with ctx.sessions.begin() as session:
         row = await session.get(ScheduledPost, post_id)
-        if row is None or row.status != "pending":
+        if row is None or row.status != ScheduledStatus.PENDING:
             return
-        row.status = "cancelled"
+        row.status = ScheduledStatus.CANCELLED
         channel = await session.get(Channel, row.channel_id)
         if channel is not None and channel.backstage_room_id is not None:
             lang = ctx.config.default_language
@@ -503,7 +503,7 @@ async def _give_up(ctx: Context, post_id: int) -> None:
             )
 
 
-async def _set_status(session: AsyncSession, post_id: int, status: str) -> None:
+async def _set_status(session: AsyncSession, post_id: int, status: ScheduledStatus) -> None:
     await session.execute(
         update(ScheduledPost)
         .where(ScheduledPost.id == post_id)

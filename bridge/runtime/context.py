@@ -27,7 +27,7 @@ class Context:
     # The pre-publication hooks (bridge.moderation.hooks.Pipeline); None: nothing to check.
     pipeline: Any = None
 
-    def remember_room(self, room_id: str) -> None:
+    def remember_room(self, room_id: RoomID) -> None:
         if self.known_rooms is not None:
             self.known_rooms.add(room_id)
 
@@ -48,7 +48,7 @@ class Context:
     def alias_for(self, handle: str) -> str:
         return f"#{handle}:{self.config.domain}"
 
-    def note(self, room_id: str, text: str) -> dict[str, Any]:
+    def note(self, room_id: RoomID, text: str) -> dict[str, Any]:
         """An `on_success`/`on_failure` payload: the bot tells `room_id` the outcome."""
         return {"as_user": self.bot, "room_id": room_id, "body": text}
 
@@ -59,7 +59,7 @@ def enqueue(session: AsyncSession, entry: OutboxEntry) -> OutboxEntry:
 
 
 def reply(
-    session: AsyncSession, ctx: Context, room_id: RoomID | str, lang: str, key: str, **values: Any
+    session: AsyncSession, ctx: Context, room_id: RoomID, lang: str, key: str, **values: Any
 ) -> None:
     """Queue the bot's answer (an `m.notice`, so it never notifies) in the same transaction as the decision."""
     text = t(lang, key, domain=ctx.domain, **values)
@@ -67,8 +67,8 @@ def reply(
 
 
 def send_entry(
-    as_user: str,
-    room_id: str,
+    as_user: UserID,
+    room_id: RoomID,
     content: dict[str, Any],
     *,
     event_type: str = "m.room.message",
@@ -79,7 +79,7 @@ def send_entry(
     return new_entry(room_queue(room_id), OutboxKind.SEND, as_user, payload, ref_source)
 
 
-def state_entry(as_user: str, room_id: str, event_type: str, content: dict[str, Any]) -> OutboxEntry:
+def state_entry(as_user: UserID, room_id: RoomID, event_type: str, content: dict[str, Any]) -> OutboxEntry:
     """A state event for one of Kanal's own rooms (a channel's public room: bridge.broadcast.seam)."""
     payload = {"room_id": room_id, "event_type": event_type, "content": content}
     return new_entry(room_queue(room_id), OutboxKind.STATE, as_user, payload)

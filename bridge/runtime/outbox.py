@@ -98,7 +98,7 @@ def txn_id_for(entry_id: int, suffix: str = "") -> str:
 
 
 def new_entry(
-    queue: str, kind: str, as_user: str, payload: dict[str, Any], ref_source: str | None = None
+    queue: str, kind: OutboxKind, as_user: str, payload: dict[str, Any], ref_source: str | None = None
 ) -> OutboxEntry:
     return OutboxEntry(queue=queue, kind=kind, as_user=as_user, payload=payload, ref_source=ref_source)
 
@@ -343,7 +343,7 @@ class OutboxWorker:
             session.add(
                 new_entry(
                     room_queue(note["room_id"]),
-                    "send",
+                    OutboxKind.SEND,
                     note["as_user"],
                     {
                         "room_id": note["room_id"],

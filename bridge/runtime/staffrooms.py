@@ -10,13 +10,13 @@ from sqlalchemy import select
 from appservice.errors import MatrixRequestError
 from appservice.ids import RoomID
 from bridge.runtime.context import Context, enqueue, send_entry
-from bridge.runtime.outbox import OutboxStatus, SkipEntry, new_entry
-from bridge.store.models import OutboxEntry, Room
+from bridge.runtime.outbox import OutboxKind, OutboxStatus, SkipEntry, new_entry
+from bridge.store.models import OutboxEntry, Room, RoomKind
 
 log = logging.getLogger(__name__)
 
 
-async def schedule_staff_room(ctx: Context, queue: str, kind: str) -> None:
+async def schedule_staff_room(ctx: Context, queue: str, kind: OutboxKind) -> None:
     """Queue a staff room's sync (outbox `kind` on `queue`) unless one is already waiting."""
     async with ctx.sessions.begin() as session:
         waiting = await session.scalar(
@@ -29,14 +29,14 @@ async def schedule_staff_room(ctx: Context, queue: str, kind: str) -> None:
 
 
 async def sync_staff_room(
-    ctx: Context, *, kind: str, name: str, topic: str, members: list[str], welcome: str
-) -> str | None:
+    ctx: Context, *, kind: RoomKind, name: str, topic: str, members: list[str], welcome: str
+) -> RoomID | None:
     """A private room of `kind` for `members`: created once, then membership kept in line with the list."""
     if not members:
         raise SkipEntry(f"nobody is configured for the {kind} room")
     bot = ctx.bot_intent()
     async with ctx.sessions() as session:
-        room_id: str | None = await session.scalar(select(Room.room_id).where(Room.kind == kind))
+        room_id: RoomID | None = await session.scalar(select(Room.room_id).where(Room.kind == kind))
     if room_id is None:
         created = await bot.create_room(
             {
@@ -54,16 +54,16 @@ async def sync_staff_room(
         ctx.remember_room(created)
         log.info("Created the %s room %s for %d member(s)", kind, created, len(members))
         return created
-    joined = await bot.joined_members(RoomID(room_id))
+    joined = await bot.joined_members(room_id)
     for member in members:
         if member not in joined:
             try:
-                await bot.invite(RoomID(room_id), member)
+                await bot.invite(room_id, member)
             except MatrixRequestError as exc:
                 if exc.retryable:
                     raise
                 # Already invited, or not a user the homeserver knows: nothing to do now.
     for member in joined:
         if member != ctx.bot and member not in members:
-            await bot.kick(RoomID(room_id), member, f"No longer a member of the {name}")
+            await bot.kick(room_id, member, f"No longer a member of the {name}")
     return room_id

@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from appservice.ids import EventID, RoomID, UserID
+
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -39,13 +41,14 @@ class RoomKind(StrEnum):
 
 
 class ChannelStatus(StrEnum):
-    """`channels.status`: creating → active (⇄ suspended) → deleting → deleted."""
+    """`channels.status`: creating → active (⇄ suspended) → deleting → deleted (or creating → failed)."""
 
     CREATING = "creating"
     ACTIVE = "active"
     SUSPENDED = "suspended"
     DELETING = "deleting"
     DELETED = "deleted"
+    FAILED = "failed"  # its rooms could not be made; the handle is freed
 
 
 class DecisionKind(StrEnum):
@@ -60,6 +63,81 @@ class DecisionKind(StrEnum):
     REINSTATE = "reinstate"
     NO_ACTION = "no_action"
     REJECT_REQUEST = "reject_request"
+    BAN_USER = "ban_user"  # a followed moderation policy list's user ban
+    BAN_SERVER = "ban_server"  # a followed moderation policy list's server ban
+
+
+class DecisionStatus(StrEnum):
+    """`decisions.status`."""
+
+    IN_FORCE = "in_force"
+    REVERSED = "reversed"
+    EXPIRED = "expired"
+
+
+class InboundStatus(StrEnum):
+    """`inbound_events.status`."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class RequestStatus(StrEnum):
+    """`channel_requests.status`."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+
+
+class HeldPostStatus(StrEnum):
+    """`held_posts.status`."""
+
+    HELD = "held"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class NoticeStatus(StrEnum):
+    """`notices.status`."""
+
+    OPEN = "open"
+    DECIDED = "decided"
+
+
+class AppealStatus(StrEnum):
+    """`appeals.status`."""
+
+    OPEN = "open"
+    UPHELD = "upheld"
+    REVERSED = "reversed"
+
+
+class ScheduledStatus(StrEnum):
+    """`scheduled_posts.status`."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class JoinRequestStatus(StrEnum):
+    """`join_requests.status`."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    WITHDRAWN = "withdrawn"
+
+
+class CommentStatus(StrEnum):
+    """`moderated_comments.status`."""
+
+    FLAGGED = "flagged"  # reported, left up
+    REMOVED = "removed"
+    RESTORED = "restored"  # put back after an appeal
 
 
 class Base(DeclarativeBase):
@@ -76,10 +154,10 @@ class Channel(Base):
     title: Mapped[str] = mapped_column(Text)
     about: Mapped[str] = mapped_column(Text, default="")
     owner: Mapped[str] = mapped_column(String(255))
-    ghost_user_id: Mapped[str] = mapped_column(String(255))
-    broadcast_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    backstage_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    # creating → active → deleting → deleted
+    ghost_user_id: Mapped[UserID] = mapped_column(String(255))
+    broadcast_room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)
+    backstage_room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)
+    # ChannelStatus: creating → active → deleting → deleted
     status: Mapped[str] = mapped_column(String(16), default="creating")
     signatures: Mapped[bool] = mapped_column(Boolean, default=False)
     reactions: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -101,7 +179,7 @@ class Channel(Base):
     # Comments (`!comments on|off`): whether new posts get a thread in the discussion room, and that
     # room (kept, with its history, when comments are turned off).
     comments: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    comments_room_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    comments_room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)
     # Statistics (issue 6): `!views-in-posts on` keeps a compact view count in relayed posts.
     views_in_posts: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Private channel (issue 6): knock/invite only, not in the room directory nor on the web pages.
@@ -123,10 +201,10 @@ class Room(Base):
 
     __tablename__ = "rooms"
 
-    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[RoomID] = mapped_column(String(255), primary_key=True)
     kind: Mapped[str] = mapped_column(
         String(16)
-    )  # management | backstage | broadcast | operator | moderation
+    )  # RoomKind: management | backstage | broadcast | discussion | operator | moderation | policy
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
     user_id: Mapped[str | None] = mapped_column(String(255))  # the management room's user
     language: Mapped[str | None] = mapped_column(String(8))
@@ -141,9 +219,9 @@ class InboundEvent(Base):
 
     seq: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(255), unique=True)
-    room_id: Mapped[str] = mapped_column(String(255))
+    room_id: Mapped[RoomID] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # InboundStatus
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -160,12 +238,13 @@ class OutboxEntry(Base):
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     # Entries with the same queue key are sent strictly in id order (a room, or a channel's setup).
     queue: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # bridge.runtime.outbox.OutboxKind
     as_user: Mapped[str] = mapped_column(String(255))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     # A backstage event whose relayed copy this entry needs (edit, redaction, reply, pin).
     ref_source: Mapped[str | None] = mapped_column(String(255), default=None)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
+    # bridge.runtime.outbox.OutboxStatus: pending | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
@@ -232,7 +311,7 @@ class Confirmation(Base):
 
     __tablename__ = "confirmations"
 
-    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[RoomID] = mapped_column(String(255), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     action: Mapped[str] = mapped_column(String(32))
     argument: Mapped[str] = mapped_column(String(255))
@@ -279,10 +358,10 @@ class ChannelRequest(Base):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(255), index=True)
-    room_id: Mapped[str] = mapped_column(String(255))  # the requester's management room
+    room_id: Mapped[RoomID] = mapped_column(String(255))  # the requester's management room
     handle: Mapped[str] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approved|rejected|withdrawn
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # RequestStatus
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # create --private
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -345,7 +424,7 @@ class HeldPost(Base):
     author: Mapped[str] = mapped_column(String(255))
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the backstage event, to publish on approval
     verdicts: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{hook, action, category, reason}]
-    status: Mapped[str] = mapped_column(String(16), default="held")  # held | approved | rejected
+    status: Mapped[str] = mapped_column(String(16), default="held")  # HeldPostStatus
     decision_id: Mapped[int | None] = mapped_column(BigID, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -359,14 +438,14 @@ class Notice(Base):
     source: Mapped[str] = mapped_column(String(16))  # command | homeserver | flagger
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
-    room_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    event_id: Mapped[str | None] = mapped_column(String(255), default=None)  # the reported (relayed) post
+    room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)
+    event_id: Mapped[EventID | None] = mapped_column(String(255), default=None)  # the reported (relayed) post
     category: Mapped[str] = mapped_column(String(64), default="other")
     explanation: Mapped[str] = mapped_column(Text, default="")
     notifier: Mapped[str | None] = mapped_column(String(255), default=None)  # None: anonymous
-    notifier_room: Mapped[str | None] = mapped_column(String(255), default=None)  # where to answer
+    notifier_room: Mapped[RoomID | None] = mapped_column(String(255), default=None)  # where to answer
     trusted: Mapped[bool] = mapped_column(Boolean, default=False)  # a trusted flagger's: reviewed first
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | decided
+    status: Mapped[str] = mapped_column(String(16), default="open")  # NoticeStatus: open | decided
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
@@ -377,8 +456,8 @@ class Decision(Base):
     __tablename__ = "decisions"
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
-    # take_down | restrict | suspend | no_action | reject_post | approve_post | ban_user | ban_server
-    # | reinstate (a reversal)
+    # DecisionKind: take_down | restrict | suspend | no_action | reject_post | approve_post | ban_user
+    # | ban_server | remove_comment | reject_request | reinstate (a reversal)
     kind: Mapped[str] = mapped_column(String(32))
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
     target: Mapped[str | None] = mapped_column(String(255), default=None)  # event id, user id or server
@@ -391,7 +470,7 @@ class Decision(Base):
     category: Mapped[str] = mapped_column(String(64), default="other")
     until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     decided_by: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="in_force")  # in_force | reversed | expired
+    status: Mapped[str] = mapped_column(String(16), default="in_force")  # DecisionStatus
     reverses_id: Mapped[int | None] = mapped_column(BigID, default=None)
     statement: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -405,9 +484,9 @@ class Appeal(Base):
     id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
     decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id", ondelete="CASCADE"), index=True)
     appellant: Mapped[str] = mapped_column(String(255))
-    appellant_room: Mapped[str | None] = mapped_column(String(255), default=None)
+    appellant_room: Mapped[RoomID | None] = mapped_column(String(255), default=None)
     text: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open | upheld | reversed
+    status: Mapped[str] = mapped_column(String(16), default="open")  # AppealStatus
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -459,7 +538,7 @@ class PolicyRule(Base):
 
     __tablename__ = "policy_rules"
 
-    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[RoomID] = mapped_column(String(255), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     state_key: Mapped[str] = mapped_column(String(255), primary_key=True)
     entity: Mapped[str] = mapped_column(String(255))
@@ -492,7 +571,7 @@ class ScheduledPost(Base):
     author: Mapped[str] = mapped_column(String(255))
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # a backstage-shaped event with the content to post
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # ScheduledStatus
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -543,7 +622,7 @@ class JoinRequest(Base):
         ForeignKey("invite_links.id", ondelete="SET NULL"), default=None
     )
     reason: Mapped[str] = mapped_column(Text, default="")  # the knock's reason, token removed
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|approved|declined|withdrawn
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # JoinRequestStatus
     decided_by: Mapped[str | None] = mapped_column(String(255), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -583,8 +662,8 @@ class CommentThread(Base):
 
     post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"), primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
-    room_id: Mapped[str | None] = mapped_column(String(255), default=None)  # set with the root
-    root_event_id: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
+    room_id: Mapped[RoomID | None] = mapped_column(String(255), default=None)  # set with the root
+    root_event_id: Mapped[EventID | None] = mapped_column(String(255), default=None, index=True)
     link_queued: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -594,11 +673,11 @@ class ModeratedComment(Base):
 
     __tablename__ = "moderated_comments"
 
-    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_id: Mapped[EventID] = mapped_column(String(255), primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
-    room_id: Mapped[str] = mapped_column(String(255))
+    room_id: Mapped[RoomID] = mapped_column(String(255))
     author: Mapped[str] = mapped_column(String(255), index=True)
-    status: Mapped[str] = mapped_column(String(16))  # flagged | removed | restored
+    status: Mapped[str] = mapped_column(String(16))  # CommentStatus
     decision_id: Mapped[int | None] = mapped_column(BigID, default=None, index=True)
     event: Mapped[dict[str, Any]] = mapped_column(JSON)  # the comment, to restore it on appeal
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from appservice.ids import EventID, RoomID
 from bridge.store.models import Channel, Post, Room, RoomKind
 
 
@@ -45,7 +46,7 @@ async def post_by_source(
     return post
 
 
-async def post_by_relayed(session: AsyncSession, event_id: str) -> Post | None:
+async def post_by_relayed(session: AsyncSession, event_id: EventID) -> Post | None:
     """The post whose published copy in a channel room is `event_id`."""
     post: Post | None = await session.scalar(select(Post).where(Post.relayed_event_id == event_id))
     return post
@@ -64,9 +65,9 @@ async def published_sources(session: AsyncSession, channel_id: int, source_event
     return set(rows.all())
 
 
-async def management_room_of(session: AsyncSession, user_id: str) -> str | None:
+async def management_room_of(session: AsyncSession, user_id: str) -> RoomID | None:
     """A person's direct chat with the bot (the oldest, when there are several)."""
-    room_id: str | None = await session.scalar(
+    room_id: RoomID | None = await session.scalar(
         select(Room.room_id)
         .where(Room.kind == RoomKind.MANAGEMENT, Room.user_id == user_id)
         .order_by(Room.room_id)
@@ -75,7 +76,7 @@ async def management_room_of(session: AsyncSession, user_id: str) -> str | None:
     return room_id
 
 
-async def room_of_kind(session: AsyncSession, kind: RoomKind) -> str | None:
+async def room_of_kind(session: AsyncSession, kind: RoomKind) -> RoomID | None:
     """The room of a kind Kanal keeps one of (the operators' room, the moderation room)."""
-    room_id: str | None = await session.scalar(select(Room.room_id).where(Room.kind == kind).limit(1))
+    room_id: RoomID | None = await session.scalar(select(Room.room_id).where(Room.kind == kind).limit(1))
     return room_id

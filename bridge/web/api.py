@@ -55,7 +55,18 @@ from bridge.publishing.posts import API_SOURCE_PREFIX
 from bridge.runtime.context import Context, reply
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import aware
-from bridge.store.models import ApiIdempotency, ApiToken, Channel, Decision, HeldPost, Post, Room
+from bridge.store.models import (
+    ApiIdempotency,
+    ApiToken,
+    Channel,
+    ChannelStatus,
+    Decision,
+    DecisionKind,
+    DecisionStatus,
+    HeldPost,
+    Post,
+    Room,
+)
 from bridge.text.i18n import t
 from bridge.web.tokens import authenticate, bearer_token
 
@@ -282,11 +293,12 @@ async def _caller(request: web.Request, *, write: bool) -> tuple[ApiToken, Chann
             headers={"Retry-After": str(seconds)},
             retry_after=seconds,
         )
-    if channel is None or channel.handle is None or channel.status in ("deleting", "deleted"):
+    gone = (ChannelStatus.DELETING, ChannelStatus.DELETED)
+    if channel is None or channel.handle is None or channel.status in gone:
         raise ApiError(404, "channel_not_found", "The token's channel no longer exists.")
     if request.match_info["handle"].lower() != channel.handle.lower():
         raise ApiError(403, "wrong_channel", f"This token publishes to #{channel.handle} only.")
-    if write and (channel.status != "active" or channel.broadcast_room_id is None):
+    if write and (channel.status != ChannelStatus.ACTIVE or channel.broadcast_room_id is None):
         raise ApiError(
             423,
             "channel_unavailable",
@@ -301,7 +313,11 @@ async def _refuse_if_restricted(session: AsyncSession, channel: Channel) -> None
         return
     decision = await session.scalar(
         select(Decision.id)
-        .where(Decision.channel_id == channel.id, Decision.kind == "restrict", Decision.status == "in_force")
+        .where(
+            Decision.channel_id == channel.id,
+            Decision.kind == DecisionKind.RESTRICT,
+            Decision.status == DecisionStatus.IN_FORCE,
+        )
         .order_by(Decision.id.desc())
     )
     shown = aware(until).strftime("%Y-%m-%d %H:%M UTC")
@@ -706,7 +722,7 @@ async def _hold_or_reject(
     decision = await record(
         ctx,
         session,
-        kind="reject_post",
+        kind=DecisionKind.REJECT_POST,
         decided_by=f"hook:{deciding.hook}",
         channel=channel,
         ground=Ground("terms", f"publication rules ({deciding.hook})"),

@@ -24,13 +24,13 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from appservice.ids import is_user_id, server_of
+from appservice.ids import UserID, is_user_id, server_of
 from bridge.channels.hosting import server_acl_content, server_allowed
 from bridge.channels.invites import MAX_USER_ID_LENGTH, Rate, RateLimiter, is_link_token, link_state
 from bridge.channels.private import admit, find_link, now
 from bridge.runtime.context import Context
 from bridge.store.hashing import hash_token
-from bridge.store.models import Channel, InviteLink
+from bridge.store.models import Channel, ChannelStatus, InviteLink
 from bridge.text.i18n import t
 from bridge.web.render import TEMPLATES
 
@@ -168,7 +168,7 @@ class JoinPages:
         if (
             link is None
             or channel is None
-            or channel.status != "active"
+            or channel.status != ChannelStatus.ACTIVE
             or channel.handle is None
             or channel.broadcast_room_id is None
         ):
@@ -223,9 +223,11 @@ class JoinPages:
         async with self.ctx.sessions.begin() as session:
             link_now = await find_link(session, token)
             channel_now = await session.get(Channel, channel.id)
-            if link_now is None or channel_now is None or channel_now.status != "active":
+            if link_now is None or channel_now is None or channel_now.status != ChannelStatus.ACTIVE:
                 return self._unusable(lang, "unknown")
-            admission = await admit(self.ctx, session, channel_now, user, link=link_now, source="link")
+            admission = await admit(
+                self.ctx, session, channel_now, UserID(user), link=link_now, source="link"
+            )
         self.ctx.outbox.wake()
         outcome = admission.outcome
         if outcome.startswith("link_"):

@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import Text, bindparam, cast, select
 
-from bridge.store.models import Channel, Post
+from bridge.store.models import Channel, ChannelStatus, Post
 from bridge.web.cache import Reader
 from bridge.web.render import media_refs
 
@@ -96,7 +96,7 @@ _CANDIDATE_POSTS: Final = (
     select(Post.event_type, Post.content)
     .join(Channel, Channel.id == Post.channel_id)
     .where(
-        Channel.status == "active",
+        Channel.status == ChannelStatus.ACTIVE,
         Channel.private.is_(False),
         Channel.handle.is_not(None),
         Channel.broadcast_room_id.is_not(None),

@@ -44,7 +44,7 @@ from bridge.channels.management import subscriber_count
 from bridge.matrix.polls import PollTally, parse_poll, tally_poll
 from bridge.matrix.relations import related_events
 from bridge.runtime.context import Context
-from bridge.store.models import Channel, HandleHold, Post
+from bridge.store.models import Channel, ChannelStatus, HandleHold, Post
 from bridge.text.names import title_key
 from bridge.web.cache import MAX_CACHED_PAGES, FreshReads, Page, PageCache, Reader, RefreshingCache
 from bridge.web.feeds import ATOM_TYPE, JSON_FEED_TYPE, atom, json_feed
@@ -189,7 +189,7 @@ PUBLIC_CHANNELS: Final = (
         Channel.created_at,
     )
     .where(
-        Channel.status == "active",
+        Channel.status == ChannelStatus.ACTIVE,
         Channel.private.is_(False),
         Channel.handle.is_not(None),
         Channel.broadcast_room_id.is_not(None),
@@ -225,7 +225,7 @@ RENAMED: Final = (
 )
 ACTIVE_ROOMS: Final = select(Channel.id).where(
     Channel.broadcast_room_id.in_(bindparam("rooms", expanding=True)),
-    Channel.status == "active",
+    Channel.status == ChannelStatus.ACTIVE,
     Channel.private.is_(False),
 )
 
@@ -288,7 +288,7 @@ class Pages:
         row = rows[0] if rows else None
         if (
             row is None
-            or row.status != "active"
+            or row.status != ChannelStatus.ACTIVE
             or row.private
             or row.broadcast_room_id is None
             or row.handle is None
