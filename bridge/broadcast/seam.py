@@ -36,7 +36,6 @@ from bridge.runtime.outbox import OutboxKind, OutboxWorker, SkipEntry, new_entry
 from bridge.store import queries
 from bridge.store.models import Channel, CommentThread, OutboxEntry, Post
 
-POST_EDIT: Final = OutboxKind.POST_EDIT
 MAX_REASON: Final = 500
 
 PostListener = Callable[[AsyncSession, Channel, Post], Awaitable[None]]
@@ -125,12 +124,11 @@ async def publish(
     event_type: str = "m.room.message",
     ref_source: str | None = None,
     via: str = "backstage",
-    shown: dict[str, Any] | None = None,
 ) -> Post:
     """Send a new post as the channel's ghost and record it (`source`: the event or id it comes from).
 
     `content` goes out as it is (Kanal's source marker and relations included); the Post keeps what
-    readers see, `shown` or `content` without relations and markers.
+    readers see: `content` without relations and markers.
     """
     # `post_source`: the outbox records the published event's id on the Post once it is sent.
     payload = {"event_type": event_type, "content": content, "post_source": source}
@@ -142,7 +140,7 @@ async def publish(
         author=author,
         outbox_id=entry.id,
         event_type=event_type,
-        content=shown_content(shown if shown is not None else content),
+        content=shown_content(content),
         via=via,
         created_at=datetime.now(UTC),
     )
@@ -218,7 +216,7 @@ def _send_entry(
 
 def _post_edit_entry(channel: Channel, post: Post) -> OutboxEntry:
     return new_entry(
-        room_queue(_room(channel)), POST_EDIT, channel.ghost_user_id, {"post_id": post.id}
+        room_queue(_room(channel)), OutboxKind.POST_EDIT, channel.ghost_user_id, {"post_id": post.id}
     )
 
 
@@ -431,7 +429,7 @@ def register(ctx: Context) -> None:
         return await _exec_post_edit(ctx, entry, worker)
 
     executors = ctx.outbox.executors
-    executors[POST_EDIT] = run
+    executors[OutboxKind.POST_EDIT] = run
     executors[OutboxKind.COMMENTS_LINK] = run
     executors[OutboxKind.ALIAS_SET] = _exec_alias
     executors[OutboxKind.ALIAS_DELETE] = _exec_alias
