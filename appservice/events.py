@@ -63,7 +63,7 @@ class Event:
         return EventID(value) if isinstance(value, str) else None
 
 
-def _storable(value: str) -> bool:
+def storable(value: str) -> bool:
     """No NUL and no lone surrogate: what UTF-8 text columns (SQLite, PostgreSQL) can hold."""
     if "\x00" in value:
         return False
@@ -80,7 +80,7 @@ def _identifier(raw: dict[str, Any], key: str, sigil: str) -> str:
         not isinstance(value, str)
         or not value.startswith(sigil)
         or len(value) > MAX_ID_LENGTH
-        or not _storable(value)
+        or not storable(value)
     ):
         raise EventParseError(
             f"'{key}' must be a string starting with {sigil!r}, at most {MAX_ID_LENGTH} characters, "
@@ -106,7 +106,7 @@ def parse_event(raw: Any) -> Event:
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise EventParseError("'origin_server_ts' must be an integer")
     redacts = raw.get("redacts")
-    if redacts is not None and (not isinstance(redacts, str) or not _storable(redacts)):
+    if redacts is not None and (not isinstance(redacts, str) or not storable(redacts)):
         raise EventParseError("'redacts' must be a string without NUL or unpaired surrogates")
     unsigned = raw.get("unsigned")
     return Event(

@@ -69,11 +69,12 @@ def post_info(channel: Channel, event: Event, via: str = "backstage") -> PostInf
     )
 
 
-async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: Channel, lang: str) -> bool:
-    """True (and the backstage told why) while a `restrict` decision suspends posting."""
+async def restriction(session: AsyncSession, channel: Channel) -> tuple[datetime, int | None] | None:
+    """While a `restrict` decision suspends posting: until when, and that decision's id (the latest in
+    force, None if there is none); None when posting is not suspended. Backstage and the API both ask."""
     until = channel.restricted_until
     if until is None or aware(until) <= datetime.now(UTC):
-        return False
+        return None
     decision = await session.scalar(
         select(Decision.id)
         .where(
@@ -83,6 +84,15 @@ async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: C
         )
         .order_by(Decision.id.desc())
     )
+    return aware(until), decision
+
+
+async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: Channel, lang: str) -> bool:
+    """True (and the backstage told why) while a `restrict` decision suspends posting."""
+    suspended = await restriction(session, channel)
+    if suspended is None:
+        return False
+    until, decision = suspended
     reply(
         session,
         ctx,
@@ -90,7 +100,7 @@ async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: C
         lang,
         "posting_restricted",
         handle=channel.handle,
-        until=aware(until).strftime("%Y-%m-%d %H:%M UTC"),
+        until=until.strftime("%Y-%m-%d %H:%M UTC"),
         decision=decision or "?",
     )
     return True
@@ -150,19 +160,48 @@ async def screen(
     )
     if deciding.action == "hold":
         reply(session, ctx, room.room_id, lang, "post_held", handle=channel.handle, id=held.id)
-        text = t(
-            ctx.config.default_language,
-            "mod_held_post",
-            held=held.id,
-            handle=channel.handle,
-            author=event.sender,
-            hook=deciding.hook,
-            category=deciding.category,
-            reason=deciding.reason,
-            preview=_preview(event),
-        )
-        await tell_moderators(ctx, session, text)
+        await tell_moderators_held(ctx, session, channel, held, deciding, _preview(event))
         return False
+    await reject_held(ctx, session, channel, held, deciding, recipient=event.sender)
+    return False
+
+
+async def tell_moderators_held(
+    ctx: Context,
+    session: AsyncSession,
+    channel: Channel,
+    held: HeldPost,
+    deciding: Verdict,
+    preview: str,
+    token: str | None = None,
+) -> None:
+    """Tell the moderation room a post was held: the hook's verdict, the post's first 300 characters and
+    who wrote it (its author in backstage, or the API `token` it came through)."""
+    text = t(
+        ctx.config.default_language,
+        "mod_held_post" if token is None else "mod_held_api_post",
+        held=held.id,
+        handle=channel.handle,
+        author=held.author,
+        token=token,
+        hook=deciding.hook,
+        category=deciding.category,
+        reason=deciding.reason,
+        preview=preview if len(preview) <= 300 else preview[:300] + "…",
+    )
+    await tell_moderators(ctx, session, text)
+
+
+async def reject_held(
+    ctx: Context,
+    session: AsyncSession,
+    channel: Channel,
+    held: HeldPost,
+    deciding: Verdict,
+    recipient: str | None = None,
+) -> Decision:
+    """A rejected post's automated decision, its statement delivered (in `recipient`'s language, default
+    the owner's), linked to the post's HeldPost row."""
     decision = await record(
         ctx,
         session,
@@ -172,12 +211,12 @@ async def screen(
         ground=Ground("terms", f"publication rules ({deciding.hook})"),
         explanation=deciding.reason,
         category=deciding.category,
-        target=event.event_id,
+        target=held.source_event_id,
         automated=True,
-        recipient=event.sender,
+        recipient=recipient,
     )
     held.decision_id = decision.id
-    return False
+    return decision
 
 
 async def tell_moderators(ctx: Context, session: AsyncSession, text: str) -> None:
@@ -193,8 +232,7 @@ async def tell_moderators(ctx: Context, session: AsyncSession, text: str) -> Non
 
 def _preview(event: Event) -> str:
     body = event.content.get("body")
-    text = body if isinstance(body, str) else event.type
-    return text if len(text) <= 300 else text[:300] + "…"
+    return body if isinstance(body, str) else event.type
 
 
 def _event_dict(event: Event) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from appservice.ids import UserID, is_user_id, server_of
 from bridge.channels.hosting import server_acl_content, server_allowed
@@ -32,7 +31,7 @@ from bridge.runtime.context import Context
 from bridge.store.hashing import hash_token
 from bridge.store.models import Channel, ChannelStatus, InviteLink
 from bridge.text.i18n import t
-from bridge.web.render import TEMPLATES
+from bridge.web.render import template_environment
 
 FORM_LIFETIME_S: Final = 3600
 MAX_FORM_BYTES: Final = 4096
@@ -68,15 +67,7 @@ class JoinPages:
 
     def __init__(self, ctx: Context, *, clock: Any = time.time) -> None:
         self.ctx = ctx
-        env = Environment(
-            loader=FileSystemLoader(TEMPLATES),
-            autoescape=True,
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
-        self._template = env.get_template("join.html")
+        self._template = template_environment().get_template("join.html")
         self._key = hashlib.sha256(b"kanal join form\0" + ctx.config.as_token.encode()).digest()
         self._clock = clock
         self.posts_by_address = RateLimiter(POSTS_PER_ADDRESS)

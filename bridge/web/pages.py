@@ -294,35 +294,14 @@ class Pages:
             or row.handle is None
         ):
             return None  # private channels are as unknown here as deleted ones
-        info = ChannelInfo(
-            id=row.id,
-            handle=row.handle,
-            title=row.title,
-            about=row.about or "",
-            verified=bool(row.verified),
-            room_id=row.broadcast_room_id,
-            created_at=row.created_at,
-            domain=self.ctx.config.domain,
-        )
+        info = _channel_info(row, self.ctx.config.domain)
         return ChannelState(info, (row.broadcast_room_id, row.ghost_user_id), tuple(row))
 
     async def _load_directory(self, _key: str) -> DirectoryState:
         rows = await self.reader.rows(PUBLIC_CHANNELS)
         domain = self.ctx.config.domain
         return DirectoryState(
-            channels=tuple(
-                ChannelInfo(
-                    r.id,
-                    r.handle,
-                    r.title,
-                    r.about or "",
-                    bool(r.verified),
-                    r.broadcast_room_id,
-                    r.created_at,
-                    domain,
-                )
-                for r in rows
-            ),
+            channels=tuple(_channel_info(r, domain) for r in rows),
             rooms=tuple((r.broadcast_room_id, r.ghost_user_id) for r in rows),
             keys=tuple(r.title_key or title_key(r.title) for r in rows),
             version=hashlib.blake2b(repr([tuple(r) for r in rows]).encode(), digest_size=16).digest(),
@@ -587,6 +566,20 @@ class Pages:
             del headers["Content-Type"]
             return web.Response(status=304, headers=headers)
         return web.Response(body=self.renderer.stylesheet, headers=headers)
+
+
+def _channel_info(row: Row[Any], domain: str) -> ChannelInfo:
+    """A channel as pages show it, from a row of CHANNEL_STATE or PUBLIC_CHANNELS."""
+    return ChannelInfo(
+        id=row.id,
+        handle=row.handle,
+        title=row.title,
+        about=row.about or "",
+        verified=bool(row.verified),
+        room_id=row.broadcast_room_id,
+        created_at=row.created_at,
+        domain=domain,
+    )
 
 
 def _record(row: Row[Any]) -> PostRecord:

@@ -323,6 +323,18 @@ def _inline_images(html: str) -> set[str]:
     return found
 
 
+def template_environment() -> Environment:
+    """A Jinja environment over TEMPLATES, as every page and form of the web face renders."""
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
 class Renderer:
     """Jinja templates and sanitisers, built once; turns views into page bytes."""
 
@@ -330,14 +342,7 @@ class Renderer:
         self.public_url = public_url.rstrip("/")
         self.domain = domain
         self.default_language = default_language if default_language in STRINGS else "en"
-        self._env = Environment(
-            loader=FileSystemLoader(TEMPLATES),
-            autoescape=True,
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
+        self._env = template_environment()
         self._env.globals["number"] = number
         self._env.globals["human_time"] = human_time
         self._env.globals["iso"] = iso

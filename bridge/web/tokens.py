@@ -143,13 +143,7 @@ async def _create(
         )
     )
     await session.flush()
-    await audit.append(
-        session,
-        "api_token",
-        {"channel": channel.handle, "token": name, "action": "create"},
-        {"by": event.sender},
-        config=ctx.config,
-    )
+    await _audit(ctx, session, channel, name, "create", event.sender)
     base = ctx.config.web_public_url
     text = t(
         lang,
@@ -171,14 +165,21 @@ async def _revoke(
         reply(session, ctx, room.room_id, lang, "api_token_not_found", name=name[:64])
         return
     token.revoked = True
+    await _audit(ctx, session, channel, name, "revoke", event.sender)
+    reply(session, ctx, room.room_id, lang, "api_token_revoked", name=name)
+
+
+async def _audit(
+    ctx: Context, session: AsyncSession, channel: Channel, name: str, action: str, by: str
+) -> None:
+    """A token made or revoked, in the audit log (the name, never the token)."""
     await audit.append(
         session,
         "api_token",
-        {"channel": channel.handle, "token": name, "action": "revoke"},
-        {"by": event.sender},
+        {"channel": channel.handle, "token": name, "action": action},
+        {"by": by},
         config=ctx.config,
     )
-    reply(session, ctx, room.room_id, lang, "api_token_revoked", name=name)
 
 
 async def _listing(ctx: Context, session: AsyncSession, room: Room, channel: Channel, lang: str) -> None:
