@@ -77,6 +77,9 @@ class JoinPages:
             lstrip_blocks=True,
             auto_reload=False,
         )
+        # What join.html extends is read now too, not from disk in the event loop on the first request.
+        for name in env.list_templates(extensions=["html"]):
+            env.get_template(name)
         self._template = env.get_template("join.html")
         self._key = hashlib.sha256(b"kanal join form\0" + ctx.config.as_token.encode()).digest()
         self._clock = clock

@@ -480,6 +480,10 @@ class Renderer:
         self._env.globals["number"] = number
         self._env.globals["human_time"] = human_time
         self._env.globals["iso"] = iso
+        # Every template is read now, into the environment's cache: the ones pages extend or import
+        # (base.html, _macros.html) would otherwise be read from disk, in the event loop, on first use.
+        for name in self._env.list_templates(extensions=["html"]):
+            self._env.get_template(name)
         names = ("directory.html", "channel.html", "post.html", "embed.html", "error.html")
         self._templates: dict[str, Template] = {name: self._env.get_template(name) for name in names}
         self.stylesheet = STYLESHEET.read_bytes()

@@ -17,7 +17,7 @@ from appservice.ids import EventID, RoomID, UserID
 from bridge.commands import parse_command
 from bridge.context import Context
 from bridge.i18n import catalogue, t
-from bridge.registry import aware
+from bridge.outbox import aware
 from bridge.schedule import (
     MAX_LISTED,
     MAX_PENDING_PER_CHANNEL,
