@@ -170,11 +170,14 @@ class Service:
         key_path = self.config.compliance.audit_key
         if key_path is not None:
             try:
-                load_or_create_key(key_path)  # a broken key must stop the start, not a later decision
+                # A broken key must stop the start, not a later decision. Off the loop: it reads a file.
+                await asyncio.to_thread(load_or_create_key, key_path)
             except AuditError as exc:
                 raise StartupError(f"{exc} (compliance.audit_key in {self.config.path})") from None
         try:
-            catalogue()  # a broken message catalogue must stop the start, not the first reply
+            # A broken message catalogue must stop the start, not the first reply. Off the loop: it
+            # reads the catalogue files (then kept in memory).
+            await asyncio.to_thread(catalogue)
         except CatalogueError as exc:
             raise StartupError(str(exc)) from None
         await migrate(self.engine)
@@ -207,7 +210,10 @@ class Service:
     async def _start_web(self) -> None:
         from bridge.web import make_web_app
 
-        self._web_runner = web.AppRunner(make_web_app(self.ctx), access_log=None)
+        # Building the app reads its templates, stylesheet and OpenAPI document from disk: off the loop,
+        # which already serves the homeserver's transactions.
+        app = await asyncio.to_thread(make_web_app, self.ctx)
+        self._web_runner = web.AppRunner(app, access_log=None)
         await self._web_runner.setup()
         site = web.TCPSite(self._web_runner, self.config.web_listen_host, self.config.web_listen_port)
         try:

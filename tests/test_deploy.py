@@ -252,7 +252,11 @@ def test_dockerfile_runtime_agrees_with_the_code() -> None:
     assert url.hostname == "127.0.0.1" and url.port == LISTEN_PORT
     app = web.Application()
     add_routes(app, Metrics(), object(), object(), object())  # type: ignore[arg-type]
-    get_paths = {route.resource.canonical for route in app.router.routes() if route.method == "GET"}
+    get_paths = {
+        route.resource.canonical
+        for route in app.router.routes()
+        if route.method == "GET" and route.resource is not None
+    }
     assert url.path == "/health" and url.path in get_paths, get_paths
 
     (volume,) = _instructions("VOLUME")

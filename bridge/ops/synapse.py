@@ -210,16 +210,19 @@ class LocalSynapse:
                     f"(is an earlier Synapse still running?); see {self.log_path}"
                 ) from e
 
-    async def start(self, timeout: float = 60) -> None:
-        """Write the config, spawn Synapse and wait until the client API answers."""
-        if self.running:
-            raise SynapseError(f"Synapse is already running on {self.base_url}")
+    def _prepare(self) -> None:
         self._check_port_free()
         self.write_config()
         try:
             self._log_offset = self.log_path.stat().st_size
         except FileNotFoundError:
             self._log_offset = 0
+
+    async def start(self, timeout: float = 60) -> None:
+        """Write the config, spawn Synapse and wait until the client API answers."""
+        if self.running:
+            raise SynapseError(f"Synapse is already running on {self.base_url}")
+        await asyncio.to_thread(self._prepare)  # files on disk: off the event loop
         with self.log_path.open("ab") as log:
             # A plain Popen (not asyncio's) so stop() and kill() work from any event loop or none.
             self._process = await asyncio.to_thread(
@@ -238,8 +241,9 @@ class LocalSynapse:
             while True:
                 code = process.poll()
                 if code is not None:
-                    raise self._failure(
-                        f"Synapse exited with code {code} before answering on {self.base_url}"
+                    # The failure quotes the end of Synapse's log: read off the event loop.
+                    raise await asyncio.to_thread(
+                        self._failure, f"Synapse exited with code {code} before answering on {self.base_url}"
                     )
                 try:
                     async with session.get(url) as response:
@@ -248,8 +252,10 @@ class LocalSynapse:
                 except (aiohttp.ClientError, TimeoutError):
                     pass
                 if time.monotonic() >= deadline:
-                    self.kill()
-                    raise self._failure(f"Synapse did not answer on {self.base_url} within {timeout:g} s")
+                    await asyncio.to_thread(self.kill)
+                    raise await asyncio.to_thread(
+                        self._failure, f"Synapse did not answer on {self.base_url} within {timeout:g} s"
+                    )
                 await asyncio.sleep(_POLL_INTERVAL)
 
     def _signal(self, sig: signal.Signals) -> None:
@@ -300,7 +306,7 @@ class LocalSynapse:
     async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> str:
         """Create a user with the shared-secret admin API; an existing user is not an error."""
         user_id = f"@{localpart}:{self.server_name}"
-        secret = self.shared_secret().encode("utf-8")
+        secret = (await asyncio.to_thread(self.shared_secret)).encode("utf-8")  # a file: off the loop
         path = "/_synapse/admin/v1/register"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             status, data = await self._request(session, "GET", path)

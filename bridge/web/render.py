@@ -324,8 +324,9 @@ def _inline_images(html: str) -> set[str]:
 
 
 def template_environment() -> Environment:
-    """A Jinja environment over TEMPLATES, as every page and form of the web face renders."""
-    return Environment(
+    """A Jinja environment over TEMPLATES, as every page and form of the web face renders, with every
+    template read now (not from disk inside the event loop on a first request)."""
+    env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=True,
         undefined=StrictUndefined,
@@ -333,6 +334,9 @@ def template_environment() -> Environment:
         lstrip_blocks=True,
         auto_reload=False,
     )
+    for name in env.list_templates(extensions=["html"]):
+        env.get_template(name)
+    return env
 
 
 class Renderer:

@@ -52,7 +52,8 @@ from bridge.store.models import (
     Room,
 )
 from bridge.text.commands import parse_command
-from bridge.web.api import OPENAPI_FILE, RateLimit, add_api_routes
+from bridge.web.api import OPENAPI_FILE, add_api_routes
+from bridge.web.api_limits import RateLimit
 from bridge.web.tokens import token_command
 
 DOMAIN = "example.org"

@@ -427,7 +427,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         ids = await seed(session)
         rows = await session.execute(select(Post.id, Post.relayed_event_id))
         by_id = {post_id: event_id for post_id, event_id in rows.all()}
-    relayed = {label: by_id[post_id] for label, post_id in ids.items() if by_id[post_id] is not None}
+    relayed = {label: event_id for label, post_id in ids.items() if (event_id := by_id[post_id]) is not None}
     # news_daily's poll has no relations to hand out (404): it shows as polls did before tallies.
     homeserver.relations[relayed["element_poll"]] = element_votes(relayed["element_poll"])
     homeserver.relations[relayed["closing_poll"]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import nio
@@ -13,7 +14,7 @@ from tests.support import Channel, Env, User, create_channel
 pytestmark = pytest.mark.integration
 
 
-def body_is(text: str):  # type: ignore[no-untyped-def]
+def body_is(text: str) -> Callable[[dict[str, Any]], bool]:
     return lambda e: e.get("content", {}).get("body") == text
 
 

@@ -9,7 +9,9 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -84,7 +86,9 @@ def test_init_writes_private_files_and_refuses_to_overwrite(tmp_path: Path) -> N
         (lambda c: c["logging"].update(colour="yes"), "unknown key 'logging.colour'"),
     ],
 )
-def test_broken_config_is_one_clear_paragraph_and_exit_2(tmp_path: Path, mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_broken_config_is_one_clear_paragraph_and_exit_2(
+    tmp_path: Path, mutate: Callable[[dict[str, Any]], object], expected: str
+) -> None:
     kanal(
         "init",
         "--domain",

@@ -46,15 +46,16 @@ async def test_drafts_are_kept_until_published_or_scheduled(env: Env) -> None:
     first = await alice.text(bs, "first draft")
     second = await alice.text(bs, "second draft")
     for kept in (first, second):
-        mark = await alice.wait_for(
-            bs,
-            lambda e, kept=kept: (
+
+        def is_mark(e: dict[str, Any], kept: str = kept) -> bool:
+            return bool(
                 e["type"] == "m.reaction"
                 and e["sender"] == env.bot
                 and e["content"]["m.relates_to"]
                 == {"rel_type": "m.annotation", "event_id": kept, "key": "📝"}
-            ),
-        )
+            )
+
+        mark = await alice.wait_for(bs, is_mark)
         assert mark
     await alice.ask(bs, "!draft off", "Draft mode is off")
     await alice.text(bs, "live post")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import nio
 import pytest
@@ -12,7 +14,7 @@ from tests.support import Env, User, create_channel
 pytestmark = pytest.mark.integration
 
 
-def from_bot(env: Env, text: str):  # type: ignore[no-untyped-def]
+def from_bot(env: Env, text: str) -> Callable[[dict[str, Any]], bool]:
     return lambda e: e.get("sender") == env.bot and text in e.get("content", {}).get("body", "")
 
 

@@ -149,19 +149,19 @@ async def test_sigkill_during_edits_and_redactions(env: Env) -> None:
         await asyncio.sleep(1)
     await asyncio.sleep(2)
     events = await alice.all_messages(channel.broadcast)
-    edits = Counter(
+    edit_counts = Counter(
         e["content"]["m.new_content"]["body"]
         for e in events
         if e.get("sender") == ghost and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
     )
-    redactions = Counter(
+    redaction_counts = Counter(
         e.get("redacts") or e["content"].get("redacts")
         for e in events
         if e.get("sender") == ghost and e["type"] == "m.room.redaction"
     )
-    assert sorted(edits) == [f"edited {i:03d}" for i in range(count)]
-    assert set(edits.values()) == {1}, "an edit was mirrored twice"
-    assert len(redactions) == count // 2 and set(redactions.values()) == {1}, (
+    assert sorted(edit_counts) == [f"edited {i:03d}" for i in range(count)]
+    assert set(edit_counts.values()) == {1}, "an edit was mirrored twice"
+    assert len(redaction_counts) == count // 2 and set(redaction_counts.values()) == {1}, (
         "a redaction was lost or doubled"
     )
     # In order: the channel shows the edits and redactions in the order backstage has them.

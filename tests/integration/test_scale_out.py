@@ -76,8 +76,11 @@ async def _admin(sql: str) -> None:
         await connection.close()
 
 
+Pair = tuple[Env, KanalProcess, KanalProcess, RoundRobinProxy]
+
+
 @pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[Env, KanalProcess, KanalProcess, RoundRobinProxy]]:
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     name = f"kanal_pair_{secrets.token_hex(4)}"
     await _admin(f'CREATE DATABASE "{name}"')
     database = SERVER.replace("postgresql+asyncpg://", "postgresql://").rsplit("/", 1)[0] + f"/{name}"
@@ -140,7 +143,7 @@ def _relayed(events: list[dict[str, Any]], ghost: str, prefix: str) -> list[str]
     ]
 
 
-async def test_two_processes_one_service_survive_losing_one(pair) -> None:  # type: ignore[no-untyped-def]
+async def test_two_processes_one_service_survive_losing_one(pair: Pair) -> None:
     env, a, b, proxy = pair
     alice = await env.user("alice")
     channel = await create_channel(env, alice, env.handle("pair"), "Pair Desk")
@@ -167,7 +170,7 @@ async def test_two_processes_one_service_survive_losing_one(pair) -> None:  # ty
     assert relayed == bodies
 
 
-async def test_the_same_transaction_delivered_to_both_processes_is_handled_once(pair) -> None:  # type: ignore[no-untyped-def]
+async def test_the_same_transaction_delivered_to_both_processes_is_handled_once(pair: Pair) -> None:
     env, a, b, _proxy = pair
     alice = await env.user("alice")
     channel = await create_channel(env, alice, env.handle("twice"), "Twice Desk")
@@ -189,7 +192,7 @@ async def test_the_same_transaction_delivered_to_both_processes_is_handled_once(
             ) as response:
                 return response.status
 
-        assert await asyncio.gather(deliver(a.port), deliver(b.port)) == [200, 200]
+        assert list(await asyncio.gather(deliver(a.port), deliver(b.port))) == [200, 200]
     ghost = f"@kanal_{channel.handle}:{env.domain}"
     await alice.wait_for(
         channel.broadcast, lambda e: e["content"].get("body") == "delivered twice, published once"

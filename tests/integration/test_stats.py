@@ -115,7 +115,8 @@ async def test_stats_counts_subscribers_views_from_receipts_reactions_and_sends_
     assert "مشترکان: 2 " in persian, persian
     events = await alice.messages(bs)
     notice = max(i for i, e in enumerate(events) if e.get("content", {}).get("body") == persian)
-    image = next((e for e in events[notice:] if is_chart(e)), None) or await alice.wait_for(
+    shown = next((e for e in events[notice:] if is_chart(e)), None)
+    image = shown or await alice.wait_for(
         bs, lambda e: is_chart(e) and "روز گذشته" in e["content"].get("body", "")
     )
     assert "روز گذشته" in image["content"]["body"]

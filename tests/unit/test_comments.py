@@ -24,8 +24,8 @@ from bridge.screening.settings import RateSpec
 from bridge.text.i18n import LOCALE_DIR, catalogue, t
 
 GHOST = "@kanal_news:example.org"
-ROOM = "!talk:example.org"
-ROOT = "$root"
+ROOM = RoomID("!talk:example.org")
+ROOT = EventID("$root")
 
 
 def test_the_link_is_a_matrix_to_permalink_of_the_root() -> None:

@@ -329,7 +329,7 @@ def test_arbitrary_json_only_ever_raises_event_parse_error(raw: Any) -> None:
 
 
 # What a database text column can store: no NUL, no lone surrogate (ids with those are refused).
-_STORABLE_CHAR = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+_STORABLE_CHAR = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
 
 
 def _id(sigil: str) -> st.SearchStrategy[str]:
@@ -371,7 +371,13 @@ def test_valid_events_round_trip_through_asdict(raw: dict[str, Any]) -> None:
 @pytest.mark.parametrize("key", ["event_id", "room_id", "sender"])
 @pytest.mark.parametrize("bad", ["\x00", "\ud800"])
 def test_ids_no_database_can_store_are_refused(key: str, bad: str) -> None:
-    raw = {"event_id": "$e", "room_id": "!r:x", "sender": "@u:x", "type": "m.room.message", "content": {}}
+    raw: dict[str, Any] = {
+        "event_id": "$e",
+        "room_id": "!r:x",
+        "sender": "@u:x",
+        "type": "m.room.message",
+        "content": {},
+    }
     raw[key] = raw[key] + bad
     with pytest.raises(EventParseError, match=key):
         parse_event(raw)

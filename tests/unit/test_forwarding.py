@@ -56,7 +56,7 @@ def test_media_gets_a_caption_and_keeps_its_file_name() -> None:
 
 
 def test_the_original_is_not_changed_and_an_unsent_post_links_to_the_channel() -> None:
-    content = {"msgtype": "m.text", "body": "hello"}
+    content: dict[str, object] = {"msgtype": "m.text", "body": "hello"}
     origin = _origin(content, relayed=None)
     attributed(origin, "example.org", HEADER)
     assert content == {"msgtype": "m.text", "body": "hello"}

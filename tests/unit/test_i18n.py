@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import string
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def call_sites() -> list[CallSite]:
                 # Refusal("key", {"name": ...}): the values a refusal's message is filled with.
                 values = node.args[1] if len(node.args) > 1 else None
                 names = (
-                    {k.value for k in values.keys if isinstance(k, ast.Constant)}
+                    {k.value for k in values.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
                     if isinstance(values, ast.Dict)
                     else set()
                 )
@@ -229,7 +230,7 @@ def test_detect_language(text: str, default: str, expected: str) -> None:
 
 
 def write_catalogue(
-    path: Path, entries: list[tuple[str, str, str]], *, fuzzy: set[str] = frozenset()
+    path: Path, entries: list[tuple[str, str, str]], *, fuzzy: AbstractSet[str] = frozenset()
 ) -> None:
     """(key, English, translation) entries; a .pot gets empty translations."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from PIL import features as pil_features
 from sqlalchemy import select
 
 from bridge.audience import chart as chart_module
@@ -236,7 +237,8 @@ def test_persian_digits_in_persian_only() -> None:
 def test_without_raqm_the_chart_falls_back_to_english_and_says_so_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(chart_module.features, "check", lambda feature: False)
+    # bridge.audience.chart reads PIL.features.check (the very module object patched here).
+    monkeypatch.setattr(pil_features, "check", lambda feature: False)
     monkeypatch.setattr(chart_module, "_fallback_logged", False)
     caplog.set_level(logging.INFO, logger="bridge.audience.chart")
     assert not shaping_available()

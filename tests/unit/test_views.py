@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -15,7 +16,7 @@ from bridge.store.models import Channel, Post, ReaderPosition
 
 
 def test_only_public_read_receipts_are_read() -> None:
-    ephemeral = [
+    ephemeral: list[dict[str, Any]] = [
         {
             "type": "m.receipt",
             "room_id": "!r:x",
