@@ -30,7 +30,7 @@ from bridge.channels.registry import (
 from bridge.matrix.powerlevels import backstage_name
 from bridge.moderation import kinds
 from bridge.runtime.context import Context, enqueue, reply, send_entry, state_entry
-from bridge.runtime.dispatch import CommandCall, command, find
+from bridge.runtime.dispatch import CommandCall, command, dispatch, typed_text
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, aware, new_entry, room_queue
 from bridge.store import queries
@@ -81,12 +81,19 @@ async def subscriber_count(ctx: Context, channel: Channel) -> int | None:
     return len(set(members) - {ctx.bot, channel.ghost_user_id})
 
 
+async def _alias_taken(ctx: Context, handle: str) -> bool:
+    """Someone else's room already has the alias `#handle` (our namespace is not exclusive)."""
+    try:
+        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(handle)))
+    except MNotFound:
+        return False
+    return True
+
+
 async def on_management_message(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
-    body = event.content.get("body")
-    if event.type != "m.room.message" or not isinstance(body, str):
+    body = typed_text(event)
+    if body is None:
         return
-    if event.rel_type == "m.replace":
-        return  # an edit of an earlier command is not a new command
     lang = await language_for(session, ctx, event.sender, body, room)
     command = parse_command(body, require_bang=False)
     if command is None:
@@ -95,11 +102,7 @@ async def on_management_message(ctx: Context, session: AsyncSession, room: Room,
     if server_of(event.sender) != ctx.domain:
         reply(session, ctx, room.room_id, lang, "local_only")
         return
-    spec = find(RoomKind.MANAGEMENT, command.name)
-    if spec is None:
-        reply(session, ctx, room.room_id, lang, "unknown_command", name=command.name[:64])
-        return
-    await spec.handler(CommandCall(ctx, session, room, event, command, lang))
+    await dispatch(CommandCall(ctx, session, room, event, command, lang), RoomKind.MANAGEMENT)
 
 
 @command(RoomKind.MANAGEMENT, "help")
@@ -146,12 +149,7 @@ async def _create(call: CommandCall) -> None:
     if refusal is not None:
         reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
         return
-    try:
-        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(handle)))
-    except MNotFound:
-        pass
-    else:
-        # Someone else's room already has this alias (our namespace is not exclusive).
+    if await _alias_taken(ctx, handle):
         reply(s, ctx, room.room_id, lang, "handle_taken", handle=handle)
         return
     policy = "open" if is_operator(ctx.config, event.sender) else ctx.config.creation_policy
@@ -567,11 +565,7 @@ async def _rename(call: CommandCall) -> None:
     if refusal is not None:
         reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
         return
-    try:
-        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(new_handle)))
-    except MNotFound:
-        pass
-    else:
+    if await _alias_taken(ctx, new_handle):
         reply(s, ctx, room.room_id, lang, "handle_taken", handle=new_handle)
         return
     old = channel.handle
