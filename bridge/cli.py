@@ -16,6 +16,7 @@ from bridge.runtime import logs
 from bridge.runtime.config import (
     DEFAULT_LISTEN,
     DEFAULT_WEB_LISTEN,
+    Config,
     ConfigError,
 )
 from bridge.runtime.config import load as load_config
@@ -54,16 +55,31 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from bridge.app import StartupError, registration_from_config, run_until_stopped
+def _config(args: argparse.Namespace, *, service: bool = False) -> Config | None:
+    """The config file `-c` names, or None once what is wrong with it is printed.
 
+    `service`: a command that runs the service also checks the registration the config implies,
+    and sets up the logs."""
     try:
         config = load_config(Path(args.config))
-        registration_from_config(config)
+        if service:
+            from bridge.app import registration_from_config
+
+            registration_from_config(config)
     except ConfigError as exc:
         print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return None
+    if service:
+        logs.setup(config.log_level, config.log_format)
+    return config
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bridge.app import StartupError, run_until_stopped
+
+    config = _config(args, service=True)
+    if config is None:
         return EXIT_CONFIG
-    logs.setup(config.log_level, config.log_format)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -90,10 +106,8 @@ def _cmd_migrate_db(args: argparse.Namespace) -> int:
     from bridge.ops.migrate_db import MigrationError, copy_database
     from bridge.runtime.config import resolve_database_url
 
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
     target = resolve_database_url(args.to, Path(args.config).resolve().parent)
     if target == config.database_url:
@@ -111,17 +125,13 @@ def _cmd_migrate_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_hosting_apply(args: argparse.Namespace) -> int:
-    from bridge.app import Service, StartupError, check_homeserver, registration_from_config
+    from bridge.app import Service, StartupError, check_homeserver
     from bridge.channels.hosting import ApplyResult, apply, describe
     from bridge.store.db import migrate
 
-    try:
-        config = load_config(Path(args.config))
-        registration_from_config(config)
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args, service=True)
+    if config is None:
         return EXIT_CONFIG
-    logs.setup(config.log_level, config.log_format)
 
     async def main() -> ApplyResult:
         service = Service(config)
@@ -146,10 +156,8 @@ def _cmd_hosting_apply(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from bridge.ops.doctor import exit_code, render_json, render_table, run_checks, wants_colour
 
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
     homeserver_config = Path(args.homeserver_config) if args.homeserver_config else None
     checks = asyncio.run(run_checks(config, homeserver_config))
@@ -174,12 +182,11 @@ def _cmd_token(args: argparse.Namespace) -> int:
     from bridge.store.models import RegistrationToken
     from bridge.text.commands import parse_duration
 
-    try:
-        config = load_config(Path(args.config))
-        valid_for = parse_duration(args.expires) if getattr(args, "expires", None) else None
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
+    try:
+        valid_for = parse_duration(args.expires) if getattr(args, "expires", None) else None
     except ValueError as exc:
         print(f"kanal token: --expires: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -228,10 +235,8 @@ def _cmd_transparency(args: argparse.Namespace) -> int:
     if start > end:
         print(f"kanal transparency: --from {start} is after --to {end}", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
     try:
         report = asyncio.run(report_from_database(config.database_url, start, end, provider=config.domain))
@@ -259,10 +264,8 @@ def _cmd_flagger(args: argparse.Namespace) -> int:
     from bridge.store.hashing import hash_token
     from bridge.store.models import Flagger
 
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
 
     async def main() -> tuple[int, list[str]]:
