@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
 from bridge.moderation import audit
-from bridge.moderation.decisions import Ground, record
+from bridge.moderation.decisions import record_hook_rejection
 from bridge.moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.outbox import aware
@@ -163,17 +163,13 @@ async def screen(
         )
         await tell_moderators(ctx, session, text)
         return False
-    decision = await record(
+    decision = await record_hook_rejection(
         ctx,
         session,
+        deciding,
         kind=DecisionKind.REJECT_POST,
-        decided_by=f"hook:{deciding.hook}",
         channel=channel,
-        ground=Ground("terms", f"publication rules ({deciding.hook})"),
-        explanation=deciding.reason,
-        category=deciding.category,
         target=event.event_id,
-        automated=True,
         recipient=event.sender,
     )
     held.decision_id = decision.id
