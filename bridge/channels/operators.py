@@ -129,15 +129,28 @@ async def _pending_request(call: CommandCall, usage: str, nargs: int) -> Channel
     return request
 
 
-def _decide(request: ChannelRequest, status: RequestStatus, operator: str) -> None:
+async def _decide(
+    call: CommandCall, request: ChannelRequest, status: RequestStatus, action: str, **details: Any
+) -> None:
+    """The request decided by this operator, and written to the registry log."""
     request.status = status
-    request.decided_by = operator
+    request.decided_by = call.sender
     request.decided_at = datetime.now(UTC)
+    await log_entry(
+        call.session,
+        call.ctx.config,
+        call.sender,
+        action,
+        request.handle,
+        request=request.id,
+        user=request.user_id,
+        **details,
+    )
 
 
 @command(RoomKind.OPERATOR, "approve")
 async def _approve(call: CommandCall) -> None:
-    from bridge.channels.management import start_creation
+    from bridge.channels.management import create_requested
 
     ctx, s = call.ctx, call.session
     request = await _pending_request(call, "approve <request number>", 1)
@@ -150,28 +163,10 @@ async def _approve(call: CommandCall) -> None:
         why = t(call.lang, refusal.key, **refusal.values)
         call.reply("request_cannot_approve", id=request.id, why=why)
         return
-    _decide(request, RequestStatus.APPROVED, call.sender)
-    await log_entry(
-        s,
-        ctx.config,
-        call.sender,
-        "request_approved",
-        request.handle,
-        request=request.id,
-        user=request.user_id,
-    )
+    await _decide(call, request, RequestStatus.APPROVED, "request_approved")
     requester_lang = await _room_language(s, ctx, request.room_id, request.user_id)
     reply(s, ctx, request.room_id, requester_lang, "request_approved", handle=request.handle)
-    await start_creation(
-        ctx,
-        s,
-        owner=request.user_id,
-        handle=request.handle,
-        title=request.title,
-        notify_room=request.room_id,
-        lang=requester_lang,
-        private=request.private,
-    )
+    await create_requested(ctx, s, request, requester_lang)
     call.reply("request_approved_op", id=request.id, handle=request.handle, user=request.user_id)
 
 
@@ -182,18 +177,8 @@ async def _reject(call: CommandCall) -> None:
     if request is None:
         return
     reason = call.command.rest_after(1)[:1000]
-    _decide(request, RequestStatus.REJECTED, call.sender)
     request.reason = reason
-    await log_entry(
-        s,
-        ctx.config,
-        call.sender,
-        "request_rejected",
-        request.handle,
-        request=request.id,
-        user=request.user_id,
-        reason=reason,
-    )
+    await _decide(call, request, RequestStatus.REJECTED, "request_rejected", reason=reason)
     # Refusing a registration is an enforcement decision: a statement of reasons and an appeal path.
     from bridge.moderation.decisions import Ground, record
 
