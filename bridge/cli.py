@@ -8,7 +8,9 @@ import getpass
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from bridge import __version__
 from bridge.ops.initfiles import write_init_files
@@ -16,12 +18,18 @@ from bridge.runtime import logs
 from bridge.runtime.config import (
     DEFAULT_LISTEN,
     DEFAULT_WEB_LISTEN,
+    Config,
     ConfigError,
 )
 from bridge.runtime.config import load as load_config
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
+
+T = TypeVar("T")
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -54,16 +62,54 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from bridge.app import StartupError, registration_from_config, run_until_stopped
+def _config(args: argparse.Namespace, *, service: bool = False) -> Config | None:
+    """The config file `-c` names, or None once what is wrong with it is printed.
 
+    `service`: a command that runs the service also checks the registration the config implies,
+    and sets up the logs."""
     try:
         config = load_config(Path(args.config))
-        registration_from_config(config)
+        if service:
+            from bridge.app import registration_from_config
+
+            registration_from_config(config)
     except ConfigError as exc:
         print(f"kanal: configuration error: {exc}", file=sys.stderr)
+        return None
+    if service:
+        logs.setup(config.log_level, config.log_format)
+    return config
+
+
+def _in_database(config: Config, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one transaction on the configured database, brought up to date first."""
+    from bridge.store.db import create_engine, migrate, sessionmaker
+
+    async def main() -> T:
+        engine = create_engine(config.database_url)
+        try:
+            await migrate(engine)
+            async with sessionmaker(engine).begin() as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def _print_lines(code: int, lines: list[str]) -> int:
+    """A shell command's outcome: its lines on stdout, or on stderr when `code` says it failed."""
+    for line in lines:
+        print(line, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bridge.app import StartupError, run_until_stopped
+
+    config = _config(args, service=True)
+    if config is None:
         return EXIT_CONFIG
-    logs.setup(config.log_level, config.log_format)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -90,10 +136,8 @@ def _cmd_migrate_db(args: argparse.Namespace) -> int:
     from bridge.ops.migrate_db import MigrationError, copy_database
     from bridge.runtime.config import resolve_database_url
 
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
     target = resolve_database_url(args.to, Path(args.config).resolve().parent)
     if target == config.database_url:
@@ -111,17 +155,13 @@ def _cmd_migrate_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_hosting_apply(args: argparse.Namespace) -> int:
-    from bridge.app import Service, StartupError, check_homeserver, registration_from_config
+    from bridge.app import Service, StartupError, check_homeserver
     from bridge.channels.hosting import ApplyResult, apply, describe
     from bridge.store.db import migrate
 
-    try:
-        config = load_config(Path(args.config))
-        registration_from_config(config)
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args, service=True)
+    if config is None:
         return EXIT_CONFIG
-    logs.setup(config.log_level, config.log_format)
 
     async def main() -> ApplyResult:
         service = Service(config)
@@ -146,10 +186,8 @@ def _cmd_hosting_apply(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from bridge.ops.doctor import exit_code, render_json, render_table, run_checks, wants_colour
 
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
     homeserver_config = Path(args.homeserver_config) if args.homeserver_config else None
     checks = asyncio.run(run_checks(config, homeserver_config))
@@ -170,48 +208,36 @@ def _cmd_token(args: argparse.Namespace) -> int:
         find_token_by_ref,
         log_entry,
     )
-    from bridge.store.db import create_engine, migrate, sessionmaker
     from bridge.store.models import RegistrationToken
     from bridge.text.commands import parse_duration
 
-    try:
-        config = load_config(Path(args.config))
-        valid_for = parse_duration(args.expires) if getattr(args, "expires", None) else None
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
+    try:
+        valid_for = parse_duration(args.expires) if getattr(args, "expires", None) else None
     except ValueError as exc:
         print(f"kanal token: --expires: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     actor = f"cli:{getpass.getuser()}"
 
-    async def main() -> tuple[int, list[str]]:
-        engine = create_engine(config.database_url)
-        try:
-            await migrate(engine)
-            sessions = sessionmaker(engine)
-            async with sessions.begin() as session:
-                if args.action == "create":
-                    token, row = await create_token(
-                        session, config, actor, uses=args.uses, valid_for=valid_for, label=args.label or ""
-                    )
-                    return 0, [token, describe_token(row)]
-                if args.action == "revoke":
-                    found = await find_token_by_ref(session, args.ref)
-                    if found is None:
-                        return EXIT_STARTUP, [f"kanal token revoke: no token {args.ref}"]
-                    found.revoked = True
-                    await log_entry(session, config, actor, "token_revoked", f"token {found.id}")
-                    return 0, [describe_token(found)]
-                rows = (await session.scalars(select(RegistrationToken).order_by(RegistrationToken.id))).all()
-                return 0, [describe_token(r) for r in rows] or ["no registration tokens"]
-        finally:
-            await engine.dispose()
+    async def work(session: AsyncSession) -> tuple[int, list[str]]:
+        if args.action == "create":
+            token, row = await create_token(
+                session, config, actor, uses=args.uses, valid_for=valid_for, label=args.label or ""
+            )
+            return 0, [token, describe_token(row)]
+        if args.action == "revoke":
+            found = await find_token_by_ref(session, args.ref)
+            if found is None:
+                return EXIT_STARTUP, [f"kanal token revoke: no token {args.ref}"]
+            found.revoked = True
+            await log_entry(session, config, actor, "token_revoked", f"token {found.id}")
+            return 0, [describe_token(found)]
+        rows = (await session.scalars(select(RegistrationToken).order_by(RegistrationToken.id))).all()
+        return 0, [describe_token(r) for r in rows] or ["no registration tokens"]
 
-    code, lines = asyncio.run(main())
-    for line in lines:
-        print(line, file=sys.stderr if code else sys.stdout)
-    return code
+    return _print_lines(*_in_database(config, work))
 
 
 def _cmd_transparency(args: argparse.Namespace) -> int:
@@ -228,10 +254,8 @@ def _cmd_transparency(args: argparse.Namespace) -> int:
     if start > end:
         print(f"kanal transparency: --from {start} is after --to {end}", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
     try:
         report = asyncio.run(report_from_database(config.database_url, start, end, provider=config.domain))
@@ -255,45 +279,33 @@ def _cmd_flagger(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from bridge.moderation.notices import new_flagger_token
-    from bridge.store.db import create_engine, migrate, sessionmaker
     from bridge.store.hashing import hash_token
     from bridge.store.models import Flagger
 
-    try:
-        config = load_config(Path(args.config))
-    except ConfigError as exc:
-        print(f"kanal: configuration error: {exc}", file=sys.stderr)
+    config = _config(args)
+    if config is None:
         return EXIT_CONFIG
 
-    async def main() -> tuple[int, list[str]]:
-        engine = create_engine(config.database_url)
-        try:
-            await migrate(engine)
-            async with sessionmaker(engine).begin() as session:
-                if args.action == "add":
-                    if await session.scalar(select(Flagger.id).where(Flagger.name == args.name)) is not None:
-                        return EXIT_STARTUP, [f"kanal flagger add: a flagger named {args.name!r} exists"]
-                    token = new_flagger_token()
-                    session.add(Flagger(name=args.name, token_hash=hash_token(token), revoked=False))
-                    return 0, [
-                        token,
-                        f"Give this token to {args.name}; it is shown only now (only its hash is kept).",
-                    ]
-                if args.action == "revoke":
-                    flagger = await session.scalar(select(Flagger).where(Flagger.name == args.name))
-                    if flagger is None:
-                        return EXIT_STARTUP, [f"kanal flagger revoke: no flagger named {args.name!r}"]
-                    flagger.revoked = True
-                    return 0, [f"{args.name}: revoked"]
-                rows = (await session.scalars(select(Flagger).order_by(Flagger.name))).all()
-                return 0, [f"{f.name}{' (revoked)' if f.revoked else ''}" for f in rows] or ["no flaggers"]
-        finally:
-            await engine.dispose()
+    async def work(session: AsyncSession) -> tuple[int, list[str]]:
+        if args.action == "add":
+            if await session.scalar(select(Flagger.id).where(Flagger.name == args.name)) is not None:
+                return EXIT_STARTUP, [f"kanal flagger add: a flagger named {args.name!r} exists"]
+            token = new_flagger_token()
+            session.add(Flagger(name=args.name, token_hash=hash_token(token), revoked=False))
+            return 0, [
+                token,
+                f"Give this token to {args.name}; it is shown only now (only its hash is kept).",
+            ]
+        if args.action == "revoke":
+            flagger = await session.scalar(select(Flagger).where(Flagger.name == args.name))
+            if flagger is None:
+                return EXIT_STARTUP, [f"kanal flagger revoke: no flagger named {args.name!r}"]
+            flagger.revoked = True
+            return 0, [f"{args.name}: revoked"]
+        rows = (await session.scalars(select(Flagger).order_by(Flagger.name))).all()
+        return 0, [f"{f.name}{' (revoked)' if f.revoked else ''}" for f in rows] or ["no flaggers"]
 
-    code, lines = asyncio.run(main())
-    for line in lines:
-        print(line, file=sys.stderr if code else sys.stdout)
-    return code
+    return _print_lines(*_in_database(config, work))
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -302,7 +314,6 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from bridge.moderation import audit
-    from bridge.store.db import create_engine, migrate, sessionmaker
 
     def report(result: audit.VerifyResult, key: Ed25519PublicKey | None, key_source: str) -> int:
         counts = f"{result.entries} entries, {result.checkpoints} checkpoints"
@@ -334,20 +345,14 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         print(f"kanal audit: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    async def main() -> audit.VerifyResult | None:
-        engine = create_engine(config.database_url)
-        try:
-            await migrate(engine)
-            async with sessionmaker(engine).begin() as session:
-                if args.audit_command == "verify":
-                    return await audit.verify(session, key)
-                await audit.export(session, Path(args.output), key)
-                return None
-        finally:
-            await engine.dispose()
+    async def work(session: AsyncSession) -> audit.VerifyResult | None:
+        if args.audit_command == "verify":
+            return await audit.verify(session, key)
+        await audit.export(session, Path(args.output), key)
+        return None
 
     try:
-        outcome = asyncio.run(main())
+        outcome = _in_database(config, work)
     except audit.AuditError as exc:
         print(f"kanal audit: {exc}", file=sys.stderr)
         return EXIT_CONFIG

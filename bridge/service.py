@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from typing import Any
@@ -123,24 +124,16 @@ class Bridge:
         self._wake = asyncio.Event()
         self._housekeeping_wake = asyncio.Event()
         self._stopping = False
-        ctx.outbox.executors[OutboxKind.CREATE_CHANNEL] = lambda entry, worker: create_channel(
-            ctx, entry, worker
-        )
-        ctx.outbox.executors[OutboxKind.DELETE_CHANNEL] = lambda entry, worker: delete_channel(
-            ctx, entry, worker
-        )
-        ctx.outbox.executors[OutboxKind.OPERATOR_ROOM] = lambda entry, worker: sync_operator_room(
-            ctx, entry, worker
-        )
-        ctx.outbox.executors[OutboxKind.MODERATION_ROOM] = lambda entry, worker: sync_moderation_room(
-            ctx, entry, worker
-        )
-        ctx.outbox.executors[OutboxKind.HOSTING_RECONCILE] = lambda entry, worker: exec_hosting_reconcile(
-            ctx, entry, worker
-        )
-        ctx.outbox.executors[OutboxKind.POLICY_BAN] = lambda entry, worker: exec_policy_ban(
-            ctx, entry, worker
-        )
+        executors = {
+            OutboxKind.CREATE_CHANNEL: create_channel,
+            OutboxKind.DELETE_CHANNEL: delete_channel,
+            OutboxKind.OPERATOR_ROOM: sync_operator_room,
+            OutboxKind.MODERATION_ROOM: sync_moderation_room,
+            OutboxKind.HOSTING_RECONCILE: exec_hosting_reconcile,
+            OutboxKind.POLICY_BAN: exec_policy_ban,
+        }
+        for kind, executor in executors.items():
+            ctx.outbox.executors[kind] = functools.partial(executor, ctx)
         seam.register(ctx)
         register_comments(ctx)
         self.processed = 0

@@ -48,7 +48,13 @@ from bridge.broadcast import seam
 from bridge.broadcast.seam import comments_url
 from bridge.channels import roles
 from bridge.channels.hosting import with_hosting_policy
-from bridge.matrix.powerlevels import ADMIN_LEVEL, CHANNEL_STATE_TYPE, POSTER_LEVEL, READER_LEVEL
+from bridge.matrix.powerlevels import (
+    ADMIN_LEVEL,
+    ADMIN_STATE_EVENTS,
+    CHANNEL_STATE_TYPE,
+    POSTER_LEVEL,
+    READER_LEVEL,
+)
 from bridge.matrix.relay import POLL_START_TYPES
 from bridge.moderation import kinds
 from bridge.moderation.kinds import ReportedComment
@@ -150,15 +156,7 @@ def discussion_power_levels(ghost: str, moderators: list[str]) -> dict[str, Any]
         "users": users,
         "users_default": READER_LEVEL,
         "events": {
-            "m.room.name": ADMIN_LEVEL,
-            "m.room.topic": ADMIN_LEVEL,
-            "m.room.avatar": ADMIN_LEVEL,
-            "m.room.power_levels": ADMIN_LEVEL,
-            "m.room.history_visibility": ADMIN_LEVEL,
-            "m.room.canonical_alias": ADMIN_LEVEL,
-            "m.room.server_acl": ADMIN_LEVEL,
-            "m.room.encryption": ADMIN_LEVEL,
-            "m.room.tombstone": ADMIN_LEVEL,
+            **ADMIN_STATE_EVENTS,
             "m.room.join_rules": ADMIN_LEVEL,
             "m.room.pinned_events": POSTER_LEVEL,
         },
@@ -383,6 +381,21 @@ async def on_discussion_event(ctx: Context, session: AsyncSession, room: Room, e
         await _remove(ctx, session, room, channel, event, deciding, lang)
 
 
+def _moderated(
+    room: Room, channel: Channel, event: Event, status: CommentStatus, decision_id: int | None = None
+) -> ModeratedComment:
+    """The record of a comment the hooks or a moderator acted on (the comment kept, to restore it)."""
+    return ModeratedComment(
+        event_id=event.event_id,
+        channel_id=channel.id,
+        room_id=room.room_id,
+        author=event.sender,
+        status=status,
+        decision_id=decision_id,
+        event=_event_dict(event),
+    )
+
+
 async def _flag(
     ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, verdict: Any
 ) -> None:
@@ -390,16 +403,7 @@ async def _flag(
     from bridge.moderation import audit
     from bridge.moderation.gate import tell_moderators
 
-    session.add(
-        ModeratedComment(
-            event_id=event.event_id,
-            channel_id=channel.id,
-            room_id=room.room_id,
-            author=event.sender,
-            status=CommentStatus.FLAGGED,
-            event=_event_dict(event),
-        )
-    )
+    session.add(_moderated(room, channel, event, CommentStatus.FLAGGED))
     await audit.append(
         session,
         "comment_flagged",
@@ -434,19 +438,15 @@ async def _remove(
     ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, verdict: Any, lang: str
 ) -> None:
     """A reject: an automated decision with a statement of reasons to the commenter, then the redaction."""
-    from bridge.moderation.decisions import Ground, record
+    from bridge.moderation.decisions import record_hook_rejection
 
-    decision = await record(
+    decision = await record_hook_rejection(
         ctx,
         session,
+        verdict,
         kind=DecisionKind.REMOVE_COMMENT,
-        decided_by=f"hook:{verdict.hook}",
         channel=channel,
-        ground=Ground("terms", f"publication rules ({verdict.hook})"),
-        explanation=verdict.reason,
-        category=verdict.category,
         target=event.event_id,
-        automated=True,
         tell_backstage=False,
     )
     await _carry_out_removal(
@@ -479,17 +479,7 @@ async def _carry_out_removal(
 
     comment = await session.get(ModeratedComment, event.event_id)
     if comment is None:
-        session.add(
-            ModeratedComment(
-                event_id=event.event_id,
-                channel_id=channel.id,
-                room_id=room.room_id,
-                author=event.sender,
-                status=CommentStatus.REMOVED,
-                decision_id=decision.id,
-                event=_event_dict(event),
-            )
-        )
+        session.add(_moderated(room, channel, event, CommentStatus.REMOVED, decision.id))
     else:  # flagged by a hold before it was reported
         comment.status = CommentStatus.REMOVED
         comment.decision_id = decision.id

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.events import Event
 from bridge.broadcast import seam
 from bridge.matrix.powerlevels import broadcast_power_levels
-from bridge.runtime.context import Context, reply
+from bridge.runtime.context import Context
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.store.models import Channel, Room, RoomKind
 from bridge.text.commands import Refusal
@@ -99,39 +99,30 @@ def _shown(allow: Sequence[Any]) -> str:
 @command(RoomKind.BACKSTAGE, "reactions", permission="reactions")
 async def reactions_command(call: CommandCall) -> None:
     """`!reactions on|off|only <reaction…>` in a channel's backstage (the caller checked the sender)."""
-    ctx, session, room, channel = call.ctx, call.session, call.room, call.backstage_channel
-    args, lang = call.command.args, call.lang
-    policy = parse_policy(args)
+    channel, lang = call.backstage_channel, call.lang
+    policy = parse_policy(call.command.args)
     if policy is None:
         if channel.reaction_allow:
             state = _shown(channel.reaction_allow)
         else:
             state = t(lang, "on" if channel.reactions and channel.reaction_allow is None else "off")
-        reply(session, ctx, room.room_id, lang, "reactions_usage", max=MAX_ALLOWED_REACTIONS, state=state)
+        call.reply("reactions_usage", max=MAX_ALLOWED_REACTIONS, state=state)
         return
     if isinstance(policy, Refusal):
-        reply(session, ctx, room.room_id, lang, policy.key, **policy.values)
+        call.refuse(policy)
         return
     channel.reactions = policy.enabled
     channel.reaction_allow = None if policy.allow is None else list(policy.allow)
     if channel.broadcast_room_id:
         # Sent even when `enabled` did not change: it also repairs power levels someone else altered.
         levels = broadcast_power_levels(channel.ghost_user_id, reactions=policy.enabled)
-        seam.set_state(ctx, session, channel, "m.room.power_levels", levels)
+        seam.set_state(call.ctx, call.session, channel, "m.room.power_levels", levels)
     if policy.allow is None:
-        reply(session, ctx, room.room_id, lang, "reactions_on", handle=channel.handle)
+        call.reply("reactions_on", handle=channel.handle)
     elif not policy.allow:
-        reply(session, ctx, room.room_id, lang, "reactions_off", handle=channel.handle)
+        call.reply("reactions_off", handle=channel.handle)
     else:
-        reply(
-            session,
-            ctx,
-            room.room_id,
-            lang,
-            "reactions_only",
-            handle=channel.handle,
-            keys=_shown(policy.allow),
-        )
+        call.reply("reactions_only", handle=channel.handle, keys=_shown(policy.allow))
 
 
 @dataclass(frozen=True)

@@ -158,12 +158,11 @@ def _with_views(content: dict[str, Any], views: int | None) -> dict[str, Any]:
 async def edit(session: AsyncSession, channel: Channel, post: Post, new_content: dict[str, Any]) -> None:
     """Replace a post's content (the publishing API's PATCH, `!edit`, a held edit approved),
     keeping the footer it shows."""
-    post.content = shown_content(new_content)
-    post.edited_at = datetime.now(UTC)
-    await _queue_edit(
+    await _edit_post(
         session,
         channel,
         post,
+        new_content,
         lambda views: edit_event_content(_with_views(new_content, views), REF_PLACEHOLDER),
     )
 
@@ -178,26 +177,29 @@ async def relay_edit(
     if post is None or not isinstance(new_content, dict):
         enqueue(session, _send_entry(channel, event_type, event_content, source))
         return
-    post.content = shown_content(new_content)
-    post.edited_at = datetime.now(UTC)
-    await _queue_edit(
+    await _edit_post(
         session,
         channel,
         post,
+        new_content,
         lambda views: {**event_content, "m.new_content": _with_views(new_content, views)},
         event_type,
     )
 
 
-async def _queue_edit(
+async def _edit_post(
     session: AsyncSession,
     channel: Channel,
     post: Post,
+    new_content: dict[str, Any],
     content_showing: Callable[[int | None], dict[str, Any]],
     event_type: str = "m.room.message",
 ) -> None:
-    """A post with a comments thread is edited by a `post_edit` entry (its link is read when sent);
-    any other by the edit itself, showing the view count the post shows."""
+    """Record the post's new content and queue its edit. A post with a comments thread is edited by
+    a `post_edit` entry (its link is read when sent); any other by the edit itself, showing the view
+    count the post shows."""
+    post.content = shown_content(new_content)
+    post.edited_at = datetime.now(UTC)
     if await session.get(CommentThread, post.id) is not None:
         enqueue(session, _post_edit_entry(channel, post))
     else:

@@ -30,7 +30,7 @@ from bridge.channels.registry import (
 from bridge.matrix.powerlevels import backstage_name
 from bridge.moderation import kinds
 from bridge.runtime.context import Context, enqueue, reply, send_entry, state_entry
-from bridge.runtime.dispatch import CommandCall, command, find
+from bridge.runtime.dispatch import CommandCall, command, dispatch, typed_text
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, aware, new_entry, room_queue
 from bridge.store import queries
@@ -49,7 +49,7 @@ from bridge.store.models import (
     Room,
     RoomKind,
 )
-from bridge.text.commands import Command, Refusal, parse_command
+from bridge.text.commands import Refusal, parse_command
 from bridge.text.i18n import t
 from bridge.text.names import (
     InvalidHandle,
@@ -81,12 +81,19 @@ async def subscriber_count(ctx: Context, channel: Channel) -> int | None:
     return len(set(members) - {ctx.bot, channel.ghost_user_id})
 
 
+async def _alias_taken(ctx: Context, handle: str) -> bool:
+    """Someone else's room already has the alias `#handle` (our namespace is not exclusive)."""
+    try:
+        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(handle)))
+    except MNotFound:
+        return False
+    return True
+
+
 async def on_management_message(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
-    body = event.content.get("body")
-    if event.type != "m.room.message" or not isinstance(body, str):
+    body = typed_text(event)
+    if body is None:
         return
-    if event.rel_type == "m.replace":
-        return  # an edit of an earlier command is not a new command
     lang = await language_for(session, ctx, event.sender, body, room)
     command = parse_command(body, require_bang=False)
     if command is None:
@@ -95,17 +102,12 @@ async def on_management_message(ctx: Context, session: AsyncSession, room: Room,
     if server_of(event.sender) != ctx.domain:
         reply(session, ctx, room.room_id, lang, "local_only")
         return
-    spec = find(RoomKind.MANAGEMENT, command.name)
-    if spec is None:
-        reply(session, ctx, room.room_id, lang, "unknown_command", name=command.name[:64])
-        return
-    await spec.handler(CommandCall(ctx, session, room, event, command, lang))
+    await dispatch(CommandCall(ctx, session, room, event, command, lang), RoomKind.MANAGEMENT)
 
 
 @command(RoomKind.MANAGEMENT, "help")
 async def _help(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    reply(s, ctx, room.room_id, lang, "help")
+    call.reply("help")
 
 
 @command(RoomKind.MANAGEMENT, "create")
@@ -146,12 +148,7 @@ async def _create(call: CommandCall) -> None:
     if refusal is not None:
         reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
         return
-    try:
-        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(handle)))
-    except MNotFound:
-        pass
-    else:
-        # Someone else's room already has this alias (our namespace is not exclusive).
+    if await _alias_taken(ctx, handle):
         reply(s, ctx, room.room_id, lang, "handle_taken", handle=handle)
         return
     policy = "open" if is_operator(ctx.config, event.sender) else ctx.config.creation_policy
@@ -244,6 +241,20 @@ async def start_creation(
     return channel
 
 
+async def create_requested(ctx: Context, s: AsyncSession, request: ChannelRequest, lang: str) -> Channel:
+    """Create the channel an approved request asked for; the requester hears how it went in `lang`."""
+    return await start_creation(
+        ctx,
+        s,
+        owner=request.user_id,
+        handle=request.handle,
+        title=request.title,
+        notify_room=request.room_id,
+        lang=lang,
+        private=request.private,
+    )
+
+
 @command(RoomKind.MANAGEMENT, "list")
 async def _list(call: CommandCall) -> None:
     ctx, s, room, event, lang = call.ctx, call.session, call.room, call.event, call.lang
@@ -262,58 +273,47 @@ async def _list(call: CommandCall) -> None:
     reply(s, ctx, room.room_id, lang, "list", lines=lines)
 
 
-async def _channel_for(
-    ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: str, usage: str, nargs: int
-) -> Channel | None:
-    if len(cmd.args) < nargs:
-        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+async def _channel_for(call: CommandCall, usage: str, nargs: int) -> Channel | None:
+    """The channel the command's first argument names (`nargs`: how many arguments it needs)."""
+    args = call.command.args
+    if len(args) < nargs:
+        call.reply("usage", usage=usage)
         return None
-    channel = await queries.channel_by_handle(s, cmd.args[0])
+    channel = await queries.channel_by_handle(call.session, args[0])
     if channel is None:
-        reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
+        call.reply("no_channel", handle=args[0][:64])
     return channel
 
 
-async def _authorised(
-    ctx: Context,
-    s: AsyncSession,
-    room: Room,
-    event: Event,
-    channel: Channel,
-    lang: str,
-    action: str,
-    *,
-    owner_only: bool = False,
-) -> bool:
+async def _authorised(call: CommandCall, channel: Channel, action: str, *, owner_only: bool = False) -> bool:
     """Title and description are the owner's and editors'; the rest (`owner_only`) the owner's."""
-    role = await role_of(s, channel, event.sender)
+    role = await role_of(call.session, channel, call.sender)
     permission = "members" if owner_only else "settings"
     if roles.allowed(role, permission):
         return True
     if role is not None and not owner_only:
-        await roles.require(ctx, s, room.room_id, channel, event.sender, permission, lang)
+        await roles.require(call.ctx, call.session, call.room.room_id, channel, call.sender, permission, call.lang)
     elif role is not None:
-        reply(
-            s,
-            ctx,
-            room.room_id,
-            lang,
-            "owner_only",
-            handle=channel.handle,
-            owner=channel.owner,
-            action=action,
-        )
+        call.reply("owner_only", handle=channel.handle, owner=channel.owner, action=action)
     else:
-        reply(
-            s, ctx, room.room_id, lang, "not_admin", handle=channel.handle, owner=channel.owner, action=action
-        )
+        call.reply("not_admin", handle=channel.handle, owner=channel.owner, action=action)
     return False
+
+
+async def _managed_channel(
+    call: CommandCall, usage: str, nargs: int, action: str, *, owner_only: bool = False
+) -> Channel | None:
+    """The channel the command names, when the sender may do `action` to it (else None, answered)."""
+    channel = await _channel_for(call, usage, nargs)
+    if channel is None or not await _authorised(call, channel, action, owner_only=owner_only):
+        return None
+    return channel
 
 
 @command(RoomKind.MANAGEMENT, "info")
 async def _info(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    channel = await _channel_for(ctx, s, room, cmd, lang, "info <handle>", 1)
+    ctx, s, event, lang = call.ctx, call.session, call.event, call.lang
+    channel = await _channel_for(call, "info <handle>", 1)
     if channel is None:
         return
     members = (
@@ -332,11 +332,7 @@ async def _info(call: CommandCall) -> None:
         select(func.count()).select_from(Post).where(Post.channel_id == channel.id, Post.redacted.is_(False))
     )
     subscribers = await subscriber_count(ctx, channel)
-    reply(
-        s,
-        ctx,
-        room.room_id,
-        lang,
+    call.reply(
         "info",
         handle=channel.handle,
         title=channel.title,
@@ -353,18 +349,18 @@ async def _info(call: CommandCall) -> None:
 
 @command(RoomKind.MANAGEMENT, "title")
 async def _title(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    channel = await _channel_for(ctx, s, room, cmd, lang, "title <handle> <text>", 2)
-    if channel is None or not await _authorised(ctx, s, room, event, channel, lang, "rename"):
+    ctx, s = call.ctx, call.session
+    channel = await _managed_channel(call, "title <handle> <text>", 2, "rename")
+    if channel is None:
         return
     try:
-        title = clean_title(cmd.rest_after(1), ctx.config.title_max_length)
+        title = clean_title(call.command.rest_after(1), ctx.config.title_max_length)
     except InvalidTitle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_title", error=exc.text(lang))
+        call.reply("invalid_title", error=exc.text(call.lang))
         return
     refusal = await title_refusal(s, title, channel_id=channel.id)
     if refusal is not None:
-        reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
+        call.refuse(refusal)
         return
     channel.title = title
     channel.title_key = title_key(title)
@@ -379,33 +375,29 @@ async def _title(call: CommandCall) -> None:
     if channel.backstage_room_id:
         name = backstage_name(title, channel.handle or "")
         enqueue(s, state_entry(ctx.bot, channel.backstage_room_id, "m.room.name", {"name": name}))
-    reply(s, ctx, room.room_id, lang, "title_set", handle=channel.handle, title=title)
+    call.reply("title_set", handle=channel.handle, title=title)
 
 
 @command(RoomKind.MANAGEMENT, "about")
 async def _about(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    channel = await _channel_for(ctx, s, room, cmd, lang, "about <handle> <text>", 2)
-    if channel is None or not await _authorised(ctx, s, room, event, channel, lang, "describe"):
+    channel = await _managed_channel(call, "about <handle> <text>", 2, "describe")
+    if channel is None:
         return
-    about = cmd.rest_after(1)[:1024]
-    channel.about = about
+    channel.about = call.command.rest_after(1)[:1024]
     if channel.broadcast_room_id:
-        seam.set_state(ctx, s, channel, "m.room.topic", {"topic": topic_for(ctx.config, channel)})
-    reply(s, ctx, room.room_id, lang, "about_set", handle=channel.handle)
+        topic = topic_for(call.ctx.config, channel)
+        seam.set_state(call.ctx, call.session, channel, "m.room.topic", {"topic": topic})
+    call.reply("about_set", handle=channel.handle)
 
 
-async def _member_change(
-    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str, promote: bool
-) -> None:
+async def _member_change(call: CommandCall, promote: bool) -> None:
+    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     verb = "promote" if promote else "demote"
     usage = (
         "promote <handle> <@user:domain> [editor|moderator]" if promote else "demote <handle> <@user:domain>"
     )
-    channel = await _channel_for(ctx, s, room, cmd, lang, usage, 2)
-    if channel is None or not await _authorised(
-        ctx, s, room, event, channel, lang, f"{verb} admins", owner_only=True
-    ):
+    channel = await _managed_channel(call, usage, 2, f"{verb} admins", owner_only=True)
+    if channel is None:
         return
     user = cmd.args[1]
     if not is_user_id(user):
@@ -464,34 +456,29 @@ async def _member_change(
 
 @command(RoomKind.MANAGEMENT, "promote")
 async def _promote(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    await _member_change(ctx, s, room, event, cmd, lang, promote=True)
+    await _member_change(call, promote=True)
 
 
 @command(RoomKind.MANAGEMENT, "demote")
 async def _demote(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    await _member_change(ctx, s, room, event, cmd, lang, promote=False)
+    await _member_change(call, promote=False)
 
 
 @command(RoomKind.MANAGEMENT, "delete")
 async def _delete(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    channel = await _channel_for(ctx, s, room, cmd, lang, "delete <handle>", 1)
-    if channel is None or not await _authorised(
-        ctx, s, room, event, channel, lang, "delete the channel", owner_only=True
-    ):
+    channel = await _managed_channel(call, "delete <handle>", 1, "delete the channel", owner_only=True)
+    if channel is None:
         return
-    await s.merge(
+    await call.session.merge(
         Confirmation(
-            room_id=room.room_id,
-            user_id=event.sender,
+            room_id=call.room.room_id,
+            user_id=call.sender,
             action="delete",
             argument=channel.handle or "",
             expires_at=datetime.now(UTC) + CONFIRM_WINDOW,
         )
     )
-    reply(s, ctx, room.room_id, lang, "delete_confirm", handle=channel.handle)
+    call.reply("delete_confirm", handle=channel.handle)
 
 
 @command(RoomKind.MANAGEMENT, "confirm")
@@ -512,9 +499,7 @@ async def _confirm(call: CommandCall) -> None:
         return
     await s.delete(pending)
     channel = await queries.channel_by_handle(s, pending.argument)
-    if channel is None or not await _authorised(
-        ctx, s, room, event, channel, lang, "delete the channel", owner_only=True
-    ):
+    if channel is None or not await _authorised(call, channel, "delete the channel", owner_only=True):
         return
     channel.status = ChannelStatus.DELETING
     handle = channel.handle
@@ -537,20 +522,19 @@ async def _confirm(call: CommandCall) -> None:
 
 @command(RoomKind.MANAGEMENT, "cancel")
 async def _cancel(call: CommandCall) -> None:
-    ctx, s, room, event, lang = call.ctx, call.session, call.room, call.event, call.lang
-    await s.execute(
-        delete(Confirmation).where(Confirmation.room_id == room.room_id, Confirmation.user_id == event.sender)
+    await call.session.execute(
+        delete(Confirmation).where(Confirmation.room_id == call.room.room_id, Confirmation.user_id == call.sender)
     )
-    reply(s, ctx, room.room_id, lang, "cancelled")
+    call.reply("cancelled")
 
 
 @command(RoomKind.MANAGEMENT, "rename")
 async def _rename(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    channel = await _channel_for(ctx, s, room, cmd, lang, "rename <handle> <new handle>", 2)
-    if channel is None or not await _authorised(
-        ctx, s, room, event, channel, lang, "change the handle", owner_only=True
-    ):
+    channel = await _managed_channel(
+        call, "rename <handle> <new handle>", 2, "change the handle", owner_only=True
+    )
+    if channel is None:
         return
     if channel.status != ChannelStatus.ACTIVE:
         reply(s, ctx, room.room_id, lang, "channel_unavailable", handle=channel.handle, status=channel.status)
@@ -567,11 +551,7 @@ async def _rename(call: CommandCall) -> None:
     if refusal is not None:
         reply(s, ctx, room.room_id, lang, refusal.key, **refusal.values)
         return
-    try:
-        await ctx.bot_intent().resolve_alias(RoomAlias(ctx.alias_for(new_handle)))
-    except MNotFound:
-        pass
-    else:
+    if await _alias_taken(ctx, new_handle):
         reply(s, ctx, room.room_id, lang, "handle_taken", handle=new_handle)
         return
     old = channel.handle
@@ -591,10 +571,10 @@ async def _rename(call: CommandCall) -> None:
 @command(RoomKind.MANAGEMENT, "transfer")
 async def _transfer(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    channel = await _channel_for(ctx, s, room, cmd, lang, "transfer <handle> <@user:domain>", 2)
-    if channel is None or not await _authorised(
-        ctx, s, room, event, channel, lang, "transfer the channel", owner_only=True
-    ):
+    channel = await _managed_channel(
+        call, "transfer <handle> <@user:domain>", 2, "transfer the channel", owner_only=True
+    )
+    if channel is None:
         return
     user = cmd.args[1]
     if not is_user_id(user) or server_of(user) != ctx.domain:
@@ -622,70 +602,65 @@ async def _transfer(call: CommandCall) -> None:
         )
 
 
-async def _pending_transfer(
-    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str, verb: str
-) -> tuple[Channel, PendingTransfer] | None:
-    channel = await _channel_for(ctx, s, room, cmd, lang, f"{verb} <handle>", 1)
+async def _pending_transfer(call: CommandCall, verb: str) -> tuple[Channel, PendingTransfer] | None:
+    channel = await _channel_for(call, f"{verb} <handle>", 1)
     if channel is None:
         return None
-    pending = await s.get(PendingTransfer, channel.id)
-    if pending is None or pending.to_user != event.sender or aware(pending.expires_at) < datetime.now(UTC):
-        reply(s, ctx, room.room_id, lang, "transfer_none", handle=channel.handle)
+    pending = await call.session.get(PendingTransfer, channel.id)
+    if pending is None or pending.to_user != call.sender or aware(pending.expires_at) < datetime.now(UTC):
+        call.reply("transfer_none", handle=channel.handle)
         return None
     return channel, pending
 
 
 @command(RoomKind.MANAGEMENT, "accept")
 async def _accept(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    found = await _pending_transfer(ctx, s, room, event, cmd, lang, "accept")
+    ctx, s, lang = call.ctx, call.session, call.lang
+    found = await _pending_transfer(call, "accept")
     if found is None:
         return
     channel, pending = found
     await s.delete(pending)
     previous = channel.owner
-    await hand_over(ctx, s, channel, event.sender, event.sender, "transfer_accepted")
-    reply(s, ctx, room.room_id, lang, "transfer_done", handle=channel.handle, previous=previous)
+    await hand_over(ctx, s, channel, call.sender, call.sender, "transfer_accepted")
+    call.reply("transfer_done", handle=channel.handle, previous=previous)
     previous_room = await queries.management_room_of(s, previous)
     if previous_room is not None:
-        reply(s, ctx, previous_room, lang, "transfer_done_previous", handle=channel.handle, user=event.sender)
+        reply(s, ctx, previous_room, lang, "transfer_done_previous", handle=channel.handle, user=call.sender)
 
 
 @command(RoomKind.MANAGEMENT, "decline")
 async def _decline(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    found = await _pending_transfer(ctx, s, room, event, cmd, lang, "decline")
+    found = await _pending_transfer(call, "decline")
     if found is None:
         return
     channel, pending = found
-    await s.delete(pending)
-    await log_entry(s, ctx.config, event.sender, "transfer_declined", channel.handle or "")
-    reply(s, ctx, room.room_id, lang, "transfer_declined", handle=channel.handle)
+    await call.session.delete(pending)
+    await log_entry(call.session, call.ctx.config, call.sender, "transfer_declined", channel.handle or "")
+    call.reply("transfer_declined", handle=channel.handle)
 
 
 @command(RoomKind.MANAGEMENT, "retention")
 async def _retention(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     from bridge.channels.hosting import set_channel_retention
 
+    ctx, s = call.ctx, call.session
     usage = "retention <handle> <days|off|default>"
-    channel = await _channel_for(ctx, s, room, cmd, lang, usage, 2)
-    if channel is None or not await _authorised(
-        ctx, s, room, event, channel, lang, "change the history kept", owner_only=True
-    ):
+    channel = await _managed_channel(call, usage, 2, "change the history kept", owner_only=True)
+    if channel is None:
         return
-    value = cmd.args[1].lower()
+    value = call.command.args[1].lower()
     if value == "default":
         await set_channel_retention(ctx, s, channel, None)
-        reply(s, ctx, room.room_id, lang, "retention_default", handle=channel.handle)
+        call.reply("retention_default", handle=channel.handle)
     elif value == "off":
         await set_channel_retention(ctx, s, channel, 0)
-        reply(s, ctx, room.room_id, lang, "retention_off", handle=channel.handle)
+        call.reply("retention_off", handle=channel.handle)
     elif value.isdigit() and 1 <= int(value) <= 36500:
         await set_channel_retention(ctx, s, channel, int(value))
-        reply(s, ctx, room.room_id, lang, "retention_set", handle=channel.handle, days=int(value))
+        call.reply("retention_set", handle=channel.handle, days=int(value))
     else:
-        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+        call.reply("usage", usage=usage)
 
 
 @command(RoomKind.MANAGEMENT, "private")
@@ -779,16 +754,7 @@ async def _reopen_request(ctx: Context, s: AsyncSession, request_id: int) -> Non
         reply(s, ctx, request.room_id, lang, "appeal_granted_unavailable", handle=request.handle, why=why)
         return
     request.status = RequestStatus.APPROVED
-    await start_creation(
-        ctx,
-        s,
-        owner=request.user_id,
-        handle=request.handle,
-        title=request.title,
-        notify_room=request.room_id,
-        lang=lang,
-        private=request.private,
-    )
+    await create_requested(ctx, s, request, lang)
 
 
 kinds.register_channel_request(kinds.ChannelRequestKind(reopen=_reopen_request))

@@ -30,7 +30,7 @@ from bridge.channels.registry import (
     title_refusal,
 )
 from bridge.runtime.context import Context, enqueue, reply, send_entry
-from bridge.runtime.dispatch import CommandCall, command, find
+from bridge.runtime.dispatch import CommandCall, command, dispatch, typed_text
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, OutboxWorker
 from bridge.runtime.staffrooms import schedule_staff_room, sync_staff_room
@@ -47,7 +47,7 @@ from bridge.store.models import (
     Room,
     RoomKind,
 )
-from bridge.text.commands import Command, parse_command, parse_duration
+from bridge.text.commands import parse_command, parse_duration
 from bridge.text.i18n import t
 from bridge.text.names import InvalidHandle, normalise_handle
 
@@ -82,8 +82,8 @@ async def sync_operator_room(ctx: Context, entry: OutboxEntry, worker: OutboxWor
 
 
 async def on_operator_message(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
-    body = event.content.get("body")
-    if event.type != "m.room.message" or not isinstance(body, str) or event.rel_type == "m.replace":
+    body = typed_text(event)
+    if body is None:
         return
     lang = await language_for(session, ctx, event.sender, body, room)
     command = parse_command(body, require_bang=False)
@@ -92,129 +92,93 @@ async def on_operator_message(ctx: Context, session: AsyncSession, room: Room, e
     if not is_operator(ctx.config, event.sender):
         reply(session, ctx, room.room_id, lang, "operator_only")
         return
-    spec = find(RoomKind.OPERATOR, command.name)
-    if spec is None:
-        reply(session, ctx, room.room_id, lang, "unknown_command", name=command.name[:64])
-        return
-    await spec.handler(CommandCall(ctx, session, room, event, command, lang))
+    await dispatch(CommandCall(ctx, session, room, event, command, lang), RoomKind.OPERATOR)
 
 
 @command(RoomKind.OPERATOR, "help")
 async def _help(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    reply(s, ctx, room.room_id, lang, "operator_help")
+    call.reply("operator_help")
 
 
 @command(RoomKind.OPERATOR, "requests")
 async def _requests(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
     pending = (
-        await s.scalars(
+        await call.session.scalars(
             select(ChannelRequest)
             .where(ChannelRequest.status == RequestStatus.PENDING)
             .order_by(ChannelRequest.id)
         )
     ).all()
     if not pending:
-        reply(s, ctx, room.room_id, lang, "requests_none")
+        call.reply("requests_none")
         return
     lines = "\n".join(f"#{r.id} {r.user_id}: #{r.handle} “{r.title}”" for r in pending)
-    reply(s, ctx, room.room_id, lang, "requests_list", lines=lines)
+    call.reply("requests_list", lines=lines)
 
 
-async def _pending_request(
-    ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: str, usage: str, nargs: int
-) -> ChannelRequest | None:
+async def _pending_request(call: CommandCall, usage: str, nargs: int) -> ChannelRequest | None:
+    cmd = call.command
     ref = (cmd.arg(0) or "").lstrip("#")
     if len(cmd.args) < nargs or not ref.isdigit():
-        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+        call.reply("usage", usage=usage)
         return None
-    request = await s.get(ChannelRequest, int(ref))
+    request = await call.session.get(ChannelRequest, int(ref))
     if request is None or request.status != RequestStatus.PENDING:
-        reply(s, ctx, room.room_id, lang, "request_not_pending", id=ref)
+        call.reply("request_not_pending", id=ref)
         return None
     return request
 
 
+async def _decide(
+    call: CommandCall, request: ChannelRequest, status: RequestStatus, action: str, **details: Any
+) -> None:
+    """The request decided by this operator, and written to the registry log."""
+    request.status = status
+    request.decided_by = call.sender
+    request.decided_at = datetime.now(UTC)
+    await log_entry(
+        call.session,
+        call.ctx.config,
+        call.sender,
+        action,
+        request.handle,
+        request=request.id,
+        user=request.user_id,
+        **details,
+    )
+
+
 @command(RoomKind.OPERATOR, "approve")
 async def _approve(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    from bridge.channels.management import start_creation
+    from bridge.channels.management import create_requested
 
-    request = await _pending_request(ctx, s, room, cmd, lang, "approve <request number>", 1)
+    ctx, s = call.ctx, call.session
+    request = await _pending_request(call, "approve <request number>", 1)
     if request is None:
         return
     refusal = await handle_refusal(
         s, ctx.config, request.handle, user_id=request.user_id, request_id=request.id
     ) or await title_refusal(s, request.title)
     if refusal is not None:
-        reply(
-            s,
-            ctx,
-            room.room_id,
-            lang,
-            "request_cannot_approve",
-            id=request.id,
-            why=t(lang, refusal.key, **refusal.values),
-        )
+        why = t(call.lang, refusal.key, **refusal.values)
+        call.reply("request_cannot_approve", id=request.id, why=why)
         return
-    request.status = RequestStatus.APPROVED
-    request.decided_by = event.sender
-    request.decided_at = datetime.now(UTC)
-    await log_entry(
-        s,
-        ctx.config,
-        event.sender,
-        "request_approved",
-        request.handle,
-        request=request.id,
-        user=request.user_id,
-    )
+    await _decide(call, request, RequestStatus.APPROVED, "request_approved")
     requester_lang = await _room_language(s, ctx, request.room_id, request.user_id)
     reply(s, ctx, request.room_id, requester_lang, "request_approved", handle=request.handle)
-    await start_creation(
-        ctx,
-        s,
-        owner=request.user_id,
-        handle=request.handle,
-        title=request.title,
-        notify_room=request.room_id,
-        lang=requester_lang,
-        private=request.private,
-    )
-    reply(
-        s,
-        ctx,
-        room.room_id,
-        lang,
-        "request_approved_op",
-        id=request.id,
-        handle=request.handle,
-        user=request.user_id,
-    )
+    await create_requested(ctx, s, request, requester_lang)
+    call.reply("request_approved_op", id=request.id, handle=request.handle, user=request.user_id)
 
 
 @command(RoomKind.OPERATOR, "reject")
 async def _reject(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    request = await _pending_request(ctx, s, room, cmd, lang, "reject <request number> <reason>", 2)
+    ctx, s = call.ctx, call.session
+    request = await _pending_request(call, "reject <request number> <reason>", 2)
     if request is None:
         return
-    reason = cmd.rest_after(1)[:1000]
-    request.status = RequestStatus.REJECTED
+    reason = call.command.rest_after(1)[:1000]
     request.reason = reason
-    request.decided_by = event.sender
-    request.decided_at = datetime.now(UTC)
-    await log_entry(
-        s,
-        ctx.config,
-        event.sender,
-        "request_rejected",
-        request.handle,
-        request=request.id,
-        user=request.user_id,
-        reason=reason,
-    )
+    await _decide(call, request, RequestStatus.REJECTED, "request_rejected", reason=reason)
     # Refusing a registration is an enforcement decision: a statement of reasons and an appeal path.
     from bridge.moderation.decisions import Ground, record
 
@@ -222,7 +186,7 @@ async def _reject(call: CommandCall) -> None:
         ctx,
         s,
         kind=DecisionKind.REJECT_REQUEST,
-        decided_by=event.sender,
+        decided_by=call.sender,
         channel=None,
         ground=Ground("terms", "channel registration rules"),
         explanation=reason,
@@ -242,16 +206,7 @@ async def _reject(call: CommandCall) -> None:
         decision=decision.id,
         days=ctx.config.compliance.appeal_window_days,
     )
-    reply(
-        s,
-        ctx,
-        room.room_id,
-        lang,
-        "request_rejected_op",
-        id=request.id,
-        handle=request.handle,
-        user=request.user_id,
-    )
+    call.reply("request_rejected_op", id=request.id, handle=request.handle, user=request.user_id)
 
 
 async def _room_language(s: AsyncSession, ctx: Context, room_id: str, user_id: str) -> str:
@@ -261,29 +216,29 @@ async def _room_language(s: AsyncSession, ctx: Context, room_id: str, user_id: s
 
 @command(RoomKind.OPERATOR, "token")
 async def _token(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
+    ctx, s, cmd = call.ctx, call.session, call.command
     action = (cmd.arg(0) or "").lower()
     if action == "new":
         try:
             options, label = _token_options(cmd.args[1:])
         except ValueError as exc:
-            reply(s, ctx, room.room_id, lang, "token_usage", error=str(exc))
+            call.reply("token_usage", error=str(exc))
             return
-        token, row = await create_token(s, ctx.config, event.sender, label=label, **options)
-        text = t(lang, "token_created", token=token, details=describe_token(row))
-        enqueue(s, send_entry(ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}, secret=True))
+        token, row = await create_token(s, ctx.config, call.sender, label=label, **options)
+        text = t(call.lang, "token_created", token=token, details=describe_token(row))
+        enqueue(s, send_entry(ctx.bot, call.room.room_id, {"msgtype": "m.notice", "body": text}, secret=True))
     elif action == "revoke" and cmd.arg(1):
         found = await find_token_by_ref(s, cmd.args[1])
         if found is None:
-            reply(s, ctx, room.room_id, lang, "token_not_found", ref=cmd.args[1][:32])
+            call.reply("token_not_found", ref=cmd.args[1][:32])
             return
         found.revoked = True
-        await log_entry(s, ctx.config, event.sender, "token_revoked", f"token {found.id}")
-        reply(s, ctx, room.room_id, lang, "token_revoked_op", details=describe_token(found))
+        await log_entry(s, ctx.config, call.sender, "token_revoked", f"token {found.id}")
+        call.reply("token_revoked_op", details=describe_token(found))
     elif action in ("list", ""):
         await _tokens(call)
     else:
-        reply(s, ctx, room.room_id, lang, "token_usage", error=f"unknown action '{action[:32]}'")
+        call.reply("token_usage", error=f"unknown action '{action[:32]}'")
 
 
 def _token_options(args: tuple[str, ...]) -> tuple[dict[str, Any], str]:
@@ -310,122 +265,110 @@ def _token_options(args: tuple[str, ...]) -> tuple[dict[str, Any], str]:
 
 @command(RoomKind.OPERATOR, "tokens")
 async def _tokens(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    rows = (await s.scalars(select(RegistrationToken).order_by(RegistrationToken.id))).all()
+    rows = (await call.session.scalars(select(RegistrationToken).order_by(RegistrationToken.id))).all()
     if not rows:
-        reply(s, ctx, room.room_id, lang, "tokens_none")
+        call.reply("tokens_none")
         return
-    reply(s, ctx, room.room_id, lang, "tokens_list", lines="\n".join(describe_token(r) for r in rows))
+    call.reply("tokens_list", lines="\n".join(describe_token(r) for r in rows))
 
 
 @command(RoomKind.OPERATOR, "reserve")
 async def _reserve(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    handle = _handle_arg(ctx, s, room, cmd, lang, "reserve <handle>")
+    s = call.session
+    handle = _handle_arg(call, "reserve <handle>")
     if handle is None:
         return
     if await s.get(ReservedHandle, handle) is None:
-        s.add(ReservedHandle(handle=handle, added_by=event.sender))
-        await log_entry(s, ctx.config, event.sender, "reserved", handle)
-    reply(s, ctx, room.room_id, lang, "reserved_added", handle=handle)
+        s.add(ReservedHandle(handle=handle, added_by=call.sender))
+        await log_entry(s, call.ctx.config, call.sender, "reserved", handle)
+    call.reply("reserved_added", handle=handle)
 
 
 @command(RoomKind.OPERATOR, "unreserve")
 async def _unreserve(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    handle = _handle_arg(ctx, s, room, cmd, lang, "unreserve <handle>")
+    s, config = call.session, call.ctx.config
+    handle = _handle_arg(call, "unreserve <handle>")
     if handle is None:
         return
     row = await s.get(ReservedHandle, handle)
     if row is None:
-        if handle in ctx.config.reserved_handles:
-            reply(s, ctx, room.room_id, lang, "reserved_in_config", handle=handle, path=str(ctx.config.path))
+        if handle in config.reserved_handles:
+            call.reply("reserved_in_config", handle=handle, path=str(config.path))
         else:
-            reply(s, ctx, room.room_id, lang, "reserved_not", handle=handle)
+            call.reply("reserved_not", handle=handle)
         return
     await s.delete(row)
-    await log_entry(s, ctx.config, event.sender, "unreserved", handle)
-    reply(s, ctx, room.room_id, lang, "reserved_removed", handle=handle)
+    await log_entry(s, config, call.sender, "unreserved", handle)
+    call.reply("reserved_removed", handle=handle)
 
 
 @command(RoomKind.OPERATOR, "reserved")
 async def _reserved(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    added = sorted((await s.scalars(select(ReservedHandle.handle))).all())
-    reply(
-        s,
-        ctx,
-        room.room_id,
-        lang,
+    added = sorted((await call.session.scalars(select(ReservedHandle.handle))).all())
+    call.reply(
         "reserved_list",
-        config=", ".join(sorted(ctx.config.reserved_handles)) or "—",
+        config=", ".join(sorted(call.ctx.config.reserved_handles)) or "—",
         added=", ".join(added) or "—",
     )
 
 
-def _handle_arg(ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: str, usage: str) -> str | None:
+def _handle_arg(call: CommandCall, usage: str) -> str | None:
+    cmd = call.command
     if not cmd.args:
-        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+        call.reply("usage", usage=usage)
         return None
     try:
-        return normalise_handle(cmd.args[0], ctx.config.handle_pattern)
+        return normalise_handle(cmd.args[0], call.ctx.config.handle_pattern)
     except InvalidHandle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[0][:64])
+        call.reply("invalid_handle", error=exc.text(call.lang), handle=cmd.args[0][:64])
         return None
 
 
-async def _channel_arg(
-    ctx: Context, s: AsyncSession, room: Room, cmd: Command, lang: str, usage: str, nargs: int
-) -> Channel | None:
+async def _channel_arg(call: CommandCall, usage: str, nargs: int) -> Channel | None:
+    cmd = call.command
     if len(cmd.args) < nargs:
-        reply(s, ctx, room.room_id, lang, "usage", usage=usage)
+        call.reply("usage", usage=usage)
         return None
-    channel = await queries.channel_by_handle(s, cmd.args[0])
+    channel = await queries.channel_by_handle(call.session, cmd.args[0])
     if channel is None or channel.status != ChannelStatus.ACTIVE:
-        reply(s, ctx, room.room_id, lang, "no_channel", handle=cmd.args[0][:64])
+        call.reply("no_channel", handle=cmd.args[0][:64])
         return None
     return channel
 
 
 @command(RoomKind.OPERATOR, "verify")
 async def _verify(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    await _set_verified(ctx, s, room, event, cmd, lang, True)
+    await _set_verified(call, True)
 
 
 @command(RoomKind.OPERATOR, "unverify")
 async def _unverify(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    await _set_verified(ctx, s, room, event, cmd, lang, False)
+    await _set_verified(call, False)
 
 
-async def _set_verified(
-    ctx: Context, s: AsyncSession, room: Room, event: Event, cmd: Command, lang: str, verified: bool
-) -> None:
-    channel = await _channel_arg(
-        ctx, s, room, cmd, lang, f"{'verify' if verified else 'unverify'} <handle>", 1
-    )
+async def _set_verified(call: CommandCall, verified: bool) -> None:
+    channel = await _channel_arg(call, f"{'verify' if verified else 'unverify'} <handle>", 1)
     if channel is None:
         return
     if channel.verified != verified:
-        await set_verified(ctx, s, channel, verified, event.sender)
-    reply(s, ctx, room.room_id, lang, "verified_set" if verified else "unverified_set", handle=channel.handle)
+        await set_verified(call.ctx, call.session, channel, verified, call.sender)
+    call.reply("verified_set" if verified else "unverified_set", handle=channel.handle)
 
 
 @command(RoomKind.OPERATOR, "recover")
 async def _recover(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    channel = await _channel_arg(ctx, s, room, cmd, lang, "recover <handle> <@user:domain> <reason>", 3)
+    ctx, s, cmd = call.ctx, call.session, call.command
+    channel = await _channel_arg(call, "recover <handle> <@user:domain> <reason>", 3)
     if channel is None:
         return
     user = cmd.args[1]
     if not is_user_id(user):
-        reply(s, ctx, room.room_id, lang, "invalid_user", user=user[:255])
+        call.reply("invalid_user", user=user[:255])
         return
     reason = cmd.rest_after(2)[:1000]
     previous = channel.owner
-    await hand_over(ctx, s, channel, user, event.sender, "ownership_recovered", reason)
-    reply(s, ctx, room.room_id, lang, "recovered_op", handle=channel.handle, user=user, previous=previous)
+    await hand_over(ctx, s, channel, user, call.sender, "ownership_recovered", reason)
+    call.reply("recovered_op", handle=channel.handle, user=user, previous=previous)
     owner_room = await queries.management_room_of(s, user)
     if owner_room is not None:
         reply(
@@ -437,5 +380,3 @@ async def _recover(call: CommandCall) -> None:
             handle=channel.handle,
             reason=reason,
         )
-
-

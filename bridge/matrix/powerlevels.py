@@ -13,6 +13,20 @@ READER_LEVEL = 0
 POLL_RESPONSE_TYPES = ("m.poll.response", "org.matrix.msc3381.poll.response")
 CHANNEL_STATE_TYPE = "net.kanal.channel"
 
+# The room's identity, access and settings: only the bot and the ghost (100) change them, in every
+# room Kanal keeps for a channel's readers.
+ADMIN_STATE_EVENTS: dict[str, int] = {
+    "m.room.name": ADMIN_LEVEL,
+    "m.room.topic": ADMIN_LEVEL,
+    "m.room.avatar": ADMIN_LEVEL,
+    "m.room.power_levels": ADMIN_LEVEL,
+    "m.room.history_visibility": ADMIN_LEVEL,
+    "m.room.canonical_alias": ADMIN_LEVEL,
+    "m.room.server_acl": ADMIN_LEVEL,
+    "m.room.encryption": ADMIN_LEVEL,
+    "m.room.tombstone": ADMIN_LEVEL,
+}
+
 
 def broadcast_power_levels(ghost: str, *, reactions: bool = True) -> dict[str, Any]:
     """Read-only for subscribers: everything needs 50 except reactions (and taking them back).
@@ -22,15 +36,7 @@ def broadcast_power_levels(ghost: str, *, reactions: bool = True) -> dict[str, A
     `events` replaces the whole default map, so every type below `state_default` is listed.
     """
     events: dict[str, int] = {
-        "m.room.name": ADMIN_LEVEL,
-        "m.room.topic": ADMIN_LEVEL,
-        "m.room.avatar": ADMIN_LEVEL,
-        "m.room.power_levels": ADMIN_LEVEL,
-        "m.room.history_visibility": ADMIN_LEVEL,
-        "m.room.canonical_alias": ADMIN_LEVEL,
-        "m.room.server_acl": ADMIN_LEVEL,
-        "m.room.encryption": ADMIN_LEVEL,
-        "m.room.tombstone": ADMIN_LEVEL,
+        **ADMIN_STATE_EVENTS,
         "m.room.pinned_events": POSTER_LEVEL,
         "m.room.message": POSTER_LEVEL,
         "m.room.redaction": READER_LEVEL if reactions else POSTER_LEVEL,

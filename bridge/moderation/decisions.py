@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.broadcast import seam
 from bridge.moderation import audit
+from bridge.moderation.hooks import Verdict
 from bridge.runtime.context import Context, enqueue, send_entry
 from bridge.runtime.languages import language_for
 from bridge.store import queries
@@ -220,6 +221,10 @@ def statement_of_reasons(
     facts = statement_facts(
         decision, channel=channel, notice=notice, redress=redress, domain=domain, appeal_days=appeal_days
     )
+    return _statement_record(decision, facts)
+
+
+def _statement_record(decision: Decision, facts: StatementFacts) -> dict[str, Any]:
     return {
         "decision": decision.id,
         "kind": decision.kind,
@@ -232,7 +237,7 @@ def statement_of_reasons(
         "ground": decision.ground,
         "ground_reference": decision.ground_reference,
         "category": decision.category,
-        "redress": redress,
+        "redress": facts.redress,
         "text": render_statement(SOURCE_LANGUAGE, facts),
     }
 
@@ -244,8 +249,13 @@ async def statement_in(ctx: Context, session: AsyncSession, decision: Decision, 
         return stored
     channel = await queries.channel_by_id(session, decision.channel_id)
     notice = await session.get(Notice, decision.notice_id) if decision.notice_id else None
+    return render_statement(lang, _facts(ctx, decision, channel, notice))
+
+
+def _facts(ctx: Context, decision: Decision, channel: Channel | None, notice: Notice | None) -> StatementFacts:
+    """What the statement of `decision` says, with this deployment's redress and appeal window."""
     compliance = ctx.config.compliance
-    facts = statement_facts(
+    return statement_facts(
         decision,
         channel=channel,
         notice=notice,
@@ -253,7 +263,6 @@ async def statement_in(ctx: Context, session: AsyncSession, decision: Decision, 
         domain=ctx.domain,
         appeal_days=compliance.appeal_window_days,
     )
-    return render_statement(lang, facts)
 
 
 async def record(
@@ -298,23 +307,8 @@ async def record(
     await session.flush()
     if decision.created_at is None:
         decision.created_at = datetime.now(UTC)
-    compliance = ctx.config.compliance
-    facts = statement_facts(
-        decision,
-        channel=channel,
-        notice=notice,
-        redress=compliance.redress,
-        domain=ctx.domain,
-        appeal_days=compliance.appeal_window_days,
-    )
-    decision.statement = statement_of_reasons(
-        decision,
-        channel=channel,
-        notice=notice,
-        redress=compliance.redress,
-        domain=ctx.domain,
-        appeal_days=compliance.appeal_window_days,
-    )
+    facts = _facts(ctx, decision, channel, notice)
+    decision.statement = _statement_record(decision, facts)
     if notice is not None:
         notice.status = NoticeStatus.DECIDED
         notice.decided_at = datetime.now(UTC)
@@ -352,6 +346,35 @@ async def record(
         text = t(lang, "mod_notice_decided", notice=notice.id, statement=render_statement(lang, facts))
         enqueue(session, send_entry(ctx.bot, notice.notifier_room, {"msgtype": "m.notice", "body": text}))
     return decision
+
+
+async def record_hook_rejection(
+    ctx: Context,
+    session: AsyncSession,
+    verdict: Verdict,
+    *,
+    kind: DecisionKind,
+    channel: Channel,
+    target: str,
+    tell_backstage: bool = True,
+    recipient: str | None = None,
+) -> Decision:
+    """A hook's reject of `target` (a post or comment), recorded as the hook's own decision: detected
+    and decided automatically, on the deployment's publication rules."""
+    return await record(
+        ctx,
+        session,
+        kind=kind,
+        decided_by=f"hook:{verdict.hook}",
+        channel=channel,
+        ground=Ground("terms", f"publication rules ({verdict.hook})"),
+        explanation=verdict.reason,
+        category=verdict.category,
+        target=target,
+        automated=True,
+        tell_backstage=tell_backstage,
+        recipient=recipient,
+    )
 
 
 # -- carrying decisions out ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
 from bridge.moderation import audit
-from bridge.moderation.decisions import Ground, record
+from bridge.moderation.decisions import record_hook_rejection
 from bridge.moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.outbox import aware
@@ -202,17 +202,13 @@ async def reject_held(
 ) -> Decision:
     """A rejected post's automated decision, its statement delivered (in `recipient`'s language, default
     the owner's), linked to the post's HeldPost row."""
-    decision = await record(
+    decision = await record_hook_rejection(
         ctx,
         session,
+        deciding,
         kind=DecisionKind.REJECT_POST,
-        decided_by=f"hook:{deciding.hook}",
         channel=channel,
-        ground=Ground("terms", f"publication rules ({deciding.hook})"),
-        explanation=deciding.reason,
-        category=deciding.category,
         target=held.source_event_id,
-        automated=True,
         recipient=recipient,
     )
     held.decision_id = decision.id

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,7 +31,7 @@ from bridge.moderation.decisions import (
 )
 from bridge.moderation.kinds import ReportedComment
 from bridge.runtime.context import Context, reply
-from bridge.runtime.dispatch import CommandCall, command, find
+from bridge.runtime.dispatch import CommandCall, command, dispatch, typed_text
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, OutboxWorker, SkipEntry
 from bridge.runtime.staffrooms import schedule_staff_room, sync_staff_room
@@ -142,8 +143,8 @@ def _ref(text: str | None, prefix: str) -> int | None:
 
 
 async def on_moderation_message(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
-    body = event.content.get("body")
-    if event.type != "m.room.message" or not isinstance(body, str) or event.rel_type == "m.replace":
+    body = typed_text(event)
+    if body is None:
         return
     command = parse_command(body, require_bang=False)
     if command is None:
@@ -153,37 +154,37 @@ async def on_moderation_message(ctx: Context, session: AsyncSession, room: Room,
     if event.sender not in moderators(ctx):
         reply(session, ctx, room.room_id, lang, "mod_not_moderator")
         return
-    spec = find(RoomKind.MODERATION, command.name)
-    if spec is None:
-        reply(session, ctx, room.room_id, lang, "mod_unknown_command", command=command.name[:64])
-        return
+    call = CommandCall(ctx, session, room, event, command, lang)
     try:
-        await spec.handler(CommandCall(ctx, session, room, event, command, lang))
+        await dispatch(call, RoomKind.MODERATION, unknown=_unknown_command)
     except Refused as exc:
-        reply(session, ctx, room.room_id, lang, exc.refusal.key, **exc.refusal.values)
+        call.refuse(exc.refusal)
+
+
+def _unknown_command(name: str) -> Refusal:
+    return Refusal("mod_unknown_command", {"command": name})
 
 
 @command(RoomKind.MODERATION, "help")
 async def _help(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
-    reply(s, ctx, room.room_id, lang, "mod_help")
+    call.reply("mod_help")
 
 
 @command(RoomKind.MODERATION, "held")
 async def _held(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
+    s = call.session
     rows = (
         await s.scalars(select(HeldPost).where(HeldPost.status == HeldPostStatus.HELD).order_by(HeldPost.id))
     ).all()
     if not rows:
-        reply(s, ctx, room.room_id, lang, "mod_no_held")
+        call.reply("mod_no_held")
         return
     lines = []
     for row in rows:
         channel = await s.get(Channel, row.channel_id)
         why = "; ".join(f"{v['hook']}: {v['reason']}" for v in row.verdicts if v.get("action") != "allow")
         lines.append(f"h{row.id} #{channel.handle if channel else '?'} {row.author} — {why}")
-    reply(s, ctx, room.room_id, lang, "mod_held_list", lines="\n".join(lines))
+    call.reply("mod_held_list", lines="\n".join(lines))
 
 
 async def _held_post(s: AsyncSession, cmd: Command, usage: Refusal, nargs: int) -> HeldPost:
@@ -198,8 +199,8 @@ async def _held_post(s: AsyncSession, cmd: Command, usage: Refusal, nargs: int) 
 
 @command(RoomKind.MODERATION, "approve")
 async def _approve(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    held = await _held_post(s, cmd, Refusal("mod_usage_approve"), 1)
+    ctx, s = call.ctx, call.session
+    held = await _held_post(s, call.command, Refusal("mod_usage_approve"), 1)
     channel = await s.get(Channel, held.channel_id)
     if channel is None or channel.status != ChannelStatus.ACTIVE:
         raise Refused(Refusal("mod_channel_inactive", {"held": held.id}))
@@ -207,7 +208,7 @@ async def _approve(call: CommandCall) -> None:
         ctx,
         s,
         kind=DecisionKind.APPROVE_POST,
-        decided_by=event.sender,
+        decided_by=call.sender,
         channel=channel,
         ground=Ground("terms", "publication rules"),
         explanation="Reviewed by a moderator and published.",
@@ -222,16 +223,7 @@ async def _approve(call: CommandCall) -> None:
         backstage = await s.get(Room, channel.backstage_room_id)
         author_lang = await language_for(s, ctx, held.author, room=backstage)
         reply(s, ctx, channel.backstage_room_id, author_lang, "mod_approved_backstage", held=held.id)
-    reply(
-        s,
-        ctx,
-        room.room_id,
-        lang,
-        "mod_approved",
-        held=held.id,
-        decision=decision.id,
-        handle=channel.handle,
-    )
+    call.reply("mod_approved", held=held.id, decision=decision.id, handle=channel.handle)
 
 
 async def publish(ctx: Context, s: AsyncSession, channel: Channel, held: HeldPost) -> None:
@@ -248,7 +240,7 @@ def _category(held: HeldPost) -> str:
 
 @command(RoomKind.MODERATION, "reject")
 async def _reject(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
+    ctx, s, cmd = call.ctx, call.session, call.command
     held = await _held_post(s, cmd, Refusal("mod_usage_reject"), 3)
     ground = _ground(cmd.args[1])
     channel = await s.get(Channel, held.channel_id)
@@ -256,7 +248,7 @@ async def _reject(call: CommandCall) -> None:
         ctx,
         s,
         kind=DecisionKind.REJECT_POST,
-        decided_by=event.sender,
+        decided_by=call.sender,
         channel=channel,
         ground=ground,
         explanation=cmd.rest_after(2),
@@ -267,12 +259,12 @@ async def _reject(call: CommandCall) -> None:
     )
     held.status = HeldPostStatus.REJECTED
     held.decision_id = decision.id
-    reply(s, ctx, room.room_id, lang, "mod_rejected", held=held.id, decision=decision.id)
+    call.reply("mod_rejected", held=held.id, decision=decision.id)
 
 
 @command(RoomKind.MODERATION, "notices")
 async def _notices(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
+    s, lang = call.session, call.lang
     rows = (
         await s.scalars(
             select(Notice)
@@ -281,7 +273,7 @@ async def _notices(call: CommandCall) -> None:
         )
     ).all()
     if not rows:
-        reply(s, ctx, room.room_id, lang, "mod_no_notices")
+        call.reply("mod_no_notices")
         return
     lines = []
     for n in rows:
@@ -293,7 +285,7 @@ async def _notices(call: CommandCall) -> None:
             f"n{n.id} {flag}[{n.source}] #{channel.handle if channel else '?'} {where}{n.event_id or ''} "
             f"{n.category}: {n.explanation[:200]}"
         )
-    reply(s, ctx, room.room_id, lang, "mod_notices_list", lines="\n".join(lines))
+    call.reply("mod_notices_list", lines="\n".join(lines))
 
 
 async def _target_event(s: AsyncSession, text: str) -> tuple[EventID | None, Notice | None]:
@@ -310,7 +302,7 @@ async def _target_event(s: AsyncSession, text: str) -> tuple[EventID | None, Not
 
 @command(RoomKind.MODERATION, "takedown")
 async def _takedown(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
+    ctx, s, cmd = call.ctx, call.session, call.command
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_takedown"))
     event_id, notice = await _target_event(s, cmd.args[0])
@@ -319,7 +311,7 @@ async def _takedown(call: CommandCall) -> None:
         comment = await kinds.comment().find(ctx, s, event_id) if event_id else None
         if comment is None:
             raise Refused(Refusal("mod_not_a_post"))
-        await _takedown_comment(ctx, s, room, event, cmd, lang, comment, notice)
+        await _takedown_comment(call, comment, notice)
         return
     channel = await s.get(Channel, post.channel_id)
     if channel is None:
@@ -331,7 +323,7 @@ async def _takedown(call: CommandCall) -> None:
         ctx,
         s,
         kind=DecisionKind.TAKE_DOWN,
-        decided_by=event.sender,
+        decided_by=call.sender,
         channel=channel,
         ground=ground,
         explanation=cmd.rest_after(2),
@@ -343,38 +335,25 @@ async def _takedown(call: CommandCall) -> None:
     readers = ctx.config.default_language
     reason = t(readers, "mod_takedown_reason", decision=decision.id, ground=ground.describe(readers))
     await take_down(ctx, s, channel, post, reason)
-    reply(s, ctx, room.room_id, lang, "mod_taking_down", decision=decision.id)
+    call.reply("mod_taking_down", decision=decision.id)
 
 
-async def _takedown_comment(
-    ctx: Context,
-    s: AsyncSession,
-    room: Room,
-    event: Event,
-    cmd: Command,
-    lang: str,
-    comment: ReportedComment,
-    notice: Notice | None,
-) -> None:
+async def _takedown_comment(call: CommandCall, comment: ReportedComment, notice: Notice | None) -> None:
     """Remove a reader's comment: redacted by the bot, the statement to the commenter and the notifier."""
-    ground = _ground(cmd.args[1])
+    ground = _ground(call.command.args[1])
     comments = kinds.comment()
-    if await comments.removed(s, comment.event.event_id):
+    if await comments.removed(call.session, comment.event.event_id):
         raise Refused(Refusal("mod_comment_already_removed"))
     decision = await comments.take_down(
-        ctx,
-        s,
+        call.ctx,
+        call.session,
         comment,
-        decided_by=event.sender,
+        decided_by=call.sender,
         ground=ground,
-        explanation=cmd.rest_after(2),
+        explanation=call.command.rest_after(2),
         notice=notice,
     )
-    reply(
-        s,
-        ctx,
-        room.room_id,
-        lang,
+    call.reply(
         "mod_taking_down_comment",
         decision=decision.id,
         author=comment.event.sender,
@@ -384,7 +363,7 @@ async def _takedown_comment(
 
 @command(RoomKind.MODERATION, "noaction")
 async def _noaction(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
+    ctx, s, cmd = call.ctx, call.session, call.command
     number = _ref(cmd.arg(0), "n")
     if number is None or len(cmd.args) < 2:
         raise Refused(Refusal("mod_usage_noaction"))
@@ -396,7 +375,7 @@ async def _noaction(call: CommandCall) -> None:
         ctx,
         s,
         kind=DecisionKind.NO_ACTION,
-        decided_by=event.sender,
+        decided_by=call.sender,
         channel=channel,
         ground=Ground("terms", "no breach found"),
         explanation=cmd.rest_after(1),
@@ -404,7 +383,7 @@ async def _noaction(call: CommandCall) -> None:
         notice=notice,
         tell_backstage=False,
     )
-    reply(s, ctx, room.room_id, lang, "mod_noaction_done", notice=notice.id, decision=decision.id)
+    call.reply("mod_noaction_done", notice=notice.id, decision=decision.id)
 
 
 async def _channel(s: AsyncSession, handle_text: str | None) -> Channel:
@@ -431,7 +410,7 @@ async def _refuse_comment(ctx: Context, s: AsyncSession, text: str | None, comma
 
 @command(RoomKind.MODERATION, "restrict")
 async def _restrict(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
+    ctx, s, cmd = call.ctx, call.session, call.command
     await _refuse_comment(ctx, s, cmd.arg(0), "restrict")
     if len(cmd.args) < 4:
         raise Refused(Refusal("mod_usage_restrict"))
@@ -442,28 +421,19 @@ async def _restrict(call: CommandCall) -> None:
         ctx,
         s,
         kind=DecisionKind.RESTRICT,
-        decided_by=event.sender,
+        decided_by=call.sender,
         channel=channel,
         ground=ground,
         explanation=cmd.rest_after(3),
         until=until,
     )
     channel.restricted_until = until
-    reply(
-        s,
-        ctx,
-        room.room_id,
-        lang,
-        "mod_restricted",
-        handle=channel.handle,
-        until=f"{until:%Y-%m-%d %H:%M}",
-        decision=decision.id,
-    )
+    call.reply("mod_restricted", handle=channel.handle, until=f"{until:%Y-%m-%d %H:%M}", decision=decision.id)
 
 
 @command(RoomKind.MODERATION, "suspend")
 async def _suspend(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
+    ctx, s, cmd = call.ctx, call.session, call.command
     await _refuse_comment(ctx, s, cmd.arg(0), "suspend")
     if len(cmd.args) < 3:
         raise Refused(Refusal("mod_usage_suspend"))
@@ -475,23 +445,23 @@ async def _suspend(call: CommandCall) -> None:
         ctx,
         s,
         kind=DecisionKind.SUSPEND,
-        decided_by=event.sender,
+        decided_by=call.sender,
         channel=channel,
         ground=ground,
         explanation=cmd.rest_after(2),
     )
     suspend(ctx, s, channel)
-    reply(s, ctx, room.room_id, lang, "mod_suspended", handle=channel.handle, decision=decision.id)
+    call.reply("mod_suspended", handle=channel.handle, decision=decision.id)
 
 
 @command(RoomKind.MODERATION, "appeals")
 async def _appeals(call: CommandCall) -> None:
-    ctx, s, room, lang = call.ctx, call.session, call.room, call.lang
+    lang = call.lang
     rows = (
-        await s.scalars(select(Appeal).where(Appeal.status == AppealStatus.OPEN).order_by(Appeal.id))
+        await call.session.scalars(select(Appeal).where(Appeal.status == AppealStatus.OPEN).order_by(Appeal.id))
     ).all()
     if not rows:
-        reply(s, ctx, room.room_id, lang, "mod_no_appeals")
+        call.reply("mod_no_appeals")
         return
     lines = [
         t(
@@ -504,12 +474,11 @@ async def _appeals(call: CommandCall) -> None:
         )
         for a in rows
     ]
-    reply(s, ctx, room.room_id, lang, "mod_appeals_list", lines="\n".join(lines))
+    call.reply("mod_appeals_list", lines="\n".join(lines))
 
 
-async def _open_appeal(
-    ctx: Context, s: AsyncSession, event: Event, cmd: Command, usage: Refusal
-) -> tuple[Appeal, Decision]:
+async def _open_appeal(call: CommandCall, usage: Refusal) -> tuple[Appeal, Decision]:
+    s, cmd = call.session, call.command
     number = _ref(cmd.arg(0), "a")
     if number is None or len(cmd.args) < 2:
         raise Refused(usage)
@@ -519,7 +488,7 @@ async def _open_appeal(
     decision = await s.get(Decision, appeal.decision_id)
     if decision is None:
         raise Refused(Refusal("mod_appeal_decision_gone", {"appeal": number}))
-    if decision.decided_by == event.sender and len(moderators(ctx)) > 1:
+    if decision.decided_by == call.sender and len(moderators(call.ctx)) > 1:
         raise Refused(Refusal("mod_own_decision", {"decision": decision.id}))
     return appeal, decision
 
@@ -529,21 +498,27 @@ async def _appellant_language(ctx: Context, s: AsyncSession, appeal: Appeal) -> 
     return await language_for(s, ctx, appeal.appellant, room=room)
 
 
+async def _close_appeal(
+    call: CommandCall, appeal: Appeal, decision: Decision, status: AppealStatus, outcome: dict[str, Any]
+) -> None:
+    """The appeal decided by this moderator, and the audit entry saying so (`outcome`: how)."""
+    appeal.status = status
+    appeal.decided_by = call.sender
+    appeal.decided_at = datetime.now(UTC)
+    await audit.append(
+        call.session,
+        "appeal_decided",
+        {"appeal": appeal.id, "decision": decision.id, **outcome},
+        {"decided_by": call.sender, "explanation": call.command.rest_after(1)},
+        config=call.ctx.config,
+    )
+
+
 @command(RoomKind.MODERATION, "deny")
 async def _deny(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_deny"))
-    appeal.status = AppealStatus.UPHELD
-    appeal.decided_by = event.sender
-    appeal.decided_at = datetime.now(UTC)
-    explanation = cmd.rest_after(1)
-    await audit.append(
-        s,
-        "appeal_decided",
-        {"appeal": appeal.id, "decision": decision.id, "outcome": "upheld"},
-        {"decided_by": event.sender, "explanation": explanation},
-        config=ctx.config,
-    )
+    ctx, s = call.ctx, call.session
+    appeal, decision = await _open_appeal(call, Refusal("mod_usage_deny"))
+    await _close_appeal(call, appeal, decision, AppealStatus.UPHELD, {"outcome": "upheld"})
     if appeal.appellant_room:
         reply(
             s,
@@ -553,39 +528,30 @@ async def _deny(call: CommandCall) -> None:
             "mod_appeal_upheld_you",
             appeal=appeal.id,
             decision=decision.id,
-            reasons=explanation,
+            reasons=call.command.rest_after(1),
         )
-    reply(s, ctx, room.room_id, lang, "mod_upheld", appeal=appeal.id, decision=decision.id)
+    call.reply("mod_upheld", appeal=appeal.id, decision=decision.id)
 
 
 @command(RoomKind.MODERATION, "grant")
 async def _grant(call: CommandCall) -> None:
-    ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    appeal, decision = await _open_appeal(ctx, s, event, cmd, Refusal("mod_usage_grant"))
+    ctx, s = call.ctx, call.session
+    appeal, decision = await _open_appeal(call, Refusal("mod_usage_grant"))
     channel = await queries.channel_by_id(s, decision.channel_id)
-    explanation = cmd.rest_after(1)
     reversal = await record(
         ctx,
         s,
         kind=DecisionKind.REINSTATE,
-        decided_by=event.sender,
+        decided_by=call.sender,
         channel=channel,
         ground=Ground(decision.ground, decision.ground_reference or "—"),
-        explanation=f"Appeal a{appeal.id} granted: {explanation}",
+        explanation=f"Appeal a{appeal.id} granted: {call.command.rest_after(1)}",
         target=decision.target,
         reverses=decision,
     )
     decision.status = DecisionStatus.REVERSED
-    appeal.status = AppealStatus.REVERSED
-    appeal.decided_by = event.sender
-    appeal.decided_at = datetime.now(UTC)
-    await audit.append(
-        s,
-        "appeal_decided",
-        {"appeal": appeal.id, "decision": decision.id, "outcome": "reversed", "reversal": reversal.id},
-        {"decided_by": event.sender, "explanation": explanation},
-        config=ctx.config,
-    )
+    outcome = {"outcome": "reversed", "reversal": reversal.id}
+    await _close_appeal(call, appeal, decision, AppealStatus.REVERSED, outcome)
     await restore(ctx, s, decision, channel)
     if appeal.appellant_room:
         reply(
@@ -598,16 +564,7 @@ async def _grant(call: CommandCall) -> None:
             decision=decision.id,
             reversal=reversal.id,
         )
-    reply(
-        s,
-        ctx,
-        room.room_id,
-        lang,
-        "mod_granted",
-        appeal=appeal.id,
-        decision=decision.id,
-        reversal=reversal.id,
-    )
+    call.reply("mod_granted", appeal=appeal.id, decision=decision.id, reversal=reversal.id)
 
 
 async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Channel | None) -> None:
@@ -650,12 +607,11 @@ async def restore(ctx: Context, s: AsyncSession, decision: Decision, channel: Ch
 
 @command(RoomKind.MODERATION, "decision")
 async def _decision(call: CommandCall) -> None:
-    ctx, s, room, cmd, lang = call.ctx, call.session, call.room, call.command, call.lang
-    number = _ref(cmd.arg(0), "d")
-    decision = await s.get(Decision, number) if number is not None else None
+    number = _ref(call.command.arg(0), "d")
+    decision = await call.session.get(Decision, number) if number is not None else None
     if decision is None:
         raise Refused(Refusal("mod_usage_decision"))
-    statement = await statement_in(ctx, s, decision, lang)
-    reply(s, ctx, room.room_id, lang, "mod_decision_status", statement=statement, status=decision.status)
+    statement = await statement_in(call.ctx, call.session, decision, call.lang)
+    call.reply("mod_decision_status", statement=statement, status=decision.status)
 
 

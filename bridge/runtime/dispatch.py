@@ -7,8 +7,9 @@ in backstage, which permission (bridge.channels.roles.PERMISSIONS) the sender ne
     async def stats_command(call: CommandCall) -> None: ...
 
 Each room's handler (management chat, backstage, operators' room, moderation room) parses the line,
-checks who may speak there, looks the command up here and calls it with one `CommandCall`. The
-registry is filled as the feature modules are imported (bridge.service imports them all).
+checks who may speak there, looks the command up here and calls it with one `CommandCall`
+(`dispatch` does the last two in the rooms without backstage permissions). The registry is filled
+as the feature modules are imported (bridge.service imports them all).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.events import Event
 from bridge.runtime.context import Context, reply
 from bridge.store.models import Channel, Room, RoomKind
-from bridge.text.commands import Command
+from bridge.text.commands import Command, Refusal
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class CommandCall:
     def reply(self, key: str, **values: Any) -> None:
         """Answer in the room the command came from, in the sender's language."""
         reply(self.session, self.ctx, self.room.room_id, self.lang, key, **values)
+
+    def refuse(self, refusal: Refusal) -> None:
+        """Answer with what cannot be done, and why."""
+        self.reply(refusal.key, **refusal.values)
 
 
 Handler = Callable[[CommandCall], Awaitable[None]]
@@ -88,3 +93,28 @@ def find(room: RoomKind, name: str) -> CommandSpec | None:
 
 def names(room: RoomKind) -> list[str]:
     return sorted(_REGISTRY.get(room, {}))
+
+
+def typed_text(event: Event) -> str | None:
+    """The text of a new message, where a command may be typed (an edit of an earlier one is not a
+    new command); None for anything else."""
+    body = event.content.get("body")
+    if event.type != "m.room.message" or not isinstance(body, str) or event.rel_type == "m.replace":
+        return None
+    return body
+
+
+def _unknown_command(name: str) -> Refusal:
+    return Refusal("unknown_command", {"name": name})
+
+
+async def dispatch(
+    call: CommandCall, room: RoomKind, *, unknown: Callable[[str], Refusal] = _unknown_command
+) -> None:
+    """Run the command of `call`, typed in a room of kind `room` by someone who may speak there:
+    its handler, or the refusal `unknown(name)` when no feature registered the name."""
+    spec = find(room, call.command.name)
+    if spec is None:
+        call.refuse(unknown(call.command.name[:64]))
+        return
+    await spec.handler(call)

@@ -47,40 +47,32 @@ def _choices() -> str:
 @command(RoomKind.BACKSTAGE, "language")
 async def language_command(call: CommandCall) -> None:
     """`language` shows the choice; `language en|fa` makes it; `language auto` forgets it."""
-    ctx, session, room, event, cmd = call.ctx, call.session, call.room, call.event, call.command
-    lang = call.lang
-    code = (cmd.arg(0) or "").lower()
+    session = call.session
+    code = (call.command.arg(0) or "").lower()
     if not code:
-        chosen = await chosen_language(session, event.sender)
+        chosen = await chosen_language(session, call.sender)
         if chosen is None:
-            reply(session, ctx, room.room_id, lang, "language_auto", choices=_choices())
+            call.reply("language_auto", choices=_choices())
         else:
-            reply(
-                session,
-                ctx,
-                room.room_id,
-                lang,
-                "language_current",
-                language=t(lang, "language_name"),
-                choices=_choices(),
-            )
+            call.reply("language_current", language=t(call.lang, "language_name"), choices=_choices())
         return
     if code != AUTO and code not in catalogue().languages:
-        reply(session, ctx, room.room_id, lang, "language_unknown", code=code[:16], choices=_choices())
+        call.reply("language_unknown", code=code[:16], choices=_choices())
         return
-    setting = await session.get(UserSetting, event.sender)
+    setting = await session.get(UserSetting, call.sender)
     if setting is None:
-        setting = UserSetting(user_id=event.sender)
+        setting = UserSetting(user_id=call.sender)
         session.add(setting)
     setting.language = None if code == AUTO else code
     setting.updated_at = datetime.now(UTC)
     if code == AUTO:
-        reply(session, ctx, room.room_id, lang, "language_cleared", choices=_choices())
+        call.reply("language_cleared", choices=_choices())
     else:
+        # Said in the language just chosen.
         reply(
             session,
-            ctx,
-            room.room_id,
+            call.ctx,
+            call.room.room_id,
             code,
             "language_set",
             language=t(code, "language_name"),
