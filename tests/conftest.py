@@ -13,6 +13,7 @@ import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from bridge.moderation import audit as audit_module
+from bridge.ops import initfiles as initfiles_module
 from bridge.ops.synapse import LocalSynapse
 from bridge.runtime import config as config_module
 from bridge.store import db as db_module
@@ -29,8 +30,14 @@ MAY_BLOCK: list[tuple[str, list[Callable[..., Any]], str]] = [
     (
         "*",
         [config_module.load, config_module.parse],
-        "the configuration is read before the event loop starts (bridge/cli.py, bridge/sandbox.py); "
+        "the configuration is read before the event loop starts (bridge/cli.py, bridge/ops/sandbox.py); "
         "tests build theirs inside async fixtures and tests",
+    ),
+    (
+        "*",
+        [initfiles_module.write_init_files],
+        "`kanal init` and `kanal up` write a deployment's files before any event loop runs; tests make "
+        "theirs inside async fixtures",
     ),
     (
         "os.path.abspath",
