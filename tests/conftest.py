@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,11 @@ from bridge.ops.synapse import LocalSynapse
 from bridge.runtime import config as config_module
 from bridge.store import db as db_module
 from bridge.text import i18n as i18n_module
+
+# Kanal's subprocesses (`python -m bridge.cli`, started from temporary folders) run this checkout's
+# code, not whichever checkout the virtualenv's editable install points at (a worktree, a clone).
+CHECKOUT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), os.environ.get("PYTHONPATH")]))
 
 # Where a blocking call inside the running event loop fails a test (the blocking_guard fixture).
 KANAL_PACKAGES = ["appservice", "bridge"]
