@@ -71,7 +71,7 @@ async def test_roles_decide_who_publishes_and_who_runs_which_command(env: Env) -
         channel.broadcast, lambda e: e["event_id"] == published["event_id"] and not e.get("content")
     )
 
-    # Commands follow the table in bridge/roles.py.
+    # Commands follow the table in bridge/channels/roles.py.
     await mo.ask(bs, "!stats", "ubscribers")
     await mo.ask(bs, "!reactions only 👍", "👍")
     refusal = await mo.ask(bs, "!signatures on", "Only the owner, editor of")

@@ -69,7 +69,7 @@ def call_sites() -> list[CallSite]:
             elif node.func.id == "t":
                 key_index, implicit = 1, set()
             elif node.func.id in ("InvalidHandle", "InvalidTitle"):
-                key_index, implicit = 0, set()  # bridge/names.py: InvalidHandle("key", **values)
+                key_index, implicit = 0, set()  # bridge/text/names.py: InvalidHandle("key", **values)
             elif node.func.id == "Refusal":
                 # Refusal("key", {"name": ...}): the values a refusal's message is filled with.
                 values = node.args[1] if len(node.args) > 1 else None
