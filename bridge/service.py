@@ -51,6 +51,7 @@ from bridge.moderation.policy import exec_policy_ban, on_policy_event
 from bridge.moderation.policy import follow as follow_policy_rooms
 from bridge.moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
 from bridge.publishing import polls as _polls  # noqa: F401 (imported for its commands: !poll)
+from bridge.publishing import schedule as _schedule  # noqa: F401 (imported for its commands: !schedule …)
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, new_entry, room_queue

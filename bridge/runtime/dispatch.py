@@ -91,6 +91,11 @@ def find(room: RoomKind, name: str) -> CommandSpec | None:
     return _REGISTRY.get(room, {}).get(name)
 
 
+def names(room: RoomKind) -> list[str]:
+    """The commands registered for rooms of kind `room`."""
+    return sorted(_REGISTRY.get(room, {}))
+
+
 def typed_text(event: Event) -> str | None:
     """The text of a new message, where a command may be typed (an edit of an earlier one is not a
     new command); None for anything else."""

@@ -7,47 +7,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-MANAGEMENT_COMMANDS = (
-    "help",
-    "create",
-    "list",
-    "info",
-    "title",
-    "about",
-    "promote",
-    "demote",
-    "delete",
-    "confirm",
-    "cancel",
-    "rename",
-    "transfer",
-    "accept",
-    "decline",
-    "retention",
-    "report",
-    "appeal",
-    "private",
-)
-BACKSTAGE_COMMANDS = (
-    "help",
-    "silent",
-    "pin",
-    "unpin",
-    "signatures",
-    "stats",
-    "views-in-posts",
-    "poll",
-    "token",
-    "reactions",
-    "schedule",
-    "scheduled",
-    "unschedule",
-    "link",
-    "requests",
-    "approve",
-    "decline",
-)
-
 
 @dataclass(frozen=True)
 class Command:
