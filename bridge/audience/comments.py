@@ -342,14 +342,6 @@ def root_redaction(channel: Channel, post: Post, reason: str | None) -> OutboxEn
     return new_entry(_queue(channel), OutboxKind.COMMENTS_THREAD, channel.ghost_user_id, payload)
 
 
-async def comments_url_for(session: AsyncSession, post: Post, domain: str) -> str | None:
-    """The link a post's footer shows (None until its root exists), for whoever edits the post."""
-    thread = await session.get(CommentThread, post.id)
-    if thread is None or thread.root_event_id is None or thread.room_id is None:
-        return None
-    return comments_url(thread.room_id, thread.root_event_id, domain)
-
-
 # -- the discussion room's side: comments -------------------------------------------------------
 
 

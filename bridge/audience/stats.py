@@ -410,13 +410,6 @@ async def views_in_posts_command(call: CommandCall) -> None:
     )
 
 
-async def _comments_url(session: AsyncSession, ctx: Context, post: Post) -> str | None:
-    """The comments link the post's footer shows (comments.py), so a views edit keeps it."""
-    from bridge.audience.comments import comments_url_for
-
-    return await comments_url_for(session, post, ctx.domain)
-
-
 async def mark_views(ctx: Context, channel_ids: Collection[int] | None = None) -> int:
     """Edit the recent posts whose views crossed a threshold (see `views_edit_due`); how many.
 
@@ -468,7 +461,7 @@ async def mark_views(ctx: Context, channel_ids: Collection[int] | None = None) -
                 )
                 if claimed.rowcount != 1:  # type: ignore[attr-defined]
                     continue
-                comments_url = await _comments_url(session, ctx, post)
+                comments_url = await seam.footer_url(session, post, ctx.domain)
                 seam.replace(session, channel, post, views_edit_content(content, count, comments_url))
                 edits += 1
     if edits:

@@ -96,6 +96,14 @@ def comments_url(room_id: RoomID, root_event_id: EventID, domain: str) -> str:
     return f"https://matrix.to/#/{room_id}/{root_event_id}?via={domain}"
 
 
+async def footer_url(session: AsyncSession, post: Post, domain: str) -> str | None:
+    """The comments link a post's footer shows (None until its thread root exists)."""
+    thread = await session.get(CommentThread, post.id)
+    if thread is None or thread.room_id is None or thread.root_event_id is None:
+        return None
+    return comments_url(thread.room_id, thread.root_event_id, domain)
+
+
 def _room(channel: Channel) -> RoomID:
     return channel.broadcast_room_id or RoomID("")
 
@@ -412,12 +420,7 @@ async def _exec_post_edit(ctx: Context, entry: OutboxEntry, worker: OutboxWorker
         channel = await session.get(Channel, post.channel_id) if post is not None else None
         if post is None or channel is None or post.redacted or post.relayed_event_id is None:
             raise SkipEntry(f"post {post_id} has no published copy to edit")
-        thread = await session.get(CommentThread, post.id)
-    url = (
-        comments_url(thread.room_id, thread.root_event_id, ctx.domain)
-        if thread is not None and thread.room_id and thread.root_event_id
-        else None
-    )
+        url = await footer_url(session, post, ctx.domain)
     views = post.views_shown if channel.views_in_posts else None
     content = footer_edit_content(post.content or {}, post.relayed_event_id, url=url, views=views)
     return await send_content(
