@@ -79,6 +79,7 @@ class Config:
     verified_topic_suffix: str = " — ✓ verified"
     # `!views-in-posts`: the least time between two view-count edits of one post
     views_edit_interval_s: int = 600
+    shard_size: int = 10_000  # joined readers of a channel's open room before the next opens; 0: never
     operators: tuple[str, ...] = ()
     # Domestic hosting
     federation: str = "open"
@@ -122,6 +123,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "title_max_length": (int, False),
         "verified_topic_suffix": (str, False),
         "views_edit_interval": (int, False),
+        "shard_size": (int, False),
     },
     "operators": {"users": (list, False)},
     "hosting": {"federation": (str, False), "allowed_servers": (list, False), "retention_days": (int, False)},
@@ -200,6 +202,7 @@ class _Channels:
     title_max_length: int
     verified_topic_suffix: str
     views_edit_interval_s: int
+    shard_size: int
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,7 @@ def parse(data: Any, path: Path) -> Config:
         title_max_length=channels.title_max_length,
         verified_topic_suffix=channels.verified_topic_suffix,
         views_edit_interval_s=channels.views_edit_interval_s,
+        shard_size=channels.shard_size,
         operators=operators,
         federation=federation,
         allowed_servers=allowed,
@@ -385,6 +389,7 @@ def _channel_limits(ch: dict[str, Any], path: Path) -> _Channels:
             ("handle_cooldown_days", 30, 0),
             ("title_max_length", 128, 1),
             ("views_edit_interval", 600, 0),
+            ("shard_size", 10_000, 0),
         )
     }
     return _Channels(
@@ -396,6 +401,7 @@ def _channel_limits(ch: dict[str, Any], path: Path) -> _Channels:
         title_max_length=limits["title_max_length"],
         verified_topic_suffix=ch.get("verified_topic_suffix", " — ✓ verified"),
         views_edit_interval_s=limits["views_edit_interval"],
+        shard_size=limits["shard_size"],
     )
 
 
