@@ -99,6 +99,12 @@ class LocalSynapse:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pids(self) -> dict[str, int]:
+        """Synapse instance name → pid while running: {"main": pid} (SynapseWorkers lists its workers)."""
+        process = self._process
+        return {"main": process.pid} if process is not None and process.poll() is None else {}
+
     def shared_secret(self) -> str:
         """The registration shared secret, created on first use and kept for later runs."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
