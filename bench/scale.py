@@ -621,7 +621,8 @@ def print_model(results: list[Result], args: argparse.Namespace) -> None:
         latency = [(room_size(r), r.latency_first_ms["m.text"]) for r in runs if len(r.rooms) == 1]
         kanal = statistics.median(r.kanal_ms("m.text") / max(len(r.rooms), 1) for r in runs)
         a, b = fit_line(cost)
-        la, lb = fit_line(latency) if latency else (math.nan, math.nan)
+        if a < 0:  # too few or too close points for an intercept: proportional through the origin
+            a, b = 0.0, statistics.fmean(y / x for x, y in cost)
         print(
             f"\n== Capacity model, {mode} Synapse (EXTRAPOLATION from N ≤ {max(r.subscribers for r in runs):,})"
         )
@@ -632,12 +633,13 @@ def print_model(results: list[Result], args: argparse.Namespace) -> None:
             + ")"
         )
         print(f"  Kanal CPU per room send: k = {kanal:.1f} ms (median)")
-        if latency:
-            print(f"  one-room latency: L(n) = {la:.0f} ms + {1000 * lb:.2f} µs × n")
-        else:
-            print("  one-room latency: not measured (no single-room run); taking L(n) = c(n) + 50 ms")
-            la, lb = a + 50, b
-
+        # A room's latency: a fixed pipeline (Kanal's relay, the readers' sync) plus the room's own
+        # processing, taken as its CPU cost c(n).
+        overheads = [lat - (a + b * n) for n, lat in latency] or [50.0]
+        la, lb = a + max(statistics.median(overheads), 0.0), b
+        print(
+            f"  one room's latency: L(n) = {la:.0f} ms + {1000 * lb:.1f} µs × n (fixed part from the one-room runs)"
+        )
         model = Model(a, b, la, lb, kanal)
         cost_at, latency_last = model.cost_at, model.latency_last
 
@@ -655,8 +657,11 @@ def print_model(results: list[Result], args: argparse.Namespace) -> None:
                 f"  W={writers} event persisters (one core each): largest channel with the last room under "
                 f"{args.target_latency_ms:.0f} ms ≈ {best[0]:,} subscribers (shards of {best[1]:,})"
             )
-        shard = args.shard_size
-        for total in (100_000, 1_000_000):
+        for shard, total in [
+            (shard, total)
+            for shard in dict.fromkeys([args.shard_size, *args.model_shard_sizes])
+            for total in (100_000, 1_000_000)
+        ]:
             rooms = math.ceil(total / shard)
             per_post = rooms * (cost_at(shard) + kanal)
             print(
@@ -701,6 +706,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--post-timeout", type=float, default=120.0)
     parser.add_argument("--no-settle", action="store_true", help="do not wait out Kanal's verify window")
     parser.add_argument("--target-latency-ms", type=float, default=2000.0)
+    parser.add_argument(
+        "--model-shard-sizes", type=ints, default=[5000], help="shard sizes for the cost lines"
+    )
     parser.add_argument("--model-writers", type=ints, default=[1, 2, 4, 8, 16])
     parser.add_argument(
         "--postgres",
