@@ -42,6 +42,7 @@ from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.registration import RegistrationError
 from appservice.registration import load as load_registration
+from bridge.ops.synapse import LARGE_ROOM_CACHES, SYNAPSE_DEFAULT_CACHE_FACTOR
 from bridge.runtime.config import Config
 from bridge.store.db import create_engine
 
@@ -508,14 +509,6 @@ def check_synapse_database(hs: Mapping[str, Any], config: Config) -> Check:
     return Check(name, Status.PASS, "PostgreSQL (psycopg2)")
 
 
-# Synapse's caches read for every local member of a room on every message (BulkPushRuleEvaluator):
-# name (as caches.per_cache_factors spells it), max_entries before the factor (Synapse 1.163), what an
-# entry is. An entry per member each post: a room with more members than a cache holds reloads them all.
-LARGE_ROOM_CACHES = (
-    ("get_push_rules_for_user", 5000, "a member's push rules"),
-    ("get_user_in_room_with_profile", 1000, "a member's display name in the room"),
-)
-SYNAPSE_DEFAULT_CACHE_FACTOR = 0.5
 
 
 def _cache_factors(hs: Mapping[str, Any]) -> tuple[float, dict[str, float]] | str:

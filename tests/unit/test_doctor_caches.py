@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from bridge.ops.doctor import LARGE_ROOM_CACHES, Status, check_large_room_caches
+from bridge.ops.doctor import Status, check_large_room_caches
+from bridge.ops.synapse import LARGE_ROOM_CACHES, LocalSynapse, large_room_cache_factors
 from bridge.runtime.config import Config, parse
 
 
@@ -98,3 +99,11 @@ def test_a_malformed_caches_section_fails(caches: Any) -> None:
     check = check_large_room_caches({"caches": caches}, kanal())
     assert check.status is Status.FAIL
     assert "Synapse refuses to start" in check.detail
+
+
+def test_the_synapse_kanal_starts_holds_a_full_shard_of_the_default_size(tmp_path: Path) -> None:
+    # `kanal up` and the tests start this Synapse; doctor must find nothing to warn about in it.
+    hs = LocalSynapse(tmp_path / "synapse").config()
+    assert hs["caches"]["per_cache_factors"] == large_room_cache_factors(10_000)
+    assert check_large_room_caches(hs, kanal()).status == Status.PASS
+    assert "caches" not in LocalSynapse(tmp_path / "other", large_rooms=None).config()
