@@ -74,7 +74,9 @@ class Relay:
             url = f"{self.homeserver}/_matrix/client/v3/rooms/{quote(target, safe='')}/send/m.room.message/{txn}"
             for _attempt in range(5):
                 try:
-                    async with self.http().put(url, params={"user_id": self.user_id}, json=content) as response:
+                    async with self.http().put(
+                        url, params={"user_id": self.user_id}, json=content
+                    ) as response:
                         await response.read()
                         if response.status < 500:
                             break

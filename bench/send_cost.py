@@ -46,7 +46,7 @@ import nio
 
 from tests.support import Env, User, create_channel, free_port
 
-from ._common import DOMAIN, Stack, Subprocess, code_version, cpu_seconds, synapse_and_kanal
+from ._common import DOMAIN, REPO, Stack, Subprocess, code_version, cpu_seconds, synapse_and_kanal
 
 POLL_S = 0.25
 SETTLE_S = 0.5  # after the last copy is seen: the outbox records the result
@@ -61,6 +61,7 @@ class Series:
     wall_s: float
     idle_rate: float
     synapse_cpu_s: float
+    threads: str = ""
 
     @property
     def per_post_ms(self) -> float:
@@ -69,6 +70,35 @@ class Series:
     @property
     def synapse_per_post_ms(self) -> float:
         return 1000 * self.synapse_cpu_s / self.posts
+
+
+def thread_cpu(pid: int | None) -> dict[int, float]:
+    """CPU seconds per thread of a process (Linux /proc/<pid>/task), by thread id."""
+    if pid is None:
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    result: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        result[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return result
+
+
+def thread_split(pid: int | None, before: dict[int, float], posts: int) -> str:
+    """Per-post CPU of the event loop's thread and of the others (aiosqlite's, the executor's)."""
+    after = thread_cpu(pid)
+    used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    main = used.get(pid or 0, 0.0)
+    others = sorted((v for tid, v in used.items() if tid != pid and v > 0), reverse=True)
+    return (
+        f"event-loop thread {1000 * main / posts:.2f} ms/post, other threads "
+        f"{1000 * sum(others) / posts:.2f} ms/post ({len(others)} busy: "
+        + ", ".join(f"{1000 * v / posts:.2f}" for v in others[:6])
+        + ")"
+    )
 
 
 async def idle_rate(pid: int | None, seconds: float) -> float:
@@ -105,6 +135,7 @@ async def run_series(
 ) -> Series:
     """Send `posts` posts into `source` (paced at `rate`/s, or back to back), wait for every copy in `target`."""
     prefix = f"cost {who} {secrets.token_hex(3)} "
+    threads = thread_cpu(pid)
     cpu0, syn0, started = cpu_seconds(pid), cpu_seconds(synapse_pid), time.monotonic()
     for i in range(posts):
         if rate is not None:
@@ -119,6 +150,7 @@ async def run_series(
         await asyncio.sleep(POLL_S)
     await asyncio.sleep(SETTLE_S)
     wall = time.monotonic() - started
+    split = thread_split(pid, threads, posts)
     return Series(
         who,
         "paced" if rate else "burst",
@@ -127,6 +159,7 @@ async def run_series(
         wall,
         idle,
         cpu_seconds(synapse_pid) - syn0,
+        split,
     )
 
 
@@ -134,14 +167,14 @@ async def run_series(
 
 
 @contextlib.contextmanager
-def py_spy(pid: int | None, path: Path | None) -> Iterator[None]:
+def py_spy(pid: int | None, path: Path | None, extra: list[str]) -> Iterator[None]:
     """Record `pid` with py-spy (raw collapsed stacks, 200 Hz, idle frames left out) while inside."""
     if path is None or pid is None:
         yield
         return
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     process = subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", str(path)],
+        [exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", str(path), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -222,7 +255,7 @@ async def outbox_cost(workdir: Path, entries: int, queues: int) -> tuple[float, 
     stub = Subprocess(
         [sys.executable, "-m", "bench.send_cost", "--stub-homeserver", str(port)],
         workdir / f"stub-{queues}.log",
-        {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        {**os.environ, "PYTHONPATH": str(REPO)},
     )
     stub.start()
     engine = create_engine(f"sqlite:///{workdir / f'outbox-{queues}.db'}")
@@ -279,17 +312,19 @@ async def measure(stack: Stack, args: argparse.Namespace, started: float) -> lis
         await reader.join(channel.broadcast)
         rooms = []
         for name in ("bare source", "bare target"):
-            created = await owner.client.room_create(
-                name=name, invite=[stack.bare.user_id, reader.user_id]
-            )
+            created = await owner.client.room_create(name=name, invite=[stack.bare.user_id, reader.user_id])
             assert isinstance(created, nio.RoomCreateResponse), created
             rooms.append(str(created.room_id))
         bare_source, bare_target = rooms
         await stack.bare.relay(bare_source, bare_target)
         await reader.join(bare_target)
         # Warm both paths (connections, caches) before anything is measured.
-        await run_series("kanal", None, None, 0, owner, reader, channel.backstage, channel.broadcast, ghost, 3, 5)
-        await run_series("bare", None, None, 0, owner, reader, bare_source, bare_target, stack.bare.user_id, 3, 5)
+        await run_series(
+            "kanal", None, None, 0, owner, reader, channel.backstage, channel.broadcast, ghost, 3, 5
+        )
+        await run_series(
+            "bare", None, None, 0, owner, reader, bare_source, bare_target, stack.bare.user_id, 3, 5
+        )
         wait = max(0.0, args.steady_after - (time.monotonic() - started) - args.idle)
         if wait:
             print(f"waiting {wait:.0f} s for Kanal's post-start verification window to close", flush=True)
@@ -309,35 +344,71 @@ async def measure(stack: Stack, args: argparse.Namespace, started: float) -> lis
             print(
                 f"  {series.who:5} {series.mode}: {series.posts} posts in {series.wall_s:5.1f} s, "
                 f"CPU {series.cpu_s:6.2f} s → {series.per_post_ms:6.2f} ms/post "
-                f"(Synapse {series.synapse_per_post_ms:5.1f} ms/post)",
+                f"(Synapse {series.synapse_per_post_ms:5.1f} ms/post)\n        {series.threads}",
                 flush=True,
             )
 
-        with py_spy(kanal_pid, args.py_spy):
+        with py_spy(kanal_pid, args.py_spy, args.py_spy_args.split()):
             for _round in range(args.rounds):
                 show(
                     await run_series(
-                        "kanal", kanal_pid, synapse_pid, kanal_idle, owner, reader,
-                        channel.backstage, channel.broadcast, ghost, args.posts, args.rate,
+                        "kanal",
+                        kanal_pid,
+                        synapse_pid,
+                        kanal_idle,
+                        owner,
+                        reader,
+                        channel.backstage,
+                        channel.broadcast,
+                        ghost,
+                        args.posts,
+                        args.rate,
                     )
                 )
                 show(
                     await run_series(
-                        "bare", bare_pid, synapse_pid, bare_idle, owner, reader,
-                        bare_source, bare_target, stack.bare.user_id, args.posts, args.rate,
+                        "bare",
+                        bare_pid,
+                        synapse_pid,
+                        bare_idle,
+                        owner,
+                        reader,
+                        bare_source,
+                        bare_target,
+                        stack.bare.user_id,
+                        args.posts,
+                        args.rate,
                     )
                 )
         if args.burst:
             show(
                 await run_series(
-                    "kanal", kanal_pid, synapse_pid, kanal_idle, owner, reader,
-                    channel.backstage, channel.broadcast, ghost, args.burst, None,
+                    "kanal",
+                    kanal_pid,
+                    synapse_pid,
+                    kanal_idle,
+                    owner,
+                    reader,
+                    channel.backstage,
+                    channel.broadcast,
+                    ghost,
+                    args.burst,
+                    None,
                 )
             )
             show(
                 await run_series(
-                    "bare", bare_pid, synapse_pid, bare_idle, owner, reader,
-                    bare_source, bare_target, stack.bare.user_id, args.burst, None,
+                    "bare",
+                    bare_pid,
+                    synapse_pid,
+                    bare_idle,
+                    owner,
+                    reader,
+                    bare_source,
+                    bare_target,
+                    stack.bare.user_id,
+                    args.burst,
+                    None,
                 )
             )
         return results
@@ -347,14 +418,14 @@ async def measure(stack: Stack, args: argparse.Namespace, started: float) -> lis
 
 
 async def bench(args: argparse.Namespace) -> int:
-    print(f"Kanal code: {code_version()} ({Path(__file__).resolve().parent.parent})", flush=True)
+    print(f"Kanal code: {code_version()} ({REPO})", flush=True)
     with tempfile.TemporaryDirectory(prefix="kanal-bench-cost-") as tmp:
         workdir = Path(tmp)
         results: list[Series] = []
         if args.posts:
             started = time.monotonic()
             async with synapse_and_kanal(
-                workdir, profile_path=args.profile, bare_relay=True
+                workdir, profile_path=args.profile, kanal_module=args.kanal_module, bare_relay=True
             ) as stack:
                 results = await measure(stack, args, started)
         outbox: dict[int, tuple[float, float]] = {}
@@ -392,10 +463,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m bench.send_cost",
         description="Kanal's CPU per relayed post against a minimal relay; the outbox's CPU per entry.",
     )
-    parser.add_argument("--posts", type=int, default=100, help="posts per paced series (default 100; 0: skip)")
+    parser.add_argument(
+        "--posts", type=int, default=100, help="posts per paced series (default 100; 0: skip)"
+    )
     parser.add_argument("--rate", type=float, default=5.0, help="paced series: posts per second (5)")
     parser.add_argument("--rounds", type=int, default=3, help="paced rounds, Kanal and bare each (3)")
-    parser.add_argument("--burst", type=int, default=100, help="posts of the back-to-back series (100; 0: none)")
+    parser.add_argument(
+        "--burst", type=int, default=100, help="posts of the back-to-back series (100; 0: none)"
+    )
     parser.add_argument("--idle", type=float, default=20.0, help="seconds to measure idle CPU (20)")
     parser.add_argument(
         "--steady-after",
@@ -403,12 +478,22 @@ def main(argv: list[str] | None = None) -> int:
         default=125.0,
         help="seconds after Kanal's start before measuring (its verification window lasts 120 s)",
     )
-    parser.add_argument("--outbox-entries", type=int, default=500, help="outbox measurement size (500; 0: skip)")
+    parser.add_argument(
+        "--outbox-entries", type=int, default=500, help="outbox measurement size (500; 0: skip)"
+    )
     parser.add_argument(
         "--outbox-queues", type=int, nargs="+", default=[1, 8], help="room queues for the outbox measurement"
     )
     parser.add_argument("--py-spy", metavar="PATH", help="record Kanal with py-spy during the paced rounds")
+    parser.add_argument(
+        "--py-spy-args", default="", help="more py-spy record options, e.g. '--native' or '--gil'"
+    )
     parser.add_argument("--profile", metavar="PATH", help="run Kanal under cProfile (slows it down)")
+    parser.add_argument(
+        "--kanal-module",
+        default="bridge.cli",
+        help="run Kanal as `python -m MODULE run` (e.g. bench._traced_kanal; default bridge.cli)",
+    )
     parser.add_argument("--stub-homeserver", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stub_homeserver:
