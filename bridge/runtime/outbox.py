@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appservice.client import HomeserverClient
@@ -34,6 +34,7 @@ from bridge.store.models import OutboxEntry, Post
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
+QUEUE_BATCH = 50
 MAX_PARALLEL_QUEUES = 16
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
@@ -142,6 +143,7 @@ class OutboxWorker:
         }
         self._wake = asyncio.Event()
         self._stopping = False
+        self._more = False  # the last drain may have left due work behind
         self.sent = 0
         self.failed = 0
         self.retried = 0
@@ -179,7 +181,9 @@ class OutboxWorker:
             if self.homeserver_down:
                 await self._probe()
             worked = await self.drain_once()
-            if not worked and not self._stopping:
+            # Drain again at once only when the last drain may have left due work behind (entries its
+            # sends queued); new work from elsewhere wakes us, and the poll interval catches the rest.
+            if (not worked or not self._more) and not self._stopping:
                 try:
                     await asyncio.wait_for(
                         self._wake.wait(), PROBE_INTERVAL_S if self.homeserver_down else POLL_INTERVAL_S
@@ -209,24 +213,25 @@ class OutboxWorker:
 
     async def drain_once(self) -> bool:
         """Send what is due in every queue; True when anything was attempted."""
+        self._more = self.row_locks  # other processes queue without waking us: keep polling there
         if self.homeserver_down:
             return False  # only the probe talks to a homeserver that is down; it resumes us
+        batches: dict[str, list[OutboxEntry]] = {}
         async with self.sessions() as session:
-            queues = (
-                await session.scalars(
-                    select(OutboxEntry.queue)
-                    .where(OutboxEntry.status == OutboxStatus.PENDING)
-                    .distinct()
-                    .limit(CLAIM_BATCH)
-                )
-            ).all()
+            queues = (await session.scalars(_PENDING_QUEUES)).all()
+            if not self.row_locks:
+                # One process: each queue's next entries, read in the same session.
+                for queue in queues:
+                    batches[queue] = await self._next(session, queue)
         if not queues:
             return False
+        if len(queues) == CLAIM_BATCH:
+            self._more = True
         semaphore = asyncio.Semaphore(MAX_PARALLEL_QUEUES)
 
         async def run_queue(queue: str) -> int:
             async with semaphore:
-                return await self._run_queue(queue)
+                return await self._run_queue(queue, batches.get(queue))
 
         attempted = await asyncio.gather(*(run_queue(queue) for queue in queues))
         return sum(attempted) > 0
@@ -238,14 +243,18 @@ class OutboxWorker:
             .order_by(OutboxEntry.id)
             .limit(1)
         )
-        if head is None or (
-            head.next_attempt_at is not None and aware(head.next_attempt_at) > datetime.now(UTC)
-        ):
+        if head is None or not _due(head):
             return None
         return head
 
-    async def _run_queue(self, queue: str) -> int:
-        """Send a queue's due entries in order until it is empty or its head must wait."""
+    async def _next(self, session: AsyncSession, queue: str) -> list[OutboxEntry]:
+        """The queue's first pending entries, in order (at most QUEUE_BATCH)."""
+        entries = await session.scalars(_QUEUE_HEADS, {"queue": queue})
+        return list(entries.all())
+
+    async def _run_queue(self, queue: str, entries: list[OutboxEntry] | None = None) -> int:
+        """Send a queue's due entries in order until it is empty or its head must wait
+        (`entries`: its next entries, already read)."""
         attempted = 0
         while True:
             if self.row_locks:
@@ -265,13 +274,27 @@ class OutboxWorker:
                     outcome = await self._attempt(locked)
                     await self._record(session, locked, outcome)
             else:
-                async with self.sessions() as session:
-                    head = await self._head(session, queue)
-                if head is None:
+                # One process (the claim is this coroutine): the queue's next entries, read at once,
+                # sent in order; only the worker changes a pending entry, so they stay valid. Entries
+                # queued meanwhile are read by the next drain (their wake, or `_more`, starts it).
+                if entries is None:
+                    async with self.sessions() as session:
+                        entries = await self._next(session, queue)
+                for entry in entries:
+                    if not _due(entry):
+                        return attempted
+                    outcome = await self._attempt(entry)
+                    async with self.sessions.begin() as session:
+                        await self._record(session, entry, outcome)
+                    if entry.kind not in _QUEUES_NOTHING or _has_note(entry):
+                        self._more = True  # its executor or its note may have queued more
+                    attempted += 1
+                    if outcome.status == OutboxStatus.RETRY:
+                        return attempted  # keep order: the rest of this queue waits for the retry
+                if len(entries) < QUEUE_BATCH:
                     return attempted
-                outcome = await self._attempt(head)
-                async with self.sessions.begin() as session:
-                    await self._record(session, head, outcome)
+                entries = None
+                continue
             attempted += 1
             if outcome.status == OutboxStatus.RETRY:
                 return attempted  # keep order: the rest of this queue waits for the retry
@@ -357,6 +380,41 @@ class OutboxWorker:
             await session.execute(
                 update(Post).where(Post.source_event_id == source).values(relayed_event_id=outcome.result)
             )
+
+
+# Kinds whose executors (this module's own) queue nothing themselves.
+_QUEUES_NOTHING = frozenset(
+    {
+        OutboxKind.SEND,
+        OutboxKind.REDACT,
+        OutboxKind.STATE,
+        OutboxKind.INVITE,
+        OutboxKind.KICK,
+        OutboxKind.JOIN,
+        OutboxKind.LEAVE,
+        OutboxKind.PIN,
+        OutboxKind.UNPIN,
+        OutboxKind.DISPLAYNAME,
+    }
+)
+# Built once: the drain runs them for every wake.
+_PENDING_QUEUES = (
+    select(OutboxEntry.queue).where(OutboxEntry.status == OutboxStatus.PENDING).distinct().limit(CLAIM_BATCH)
+)
+_QUEUE_HEADS = (
+    select(OutboxEntry)
+    .where(OutboxEntry.queue == bindparam("queue"), OutboxEntry.status == OutboxStatus.PENDING)
+    .order_by(OutboxEntry.id)
+    .limit(QUEUE_BATCH)
+)
+
+
+def _has_note(entry: OutboxEntry) -> bool:
+    return "on_success" in entry.payload or "on_failure" in entry.payload
+
+
+def _due(entry: OutboxEntry) -> bool:
+    return entry.next_attempt_at is None or aware(entry.next_attempt_at) <= datetime.now(UTC)
 
 
 def aware(value: datetime) -> datetime:
