@@ -144,6 +144,10 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._more = False  # the last drain may have left due work behind
+        self._queues_running = 0
+        # Outcomes waiting for the recorder (one transaction for those that arrive together).
+        self._unrecorded: list[tuple[OutboxEntry, Outcome, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
         self.retried = 0
@@ -231,10 +235,57 @@ class OutboxWorker:
 
         async def run_queue(queue: str) -> int:
             async with semaphore:
-                return await self._run_queue(queue, batches.get(queue))
+                self._queues_running += 1
+                try:
+                    return await self._run_queue(queue, batches.get(queue))
+                finally:
+                    self._queues_running -= 1
 
         attempted = await asyncio.gather(*(run_queue(queue) for queue in queues))
         return sum(attempted) > 0
+
+    async def _record_committed(self, entry: OutboxEntry, outcome: Outcome) -> None:
+        """Record an attempt's outcome and return once it is committed (one process, SQLite).
+
+        With several queues sending at once (a post reaching many rooms), the outcomes that arrive
+        together share one transaction: the same rows written, in fewer commits. Each queue still
+        waits for its entry's record before it sends the next one.
+        """
+        if self._queues_running <= 1 and self._recorder is None:
+            async with self.sessions.begin() as session:
+                await self._record(session, entry, outcome)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unrecorded.append((entry, outcome, waiter))
+        if self._recorder is None:
+            self._recorder = asyncio.create_task(self._record_arrived())
+        await waiter
+
+    async def _record_arrived(self) -> None:
+        batch: list[tuple[OutboxEntry, Outcome, asyncio.Future[None]]] = []
+        try:
+            await asyncio.sleep(0)  # let the outcomes arriving in this turn of the loop join
+            while self._unrecorded:
+                batch, self._unrecorded = self._unrecorded, []
+                try:
+                    async with self.sessions.begin() as session:
+                        for entry, outcome, _waiter in batch:
+                            await self._record(session, entry, outcome)
+                except Exception as exc:
+                    for *_, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                else:
+                    for *_, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                batch = []
+        finally:
+            self._recorder = None
+            for *_, waiter in [*batch, *self._unrecorded]:
+                if not waiter.done():
+                    waiter.cancel()
+            self._unrecorded = []
 
     async def _head(self, session: AsyncSession, queue: str) -> OutboxEntry | None:
         head = await session.scalar(
@@ -284,8 +335,7 @@ class OutboxWorker:
                     if not _due(entry):
                         return attempted
                     outcome = await self._attempt(entry)
-                    async with self.sessions.begin() as session:
-                        await self._record(session, entry, outcome)
+                    await self._record_committed(entry, outcome)
                     if entry.kind not in _QUEUES_NOTHING or _has_note(entry):
                         self._more = True  # its executor or its note may have queued more
                     attempted += 1
