@@ -311,6 +311,20 @@ class Intent:
             raise MatrixRequestError(200, "M_UNKNOWN", "the media repository returned no content_uri")
         return uri
 
+    async def room_state(self, room_id: RoomID) -> list[dict[str, Any]]:
+        """Every current state event of a room."""
+        data: list[dict[str, Any]] = await self._call(
+            "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/state", array=True
+        )
+        return data
+
+    async def members(self, room_id: RoomID, membership: str) -> list[dict[str, Any]]:
+        """The member events of a room whose membership is `membership` (join, ban, …)."""
+        path = f"/_matrix/client/v3/rooms/{q(room_id)}/members"
+        data: dict[str, Any] = await self._call("GET", path, query={"membership": membership})
+        chunk: list[dict[str, Any]] = data.get("chunk", [])
+        return chunk
+
     async def joined_members(self, room_id: RoomID) -> dict[str, Any]:
         data = await self._call("GET", f"/_matrix/client/v3/rooms/{q(room_id)}/joined_members")
         joined: dict[str, Any] = data.get("joined", {})

@@ -403,3 +403,56 @@ class CpuMeter:
             f"CPU over {self.wall:.1f} s wall: {parts}; {os.cpu_count()} cores; load average "
             f"{self.load_before[0]:.2f} before, {self.load_after[0]:.2f} after"
         )
+
+
+@contextlib.asynccontextmanager
+async def fresh_synapse_database(server_url: str) -> AsyncIterator[str]:
+    """Create `synapse_bench_<hex>` as Synapse requires it (C collation), drop it afterwards."""
+    from bridge.ops.synapse_workers import create_synapse_database, drop_database
+
+    name = f"synapse_bench_{secrets.token_hex(4)}"
+    url = await create_synapse_database(server_url, name)
+    try:
+        yield url
+    finally:
+        await drop_database(server_url, name)
+
+
+def process_table() -> dict[int, tuple[int, float]]:
+    """Every process on the machine: pid → (parent pid, user + system CPU seconds so far)."""
+    table: dict[int, tuple[int, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def tree_cpu_seconds(pid: int, table: dict[int, tuple[int, float]]) -> float:
+    """CPU seconds of a process and its live descendants (nginx's master and its worker, say)."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _cpu) in table.items():
+        children.setdefault(parent, []).append(child)
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += table.get(current, (0, 0.0))[1]
+        stack.extend(children.get(current, []))
+    return total
+
+
+async def postgres_backend_pids(server_url: str, database: str) -> list[int]:
+    """The PostgreSQL server processes serving `database` now (pg_stat_activity)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        rows = await connection.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)
+    finally:
+        await connection.close()
+    return [int(row["pid"]) for row in rows]

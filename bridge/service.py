@@ -29,6 +29,7 @@ from bridge.audience.reactions import screen_reactions
 from bridge.audience.stats import mark_views, record_daily_stats
 from bridge.audience.views import count_receipts
 from bridge.broadcast import seam
+from bridge.broadcast.shards import count_members
 from bridge.catchup import CATCH_UP_TYPES, catch_up, verify_preceding
 from bridge.channels.backstage import on_backstage_event
 from bridge.channels.hosting import exec_hosting_reconcile
@@ -50,13 +51,14 @@ from bridge.moderation.policy import KINDS as POLICY_RULE_TYPES
 from bridge.moderation.policy import exec_policy_ban, on_policy_event
 from bridge.moderation.policy import follow as follow_policy_rooms
 from bridge.moderation.room import on_moderation_message, schedule_moderation_room, sync_moderation_room
+from bridge.publishing import notify as _notify  # noqa: F401 (imported for its commands: !notify)
 from bridge.publishing import polls as _polls  # noqa: F401 (imported for its commands: !poll)
 from bridge.publishing import schedule as _schedule  # noqa: F401 (imported for its commands: !schedule …)
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxKind, new_entry, room_queue
+from bridge.runtime.outbox import OutboxKind, new_entry, record_copy, room_queue
 from bridge.store.leases import Leases
-from bridge.store.models import Channel, InboundEvent, InboundStatus, Post, Room, RoomKind
+from bridge.store.models import Channel, InboundEvent, InboundStatus, Room, RoomKind
 from bridge.text.i18n import t
 from bridge.web import tokens as _tokens  # noqa: F401 (imported for its commands: !token)
 
@@ -166,13 +168,17 @@ class Bridge:
             await count_receipts(self.ctx, txn.ephemeral, views_in_posts)
             if views_in_posts:
                 await self._mark_views(views_in_posts)
+        members = [e for e in txn.events if e.type == "m.room.member"]
+        if members:
+            # Each channel room's readers, counted as they come and go: a full room opens the next.
+            await count_members(self.ctx, members)
         reactions = [e for e in txn.events if e.type == "m.reaction"]
         if reactions:
             # Best-effort allow lists: reactions are never recorded, only screened as they arrive.
             await screen_reactions(self.ctx, reactions)
         candidates = [e for e in txn.events if e.type in ACTIONABLE_TYPES]
         echoes = [
-            (e.content[SOURCE_KEY], e.event_id)
+            (e.content[SOURCE_KEY], e.room_id, e.event_id)
             for e in txn.echoes
             if e.type in ("m.room.message", "m.sticker") and isinstance(e.content.get(SOURCE_KEY), str)
         ]
@@ -180,13 +186,13 @@ class Bridge:
             return
         async with self.ctx.sessions.begin() as session:
             rows = await self._actionable(session, candidates)
-            # Plain statements on the session's connection (same transaction): no ORM work needed.
-            connection = await session.connection()
             if rows:
+                # A plain statement on the session's connection (same transaction): no ORM work needed.
+                connection = await session.connection()
                 await connection.execute(_insert_ignore(connection.dialect.name), rows)
-            if echoes:
+            for source, room_id, relayed in echoes:
                 # Our own relayed copy came back: the mapping survives a crash between send and record.
-                await connection.execute(_RECORD_ECHO, [{"source": s, "relayed": r} for s, r in echoes])
+                await record_copy(session, source, room_id, relayed)
         if rows:
             self._wake.set()
 
@@ -243,7 +249,7 @@ class Bridge:
         local = alias[1:].rsplit(":", 1)[0].lower()
         async with self.ctx.sessions() as session:
             channel = await channel_for_alias(session, local)
-        if channel is None or channel.broadcast_room_id is None or server_of(alias) != self.ctx.domain:
+        if channel is None or channel.open_room is None or server_of(alias) != self.ctx.domain:
             return False
         await seam.point_alias(self.ctx, channel, alias)
         return True
@@ -516,11 +522,6 @@ def _insert_ignore(dialect: str) -> Any:
 
 
 # The statements of every event, built once.
-_RECORD_ECHO = (
-    update(Post)
-    .where(Post.source_event_id == bindparam("source"), Post.relayed_event_id.is_(None))
-    .values(relayed_event_id=bindparam("relayed"))
-)
 _PENDING_EVENTS = (
     select(
         InboundEvent.seq, InboundEvent.event_id, InboundEvent.room_id, InboundEvent.payload, InboundEvent.attempts

@@ -167,6 +167,12 @@ app_service_config_files:
 # Without this Synapse silently refuses to publish channels in the room directory.
 room_list_publication_rules:
   - action: allow
+# Big channels: Synapse reads these caches for every member of a room on each post. These factors
+# hold rooms of 10,000 members (Kanal's channels.shard_size); \`kanal doctor\` says when they do not.
+caches:
+  per_cache_factors:
+    get_push_rules_for_user: 2
+    get_user_in_room_with_profile: 10
 EOF
 
 cat >element/config.json <<EOF

@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
+from appservice.ids import RoomID
 from bridge.audience.chart import (
     CHART_DAYS,
     PNG_TYPE,
@@ -40,14 +41,15 @@ from bridge.audience.chart import (
     render_chart,
 )
 from bridge.broadcast import seam
+from bridge.broadcast.shards import subscriber_count
 from bridge.channels import roles
-from bridge.channels.management import subscriber_count
 from bridge.matrix.decorations import decorate
-from bridge.matrix.relations import related_events
+from bridge.matrix.relations import related_events_in
 from bridge.matrix.relay import POLL_START_TYPES, REF_PLACEHOLDER, TEXT_MSGTYPES
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
+from bridge.store import queries
 from bridge.store.models import Channel, ChannelDailyStats, ChannelStatus, Post, ReaderPosition, RoomKind
 from bridge.text.i18n import t
 
@@ -273,19 +275,14 @@ async def _history(session: AsyncSession, channel_id: int, today: date) -> list[
 # -- !stats --------------------------------------------------------------------------------------------
 
 
-async def _reactions(ctx: Context, channel: Channel, post: Post) -> str:
-    """The number of reactions on a post's relayed copy ("500+" beyond what is counted; "?" unknown)."""
-    if channel.broadcast_room_id is None or post.relayed_event_id is None:
+async def _reactions(ctx: Context, copies: Mapping[RoomID, str]) -> str:
+    """The number of reactions on a post, in all the channel's rooms ("500+" beyond what is counted in
+    a room; "?" unknown)."""
+    if not copies:
         return "0"
     try:
-        events, complete = await related_events(
-            ctx.client,
-            ctx.bot,
-            channel.broadcast_room_id,
-            post.relayed_event_id,
-            "m.annotation",
-            event_type="m.reaction",
-            pages=REACTION_PAGES,
+        events, complete = await related_events_in(
+            ctx.client, ctx.bot, copies, "m.annotation", event_type="m.reaction", pages=REACTION_PAGES
         )
     except (MatrixRequestError, MatrixConnectionError):
         return "?"
@@ -326,7 +323,8 @@ async def stats_command(call: CommandCall) -> None:
             select(Post).where(_published(channel.id)).order_by(Post.id.desc()).limit(RECENT_POSTS)
         )
     ).all()
-    reactions = await asyncio.gather(*(_reactions(ctx, channel, post) for post in recent))
+    copies = [await queries.copies_of(session, post.id) for post in recent]
+    reactions = await asyncio.gather(*(_reactions(ctx, post_copies) for post_copies in copies))
     history = [s for s in await _history(session, channel.id, today) if s.day != today or subscribers is None]
     if subscribers is not None:
         history.append(Snapshot(today, subscribers, total))

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.runtime.context import Context
-from bridge.store.models import Channel, Post, ReaderPosition
+from bridge.store.models import Channel, Post, PostCopy, ReaderPosition
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,15 @@ async def count_receipts(
         rows = (
             await session.execute(
                 select(
-                    Post.relayed_event_id,
+                    PostCopy.event_id,
                     Post.id,
                     Post.channel_id,
                     Channel.ghost_user_id,
                     Channel.views_in_posts,
                 )
+                .join(Post, Post.id == PostCopy.post_id)
                 .join(Channel, Channel.id == Post.channel_id)
-                .where(Post.relayed_event_id.in_({event_id for event_id, _ in pairs}))
+                .where(PostCopy.event_id.in_({event_id for event_id, _ in pairs}))
             )
         ).all()
         posts = {event_id: (post_id, channel_id, ghost) for event_id, post_id, channel_id, ghost, _ in rows}

@@ -1,14 +1,17 @@
-"""The channel-write seam: the one module that writes into a channel's public (broadcast) room.
+"""The channel-write seam: the one module that writes into a channel's public (broadcast) rooms.
 
 Whatever changes what a channel's readers see is queued here, as outbox entries in the caller's
 transaction: a post, an edit, a deletion, a pin, a poll's end, the room's state (name, topic, power
 levels, join rules, ACL, retention, verification), its directory listing, its members (invites,
 kicks, bans), and archiving it. Callers (backstage, the publishing API, scheduled posts, forwarding,
 moderation, hosting, registration, statistics, comments) never build an entry for a channel room
-themselves; a channel that spans several rooms (shards) therefore needs a change here and nowhere else.
+themselves. A channel spans one or more public rooms (shards, see `shards.py`): every write goes to
+each of them as its own entry on that room's queue (a crash mid-fan-out resends nothing twice: each
+entry has its own transaction id); invites, the alias and the directory listing go to the open room.
 
     caller ─▶ seam.publish / edit / retract / set_state …  (one DB transaction with the decision)
-               ├▶ outbox entries on queue room:<broadcast room> ─▶ OutboxWorker sends them, in order
+               ├▶ an outbox entry per room on queue room:<room> ─▶ OutboxWorker sends them, in order
+               │    (a post's event in each room is recorded as a PostCopy when sent)
                └▶ listeners: features that follow a post (comments: a thread root per post)
 
 An edit of a post that shows a footer (a comments link, a view count) is a `post_edit` entry whose
@@ -19,6 +22,7 @@ commit in.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -28,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.client import q
 from appservice.errors import MatrixRequestError, MNotFound
 from appservice.ids import EventID, RoomAlias, RoomID, UserID
+from bridge.broadcast import shards
 from bridge.matrix.decorations import decorate
 from bridge.matrix.powerlevels import access_state
 from bridge.matrix.relay import REF_PLACEHOLDER
@@ -104,19 +109,55 @@ async def footer_url(session: AsyncSession, post: Post, domain: str) -> str | No
     return comments_url(thread.room_id, thread.root_event_id, domain)
 
 
-def _room(channel: Channel) -> RoomID:
-    return channel.broadcast_room_id or RoomID("")
+NOTES: Final = ("on_success", "on_failure")
 
 
-def _entry(
+def _entries(
     channel: Channel,
     kind: OutboxKind,
     as_user: UserID,
     payload: dict[str, Any],
     ref_source: str | None = None,
-) -> OutboxEntry:
-    room = _room(channel)
-    return new_entry(room_queue(room), kind, as_user, {"room_id": room, **payload}, ref_source)
+    *,
+    rooms: list[RoomID] | None = None,
+) -> list[OutboxEntry]:
+    """One entry per public room of the channel (each shard's own queue keeps that room's order).
+
+    A confirmation or failure note for the person who asked rides on the open room's entry only,
+    so a channel of several rooms answers once.
+    """
+    targets = channel.rooms if rooms is None else rooms
+    quiet = {k: v for k, v in payload.items() if k not in NOTES}
+    return [
+        new_entry(
+            room_queue(room),
+            kind,
+            as_user,
+            {"room_id": room, **(payload if i == len(targets) - 1 else quiet)},
+            ref_source,
+        )
+        for i, room in enumerate(targets)
+    ]
+
+
+def _enqueue(session: AsyncSession, entries: list[OutboxEntry]) -> list[OutboxEntry]:
+    for entry in entries:
+        enqueue(session, entry)
+    return entries
+
+
+def for_readers(channel: Channel, event_type: str, content: dict[str, Any]) -> dict[str, Any]:
+    """A post's content as the channel sends it: with `!notify off`, text goes out as `m.notice`
+    (Synapse's default push rules notify nobody of a notice, so no reader gets a notification row)."""
+    if channel.notify is not False or event_type != "m.room.message":  # None: a row not yet stored
+        return content
+    shown = dict(content)
+    if shown.get("msgtype") == "m.text":
+        shown["msgtype"] = "m.notice"
+    new = shown.get("m.new_content")
+    if isinstance(new, dict) and new.get("msgtype") == "m.text":
+        shown["m.new_content"] = {**new, "msgtype": "m.notice"}
+    return shown
 
 
 # -- posts ------------------------------------------------------------------------------------------
@@ -138,15 +179,18 @@ async def publish(
     `content` goes out as it is (Kanal's source marker and relations included); the Post keeps what
     readers see: `content` without relations and markers.
     """
-    # `post_source`: the outbox records the published event's id on the Post once it is sent.
-    payload = {"event_type": event_type, "content": content, "post_source": source}
-    entry = enqueue(session, _entry(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source))
+    # `post_source`: the outbox records each room's published event (a PostCopy) once it is sent.
+    sent = for_readers(channel, event_type, content)
+    payload = {"event_type": event_type, "content": sent, "post_source": source}
+    entries = _enqueue(
+        session, _entries(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source)
+    )
     await session.flush()
     post = Post(
         channel_id=channel.id,
         source_event_id=source,
         author=author,
-        outbox_id=entry.id,
+        outbox_id=entries[0].id if entries else None,
         event_type=event_type,
         content=shown_content(content),
         via=via,
@@ -183,7 +227,7 @@ async def relay_edit(
     post = await queries.post_by_source(session, source, channel_id=channel.id)
     new_content = event_content.get("m.new_content")
     if post is None or not isinstance(new_content, dict):
-        enqueue(session, _send_entry(channel, event_type, event_content, source))
+        _enqueue(session, _send_entries(channel, event_type, event_content, source))
         return
     await _edit_post(
         session,
@@ -209,46 +253,44 @@ async def _edit_post(
     post.content = shown_content(new_content)
     post.edited_at = datetime.now(UTC)
     if await session.get(CommentThread, post.id) is not None:
-        enqueue(session, _post_edit_entry(channel, post))
+        _enqueue(session, _post_edit_entries(channel, post))
     else:
         views = post.views_shown if channel.views_in_posts else None
-        enqueue(session, _send_entry(channel, event_type, content_showing(views), post.source_event_id))
+        _enqueue(session, _send_entries(channel, event_type, content_showing(views), post.source_event_id))
     for listener in _edited:
         await listener(session, channel, post)
 
 
-def _send_entry(
+def _send_entries(
     channel: Channel, event_type: str, content: dict[str, Any], ref_source: str | None
-) -> OutboxEntry:
-    payload = {"event_type": event_type, "content": content}
-    return _entry(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source)
+) -> list[OutboxEntry]:
+    payload = {"event_type": event_type, "content": for_readers(channel, event_type, content)}
+    return _entries(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source)
 
 
-def _post_edit_entry(channel: Channel, post: Post) -> OutboxEntry:
-    return new_entry(
-        room_queue(_room(channel)), OutboxKind.POST_EDIT, channel.ghost_user_id, {"post_id": post.id}
-    )
+def _post_edit_entries(channel: Channel, post: Post) -> list[OutboxEntry]:
+    return _entries(channel, OutboxKind.POST_EDIT, channel.ghost_user_id, {"post_id": post.id})
 
 
 def refresh_footer(session: AsyncSession, channel: Channel, post: Post) -> None:
     """Edit a post to show its footer as it is now (a new view count, a comments link)."""
-    enqueue(session, _post_edit_entry(channel, post))
+    _enqueue(session, _post_edit_entries(channel, post))
 
 
 def reference(
     session: AsyncSession, channel: Channel, event_type: str, content: dict[str, Any], source: str
 ) -> None:
     """Send an event that refers to the published copy of `source` (a poll's end), as the ghost."""
-    enqueue(session, _send_entry(channel, event_type, content, source))
+    _enqueue(session, _send_entries(channel, event_type, content, source))
 
 
 async def retract(session: AsyncSession, channel: Channel, post: Post, reason: str | None) -> None:
     """Delete the relayed copy of a post (the backstage original stays, for the record and a reversal)."""
     post.redacted = True
     reason = reason[:MAX_REASON] if reason else reason
-    enqueue(
+    _enqueue(
         session,
-        _entry(
+        _entries(
             channel,
             OutboxKind.REDACT,
             channel.ghost_user_id,
@@ -266,13 +308,13 @@ def pin(
     """Pin or unpin the relayed copy of `source` (m.room.pinned_events)."""
     kind = OutboxKind.PIN if pinned else OutboxKind.UNPIN
     payload = {"event_id": REF_PLACEHOLDER, "on_success": on_success}
-    enqueue(session, _entry(channel, kind, channel.ghost_user_id, payload, source))
+    _enqueue(session, _entries(channel, kind, channel.ghost_user_id, payload, source))
 
 
 def replace(session: AsyncSession, channel: Channel, post: Post, event_content: dict[str, Any]) -> None:
     """Send an edit of a post's published copy exactly as given (`m.relates_to` pointing at
     REF_PLACEHOLDER), its footer already in it: a new view count."""
-    enqueue(session, _send_entry(channel, "m.room.message", event_content, post.source_event_id))
+    _enqueue(session, _send_entries(channel, "m.room.message", event_content, post.source_event_id))
 
 
 def redact_event(
@@ -295,11 +337,18 @@ def set_state(
     state_key: str = "",
     **extra: Any,
 ) -> None:
-    """Set a state event of the channel's room, as the bot (extra: `on_success`, `on_failure`)."""
+    """Set a state event in every room of the channel, as the bot (extra: `on_success`, `on_failure`)."""
     payload = {"event_type": event_type, "content": content, **extra}
     if state_key:
         payload["state_key"] = state_key
-    enqueue(session, _entry(channel, OutboxKind.STATE, ctx.bot, payload))
+    _enqueue(session, _entries(channel, OutboxKind.STATE, ctx.bot, payload))
+
+
+def set_canonical_alias(ctx: Context, session: AsyncSession, channel: Channel, content: dict[str, Any]) -> None:
+    """The open room's `m.room.canonical_alias` (the homeserver accepts only aliases that point at the
+    room, and #handle points at the open room)."""
+    payload = {"event_type": "m.room.canonical_alias", "content": content}
+    _enqueue(session, _entries(channel, OutboxKind.STATE, ctx.bot, payload, rooms=_open(channel)))
 
 
 def set_room_state(
@@ -311,27 +360,40 @@ def set_room_state(
     return enqueue(session, new_entry(room_queue(room_id), OutboxKind.STATE, ctx.bot, payload))
 
 
+def _open(channel: Channel) -> list[RoomID]:
+    return channel.rooms[-1:]
+
+
 def set_alias(ctx: Context, session: AsyncSession, channel: Channel, alias: str) -> None:
-    """Point `alias` at the channel's room (after a rename)."""
-    enqueue(session, _entry(channel, OutboxKind.ALIAS_SET, ctx.bot, {"alias": alias}))
+    """Point `alias` at the channel's open room (after a rename)."""
+    _enqueue(
+        session, _entries(channel, OutboxKind.ALIAS_SET, ctx.bot, {"alias": alias}, rooms=_open(channel))
+    )
 
 
 async def point_alias(ctx: Context, channel: Channel, alias: str) -> None:
-    """Point `alias` at the channel's room now (the homeserver asked about an alias in Kanal's namespace)."""
-    await ctx.bot_intent().set_alias(RoomAlias(alias), RoomID(_room(channel)))
+    """Point `alias` at the channel's open room now (the homeserver asked about an alias in Kanal's
+    namespace)."""
+    if channel.open_room is not None:
+        await ctx.bot_intent().set_alias(RoomAlias(alias), channel.open_room)
 
 
 def remove_alias(ctx: Context, session: AsyncSession, channel: Channel, alias: str) -> None:
-    """Free an alias the channel no longer uses (queued behind the room's other writes)."""
-    enqueue(
-        session, new_entry(room_queue(_room(channel)), OutboxKind.ALIAS_DELETE, ctx.bot, {"alias": alias})
+    """Free an alias the channel no longer uses (queued behind the open room's other writes)."""
+    _enqueue(
+        session, _entries(channel, OutboxKind.ALIAS_DELETE, ctx.bot, {"alias": alias}, rooms=_open(channel))
     )
 
 
 def set_listed(ctx: Context, session: AsyncSession, channel: Channel, listed: bool) -> None:
-    """In the room directory, or out of it."""
-    visibility = "public" if listed else "private"
-    enqueue(session, _entry(channel, OutboxKind.DIRECTORY, ctx.bot, {"visibility": visibility}))
+    """In the room directory (the open room only: that is where new readers go), or out of it."""
+    rooms = channel.rooms
+    for room in rooms:
+        visibility = "public" if listed and room == rooms[-1] else "private"
+        _enqueue(
+            session,
+            _entries(channel, OutboxKind.DIRECTORY, ctx.bot, {"visibility": visibility}, rooms=[room]),
+        )
 
 
 def set_access(ctx: Context, session: AsyncSession, channel: Channel) -> None:
@@ -349,27 +411,32 @@ def close(ctx: Context, session: AsyncSession, channel: Channel) -> None:
 
 
 def invite(ctx: Context, session: AsyncSession, channel: Channel, user_id: UserID, **extra: Any) -> None:
-    """Invite a reader, as the bot (extra: `reason`, `on_failure`)."""
-    enqueue(session, _entry(channel, OutboxKind.INVITE, ctx.bot, {"user_id": user_id, **extra}))
+    """Invite a reader into the open room, as the bot (extra: `reason`, `on_failure`)."""
+    payload = {"user_id": user_id, **extra}
+    _enqueue(session, _entries(channel, OutboxKind.INVITE, ctx.bot, payload, rooms=_open(channel)))
 
 
 def kick(ctx: Context, session: AsyncSession, channel: Channel, user_id: UserID, reason: str) -> None:
-    """Remove a member (or refuse a knock), as the bot."""
-    enqueue(session, _entry(channel, OutboxKind.KICK, ctx.bot, {"user_id": user_id, "reason": reason}))
+    """Remove a member (or refuse a knock) from whichever of the channel's rooms they are in, as the bot."""
+    _enqueue(session, _entries(channel, OutboxKind.KICK, ctx.bot, {"user_id": user_id, "reason": reason}))
 
 
 async def archive(ctx: Context, channel: Channel, closing_notice: str, txn_id: str) -> None:
-    """Close a deleted channel's room at once (inside the resumable deletion job): out of the
+    """Close a deleted channel's rooms at once (inside the resumable deletion job): out of the
     directory, invite-only, no canonical alias, and a last notice from the ghost."""
-    if not channel.broadcast_room_id:
-        return
     bot = ctx.bot_intent()
-    room = RoomID(channel.broadcast_room_id)
-    await bot.set_directory_visibility(room, "private")
-    await bot.send_state(room, "m.room.join_rules", {"join_rule": "invite"})
-    await bot.send_state(room, "m.room.canonical_alias", {})
     ghost = ctx.client.intent(UserID(channel.ghost_user_id))
-    await ghost.send(room, "m.room.message", {"msgtype": "m.notice", "body": closing_notice}, txn_id)
+    for i, room in enumerate(channel.rooms):
+        if i:  # each later room's own alias (#handle itself is freed by the deletion job)
+            try:
+                await bot.delete_alias(RoomAlias(shards.shard_alias(ctx, channel.id, i)))
+            except MNotFound:
+                pass
+        await bot.set_directory_visibility(room, "private")
+        await bot.send_state(room, "m.room.join_rules", {"join_rule": "invite"})
+        await bot.send_state(room, "m.room.canonical_alias", {})
+        notice = {"msgtype": "m.notice", "body": closing_notice}
+        await ghost.send(room, "m.room.message", notice, f"{txn_id}-{i}" if i else txn_id)
 
 
 async def ban(ctx: Context, room_id: RoomID, user_id: UserID, *, banned: bool, reason: str) -> None:
@@ -418,18 +485,22 @@ async def _exec_post_edit(ctx: Context, entry: OutboxEntry, worker: OutboxWorker
     async with ctx.sessions() as session:
         post = await session.get(Post, post_id)
         channel = await session.get(Channel, post.channel_id) if post is not None else None
-        if post is None or channel is None or post.redacted or post.relayed_event_id is None:
-            raise SkipEntry(f"post {post_id} has no published copy to edit")
+        # An entry queued before shards existed names no room: the channel's first.
+        room = entry.payload.get("room_id") or (channel.broadcast_room_id if channel is not None else None)
+        copy = await queries.copy_in(session, post_id, room) if room is not None else None
+        if post is None or channel is None or post.redacted or room is None or copy is None:
+            raise SkipEntry(f"post {post_id} has no published copy to edit in {room}")
         url = await footer_url(session, post, ctx.domain)
     views = post.views_shown if channel.views_in_posts else None
-    content = footer_edit_content(post.content or {}, post.relayed_event_id, url=url, views=views)
+    content = footer_edit_content(post.content or {}, copy, url=url, views=views)
     return await send_content(
-        worker, entry, channel.broadcast_room_id or "", post.event_type, content
+        worker, entry, room, post.event_type, for_readers(channel, post.event_type, content)
     )
 
 
 def register(ctx: Context) -> None:
     """The seam's own outbox kinds (`comments_link`: a post_edit queued before the seam existed)."""
+
     async def run(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
         return await _exec_post_edit(ctx, entry, worker)
 
@@ -439,4 +510,4 @@ def register(ctx: Context) -> None:
     executors[OutboxKind.ALIAS_SET] = _exec_alias
     executors[OutboxKind.ALIAS_DELETE] = _exec_alias
     executors[OutboxKind.DIRECTORY] = _exec_directory
-
+    executors[OutboxKind.OPEN_SHARD] = functools.partial(shards.open_shard, ctx)

@@ -56,7 +56,8 @@ async def _record_room(ctx: Context, channel: Channel, kind: RoomKind, room_id: 
     column = Channel.broadcast_room_id if kind == RoomKind.BROADCAST else Channel.backstage_room_id
     async with ctx.sessions.begin() as session:
         await session.execute(update(Channel).where(Channel.id == channel.id).values({column: room_id}))
-        await session.merge(Room(room_id=room_id, kind=kind, channel_id=channel.id))
+        joined = 0 if kind == RoomKind.BROADCAST else None  # readers, counted from here on
+        await session.merge(Room(room_id=room_id, kind=kind, channel_id=channel.id, joined=joined))
     if kind != RoomKind.BROADCAST:
         ctx.remember_room(room_id)
 

@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
+from appservice.errors import MNotFound
 from appservice.events import Event
 from appservice.ids import RoomAlias, RoomID, is_user_id, server_of
 from bridge.broadcast import seam
+from bridge.broadcast.shards import subscriber_count
 from bridge.channels import roles
 from bridge.channels.registry import (
     TRANSFER_WINDOW,
@@ -69,16 +70,6 @@ _PRIVATE_OPTION = re.compile(r"(?:^|\s)--private(?=\s|$)", re.IGNORECASE)
 
 
 role_of = roles.role_of
-
-
-async def subscriber_count(ctx: Context, channel: Channel) -> int | None:
-    if channel.broadcast_room_id is None:
-        return 0
-    try:
-        members = await ctx.bot_intent().joined_members(RoomID(channel.broadcast_room_id))
-    except (MatrixRequestError, MatrixConnectionError):
-        return None
-    return len(set(members) - {ctx.bot, channel.ghost_user_id})
 
 
 async def _alias_taken(ctx: Context, handle: str) -> bool:

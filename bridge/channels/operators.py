@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
 from appservice.ids import is_user_id
+from bridge.broadcast import shards
 from bridge.channels.registry import (
     create_token,
     describe_token,
@@ -353,6 +354,47 @@ async def _set_verified(call: CommandCall, verified: bool) -> None:
     if channel.verified != verified:
         await set_verified(call.ctx, call.session, channel, verified, call.sender)
     call.reply("verified_set" if verified else "unverified_set", handle=channel.handle)
+
+
+@command(RoomKind.OPERATOR, "shard-size")
+async def _shard_size(call: CommandCall) -> None:
+    """`shard-size <handle> [<readers>|default]`: how many joined readers a room of the channel takes
+    before the next opens (0: never); alone, what the channel has now."""
+    ctx, s, cmd = call.ctx, call.session, call.command
+    channel = await _channel_arg(call, "shard-size <handle> [<readers>|default]", 1)
+    if channel is None:
+        return
+    value = (cmd.arg(1) or "").lower()
+    if value:
+        if value != "default" and not value.isdigit():
+            call.reply("usage", usage="shard-size <handle> [<readers>|default]")
+            return
+        size = None if value == "default" else int(value)
+        previous = channel.shard_size
+        channel.shard_size = size
+        await log_entry(
+            s, ctx.config, call.sender, "shard_size", channel.handle or "", size=size, previous=previous
+        )
+        if size != previous:
+            shards.check(ctx, s, channel)  # a smaller size may already be reached
+    joined = {
+        room_id: count
+        for room_id, count in (
+            await s.execute(select(Room.room_id, Room.joined).where(Room.room_id.in_(channel.rooms)))
+        ).all()
+    }
+    rooms = "\n".join(
+        f"{n}. {room} — {'?' if joined.get(room) is None else joined[room]}"
+        for n, room in enumerate(channel.rooms, 1)
+    )
+    size = shards.shard_size(ctx, channel)
+    call.reply(
+        "shard_size_op",
+        handle=channel.handle,
+        size=size if size else t(call.lang, "off"),
+        source=t(call.lang, "shard_size_default" if channel.shard_size is None else "shard_size_own"),
+        rooms=rooms,
+    )
 
 
 @command(RoomKind.OPERATOR, "recover")

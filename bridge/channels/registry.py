@@ -340,7 +340,7 @@ async def rename(ctx: Context, session: AsyncSession, channel: Channel, new_hand
         canonical: dict[str, Any] = {"alias": new_alias}
         if kind == "grace":
             canonical["alt_aliases"] = [old_alias]
-        seam.set_state(ctx, session, channel, "m.room.canonical_alias", canonical)
+        seam.set_canonical_alias(ctx, session, channel, canonical)
         seam.set_state(ctx, session, channel, CHANNEL_STATE_TYPE, {"handle": new_handle, "role": "broadcast"})
         if kind == "cooldown":
             seam.remove_alias(ctx, session, channel, old_alias)
@@ -385,7 +385,7 @@ async def expire_holds(ctx: Context) -> int:
                 continue
             seam.remove_alias(ctx, session, channel, ctx.alias_for(hold.handle))
             canonical = {"alias": ctx.alias_for(channel.handle)}
-            seam.set_state(ctx, session, channel, "m.room.canonical_alias", canonical)
+            seam.set_canonical_alias(ctx, session, channel, canonical)
     return changed
 
 

@@ -40,6 +40,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "comments_moderation": frozenset({OWNER, EDITOR, MODERATOR}),
     "comments": frozenset({OWNER}),  # turning comments on or off
     "views_in_posts": frozenset({OWNER}),
+    "notify": frozenset({OWNER}),  # !notify on|off
     "private": frozenset({OWNER}),
     "tokens": frozenset({OWNER}),  # publishing-API tokens
     "settings": frozenset({OWNER, EDITOR}),  # title, about

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from appservice.client import HomeserverClient, q
+from appservice.ids import RoomID
 
 RELATIONS_LIMIT: Final = 100  # relations per request
 
@@ -40,3 +42,26 @@ async def related_events(
             return events, True
         batch = following
     return events, False
+
+
+async def related_events_in(
+    client: HomeserverClient,
+    as_user: str,
+    copies: Mapping[RoomID, str],
+    rel_type: str,
+    *,
+    event_type: str | None = None,
+    pages: int,
+    limit: int = RELATIONS_LIMIT,
+) -> tuple[list[object], bool]:
+    """`related_events` over every copy of one post ({room id: event id}, one per room of a channel
+    that spans several): the events together, and whether that was all of them in every room."""
+    events: list[object] = []
+    complete = True
+    for room_id, event_id in copies.items():
+        found, whole = await related_events(
+            client, as_user, room_id, event_id, rel_type, event_type=event_type, pages=pages, limit=limit
+        )
+        events.extend(found)
+        complete = complete and whole
+    return events, complete

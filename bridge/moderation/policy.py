@@ -225,7 +225,7 @@ async def _lift(ctx: Context, session: AsyncSession, rule: PolicyRule, kind: str
 async def _channel_named(session: AsyncSession, ctx: Context, entity: str) -> Channel | None:
     active = select(Channel).where(Channel.status == ChannelStatus.ACTIVE)
     for channel in (await session.scalars(active)).all():
-        names = [channel.broadcast_room_id or "", ctx.alias_for(channel.handle or "")]
+        names = [*channel.rooms, ctx.alias_for(channel.handle or "")]
         if any(fnmatch.fnmatchcase(name, entity) for name in names if name):
             return channel
     return None
@@ -241,19 +241,15 @@ async def on_policy_event(ctx: Context, session: AsyncSession, room: Room, event
 
 
 async def exec_policy_ban(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
-    """Ban (or unban) a user, or the members matching a glob, in every active channel's broadcast and
-    discussion room."""
+    """Ban (or unban) a user, or the members matching a glob, in every active channel's public rooms
+    (all its shards) and discussion room."""
     entity: str = entry.payload["entity"]
     ban: bool = entry.payload["ban"]
     async with ctx.sessions() as session:
-        channel_rooms = (
-            await session.execute(
-                select(Channel.broadcast_room_id, Channel.comments_room_id).where(
-                    Channel.status == ChannelStatus.ACTIVE
-                )
-            )
+        channels = (
+            await session.scalars(select(Channel).where(Channel.status == ChannelStatus.ACTIVE))
         ).all()
-    rooms = [room for pair in channel_rooms for room in pair if room is not None]
+    rooms = [room for channel in channels for room in (*channel.rooms, channel.comments_room_id) if room]
     glob = any(c in entity for c in "*?")
     for room_id in rooms:
         if room_id is None:

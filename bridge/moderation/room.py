@@ -280,7 +280,7 @@ async def _notices(call: CommandCall) -> None:
         channel = await queries.channel_by_id(s, n.channel_id)
         flag = t(lang, "mod_trusted_mark") + " " if n.trusted else ""
         # 💬: a comment in the channel's discussion room (a post notice names the broadcast room)
-        where = "💬 " if channel is not None and n.room_id and n.room_id != channel.broadcast_room_id else ""
+        where = "💬 " if channel is not None and n.room_id and n.room_id not in channel.rooms else ""
         lines.append(
             f"n{n.id} {flag}[{n.source}] #{channel.handle if channel else '?'} {where}{n.event_id or ''} "
             f"{n.category}: {n.explanation[:200]}"

@@ -5,7 +5,8 @@
     ├── bot user        whoami with the as_token       ├── trusted_key_servers, report_stats
     ├── appservice ping homeserver → Kanal             ├── identity server, federation
     ├── tokens          config.yaml ↔ registration     ├── media storage, room_list_publication_rules
-    └── kanal database  SQLite or PostgreSQL           └── synapse database
+    └── kanal database  SQLite or PostgreSQL           ├── synapse database
+                                                       └── caches for large rooms (channels.shard_size)
 
 The homeserver.yaml checks are pure functions of the parsed YAML and Kanal's `Config`, so they are
 unit-tested without a homeserver. "Inside" means Kanal's own domain, `hosting.allowed_servers`, their
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import math
 import os
 import re
 import secrets
@@ -40,6 +42,7 @@ from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.registration import RegistrationError
 from appservice.registration import load as load_registration
+from bridge.ops.synapse import LARGE_ROOM_CACHES, SYNAPSE_DEFAULT_CACHE_FACTOR
 from bridge.runtime.config import Config
 from bridge.store.db import create_engine
 
@@ -506,6 +509,71 @@ def check_synapse_database(hs: Mapping[str, Any], config: Config) -> Check:
     return Check(name, Status.PASS, "PostgreSQL (psycopg2)")
 
 
+
+
+def _cache_factors(hs: Mapping[str, Any]) -> tuple[float, dict[str, float]] | str:
+    """caches.global_factor and caches.per_cache_factors as Synapse reads them, or what is wrong."""
+    caches = hs.get("caches") or {}
+    if not isinstance(caches, dict):
+        return "caches is not a mapping (Synapse refuses to start)"
+    factor = caches.get("global_factor", SYNAPSE_DEFAULT_CACHE_FACTOR)
+    per_cache = caches.get("per_cache_factors") or {}
+    if isinstance(factor, bool) or not isinstance(factor, int | float):
+        return "caches.global_factor is not a number (Synapse refuses to start)"
+    if not isinstance(per_cache, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in per_cache.values()
+    ):
+        return "caches.per_cache_factors is not a mapping of numbers (Synapse refuses to start)"
+    # Synapse canonicalises the names: lower case ("*" and "." kept).
+    return float(factor), {str(k).lower(): float(v) for k, v in per_cache.items()}
+
+
+def check_large_room_caches(hs: Mapping[str, Any], config: Config) -> Check:
+    """Whether Synapse's per-member caches hold a full shard (`channels.shard_size` members)."""
+    name = "caches for large rooms"
+    factors = _cache_factors(hs)
+    if isinstance(factors, str):
+        return Check(name, Status.FAIL, factors, "fix the caches section of homeserver.yaml")
+    global_factor, per_cache = factors
+    held = {
+        cache: int(base * per_cache.get(cache, global_factor)) for cache, base, _what in LARGE_ROOM_CACHES
+    }
+    smallest = min(held.values())
+    size = config.shard_size
+    if size and all(entries >= size for entries in held.values()):
+        return Check(
+            name,
+            Status.PASS,
+            f"{_list(f'{c} holds {n:,}' for c, n in held.items())}: "
+            f"a full shard of {size:,} members (channels.shard_size) fits",
+        )
+    short = [(c, base, what) for c, base, what in LARGE_ROOM_CACHES if not size or held[c] < size]
+    needed = {c: math.ceil(max(size, 1) / base * 100) / 100 for c, base, _what in short}
+    if size:
+        detail = (
+            f"channels.shard_size is {size:,}, but "
+            + _list(f"{c} holds {held[c]:,} ({what})" for c, _base, what in short)
+            + f": each post to a full shard reloads them for every member (a room over {smallest:,} "
+            "members costs the homeserver more per member on every post)"
+        )
+        settings = ", ".join(f"{c}: {needed[c]:g}" for c in needed)
+        fix = (
+            f"in homeserver.yaml set caches: {{per_cache_factors: {{{settings}}}}} and restart Synapse "
+            f"(every worker), or lower channels.shard_size to {smallest:,}"
+        )
+    else:
+        detail = (
+            "channels.shard_size is 0: a channel's room grows without limit, and past "
+            f"{smallest:,} members ({_list(f'{c} holds {held[c]:,}' for c, _b, _w in short)}) every post "
+            "reloads every member's push rules and profile"
+        )
+        fix = (
+            f"set channels.shard_size (at most {smallest:,} with these caches), or raise "
+            "caches.per_cache_factors for these caches to hold your largest channel"
+        )
+    return Check(name, Status.WARN, detail, fix)
+
+
 HOMESERVER_CONFIG_CHECKS: tuple[Callable[[Mapping[str, Any], Config], Check], ...] = (
     check_server_name,
     check_app_service_files,
@@ -516,6 +584,7 @@ HOMESERVER_CONFIG_CHECKS: tuple[Callable[[Mapping[str, Any], Config], Check], ..
     check_media,
     check_room_publication,
     check_synapse_database,
+    check_large_room_caches,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import os
 import secrets
 import signal
@@ -14,10 +15,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import yaml
+
+from bridge.runtime.config import DEFAULT_SHARD_SIZE
 
 _LOG_TAIL_LINES = 20
 _POLL_INTERVAL = 0.1
@@ -50,6 +53,24 @@ def _relaxed_rate_limits() -> dict[str, Any]:
     }
 
 
+# Synapse's caches read for every local member of a room on every message (BulkPushRuleEvaluator):
+# name (as caches.per_cache_factors spells it), entries before the factor (Synapse 1.163), what an
+# entry is. A room with more members than a cache holds reloads them all on every post.
+LARGE_ROOM_CACHES: Final = (
+    ("get_push_rules_for_user", 5000, "a member's push rules"),
+    ("get_user_in_room_with_profile", 1000, "a member's display name in the room"),
+)
+SYNAPSE_DEFAULT_CACHE_FACTOR: Final = 0.5
+
+
+def large_room_cache_factors(members: int) -> dict[str, float]:
+    """`caches.per_cache_factors` that hold a room of `members` members (never below Synapse's own)."""
+    return {
+        name: max(SYNAPSE_DEFAULT_CACHE_FACTOR, math.ceil(members / base * 100) / 100)
+        for name, base, _what in LARGE_ROOM_CACHES
+    }
+
+
 class LocalSynapse:
     """A Synapse subprocess listening on 127.0.0.1, with all its state kept in `data_dir`."""
 
@@ -63,6 +84,7 @@ class LocalSynapse:
         postgres_dsn: str | None = None,
         relaxed_rate_limits: bool = False,
         python: str = sys.executable,
+        large_rooms: int | None = DEFAULT_SHARD_SIZE,
     ) -> None:
         # Synapse resolves relative paths against its working directory, so pin everything down now.
         self.data_dir = Path(data_dir).resolve()
@@ -72,6 +94,8 @@ class LocalSynapse:
         self.postgres_dsn = postgres_dsn
         self.relaxed_rate_limits = relaxed_rate_limits
         self.python = python
+        # Caches sized for rooms of this many members (a channel's full shard); None: Synapse's own.
+        self.large_rooms = large_rooms
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -98,6 +122,12 @@ class LocalSynapse:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Synapse instance name → pid while running: {"main": pid} (SynapseWorkers lists its workers)."""
+        process = self._process
+        return {"main": process.pid} if process is not None and process.poll() is None else {}
 
     def shared_secret(self) -> str:
         """The registration shared secret, created on first use and kept for later runs."""
@@ -170,6 +200,8 @@ class LocalSynapse:
             "app_service_config_files": [str(p) for p in self.app_service_config_files],
             "presence": {"enabled": False},
         }
+        if self.large_rooms:
+            config["caches"] = {"per_cache_factors": large_room_cache_factors(self.large_rooms)}
         if self.relaxed_rate_limits:
             config.update(_relaxed_rate_limits())
             # Tests register many users; full-strength hashing costs ~0.3 s per user.

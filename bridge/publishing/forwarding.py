@@ -33,6 +33,10 @@ TITLE_MARK = "\x00"
 class Origin:
     channel: Channel
     post: Post
+    # The copy a link opens: in the open room (where #handle leads) when the post reached it, else
+    # in the first room (a channel of several rooms, a post from before the open one).
+    room_id: str | None = None
+    event_id: str | None = None
 
 
 async def origin_of(session: AsyncSession, content: dict[str, Any]) -> Origin | Post | None:
@@ -49,14 +53,20 @@ async def origin_of(session: AsyncSession, content: dict[str, Any]) -> Origin | 
     channel = await session.get(Channel, post.channel_id)
     if channel is None or channel.handle is None:
         return post
-    return Origin(channel, post)
+    copies = await queries.copies_of(session, post.id)
+    room = channel.open_room
+    if room is not None and room in copies:
+        return Origin(channel, post, room, copies[room])
+    return Origin(channel, post, channel.broadcast_room_id, post.relayed_event_id)
 
 
 def permalink(origin: Origin, domain: str) -> str:
     alias = f"#{origin.channel.handle}:{domain}"
-    if origin.post.relayed_event_id:
-        return f"https://matrix.to/#/{alias}/{origin.post.relayed_event_id}?via={domain}"
-    return f"https://matrix.to/#/{alias}"
+    if origin.event_id is None:
+        return f"https://matrix.to/#/{alias}"
+    if origin.room_id is None or origin.room_id == origin.channel.open_room:
+        return f"https://matrix.to/#/{alias}/{origin.event_id}?via={domain}"
+    return f"https://matrix.to/#/{origin.room_id}/{origin.event_id}?via={domain}"
 
 
 def attributed(origin: Origin, domain: str, header: str) -> dict[str, Any]:
@@ -94,7 +104,7 @@ def attributed(origin: Origin, domain: str, header: str) -> dict[str, Any]:
         out["formatted_body"] = f"<p><em>{rich_header}</em></p>{html.escape(caption)}"
     out[FORWARD_KEY] = {
         "channel": f"#{origin.channel.handle}:{domain}",
-        "event_id": origin.post.relayed_event_id,
+        "event_id": origin.event_id,
     }
     out.pop(SOURCE_KEY, None)
     return out

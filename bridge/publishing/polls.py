@@ -1,41 +1,42 @@
 """`!poll results` in backstage: the votes of a published poll, counted as the web pages count them.
 
 !poll results  (as a reply to a poll in backstage, or alone: the channel's latest poll)
-    ─▶ its relayed copy in the broadcast room ─▶ /relations m.reference, as the bot
+    ─▶ its copy in each of the channel's rooms ─▶ /relations m.reference, as the bot (all added up)
     ─▶ tally_poll: each voter's latest response, none after the poll's end ─▶ one notice
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
+from appservice.ids import RoomID
 from bridge.matrix.polls import PollTally, parse_poll, tally_poll
-from bridge.matrix.relations import related_events
+from bridge.matrix.relations import related_events_in
 from bridge.matrix.relay import POLL_START_TYPES
 from bridge.runtime.context import Context, reply
 from bridge.runtime.dispatch import CommandCall, command
+from bridge.store import queries
 from bridge.store.models import Channel, Post, RoomKind
 from bridge.text.i18n import t
 
 POLL_RELATIONS_PAGES: Final = 20  # the newest 2,000 relations count, as on the web pages
 
 
-async def poll_tally(ctx: Context, channel: Channel, post: Post) -> PollTally | None:
-    """The votes of a published poll post (None: not a poll, or not published yet)."""
+async def poll_tally(
+    ctx: Context, channel: Channel, post: Post, copies: Mapping[RoomID, str]
+) -> PollTally | None:
+    """The votes of a published poll post in all the channel's rooms (`copies`: the post's event in
+    each; None: not a poll, or not published yet)."""
     poll = parse_poll(post.event_type, post.content or {})
-    if poll is None or post.relayed_event_id is None or channel.broadcast_room_id is None:
+    if poll is None or not copies:
         return None
-    events, _ = await related_events(
-        ctx.client,
-        ctx.bot,
-        channel.broadcast_room_id,
-        post.relayed_event_id,
-        "m.reference",
-        pages=POLL_RELATIONS_PAGES,
+    events, _ = await related_events_in(
+        ctx.client, ctx.bot, copies, "m.reference", pages=POLL_RELATIONS_PAGES
     )
     return tally_poll(poll.answer_ids, poll.max_selections, channel.ghost_user_id, events)
 
@@ -66,7 +67,7 @@ async def poll_command(call: CommandCall) -> None:
         reply(session, ctx, room.room_id, lang, "poll_not_published")
         return
     try:
-        tally = await poll_tally(ctx, channel, post)
+        tally = await poll_tally(ctx, channel, post, await queries.copies_of(session, post.id))
     except (MatrixRequestError, MatrixConnectionError):
         reply(session, ctx, room.room_id, lang, "poll_results_unavailable")
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import yaml
 
@@ -34,6 +34,9 @@ DEFAULT_RESERVED_HANDLES = (
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message is meant for the operator, verbatim."""
+
+
+DEFAULT_SHARD_SIZE: Final = 10_000  # channels.shard_size
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ class Config:
     verified_topic_suffix: str = " — ✓ verified"
     # `!views-in-posts`: the least time between two view-count edits of one post
     views_edit_interval_s: int = 600
-    shard_size: int = 10_000  # joined readers of a channel's open room before the next opens; 0: never
+    # joined readers of a channel's open room before the next opens; 0: never
+    shard_size: int = DEFAULT_SHARD_SIZE
     operators: tuple[str, ...] = ()
     # Domestic hosting
     federation: str = "open"
@@ -389,7 +393,7 @@ def _channel_limits(ch: dict[str, Any], path: Path) -> _Channels:
             ("handle_cooldown_days", 30, 0),
             ("title_max_length", 128, 1),
             ("views_edit_interval", 600, 0),
-            ("shard_size", 10_000, 0),
+            ("shard_size", DEFAULT_SHARD_SIZE, 0),
         )
     }
     return _Channels(

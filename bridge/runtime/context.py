@@ -48,6 +48,12 @@ class Context:
     def ghost_for(self, handle: str) -> UserID:
         return UserID(f"@{self.config.ghost_prefix}{handle}:{self.config.domain}")
 
+    def is_ours(self, user_id: str) -> bool:
+        """Kanal's own users: the bot and the channels' ghosts (never counted as readers)."""
+        return user_id == self.bot or (
+            user_id.startswith(f"@{self.config.ghost_prefix}") and user_id.endswith(f":{self.config.domain}")
+        )
+
     def alias_for(self, handle: str) -> str:
         return f"#{handle}:{self.config.domain}"
 

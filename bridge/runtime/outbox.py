@@ -23,13 +23,15 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.ids import UserID
 from bridge.matrix.relay import replace_ref
-from bridge.store.models import OutboxEntry, Post
+from bridge.store import queries
+from bridge.store.models import Channel, OutboxEntry, Post, PostCopy
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class OutboxKind(StrEnum):
     # bridge.broadcast.seam
     POST_EDIT = "post_edit"
     COMMENTS_LINK = "comments_link"  # a post_edit queued before the seam existed
+    OPEN_SHARD = "open_shard"  # bridge.broadcast.shards
     # bridge.channels
     CREATE_CHANNEL = "create_channel"
     DELETE_CHANNEL = "delete_channel"
@@ -156,13 +159,12 @@ class OutboxWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    async def relayed_event(self, source_event_id: str) -> str:
+    async def relayed_event(self, source_event_id: str, room_id: str) -> str:
+        """The published copy, in `room_id`, of the post published from `source_event_id`."""
         async with self.sessions() as session:
-            relayed = await session.scalar(
-                select(Post.relayed_event_id).where(Post.source_event_id == source_event_id)
-            )
+            relayed = await queries.source_copy_in(session, source_event_id, room_id)
         if relayed is None:
-            raise SkipEntry(f"{source_event_id} has no relayed copy")
+            raise SkipEntry(f"{source_event_id} has no relayed copy in {room_id}")
         return relayed
 
     async def _probe(self) -> None:
@@ -175,7 +177,9 @@ class OutboxWorker:
         self.homeserver_down = False
         async with self.sessions.begin() as session:
             await session.execute(
-                update(OutboxEntry).where(OutboxEntry.status == OutboxStatus.PENDING).values(next_attempt_at=None)
+                update(OutboxEntry)
+                .where(OutboxEntry.status == OutboxStatus.PENDING)
+                .values(next_attempt_at=None)
             )
 
     async def run(self) -> None:
@@ -427,9 +431,27 @@ class OutboxWorker:
             )
         source = entry.payload.get("post_source")
         if outcome.status == OutboxStatus.DONE and outcome.result is not None and isinstance(source, str):
-            await session.execute(
-                update(Post).where(Post.source_event_id == source).values(relayed_event_id=outcome.result)
-            )
+            await record_copy(session, source, entry.payload["room_id"], outcome.result)
+
+
+async def record_copy(session: AsyncSession, source: str, room_id: str, event_id: str) -> None:
+    """A post's published event in one room of its channel (after its send, or when its echo shows a
+    send whose answer was lost). The copy in the channel's first room is also the post's
+    `relayed_event_id`, which links and pages use."""
+    post_id = await session.scalar(select(Post.id).where(Post.source_event_id == source))
+    if post_id is None:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(PostCopy).values(event_id=event_id, post_id=post_id, room_id=room_id).on_conflict_do_nothing()
+    )
+    first = select(Channel.id).where(Channel.broadcast_room_id == room_id).scalar_subquery()
+    await session.execute(
+        update(Post)
+        .where(Post.id == post_id, Post.relayed_event_id.is_(None), Post.channel_id == first)
+        .values(relayed_event_id=event_id)
+    )
 
 
 # Kinds whose executors (this module's own) queue nothing themselves.
@@ -475,7 +497,7 @@ def aware(value: datetime) -> datetime:
 async def _resolved(entry: OutboxEntry, worker: OutboxWorker) -> dict[str, Any]:
     if entry.ref_source is None:
         return entry.payload
-    relayed = await worker.relayed_event(entry.ref_source)
+    relayed = await worker.relayed_event(entry.ref_source, entry.payload["room_id"])
     resolved: dict[str, Any] = replace_ref(entry.payload, relayed)
     return resolved
 

@@ -17,8 +17,10 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     false,
     func,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -184,6 +186,26 @@ class Channel(Base):
     views_in_posts: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Private channel (issue 6): knock/invite only, not in the room directory nor on the web pages.
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Shards: the channel's public rooms opened after `broadcast_room_id` (oldest first; the last is
+    # the open one, where #handle points), and the operators' shard size for this channel (None: the
+    # config's `channels.shard_size`).
+    shard_rooms: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    shard_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    # `!notify off`: text posts go out as m.notice, which creates no notification for any reader.
+    notify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+
+    @property
+    def rooms(self) -> list[RoomID]:
+        """The channel's public rooms, oldest first; the last is the open one (empty before creation)."""
+        if self.broadcast_room_id is None:
+            return []
+        return [self.broadcast_room_id, *(RoomID(r) for r in self.shard_rooms or ())]
+
+    @property
+    def open_room(self) -> RoomID | None:
+        """The room new readers join: where #handle and the directory entry point."""
+        rooms = self.rooms
+        return rooms[-1] if rooms else None
 
 
 class ChannelMember(Base):
@@ -209,6 +231,9 @@ class Room(Base):
     user_id: Mapped[str | None] = mapped_column(String(255))  # the management room's user
     language: Mapped[str | None] = mapped_column(String(8))
     encrypted_warned: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A channel's public room: its joined readers (Kanal's own users not counted), kept from the
+    # membership events the homeserver pushes; None until first counted.
+    joined: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class InboundEvent(Base):
@@ -277,6 +302,17 @@ class Post(Base):
     # The view count the relayed copy shows (`!views-in-posts`), and when it was last edited to show it.
     views_shown: Mapped[int | None] = mapped_column(Integer, default=None)
     views_shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class PostCopy(Base):
+    """A post's published event in one of its channel's rooms (one per shard the post reached)."""
+
+    __tablename__ = "post_copies"
+    __table_args__ = (UniqueConstraint("post_id", "room_id", name="uq_post_copies_post_room"),)
+
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    post_id: Mapped[int] = mapped_column(ForeignKey("posts.id", ondelete="CASCADE"))
+    room_id: Mapped[RoomID] = mapped_column(String(255))
 
 
 class ApiToken(Base):

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.ids import EventID, RoomID
-from bridge.store.models import Channel, Post, Room, RoomKind
+from bridge.store.models import Channel, Post, PostCopy, Room, RoomKind
 
 
 def handle_of(text: str) -> str:
@@ -47,12 +47,42 @@ async def post_by_source(
 
 
 async def post_by_relayed(session: AsyncSession, event_id: EventID) -> Post | None:
-    """The post whose published copy in a channel room is `event_id`."""
-    post: Post | None = await session.scalar(select(Post).where(Post.relayed_event_id == event_id))
+    """The post whose published copy in one of a channel's rooms (any shard) is `event_id`."""
+    post: Post | None = await session.scalar(
+        select(Post).join(PostCopy, PostCopy.post_id == Post.id).where(PostCopy.event_id == event_id)
+    )
     return post
 
 
-async def published_sources(session: AsyncSession, channel_id: int, source_event_ids: Iterable[str]) -> set[str]:
+async def copy_in(session: AsyncSession, post_id: int, room_id: str) -> str | None:
+    """The published event of a post in one room of its channel (None: it never reached that room)."""
+    event_id: str | None = await session.scalar(
+        select(PostCopy.event_id).where(PostCopy.post_id == post_id, PostCopy.room_id == room_id)
+    )
+    return event_id
+
+
+async def copies_of(session: AsyncSession, post_id: int) -> dict[RoomID, str]:
+    """A post's published events, room by room (every shard it reached)."""
+    rows = await session.execute(
+        select(PostCopy.room_id, PostCopy.event_id).where(PostCopy.post_id == post_id)
+    )
+    return {RoomID(room): event for room, event in rows.all()}
+
+
+async def source_copy_in(session: AsyncSession, source_event_id: str, room_id: str) -> str | None:
+    """The published event, in one room, of the post published from `source_event_id`."""
+    event_id: str | None = await session.scalar(
+        select(PostCopy.event_id)
+        .join(Post, Post.id == PostCopy.post_id)
+        .where(Post.source_event_id == source_event_id, PostCopy.room_id == room_id)
+    )
+    return event_id
+
+
+async def published_sources(
+    session: AsyncSession, channel_id: int, source_event_ids: Iterable[str]
+) -> set[str]:
     """Which of these backstage events are published (and not deleted) posts of the channel."""
     wanted = list(source_event_ids)
     if not wanted:

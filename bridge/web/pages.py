@@ -40,11 +40,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
 from appservice.ids import RoomID
-from bridge.channels.management import subscriber_count
+from bridge.broadcast.shards import subscriber_count
 from bridge.matrix.polls import PollTally, parse_poll, tally_poll
-from bridge.matrix.relations import related_events
+from bridge.matrix.relations import related_events_in
 from bridge.runtime.context import Context
-from bridge.store.models import Channel, ChannelStatus, HandleHold, Post
+from bridge.store.models import Channel, ChannelStatus, HandleHold, Post, PostCopy
 from bridge.text.names import title_key
 from bridge.web.cache import MAX_CACHED_PAGES, FreshReads, Page, PageCache, Reader, RefreshingCache
 from bridge.web.feeds import ATOM_TYPE, JSON_FEED_TYPE, atom, json_feed
@@ -95,7 +95,7 @@ MAX_QUERY_LENGTH: Final = 100
 MAX_HANDLE_LENGTH: Final = 64
 POST_ID: Final = r"[0-9]{1,18}"
 
-RoomKey = tuple[str, str]  # (broadcast room id, ghost user id)
+RoomKey = tuple[str, str, tuple[str, ...]]  # (first room id, ghost user id, the rooms opened after it)
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,10 @@ NO_FACTS: Final = RoomFacts(None, None)
 
 @dataclass(frozen=True)
 class PollKey:
-    """A poll to count: its event in the broadcast room, its sender (the ghost) and what may be chosen."""
+    """A poll to count: its event in each room of the channel, its sender (the ghost) and what may
+    be chosen."""
 
-    room_id: str
-    event_id: str
+    copies: tuple[tuple[RoomID, str], ...]
     sender: str
     answer_ids: tuple[str, ...]
     max_selections: int
@@ -163,6 +163,7 @@ CHANNEL_STATE: Final = (
         Channel.status,
         Channel.broadcast_room_id,
         Channel.ghost_user_id,
+        Channel.shard_rooms,
         Channel.created_at,
         Channel.private,
         func.count(Post.id),
@@ -186,6 +187,7 @@ PUBLIC_CHANNELS: Final = (
         Channel.title_key,
         Channel.broadcast_room_id,
         Channel.ghost_user_id,
+        Channel.shard_rooms,
         Channel.created_at,
     )
     .where(
@@ -223,11 +225,22 @@ RENAMED: Final = (
         Channel.private.is_(False),
     )
 )
+COPIES: Final = select(PostCopy.post_id, PostCopy.room_id, PostCopy.event_id).where(
+    PostCopy.post_id.in_(bindparam("posts", expanding=True))
+)
 ACTIVE_ROOMS: Final = select(Channel.id).where(
     Channel.broadcast_room_id.in_(bindparam("rooms", expanding=True)),
     Channel.status == ChannelStatus.ACTIVE,
     Channel.private.is_(False),
 )
+
+
+def _room_key(row: Any) -> RoomKey:
+    return (row.broadcast_room_id, row.ghost_user_id, tuple(row.shard_rooms or ()))
+
+
+def _hashable(value: Any) -> Hashable:
+    return tuple(value) if isinstance(value, list) else value
 
 
 class Pages:
@@ -295,14 +308,14 @@ class Pages:
         ):
             return None  # private channels are as unknown here as deleted ones
         info = _channel_info(row, self.ctx.config.domain)
-        return ChannelState(info, (row.broadcast_room_id, row.ghost_user_id), tuple(row))
+        return ChannelState(info, _room_key(row), tuple(_hashable(v) for v in row))
 
     async def _load_directory(self, _key: str) -> DirectoryState:
         rows = await self.reader.rows(PUBLIC_CHANNELS)
         domain = self.ctx.config.domain
         return DirectoryState(
             channels=tuple(_channel_info(r, domain) for r in rows),
-            rooms=tuple((r.broadcast_room_id, r.ghost_user_id) for r in rows),
+            rooms=tuple(_room_key(r) for r in rows),
             keys=tuple(r.title_key or title_key(r.title) for r in rows),
             version=hashlib.blake2b(repr([tuple(r) for r in rows]).encode(), digest_size=16).digest(),
         )
@@ -324,8 +337,9 @@ class Pages:
     # -- what the homeserver says ------------------------------------------------------------------
 
     async def _fetch_facts(self, room: RoomKey) -> RoomFacts:
-        room_id, ghost = room
-        count = await subscriber_count(self.ctx, Channel(broadcast_room_id=room_id, ghost_user_id=ghost))
+        room_id, ghost, shards = room
+        channel = Channel(broadcast_room_id=room_id, ghost_user_id=ghost, shard_rooms=list(shards))
+        count = await subscriber_count(self.ctx, channel)
         if count is None:
             raise FactsUnavailable(room_id)
         try:
@@ -339,11 +353,10 @@ class Pages:
 
     async def _fetch_tally(self, poll: PollKey) -> PollTally:
         """Count the votes from the poll's reference relations, newest first, as the bot."""
-        events, _ = await related_events(
+        events, _ = await related_events_in(
             self.ctx.client,
             self.ctx.bot,
-            poll.room_id,
-            poll.event_id,
+            dict(poll.copies),
             "m.reference",
             pages=POLL_RELATIONS_PAGES,
             limit=POLL_RELATIONS_LIMIT,
@@ -354,13 +367,23 @@ class Pages:
         self, records: Sequence[PostRecord], room: RoomKey
     ) -> tuple[dict[int, PollTally | None], ShownPolls]:
         """The tallies of the polls among `records` (waiting at most POLL_WAIT_S for new ones)."""
-        room_id, ghost = room
-        found: list[tuple[int, PollKey]] = []
-        for record in records:
-            poll = parse_poll(record.event_type, record.content) if record.content is not None else None
-            if poll is not None and record.relayed_event_id is not None:
-                key = PollKey(room_id, record.relayed_event_id, ghost, poll.answer_ids, poll.max_selections)
-                found.append((record.id, key))
+        ghost = room[1]
+        polls = {
+            record.id: poll
+            for record in records
+            if record.content is not None
+            and record.relayed_event_id is not None
+            and (poll := parse_poll(record.event_type, record.content)) is not None
+        }
+        copies: dict[int, list[tuple[RoomID, str]]] = {}
+        if polls:
+            for row in await self.reader.rows(COPIES, {"posts": list(polls)}):
+                copies.setdefault(row.post_id, []).append((RoomID(row.room_id), row.event_id))
+        found: list[tuple[int, PollKey]] = [
+            (post_id, PollKey(tuple(sorted(copies[post_id])), ghost, poll.answer_ids, poll.max_selections))
+            for post_id, poll in polls.items()
+            if post_id in copies
+        ]
         if not found:
             return {}, ()
         tallies = await self.polls.get_many(key for _, key in found)
@@ -392,7 +415,7 @@ class Pages:
     async def _media_allowed(self, mxc: str) -> bool:
         if await referenced_by_visible_post(self.reader, mxc):
             return True
-        rooms = [room_id for (room_id, _), facts in self.facts.items() if facts.avatar == mxc]
+        rooms = [room_id for (room_id, _, _), facts in self.facts.items() if facts.avatar == mxc]
         return bool(rooms) and bool(await self.reader.rows(ACTIVE_ROOMS, {"rooms": rooms}))
 
     # -- responses ---------------------------------------------------------------------------------

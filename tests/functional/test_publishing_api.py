@@ -465,7 +465,7 @@ async def test_an_edit_keeps_the_view_count_and_the_comments_link_the_post_shows
     # A post with a comments thread is edited by a `post_edit` entry (the channel-write seam's), which
     # puts the link and the count back when it is sent, and its root in the discussion room is edited too.
     link = next(e for e in entries if e.kind == "post_edit")
-    assert link.payload == {"post_id": second["id"]}
+    assert link.payload == {"post_id": second["id"], "room_id": "!news-broadcast:example.org"}
     assert any(e.kind == "comments_thread" and e.payload["action"] == "edit" for e in entries)
 
 

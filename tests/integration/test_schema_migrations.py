@@ -65,7 +65,7 @@ ROWS_0002 = [
     "INSERT INTO posts (channel_id, source_event_id, relayed_event_id, author, redacted)"
     " VALUES (1, '$src', '$copy', '@alice:x', false)",
 ]
-COUNTS = {"channels": 1, "channel_members": 1, "rooms": 2, "posts": 1}
+COUNTS = {"channels": 1, "channel_members": 1, "rooms": 2, "posts": 1, "post_copies": 1}
 
 
 async def test_upgrading_from_0002_keeps_channels_rooms_members_and_posts(engine: AsyncEngine) -> None:
@@ -85,5 +85,8 @@ async def test_upgrading_from_0002_keeps_channels_rooms_members_and_posts(engine
         ).one()
         assert verified in (False, 0)
         assert title_key == ""
+        # A channel of one room: each published post's event is its copy in that room (0014).
+        copy = (await connection.execute(text("SELECT event_id, post_id, room_id FROM post_copies"))).one()
+        assert tuple(copy) == ("$copy", 1, "!b:x")
         head = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert head == "0013"
+    assert head == "0014"

@@ -14,7 +14,25 @@ def _origin(content: dict[str, object], relayed: str | None = "$orig", title: st
     post = Post(
         channel_id=1, source_event_id="$src", relayed_event_id=relayed, author="@o:x", content=content
     )
-    return Origin(channel, post)
+    return Origin(channel, post, None, relayed)
+
+
+def test_a_post_from_an_older_room_of_a_channel_links_to_that_room() -> None:
+    # A channel of several rooms: #handle leads to the newest, which the post never reached.
+    channel = Channel(
+        id=1,
+        handle="dailynews",
+        title="Daily",
+        owner="@o:x",
+        ghost_user_id="@g:x",
+        broadcast_room_id="!first:example.org",
+        shard_rooms=["!second:example.org"],
+    )
+    post = Post(channel_id=1, source_event_id="$src", relayed_event_id="$orig", author="@o:x", content={})
+    old = Origin(channel, post, "!first:example.org", "$orig")
+    assert permalink(old, "example.org") == "https://matrix.to/#/!first:example.org/$orig?via=example.org"
+    new = Origin(channel, post, "!second:example.org", "$copy")
+    assert permalink(new, "example.org") == "https://matrix.to/#/#dailynews:example.org/$copy?via=example.org"
 
 
 def test_text_post_gets_a_linked_header_and_keeps_its_formatting() -> None:
