@@ -131,6 +131,9 @@ class _OneTripConnection(aiosqlite.Connection):
 
     def __init__(self, database: str) -> None:
         super().__init__(lambda: sqlite3.connect(database, timeout=SQLITE_TIMEOUT_S), iter_chunk_size=64)
+        # As SQLAlchemy makes aiosqlite's own threads: a connection never closed must not keep the
+        # process from exiting.
+        self._thread.daemon = True
         # Whether SQLite may have a transaction open: known after each of our own calls; any other
         # call through aiosqlite (isolation level, functions, …) makes it "maybe" again.
         self._in_transaction = True
