@@ -97,10 +97,10 @@ class BenchKanal(KanalProcess):
         prefix = [sys.executable]
         if self.profile_path is not None:
             prefix += ["-m", "cProfile", "-o", str(self.profile_path)]
-        module, env = self.module, None
-        if module != "bridge.cli" or self.env:
-            env = {**os.environ, **(self.env or {})}
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+        module = self.module
+        # Always the tree the benchmark is in (an editable install may point at another checkout).
+        env = {**os.environ, **(self.env or {})}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
         log = self.log_path.open("ab")
         try:
             self.process = await asyncio.to_thread(
@@ -128,6 +128,81 @@ class BenchKanal(KanalProcess):
         raise RuntimeError(f"kanal did not start within {timeout} s:\n{self.tail()}")
 
 
+class BareRelay:
+    """bench.bare_appservice in relay mode, registered with the same Synapse as Kanal (the floor)."""
+
+    LOCALPART = "bare_relay"
+
+    def __init__(self, workdir: Path, homeserver_url: str) -> None:
+        self.port = free_port()
+        self.as_token = secrets.token_urlsafe(24)
+        self.hs_token = secrets.token_urlsafe(24)
+        self.user_id = f"@{self.LOCALPART}:{DOMAIN}"
+        self.homeserver_url = homeserver_url
+        self.registration_path = workdir / "bare-relay-registration.yaml"
+        self.registration_path.parent.mkdir(parents=True, exist_ok=True)
+        self.registration_path.write_text(
+            yaml.safe_dump(
+                {
+                    "id": "bare-relay",
+                    "url": f"http://127.0.0.1:{self.port}",
+                    "as_token": self.as_token,
+                    "hs_token": self.hs_token,
+                    "sender_localpart": self.LOCALPART,
+                    "namespaces": {
+                        "users": [{"exclusive": True, "regex": f"@{self.LOCALPART}:{DOMAIN}"}],
+                        "aliases": [],
+                        "rooms": [],
+                    },
+                    "rate_limited": False,
+                }
+            ),
+            encoding="utf-8",
+        )
+        env = {**os.environ, "KANAL_BENCH_HS_TOKEN": self.hs_token, "KANAL_BENCH_AS_TOKEN": self.as_token}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+        self.process = Subprocess(
+            [
+                sys.executable,
+                "-m",
+                "bench.bare_appservice",
+                "--port",
+                str(self.port),
+                "--relay-homeserver",
+                homeserver_url,
+                "--relay-as",
+                self.user_id,
+            ],
+            workdir / "bare-relay.log",
+            env,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.process.pid if self.process.process else None
+
+    async def start(self) -> None:
+        self.process.start()
+        await self.process.wait_http(f"http://127.0.0.1:{self.port}/health")
+
+    async def relay(self, source: str, target: str) -> None:
+        """Join the relay user to both rooms (it must be invited to private ones) and map them."""
+        headers = {"Authorization": f"Bearer {self.as_token}"}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            for room in (source, target):
+                url = f"{self.homeserver_url}/_matrix/client/v3/join/{room}"
+                async with http.post(url, params={"user_id": self.user_id}, json={}) as response:
+                    if response.status != 200:
+                        raise RuntimeError(f"bare relay cannot join {room}: {await response.text()}")
+            async with http.post(
+                f"http://127.0.0.1:{self.port}/_bench/relay",
+                json={"source": source, "target": target},
+                headers={"Authorization": f"Bearer {self.hs_token}"},
+            ) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"bare relay refused the mapping: {await response.text()}")
+
+
 @dataclass
 class Stack:
     synapse: LocalSynapse
@@ -136,6 +211,7 @@ class Stack:
     registration_path: Path
     hs_token: str
     kanal_url: str
+    bare: BareRelay | None = None
 
 
 @contextlib.asynccontextmanager
@@ -146,8 +222,12 @@ async def synapse_and_kanal(
     profile_path: Path | None = None,
     kanal_module: str = "bridge.cli",
     kanal_env: dict[str, str] | None = None,
+    bare_relay: bool = False,
 ) -> AsyncIterator[Stack]:
-    """A fresh loopback Synapse (relaxed rate limits) and a `kanal run` subprocess; both stopped on exit."""
+    """A fresh loopback Synapse (relaxed rate limits) and a `kanal run` subprocess; both stopped on exit.
+
+    `bare_relay`: also bench.bare_appservice in relay mode, registered with the same Synapse (Stack.bare).
+    """
     kanal_port, synapse_port = free_port(), free_port()
     config_path, registration_path = write_init_files(
         workdir / "kanal",
@@ -157,11 +237,12 @@ async def synapse_and_kanal(
         database_url=database_url or f"sqlite:///{workdir / 'kanal.db'}",
     )
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    bare = BareRelay(workdir / "bare", f"http://127.0.0.1:{synapse_port}") if bare_relay else None
     synapse = LocalSynapse(
         workdir / "synapse",
         server_name=DOMAIN,
         port=synapse_port,
-        app_service_config_files=[registration_path],
+        app_service_config_files=[registration_path, *([bare.registration_path] if bare else [])],
         relaxed_rate_limits=True,
     )
     kanal = BenchKanal(
@@ -174,6 +255,8 @@ async def synapse_and_kanal(
     )
     try:
         await synapse.start()
+        if bare is not None:
+            await bare.start()
         await kanal.start()
         yield Stack(
             synapse,
@@ -182,10 +265,13 @@ async def synapse_and_kanal(
             registration_path,
             config["appservice"]["hs_token"],
             f"http://127.0.0.1:{kanal_port}",
+            bare,
         )
     finally:
         try:
             await kanal.stop()
+            if bare is not None:
+                await bare.process.stop()
         finally:
             await synapse.stop()
 

@@ -7,9 +7,11 @@ What is measured, in one run against a fresh loopback Synapse (SQLite, relaxed r
           starts and stops when the subscriber's long-poll `/sync` (nio, timeout 30 s, with `since`)
           returns the ghost's relayed copy in the broadcast room.
 * direct: the same owner sends into an ordinary room the subscriber is in; same clock, same sync loop.
+* bare:   the same owner sends into a room that bench.bare_appservice (relay mode: a minimal relay that
+          stores nothing, registered with the same Synapse) copies into a room the subscriber is in.
 
-The two series alternate (relay and direct half an interval apart, order swapped every pair) so both
-see the same machine noise. Bodies carry a unique sequence number and run nonce, which is how arrivals
+The three series interleave (a third of an interval apart, order rotated every round) so all see the
+same machine noise. Bodies carry a unique sequence number and run nonce, which is how arrivals
 are matched. Besides p50/p95 and the relay/direct ratios, a breakdown is printed from the events'
 `origin_server_ts` (same machine, so wall clocks agree to the millisecond):
 send → send returned; send returned → relayed copy created (Kanal's share: AS push, ingest, processor,
@@ -40,6 +42,7 @@ from tests.support import Env, User, create_channel
 from ._common import DOMAIN, CpuMeter, Stack, code_version, engine_of, percentile, synapse_and_kanal
 
 SYNC_TIMEOUT_MS = 30_000
+KINDS = ("relay", "direct", "bare")
 SYNC_FILTER = {
     "room": {"timeline": {"limit": 100}, "state": {"lazy_load_members": True}, "ephemeral": {"types": []}},
     "presence": {"types": []},
@@ -124,14 +127,14 @@ async def run_series(
     arrivals: Arrivals,
     settle: float,
 ) -> list[Sample]:
-    """Send `count` pairs (relay + direct, half an interval apart, order alternating) on a fixed schedule."""
+    """Send `count` rounds (one send per kind, a third of an interval apart, order rotating) on a fixed schedule."""
     samples: list[Sample] = []
     tasks: list[asyncio.Task[None]] = []
     start = time.monotonic() + 0.2
     for i in range(count):
-        order = ("relay", "direct") if i % 2 == 0 else ("direct", "relay")
+        order = KINDS[i % len(KINDS) :] + KINDS[: i % len(KINDS)]
         for slot, kind in enumerate(order):
-            target = start + i * interval + slot * interval / 2
+            target = start + i * interval + slot * interval / len(KINDS)
             delay = target - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -158,12 +161,12 @@ def ms(value: float) -> str:
     return f"{value * 1000:7.1f} ms"
 
 
-def summarize(samples: list[Sample], ghost: str, owner_id: str) -> dict[str, list[float]]:
-    lat: dict[str, list[float]] = {"relay": [], "direct": []}
+def summarize(samples: list[Sample], senders: dict[str, str]) -> dict[str, list[float]]:
+    lat: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for s in samples:
         if s.latency is None:
             continue
-        expected = ghost if s.kind == "relay" else owner_id
+        expected = senders[s.kind]
         if s.sender != expected:
             print(f"  ! {s.body} seen from {s.sender}, expected {expected}", file=sys.stderr)
             continue
@@ -173,7 +176,7 @@ def summarize(samples: list[Sample], ghost: str, owner_id: str) -> dict[str, lis
 
 def print_breakdown(samples: list[Sample]) -> None:
     """Where the time goes, from origin_server_ts (ms resolution) and the local wall clock."""
-    parts: dict[str, dict[str, list[float]]] = {"relay": {}, "direct": {}}
+    parts: dict[str, dict[str, list[float]]] = {kind: {} for kind in KINDS}
     for s in samples:
         if s.latency is None or s.returned_wall is None or s.seen_ts_ms is None or s.returned_mono is None:
             continue
@@ -187,9 +190,13 @@ def print_breakdown(samples: list[Sample]) -> None:
             p.setdefault("send returns → relayed copy created (AS push + Kanal + ghost PUT)", []).append(
                 created - s.returned_wall
             )
+        elif s.kind == "bare":
+            p.setdefault("send returns → relayed copy created (AS push + bare relay + PUT)", []).append(
+                created - s.returned_wall
+            )
         p.setdefault("seen event created → subscriber's sync returns it", []).append(seen_wall - created)
     print("\nBreakdown (medians; origin_server_ts has 1 ms resolution):")
-    for kind in ("relay", "direct"):
+    for kind in KINDS:
         for name, values in parts[kind].items():
             print(f"  {kind:6} {name:70} {ms(statistics.median(values))}  (p95 {ms(percentile(values, 95))})")
 
@@ -269,7 +276,12 @@ async def bench(args: argparse.Namespace) -> int:
         if trace_path is not None:
             module, env["KANAL_BENCH_TRACE"] = "bench._traced_kanal", str(trace_path)
         async with synapse_and_kanal(
-            workdir, database_url=database_url, profile_path=profile_path, kanal_module=module, kanal_env=env
+            workdir,
+            database_url=database_url,
+            profile_path=profile_path,
+            kanal_module=module,
+            kanal_env=env,
+            bare_relay=True,
         ) as stack:
             code = await measure(stack, args, database_url, trace_path)
         if profile_path is not None:
@@ -291,7 +303,17 @@ async def measure(stack: Stack, args: argparse.Namespace, database_url: str, tra
         assert isinstance(created, nio.RoomCreateResponse), created
         plain = str(created.room_id)
         await subscriber.join(plain)
-        rooms = {"relay": channel.backstage, "direct": plain}
+        assert stack.bare is not None
+        bare_rooms = []
+        for name in ("bare source", "bare target"):
+            created = await owner.client.room_create(name=name, invite=[stack.bare.user_id])
+            assert isinstance(created, nio.RoomCreateResponse), created
+            bare_rooms.append(str(created.room_id))
+        await owner.client.room_invite(bare_rooms[1], subscriber.user_id)
+        await stack.bare.relay(*bare_rooms)
+        await subscriber.join(bare_rooms[1])  # not the source: the subscriber sees only the copy
+        rooms = {"relay": channel.backstage, "direct": plain, "bare": bare_rooms[0]}
+        senders = {"relay": ghost, "direct": owner.user_id, "bare": stack.bare.user_id}
         if args.steady_after > 0:
             # Right after a start Kanal checks each backstage post's predecessors (one extra request,
             # bridge.service.VERIFY_WINDOW_S); the headline figure is the steady state after that.
@@ -300,7 +322,7 @@ async def measure(stack: Stack, args: argparse.Namespace, database_url: str, tra
             await asyncio.sleep(wait)
 
         nonce = secrets.token_hex(3)
-        arrivals = Arrivals(re.compile(rf"(warm|run)-(relay|direct)-\d{{5}}-{nonce}"))
+        arrivals = Arrivals(re.compile(rf"(warm|run)-(relay|direct|bare)-\d{{5}}-{nonce}"))
         client = subscriber.client
         first = await client.sync(timeout=0, sync_filter=SYNC_FILTER, full_state=True)
         assert isinstance(first, nio.SyncResponse), first
@@ -311,14 +333,16 @@ async def measure(stack: Stack, args: argparse.Namespace, database_url: str, tra
             {
                 "Synapse": stack.synapse._process.pid if stack.synapse._process else None,
                 "Kanal": stack.kanal.process.pid if stack.kanal.process else None,
+                "bare relay": stack.bare.pid,
             }
         )
         try:
             print(f"Kanal code: {code_version()}")
             print(
                 f"Synapse {stack.synapse.base_url}, Kanal {stack.kanal_url}, Kanal DB {engine_of(database_url)}; "
-                f"{args.warmup} warm-up pairs, then {args.count} relay + {args.count} direct sends, "
-                f"each series spaced {args.interval * 1000:.0f} ms (alternating, offset {args.interval * 500:.0f} ms)",
+                f"{args.warmup} warm-up rounds, then {args.count} relay + {args.count} direct + {args.count} bare "
+                f"sends, each series spaced {args.interval * 1000:.0f} ms (interleaved, offset "
+                f"{args.interval * 1000 / len(KINDS):.0f} ms)",
                 flush=True,
             )
             if args.warmup:
@@ -336,13 +360,13 @@ async def measure(stack: Stack, args: argparse.Namespace, database_url: str, tra
             await asyncio.gather(syncer, return_exceptions=True)
 
         errors = [s for s in samples if s.error]
-        lat = summarize(samples, ghost, owner.user_id)
+        lat = summarize(samples, senders)
         print(
             f"\nSubscriber syncs: {arrivals.syncs} ({arrivals.sync_errors} errors); send errors: {len(errors)}"
         )
         for s in errors[:5]:
             print(f"  ! {s.body}: {s.error}")
-        for kind in ("relay", "direct"):
+        for kind in KINDS:
             values = lat[kind]
             missing = args.count - len(values)
             if not values:
@@ -358,6 +382,13 @@ async def measure(stack: Stack, args: argparse.Namespace, database_url: str, tra
             r95, d95 = percentile(lat["relay"], 95), percentile(lat["direct"], 95)
             print(f"ratio relay/direct: p50 {r50 / d50:.2f}x   p95 {r95 / d95:.2f}x")
             print(f"relay overhead (relay − direct): p50 {ms(r50 - d50)}   p95 {ms(r95 - d95)}")
+        if lat["relay"] and lat["bare"]:
+            r50, b50 = percentile(lat["relay"], 50), percentile(lat["bare"], 50)
+            r95, b95 = percentile(lat["relay"], 95), percentile(lat["bare"], 95)
+            print(f"ratio relay/bare (Kanal against a minimal relay): p50 {r50 / b50:.2f}x   p95 {r95 / b95:.2f}x")
+        if lat["bare"] and lat["direct"]:
+            b50, d50 = percentile(lat["bare"], 50), percentile(lat["direct"], 50)
+            print(f"ratio bare/direct: p50 {b50 / d50:.2f}x")
         print(meter.report())
         print_breakdown(samples)
         if trace_path is not None:
@@ -373,11 +404,14 @@ async def measure(stack: Stack, args: argparse.Namespace, database_url: str, tra
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.relay_latency",
-        description="Backstage post → subscriber sees the relayed copy, against a direct send (prints p50/p95).",
+        description=(
+            "Backstage post → subscriber sees the relayed copy, against a direct send and a minimal relay "
+            "(prints p50/p95)."
+        ),
     )
     parser.add_argument("--count", type=int, default=100, help="posts per series (default 100)")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between posts of a series (0.2)")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured pairs sent first (default 3)")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured rounds sent first (default 3)")
     parser.add_argument("--settle", type=float, default=30.0, help="max seconds to wait for stragglers (30)")
     parser.add_argument("--database-url", help="Kanal's database (default: SQLite in the temp folder)")
     parser.add_argument(

@@ -26,6 +26,7 @@ from bridge.moderation.notices import flagger_routes, run_report_poller
 from bridge.publishing.schedule import SCHEDULER_LEASE, run_scheduler
 from bridge.runtime.config import Config, ConfigError
 from bridge.runtime.context import Context
+from bridge.runtime.languages import load_language_users
 from bridge.runtime.metrics import Metrics, add_routes
 from bridge.runtime.outbox import OutboxWorker
 from bridge.service import HOUSEKEEPING_LEASE, PROCESSOR_LEASE, Bridge
@@ -181,6 +182,9 @@ class Service:
         except CatalogueError as exc:
             raise StartupError(str(exc)) from None
         await migrate(self.engine)
+        if not self.bridge.row_locks:  # the only writer: who chose a language is kept in memory
+            async with self.ctx.sessions() as session:
+                self.ctx.language_users = await load_language_users(session)
         await check_homeserver(self.client, self.config)
         self._runner = web.AppRunner(self.make_app(), access_log=None)
         await self._runner.setup()

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -125,6 +125,7 @@ class Bridge:
         self.leases = leases
         self.row_locks = row_locks
         self._wake = asyncio.Event()
+        self._drained = False  # the last process_pending handled every pending event it read
         self._housekeeping_wake = asyncio.Event()
         self._stopping = False
         executors = {
@@ -186,7 +187,9 @@ class Bridge:
         async with self.ctx.sessions.begin() as session:
             rows = await self._actionable(session, candidates)
             if rows:
-                await session.execute(_insert_ignore(session, rows))
+                # A plain statement on the session's connection (same transaction): no ORM work needed.
+                connection = await session.connection()
+                await connection.execute(_insert_ignore(connection.dialect.name), rows)
             for source, room_id, relayed in echoes:
                 # Our own relayed copy came back: the mapping survives a crash between send and record.
                 await record_copy(session, source, room_id, relayed)
@@ -265,7 +268,9 @@ class Bridge:
         while not self._stopping:
             self._wake.clear()
             handled = await self.process_pending()
-            if handled == 0 and not self._stopping:
+            # A batch read whole and handled leaves nothing pending but what arrived since, and every
+            # arrival wakes us: no need to read again before the wake (or the 1 s safety net).
+            if (handled == 0 or self._drained) and not self._stopping:
                 try:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 except TimeoutError:
@@ -277,6 +282,7 @@ class Bridge:
         Only the holder of the `processor` lease handles events (several processes, one order); the
         status check on "done" makes a stale holder's late attempt roll back instead of doubling.
         """
+        self._drained = False
         if not await self.leases.hold(PROCESSOR_LEASE):
             return 0
         if self.ctx.outbox.homeserver_down:
@@ -298,14 +304,7 @@ class Bridge:
                 self._open_verify_window("start or homeserver outage")
                 self._outage_or_start = False
         async with self.ctx.sessions() as session:
-            rows = (
-                await session.scalars(
-                    select(InboundEvent)
-                    .where(InboundEvent.status == InboundStatus.PENDING)
-                    .order_by(InboundEvent.seq)
-                    .limit(PROCESS_BATCH)
-                )
-            ).all()
+            rows = (await (await session.connection()).execute(_PENDING_EVENTS)).all()
         handled = 0
         renewed = time.monotonic()
         for row in rows:
@@ -342,12 +341,8 @@ class Bridge:
                         if claimed is None:
                             continue
                     await self.dispatch(session, event)
-                    done = await session.execute(
-                        update(InboundEvent)
-                        .where(InboundEvent.seq == row.seq, InboundEvent.status == InboundStatus.PENDING)
-                        .values(status=InboundStatus.DONE)
-                    )
-                    if done.rowcount != 1:  # type: ignore[attr-defined]
+                    done = await (await session.connection()).execute(_MARK_DONE, {"event_seq": row.seq})
+                    if done.rowcount != 1:
                         raise _AlreadyHandled
             except _AlreadyHandled:
                 continue
@@ -381,6 +376,8 @@ class Bridge:
             handled += 1
             self.processed += 1
             self.ctx.outbox.wake()
+        else:  # every row read was dealt with (no break)
+            self._drained = len(rows) < PROCESS_BATCH
         return handled
 
     async def run_housekeeping(self) -> None:
@@ -517,7 +514,24 @@ class Bridge:
         enqueue(session, send_entry(self.ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}))
 
 
-def _insert_ignore(session: AsyncSession, rows: list[dict[str, Any]]) -> Any:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+@functools.cache
+def _insert_ignore(dialect: str) -> Any:
+    """INSERT of inbound events that skips event ids already recorded (executed with a list of rows)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(InboundEvent).values(rows).on_conflict_do_nothing(index_elements=["event_id"])
+    return insert(InboundEvent).on_conflict_do_nothing(index_elements=["event_id"])
+
+
+# The statements of every event, built once.
+_PENDING_EVENTS = (
+    select(
+        InboundEvent.seq, InboundEvent.event_id, InboundEvent.room_id, InboundEvent.payload, InboundEvent.attempts
+    )
+    .where(InboundEvent.status == InboundStatus.PENDING)
+    .order_by(InboundEvent.seq)
+    .limit(PROCESS_BATCH)
+)
+_MARK_DONE = (
+    update(InboundEvent)
+    .where(InboundEvent.seq == bindparam("event_seq"), InboundEvent.status == InboundStatus.PENDING)
+    .values(status=InboundStatus.DONE)
+)

@@ -24,6 +24,9 @@ class Context:
     # Management and backstage rooms, kept in memory when this process is the only writer (SQLite);
     # None means "ask the database" (PostgreSQL, where another process may add rooms).
     known_rooms: set[str] | None = None
+    # People who chose a language (`language …`), likewise kept in memory when this process is the
+    # only writer, so the many who never chose cost no query; None: ask the database.
+    language_users: set[str] | None = None
     # The pre-publication hooks (bridge.moderation.hooks.Pipeline); None: nothing to check.
     pipeline: Any = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.runtime.context import Context, reply
@@ -28,11 +29,18 @@ async def chosen_language(session: AsyncSession, user_id: str) -> str | None:
     return setting.language
 
 
+async def load_language_users(session: AsyncSession) -> set[str]:
+    """Everyone who chose a language (Context.language_users, for a process that is the only writer)."""
+    chose = select(UserSetting.user_id).where(UserSetting.language.is_not(None))
+    return set((await session.scalars(chose)).all())
+
+
 async def language_for(
     session: AsyncSession, ctx: Context, user_id: str, text: str = "", room: Room | None = None
 ) -> str:
     """The language of a reply to `user_id`, who wrote `text` (if anything) in `room` (if any)."""
-    chosen = await chosen_language(session, user_id)
+    maybe_chosen = ctx.language_users is None or user_id in ctx.language_users
+    chosen = await chosen_language(session, user_id) if maybe_chosen else None
     if chosen is not None:
         return chosen
     fallback = (room.language if room is not None else None) or ctx.config.default_language
@@ -65,6 +73,9 @@ async def language_command(call: CommandCall) -> None:
         session.add(setting)
     setting.language = None if code == AUTO else code
     setting.updated_at = datetime.now(UTC)
+    if call.ctx.language_users is not None:
+        # Kept even if this transaction rolls back: the set may hold more than chose (then we ask).
+        call.ctx.language_users.add(call.sender)
     if code == AUTO:
         call.reply("language_cleared", choices=_choices())
     else:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,6 +36,7 @@ from bridge.store.models import Channel, OutboxEntry, Post, PostCopy
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500
+QUEUE_BATCH = 50
 MAX_PARALLEL_QUEUES = 16
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
@@ -145,6 +146,11 @@ class OutboxWorker:
         }
         self._wake = asyncio.Event()
         self._stopping = False
+        self._more = False  # the last drain may have left due work behind
+        self._queues_running = 0
+        # Outcomes waiting for the recorder (one transaction for those that arrive together).
+        self._unrecorded: list[tuple[OutboxEntry, Outcome, asyncio.Future[None]]] = []
+        self._recorder: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
         self.retried = 0
@@ -183,7 +189,9 @@ class OutboxWorker:
             if self.homeserver_down:
                 await self._probe()
             worked = await self.drain_once()
-            if not worked and not self._stopping:
+            # Drain again at once only when the last drain may have left due work behind (entries its
+            # sends queued); new work from elsewhere wakes us, and the poll interval catches the rest.
+            if (not worked or not self._more) and not self._stopping:
                 try:
                     await asyncio.wait_for(
                         self._wake.wait(), PROBE_INTERVAL_S if self.homeserver_down else POLL_INTERVAL_S
@@ -213,27 +221,75 @@ class OutboxWorker:
 
     async def drain_once(self) -> bool:
         """Send what is due in every queue; True when anything was attempted."""
+        self._more = self.row_locks  # other processes queue without waking us: keep polling there
         if self.homeserver_down:
             return False  # only the probe talks to a homeserver that is down; it resumes us
+        batches: dict[str, list[OutboxEntry]] = {}
         async with self.sessions() as session:
-            queues = (
-                await session.scalars(
-                    select(OutboxEntry.queue)
-                    .where(OutboxEntry.status == OutboxStatus.PENDING)
-                    .distinct()
-                    .limit(CLAIM_BATCH)
-                )
-            ).all()
+            queues = (await session.scalars(_PENDING_QUEUES)).all()
+            if not self.row_locks:
+                # One process: each queue's next entries, read in the same session.
+                for queue in queues:
+                    batches[queue] = await self._next(session, queue)
         if not queues:
             return False
+        if len(queues) == CLAIM_BATCH:
+            self._more = True
         semaphore = asyncio.Semaphore(MAX_PARALLEL_QUEUES)
 
         async def run_queue(queue: str) -> int:
             async with semaphore:
-                return await self._run_queue(queue)
+                self._queues_running += 1
+                try:
+                    return await self._run_queue(queue, batches.get(queue))
+                finally:
+                    self._queues_running -= 1
 
         attempted = await asyncio.gather(*(run_queue(queue) for queue in queues))
         return sum(attempted) > 0
+
+    async def _record_committed(self, entry: OutboxEntry, outcome: Outcome) -> None:
+        """Record an attempt's outcome and return once it is committed (one process, SQLite).
+
+        With several queues sending at once (a post reaching many rooms), the outcomes that arrive
+        together share one transaction: the same rows written, in fewer commits. Each queue still
+        waits for its entry's record before it sends the next one.
+        """
+        if self._queues_running <= 1 and self._recorder is None:
+            async with self.sessions.begin() as session:
+                await self._record(session, entry, outcome)
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._unrecorded.append((entry, outcome, waiter))
+        if self._recorder is None:
+            self._recorder = asyncio.create_task(self._record_arrived())
+        await waiter
+
+    async def _record_arrived(self) -> None:
+        batch: list[tuple[OutboxEntry, Outcome, asyncio.Future[None]]] = []
+        try:
+            await asyncio.sleep(0)  # let the outcomes arriving in this turn of the loop join
+            while self._unrecorded:
+                batch, self._unrecorded = self._unrecorded, []
+                try:
+                    async with self.sessions.begin() as session:
+                        for entry, outcome, _waiter in batch:
+                            await self._record(session, entry, outcome)
+                except Exception as exc:
+                    for *_, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                else:
+                    for *_, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                batch = []
+        finally:
+            self._recorder = None
+            for *_, waiter in [*batch, *self._unrecorded]:
+                if not waiter.done():
+                    waiter.cancel()
+            self._unrecorded = []
 
     async def _head(self, session: AsyncSession, queue: str) -> OutboxEntry | None:
         head = await session.scalar(
@@ -242,14 +298,18 @@ class OutboxWorker:
             .order_by(OutboxEntry.id)
             .limit(1)
         )
-        if head is None or (
-            head.next_attempt_at is not None and aware(head.next_attempt_at) > datetime.now(UTC)
-        ):
+        if head is None or not _due(head):
             return None
         return head
 
-    async def _run_queue(self, queue: str) -> int:
-        """Send a queue's due entries in order until it is empty or its head must wait."""
+    async def _next(self, session: AsyncSession, queue: str) -> list[OutboxEntry]:
+        """The queue's first pending entries, in order (at most QUEUE_BATCH)."""
+        entries = await session.scalars(_QUEUE_HEADS, {"queue": queue})
+        return list(entries.all())
+
+    async def _run_queue(self, queue: str, entries: list[OutboxEntry] | None = None) -> int:
+        """Send a queue's due entries in order until it is empty or its head must wait
+        (`entries`: its next entries, already read)."""
         attempted = 0
         while True:
             if self.row_locks:
@@ -269,13 +329,26 @@ class OutboxWorker:
                     outcome = await self._attempt(locked)
                     await self._record(session, locked, outcome)
             else:
-                async with self.sessions() as session:
-                    head = await self._head(session, queue)
-                if head is None:
+                # One process (the claim is this coroutine): the queue's next entries, read at once,
+                # sent in order; only the worker changes a pending entry, so they stay valid. Entries
+                # queued meanwhile are read by the next drain (their wake, or `_more`, starts it).
+                if entries is None:
+                    async with self.sessions() as session:
+                        entries = await self._next(session, queue)
+                for entry in entries:
+                    if not _due(entry):
+                        return attempted
+                    outcome = await self._attempt(entry)
+                    await self._record_committed(entry, outcome)
+                    if entry.kind not in _QUEUES_NOTHING or _has_note(entry):
+                        self._more = True  # its executor or its note may have queued more
+                    attempted += 1
+                    if outcome.status == OutboxStatus.RETRY:
+                        return attempted  # keep order: the rest of this queue waits for the retry
+                if len(entries) < QUEUE_BATCH:
                     return attempted
-                outcome = await self._attempt(head)
-                async with self.sessions.begin() as session:
-                    await self._record(session, head, outcome)
+                entries = None
+                continue
             attempted += 1
             if outcome.status == OutboxStatus.RETRY:
                 return attempted  # keep order: the rest of this queue waits for the retry
@@ -379,6 +452,41 @@ async def record_copy(session: AsyncSession, source: str, room_id: str, event_id
         .where(Post.id == post_id, Post.relayed_event_id.is_(None), Post.channel_id == first)
         .values(relayed_event_id=event_id)
     )
+
+
+# Kinds whose executors (this module's own) queue nothing themselves.
+_QUEUES_NOTHING = frozenset(
+    {
+        OutboxKind.SEND,
+        OutboxKind.REDACT,
+        OutboxKind.STATE,
+        OutboxKind.INVITE,
+        OutboxKind.KICK,
+        OutboxKind.JOIN,
+        OutboxKind.LEAVE,
+        OutboxKind.PIN,
+        OutboxKind.UNPIN,
+        OutboxKind.DISPLAYNAME,
+    }
+)
+# Built once: the drain runs them for every wake.
+_PENDING_QUEUES = (
+    select(OutboxEntry.queue).where(OutboxEntry.status == OutboxStatus.PENDING).distinct().limit(CLAIM_BATCH)
+)
+_QUEUE_HEADS = (
+    select(OutboxEntry)
+    .where(OutboxEntry.queue == bindparam("queue"), OutboxEntry.status == OutboxStatus.PENDING)
+    .order_by(OutboxEntry.id)
+    .limit(QUEUE_BATCH)
+)
+
+
+def _has_note(entry: OutboxEntry) -> bool:
+    return "on_success" in entry.payload or "on_failure" in entry.payload
+
+
+def _due(entry: OutboxEntry) -> bool:
+    return entry.next_attempt_at is None or aware(entry.next_attempt_at) <= datetime.now(UTC)
 
 
 def aware(value: datetime) -> datetime:

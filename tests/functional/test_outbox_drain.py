@@ -1,0 +1,106 @@
+"""The outbox worker against a scripted homeserver: every entry sent once, in order per room, recorded.
+
+Several room queues send at once (their outcomes are then recorded together); a queue longer than
+one read (QUEUE_BATCH) is sent whole; a failing send keeps the rest of its queue waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from sqlalchemy import select
+
+from appservice.client import HomeserverClient
+from bridge.runtime import outbox
+from bridge.runtime.outbox import OutboxKind, OutboxStatus, OutboxWorker, new_entry, room_queue
+from bridge.store.db import create_engine, migrate, sessionmaker
+from bridge.store.models import OutboxEntry
+
+GHOST = "@kanal_news:example.org"
+
+
+class Homeserver:
+    def __init__(self) -> None:
+        self.sent: dict[str, list[str]] = {}
+        self.failing: set[str] = set()
+
+    async def send(self, request: web.Request) -> web.Response:
+        room = request.match_info["room_id"]
+        if room in self.failing:
+            return web.json_response({"errcode": "M_UNKNOWN", "error": "down"}, status=502)
+        body = await request.json()
+        self.sent.setdefault(room, []).append(body["body"])
+        return web.json_response({"event_id": f"${room}-{len(self.sent[room])}"})
+
+
+@pytest.fixture
+async def worker(tmp_path: Path) -> AsyncIterator[tuple[OutboxWorker, Homeserver]]:
+    homeserver = Homeserver()
+    app = web.Application()
+    app.router.add_put("/_matrix/client/v3/rooms/{room_id}/send/{type}/{txn}", homeserver.send)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    engine = create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
+    await migrate(engine)
+    client = HomeserverClient(str(server.make_url("")), "token", attempts=1)
+    try:
+        yield OutboxWorker(sessionmaker(engine), client), homeserver
+    finally:
+        await client.close()
+        await engine.dispose()
+        await server.close()
+
+
+async def _queue(worker: OutboxWorker, rooms: dict[str, int]) -> None:
+    async with worker.sessions.begin() as session:
+        for room, count in rooms.items():
+            for i in range(count):
+                payload: dict[str, Any] = {
+                    "room_id": room,
+                    "event_type": "m.room.message",
+                    "content": {"msgtype": "m.text", "body": f"{room} {i}"},
+                }
+                session.add(new_entry(room_queue(room), OutboxKind.SEND, GHOST, payload))
+
+
+async def test_several_rooms_at_once_each_in_order_and_recorded(
+    worker: tuple[OutboxWorker, Homeserver],
+) -> None:
+    outbox_worker, homeserver = worker
+    rooms = {"!a:example.org": 7, "!b:example.org": outbox.QUEUE_BATCH + 3, "!c:example.org": 1}
+    await _queue(outbox_worker, rooms)
+    while await outbox_worker.drain_once():
+        pass
+    for room, count in rooms.items():
+        assert homeserver.sent[room] == [f"{room} {i}" for i in range(count)]
+    async with outbox_worker.sessions() as session:
+        entries = (await session.scalars(select(OutboxEntry).order_by(OutboxEntry.id))).all()
+    assert all(e.status == OutboxStatus.DONE and e.attempts == 1 for e in entries)
+    assert all(e.result_event_id is not None and e.result_event_id.startswith("$!") for e in entries)
+    assert outbox_worker.sent == sum(rooms.values())
+
+
+async def test_a_failing_room_waits_while_the_others_go_on(worker: tuple[OutboxWorker, Homeserver]) -> None:
+    outbox_worker, homeserver = worker
+    homeserver.failing.add("!down:example.org")
+    await _queue(outbox_worker, {"!down:example.org": 3, "!up:example.org": 3})
+    while await outbox_worker.drain_once():
+        pass
+    assert homeserver.sent == {
+        "!up:example.org": ["!up:example.org 0", "!up:example.org 1", "!up:example.org 2"]
+    }
+    async with outbox_worker.sessions() as session:
+        down = (
+            await session.scalars(
+                select(OutboxEntry)
+                .where(OutboxEntry.queue == room_queue("!down:example.org"))
+                .order_by(OutboxEntry.id)
+            )
+        ).all()
+    assert [e.status for e in down] == [OutboxStatus.PENDING] * 3
+    assert [e.attempts for e in down] == [1, 0, 0]  # only the head was tried; it waits for its retry

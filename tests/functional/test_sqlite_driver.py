@@ -1,0 +1,91 @@
+"""Kanal's SQLite connections (bridge.store.db): one trip to aiosqlite's thread per statement.
+
+The engine behaves as SQLAlchemy's own aiosqlite engine does: results of any size (fetched in chunks
+past the first), streamed results, executemany, rowcount and lastrowid, transactions committed and
+rolled back, and sessions that only read end without a trip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bridge.store import db
+
+METADATA = MetaData()
+ITEMS = Table("items", METADATA, Column("id", Integer, primary_key=True), Column("name", String(32)))
+
+
+async def _engine(tmp_path: Path) -> AsyncEngine:
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'driver.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(METADATA.create_all)
+    return engine
+
+
+async def test_results_of_every_size_and_streams(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        count = db.FETCH_CHUNK * 2 + 7
+        async with engine.begin() as connection:
+            await connection.execute(insert(ITEMS), [{"name": f"n{i}"} for i in range(count)])
+        async with engine.connect() as connection:
+            rows = (await connection.execute(select(ITEMS.c.id).order_by(ITEMS.c.id))).all()
+            assert [r.id for r in rows] == list(range(1, count + 1))
+            assert await connection.scalar(select(func.count()).select_from(ITEMS)) == count
+            streamed = await connection.stream(select(ITEMS.c.name).order_by(ITEMS.c.id))
+            names = [row.name async for row in streamed]
+            assert names == [f"n{i}" for i in range(count)]
+            one = (await connection.execute(select(ITEMS.c.name).where(ITEMS.c.id == 5))).one()
+            assert one.name == "n4"
+    finally:
+        await engine.dispose()
+
+
+async def test_rowcount_lastrowid_commit_and_rollback(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        async with engine.begin() as connection:
+            result = await connection.execute(insert(ITEMS).values(name="a"))
+            assert result.inserted_primary_key == (1,)
+            await connection.execute(insert(ITEMS), [{"name": "b"}, {"name": "c"}])
+            changed = await connection.execute(update(ITEMS).where(ITEMS.c.id > 1).values(name="z"))
+            assert changed.rowcount == 2
+        async with engine.connect() as connection:
+            await connection.execute(update(ITEMS).values(name="rolled back"))
+            await connection.rollback()
+            names = (await connection.scalars(select(ITEMS.c.name).order_by(ITEMS.c.id))).all()
+            assert names == ["a", "z", "z"]
+            # A session that only read ends without a trip; the next one sees committed data.
+            assert await connection.scalar(text("SELECT count(*) FROM items")) == 3
+            await connection.commit()
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            raw_connection = raw.driver_connection
+            assert isinstance(raw_connection, db._OneTripConnection)
+            await connection.scalar(select(ITEMS.c.id).limit(1))
+            assert raw_connection._in_transaction is False  # a read opens no transaction
+            await connection.execute(update(ITEMS).where(ITEMS.c.id == 1).values(name="b"))
+            assert raw_connection._in_transaction is True
+            await connection.commit()
+            assert raw_connection._in_transaction is False
+    finally:
+        await engine.dispose()
+
+
+async def test_errors_reach_the_caller_and_the_connection_stays_usable(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        async with engine.connect() as connection:
+            try:
+                await connection.execute(text("SELECT * FROM no_such_table"))
+            except Exception as exc:
+                assert "no_such_table" in str(exc)
+            else:
+                raise AssertionError("the statement should have failed")
+            await connection.rollback()
+            assert await connection.scalar(text("SELECT 1")) == 1
+    finally:
+        await engine.dispose()
