@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import String, bindparam, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -437,19 +437,22 @@ class OutboxWorker:
 async def record_copy(session: AsyncSession, source: str, room_id: str, event_id: str) -> None:
     """A post's published event in one room of its channel (after its send, or when its echo shows a
     send whose answer was lost). The copy in the channel's first room is also the post's
-    `relayed_event_id`, which links and pages use."""
-    post_id = await session.scalar(select(Post.id).where(Post.source_event_id == source))
-    if post_id is None:
-        return
+    `relayed_event_id`, which links and pages use. One statement when the copy is known already (an
+    echo of a send the outbox recorded)."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(
-        insert(PostCopy).values(event_id=event_id, post_id=post_id, room_id=room_id).on_conflict_do_nothing()
+    found = select(literal(event_id, String), Post.id, literal(room_id, String)).where(
+        Post.source_event_id == source
     )
+    added = await session.execute(
+        insert(PostCopy).from_select(["event_id", "post_id", "room_id"], found).on_conflict_do_nothing()
+    )
+    if not added.rowcount:  # type: ignore[attr-defined]
+        return
     first = select(Channel.id).where(Channel.broadcast_room_id == room_id).scalar_subquery()
     await session.execute(
         update(Post)
-        .where(Post.id == post_id, Post.relayed_event_id.is_(None), Post.channel_id == first)
+        .where(Post.source_event_id == source, Post.relayed_event_id.is_(None), Post.channel_id == first)
         .values(relayed_event_id=event_id)
     )
 
