@@ -71,6 +71,18 @@ def large_room_cache_factors(members: int) -> dict[str, float]:
     }
 
 
+def log_tail(path: Path, offset: int = 0) -> str:
+    """The last lines a process wrote to its log after `offset` (for an error message)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return "(no log)"
+    lines = data.decode("utf-8", "replace").splitlines()[-_LOG_TAIL_LINES:]
+    return "\n".join(lines) if lines else "(log is empty)"
+
+
 class LocalSynapse:
     """A Synapse subprocess listening on 127.0.0.1, with all its state kept in `data_dir`."""
 
@@ -217,14 +229,7 @@ class LocalSynapse:
         return self.config_path
 
     def _log_tail(self) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(self._log_offset)
-                data = f.read()
-        except OSError:
-            return "(no log)"
-        lines = data.decode("utf-8", "replace").splitlines()[-_LOG_TAIL_LINES:]
-        return "\n".join(lines) if lines else "(log is empty)"
+        return log_tail(self.log_path, self._log_offset)
 
     def _failure(self, reason: str) -> SynapseError:
         return SynapseError(f"{reason}; see {self.log_path}\n--- last log lines ---\n{self._log_tail()}")

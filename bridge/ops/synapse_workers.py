@@ -35,10 +35,9 @@ import aiohttp
 import yaml
 from sqlalchemy import make_url
 
-from bridge.ops.synapse import LocalSynapse, SynapseError, _write_private
+from bridge.ops.synapse import LocalSynapse, SynapseError, _write_private, log_tail
 
 _POLL_INTERVAL = 0.1
-_LOG_TAIL_LINES = 20
 MAIN = "main"
 CLIENT_WORKER = "client_worker1"
 
@@ -157,14 +156,7 @@ class _Proc:
         self.process = None
 
     def tail(self) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(self.log_offset)
-                data = f.read()
-        except OSError:
-            return "(no log)"
-        lines = data.decode("utf-8", "replace").splitlines()[-_LOG_TAIL_LINES:]
-        return "\n".join(lines) if lines else "(log is empty)"
+        return log_tail(self.log_path, self.log_offset)
 
 
 class SynapseWorkers(LocalSynapse):

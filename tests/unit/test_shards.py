@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
@@ -46,6 +47,22 @@ async def _context(tmp_path: Path, **channels: Any) -> Context:
     await migrate(engine)
     sessions = sessionmaker(engine)
     return Context(config, None, sessions, OutboxWorker(sessions, None))  # type: ignore[arg-type]
+
+
+async def _stored_channel(session: AsyncSession, **extra: Any) -> Channel:
+    """An active channel whose first room is FIRST, stored."""
+    channel = Channel(
+        handle="news",
+        title="N",
+        owner="@o:x",
+        ghost_user_id="@kanal_news:x",
+        status="active",
+        broadcast_room_id=FIRST,
+        **extra,
+    )
+    session.add(channel)
+    await session.flush()
+    return channel
 
 
 def test_joins_and_leaves_of_readers_move_the_count_and_kanal_s_users_do_not(tmp_path: Path) -> None:
@@ -100,17 +117,7 @@ async def test_every_write_goes_to_each_room_and_the_answer_comes_once(tmp_path:
     ctx = await _context(tmp_path)
     note = ctx.note(RoomID("!backstage:x"), "done")
     async with ctx.sessions.begin() as session:
-        channel = Channel(
-            handle="news",
-            title="N",
-            owner="@o:x",
-            ghost_user_id="@kanal_news:x",
-            status="active",
-            broadcast_room_id=FIRST,
-            shard_rooms=[SECOND],
-        )
-        session.add(channel)
-        await session.flush()
+        channel = await _stored_channel(session, shard_rooms=[SECOND])
         post = await seam.publish(
             session, channel, {"msgtype": "m.text", "body": "hi"}, source="$s", author="@o:x"
         )
@@ -162,17 +169,7 @@ def test_with_notify_off_text_goes_out_as_a_notice_and_media_as_it_is() -> None:
 async def test_a_full_open_room_queues_the_next_once_and_older_rooms_never_do(tmp_path: Path) -> None:
     ctx = await _context(tmp_path, shard_size=2)
     async with ctx.sessions.begin() as session:
-        channel = Channel(
-            handle="news",
-            title="N",
-            owner="@o:x",
-            ghost_user_id="@kanal_news:x",
-            status="active",
-            broadcast_room_id=FIRST,
-            shard_rooms=[SECOND],
-        )
-        session.add(channel)
-        await session.flush()
+        channel = await _stored_channel(session, shard_rooms=[SECOND])
         session.add(Room(room_id=FIRST, kind=RoomKind.BROADCAST, channel_id=channel.id, joined=5))
         session.add(Room(room_id=SECOND, kind=RoomKind.BROADCAST, channel_id=channel.id, joined=0))
     await shards.count_members(ctx, [_member(FIRST, "@ann:x", "join")])  # an older room: no new room
@@ -191,16 +188,7 @@ async def test_a_full_open_room_queues_the_next_once_and_older_rooms_never_do(tm
 async def test_a_shard_size_of_zero_never_opens_a_room(tmp_path: Path) -> None:
     ctx = await _context(tmp_path, shard_size=0)
     async with ctx.sessions.begin() as session:
-        channel = Channel(
-            handle="news",
-            title="N",
-            owner="@o:x",
-            ghost_user_id="@kanal_news:x",
-            status="active",
-            broadcast_room_id=FIRST,
-        )
-        session.add(channel)
-        await session.flush()
+        channel = await _stored_channel(session)
         session.add(Room(room_id=FIRST, kind=RoomKind.BROADCAST, channel_id=channel.id, joined=10**6))
     await shards.count_members(ctx, [_member(FIRST, "@ann:x", "join")])
     async with ctx.sessions() as session:
