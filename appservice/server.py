@@ -5,6 +5,11 @@
         ─▶ handler.handle_transaction(...)  (records or handles durably, or raises)
         ◀── 200 {} only after the handler returned; 500 otherwise, so the homeserver retries
 
+Whenever the homeserver will count a delivery as failed (we answer an error, or cannot read the
+body) or shows that it did (it sends again a transaction we already answered), the handler hears of
+it first (`delivery_failed`): a homeserver recovering from a failed delivery may deliver later
+transactions before an earlier one.
+
 Every error, ours or aiohttp's, leaves as Matrix JSON from `_error_middleware`, the one place that
 renders errors. Anything unexpected becomes a logged `500 M_UNKNOWN`.
 """
@@ -64,6 +69,9 @@ def _content_digest(txn: Transaction) -> str:
 class TransactionHandler(Protocol):
     async def handle_transaction(self, txn: Transaction) -> None:
         """Record or handle the transaction durably; raise to make the homeserver retry it."""
+
+    async def delivery_failed(self, why: str) -> None:
+        """The homeserver counts (or counted) a delivery as failed: its recovery may reorder transactions."""
 
     async def query_user(self, user_id: UserID) -> bool:
         """True when the user exists (or now exists) in our namespace."""
@@ -219,18 +227,31 @@ class AppServiceServer:
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
 
+    async def _delivery_failed(self, why: str) -> None:
+        try:
+            await self.handler.delivery_failed(why)
+        except Exception:
+            log.exception("Could not note a failed delivery (%s)", why)
+
     async def on_transaction(self, request: web.Request) -> web.Response:
         txn_id = request.match_info["txn_id"]
         if not self.accepting:
+            await self._delivery_failed(f"transaction {txn_id} refused while shutting down")
             raise MatrixError(503, "M_UNKNOWN", "Shutting down; retry later")
-        txn = self._parse_transaction(txn_id, await self._read_json(request))
+        try:
+            txn = self._parse_transaction(txn_id, await self._read_json(request))
+        except MatrixError as exc:
+            await self._delivery_failed(f"transaction {txn_id} unreadable ({exc.errcode})")
+            raise
         key = (txn_id, _content_digest(txn))
         if self._dedupe.is_done(key):
             self.stats.duplicate_transactions += 1
+            await self._delivery_failed(f"transaction {txn_id} sent again after it was answered")
             return web.json_response({})
         pending = self._dedupe.in_flight(key)
         if pending is not None:
             self.stats.duplicate_transactions += 1
+            await self._delivery_failed(f"transaction {txn_id} sent again while being handled")
             await asyncio.shield(pending)
             return web.json_response({})
         self._dedupe.start(key)
@@ -243,6 +264,7 @@ class AppServiceServer:
             self.stats.failed_transactions += 1
             if isinstance(exc, Exception):
                 log.exception("Transaction %s failed; the homeserver will retry it", txn_id)
+                await self._delivery_failed(f"transaction {txn_id} failed")
                 raise MatrixError(500, "M_UNKNOWN", "Transaction could not be handled; retry") from exc
             raise
         finally:

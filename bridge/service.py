@@ -86,33 +86,39 @@ LEASE_RENEW_S = 5.0
 CATCH_UP_INTERVAL_S = 300.0
 HOUSEKEEPING_LEASE = "housekeeping"
 HOUSEKEEPING_INTERVAL_S = 60.0
-# After a start, an outage, or a break in the homeserver's transaction sequence, Synapse may strand
-# a transaction while it recovers and deliver it after later ones: for this long, the head of each
+# After a start, an outage, or a delivery the homeserver counts as failed, Synapse may strand a
+# transaction while it recovers and deliver it after later ones: for this long, the head of each
 # backstage room's queue is checked against the events just before it (one request each). Synapse
-# finishes recovering within seconds of our startup ping; two minutes leaves a wide margin.
+# finishes recovering within seconds (its first retry comes after 2 s); two minutes leaves a wide margin.
 VERIFY_WINDOW_S = 120.0
+# With several processes, the one handling events learns of another's failed delivery through this row.
+VERIFY_ORDER_MARK = "verify-order"
 
 
 class DeliverySequence:
-    """Notices when the homeserver's transactions stop arriving one after another.
+    """Notices a transaction that arrives after a later one.
 
-    Synapse numbers an application service's transactions 1, 2, 3, … and, when a delivery fails,
-    retries the failed one before newer ones, except for two races in its recovery code that let a
-    newer transaction through first. A number that is not the previous one plus one shows such a
-    break (or a homeserver restart, or another process taking every other transaction). Ids that
-    are not numbers tell nothing.
+    Synapse numbers the transactions of all its application services in one increasing sequence,
+    so a gap only means another application service (a bridge, say) got the numbers between; it
+    says nothing about ours. A number below the highest seen does: the homeserver is retrying or
+    delivering a stranded transaction (or, on SQLite, restarted its numbering). Ids that are not
+    numbers tell nothing.
     """
 
     def __init__(self) -> None:
-        self._last: int | None = None
+        self._highest: int | None = None
 
     def is_break(self, txn_id: str) -> bool:
         try:
             number = int(txn_id)
         except ValueError:
             return False
-        last, self._last = self._last, number
-        return last is not None and number != last + 1
+        highest = self._highest
+        if highest is None or number > highest:
+            self._highest = number
+            return False
+        self._highest = number if number < highest else highest
+        return True
 
 
 class _AlreadyHandled(Exception):
@@ -161,7 +167,7 @@ class Bridge:
     async def handle_transaction(self, txn: Transaction) -> None:
         if self._sequence.is_break(txn.txn_id):
             # Set before this transaction's events are recorded, so none is handled unchecked.
-            self._open_verify_window(f"transaction {txn.txn_id} did not follow the previous one")
+            await self.delivery_failed(f"transaction {txn.txn_id} arrived after a later one")
         if txn.ephemeral:
             views_in_posts: set[int] = set()
             # views; receipts are never stored as such
@@ -195,6 +201,16 @@ class Bridge:
                 await record_copy(session, source, room_id, relayed)
         if rows:
             self._wake.set()
+
+    async def delivery_failed(self, why: str) -> None:
+        """The homeserver's recovery from a failed delivery may reorder what follows: check for a while.
+
+        With several processes (PostgreSQL) the window is also written where the one handling events
+        reads it before each batch.
+        """
+        self._open_verify_window(why)
+        if self.row_locks:
+            await self.leases.mark(VERIFY_ORDER_MARK, VERIFY_WINDOW_S)
 
     async def _actionable(self, session: AsyncSession, events: list[Event]) -> list[dict[str, Any]]:
         room_ids: set[str] = {e.room_id for e in events}
@@ -291,6 +307,11 @@ class Bridge:
             return 0
         if time.monotonic() - self._last_catch_up > CATCH_UP_INTERVAL_S:
             self.catch_up_pending = True  # a safety net for restarts nobody noticed
+        if self.row_locks:
+            # Another process may have answered a delivery with an error (see delivery_failed).
+            left = await self.leases.marked(VERIFY_ORDER_MARK)
+            if left > 0:
+                self._verify_until = max(self._verify_until, time.monotonic() + left)
         if self.catch_up_pending:
             try:
                 await catch_up(self.ctx)

@@ -1,4 +1,8 @@
-"""Leases: one holder at a time for singleton work, handed over when a holder stops renewing (dies)."""
+"""Leases: one holder at a time for singleton work, handed over when a holder stops renewing (dies).
+
+Marks share the table: a name with an expiry and no holder, which every process can extend and read
+(e.g. "check the delivery order until …", set by whichever process saw a failed delivery).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ import secrets
 import socket
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bridge.store.models import Lease
 
 LEASE_SECONDS = 15.0
+MARK = "(mark)"  # the holder of a mark's row: no process, so `hold` never matches it
 
 
 def new_holder_id() -> str:
@@ -63,6 +68,31 @@ class Leases:
         except IntegrityError:
             return False  # another process created it first
         return True
+
+    async def mark(self, name: str, seconds: float) -> None:
+        """Note until when something holds for every process (a row no holder takes: it only expires)."""
+        until = datetime.now(UTC) + timedelta(seconds=seconds)
+        async with self.sessions.begin() as session:
+            result = await session.execute(
+                update(Lease).where(Lease.name == name, Lease.holder == MARK).values(expires_at=until)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                return
+        try:
+            async with self.sessions.begin() as session:
+                session.add(Lease(name=name, holder=MARK, expires_at=until))
+        except IntegrityError:
+            await self.mark(name, seconds)  # another process created it first: extend theirs
+
+    async def marked(self, name: str) -> float:
+        """Seconds left of a mark (0 when there is none or it expired)."""
+        async with self.sessions() as session:
+            until = await session.scalar(select(Lease.expires_at).where(Lease.name == name, Lease.holder == MARK))
+        if until is None:
+            return 0.0
+        if until.tzinfo is None:  # SQLite keeps no zone
+            until = until.replace(tzinfo=UTC)
+        return max(0.0, (until - datetime.now(UTC)).total_seconds())
 
     async def release(self, name: str) -> None:
         self._held_until.pop(name, None)

@@ -61,6 +61,10 @@ class RecordingHandler:
         self.aliases: set[str] = set()
         self.user_queries: list[str] = []
         self.alias_queries: list[str] = []
+        self.failed_deliveries: list[str] = []
+
+    async def delivery_failed(self, why: str) -> None:
+        self.failed_deliveries.append(why)
 
     async def handle_transaction(self, txn: Transaction) -> None:
         self.calls += 1

@@ -328,6 +328,7 @@ async def test_body_that_is_not_json_is_400_m_not_json(
     response = await client.put(f"{API}/transactions/1", data=body, headers=auth)
     await matrix_error(response, 400, "M_NOT_JSON")
     assert handler.calls == 0
+    assert handler.failed_deliveries == ["transaction 1 unreadable (M_NOT_JSON)"]
 
 
 @pytest.mark.parametrize(
@@ -426,6 +427,8 @@ async def test_same_id_and_same_body_is_handled_once_and_acknowledged_twice(
     assert len(handler.transactions) == 1
     assert appservice.stats.duplicate_transactions == 1
     assert appservice.stats.transactions == 1
+    # Sent again after it was answered: the homeserver counted the delivery as failed.
+    assert handler.failed_deliveries == ["transaction 5 sent again after it was answered"]
 
 
 async def test_same_id_with_a_different_body_is_handled_again(
@@ -444,6 +447,7 @@ async def test_different_ids_with_the_same_body_are_each_handled(
     await ok(await client.put(f"{API}/transactions/1", data=body, headers=auth))
     await ok(await client.put(f"{API}/transactions/2", data=body, headers=auth))
     assert [t.txn_id for t in handler.transactions] == ["1", "2"]
+    assert handler.failed_deliveries == []
 
 
 async def test_a_synapse_retry_of_a_handled_transaction_is_not_handled_again(
@@ -494,6 +498,8 @@ async def test_failing_handler_is_500_and_the_retry_is_handled_again(
     await matrix_error(response, 500, "M_UNKNOWN")
     assert handler.transactions == []
     assert appservice.stats.failed_transactions == 1
+    # The handler hears of the failure (the homeserver's recovery may reorder what follows).
+    assert handler.failed_deliveries == ["transaction 4 failed"]
     await ok(await client.put(f"{API}/transactions/4", data=body, headers=auth))
     assert handler.calls == 2
     assert [t.txn_id for t in handler.transactions] == ["4"]
@@ -843,6 +849,7 @@ async def test_not_accepting_is_503_and_the_transaction_is_handled_once_acceptin
     response = await client.put(f"{API}/transactions/1", data=body, headers=auth)
     await matrix_error(response, 503, "M_UNKNOWN")
     assert handler.calls == 0
+    assert handler.failed_deliveries == ["transaction 1 refused while shutting down"]
     appservice.accepting = True
     await ok(await client.put(f"{API}/transactions/1", data=body, headers=auth))
     assert handler.calls == 1

@@ -191,13 +191,43 @@ async def test_a_stranded_post_that_never_arrives_is_fetched_and_relayed_in_its_
 
 async def test_a_stranded_post_delivered_after_later_ones_is_handled_before_them(harness: Harness) -> None:
     await harness.process()
-    harness.bridge._verify_until = 0.0  # the start-up window is over: only the break reopens it
+    harness.bridge._verify_until = 0.0  # the start-up window is over: only the late number reopens it
     harness.timeline.send(2, 3, 4, 5)
-    await harness.deliver(1_000, 2)  # numbering restarts after the start; this one is in order
-    await harness.deliver(1_002, 4, 5)  # 1_001 (post 3) was stranded: a break
-    await harness.deliver(1_001, 3)  # …and it arrives before the processor got to 4 and 5
+    await harness.deliver(1_000, 2)
+    await harness.deliver(1_002, 4, 5)  # 1_001 (post 3) was stranded
+    await harness.deliver(1_001, 3)  # …and arrives, below the highest number, before 4 and 5 were handled
     await harness.process()
     assert harness.bodies() == [2, 3, 4, 5]
+
+
+async def test_after_a_delivery_we_answered_with_an_error_a_stranded_post_is_fetched(harness: Harness) -> None:
+    await harness.process()
+    harness.bridge._verify_until = 0.0
+    harness.timeline.send(2, 3, 4)
+    await harness.deliver(20, 2)
+    await harness.process()
+    # Transaction 21 (post 3) was answered with a 500 (the server tells the bridge); Synapse's recovery
+    # then lets 22 through first and strands 21.
+    await harness.bridge.delivery_failed("transaction 21 failed")
+    await harness.deliver(22, 4)
+    await harness.process()
+    assert harness.bodies() == [2, 3, 4]
+    assert "context" in harness.timeline.requests
+
+
+async def test_gaps_in_the_numbers_are_other_appservices_and_cost_no_requests(harness: Harness) -> None:
+    await harness.process()
+    harness.bridge._verify_until = 0.0
+    before = len(harness.timeline.requests)
+    harness.timeline.send(2, 3, 4)
+    # Synapse numbers every application service's transactions in one sequence: a bridge on the same
+    # homeserver takes the numbers between ours.
+    await harness.deliver(40, 2)
+    await harness.deliver(47, 3)
+    await harness.deliver(95, 4)
+    await harness.process()
+    assert harness.bodies() == [2, 3, 4]
+    assert len(harness.timeline.requests) == before
 
 
 async def test_a_long_stranded_stretch_is_put_back_in_order_however_far_it_goes(harness: Harness) -> None:
@@ -240,9 +270,29 @@ def test_delivery_sequence_breaks() -> None:
     sequence = DeliverySequence()
     assert not sequence.is_break("7")  # the first one seen says nothing
     assert not sequence.is_break("8")
-    assert sequence.is_break("10")  # 9 skipped
-    assert sequence.is_break("9")  # 9 late
-    assert sequence.is_break("3")  # numbering restarted (a homeserver restart)
+    assert not sequence.is_break("10")  # 9 went to another application service (one sequence for all)
+    assert sequence.is_break("9")  # …or was ours and arrives late
+    assert not sequence.is_break("11")
+    assert sequence.is_break("11")  # sent again: the homeserver counted it as failed
+    assert sequence.is_break("3")  # numbering restarted (a homeserver on SQLite restarted)
     assert not sequence.is_break("4")
     assert not sequence.is_break("txn-abc")  # not a number: nothing to tell
     assert not sequence.is_break("5")
+
+
+async def test_with_several_processes_a_failure_one_answered_opens_the_window_of_the_one_handling(
+    harness: Harness,
+) -> None:
+    # Several processes (PostgreSQL) split the transactions; one holds the processor lease.
+    harness.bridge.row_locks = True
+    await harness.process()
+    harness.bridge._verify_until = 0.0
+    ctx = harness.bridge.ctx
+    other = Bridge(ctx, Leases(ctx.sessions, "the-other-process"), row_locks=True)
+    harness.timeline.send(2, 3, 4)
+    await harness.deliver(20, 2)
+    await harness.process()
+    await other.delivery_failed("transaction 21 failed")  # the other process answered 21 with a 500
+    await harness.deliver(22, 4)
+    await harness.process()
+    assert harness.bodies() == [2, 3, 4]
