@@ -183,10 +183,13 @@ class Bridge:
             # Best-effort allow lists: reactions are never recorded, only screened as they arrive.
             await screen_reactions(self.ctx, reactions)
         candidates = [e for e in txn.events if e.type in ACTIONABLE_TYPES]
+        recorded = self.ctx.outbox.recorded_copies
         echoes = [
             (e.content[SOURCE_KEY], e.room_id, e.event_id)
             for e in txn.echoes
-            if e.type in ("m.room.message", "m.sticker") and isinstance(e.content.get(SOURCE_KEY), str)
+            if e.type in ("m.room.message", "m.sticker")
+            and isinstance(e.content.get(SOURCE_KEY), str)
+            and e.event_id not in recorded  # the outbox recorded this copy when it sent it
         ]
         if not candidates and not echoes:
             return

@@ -67,6 +67,13 @@ MAY_BLOCK: list[tuple[str, list[Callable[..., Any]], str]] = [
     ),
     (
         "*",
+        [db_module._OneTripConnection._call],
+        "SQLite statements run on the loop: a statement answered from SQLite's page cache costs "
+        "microseconds, a trip to aiosqlite's thread and back far more; a locked database is waited "
+        "for in the thread, and commits (which may checkpoint the WAL with an fsync) go there too",
+    ),
+    (
+        "*",
         [db_module.migrate, db_module._upgrade],
         "the schema is brought up to date once, at start, before Kanal listens: Alembic reads its "
         "migration scripts from disk inside SQLAlchemy's run_sync, which has to run on the loop",

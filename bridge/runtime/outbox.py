@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, literal, select, update
+from sqlalchemy import String, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -148,6 +148,8 @@ class OutboxWorker:
         self._stopping = False
         self._more = False  # the last drain may have left due work behind
         self._queues_running = 0
+        # Event ids of post copies this process recorded: their echoes need no database work.
+        self.recorded_copies = RecentIds()
         # Outcomes waiting for the recorder (one transaction for those that arrive together).
         self._unrecorded: list[tuple[OutboxEntry, Outcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
@@ -412,7 +414,10 @@ class OutboxWorker:
                     **entry.payload,
                     "content": {"msgtype": "m.notice", "body": "(secret removed)"},
                 }
-        await session.execute(update(OutboxEntry).where(OutboxEntry.id == entry.id).values(values))
+        # Plain statements on the session's connection (the ORM's bulk UPDATE path costs several
+        # times more, and no loaded object needs synchronising).
+        connection = await session.connection()
+        await connection.execute(update(OutboxEntry).where(OutboxEntry.id == entry.id).values(values))
         # The person who asked learns the outcome through a new entry, recorded in this same transaction.
         note = entry.payload.get("on_success" if outcome.status == OutboxStatus.DONE else "on_failure")
         if outcome.status != OutboxStatus.RETRY and isinstance(note, dict):
@@ -432,6 +437,7 @@ class OutboxWorker:
         source = entry.payload.get("post_source")
         if outcome.status == OutboxStatus.DONE and outcome.result is not None and isinstance(source, str):
             await record_copy(session, source, entry.payload["room_id"], outcome.result)
+            self.recorded_copies.add(outcome.result)
 
 
 async def record_copy(session: AsyncSession, source: str, room_id: str, event_id: str) -> None:
@@ -439,22 +445,47 @@ async def record_copy(session: AsyncSession, source: str, room_id: str, event_id
     send whose answer was lost). The copy in the channel's first room is also the post's
     `relayed_event_id`, which links and pages use. One statement when the copy is known already (an
     echo of a send the outbox recorded)."""
-    dialect = session.get_bind().dialect.name
+    connection = await session.connection()
+    values = {"copy_event": event_id, "copy_room": room_id, "source": source}
+    added = await connection.execute(_copy_insert(connection.dialect.name), values)
+    if added.rowcount:
+        await connection.execute(_FIRST_COPY, values)
+
+
+def _copy_insert(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    found = select(literal(event_id, String), Post.id, literal(room_id, String)).where(
-        Post.source_event_id == source
+    found = select(
+        bindparam("copy_event", type_=String), Post.id, bindparam("copy_room", type_=String)
+    ).where(Post.source_event_id == bindparam("source"))
+    return insert(PostCopy).from_select(["event_id", "post_id", "room_id"], found).on_conflict_do_nothing()
+
+
+_FIRST_COPY = (
+    update(Post)
+    .where(
+        Post.source_event_id == bindparam("source"),
+        Post.relayed_event_id.is_(None),
+        Post.channel_id
+        == select(Channel.id).where(Channel.broadcast_room_id == bindparam("copy_room")).scalar_subquery(),
     )
-    added = await session.execute(
-        insert(PostCopy).from_select(["event_id", "post_id", "room_id"], found).on_conflict_do_nothing()
-    )
-    if not added.rowcount:  # type: ignore[attr-defined]
-        return
-    first = select(Channel.id).where(Channel.broadcast_room_id == room_id).scalar_subquery()
-    await session.execute(
-        update(Post)
-        .where(Post.source_event_id == source, Post.relayed_event_id.is_(None), Post.channel_id == first)
-        .values(relayed_event_id=event_id)
-    )
+    .values(relayed_event_id=bindparam("copy_event"))
+)
+
+
+class RecentIds:
+    """The last `limit` ids added (a bounded set, oldest forgotten first)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._ids: dict[str, None] = {}
+        self._limit = limit
+
+    def add(self, item: str) -> None:
+        self._ids[item] = None
+        if len(self._ids) > self._limit:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._ids
 
 
 # Kinds whose executors (this module's own) queue nothing themselves.

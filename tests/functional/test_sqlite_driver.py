@@ -1,14 +1,19 @@
-"""Kanal's SQLite connections (bridge.store.db): one trip to aiosqlite's thread per statement.
+"""Kanal's SQLite connections (bridge.store.db): statements on the event loop, waits in a thread.
 
 The engine behaves as SQLAlchemy's own aiosqlite engine does: results of any size (fetched in chunks
 past the first), streamed results, executemany, rowcount and lastrowid, transactions committed and
-rolled back, and sessions that only read end without a trip.
+rolled back, and sessions that only read end without a trip. A write that finds the database locked
+by another connection waits in its thread while the loop lets the other finish; the WAL is
+checkpointed in the thread every CHECKPOINT_EVERY commits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -87,5 +92,57 @@ async def test_errors_reach_the_caller_and_the_connection_stays_usable(tmp_path:
                 raise AssertionError("the statement should have failed")
             await connection.rollback()
             assert await connection.scalar(text("SELECT 1")) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_write_waits_for_another_connections_lock_without_holding_up_the_loop(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        async with engine.connect() as holder, engine.connect() as waiter:
+            await holder.execute(insert(ITEMS).values(name="first"))  # holds SQLite's write lock
+            # The second connection's write finds the database locked: it must wait (in its thread),
+            # not fail, and not block the loop, or the holder could never commit (a deadlock).
+            second = asyncio.create_task(waiter.execute(insert(ITEMS).values(name="second")))
+            await asyncio.sleep(0.2)
+            assert not second.done()
+            await holder.commit()
+            await asyncio.wait_for(second, 10)
+            await waiter.commit()
+        async with engine.connect() as connection:
+            names = (await connection.scalars(select(ITEMS.c.name).order_by(ITEMS.c.id))).all()
+        assert names == ["first", "second"]
+    finally:
+        await engine.dispose()
+
+
+async def test_the_wal_is_checkpointed_every_so_many_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "CHECKPOINT_EVERY", 4)
+    engine = await _engine(tmp_path)
+    monkeypatch.setattr(db._OneTripConnection, "_commits", 0)
+
+    def in_database_file() -> int:
+        """Rows in the database file itself, WAL ignored (what a checkpoint has copied there)."""
+        connection = sqlite3.connect(f"file:{tmp_path / 'driver.db'}?immutable=1", uri=True)
+        try:
+            try:
+                return int(connection.execute("SELECT count(*) FROM items").fetchone()[0])
+            except sqlite3.OperationalError:  # the table itself is still only in the WAL
+                return 0
+        finally:
+            connection.close()
+
+    try:
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("PRAGMA wal_autocheckpoint")) == 0
+        for name in ("a", "b", "c"):  # commits 1 to 3: in the WAL only
+            async with engine.begin() as connection:
+                await connection.execute(insert(ITEMS).values(name=name))
+        assert in_database_file() == 0
+        async with engine.begin() as connection:  # commit 4: then a checkpoint
+            await connection.execute(insert(ITEMS).values(name="d"))
+        assert in_database_file() == 4
     finally:
         await engine.dispose()
