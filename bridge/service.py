@@ -464,9 +464,12 @@ class Bridge:
         if self._is_bot_invite(event):
             await self._on_bot_invite(session, event)
             return
-        room = await session.get(Room, event.room_id)
-        if room is None:
+        # The room and its channel in one statement: the channel is then in the session's identity
+        # map, so the handlers' `channel_of_room` costs no second one.
+        found = (await session.execute(_ROOM_AND_CHANNEL, {"room_id": event.room_id})).first()
+        if found is None:
             return
+        room = found[0]
         if event.type in ("m.room.encrypted", "m.room.encryption"):
             await self._on_encrypted(session, room)
         elif room.kind == RoomKind.MANAGEMENT:
@@ -553,6 +556,9 @@ _PENDING_EVENTS = (
     .where(InboundEvent.status == InboundStatus.PENDING)
     .order_by(InboundEvent.seq)
     .limit(PROCESS_BATCH)
+)
+_ROOM_AND_CHANNEL = (
+    select(Room, Channel).outerjoin(Channel, Channel.id == Room.channel_id).where(Room.room_id == bindparam("room_id"))
 )
 _MARK_DONE = (
     update(InboundEvent)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import q
@@ -146,6 +147,23 @@ def _enqueue(session: AsyncSession, entries: list[OutboxEntry]) -> list[OutboxEn
     return entries
 
 
+async def _insert(session: AsyncSession, entries: list[OutboxEntry]) -> list[int]:
+    """Queue entries with one plain INSERT (a post's sends, the hot path: the ORM's flush of each
+    entry costs several times as much); their ids, in order."""
+    if not entries:
+        return []
+    rows = [
+        {"queue": e.queue, "kind": e.kind, "as_user": e.as_user, "payload": e.payload, "ref_source": e.ref_source}
+        for e in entries
+    ]
+    connection = await session.connection()
+    result = await connection.execute(_INSERT_ENTRIES, rows)
+    return list(result.scalars().all())
+
+
+_INSERT_ENTRIES = insert(OutboxEntry).returning(OutboxEntry.id, sort_by_parameter_order=True)
+
+
 def for_readers(channel: Channel, event_type: str, content: dict[str, Any]) -> dict[str, Any]:
     """A post's content as the channel sends it: with `!notify off`, text goes out as `m.notice`
     (Synapse's default push rules notify nobody of a notice, so no reader gets a notification row)."""
@@ -182,15 +200,12 @@ async def publish(
     # `post_source`: the outbox records each room's published event (a PostCopy) once it is sent.
     sent = for_readers(channel, event_type, content)
     payload = {"event_type": event_type, "content": sent, "post_source": source}
-    entries = _enqueue(
-        session, _entries(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source)
-    )
-    await session.flush()
+    outbox_ids = await _insert(session, _entries(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source))
     post = Post(
         channel_id=channel.id,
         source_event_id=source,
         author=author,
-        outbox_id=entries[0].id if entries else None,
+        outbox_id=outbox_ids[0] if outbox_ids else None,
         event_type=event_type,
         content=shown_content(content),
         via=via,

@@ -7,6 +7,7 @@ one read (QUEUE_BATCH) is sent whole; a failing send keeps the rest of its queue
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from appservice.client import HomeserverClient
 from bridge.runtime import outbox
-from bridge.runtime.outbox import OutboxKind, OutboxStatus, OutboxWorker, new_entry, room_queue
+from bridge.runtime.outbox import OutboxKind, OutboxStatus, OutboxWorker, aware, new_entry, room_queue
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import OutboxEntry
 
@@ -28,11 +29,14 @@ class Homeserver:
     def __init__(self) -> None:
         self.sent: dict[str, list[str]] = {}
         self.failing: set[str] = set()
+        self.refusing: set[str] = set()
 
     async def send(self, request: web.Request) -> web.Response:
         room = request.match_info["room_id"]
         if room in self.failing:
             return web.json_response({"errcode": "M_UNKNOWN", "error": "down"}, status=502)
+        if room in self.refusing:
+            return web.json_response({"errcode": "M_FORBIDDEN", "error": "not in the room"}, status=403)
         body = await request.json()
         self.sent.setdefault(room, []).append(body["body"])
         return web.json_response({"event_id": f"${room}-{len(self.sent[room])}"})
@@ -104,3 +108,32 @@ async def test_a_failing_room_waits_while_the_others_go_on(worker: tuple[OutboxW
         ).all()
     assert [e.status for e in down] == [OutboxStatus.PENDING] * 3
     assert [e.attempts for e in down] == [1, 0, 0]  # only the head was tried; it waits for its retry
+    head = down[0]
+    assert head.last_error is not None and head.last_error.startswith("502")
+    assert head.next_attempt_at is not None and aware(head.next_attempt_at) > datetime.now(UTC)
+
+
+async def test_a_refused_send_fails_for_good_and_a_secret_is_not_kept_once_sent(
+    worker: tuple[OutboxWorker, Homeserver],
+) -> None:
+    outbox_worker, homeserver = worker
+    homeserver.refusing.add("!refusing:example.org")
+    async with outbox_worker.sessions.begin() as session:
+        for room in ("!refusing:example.org", "!dm:example.org"):
+            payload: dict[str, Any] = {
+                "room_id": room,
+                "event_type": "m.room.message",
+                "content": {"msgtype": "m.notice", "body": "your token: s3cr3t-t0ken"},
+                "secret": True,
+            }
+            session.add(new_entry(room_queue(room), OutboxKind.SEND, GHOST, payload))
+    while await outbox_worker.drain_once():
+        pass
+    async with outbox_worker.sessions() as session:
+        entries = {e.queue: e for e in (await session.scalars(select(OutboxEntry))).all()}
+    refused, sent = entries[room_queue("!refusing:example.org")], entries[room_queue("!dm:example.org")]
+    assert (refused.status, refused.attempts, refused.result_event_id) == (OutboxStatus.FAILED, 1, None)
+    assert refused.last_error is not None and "M_FORBIDDEN" in refused.last_error
+    assert (sent.status, sent.result_event_id) == (OutboxStatus.DONE, "$!dm:example.org-1")
+    assert homeserver.sent["!dm:example.org"] == ["your token: s3cr3t-t0ken"]
+    assert sent.payload["content"] == {"msgtype": "m.notice", "body": "(secret removed)"}
