@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.ids import RoomID
@@ -63,12 +63,13 @@ def roles_for(action: str) -> list[str]:
 
 
 async def role_of(session: AsyncSession, channel: Channel, user_id: str) -> str | None:
-    role: str | None = await session.scalar(
-        select(ChannelMember.role).where(
-            ChannelMember.channel_id == channel.id, ChannelMember.user_id == user_id
-        )
-    )
+    role: str | None = await session.scalar(_ROLE, {"channel_id": channel.id, "user_id": user_id})
     return normalise(role)
+
+
+_ROLE = select(ChannelMember.role).where(
+    ChannelMember.channel_id == bindparam("channel_id"), ChannelMember.user_id == bindparam("user_id")
+)
 
 
 async def require(

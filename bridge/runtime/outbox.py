@@ -228,11 +228,20 @@ class OutboxWorker:
             return False  # only the probe talks to a homeserver that is down; it resumes us
         batches: dict[str, list[OutboxEntry]] = {}
         async with self.sessions() as session:
-            queues = (await session.scalars(_PENDING_QUEUES)).all()
-            if not self.row_locks:
-                # One process: each queue's next entries, read in the same session.
-                for queue in queues:
-                    batches[queue] = await self._next(session, queue)
+            if self.row_locks:
+                queues = list((await session.scalars(_PENDING_QUEUES)).all())
+            else:
+                # One process: each queue's next entries, read in the same session. Usually all that
+                # is pending is a few entries (a post's sends): then one statement reads them all.
+                pending = (await session.scalars(_FIRST_PENDING)).all()
+                if len(pending) < QUEUE_BATCH:
+                    for entry in pending:
+                        batches.setdefault(entry.queue, []).append(entry)
+                    queues = list(batches)
+                else:
+                    queues = list((await session.scalars(_PENDING_QUEUES)).all())
+                    for queue in queues:
+                        batches[queue] = await self._next(session, queue)
         if not queues:
             return False
         if len(queues) == CLAIM_BATCH:
@@ -528,6 +537,9 @@ _QUEUES_NOTHING = frozenset(
 # Built once: the drain runs them for every wake.
 _PENDING_QUEUES = (
     select(OutboxEntry.queue).where(OutboxEntry.status == OutboxStatus.PENDING).distinct().limit(CLAIM_BATCH)
+)
+_FIRST_PENDING = (
+    select(OutboxEntry).where(OutboxEntry.status == OutboxStatus.PENDING).order_by(OutboxEntry.id).limit(QUEUE_BATCH)
 )
 _QUEUE_HEADS = (
     select(OutboxEntry)
