@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -223,10 +224,12 @@ async def synapse_and_kanal(
     kanal_module: str = "bridge.cli",
     kanal_env: dict[str, str] | None = None,
     bare_relay: bool = False,
+    kanal_config: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[Stack]:
     """A fresh loopback Synapse (relaxed rate limits) and a `kanal run` subprocess; both stopped on exit.
 
     `bare_relay`: also bench.bare_appservice in relay mode, registered with the same Synapse (Stack.bare).
+    `kanal_config`: sections merged into Kanal's config before it starts (e.g. {"channels": {…}}).
     """
     kanal_port, synapse_port = free_port(), free_port()
     config_path, registration_path = write_init_files(
@@ -237,6 +240,10 @@ async def synapse_and_kanal(
         database_url=database_url or f"sqlite:///{workdir / 'kanal.db'}",
     )
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    if kanal_config:
+        for section, values in kanal_config.items():
+            config.setdefault(section, {}).update(values)
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     bare = BareRelay(workdir / "bare", f"http://127.0.0.1:{synapse_port}") if bare_relay else None
     synapse = LocalSynapse(
         workdir / "synapse",

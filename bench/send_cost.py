@@ -21,7 +21,10 @@ answers every send at once); process CPU per entry (claim, send through Homeserv
 `--py-spy PATH` records Kanal with py-spy (raw collapsed stacks) over the paced rounds and prints the
 top functions (inclusive share of samples); `--profile PATH` runs Kanal under cProfile instead.
 
-Run:  cd <tree> && .venv/bin/python -m bench.send_cost [--posts 100] [--rounds 3]
+`--rooms K`: the channel spans K rooms (Kanal's shards, one reader each), so each post is K room
+sends; comparing K = 1 and K = 4 gives Kanal's cost of one more room send.
+
+Run:  cd <tree> && .venv/bin/python -m bench.send_cost [--posts 100] [--rounds 3] [--rooms 4]
 """
 
 from __future__ import annotations
@@ -118,6 +121,13 @@ async def copies(reader: User, room_id: str, sender: str, prefix: str, limit: in
         if event.source.get("sender") == sender
         and str(event.source.get("content", {}).get("body", "")).startswith(prefix)
     )
+
+
+async def resolved(user: User, alias: str) -> str:
+    response = await user.client.room_resolve_alias(alias)
+    if not isinstance(response, nio.RoomResolveAliasResponse):
+        raise RuntimeError(f"{alias} does not resolve: {response}")
+    return str(response.room_id)
 
 
 async def run_series(
@@ -310,6 +320,22 @@ async def measure(stack: Stack, args: argparse.Namespace) -> list[Series]:
         ghost = f"@kanal_{handle}:{DOMAIN}"
         reader = await env.user("sub")
         await reader.join(channel.broadcast)
+        target = channel.broadcast
+        # --rooms K: the channel spans K rooms (shard size 1: each reader joining #handle fills the
+        # open room, and Kanal opens the next); each post is then K room sends. The reader of the
+        # last room is the one waited for.
+        alias = f"#{handle}:{DOMAIN}"
+        for n in range(1, args.rooms):
+            previous = target
+            deadline = time.monotonic() + 60
+            while (target := await resolved(reader, alias)) == previous:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Kanal did not open room {n + 1} of the channel within 60 s")
+                await asyncio.sleep(0.3)
+            reader = await env.user(f"sub{n}")
+            await reader.join(target)
+        if args.rooms > 1:
+            print(f"the channel spans {args.rooms} rooms; the reader of the last one is waited for", flush=True)
         rooms = []
         for name in ("bare source", "bare target"):
             created = await owner.client.room_create(name=name, invite=[stack.bare.user_id, reader.user_id])
@@ -328,7 +354,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> list[Series]:
         )
         started = time.monotonic()  # Kanal's window opens again at its first transaction after bare's
         await run_series(
-            "kanal", None, None, 0, owner, reader, channel.backstage, channel.broadcast, ghost, 3, 5
+            "kanal", None, None, 0, owner, reader, channel.backstage, target, ghost, 3, 5
         )
         wait = max(0.0, args.steady_after - (time.monotonic() - started) - args.idle)
         if wait:
@@ -363,7 +389,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> list[Series]:
                     owner,
                     reader,
                     channel.backstage,
-                    channel.broadcast,
+                    target,
                     ghost,
                     posts,
                     rate,
@@ -413,7 +439,11 @@ async def bench(args: argparse.Namespace) -> int:
         results: list[Series] = []
         if args.posts:
             async with synapse_and_kanal(
-                workdir, profile_path=args.profile, kanal_module=args.kanal_module, bare_relay=True
+                workdir,
+                profile_path=args.profile,
+                kanal_module=args.kanal_module,
+                bare_relay=True,
+                kanal_config={"channels": {"shard_size": 1}} if args.rooms > 1 else None,
             ) as stack:
                 results = await measure(stack, args)
         outbox: dict[int, tuple[float, float]] = {}
@@ -453,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--posts", type=int, default=100, help="posts per paced series (default 100; 0: skip)"
+    )
+    parser.add_argument(
+        "--rooms", type=int, default=1, help="rooms the channel spans (shards of one reader each; default 1)"
     )
     parser.add_argument("--rate", type=float, default=5.0, help="paced series: posts per second (5)")
     parser.add_argument("--rounds", type=int, default=3, help="paced rounds, Kanal and bare each (3)")
