@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event
@@ -17,7 +18,7 @@ from bridge.runtime.context import Context, reply
 from bridge.runtime.dispatch import CommandCall, command, find
 from bridge.runtime.languages import language_for
 from bridge.store import queries
-from bridge.store.models import ChannelStatus, Post, Room, RoomKind
+from bridge.store.models import Channel, ChannelMember, ChannelStatus, DraftMode, Post, Room, RoomKind
 from bridge.text.commands import parse_command
 
 
@@ -29,7 +30,7 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
         return
     body = event.content.get("body")
     lang = await language_for(session, ctx, event.sender, body if isinstance(body, str) else "", room)
-    role = await roles.role_of(session, channel, event.sender)
+    role, drafting = await _role_and_drafting(session, channel, event.sender)
     is_redaction = event.type == "m.room.redaction"
     if role is None:
         if not is_redaction:
@@ -63,7 +64,7 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
     if not roles.allowed(role, "publish"):
         reply(session, ctx, room.room_id, lang, "moderator_not_published", handle=channel.handle)
         return
-    if event.rel_type is None and await drafts.in_draft_mode(session, channel, event.sender):
+    if event.rel_type is None and drafting:
         drafts.mark_kept(ctx, session, room, event)  # kept: `!publish` or `!schedule` as a reply sends it
         return
     if event.rel_type is None and isinstance(await forwarding.origin_of(session, event.content), Post):
@@ -71,6 +72,23 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
         return
     if await posts.may_publish(ctx, session, room, channel, event, lang):
         await posts.relay(ctx, session, channel, event)
+
+
+async def _role_and_drafting(session: AsyncSession, channel: Channel, user_id: str) -> tuple[str | None, bool]:
+    """The sender's role, and whether they are in draft mode (`!draft on`), in one statement."""
+    row = (await session.execute(_ROLE_AND_DRAFTING, {"channel_id": channel.id, "user_id": user_id})).first()
+    if row is None:
+        return None, False
+    return roles.normalise(row.role), row.drafting is not None
+
+
+_ROLE_AND_DRAFTING = (
+    select(ChannelMember.role, DraftMode.user_id.label("drafting"))
+    .outerjoin(
+        DraftMode, and_(DraftMode.channel_id == ChannelMember.channel_id, DraftMode.user_id == ChannelMember.user_id)
+    )
+    .where(ChannelMember.channel_id == bindparam("channel_id"), ChannelMember.user_id == bindparam("user_id"))
+)
 
 
 @command(RoomKind.BACKSTAGE, "help", permission="help")
