@@ -38,7 +38,7 @@ import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,11 +54,13 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
     load_pem_public_key,
 )
-from sqlalchemy import select, text
+from sqlalchemy import FromClause, Label, RowMapping, select, text, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType
 
 from appservice.registration import write_secret_file
 from bridge.runtime.config import Config
+from bridge.store.db import undecodable_text_as_bytes
 from bridge.store.models import AuditCheckpoint, AuditEntry, AuditPersonal
 
 GENESIS_HASH = "0" * 64
@@ -137,10 +139,6 @@ class EntryData:
     prev_hash: str
     hash: str
 
-    @classmethod
-    def from_row(cls, row: AuditEntry) -> EntryData:
-        return cls(row.seq, row.at, row.kind, row.body, row.personal_hash, row.prev_hash, row.hash)
-
 
 @dataclass(frozen=True)
 class CheckpointData:
@@ -152,10 +150,6 @@ class CheckpointData:
     key_id: str
     signature: str
     at: datetime
-
-    @classmethod
-    def from_row(cls, row: AuditCheckpoint) -> CheckpointData:
-        return cls(row.seq, row.size, row.head, row.key_id, row.signature, row.at)
 
     def message(self) -> bytes:
         """The bytes the signature covers."""
@@ -169,6 +163,16 @@ def sign_checkpoint(private_key: Ed25519PrivateKey, seq: int, head: str, at: dat
     unsigned = CheckpointData(seq, seq, head, key_id(private_key.public_key()), "", at)
     signature = base64.b64encode(private_key.sign(unsigned.message())).decode("ascii")
     return CheckpointData(seq, seq, head, unsigned.key_id, signature, at)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A stored row holding a value Kanal cannot have written there (a time that is not one, a number
+    that is not an integer, bytes where text belongs): it was altered, and verification stops at `seq`,
+    the entry the row is, belongs to, or (a checkpoint) covers."""
+
+    seq: int
+    problem: str
 
 
 @dataclass(frozen=True)
@@ -348,14 +352,150 @@ async def erase_personal(session: AsyncSession, seq: int) -> bool:
     return True
 
 
+# -- reading the log ----------------------------------------------------------------------------------
+#
+# The log's rows are read as the database driver returns them and checked here, value by value: a value
+# Kanal cannot have written (a time overwritten with text, bytes where text belongs, a fraction where an
+# integer belongs) makes its row `Unreadable`, which verification names as altered, where SQLAlchemy's
+# own conversion would fail the whole read before any entry was named.
+
+_Reader = Callable[[object], Any]
+_ENTRY_TEXT = ("kind", "body", "personal_hash", "prev_hash", "hash")
+_CHECKPOINT_TEXT = ("head", "key_id", "signature")
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _integer(value: object) -> int:
+    number = _int_or_none(value)
+    if number is None:
+        raise ValueError("an integer")
+    return number
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError("text")
+
+
+def _time_reader(session: AsyncSession) -> _Reader:
+    """A stored time as the ORM converts it on this database (SQLite keeps ISO text, PostgreSQL's driver
+    gives a datetime), and only a time `format_time` can spell (in UTC, within datetime's years)."""
+    dialect = session.get_bind().dialect
+    convert = AuditEntry.__table__.c.at.type.dialect_impl(dialect).result_processor(dialect, None)
+
+    def read(value: object) -> datetime:
+        try:
+            at = convert(value) if convert is not None else value
+            if isinstance(at, datetime):
+                format_time(at)
+                return at
+        except (ValueError, TypeError, OverflowError):
+            pass
+        raise ValueError("a time")
+
+    return read
+
+
+def _values(row: RowMapping, readers: Mapping[str, _Reader]) -> dict[str, Any]:
+    """`row`'s values through their columns' readers; ValueError("its <column> is not <what>") at the
+    first that fails."""
+    values = {}
+    for column, read in readers.items():
+        try:
+            values[column] = read(row[column])
+        except ValueError as exc:
+            raise ValueError(f"its {column} is not {exc}") from None
+    return values
+
+
+def _as_stored(table: FromClause) -> list[Label[Any]]:
+    """All of `table`'s columns, selected as the driver returns them: no SQLAlchemy result processing."""
+    return [type_coerce(column, NullType()).label(column.key) for column in table.columns]
+
+
+def _entries(rows: Sequence[RowMapping], read_time: _Reader) -> list[EntryData | Unreadable]:
+    readers = {"seq": _integer, "at": read_time} | dict.fromkeys(_ENTRY_TEXT, _text)
+    entries: list[EntryData | Unreadable] = []
+    for row in rows:
+        try:
+            entries.append(EntryData(**_values(row, readers)))
+        except ValueError as exc:
+            seq = _int_or_none(row["seq"])
+            if seq is None:  # where the row was read: after the entry before it
+                seq = entries[-1].seq + 1 if entries else 1
+            entries.append(Unreadable(seq, f"entry {seq} was altered: {exc}"))
+    return entries
+
+
+def _checkpoints(rows: Sequence[RowMapping], read_time: _Reader) -> list[CheckpointData | Unreadable]:
+    """`rows` in the order they were written (by id), returned by seq (then id).
+
+    A checkpoint whose seq cannot be read vouched for the entries after the checkpoint written before
+    it: it is reported at the first of them."""
+    readers = {"seq": _integer, "size": _integer, "at": read_time} | dict.fromkeys(_CHECKPOINT_TEXT, _text)
+    checkpoints: list[CheckpointData | Unreadable] = []
+    previous = 0
+    for row in rows:
+        try:
+            checkpoints.append(CheckpointData(**_values(row, readers)))
+        except ValueError as exc:
+            seq = _int_or_none(row["seq"])
+            if seq is None:
+                where = f"the checkpoint after entry {previous} (audit_checkpoints id {row['id']})"
+                checkpoints.append(Unreadable(previous + 1, f"{where} was altered: {exc}"))
+                continue
+            checkpoints.append(Unreadable(seq, f"checkpoint at entry {seq} was altered: {exc}"))
+        previous = checkpoints[-1].seq
+    return sorted(checkpoints, key=lambda c: c.seq)
+
+
+def _personal(rows: Sequence[RowMapping], seqs: set[int]) -> dict[int, str | Unreadable]:
+    """The personal data of the entries `seqs`; a row of no such entry is passed over (what happened to
+    its entry is verification's to report)."""
+    personal: dict[int, str | Unreadable] = {}
+    for row in rows:
+        seq, data = _int_or_none(row["seq"]), row["data"]
+        if seq is None or seq not in seqs:
+            continue
+        if isinstance(data, str):
+            personal[seq] = data
+        else:
+            personal[seq] = Unreadable(seq, f"entry {seq}'s personal data was altered: it is not text")
+    return personal
+
+
+async def _read_log(
+    session: AsyncSession,
+) -> tuple[list[EntryData | Unreadable], list[CheckpointData | Unreadable], dict[int, str | Unreadable]]:
+    read_time = _time_reader(session)
+    async with undecodable_text_as_bytes(session):
+        # Checkpoints first: the log only grows, so every checkpoint read is covered by the entries
+        # read after it, even while Kanal keeps appending.
+        checkpoint_rows = await session.execute(
+            select(*_as_stored(AuditCheckpoint.__table__)).order_by(AuditCheckpoint.id)
+        )
+        checkpoints = _checkpoints(checkpoint_rows.mappings().all(), read_time)
+        entry_rows = await session.execute(select(*_as_stored(AuditEntry.__table__)).order_by(AuditEntry.seq))
+        entries = _entries(entry_rows.mappings().all(), read_time)
+        personal_rows = await session.execute(select(*_as_stored(AuditPersonal.__table__)))
+        personal = _personal(personal_rows.mappings().all(), {entry.seq for entry in entries})
+    return entries, checkpoints, personal
+
+
 # -- verifying ----------------------------------------------------------------------------------------
 
 
 def _entry_problem(
-    entry: EntryData, position: int, prev_hash: str, personal: Mapping[int, str]
+    entry: EntryData | Unreadable, position: int, prev_hash: str, personal: Mapping[int, str | Unreadable]
 ) -> str | None:
     if entry.seq != position:
         return f"entry {position} is missing or out of place (entry {entry.seq} is where it belongs)"
+    if isinstance(entry, Unreadable):
+        return entry.problem
     expected = entry_hash(entry.prev_hash, entry.seq, entry.at, entry.kind, entry.body, entry.personal_hash)
     if entry.hash != expected:
         return f"entry {position} was altered: its hash does not match its contents"
@@ -367,6 +507,8 @@ def _entry_problem(
             "hash (one of the two was rewritten)"
         )
     data = personal.get(entry.seq)
+    if isinstance(data, Unreadable):
+        return data.problem
     if data is not None:
         if not entry.personal_hash:
             return f"entry {position} has personal data, but the chained entry says it has none"
@@ -376,11 +518,13 @@ def _entry_problem(
 
 
 def _checkpoint_problem(
-    checkpoint: CheckpointData,
+    checkpoint: CheckpointData | Unreadable,
     hashes: Mapping[int, str],
     previous_seq: int,
     public_key: Ed25519PublicKey | None,
 ) -> tuple[int, str] | None:
+    if isinstance(checkpoint, Unreadable):
+        return checkpoint.seq, checkpoint.problem
     where = f"checkpoint at entry {checkpoint.seq}"
     if public_key is None:
         return checkpoint.seq, f"{where} cannot be checked: no public key"
@@ -405,15 +549,16 @@ def _checkpoint_problem(
 
 
 def verify_entries(
-    entries: Sequence[EntryData],
-    checkpoints: Sequence[CheckpointData],
+    entries: Sequence[EntryData | Unreadable],
+    checkpoints: Sequence[CheckpointData | Unreadable],
     public_key: Ed25519PublicKey | None,
-    personal: Mapping[int, str],
+    personal: Mapping[int, str | Unreadable],
 ) -> VerifyResult:
     """Check the chain entry by entry, then every checkpoint; report the first entry not proven intact.
 
     `entries` in their stored order (by seq); `personal` maps seq to the audit_personal text, and an
-    entry without a row there has had its personal data erased, which is fine.
+    entry without a row there has had its personal data erased, which is fine. An `Unreadable` row is
+    reported where it stands, as an altered one.
     """
     problems: list[tuple[int, str]] = []
     hashes: dict[int, str] = {}
@@ -423,6 +568,7 @@ def verify_entries(
         if problem is not None:
             problems.append((position, problem))
             break
+        assert isinstance(entry, EntryData)  # an Unreadable one always has a problem
         hashes[entry.seq] = entry.hash
         prev_hash = entry.hash
     previous_seq = 0
@@ -438,26 +584,6 @@ def verify_entries(
         first_bad_seq, problem = min(problems, key=lambda p: p[0])
         return VerifyResult(False, len(entries), len(checkpoints), first_bad_seq, problem, prev_hash)
     return VerifyResult(True, len(entries), len(checkpoints), None, None, prev_hash)
-
-
-async def _read_log(
-    session: AsyncSession,
-) -> tuple[list[EntryData], list[CheckpointData], dict[int, str]]:
-    # Checkpoints first: the log only grows, so every checkpoint read is covered by the entries read
-    # after it, even while Kanal keeps appending.
-    checkpoints = [
-        CheckpointData.from_row(row)
-        for row in await session.scalars(
-            select(AuditCheckpoint).order_by(AuditCheckpoint.seq, AuditCheckpoint.id)
-        )
-    ]
-    entries = [
-        EntryData.from_row(row) for row in await session.scalars(select(AuditEntry).order_by(AuditEntry.seq))
-    ]
-    seqs = {entry.seq for entry in entries}
-    rows = await session.execute(select(AuditPersonal.seq, AuditPersonal.data))
-    personal = {seq: data for seq, data in rows if seq in seqs}
-    return entries, checkpoints, personal
 
 
 async def verify(session: AsyncSession, public_key: Ed25519PublicKey | None) -> VerifyResult:
@@ -549,19 +675,32 @@ async def export(session: AsyncSession, out: Path, public_key: Ed25519PublicKey 
     """Write the log to the new directory `out`: entries.jsonl, checkpoints.jsonl, public_key.pem, README.txt."""
     entries, checkpoints, personal = await _read_log(session)
     result = verify_entries(entries, checkpoints, public_key, personal)
+    # The format has no room for a value Kanal cannot have written: such an entry (or its personal
+    # data) or checkpoint is left out, and the README says so.
+    texts = {seq: data for seq, data in personal.items() if isinstance(data, str)}
+    kept = [
+        e for e in entries if isinstance(e, EntryData) and not isinstance(personal.get(e.seq), Unreadable)
+    ]
+    signed = [c for c in checkpoints if isinstance(c, CheckpointData)]
+    left_out = (
+        f"Left out, as they hold values Kanal cannot have written: {len(entries) - len(kept)} entries, "
+        f"{len(checkpoints) - len(signed)} checkpoints.\n"
+        if len(kept) < len(entries) or len(signed) < len(checkpoints)
+        else ""
+    )
     files = {
-        ENTRIES_FILE: "".join(_entry_line(e, personal.get(e.seq)) + "\n" for e in entries),
-        CHECKPOINTS_FILE: "".join(_checkpoint_line(c) + "\n" for c in checkpoints),
+        ENTRIES_FILE: "".join(_entry_line(e, texts.get(e.seq)) + "\n" for e in kept),
+        CHECKPOINTS_FILE: "".join(_checkpoint_line(c) + "\n" for c in signed),
         README_FILE: _README.format(
             format=EXPORT_FORMAT,
             key_id=key_id(public_key) if public_key is not None else "none: no key yet",
-            entries=len(entries),
-            checkpoints=len(checkpoints),
-            head=entries[-1].hash if entries else GENESIS_HASH,
+            entries=len(kept),
+            checkpoints=len(signed),
+            head=kept[-1].hash if kept else GENESIS_HASH,
             entry_tag=ENTRY_TAG,
             checkpoint_tag=CHECKPOINT_TAG,
         )
-        + ("" if result.ok else f"\nAt export the log was NOT intact: {result.problem}\n"),
+        + ("" if result.ok else f"\nAt export the log was NOT intact: {result.problem}\n{left_out}"),
     }
     if public_key is not None:
         files[PUBLIC_KEY_FILE] = public_key_pem(public_key)

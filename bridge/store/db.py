@@ -14,9 +14,11 @@ Ending a transaction that never began costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +199,32 @@ class _OneTripConnection(aiosqlite.Connection):
         # Now and then, in the thread: copy the WAL into the database file (with an fsync), which
         # must not hold up the event loop. (Kanal's connections never checkpoint on their own.)
         self._in_transaction = await super()._execute(end_and_checkpoint)  # type: ignore[no-untyped-call]
+
+
+def _utf8_or_bytes(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+@contextlib.asynccontextmanager
+async def undecodable_text_as_bytes(session: AsyncSession) -> AsyncIterator[None]:
+    """Within the block, text that SQLite holds but is not UTF-8 is read as bytes on the session's
+    connection, where Python's sqlite3 would fail the whole statement. PostgreSQL checks the encoding
+    of text as it is written: there this does nothing."""
+    connection = await (await session.connection()).get_raw_connection()
+    driver = connection.driver_connection
+    if not isinstance(driver, _OneTripConnection):
+        yield
+        return
+    sqlite = driver._conn
+    text_factory = sqlite.text_factory
+    sqlite.text_factory = _utf8_or_bytes
+    try:
+        yield
+    finally:
+        sqlite.text_factory = text_factory
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, Encoding, PrivateFormat
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridge.moderation.audit import (
@@ -363,16 +366,17 @@ def test_concurrent_creation_agrees_on_one_key(tmp_path: Path) -> None:
 # -- the database (SQLite) -------------------------------------------------------------------------------
 
 
+def config_data(tmp_path: Path, every: int) -> dict[str, Any]:
+    return {
+        "homeserver": {"url": "http://127.0.0.1:8008", "domain": "example.org"},
+        "appservice": {"as_token": "a" * 20, "hs_token": "b" * 20},
+        "database": {"url": f"sqlite:///{tmp_path / 'kanal.db'}"},
+        "compliance": {"checkpoint_every": every, "audit_key": "audit.key"},
+    }
+
+
 def make_config(tmp_path: Path, every: int) -> Config:
-    return parse(
-        {
-            "homeserver": {"url": "http://127.0.0.1:8008", "domain": "example.org"},
-            "appservice": {"as_token": "a" * 20, "hs_token": "b" * 20},
-            "database": {"url": f"sqlite:///{tmp_path / 'kanal.db'}"},
-            "compliance": {"checkpoint_every": every, "audit_key": "audit.key"},
-        },
-        tmp_path / "config.yaml",
-    )
+    return parse(config_data(tmp_path, every), tmp_path / "config.yaml")
 
 
 @pytest.fixture
@@ -563,3 +567,247 @@ def test_a_malformed_export_names_the_file_and_line(tmp_path: Path) -> None:
         load_export(tmp_path)
     with pytest.raises(AuditError, match="not a directory"):
         load_export(tmp_path / "nowhere")
+
+
+# -- values Kanal cannot have written (SQLite) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "bad_seq", "problem"),
+    [
+        # The reported case: verify died in SQLAlchemy's row loading (ValueError: Invalid isoformat string).
+        (
+            "UPDATE audit_log SET at = 'yesterday, about noon' WHERE seq = 5",
+            5,
+            "entry 5 was altered: its at is not a time",
+        ),
+        ("UPDATE audit_log SET at = 20260102 WHERE seq = 2", 2, "entry 2 was altered: its at is not a time"),
+        # A time that cannot be taken to UTC (it would be in the year 10000).
+        (
+            "UPDATE audit_log SET at = '9999-12-31 23:59:59.999999-01:00' WHERE seq = 1",
+            1,
+            "entry 1 was altered: its at is not a time",
+        ),
+        ("UPDATE audit_log SET kind = x'00ff' WHERE seq = 3", 3, "entry 3 was altered: its kind is not text"),
+        (
+            "UPDATE audit_log SET body = CAST(x'7bff7d' AS TEXT) WHERE seq = 4",  # text that is not UTF-8
+            4,
+            "entry 4 was altered: its body is not text",
+        ),
+        (
+            "UPDATE audit_personal SET data = CAST(x'ff' AS TEXT) WHERE seq = 6",
+            6,
+            "entry 6's personal data was altered: it is not text",
+        ),
+        (
+            "UPDATE audit_checkpoints SET at = 'garbage' WHERE seq = 6",
+            6,
+            "checkpoint at entry 6 was altered: its at is not a time",
+        ),
+        (
+            "UPDATE audit_checkpoints SET size = 1e300 WHERE seq = 3",
+            3,
+            "checkpoint at entry 3 was altered: its size is not an integer",
+        ),
+        # A checkpoint whose own seq is unreadable vouched for the entries after the one before it.
+        (
+            "UPDATE audit_checkpoints SET seq = 'six' WHERE seq = 6",
+            4,
+            "the checkpoint after entry 3 (audit_checkpoints id 2) was altered: its seq is not an integer",
+        ),
+    ],
+)
+async def test_a_value_kanal_cannot_have_written_is_an_altered_entry(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession], statement: str, bad_seq: int, problem: str
+) -> None:
+    config = make_config(tmp_path, every=3)
+    await append_many(sessions, config, 7)
+    async with sessions.begin() as session:
+        await session.execute(text(statement))
+
+    result = await verify_db(sessions, config)
+
+    assert (result.ok, result.entries, result.checkpoints) == (False, 7, 2)
+    assert (result.first_bad_seq, result.problem) == (bad_seq, problem)
+
+
+async def test_an_export_leaves_out_what_cannot_be_read_and_says_so(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    config = make_config(tmp_path, every=3)
+    await append_many(sessions, config, 7)
+    async with sessions.begin() as session:
+        await session.execute(text("UPDATE audit_log SET at = 'garbage' WHERE seq = 5"))
+        await session.execute(text("UPDATE audit_checkpoints SET at = 'garbage' WHERE seq = 6"))
+    out = tmp_path / "export"
+
+    async with sessions() as session:
+        await export(session, out, configured_public_key(config))
+
+    readme = (out / "README.txt").read_text()
+    assert "At export the log was NOT intact: entry 5 was altered: its at is not a time\n" in readme
+    assert "Left out, as they hold values Kanal cannot have written: 1 entries, 1 checkpoints.\n" in readme
+    exported = await asyncio.to_thread(load_export, out)  # off the loop, as Kanal reads exports
+    assert [e.seq for e in exported.entries] == [1, 2, 3, 4, 6, 7]
+    assert [c.seq for c in exported.checkpoints] == [3]
+    result = verify_entries(exported.entries, exported.checkpoints, exported.public_key, exported.personal)
+    assert (result.ok, result.first_bad_seq) == (False, 5)
+
+
+async def test_the_command_names_an_entry_whose_time_is_garbage(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """`kanal audit verify` as an operator runs it: exit 1 and the entry named, as for a changed body."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config_data(tmp_path, every=3)))
+    config = make_config(tmp_path, every=3)
+    await append_many(sessions, config, 7)
+    async with sessions.begin() as session:
+        await session.execute(text("UPDATE audit_log SET at = 'garbage' WHERE seq = 5"))
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge.cli",
+        "audit",
+        "verify",
+        "-c",
+        str(config_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+
+    assert (process.returncode, out.decode()) == (1, "")
+    assert err.decode() == (
+        "Audit log NOT intact at entry 5: entry 5 was altered: its at is not a time "
+        "(7 entries, 2 checkpoints read)\n"
+    )
+
+
+FUZZ_ENTRIES = 6  # entries 1 to 6, personal data on the odd ones, checkpoints at 2, 4 and 6
+FUZZ_TABLES = {  # table: (its key, its columns)
+    "audit_log": ("seq", ("seq", "at", "kind", "body", "personal_hash", "prev_hash", "hash")),
+    "audit_personal": ("seq", ("seq", "data")),
+    "audit_checkpoints": ("id", ("id", "seq", "size", "head", "key_id", "signature", "at")),
+}
+FUZZ_COLUMNS = [(table, column) for table, (_, columns) in FUZZ_TABLES.items() for column in columns]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stored:
+    """A value to store with raw SQL: `sql` is its expression, `params` what it binds."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+def bound(value: object) -> Stored:
+    return Stored(":value", {"value": value})
+
+
+def as_text(data: bytes) -> Stored:
+    """Bytes stored as TEXT, which SQLite takes as they are: UTF-8 or not."""
+    return Stored("CAST(:value AS TEXT)", {"value": data})
+
+
+TOO_LARGE = 2**63  # for SQLite's 64-bit integers: it stores a REAL instead
+stored_values = st.one_of(
+    st.text(max_size=30).map(bound),  # garbage, the empty string
+    st.integers(1, 5).map(lambda digits: bound("9" * 10**digits)),  # up to 100 000 characters
+    st.integers(-TOO_LARGE, TOO_LARGE - 1).map(bound),
+    st.integers(-2, FUZZ_ENTRIES + 2).map(bound),  # another entry's seq, or none's
+    st.integers(-10, 10).map(lambda n: bound(str(n))),  # an integer column stores these as integers
+    st.one_of(st.integers(min_value=TOO_LARGE), st.integers(max_value=-TOO_LARGE - 1)).map(
+        lambda n: Stored(str(n), {})
+    ),
+    st.floats().map(bound),
+    st.none().map(bound),
+    st.binary(max_size=40).map(bound),  # a BLOB
+    st.binary(min_size=1, max_size=8).map(as_text),
+    st.sampled_from(['{"notice": 1', "null", "[]", '{"category":"spam","notice":1}', "{}"]).map(bound),
+    st.datetimes(timezones=st.none() | st.timezones()).map(  # valid, but (almost always) another time
+        lambda at: bound(at.isoformat(sep=" "))
+    ),
+)
+
+
+def _instant(stored_hex: str) -> datetime | None:
+    """A stored time's instant, read independently of Kanal (naive means UTC), or None if it is not one."""
+    try:
+        at = datetime.fromisoformat(bytes.fromhex(stored_hex).decode("utf-8"))
+        return at.replace(tzinfo=at.tzinfo or UTC).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def expected_bad_seq(
+    table: str, column: str, seq: int, before: tuple[str, str], after: tuple[str, str]
+) -> int | None:
+    """The entry verification must name after `column` of the row for entry `seq` changed from `before`
+    to `after` (typeof, hex), or None when the change does not matter: the log is still intact."""
+    (old_type, old_hex), (new_type, new_hex) = before, after
+    if (old_type, old_hex) == (new_type, new_hex) or (table, column) == ("audit_checkpoints", "id"):
+        return None  # the very same value, or the row id, which no signature covers
+    if column == "at" and new_type == "text" and _instant(new_hex) == _instant(old_hex):
+        return None  # the same time, spelt another way
+    # SQLite's hex() spells an integer's text.
+    new_integer = int(bytes.fromhex(new_hex).decode()) if new_type == "integer" else None
+    if column == "seq" and table == "audit_log":
+        # Moved (to a seq no entry has): a gap where it was, or out of place before entry 1.
+        assert new_integer is not None  # seq is SQLite's rowid: anything else is refused
+        return 1 if new_integer < 1 else seq
+    if column == "seq" and table == "audit_personal":
+        assert new_integer is not None
+        return new_integer  # now on an entry that has no personal data; the one it left looks erased
+    if column == "seq" and table == "audit_checkpoints":
+        # Another integer: the signature, over the old one, fails there. No integer: the checkpoint
+        # vouched for the entries after the previous checkpoint's (checkpoints every 2 entries).
+        return new_integer if new_integer is not None else seq - 1
+    return seq
+
+
+@pytest.fixture
+async def fuzz_log(tmp_path: Path, sessions: async_sessionmaker[AsyncSession]) -> Config:
+    config = make_config(tmp_path, every=2)
+    for n in range(1, FUZZ_ENTRIES + 1):
+        async with sessions.begin() as session:
+            personal = {"notifier": f"@user{n}:x"} if n % 2 else None
+            await append(session, "notice", {"notice": n, "category": "spam"}, personal, config=config)
+    assert (await verify_db(sessions, config)).ok
+    return config
+
+
+# The fixtures are made once for all examples: each example's change is rolled back.
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_verify_names_any_stored_value_that_matters_and_never_fails(
+    fuzz_log: Config, sessions: async_sessionmaker[AsyncSession], data: st.DataObject
+) -> None:
+    table, column = data.draw(st.sampled_from(FUZZ_COLUMNS), label="column")
+    key = FUZZ_TABLES[table][0]
+    value = data.draw(stored_values, label="value")
+    # Names from FUZZ_TABLES, values bound (or, too large to bind, an integer literal).
+    keys = text(f"SELECT {key} FROM {table} ORDER BY {key}")  # noqa: S608
+    read = text(f"SELECT seq, typeof({column}), hex({column}) FROM {table} WHERE {key} = :row")  # noqa: S608
+    write = text(
+        f"UPDATE {table} SET {column} = {value.sql} WHERE {key} = :row "  # noqa: S608
+        f"RETURNING typeof({column}), hex({column})"
+    )
+    async with sessions() as session:
+        row = data.draw(st.sampled_from(list(await session.scalars(keys))), label="row")
+        seq, old_type, old_hex = (await session.execute(read, {"row": row})).one()
+        try:
+            new_type, new_hex = (await session.execute(write, {**value.params, "row": row})).one()
+        except IntegrityError:  # NULL, a duplicate hash, a seq no entry has: the schema refuses them
+            event(f"{table}.{column}: refused")
+            return
+        try:
+            result = await verify(session, configured_public_key(fuzz_log))
+        finally:
+            await session.rollback()
+
+    expected = expected_bad_seq(table, column, seq, (old_type, old_hex), (new_type, new_hex))
+    event(f"{table}.{column}: {'intact' if expected is None else 'named'}")
+    assert (result.ok, result.first_bad_seq) == (expected is None, expected), result.problem
+    assert result.entries == FUZZ_ENTRIES
