@@ -544,13 +544,8 @@ class Bridge:
 @functools.cache
 def _insert_ignore(dialect: str) -> Any:
     """INSERT of inbound events that skips event ids already recorded (executed with a list of rows)."""
-    return _INSERT_IGNORE[dialect]
-
-
-_INSERT_IGNORE = {
-    name: insert(InboundEvent).on_conflict_do_nothing(index_elements=["event_id"])
-    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
-}
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(InboundEvent).on_conflict_do_nothing(index_elements=["event_id"])
 
 
 # The statements of every event, built once.
