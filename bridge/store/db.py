@@ -36,7 +36,7 @@ CHECKPOINT_EVERY = 500  # commits (of all connections) between checkpoints of th
 
 
 class _OneTripCursor:
-    """What SQLAlchemy's aiosqlite adapter needs of a cursor, one trip to the thread per statement."""
+    """What SQLAlchemy's aiosqlite adapter needs of a cursor: a statement and its first rows in one call."""
 
     def __init__(self, connection: _OneTripConnection) -> None:
         self._connection = connection
@@ -133,8 +133,9 @@ class _OneTripCursor:
 
 
 class _OneTripConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose cursors make one trip per statement, and which skips the trip
-    for a commit or rollback when SQLite has no transaction open (sqlite3 would do nothing then)."""
+    """An aiosqlite connection whose statements, fetches and commits run on the event loop (see
+    `_call`; a locked database and the WAL checkpoint go to its thread), and which skips ending a
+    transaction when SQLite has none open (sqlite3 would do nothing then)."""
 
     def __init__(self, database: str) -> None:
         super().__init__(
