@@ -113,12 +113,9 @@ class DeliverySequence:
             number = int(txn_id)
         except ValueError:
             return False
-        highest = self._highest
-        if highest is None or number > highest:
-            self._highest = number
-            return False
-        self._highest = number if number < highest else highest
-        return True
+        later = self._highest is None or number > self._highest
+        self._highest = number  # after a lower one (a renumbering homeserver), count from it
+        return not later
 
 
 class _AlreadyHandled(Exception):

@@ -14,6 +14,7 @@ it already has instead of posting twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -426,7 +427,7 @@ class OutboxWorker:
         # Plain statements on the session's connection (the ORM's bulk UPDATE path costs several
         # times more, and no loaded object needs synchronising).
         connection = await session.connection()
-        await connection.execute(_RECORD[frozenset(values)], {**values, "entry_id": entry.id})
+        await connection.execute(_record_statement(frozenset(values)), {**values, "entry_id": entry.id})
         # The person who asked learns the outcome through a new entry, recorded in this same transaction.
         note = entry.payload.get("on_success" if outcome.status == OutboxStatus.DONE else "on_failure")
         if outcome.status != OutboxStatus.RETRY and isinstance(note, dict):
@@ -456,20 +457,18 @@ async def record_copy(session: AsyncSession, source: str, room_id: str, event_id
     echo of a send the outbox recorded)."""
     connection = await session.connection()
     values = {"copy_event": event_id, "copy_room": room_id, "source": source}
-    added = await connection.execute(_COPY_INSERT[connection.dialect.name], values)
+    added = await connection.execute(_copy_insert(connection.dialect.name), values)
     if added.rowcount:
         await connection.execute(_FIRST_COPY, values)
 
 
-def _copy_insert(insert: Any) -> Any:
+@functools.cache  # built once per dialect: a statement built per call costs more than running it
+def _copy_insert(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     found = select(
         bindparam("copy_event", type_=String), Post.id, bindparam("copy_room", type_=String)
     ).where(Post.source_event_id == bindparam("source"))
     return insert(PostCopy).from_select(["event_id", "post_id", "room_id"], found).on_conflict_do_nothing()
-
-
-# Built once (a statement built per call costs more than running it).
-_COPY_INSERT = {"postgresql": _copy_insert(postgresql.insert), "sqlite": _copy_insert(sqlite.insert)}
 
 
 _FIRST_COPY = (
@@ -500,23 +499,14 @@ class RecentIds:
         return item in self._ids
 
 
+@functools.cache  # an attempt's record, built once for each set of columns it writes
 def _record_statement(columns: frozenset[str]) -> Any:
+    table = OutboxEntry.__table__
     return (
         update(OutboxEntry)
         .where(OutboxEntry.id == bindparam("entry_id"))
-        .values({column: bindparam(column, type_=OutboxEntry.__table__.c[column].type) for column in sorted(columns)})
+        .values({column: bindparam(column, type_=table.c[column].type) for column in sorted(columns)})
     )
-
-
-# An attempt's record, built once for each set of columns it may write.
-_RECORD = {
-    columns: _record_statement(columns)
-    for columns in (
-        frozenset({"attempts", "last_error", "next_attempt_at"}),
-        frozenset({"attempts", "last_error", "status", "result_event_id"}),
-        frozenset({"attempts", "last_error", "status", "result_event_id", "payload"}),
-    )
-}
 
 
 # Kinds whose executors (this module's own) queue nothing themselves.

@@ -392,6 +392,18 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return sessionmaker(engine)
 
 
+async def tampered_log(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession], *statements: str
+) -> Config:
+    """Seven entries, checkpoints every three, then `statements` run on the database; its config."""
+    config = make_config(tmp_path, every=3)
+    await append_many(sessions, config, 7)
+    async with sessions.begin() as session:
+        for statement in statements:
+            await session.execute(text(statement))
+    return config
+
+
 async def append_many(
     sessions: async_sessionmaker[AsyncSession], config: Config, count: int, start: int = 1
 ) -> None:
@@ -497,10 +509,7 @@ async def test_concurrent_appends_in_sqlite_stay_one_chain(
 async def test_tampering_in_the_database_is_pinpointed(
     tmp_path: Path, sessions: async_sessionmaker[AsyncSession], statement: str, bad_seq: int
 ) -> None:
-    config = make_config(tmp_path, every=3)
-    await append_many(sessions, config, 7)
-    async with sessions.begin() as session:
-        await session.execute(text(statement))
+    config = await tampered_log(tmp_path, sessions, statement)
 
     result = await verify_db(sessions, config)
 
@@ -620,10 +629,7 @@ def test_a_malformed_export_names_the_file_and_line(tmp_path: Path) -> None:
 async def test_a_value_kanal_cannot_have_written_is_an_altered_entry(
     tmp_path: Path, sessions: async_sessionmaker[AsyncSession], statement: str, bad_seq: int, problem: str
 ) -> None:
-    config = make_config(tmp_path, every=3)
-    await append_many(sessions, config, 7)
-    async with sessions.begin() as session:
-        await session.execute(text(statement))
+    config = await tampered_log(tmp_path, sessions, statement)
 
     result = await verify_db(sessions, config)
 
@@ -634,11 +640,12 @@ async def test_a_value_kanal_cannot_have_written_is_an_altered_entry(
 async def test_an_export_leaves_out_what_cannot_be_read_and_says_so(
     tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    config = make_config(tmp_path, every=3)
-    await append_many(sessions, config, 7)
-    async with sessions.begin() as session:
-        await session.execute(text("UPDATE audit_log SET at = 'garbage' WHERE seq = 5"))
-        await session.execute(text("UPDATE audit_checkpoints SET at = 'garbage' WHERE seq = 6"))
+    config = await tampered_log(
+        tmp_path,
+        sessions,
+        "UPDATE audit_log SET at = 'garbage' WHERE seq = 5",
+        "UPDATE audit_checkpoints SET at = 'garbage' WHERE seq = 6",
+    )
     out = tmp_path / "export"
 
     async with sessions() as session:
@@ -660,10 +667,7 @@ async def test_the_command_names_an_entry_whose_time_is_garbage(
     """`kanal audit verify` as an operator runs it: exit 1 and the entry named, as for a changed body."""
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config_data(tmp_path, every=3)))
-    config = make_config(tmp_path, every=3)
-    await append_many(sessions, config, 7)
-    async with sessions.begin() as session:
-        await session.execute(text("UPDATE audit_log SET at = 'garbage' WHERE seq = 5"))
+    await tampered_log(tmp_path, sessions, "UPDATE audit_log SET at = 'garbage' WHERE seq = 5")
 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
