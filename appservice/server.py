@@ -11,7 +11,8 @@ it first (`delivery_failed`): a homeserver recovering from a failed delivery may
 transactions before an earlier one.
 
 Every error, ours or aiohttp's, leaves as Matrix JSON from `_error_middleware`, the one place that
-renders errors. Anything unexpected becomes a logged `500 M_UNKNOWN`.
+renders errors. Anything unexpected becomes a logged `500 M_UNKNOWN`. What a client does (a connection
+dropped mid-body, malformed events) costs one short line, throttled per source (`clientlog`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
+from .clientlog import ThrottledLog, client_went_away, disconnects
 from .errors import MatrixError
 from .events import Event, EventParseError, parse_event
 from .ids import RoomAlias, UserID
@@ -137,9 +140,7 @@ def _matrix_json(status: int, errcode: str, message: str) -> web.Response:
 
 
 @web.middleware
-async def _error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except MatrixError as exc:
@@ -165,7 +166,9 @@ async def _error_middleware(
         return _matrix_json(exc.status, "M_UNKNOWN", exc.reason)
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as exc:
+        if client_went_away(request, exc):
+            raise  # not our fault: `disconnects` notes it in one throttled line
         log.exception("Unexpected error while handling %s %s", request.method, request.path)
         return _matrix_json(500, "M_UNKNOWN", "Internal server error")
 
@@ -180,9 +183,11 @@ class AppServiceServer:
         self._dedupe = TransactionDedupe()
         self._hs_token = registration.hs_token.encode()
         self.accepting = True
+        self.clients = ThrottledLog(log)
 
     def make_app(self, *, client_max_size: int = MAX_BODY_BYTES) -> web.Application:
-        app = web.Application(client_max_size=client_max_size, middlewares=[_error_middleware])
+        middlewares: list[Middleware] = [disconnects(self.clients, logging.WARNING), _error_middleware]
+        app = web.Application(client_max_size=client_max_size, middlewares=middlewares)
         app.add_routes(self.routes())
         return app
 
@@ -239,10 +244,22 @@ class AppServiceServer:
             await self._delivery_failed(f"transaction {txn_id} refused while shutting down")
             raise MatrixError(503, "M_UNKNOWN", "Shutting down; retry later")
         try:
-            txn = self._parse_transaction(txn_id, await self._read_json(request))
+            txn, problem = self._parse_transaction(txn_id, await self._read_json(request))
         except MatrixError as exc:
             await self._delivery_failed(f"transaction {txn_id} unreadable ({exc.errcode})")
             raise
+        except ConnectionError:
+            await self._delivery_failed(f"transaction {txn_id} cut off")
+            raise
+        if problem is not None:
+            self.clients.log(
+                logging.WARNING,
+                request.remote or "?",
+                "Transaction %s: skipped %d malformed event(s); the first: %s",
+                txn_id,
+                txn.skipped,
+                problem,
+            )
         key = (txn_id, _content_digest(txn))
         if self._dedupe.is_done(key):
             self.stats.duplicate_transactions += 1
@@ -281,18 +298,21 @@ class AppServiceServer:
         )
         return web.json_response({})
 
-    def _parse_transaction(self, txn_id: str, data: Any) -> Transaction:
+    def _parse_transaction(self, txn_id: str, data: Any) -> tuple[Transaction, str | None]:
+        """The transaction, and what was wrong with its first malformed event (None: nothing)."""
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
             raise MatrixError(400, "M_BAD_JSON", "Body must be an object with an 'events' list")
         events: list[Event] = []
         echoes: list[Event] = []
         skipped = 0
+        problem: str | None = None
         for index, raw in enumerate(data["events"]):
             try:
                 event = parse_event(raw)
             except EventParseError as exc:
                 skipped += 1
-                log.warning("Transaction %s: skipped malformed event #%d: %s", txn_id, index, exc)
+                if problem is None:
+                    problem = f"#{index}: {exc}"
                 continue
             (echoes if self.registration.is_our_user(event.sender) else events).append(event)
         self.stats.skipped_events += skipped
@@ -302,7 +322,7 @@ class AppServiceServer:
             if isinstance(ephemeral_raw, list)
             else []
         )
-        return Transaction(txn_id, events, echoes, ephemeral, skipped)
+        return Transaction(txn_id, events, echoes, ephemeral, skipped), problem
 
     async def on_query_user(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]

@@ -32,6 +32,19 @@ def free_port() -> int:
         return port
 
 
+async def drop_mid_body(port: int, head: bytes, part: bytes) -> None:
+    """Send a request's head and `part` of its body, then close; return once the server closed too."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + part)
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the server's handler is reading the body now
+        writer.write_eof()
+        await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
 class KanalProcess:
     """`kanal run -c config.yaml` as a subprocess, so a test can SIGTERM or SIGKILL it like an operator."""
 

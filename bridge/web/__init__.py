@@ -6,10 +6,15 @@ which stays private. Pages are rendered on the server; no JavaScript is needed t
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from appservice.clientlog import ThrottledLog, disconnects
 from bridge.runtime.context import Context
+
+log = logging.getLogger(__name__)
 
 
 def make_web_app(ctx: Context) -> web.Application:
@@ -18,7 +23,9 @@ def make_web_app(ctx: Context) -> web.Application:
     from bridge.web.join import add_join_routes
     from bridge.web.pages import add_page_routes
 
-    app = web.Application(client_max_size=50 * 1024 * 1024, middlewares=[_security_headers])
+    # A reader gone mid-request (a page, a form, an upload) is one throttled line, not a traceback.
+    clients = disconnects(ThrottledLog(log), logging.INFO)
+    app = web.Application(client_max_size=50 * 1024 * 1024, middlewares=[clients, _security_headers])
     add_page_routes(app, ctx)
     add_join_routes(app, ctx)
     add_api_routes(app, ctx)

@@ -12,6 +12,8 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from appservice.clientlog import client_went_away
+
 log = logging.getLogger("bridge.web.api")  # the publishing API's log, one name for all its modules
 
 _HTTP_CODES: Final = {
@@ -62,7 +64,9 @@ async def render_errors(request: web.Request, handler: Handler) -> web.StreamRes
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         code = _HTTP_CODES.get(exc.status, "http_error")
         return ApiError(exc.status, code, exc.reason, headers=headers).response()
-    except Exception:
+    except Exception as exc:
+        if client_went_away(request, exc):
+            raise  # not our fault: the web app's `disconnects` notes it in one throttled line
         log.exception("publishing API: %s %s failed", request.method, request.path)
         return ApiError(
             500, "internal", "Something went wrong on our side; the request may be retried."

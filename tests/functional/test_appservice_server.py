@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from pytest_aiohttp import AiohttpClient
 import appservice.server as server_module
 from appservice.registration import Registration
 from appservice.server import AppServiceServer, TransactionDedupe
+from tests.support import drop_mid_body
 
 from .conftest import (
     ALICE,
@@ -839,6 +841,72 @@ async def test_slow_client_connection_is_closed_after_the_408(
         if trickle is not None:
             trickle.cancel()
         writer.close()
+
+
+def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= level and r.name.startswith(("appservice", "aiohttp"))]
+
+
+@pytest.fixture
+async def served_port(appservice: AppServiceServer) -> AsyncIterator[int]:
+    """The app served the way `kanal run` serves it: a client that leaves does not cancel its handler
+    (the test server's default does)."""
+    runner = web.AppRunner(appservice.make_app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port: int = runner.addresses[0][1]
+    yield port
+    await runner.cleanup()
+
+
+async def test_clients_gone_mid_body_cost_one_short_line_and_count_as_failed_deliveries(
+    served_port: int,
+    registration: Registration,
+    handler: RecordingHandler,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="appservice")
+    for _ in range(20):
+        await drop_mid_body(served_port, _slow_request_head(registration, 10_000), b'{"events": [')
+    for _ in range(100):  # until the last handler has seen its connection go
+        if len(handler.failed_deliveries) == 20:
+            break
+        await asyncio.sleep(0.02)
+    assert handler.failed_deliveries == ["transaction slow cut off"] * 20
+    assert handler.calls == 0
+    lines = _records(caplog, logging.WARNING)
+    assert [r.getMessage() for r in lines] == [
+        f"PUT {API}/transactions/{{txn_id}}: the client closed the connection before the request was done"
+    ]
+    assert lines[0].exc_info is None
+
+
+async def test_a_connection_error_of_our_own_keeps_its_traceback(
+    client: Client, auth: dict[str, str], handler: RecordingHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def reset(txn: Any) -> None:
+        raise ConnectionResetError("the database went away")
+
+    handler.handle_transaction = reset  # type: ignore[method-assign]
+    response = await client.put(f"{API}/transactions/1", data=txn_body(make_event(1)), headers=auth)
+    await matrix_error(response, 500, "M_UNKNOWN")
+    [record] = _records(caplog, logging.ERROR)
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ConnectionResetError)
+
+
+async def test_malformed_events_cost_one_line_per_transaction_and_source(
+    client: Client, auth: dict[str, str], handler: RecordingHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="appservice")
+    malformed = list(MALFORMED.values())
+    for txn_id in ("m1", "m2", "m3"):
+        body = txn_body(make_event(1), *malformed)
+        await ok(await client.put(f"{API}/transactions/{txn_id}", data=body, headers=auth))
+    assert [t.skipped for t in handler.transactions] == [len(malformed)] * 3
+    assert [r.getMessage() for r in _records(caplog, logging.WARNING)] == [
+        f"Transaction m1: skipped {len(malformed)} malformed event(s); the first: #1: an event must be a "
+        "JSON object"
+    ]
 
 
 async def test_not_accepting_is_503_and_the_transaction_is_handled_once_accepting_again(
