@@ -262,7 +262,11 @@ class Service:
             delay = PING_INTERVAL_S
             try:
                 await self.client.ping(self.config.as_id, f"kanal-keepalive-{secrets.token_hex(8)}")
-            except (MatrixRequestError, MatrixConnectionError) as exc:
+            except MatrixConnectionError as exc:
+                # Noticed even when nothing waits to be sent: /ready says so, and the processor
+                # catches up once the homeserver is back (it may have dropped events as it stopped).
+                self.outbox.homeserver_unreachable(exc)
+            except MatrixRequestError as exc:
                 log.debug("Keep-alive ping failed: %s", exc)
 
     async def stop(self) -> None:

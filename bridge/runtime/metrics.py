@@ -3,6 +3,12 @@
 /metrics  transactions and events by outcome, outbox depth and age, homeserver latency and errors
 /health   liveness: the process answers
 /ready    readiness: taking transactions, and the database answers
+
+Readiness does not depend on the homeserver. While it is unreachable Kanal still serves pages and feeds
+from its database and takes API posts, queueing what it must send until the homeserver answers. Every
+process shares the one homeserver, so taking them out of a load balancer would refuse all that and gain
+nothing. `/ready` says `"homeserver": "unreachable"` then, and `kanal_homeserver_up` is 0, for
+monitoring to alert on.
 """
 
 from __future__ import annotations
@@ -71,6 +77,11 @@ class _ServiceCollector(Collector):
         sent.add_metric(["failed"], self.outbox.failed)
         sent.add_metric(["retry"], self.outbox.retried)
         yield sent
+        yield GaugeMetricFamily(
+            "kanal_homeserver_up",
+            "1 while the homeserver answers, 0 while Kanal finds it unreachable (sends wait).",
+            value=0 if self.outbox.homeserver_down else 1,
+        )
         count, age = self.depth()
         yield GaugeMetricFamily("kanal_outbox_depth", "Outbox entries waiting to be sent.", value=count)
         yield GaugeMetricFamily(
@@ -107,7 +118,8 @@ def add_routes(
             return web.json_response(
                 {"status": "database unavailable", "error": type(exc).__name__}, status=503
             )
-        return web.json_response({"status": "ready"})
+        homeserver = "unreachable" if outbox.homeserver_down else "reachable"
+        return web.json_response({"status": "ready", "homeserver": homeserver})
 
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/health", health)

@@ -170,6 +170,16 @@ class OutboxWorker:
             raise SkipEntry(f"{source_event_id} has no relayed copy in {room_id}")
         return relayed
 
+    def homeserver_unreachable(self, exc: MatrixConnectionError) -> None:
+        """A request found the homeserver unreachable: hold the sends, and probe until it answers."""
+        if not self.homeserver_down:
+            log.warning(
+                "The homeserver is unreachable (%s); checking every %.0f s and resuming when it answers",
+                exc,
+                PROBE_INTERVAL_S,
+            )
+        self.homeserver_down = True
+
     async def _probe(self) -> None:
         """While the homeserver is down, ask it cheaply; when it answers, retry everything at once."""
         try:
@@ -381,13 +391,7 @@ class OutboxWorker:
             log.warning("Outbox %d (%s) failed for good: %s", entry.id, entry.kind, error)
             return Outcome(OutboxStatus.FAILED, None, error)
         except MatrixConnectionError as exc:
-            if not self.homeserver_down:
-                log.warning(
-                    "The homeserver is unreachable (%s); checking every %.0f s and resuming when it answers",
-                    exc,
-                    PROBE_INTERVAL_S,
-                )
-            self.homeserver_down = True
+            self.homeserver_unreachable(exc)
             return Outcome(OutboxStatus.RETRY, None, str(exc))
         return Outcome(OutboxStatus.DONE, result)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import random
+import re
 import time
 from collections import Counter
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 
 from tests.support import Channel, Env, User, create_channel
 
@@ -241,3 +244,64 @@ async def test_homeserver_outage_mid_burst(env: Env) -> None:
     waits = log.count("next try in") + log.count("waits: the homeserver is unavailable")
     assert 0 < waits < 200, waits
     assert "Traceback" not in log
+
+
+async def _ready_until(http: aiohttp.ClientSession, env: Env, homeserver: str, timeout: float) -> list[int]:
+    """Poll `/ready` until it says the homeserver is `homeserver`; the statuses it answered meanwhile."""
+    statuses: list[int] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        async with http.get(f"http://127.0.0.1:{env.kanal.port}/ready") as response:
+            statuses.append(response.status)
+            body = await response.json()
+        if body.get("homeserver") == homeserver or time.monotonic() > deadline:
+            assert body.get("homeserver") == homeserver, body
+            return statuses
+        await asyncio.sleep(0.5)
+
+
+async def test_ready_while_the_homeserver_is_down_keeps_routing_and_says_why(env: Env) -> None:
+    """README (Monitoring): /ready stays 200 with "homeserver": "unreachable"; pages are still served and
+    API posts taken, and what waits is sent once the homeserver is back."""
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle("ready"), "Ready Desk")
+    await alice.text(channel.backstage, "!token new ready")
+    notice = await alice.wait_for(
+        channel.backstage, lambda e: "kanal_api_" in e.get("content", {}).get("body", "")
+    )
+    token = re.search(r"kanal_api_\S+", notice["content"]["body"]).group(0)  # type: ignore[union-attr]
+    web = f"http://{yaml.safe_load(env.kanal.config_path.read_text())['web']['listen']}"
+    kanal = f"http://127.0.0.1:{env.kanal.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{kanal}/ready") as response:
+            assert response.status == 200
+            assert await response.json() == {"status": "ready", "homeserver": "reachable"}
+        await env.synapse.stop()
+        try:
+            # Nothing is being sent: Kanal notices at its next keep-alive ping (every 30 s).
+            statuses = await _ready_until(http, env, "unreachable", timeout=60)
+            assert set(statuses) == {200}, statuses
+            async with http.get(f"{kanal}/metrics") as response:
+                assert "kanal_homeserver_up 0.0" in await response.text()
+            async with http.get(f"{web}/c/{channel.handle}") as response:
+                assert response.status == 200
+                assert "Ready Desk" in await response.text()
+            async with http.post(
+                f"{web}/api/v1/channels/{channel.handle}/posts",
+                json={"text": "posted while the homeserver was down"},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
+                assert response.status == 201, await response.text()
+            async with http.get(f"{kanal}/ready") as response:
+                assert response.status == 200
+        finally:
+            await env.synapse.start()
+        statuses = await _ready_until(http, env, "reachable", timeout=30)
+        assert set(statuses) == {200}, statuses
+        async with http.get(f"{kanal}/metrics") as response:
+            assert "kanal_homeserver_up 1.0" in await response.text()
+    await alice.wait_for(
+        channel.broadcast,
+        lambda e: e.get("content", {}).get("body") == "posted while the homeserver was down",
+        timeout=60,
+    )
