@@ -142,10 +142,11 @@ class Service:
         sessions = sessionmaker(self.engine)
         # PostgreSQL may be shared by several Kanal processes: claim work with row locks there.
         row_locks = self.engine.dialect.name == "postgresql"
-        self.outbox = OutboxWorker(sessions, self.client, row_locks=row_locks)
+        holder = new_holder_id()  # this process, in its leases and in the sealed replies it queues
+        self.outbox = OutboxWorker(sessions, self.client, row_locks=row_locks, holder=holder)
         self.ctx = Context(config, self.client, sessions, self.outbox, pipeline=Pipeline(config))
         self._reports_stop = asyncio.Event()
-        self.leases = Leases(sessions, new_holder_id())
+        self.leases = Leases(sessions, holder)
         self.bridge = Bridge(self.ctx, self.leases, row_locks=row_locks)
         self.server = AppServiceServer(self.registration, self.bridge)
         self.background = Background()

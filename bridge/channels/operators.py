@@ -30,7 +30,7 @@ from bridge.channels.registry import (
     set_verified,
     title_refusal,
 )
-from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.context import Context, reply, reply_sealed
 from bridge.runtime.dispatch import CommandCall, command, dispatch, typed_text
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, OutboxWorker
@@ -227,7 +227,8 @@ async def _token(call: CommandCall) -> None:
             return
         token, row = await create_token(s, ctx.config, call.sender, label=label, **options)
         text = t(call.lang, "token_created", token=token, details=describe_token(row))
-        enqueue(s, send_entry(ctx.bot, call.room.room_id, {"msgtype": "m.notice", "body": text}, secret=True))
+        lost = t(call.lang, "token_lost", details=describe_token(row), id=row.id)
+        reply_sealed(s, ctx, call.room.room_id, text, lost)
     elif action == "revoke" and cmd.arg(1):
         found = await find_token_by_ref(s, cmd.args[1])
         if found is None:

@@ -36,7 +36,7 @@ from bridge.channels.invites import (
     without_tokens,
 )
 from bridge.channels.registry import log_entry
-from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.context import Context, reply, reply_sealed
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
 from bridge.store import queries
@@ -455,8 +455,9 @@ async def _link_new(
             token=token,
             terms=_terms(lang, link),
         )
-    # Shown once: the outbox forgets the message's text once it is sent.
-    enqueue(s, send_entry(ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}, secret=True))
+    # Shown once, never written in clear (a sealed reply).
+    lost = t(lang, "link_lost", id=link.id, handle=channel.handle)
+    reply_sealed(s, ctx, room.room_id, text, lost)
 
 
 def _when(moment: datetime) -> str:

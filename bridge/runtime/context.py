@@ -75,6 +75,18 @@ def reply(
     enqueue(session, send_entry(ctx.bot, room_id, {"msgtype": "m.notice", "body": text}))
 
 
+def reply_sealed(session: AsyncSession, ctx: Context, room_id: RoomID, text: str, stand_in: str) -> None:
+    """Queue the bot's answer that shows a secret once (a token), in the decision's transaction.
+
+    The database keeps only `stand_in`, what the person is told should this process stop before
+    sending; `text` stays in this process's memory until the outbox sends it (see
+    `bridge.runtime.outbox.SealedReplies`), so the secret is never written anywhere.
+    """
+    ref = ctx.outbox.sealed.seal({"msgtype": "m.notice", "body": text})
+    content = {"msgtype": "m.notice", "body": stand_in}
+    enqueue(session, send_entry(ctx.bot, room_id, content, sealed=ref, holder=ctx.outbox.holder))
+
+
 def send_entry(
     as_user: UserID,
     room_id: RoomID,

@@ -9,6 +9,11 @@
 
 A send is retried with the same transaction id, so the homeserver answers a repeat with the event
 it already has instead of posting twice.
+
+A reply carrying a secret shown once (a token) is *sealed*: its entry holds only a stand-in (what to
+say if the secret is gone), the secret itself stays in the memory of the process that queued it
+(`SealedReplies`), and the send uses it when it is there. So the secret is never written to the
+database, its journal or its WAL; if that process stops before sending, the stand-in goes out instead.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import asyncio
 import functools
 import logging
 import random
+import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +39,8 @@ from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.ids import UserID
 from bridge.matrix.relay import replace_ref
 from bridge.store import queries
-from bridge.store.models import Channel, OutboxEntry, Post, PostCopy
+from bridge.store.leases import new_holder_id
+from bridge.store.models import Channel, Lease, OutboxEntry, Post, PostCopy
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,8 @@ RETRY_MAX_S = 60.0
 POLL_INTERVAL_S = 1.0
 TXN_MARKER = "net.kanal.txn"
 PROBE_INTERVAL_S = 2.0
+# Sealed replies kept at most (each is sent within moments; only a long outage keeps many waiting).
+MAX_SEALED = 1000
 
 
 class OutboxKind(StrEnum):
@@ -108,6 +118,34 @@ def new_entry(
     return OutboxEntry(queue=queue, kind=kind, as_user=as_user, payload=payload, ref_source=ref_source)
 
 
+class SealedReplies:
+    """The contents of sealed replies, by reference, in this process's memory only (never on disk).
+
+    A reply is forgotten once its entry is sent (or failed for good); beyond `MAX_SEALED` the oldest
+    is forgotten first, and its entry sends its stand-in.
+    """
+
+    def __init__(self, limit: int = MAX_SEALED) -> None:
+        self._contents: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._limit = limit
+
+    def seal(self, content: dict[str, Any]) -> str:
+        ref = secrets.token_hex(16)
+        self._contents[ref] = content
+        while len(self._contents) > self._limit:
+            self._contents.popitem(last=False)
+        return ref
+
+    def get(self, ref: str) -> dict[str, Any] | None:
+        return self._contents.get(ref)
+
+    def forget(self, ref: str) -> None:
+        self._contents.pop(ref, None)
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._contents
+
+
 Executor = Callable[[OutboxEntry, "OutboxWorker"], Awaitable[str | None]]
 
 
@@ -128,11 +166,19 @@ class OutboxWorker:
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], client: HomeserverClient, *, row_locks: bool = False
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        client: HomeserverClient,
+        *,
+        row_locks: bool = False,
+        holder: str | None = None,
     ) -> None:
         self.sessions = sessions
         self.client = client
         self.row_locks = row_locks
+        # This process, as its leases name it: a sealed reply's entry names the process that has it.
+        self.holder = holder or new_holder_id()
+        self.sealed = SealedReplies()
         self.executors: dict[str, Executor] = {
             OutboxKind.SEND: _exec_send,
             OutboxKind.REDACT: _exec_redact,
@@ -337,7 +383,7 @@ class OutboxWorker:
             if self.row_locks:
                 async with self.sessions.begin() as session:
                     head = await self._head(session, queue)
-                    if head is None:
+                    if head is None or await self._sealed_elsewhere(session, head):
                         return attempted
                     # Lock exactly the head: SKIP LOCKED on the whole queue would hand us the next
                     # entry while another process still sends the head, breaking the order.
@@ -374,6 +420,18 @@ class OutboxWorker:
             attempted += 1
             if outcome.status == OutboxStatus.RETRY:
                 return attempted  # keep order: the rest of this queue waits for the retry
+
+    async def _sealed_elsewhere(self, session: AsyncSession, entry: OutboxEntry) -> bool:
+        """A sealed reply whose secret another live process has: that process sends it (the queue
+        waits). A process is live while it holds a lease (the one that handles events always does);
+        once it is gone, any process sends the stand-in."""
+        ref, holder = entry.payload.get("sealed"), entry.payload.get("holder")
+        if ref is None or ref in self.sealed or holder == self.holder:
+            return False
+        live = await session.scalar(
+            select(Lease.name).where(Lease.holder == holder, Lease.expires_at > datetime.now(UTC)).limit(1)
+        )
+        return live is not None
 
     async def _attempt(self, entry: OutboxEntry) -> Outcome:
         executor = self.executors.get(entry.kind)
@@ -422,8 +480,11 @@ class OutboxWorker:
                 self.sent += 1
             else:
                 self.failed += 1
+            sealed = entry.payload.get("sealed")
+            if isinstance(sealed, str):
+                self.sealed.forget(sealed)
             if entry.payload.get("secret"):
-                # A message carrying a secret (a token shown once) is not kept once it is sent.
+                # An entry queued with its secret in clear, before sealed replies: scrubbed once sent.
                 values["payload"] = {
                     **entry.payload,
                     "content": {"msgtype": "m.notice", "body": "(secret removed)"},
@@ -579,7 +640,8 @@ async def _exec_send(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
         if existing is not None:
             log.info("Outbox %d was already delivered as %s; not sending it again", entry.id, existing)
             return existing
-    content = {**payload["content"], TXN_MARKER: txn_id}
+    sealed = worker.sealed.get(payload["sealed"]) if "sealed" in payload else None
+    content = {**(sealed or payload["content"]), TXN_MARKER: txn_id}
     return await intent.send(payload["room_id"], payload["event_type"], content, txn_id)
 
 

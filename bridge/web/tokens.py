@@ -1,9 +1,10 @@
 """Publishing-API tokens: made, listed and revoked by a channel's owner in backstage; only hashes are kept.
 
 A token is `kanal_api_` followed by 32 random bytes (URL-safe base64). It is shown once, as the bot's
-`m.notice` in backstage; the database keeps its SHA-256 (`api_tokens.token_hash`), so a copy of the
-database cannot be used to post. Each token belongs to one channel and has a name, which the audit log
-and the posts it makes (`via = api:<name>`) carry.
+`m.notice` in backstage, a sealed reply (`reply_sealed`: never written anywhere in clear); the
+database keeps its SHA-256 (`api_tokens.token_hash`), so a copy of the database cannot be used to post.
+Each token belongs to one channel and has a name, which the audit log and the posts it makes
+(`via = api:<name>`) carry.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.events import Event
 from bridge.channels.management import role_of
 from bridge.moderation import audit
-from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.context import Context, reply, reply_sealed
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.store.hashing import hash_token
 from bridge.store.models import ApiToken, Channel, Room, RoomKind
@@ -60,12 +61,6 @@ async def authenticate(session: AsyncSession, header_value: str | None) -> ApiTo
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return row
-
-
-def _say_secret(ctx: Context, session: AsyncSession, room: Room, text: str) -> None:
-    """A reply the outbox forgets once it is sent (it carries a token)."""
-    content = {"msgtype": "m.notice", "body": text}
-    enqueue(session, send_entry(ctx.bot, room.room_id, content, secret=True))
 
 
 @command(RoomKind.BACKSTAGE, "token")
@@ -154,7 +149,8 @@ async def _create(
         endpoint=f"{base}/api/v1/channels/{channel.handle}/posts",
         docs=f"{base}/api/v1/openapi.json",
     )
-    _say_secret(ctx, session, room, text)
+    lost = t(lang, "api_token_lost", name=name, handle=channel.handle)
+    reply_sealed(session, ctx, room.room_id, text, lost)
 
 
 async def _revoke(

@@ -7,20 +7,20 @@ one read (QUEUE_BATCH) is sent whole; a failing send keeps the rest of its queue
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from appservice.client import HomeserverClient
 from bridge.runtime import outbox
 from bridge.runtime.outbox import OutboxKind, OutboxStatus, OutboxWorker, aware, new_entry, room_queue
 from bridge.store.db import create_engine, migrate, sessionmaker
-from bridge.store.models import OutboxEntry
+from bridge.store.models import Lease, OutboxEntry
 
 GHOST = "@kanal_news:example.org"
 
@@ -137,3 +137,66 @@ async def test_a_refused_send_fails_for_good_and_a_secret_is_not_kept_once_sent(
     assert (sent.status, sent.result_event_id) == (OutboxStatus.DONE, "$!dm:example.org-1")
     assert homeserver.sent["!dm:example.org"] == ["your token: s3cr3t-t0ken"]
     assert sent.payload["content"] == {"msgtype": "m.notice", "body": "(secret removed)"}
+
+
+def _sealed_entry(room: str, stand_in: str, ref: str, holder: str) -> OutboxEntry:
+    payload: dict[str, Any] = {
+        "room_id": room,
+        "event_type": "m.room.message",
+        "content": {"msgtype": "m.notice", "body": stand_in},
+        "sealed": ref,
+        "holder": holder,
+    }
+    return new_entry(room_queue(room), OutboxKind.SEND, GHOST, payload)
+
+
+def _files_holding(folder: Path, secret: str) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+async def test_a_sealed_reply_sends_its_secret_which_the_database_never_holds(
+    worker: tuple[OutboxWorker, Homeserver], tmp_path: Path
+) -> None:
+    outbox_worker, homeserver = worker
+    ref = outbox_worker.sealed.seal({"msgtype": "m.notice", "body": "your token: s3cr3t-t0ken"})
+    async with outbox_worker.sessions.begin() as session:
+        session.add(_sealed_entry("!dm:example.org", "the token was lost", ref, outbox_worker.holder))
+    while await outbox_worker.drain_once():
+        pass
+    assert homeserver.sent["!dm:example.org"] == ["your token: s3cr3t-t0ken"]
+    assert ref not in outbox_worker.sealed  # forgotten once sent
+    async with outbox_worker.sessions() as session:
+        entry = (await session.scalars(select(OutboxEntry))).one()
+    assert (entry.status, entry.payload["content"]["body"]) == (OutboxStatus.DONE, "the token was lost")
+    assert _files_holding(tmp_path, "s3cr3t-t0ken") == []  # outbox.db, -wal, -shm
+
+
+async def test_a_sealed_reply_of_a_process_that_stopped_sends_its_stand_in(
+    worker: tuple[OutboxWorker, Homeserver],
+) -> None:
+    outbox_worker, homeserver = worker
+    async with outbox_worker.sessions.begin() as session:
+        # Queued by an earlier run of Kanal, whose memory (and the secret in it) is gone.
+        session.add(_sealed_entry("!dm:example.org", "the token was lost", "f00d", "host:1:abc"))
+    while await outbox_worker.drain_once():
+        pass
+    assert homeserver.sent["!dm:example.org"] == ["the token was lost"]
+
+
+async def test_a_sealed_reply_waits_for_its_live_process_then_another_sends_the_stand_in(
+    worker: tuple[OutboxWorker, Homeserver],
+) -> None:
+    holder, homeserver = worker
+    # A second process on the same database (row locks, as on PostgreSQL) without the secret.
+    other = OutboxWorker(holder.sessions, holder.client, row_locks=True, holder="other:2:def")
+    ref = holder.sealed.seal({"msgtype": "m.notice", "body": "your token: s3cr3t-t0ken"})
+    async with holder.sessions.begin() as session:
+        alive = datetime.now(UTC) + timedelta(minutes=1)
+        session.add(Lease(name="processor", holder=holder.holder, expires_at=alive))
+        session.add(_sealed_entry("!dm:example.org", "the token was lost", ref, holder.holder))
+    assert not await other.drain_once()  # the holder is live: its reply waits for it
+    assert homeserver.sent == {}
+    async with holder.sessions.begin() as session:
+        await session.execute(update(Lease).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert await other.drain_once()  # the holder is gone (its lease ran out)
+    assert homeserver.sent["!dm:example.org"] == ["the token was lost"]

@@ -188,7 +188,11 @@ async def backstage_command(ctx: Context, handle: str, sender: str, *args: str, 
             .order_by(OutboxEntry.id.desc())
         )
     assert answer is not None
-    body: str = answer.payload["content"]["body"]
+    # A reply that shows a token is sealed: what is sent is in the outbox's memory, not in the row.
+    sealed = answer.payload.get("sealed")
+    content = ctx.outbox.sealed.get(sealed) if sealed else answer.payload["content"]
+    assert content is not None
+    body: str = content["body"]
     return body
 
 
@@ -304,6 +308,12 @@ async def test_token_replies_are_in_the_language_of_whoever_asks(api: Harness) -
     token = TOKEN.search(created)
     assert token is not None and "فقط همین یک بار نشان داده می‌شود" in created
     assert "/api/v1/channels/news/posts" in created and "!token revoke fa_bot" in created
+    async with api.ctx.sessions() as session:
+        stored = await session.scalar(select(OutboxEntry).order_by(OutboxEntry.id.desc()))
+    assert stored is not None and "sealed" in stored.payload
+    # The row keeps only the stand-in, in the same language, for a process that stops before sending.
+    assert stored.payload["content"]["body"].startswith("توکن API fa_bot برای #news ساخته شد")
+    assert token.group(0) not in str(stored.payload)
     listing = await backstage_command(api.ctx, "news", BOB, "list", lang="fa")
     assert listing.startswith("توکن‌های API #news:") and "• fa_bot — فعال، ساخته‌شده در" in listing
     assert "kanal_api_" not in listing
