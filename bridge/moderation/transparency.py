@@ -33,7 +33,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from bridge.store.db import create_engine, migrate, sessionmaker
-from bridge.store.models import Appeal, AppealStatus, Decision, DecisionKind, HeldPost, Notice, NoticeStatus
+from bridge.store.models import (
+    Appeal,
+    AppealStatus,
+    Decision,
+    DecisionKind,
+    HeldPost,
+    HeldPostStatus,
+    Notice,
+    NoticeStatus,
+)
 
 # The values models.py documents, listed even when none occurred, in this order.
 NOTICE_SOURCES = ("command", "homeserver", "flagger")
@@ -131,8 +140,8 @@ class ChannelFigures:
 
 @dataclass(frozen=True)
 class HeldPostFigures:
-    held: int  # posts a pre-publication hook held or rejected
-    by_status: dict[str, int]
+    held: int  # posts a pre-publication hook held for review (not those it rejected outright)
+    by_status: dict[str, int]  # of the posts held
     approved: int  # `approve_post` decisions
     rejected: int  # `reject_post` decisions
     rejected_automatically: int  # of which decided by a hook
@@ -215,6 +224,11 @@ async def _rows_in_period(
     return [row for row in rows if low <= _utc(row[-1]) < high]
 
 
+def _rejected_on_arrival(status: str, decided_by: str | None) -> bool:
+    """A `held_posts` row of a post that a hook rejected itself: it was never held for review."""
+    return status == HeldPostStatus.REJECTED and (decided_by or "").startswith(AUTOMATIC_DECIDER_PREFIX)
+
+
 async def build_report(
     session: AsyncSession, start: date, end: date, *, provider: str = "", now: datetime | None = None
 ) -> Report:
@@ -243,7 +257,16 @@ async def build_report(
         (Notice, Notice.id == Decision.notice_id),
     )
     appeals = await _rows_in_period(session, (Appeal.status, Appeal.decided_at), Appeal.created_at, bounds)
-    held = await _rows_in_period(session, (HeldPost.status,), HeldPost.created_at, bounds)
+    # `held_posts` also records the posts a hook rejected outright (status rejected, the hook's own
+    # decision): those were never held, and count among the decisions (rejected automatically).
+    recorded = await _rows_in_period(
+        session,
+        (HeldPost.status, Decision.decided_by),
+        HeldPost.created_at,
+        bounds,
+        (Decision, Decision.id == HeldPost.decision_id),
+    )
+    held = [h for h in recorded if not _rejected_on_arrival(h.status, h.decided_by)]
 
     trusted = sum(1 for n in notices if n.trusted)
     notice_figures = NoticeFigures(
@@ -581,7 +604,8 @@ def render_html(report: Report) -> str:
         _section(
             "held-posts",
             "Held posts",
-            "Posts that pre-publication checks held for review, counted when held; outcomes are the "
+            "Posts that pre-publication checks held for review, counted when held (posts a check "
+            "rejected outright are not held: they count as rejected automatically); outcomes are the "
             "approve and reject decisions made in the period.",
             _table(
                 "Summary",

@@ -224,9 +224,43 @@ def test_channels_and_held_posts(report: Report) -> None:
     assert (channels.suspensions, channels.channels_suspended) == (1, 1)
     assert (channels.restrictions, channels.channels_restricted) == (1, 1)
     held = report.held_posts
-    assert held.held == 3
-    assert held.by_status == {"held": 1, "approved": 1, "rejected": 1}
+    assert held.held == 2  # the third row is a post a hook rejected outright: never held
+    assert held.by_status == {"held": 1, "approved": 1, "rejected": 0}
     assert (held.approved, held.rejected, held.rejected_automatically) == (1, 1, 1)
+
+
+async def test_posts_a_hook_rejected_are_not_counted_as_held(tmp_path: Path) -> None:
+    """Two posts held (one still waiting, one a moderator rejected) and two a hook rejected: 2 held."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'held.db'}")
+    try:
+        await migrate(engine)
+        async with sessionmaker(engine).begin() as session:
+            session.add(Channel(id=1, handle="news_daily", title="N", owner="@o:x", ghost_user_id="@g:x"))
+            await session.flush()
+            session.add_all(
+                [
+                    _decision(1, "reject_post", at(2026, 2, 1, 1), decided_by="hook:terms", automated=True),
+                    _decision(2, "reject_post", at(2026, 2, 1, 2), decided_by="hook:links", automated=True),
+                    _decision(3, "reject_post", at(2026, 2, 2), automated=True),  # a moderator's
+                ]
+            )
+            await session.flush()
+            session.add_all(
+                [
+                    _held(1, at(2026, 2, 1, 1), "rejected", 1),
+                    _held(2, at(2026, 2, 1, 2), "rejected", 2),
+                    _held(3, at(2026, 2, 1, 3), "rejected", 3),
+                    _held(4, at(2026, 2, 1, 4), "held", None),
+                ]
+            )
+            await session.flush()
+            report = await build_report(session, START, END)
+    finally:
+        await engine.dispose()
+    held = report.held_posts
+    assert held.held == 2
+    assert held.by_status == {"held": 1, "approved": 0, "rejected": 1}
+    assert (held.rejected, held.rejected_automatically) == (3, 2)
 
 
 async def test_an_empty_period_has_zeros_and_no_averages(tmp_path: Path) -> None:
