@@ -225,6 +225,12 @@ class Intent:
             "PUT", f"/_matrix/client/v3/profile/{q(self.user_id)}/displayname", {"displayname": name}
         )
 
+    async def set_avatar_url(self, url: str) -> None:
+        """The user's profile picture (an `mxc://` URI; "" removes it)."""
+        await self._call(
+            "PUT", f"/_matrix/client/v3/profile/{q(self.user_id)}/avatar_url", {"avatar_url": url}
+        )
+
     async def get_displayname(self, user_id: str) -> str | None:
         try:
             data = await self._call("GET", f"/_matrix/client/v3/profile/{q(user_id)}/displayname")

@@ -31,6 +31,7 @@ from bridge.audience.views import count_receipts
 from bridge.broadcast import seam
 from bridge.broadcast.shards import count_members
 from bridge.catchup import CATCH_UP_TYPES, catch_up, verify_preceding
+from bridge.channels import avatar as _avatar  # noqa: F401 (imported for its commands: !avatar)
 from bridge.channels.backstage import on_backstage_event
 from bridge.channels.hosting import exec_hosting_reconcile
 from bridge.channels.lifecycle import create_channel, delete_channel

@@ -454,7 +454,8 @@ async def mark_views(ctx: Context, channel_ids: Collection[int] | None = None) -
                 claimed = await session.execute(
                     update(Post)
                     .where(Post.id == post.id, unchanged)
-                    .values(views_shown=count, views_shown_at=now)
+                    # No page shows the count: the post's change time (Last-Modified) stays.
+                    .values(views_shown=count, views_shown_at=now, changed_at=Post.changed_at)
                     .execution_options(synchronize_session=False)
                 )
                 if claimed.rowcount != 1:  # type: ignore[attr-defined]

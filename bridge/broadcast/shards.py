@@ -242,6 +242,25 @@ async def _record(ctx: Context, channel: Channel, room_id: RoomID) -> None:
         await session.merge(Room(room_id=room_id, kind=RoomKind.BROADCAST, channel_id=channel.id, joined=0))
 
 
+def state_to_copy(
+    theirs: list[dict[str, Any]], ours: list[dict[str, Any]]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The state events (type, state key, content) that make a new shard match the older room: what
+    differs, a removal included (the channel photo taken away meanwhile: empty content), never what
+    NOT_COPIED names."""
+    have = {(e.get("type"), e.get("state_key", "")): e.get("content") for e in ours}
+    copy: list[tuple[str, str, dict[str, Any]]] = []
+    for event in theirs:
+        kind, key, content = event.get("type"), event.get("state_key", ""), event.get("content")
+        if not isinstance(kind, str) or kind in NOT_COPIED or not isinstance(key, str):
+            continue
+        if not isinstance(content, dict) or have.get((kind, key)) == content:
+            continue
+        if content or have.get((kind, key)):  # nothing to remove where there is nothing
+            copy.append((kind, key, content))
+    return copy
+
+
 def _is_ban(content: Any) -> bool:
     return isinstance(content, dict) and content.get("membership") == "ban"
 
@@ -265,11 +284,10 @@ async def _settle(ctx: Context, channel: Channel, after: RoomID, new: RoomID, tx
     notice = {"msgtype": "m.notice", "body": history_notice(ctx, channel)}
     await ghost.send(new, "m.room.message", notice, txn_id)
     # State changed in the older room while the new one was being made reached only the older one.
-    theirs = {(e.get("type"), e.get("state_key", "")): e.get("content") for e in await bot.room_state(after)}
-    ours = {(e.get("type"), e.get("state_key", "")): e.get("content") for e in await bot.room_state(new)}
-    for (kind, key), content in theirs.items():
-        if isinstance(kind, str) and kind not in NOT_COPIED and content and ours.get((kind, key)) != content:
-            await bot.send_state(new, kind, content, key or "")
+    ours_state = await bot.room_state(new)
+    for kind, key, content in state_to_copy(await bot.room_state(after), ours_state):
+        await bot.send_state(new, kind, content, key)
+    ours = {(e.get("type"), e.get("state_key", "")): e.get("content") for e in ours_state}
     banned = {key for (kind, key), content in ours.items() if kind == "m.room.member" and _is_ban(content)}
     for member in await bot.members(after, "ban"):
         user = member.get("state_key")

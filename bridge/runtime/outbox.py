@@ -70,6 +70,7 @@ class OutboxKind(StrEnum):
     PIN = "pin"
     UNPIN = "unpin"
     DISPLAYNAME = "displayname"
+    AVATAR_URL = "avatar_url"  # a profile picture ("" removes it)
     # bridge.broadcast.seam
     POST_EDIT = "post_edit"
     COMMENTS_LINK = "comments_link"  # a post_edit queued before the seam existed
@@ -190,6 +191,7 @@ class OutboxWorker:
             OutboxKind.PIN: _exec_pin,
             OutboxKind.UNPIN: _exec_pin,
             OutboxKind.DISPLAYNAME: _exec_displayname,
+            OutboxKind.AVATAR_URL: _exec_avatar_url,
         }
         self._wake = asyncio.Event()
         self._stopping = False
@@ -721,6 +723,13 @@ async def _exec_displayname(entry: OutboxEntry, worker: OutboxWorker) -> str | N
     intent = worker.client.intent(UserID(entry.as_user))
     await intent.ensure_registered()
     await intent.set_displayname(entry.payload["displayname"])
+    return None
+
+
+async def _exec_avatar_url(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+    intent = worker.client.intent(UserID(entry.as_user))
+    await intent.ensure_registered()
+    await intent.set_avatar_url(entry.payload["avatar_url"])
     return None
 
 

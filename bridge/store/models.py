@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -28,6 +28,10 @@ from appservice.ids import EventID, RoomID, UserID
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class RoomKind(StrEnum):
@@ -193,6 +197,13 @@ class Channel(Base):
     shard_size: Mapped[int | None] = mapped_column(Integer, default=None)
     # `!notify off`: text posts go out as m.notice, which creates no notification for any reader.
     notify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # The channel photo (`!avatar`): its mxc:// URI, shown as every room's avatar, the ghost's and the
+    # web pages'; None: a letter placeholder.
+    avatar_url: Mapped[str | None] = mapped_column(String(255), default=None)
+    # When the row last changed (set on every write, ORM or Core): part of the web pages' Last-Modified.
+    changed_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
 
     @property
     def rooms(self) -> list[RoomID]:
@@ -302,6 +313,11 @@ class Post(Base):
     # The view count the relayed copy shows (`!views-in-posts`), and when it was last edited to show it.
     views_shown: Mapped[int | None] = mapped_column(Integer, default=None)
     views_shown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # When the row last changed (recorded, published, edited, deleted; set on every write, ORM or
+    # Core, except the view count's, which no page shows): the web pages' Last-Modified.
+    changed_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
 
 
 class PostCopy(Base):

@@ -88,5 +88,15 @@ async def test_upgrading_from_0002_keeps_channels_rooms_members_and_posts(engine
         # A channel of one room: each published post's event is its copy in that room (0014).
         copy = (await connection.execute(text("SELECT event_id, post_id, room_id FROM post_copies"))).one()
         assert tuple(copy) == ("$copy", 1, "!b:x")
+        # When a channel and a post last changed, for the web pages' Last-Modified (0015): the best
+        # earlier time known; no photo yet.
+        channel_changed, avatar, created = (
+            await connection.execute(text("SELECT changed_at, avatar_url, created_at FROM channels"))
+        ).one()
+        assert channel_changed == created and avatar is None
+        post_changed, post_created = (
+            await connection.execute(text("SELECT changed_at, created_at FROM posts"))
+        ).one()
+        assert post_changed is not None and post_changed == post_created
         head = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert head == "0014"
+    assert head == "0015"

@@ -113,6 +113,27 @@ def test_a_new_room_copies_the_open_room_s_state_but_not_its_members_pins_or_ali
     ]
 
 
+def test_a_new_room_carries_the_channel_photo() -> None:
+    photo = {"type": "m.room.avatar", "state_key": "", "content": {"url": "mxc://x/photo"}}
+    request = shards.next_room_request([photo], alias_localpart="_kanal.shard.1.1", ghost="@g:x")
+    assert request["initial_state"] == [photo]
+
+
+def test_a_photo_changed_or_removed_while_the_new_room_was_made_follows_it() -> None:
+    def avatar(content: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "m.room.avatar", "state_key": "", "content": content}
+
+    name = {"type": "m.room.name", "state_key": "", "content": {"name": "News"}}
+    old = avatar({"url": "mxc://x/old"})
+    new = avatar({"url": "mxc://x/new"})
+    assert shards.state_to_copy([name, new], [name, old]) == [("m.room.avatar", "", {"url": "mxc://x/new"})]
+    assert shards.state_to_copy([name, avatar({})], [name, old]) == [("m.room.avatar", "", {})]
+    assert shards.state_to_copy([name, avatar({})], [name]) == []  # nothing to remove
+    assert shards.state_to_copy([name, old], [name, old]) == []
+    member = {"type": "m.room.member", "state_key": "@ann:x", "content": {"membership": "join"}}
+    assert shards.state_to_copy([member], []) == []
+
+
 async def test_every_write_goes_to_each_room_and_the_answer_comes_once(tmp_path: Path) -> None:
     ctx = await _context(tmp_path)
     note = ctx.note(RoomID("!backstage:x"), "done")
