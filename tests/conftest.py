@@ -94,7 +94,7 @@ LIBRARIES_MAY_BLOCK: list[tuple[str, set[str], str]] = [
 HARNESS_MAY_BLOCK: list[tuple[str, set[str], str]] = [
     (
         "tests/functional/test_web_pages.py",
-        {"client", "test_media_of_a_visible_post_is_served_and_cached"},
+        {"client", "test_media_of_a_visible_post_is_served_and_cached", "pages_app"},
         "builds the web app (reads its templates) in the loop; Service._start_web does it in a thread",
     ),
     (

@@ -131,14 +131,16 @@ class PageCache:
         self._pages.move_to_end(key)
         return page
 
-    def last_modified(self, key: Hashable) -> datetime:
-        """A Last-Modified for a new rendering of `key`: now, and always later than the one it replaces
-        (HTTP dates have whole seconds; two versions within a second must not share one)."""
-        now = datetime.now(UTC).replace(microsecond=0)
+    def last_modified(self, key: Hashable, changed: datetime) -> datetime:
+        """A Last-Modified for a new rendering of `key`: `changed`, when what it shows last changed
+        in the database, so a restart or an eviction does not make a page look new; but always later
+        than the rendering it replaces, which differs from it (HTTP dates have whole seconds, and
+        values read from the homeserver, such as subscriber counts, carry no change time)."""
+        stamp = changed.astimezone(UTC).replace(microsecond=0)
         previous = self._pages.get(key)
-        if previous is not None and previous.last_modified >= now:
+        if previous is not None and previous.last_modified >= stamp:
             return previous.last_modified + timedelta(seconds=1)
-        return now
+        return stamp
 
     def put(self, key: Hashable, page: Page) -> None:
         if not self.enabled or len(page.body) > self.max_bytes:

@@ -6,7 +6,10 @@ readers do not have. Kanal fetches with its own token and keeps a copy on disk
 (`<config folder>/media-cache`, folder 0700, files 0600, least recently used dropped past 512 MiB).
 
 Only media that something public shows may be fetched (pages.py decides: a visible post of an active
-channel, or an active channel's avatar): never an arbitrary mxc, never a private room's media.
+channel, or an active channel's photo): never an arbitrary mxc, never a private room's media. That is
+asked on every request, and browsers and proxies may keep a file only MEDIA_MAX_AGE_S before they ask
+again (a cheap 304: the ETag and Last-Modified of a cached file never change), so a takedown reaches
+their caches within minutes: the URL then answers 404.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,11 +47,11 @@ CHUNK_BYTES: Final = 64 * 1024
 MAX_PARALLEL_DOWNLOADS: Final = 4
 UPSTREAM_TIMEOUT_S: Final = 60.0
 MAX_CANDIDATE_POSTS: Final = 100
-MEDIA_MAX_AGE_S: Final = 86400
+MEDIA_MAX_AGE_S: Final = 300  # how stale a taken-down file may stay in a reader's cache
 DOWNLOAD_PATH: Final = "/_matrix/client/v1/media/download"
 FALLBACK_TYPE: Final = "application/octet-stream"
 MEDIA_HEADERS: Final = {
-    "Cache-Control": f"public, max-age={MEDIA_MAX_AGE_S}",
+    "Cache-Control": f"public, max-age={MEDIA_MAX_AGE_S}, must-revalidate",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     # Opened on its own, a file is a sandboxed document that can run nothing.
@@ -123,7 +127,11 @@ class Cached:
 
 
 class MediaStore:
-    """Files on disk, named by a hash of their mxc URI, evicted least recently used first."""
+    """Files on disk, named by a hash of their mxc URI, evicted least recently used first.
+
+    A file's access time records its use (and orders eviction, also after a restart); its
+    modification time stays the download's, so the ETag and Last-Modified that aiohttp derives from
+    it are stable and a reader's cache revalidates with a 304."""
 
     def __init__(self, root: Path, max_bytes: int = MAX_CACHE_BYTES) -> None:
         self.root = root
@@ -152,7 +160,7 @@ class MediaStore:
                 os.unlink(entry.path)  # left by a crash mid-write
             elif entry.is_file() and len(entry.name) == 64:
                 stat = entry.stat()
-                found.append((stat.st_mtime, entry.name, stat.st_size))
+                found.append((max(stat.st_atime, stat.st_mtime), entry.name, stat.st_size))
         return OrderedDict((name, size) for _, name, size in sorted(found))
 
     async def lookup(self, mxc: str) -> Cached | None:
@@ -169,7 +177,9 @@ class MediaStore:
         return Cached(self.root / name, content_type)
 
     def _touch(self, name: str) -> str:
-        os.utime(self.root / name)  # the LRU order survives a restart
+        path = self.root / name
+        # The LRU order survives a restart; the modification time (the ETag) does not change.
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
         return (self.root / f"{name}.type").read_text(encoding="ascii")
 
     async def store(self, mxc: str, body: bytes, content_type: str) -> Cached:

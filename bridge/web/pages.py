@@ -38,9 +38,9 @@ from aiohttp import web
 from sqlalchemy import Integer, Row, Text, bindparam, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
 from appservice.ids import RoomID
 from bridge.broadcast.shards import subscriber_count
+from bridge.matrix.media import MEDIA_ID, SERVER_NAME, parse_mxc
 from bridge.matrix.polls import PollTally, parse_poll, tally_poll
 from bridge.matrix.relations import related_events_in
 from bridge.runtime.context import Context
@@ -58,7 +58,6 @@ from bridge.web.render import (
     PostRecord,
     Renderer,
 )
-from bridge.web.sanitise import MEDIA_ID, SERVER_NAME, parse_mxc
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +99,12 @@ RoomKey = tuple[str, str, tuple[str, ...]]  # (first room id, ghost user id, the
 
 @dataclass(frozen=True)
 class RoomFacts:
-    """What the homeserver knows about a channel's room: cached, never asked for per page view."""
+    """What the homeserver knows about a channel's rooms: cached, never asked for per page view."""
 
     subscribers: int | None
-    avatar: str | None
 
 
-NO_FACTS: Final = RoomFacts(None, None)
+NO_FACTS: Final = RoomFacts(None)
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,13 @@ class FactsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ChannelState:
-    """A public channel as the database has it now; `version` changes with anything a page shows."""
+    """A public channel as the database has it now; `version` changes with anything a page shows,
+    `changed` is when the channel or any of its posts last changed (their Last-Modified)."""
 
     info: ChannelInfo
     room: RoomKey
     version: Hashable
+    changed: datetime
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ class DirectoryState:
     rooms: tuple[RoomKey, ...]
     keys: tuple[str, ...]  # title_key of each channel
     version: bytes
+    changed: datetime  # when any channel last changed (one that left the list included)
 
 
 Built = tuple[int, bytes, str]  # status, body, content type
@@ -166,12 +167,15 @@ CHANNEL_STATE: Final = (
         Channel.shard_rooms,
         Channel.created_at,
         Channel.private,
+        Channel.avatar_url,
+        Channel.changed_at,
         func.count(Post.id),
         func.max(Post.id),
         func.sum(case((Post.redacted.is_(True), Post.id), else_=0)),
         func.sum(case((Post.relayed_event_id.is_not(None), Post.id), else_=0)),
         func.max(Post.edited_at),
         func.count(Post.edited_at),
+        func.max(Post.changed_at).label("posts_changed_at"),
     )
     .outerjoin(Post, Post.channel_id == Channel.id)
     .where(Channel.handle == bindparam("handle"))
@@ -189,6 +193,7 @@ PUBLIC_CHANNELS: Final = (
         Channel.ghost_user_id,
         Channel.shard_rooms,
         Channel.created_at,
+        Channel.avatar_url,
     )
     .where(
         Channel.status == ChannelStatus.ACTIVE,
@@ -228,11 +233,19 @@ RENAMED: Final = (
 COPIES: Final = select(PostCopy.post_id, PostCopy.room_id, PostCopy.event_id).where(
     PostCopy.post_id.in_(bindparam("posts", expanding=True))
 )
-ACTIVE_ROOMS: Final = select(Channel.id).where(
-    Channel.broadcast_room_id.in_(bindparam("rooms", expanding=True)),
-    Channel.status == ChannelStatus.ACTIVE,
-    Channel.private.is_(False),
+CHANNELS_CHANGED: Final = select(func.max(Channel.changed_at), func.max(Channel.created_at))
+PUBLIC_AVATAR: Final = (
+    select(Channel.id)
+    .where(
+        Channel.avatar_url == bindparam("mxc"),
+        Channel.status == ChannelStatus.ACTIVE,
+        Channel.private.is_(False),
+        Channel.handle.is_not(None),
+        Channel.broadcast_room_id.is_not(None),
+    )
+    .limit(1)
 )
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _room_key(row: Any) -> RoomKey:
@@ -241,6 +254,12 @@ def _room_key(row: Any) -> RoomKey:
 
 def _hashable(value: Any) -> Hashable:
     return tuple(value) if isinstance(value, list) else value
+
+
+def _latest(*moments: datetime | None) -> datetime:
+    """The latest of the given times (stored as UTC; SQLite hands them back naive), EPOCH if none."""
+    known = [m.replace(tzinfo=UTC) if m.tzinfo is None else m.astimezone(UTC) for m in moments if m is not None]
+    return max(known, default=EPOCH)
 
 
 class Pages:
@@ -308,16 +327,19 @@ class Pages:
         ):
             return None  # private channels are as unknown here as deleted ones
         info = _channel_info(row, self.ctx.config.domain)
-        return ChannelState(info, _room_key(row), tuple(_hashable(v) for v in row))
+        changed = _latest(row.created_at, row.changed_at, row.posts_changed_at)
+        return ChannelState(info, _room_key(row), tuple(_hashable(v) for v in row), changed)
 
     async def _load_directory(self, _key: str) -> DirectoryState:
         rows = await self.reader.rows(PUBLIC_CHANNELS)
+        changed = (await self.reader.rows(CHANNELS_CHANGED))[0]
         domain = self.ctx.config.domain
         return DirectoryState(
             channels=tuple(_channel_info(r, domain) for r in rows),
             rooms=tuple(_room_key(r) for r in rows),
             keys=tuple(r.title_key or title_key(r.title) for r in rows),
             version=hashlib.blake2b(repr([tuple(r) for r in rows]).encode(), digest_size=16).digest(),
+            changed=_latest(*changed),
         )
 
     async def _posts(self, channel_id: int, *, before: int | None = None, limit: int) -> list[PostRecord]:
@@ -342,14 +364,7 @@ class Pages:
         count = await subscriber_count(self.ctx, channel)
         if count is None:
             raise FactsUnavailable(room_id)
-        try:
-            avatar = await self.ctx.bot_intent().get_state(RoomID(room_id), "m.room.avatar")
-        except MNotFound:
-            avatar = {}
-        except (MatrixRequestError, MatrixConnectionError) as exc:
-            raise FactsUnavailable(room_id) from exc
-        url = avatar.get("url")
-        return RoomFacts(count, url if isinstance(url, str) and parse_mxc(url) else None)
+        return RoomFacts(count)
 
     async def _fetch_tally(self, poll: PollKey) -> PollTally:
         """Count the votes from the poll's reference relations, newest first, as the bot."""
@@ -413,14 +428,17 @@ class Pages:
             self._poll_pages.popitem(last=False)
 
     async def _media_allowed(self, mxc: str) -> bool:
+        """A visible post shows it, or it is a public channel's photo (asked anew on every request,
+        so a takedown or a changed photo closes the old URL at once)."""
         if await referenced_by_visible_post(self.reader, mxc):
             return True
-        rooms = [room_id for (room_id, _, _), facts in self.facts.items() if facts.avatar == mxc]
-        return bool(rooms) and bool(await self.reader.rows(ACTIVE_ROOMS, {"rooms": rooms}))
+        return bool(await self.reader.rows(PUBLIC_AVATAR, {"mxc": mxc}))
 
     # -- responses ---------------------------------------------------------------------------------
 
-    def _page(self, key: Hashable, version: Hashable, built: Built, security: Mapping[str, str]) -> Page:
+    def _page(
+        self, key: Hashable, version: Hashable, changed: datetime, built: Built, security: Mapping[str, str]
+    ) -> Page:
         status, body, content_type = built
         etag = (
             '"'
@@ -429,7 +447,7 @@ class Pages:
             ).hexdigest()
             + '"'
         )
-        last_modified = self.cache.last_modified(key)
+        last_modified = self.cache.last_modified(key, changed)
         headers = {
             **security,
             "Content-Type": content_type,
@@ -457,7 +475,11 @@ class Pages:
         what: Hashable,
         build: Build,
         security: Mapping[str, str] = PAGE_HEADERS,
+        *,
+        shows_facts: bool = True,
     ) -> web.StreamResponse:
+        """A page of one channel, from the cache while nothing it shows changed (`shows_facts`: it
+        shows the subscriber count, so that count is part of its version)."""
         handle = request.match_info["handle"].lower()
         state = await self._channels.get(handle) if len(handle) <= MAX_HANDLE_LENGTH else None
         if state is None:
@@ -467,13 +489,13 @@ class Pages:
                 query = f"?{request.query_string}" if request.query_string else ""
                 raise web.HTTPMovedPermanently(f"/c/{current}{rest}{query}", headers=PAGE_HEADERS)
             return self._not_found()
-        facts = await self.facts.get(state.room)
+        facts = await self.facts.get(state.room) if shows_facts else NO_FACTS
         key = (handle, what)
         page = self.cache.get(key, (state.version, facts, await self._current_polls(key, state.version)))
         if page is None:
-            channel = replace(state.info, subscribers=facts.subscribers, avatar=facts.avatar)
+            channel = replace(state.info, subscribers=facts.subscribers)
             built, polls = await build(channel, state.room)
-            page = self._page(key, (state.version, facts, polls), built, security)
+            page = self._page(key, (state.version, facts, polls), state.changed, built, security)
             self.cache.put(key, page)
             self._remember_polls(key, state.version, polls)
         return self._respond(request, page)
@@ -503,11 +525,10 @@ class Pages:
             ranked = sorted(matches, key=lambda m: (-(facts[m[1]].subscribers or 0), m[2], m[0].handle))[
                 :DIRECTORY_LIMIT
             ]
-            shown = [
-                replace(c, subscribers=facts[r].subscribers, avatar=facts[r].avatar) for c, r, _ in ranked
-            ]
+            shown = [replace(c, subscribers=facts[r].subscribers) for c, r, _ in ranked]
             built = (200, self.renderer.directory(shown, query), HTML_TYPE)
-            page = self._page(key, (state.version, self.facts.generation), built, PAGE_HEADERS)
+            version = (state.version, self.facts.generation)
+            page = self._page(key, version, state.changed, built, PAGE_HEADERS)
             self.cache.put(key, page)
         return self._respond(request, page)
 
@@ -569,7 +590,8 @@ class Pages:
                 return (200, atom(channel, views, public_url), ATOM_TYPE), ()
             return (200, json_feed(channel, views, public_url), JSON_FEED_TYPE), ()
 
-        return await self._serve_channel(request, ("feed", kind), build)
+        # A feed shows no subscriber count: it changes only when the channel or its posts do.
+        return await self._serve_channel(request, ("feed", kind), build, shows_facts=False)
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         response = await self.proxy.serve(
@@ -602,6 +624,7 @@ def _channel_info(row: Row[Any], domain: str) -> ChannelInfo:
         room_id=row.broadcast_room_id,
         created_at=row.created_at,
         domain=domain,
+        avatar=row.avatar_url if parse_mxc(row.avatar_url) else None,
     )
 
 

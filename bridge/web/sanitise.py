@@ -22,6 +22,8 @@ from urllib.parse import quote
 import nh3
 from markupsafe import Markup, escape
 
+from bridge.matrix.media import parse_mxc
+
 ALLOWED_TAGS: Final = frozenset(
     {
         "font", "del", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "p", "a", "ul", "ol", "sup",
@@ -42,24 +44,12 @@ DROPPED_WITH_CONTENT: Final = frozenset({"mx-reply", "script", "style"})
 LINK_SCHEMES: Final = ("http:", "https:", "mailto:")
 LINK_REL: Final = "noopener nofollow ugc"
 
-# A server name as the spec allows it (DNS name, IPv4 or [IPv6], optional port) and a media id.
-SERVER_NAME: Final = r"(?:[A-Za-z0-9\-.]{1,255}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
-MEDIA_ID: Final = r"[A-Za-z0-9_\-]{1,255}"
-_MXC: Final = re.compile(rf"mxc://({SERVER_NAME})/({MEDIA_ID})")
 _COLOUR: Final = re.compile(r"#[0-9A-Fa-f]{6}")
 _LANGUAGE_CLASS: Final = re.compile(r"language-[A-Za-z0-9+#_\-]{1,32}")
 _DIMENSION: Final = re.compile(r"[0-9]{1,4}")
 # Links in plain bodies, as clients show them: http(s) up to whitespace, less trailing punctuation.
 _WEB_LINK: Final = re.compile(r"\bhttps?://[^\s<>\"']+", re.IGNORECASE)
 _TRAILING_PUNCTUATION: Final = ".,;:!?)]}»،؛؟"
-
-
-def parse_mxc(uri: object) -> tuple[str, str] | None:
-    """(server, media id) of a well-formed `mxc://` URI, else None."""
-    if not isinstance(uri, str):
-        return None
-    match = _MXC.fullmatch(uri)
-    return (match.group(1), match.group(2)) if match else None
 
 
 def media_path(uri: object) -> str | None:

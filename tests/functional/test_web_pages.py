@@ -1,7 +1,7 @@
 """The public pages (bridge/web/pages.py) against a real database and a scripted homeserver.
 
 test ──HTTP──▶ web.Application + add_page_routes ──SQL──▶ SQLite (migrated, seeded below)
-                                                 ──HTTP──▶ FakeHomeserver (joined_members, avatar, media,
+                                                 ──HTTP──▶ FakeHomeserver (joined_members, media,
                                                                    poll relations)
 
 Each test gets a fresh application (empty caches); the database and the homeserver live for the
@@ -18,6 +18,7 @@ import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,6 @@ PERSIAN_TEXT = "سلام دنیا! این یک پست فارسی است."
 @dataclass
 class FakeHomeserver:
     members: dict[str, int]
-    avatars: dict[str, str]
     media: dict[str, tuple[bytes, str]]
     member_requests: list[str] = field(default_factory=list)
     media_requests: list[str] = field(default_factory=list)
@@ -187,7 +187,6 @@ class FakeHomeserver:
         app.router.add_get(
             "/_matrix/client/v1/rooms/{room}/relations/{event_id}/{rel_type}", self.relations_of
         )
-        app.router.add_get("/_matrix/client/v3/rooms/{room}/state/{type}/", self.state)
         app.router.add_get("/_matrix/client/v1/media/download/{server}/{media_id}", self.download)
         return app
 
@@ -212,12 +211,6 @@ class FakeHomeserver:
         if start + limit < len(events):
             answer["next_batch"] = str(start + limit)
         return web.json_response(answer)
-
-    async def state(self, request: web.Request) -> web.Response:
-        url = self.avatars.get(request.match_info["room"])
-        if request.match_info["type"] != "m.room.avatar" or url is None:
-            return web.json_response({"errcode": "M_NOT_FOUND", "error": "no state"}, status=404)
-        return web.json_response({"url": url})
 
     async def download(self, request: web.Request) -> web.Response:
         mxc = f"mxc://{request.match_info['server']}/{request.match_info['media_id']}"
@@ -255,17 +248,20 @@ async def seed(session: AsyncSession) -> dict[str, int]:
             status=status,
             title_key=title_key(title),
             created_at=T0,
+            changed_at=T0,
             **extra,
         )
         session.add(row)
         return row
 
     news = channel("news_daily", "Daily News", about="All the news <b>fit</b> to print", verified=True)
-    suspended = channel("suspended_ch", "Suspended Channel", status="suspended")
+    suspended = channel(
+        "suspended_ch", "Suspended Channel", status="suspended", avatar_url="mxc://example.org/suspavatar"
+    )
     deleted = channel("deleted_ch", "Deleted Channel", status="deleted")
     gone = channel(None, "Gone Channel", status="deleted", former_handle="gone_ch")
     channel("private_ch", "Private Channel", status="creating")
-    persian = channel("persian_ch", PERSIAN_TITLE, about="اخبار روز")
+    persian = channel("persian_ch", PERSIAN_TITLE, about="اخبار روز", avatar_url="mxc://example.org/avatar1")
     evil = channel("evil_chan", XSS_TITLE, about=XSS_TITLE)
     mutable = channel("mutable_ch", "Mutable Channel")
     renamed = channel("renamed_ch", "Renamed Channel")
@@ -303,6 +299,7 @@ async def seed(session: AsyncSession) -> dict[str, int]:
             event_type=event_type,
             content=content,
             created_at=T0 + timedelta(minutes=counter),
+            changed_at=extra.get("edited_at") or T0 + timedelta(minutes=counter),
             **extra,
         )
         session.add(row)
@@ -402,7 +399,6 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     folder = tmp_path_factory.mktemp("web")
     homeserver = FakeHomeserver(
         members={"!news_daily:example.org": 5, "!persian_ch:example.org": 12, "!mutable_ch:example.org": 1},
-        avatars={"!persian_ch:example.org": "mxc://example.org/avatar1"},
         media={
             "mxc://example.org/img1": (b"\x89PNG fake image", "image/png"),
             "mxc://example.org/thumb1": (b"fake poster", "image/jpeg"),
@@ -410,6 +406,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             "mxc://example.org/file1": (b"<html><script>alert(1)</script></html>", "text/html"),
             "mxc://example.org/inline1": (b"<svg onload=alert(1)>", "image/svg+xml"),
             "mxc://example.org/avatar1": (b"fake avatar", "image/png"),
+            "mxc://example.org/suspavatar": (b"should not be served", "image/png"),
             "mxc://example.org/redacted1": (b"should not be served", "image/png"),
             "mxc://example.org/susp1": (b"should not be served", "image/png"),
             "mxc://example.org/unrelated": (b"should not be served", "image/png"),
@@ -672,6 +669,58 @@ async def test_etag_and_last_modified_answer_304(client: Client) -> None:
     assert (await client.get("/c/news_daily/feed.atom")).headers["ETag"] != etag
 
 
+def pages_app(world: World) -> web.Application:
+    """The pages of another process: the same database, empty caches."""
+    app = web.Application()
+    add_page_routes(app, world.ctx)
+    return app
+
+
+async def news_changed(world: World) -> datetime:
+    """When news_daily or one of its posts last changed, as the database has it."""
+    async with world.sessions() as session:
+        channel = await session.scalar(select(Channel).where(Channel.handle == "news_daily"))
+        assert channel is not None and channel.changed_at is not None
+        posts = await session.scalars(select(Post.changed_at).where(Post.channel_id == channel.id))
+        return max([channel.changed_at, *(p for p in posts if p is not None)]).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("path", ["/c/news_daily", "/c/news_daily/feed.atom", "/c/news_daily/feed.json"])
+async def test_last_modified_is_when_the_content_changed_not_when_it_was_rendered(
+    client: Client, world: World, path: str
+) -> None:
+    changed = await news_changed(world)
+    assert changed < datetime.now(UTC) - timedelta(days=1)  # seeded in 2024
+    response = await client.get(path)
+    assert response.headers["Last-Modified"] == format_datetime(changed, usegmt=True)
+    # A new process (empty caches) dates the same content the same way.
+    async with TestClient(TestServer(pages_app(world))) as fresh:
+        again = await fresh.get(path, headers={"If-Modified-Since": response.headers["Last-Modified"]})
+        assert again.status == 304
+
+
+async def test_an_edit_moves_last_modified_and_if_modified_since_sees_it(client: Client, world: World) -> None:
+    post_id = world.ids["mutable2"]
+    first = await client.get("/c/mutable_ch/feed.json")
+    before = first.headers["Last-Modified"]
+    async with world.sessions.begin() as session:
+        await session.execute(
+            update(Post).where(Post.id == post_id).values(content=message("MUTABLE-TWO-LAST-MODIFIED"))
+        )
+    try:
+        changed = await client.get("/c/mutable_ch/feed.json", headers={"If-Modified-Since": before})
+        assert changed.status == 200 and "MUTABLE-TWO-LAST-MODIFIED" in await changed.text()
+        after = changed.headers["Last-Modified"]
+        assert parsedate_to_datetime(after) > parsedate_to_datetime(before)
+        assert parsedate_to_datetime(after) <= datetime.now(UTC)
+        unchanged = await client.get("/c/mutable_ch/feed.json", headers={"If-Modified-Since": after})
+        assert unchanged.status == 304
+    finally:
+        async with world.sessions.begin() as session:
+            original = message("MUTABLE-TWO-ORIGINAL")
+            await session.execute(update(Post).where(Post.id == post_id).values(content=original))
+
+
 async def test_a_redaction_shows_on_the_next_request(client: Client, world: World) -> None:
     post_id = world.ids["mutable1"]
     page = await get_text(client, "/c/mutable_ch")
@@ -837,7 +886,7 @@ async def test_media_of_a_visible_post_is_served_and_cached(client: Client, worl
     assert await response.read() == b"\x89PNG fake image"
     assert response.headers["Content-Type"] == "image/png"
     assert response.headers["Content-Disposition"] == "inline"
-    assert response.headers["Cache-Control"] == "public, max-age=86400"
+    assert response.headers["Cache-Control"] == "public, max-age=300, must-revalidate"
     assert homeserver.authorizations[-1] == f"Bearer {AS_TOKEN}"
     fetched = homeserver.media_requests.count("mxc://example.org/img1")
     # A fresh application (empty memory) still finds it on disk: the homeserver is not asked again.
@@ -853,6 +902,56 @@ async def test_media_of_a_visible_post_is_served_and_cached(client: Client, worl
         assert stat.S_IMODE(entry.stat().st_mode) == 0o600
 
 
+async def test_media_revalidates_cheaply_and_a_takedown_closes_it(client: Client, world: World) -> None:
+    first = await client.get("/media/example.org/img1")
+    assert first.status == 200
+    # A reader's cache may keep it five minutes, then must ask again; the answer is a 304.
+    assert first.headers["Cache-Control"] == "public, max-age=300, must-revalidate"
+    etag, last_modified = first.headers["ETag"], first.headers["Last-Modified"]
+    second = await client.get("/media/example.org/img1")
+    assert second.headers["ETag"] == etag and second.headers["Last-Modified"] == last_modified
+    again = await client.get("/media/example.org/img1", headers={"If-None-Match": etag})
+    assert again.status == 304 and await again.read() == b""
+    assert again.headers["Cache-Control"] == "public, max-age=300, must-revalidate"
+    since = await client.get("/media/example.org/img1", headers={"If-Modified-Since": last_modified})
+    assert since.status == 304
+    # Taken down: the next revalidation gets a 404, never the file or a 304.
+    async with world.sessions.begin() as session:
+        await session.execute(update(Post).where(Post.id == world.ids["image"]).values(redacted=True))
+    try:
+        gone = await client.get("/media/example.org/img1", headers={"If-None-Match": etag})
+        assert gone.status == 404 and b"PNG" not in await gone.read()
+        assert gone.headers["Cache-Control"] == "public, no-cache"
+    finally:
+        async with world.sessions.begin() as session:
+            await session.execute(update(Post).where(Post.id == world.ids["image"]).values(redacted=False))
+
+
+async def test_a_new_channel_photo_shows_at_once_and_the_old_one_is_closed(client: Client, world: World) -> None:
+    assert '<span class="avatar' in await get_text(client, "/c/mutable_ch")  # the letter
+    etag = (await client.get("/c/mutable_ch")).headers["ETag"]
+    world.homeserver.media["mxc://example.org/mutable_photo"] = (b"mutable photo", "image/png")
+    world.homeserver.media["mxc://example.org/mutable_photo2"] = (b"second photo", "image/png")
+
+    async def photo(url: str | None) -> None:
+        async with world.sessions.begin() as session:
+            await session.execute(update(Channel).where(Channel.handle == "mutable_ch").values(avatar_url=url))
+
+    try:
+        await photo("mxc://example.org/mutable_photo")
+        response = await client.get("/c/mutable_ch", headers={"If-None-Match": etag})
+        assert response.status == 200
+        assert '<img class="avatar" src="/media/example.org/mutable_photo"' in await response.text()
+        feed = json.loads(await get_text(client, "/c/mutable_ch/feed.json"))
+        assert feed["icon"] == f"{PUBLIC_URL}/media/example.org/mutable_photo"
+        assert (await client.get("/media/example.org/mutable_photo")).status == 200
+        await photo("mxc://example.org/mutable_photo2")
+        assert "/media/example.org/mutable_photo2" in await get_text(client, "/c/mutable_ch")
+        assert (await client.get("/media/example.org/mutable_photo")).status == 404
+    finally:
+        await photo(None)
+
+
 @pytest.mark.parametrize(
     ("media_id", "disposition"),
     [("thumb1", "inline"), ("vid1", "inline"), ("file1", "attachment"), ("inline1", "attachment")],
@@ -864,8 +963,8 @@ async def test_dangerous_media_types_are_downloads(client: Client, media_id: str
     assert "sandbox" in response.headers["Content-Security-Policy"]
 
 
-async def test_avatar_of_a_public_channel_is_served(client: Client) -> None:
-    await get_text(client, "/c/persian_ch")
+async def test_the_photo_of_a_public_channel_is_served(client: Client) -> None:
+    # Straight from the database: no page has to be seen first.
     response = await client.get("/media/example.org/avatar1")
     assert response.status == 200 and await response.read() == b"fake avatar"
 
@@ -878,7 +977,7 @@ async def test_avatar_of_a_public_channel_is_served(client: Client) -> None:
         "/media/example.org/susp1",  # a suspended channel's
         "/media/evil.example/img1",  # another server, same id
         "/media/example.org/img1%2F..",
-        "/media/example.org/avatar1",  # an avatar nobody has seen on a page yet is not trusted
+        "/media/example.org/suspavatar",  # a suspended channel's photo
     ],
 )
 async def test_media_nobody_public_shows_is_refused(client: Client, world: World, path: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bridge.matrix.media import parse_mxc
 from bridge.matrix.polls import PollTally, parse_poll, poll_of, tally_poll
 from bridge.web.cache import FreshReads, Page, PageCache, RefreshingCache
 from bridge.web.feeds import atom, entry_html, tag_uri
@@ -22,7 +23,7 @@ from bridge.web.render import (
     media_refs,
     number,
 )
-from bridge.web.sanitise import Sanitiser, media_path, parse_mxc, plain_html
+from bridge.web.sanitise import Sanitiser, media_path, plain_html
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 CHANNEL = ChannelInfo(
@@ -631,12 +632,17 @@ def test_the_page_cache_serves_only_the_same_version_and_stays_bounded() -> None
     assert cache.get("d", 1) is None
 
 
-def test_last_modified_always_moves_forward() -> None:
+def test_last_modified_is_the_content_s_change_time_and_always_moves_forward() -> None:
     cache = PageCache()
-    future = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=30)
-    cache.put("a", page(b"x", 1, future))
-    assert cache.last_modified("a") == future + timedelta(seconds=1)
-    assert cache.last_modified("other") <= datetime.now(UTC)
+    changed = datetime(2024, 3, 1, 12, 0, 7, 250_000, tzinfo=UTC)
+    # When the content changed (whole seconds), not when the page happens to be rendered.
+    assert cache.last_modified("other", changed) == datetime(2024, 3, 1, 12, 0, 7, tzinfo=UTC)
+    cache.put("a", page(b"x", 1, changed.replace(microsecond=0)))
+    # Another version changed in the same second, or only in values without a change time (a
+    # subscriber count): a second after the rendering it replaces, never the same date.
+    assert cache.last_modified("a", changed) == datetime(2024, 3, 1, 12, 0, 8, tzinfo=UTC)
+    later = changed + timedelta(hours=1)
+    assert cache.last_modified("a", later) == later.replace(microsecond=0)
 
 
 async def test_refreshing_cache_serves_stale_values_while_it_refreshes() -> None:
