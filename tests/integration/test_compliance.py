@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -93,6 +94,37 @@ async def test_held_posts_are_approved_and_rejected_posts_never_appear(env: Env)
             e.get("content", {}).get("body", "") for e in await alice.all_messages(channel.broadcast)
         ]
         assert not any("forbiddenword" in body for body in published)
+
+
+async def held_figures(env: Env) -> dict[str, Any]:
+    """The transparency report's held posts for today (UTC), as `kanal transparency` prints them."""
+    today = datetime.now(UTC).date().isoformat()
+    out = await env.run_cli("transparency", "--from", today, "--to", today, "--format", "json")
+    figures: dict[str, Any] = json.loads(out)["held_posts"]
+    return figures
+
+
+async def test_the_transparency_report_counts_held_posts_not_rejected_ones(env: Env) -> None:
+    """Two posts held for review and two a hook rejected: two more held, two more rejected
+    automatically (the database is shared with the session's other tests: the report is compared
+    with itself before)."""
+    moderator, alice = await env.user("mod"), await env.user("alice")
+    hooks = [
+        {"type": "terms", "name": "watchlist", "terms": ["holdme"], "action": "hold", "category": "spam"},
+        {"type": "terms", "name": "banned", "terms": ["forbiddenword"], "action": "reject"},
+    ]
+    async with reconfigured(env, compliance(moderator, hooks=hooks)):
+        await join_moderation_room(moderator)
+        channel = await create_channel(env, alice, env.handle("count"), "Counted")
+        before = await held_figures(env)
+        for n in range(2):
+            await alice.ask(channel.backstage, f"holdme number {n}", "held for review")
+            await alice.ask(channel.backstage, f"forbiddenword number {n}", "Statement of reasons")
+        after = await held_figures(env)
+    assert after["held"] - before["held"] == 2
+    assert after["by_status"]["held"] - before["by_status"]["held"] == 2
+    assert after["by_status"]["rejected"] == before["by_status"]["rejected"]
+    assert after["rejected_automatically"] - before["rejected_automatically"] == 2
 
 
 async def test_a_persian_speaking_author_receives_the_statement_in_persian(env: Env) -> None:
