@@ -158,7 +158,7 @@ class Service:
 
     def make_app(self) -> web.Application:
         app = self.server.make_app()
-        add_routes(app, self.metrics, self.server, self.outbox, self._db_ping)
+        add_routes(app, self.metrics, self.server, self.outbox, self._db_ping, self.bridge.pruner)
         flagger_routes(app, self.ctx)
         return app
 

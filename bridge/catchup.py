@@ -28,6 +28,7 @@ from appservice.events import Event, EventParseError, parse_event
 from appservice.ids import RoomID
 from bridge.matrix.relay import POLL_END_TYPES, POLL_START_TYPES
 from bridge.runtime.context import Context
+from bridge.runtime.retention import too_old
 from bridge.store.models import InboundEvent, InboundStatus, Room, RoomKind
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,19 @@ def _recorded_in_order(seqs: list[int | None]) -> bool:
 
 
 def _actionable(ctx: Context, raws: list[dict[str, Any]]) -> list[Event]:
-    """The events among `raws` (oldest first) that Kanal relays or mirrors."""
+    """The events among `raws` (oldest first) that Kanal relays or mirrors; none past the dedupe
+    horizon (its record may be pruned: it was handled, or is too old to publish now)."""
     events: list[Event] = []
     for raw in raws:
         try:
             event = parse_event(raw)
         except EventParseError:
             continue
-        if event.type in CATCH_UP_TYPES and not _is_ours(ctx, event.sender):
+        if (
+            event.type in CATCH_UP_TYPES
+            and not _is_ours(ctx, event.sender)
+            and not too_old(event.origin_server_ts, ctx.config)
+        ):
             events.append(event)
     return events
 

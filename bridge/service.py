@@ -58,6 +58,7 @@ from bridge.publishing import schedule as _schedule  # noqa: F401 (imported for 
 from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, new_entry, record_copy, room_queue
+from bridge.runtime.retention import Pruner, too_old
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, InboundEvent, InboundStatus, Room, RoomKind
 from bridge.text.i18n import t
@@ -152,6 +153,7 @@ class Bridge:
         self._verify_until = 0.0
         self._backstage_rooms: set[str] = set()  # known backstage rooms (a room never stops being one)
         self._sequence = DeliverySequence()
+        self.pruner = Pruner(ctx.sessions, ctx.config)
 
     # -- the homeserver pushes ---------------------------------------------------------------------
 
@@ -214,6 +216,17 @@ class Bridge:
             await self.leases.mark(VERIFY_ORDER_MARK, VERIFY_WINDOW_S)
 
     async def _actionable(self, session: AsyncSession, events: list[Event]) -> list[dict[str, Any]]:
+        now = time.time()
+        stale = [e for e in events if too_old(e.origin_server_ts, self.ctx.config, now)]
+        if stale:
+            events = [e for e in events if not too_old(e.origin_server_ts, self.ctx.config, now)]
+            # Its record may be pruned already: handling it now could handle it twice.
+            log.warning(
+                "Ignored %d event(s) sent more than %d days ago (database.inbound_retention_days), e.g. %s",
+                len(stale),
+                self.ctx.config.inbound_retention_days,
+                stale[0].event_id,
+            )
         room_ids: set[str] = {e.room_id for e in events}
         ours = await self._managed_rooms(session, room_ids) if room_ids else set()
         knocked: set[str] = {e.room_id for e in events if is_knock(e) or is_self_leave(e)}
@@ -423,6 +436,9 @@ class Bridge:
                         self.ctx.outbox.wake()
                     await record_daily_stats(self.ctx)
                     await mark_views(self.ctx)  # edits that waited for channels.views_edit_interval
+                    pruned = await self.pruner.prune()  # what retention no longer keeps
+                    if any(pruned.values()):
+                        log.info("Pruned %s", ", ".join(f"{n} row(s) of {t}" for t, n in pruned.items() if n))
             except Exception:
                 log.exception("Housekeeping failed; trying again in %.0f s", HOUSEKEEPING_INTERVAL_S)
             try:

@@ -251,7 +251,7 @@ def test_dockerfile_runtime_agrees_with_the_code() -> None:
     url = urlsplit(urls[0])
     assert url.hostname == "127.0.0.1" and url.port == LISTEN_PORT
     app = web.Application()
-    add_routes(app, Metrics(), object(), object(), object())  # type: ignore[arg-type]
+    add_routes(app, Metrics(), object(), object(), object(), object())  # type: ignore[arg-type]
     get_paths = {
         route.resource.canonical
         for route in app.router.routes()

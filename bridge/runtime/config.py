@@ -37,6 +37,9 @@ class ConfigError(ValueError):
 
 
 DEFAULT_SHARD_SIZE: Final = 10_000  # channels.shard_size
+# database.inbound_retention_days / database.outbox_retention_days (see bridge/runtime/retention.py)
+DEFAULT_INBOUND_RETENTION_DAYS: Final = 7
+DEFAULT_OUTBOX_RETENTION_DAYS: Final = 7
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ class Config:
     web_listen_host: str = "127.0.0.1"
     web_listen_port: int = 29341
     web_public_url: str = "http://127.0.0.1:29341"
+    # How long handled events (their ids: the dedupe of deliveries and catch-up) and sent outbox
+    # entries are kept before the background pruning deletes them
+    inbound_retention_days: int = DEFAULT_INBOUND_RETENTION_DAYS
+    outbox_retention_days: int = DEFAULT_OUTBOX_RETENTION_DAYS
 
     @property
     def bot_user_id(self) -> str:
@@ -115,7 +122,11 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "bot_localpart": (str, False),
         "ghost_prefix": (str, False),
     },
-    "database": {"url": (str, False)},
+    "database": {
+        "url": (str, False),
+        "inbound_retention_days": (int, False),
+        "outbox_retention_days": (int, False),
+    },
     "channels": {
         "creation_policy": (str, False),
         "default_language": (str, False),
@@ -233,6 +244,12 @@ def parse(data: Any, path: Path) -> Config:
     compliance = _compliance(values["compliance"], path, base, operators)
     web = _web(values["web"], "web" in data, (asv.listen_host, asv.listen_port), path)
     retention = _retention_days(values["hosting"], path)
+    inbound_days = _at_least(
+        values["database"], "database", "inbound_retention_days", DEFAULT_INBOUND_RETENTION_DAYS, 1, path
+    )
+    outbox_days = _at_least(
+        values["database"], "database", "outbox_retention_days", DEFAULT_OUTBOX_RETENTION_DAYS, 1, path
+    )
     return Config(
         path=path,
         domain=domain,
@@ -270,6 +287,8 @@ def parse(data: Any, path: Path) -> Config:
         web_listen_host=web.listen_host,
         web_listen_port=web.listen_port,
         web_public_url=web.public_url,
+        inbound_retention_days=inbound_days,
+        outbox_retention_days=outbox_days,
     )
 
 

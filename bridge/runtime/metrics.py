@@ -1,6 +1,7 @@
 """Prometheus metrics, liveness and readiness: what an operator scrapes and probes.
 
-/metrics  transactions and events by outcome, outbox depth and age, homeserver latency and errors
+/metrics  transactions and events by outcome, outbox depth and age, homeserver latency and errors,
+          rows kept and pruned in the tables that retention bounds
 /health   liveness: the process answers
 /ready    readiness: taking transactions, and the database answers
 
@@ -22,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from appservice.server import AppServiceServer
 from bridge.runtime.outbox import OutboxWorker
+from bridge.runtime.retention import Pruner, table_rows
 
 
 class Metrics:
@@ -51,11 +53,18 @@ class _ServiceCollector(Collector):
     """Reads counters kept by the server, processor and outbox at scrape time (no double bookkeeping)."""
 
     def __init__(
-        self, server: AppServiceServer, outbox: OutboxWorker, depth: Callable[[], tuple[int, float]]
+        self,
+        server: AppServiceServer,
+        outbox: OutboxWorker,
+        depth: Callable[[], tuple[int, float]],
+        pruner: Pruner,
+        rows: Callable[[], dict[str, int]],
     ) -> None:
         self.server = server
         self.outbox = outbox
         self.depth = depth
+        self.pruner = pruner
+        self.rows = rows
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         stats = self.server.stats
@@ -87,6 +96,18 @@ class _ServiceCollector(Collector):
         yield GaugeMetricFamily(
             "kanal_outbox_oldest_age_seconds", "Age of the oldest waiting entry.", value=age
         )
+        rows = GaugeMetricFamily(
+            "kanal_table_rows", "Rows in the tables retention bounds, by table.", labels=["table"]
+        )
+        for table, count in self.rows().items():
+            rows.add_metric([table], count)
+        yield rows
+        pruned = GaugeMetricFamily(
+            "kanal_pruned_rows_total", "Rows this process pruned since it started, by table.", labels=["table"]
+        )
+        for table, count in self.pruner.pruned.items():
+            pruned.add_metric([table], count)
+        yield pruned
 
 
 def add_routes(
@@ -95,12 +116,17 @@ def add_routes(
     server: AppServiceServer,
     outbox: OutboxWorker,
     db_ping: Callable[[], Awaitable[None]],
+    pruner: Pruner,
 ) -> None:
     depth_cache: list[tuple[int, float]] = [(0, 0.0)]
-    metrics.registry.register(_ServiceCollector(server, outbox, lambda: depth_cache[0]))
+    rows_cache: list[dict[str, int]] = [{}]
+    metrics.registry.register(
+        _ServiceCollector(server, outbox, lambda: depth_cache[0], pruner, lambda: rows_cache[0])
+    )
 
     async def metrics_handler(request: web.Request) -> web.Response:
         depth_cache[0] = await outbox.depth()
+        rows_cache[0] = await table_rows(outbox.sessions)
         return web.Response(
             body=generate_latest(metrics.registry),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -11,6 +11,7 @@ tests/integration/test_reliability.py; these tests make each failure mode happen
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ DOMAIN = "example.org"
 BOT = f"@kanal:{DOMAIN}"
 ALICE = f"@alice:{DOMAIN}"
 BACKSTAGE = f"!backstage:{DOMAIN}"
+# Recent: older events are past the dedupe horizon (database.inbound_retention_days) and ignored.
+SENT_MS = int(time.time() * 1000) - 3_600_000
 
 
 def post(n: int) -> dict[str, Any]:
@@ -45,7 +48,7 @@ def post(n: int) -> dict[str, Any]:
         "room_id": BACKSTAGE,
         "sender": ALICE,
         "type": "m.room.message",
-        "origin_server_ts": 1_700_000_000_000 + n,
+        "origin_server_ts": SENT_MS + n,
         "content": {"msgtype": "m.text", "body": f"post {n}"},
     }
 
@@ -61,7 +64,7 @@ class Timeline:
             "sender": BOT,
             "type": "m.room.create",
             "state_key": "",
-            "origin_server_ts": 1_700_000_000_000,
+            "origin_server_ts": SENT_MS,
             "content": {"creator": BOT},
         }
         self.events: list[dict[str, Any]] = [created] + [post(n) for n in range(1, count + 1)]

@@ -100,7 +100,11 @@ def test_full_config(tmp_path: Path) -> None:
             "bot_localpart": "channels",
             "ghost_prefix": "ch_",
         },
-        "database": {"url": "postgresql://kanal:secret@db/kanal"},
+        "database": {
+            "url": "postgresql://kanal:secret@db/kanal",
+            "inbound_retention_days": 30,
+            "outbox_retention_days": 1,
+        },
         "channels": {"creation_policy": "open", "default_language": "fa"},
         "logging": {"level": "debug", "format": "json"},
     }
@@ -114,6 +118,7 @@ def test_full_config(tmp_path: Path) -> None:
     assert config.bot_user_id == "@channels:chat.example.ir"
     assert config.ghost_prefix == "ch_"
     assert config.database_url == "postgresql+asyncpg://kanal:secret@db/kanal"
+    assert (config.inbound_retention_days, config.outbox_retention_days) == (30, 1)
     assert config.default_language == "fa"
     assert config.log_level == "DEBUG"
     assert config.log_format == "json"
@@ -520,6 +525,9 @@ def test_parse_uses_the_path_it_is_given() -> None:
             "(Kanal's own server is always allowed)",
         ),
         ("hosting.retention_days", 0, "'hosting.retention_days' must be at least 1 (or left out), got 0"),
+        ("database.inbound_retention_days", 0, "'database.inbound_retention_days' must be at least 1, got 0"),
+        ("database.outbox_retention_days", 0, "'database.outbox_retention_days' must be at least 1, got 0"),
+        ("database.outbox_retention_days", "7d", "'database.outbox_retention_days' must be an integer, got str"),
         ("compliance.moderators", ["mods"], "'compliance.moderators' must hold Matrix user ids, got 'mods'"),
         ("compliance.appeal_window_days", 0, "'compliance.appeal_window_days' must be at least 1, got 0"),
         ("compliance.checkpoint_every", 0, "'compliance.checkpoint_every' must be at least 1, got 0"),
