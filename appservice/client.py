@@ -22,10 +22,11 @@ from .errors import (
     MatrixConnectionError,
     MatrixRequestError,
     MLimitExceeded,
+    MRoomInUse,
     MUserInUse,
     error_from_response,
 )
-from .ids import EventID, RoomAlias, RoomID, UserID
+from .ids import EventID, RoomAlias, RoomID, UserID, server_of
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +243,41 @@ class Intent:
     async def create_room(self, body: dict[str, Any]) -> RoomID:
         data = await self._call("POST", "/_matrix/client/v3/createRoom", body)
         return RoomID(data["room_id"])
+
+    async def create_room_once(
+        self, body: dict[str, Any], alias_localpart: str, *, canonical: bool = False
+    ) -> RoomID:
+        """`createRoom` that a retry cannot repeat: the room is made with the alias
+        `#<alias_localpart>:<our server>`, so an attempt after a lost answer (the client's own retry, or
+        a later one) meets M_ROOM_IN_USE and gets the room the first attempt made.
+
+        Unless `canonical`, the alias is not announced as the room's address (clients would show it
+        instead of a name). Raises MRoomInUse when the alias is a room this user did not create.
+        """
+        request = {**body, "room_alias_name": alias_localpart}
+        if not canonical:
+            hidden = {"type": "m.room.canonical_alias", "state_key": "", "content": {}}
+            request["initial_state"] = [*body.get("initial_state", []), hidden]
+        try:
+            return await self.create_room(request)
+        except MRoomInUse:
+            room_id = await self.resolve_alias(RoomAlias(f"#{alias_localpart}:{server_of(self.user_id)}"))
+            if not await self.created(room_id):
+                raise
+            log.info("Room %s was created before (its answer was lost); using it", room_id)
+            return room_id
+
+    async def created(self, room_id: RoomID) -> bool:
+        """Whether this user created the room (the sender of its `m.room.create`)."""
+        path = f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.create/"
+        try:
+            event = await self._call("GET", path, query={"format": "event"})
+        except MatrixRequestError:
+            return False  # not in the room, or no such room: not ours
+        # The event (`format=event`); a homeserver that ignores the parameter answers its content,
+        # which names the creator up to room version 10.
+        creator = event.get("sender", event.get("creator"))
+        return bool(creator == self.user_id)
 
     async def join(self, room: str) -> RoomID:
         data = await self._call("POST", f"/_matrix/client/v3/join/{q(room)}", {})

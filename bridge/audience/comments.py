@@ -70,6 +70,7 @@ from bridge.runtime.outbox import (
     send_content,
     txn_id_for,
 )
+from bridge.runtime.rooms import create_once, forget_marker
 from bridge.store import queries
 from bridge.store.models import (
     Channel,
@@ -719,10 +720,13 @@ async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
             banned,
         )
 
+    marked = False
     try:
-        room_id = await bot.create_room(request(alias=True))
+        room_id = await bot.create_room(request(alias=True))  # the alias makes a retry find the room
     except MRoomInUse:
-        room_id = await _adopt(ctx, handle) or await bot.create_room(request(alias=False))
+        adopted = await _adopt(ctx, handle)
+        marked = adopted is None  # someone else's alias: a marker of its own makes a retry find it
+        room_id = adopted or await create_once(ctx, request(alias=False), "comments", channel.id)
     ghost = ctx.client.intent(UserID(channel.ghost_user_id))
     await ghost.join(room_id)
     async with ctx.sessions.begin() as session:
@@ -741,6 +745,8 @@ async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
             room=_room_ref(ctx, current),
         )
     ctx.remember_room(room_id)
+    if marked:
+        await forget_marker(ctx, "comments", channel.id)
     log.info("Discussion room of #%s is %s", handle, room_id)
     return None
 
@@ -823,9 +829,8 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
     async with ctx.sessions() as session:
         room_id = await queries.management_room_of(session, user)
     if room_id is None:
-        room_id = await ctx.bot_intent().create_room(
-            {"preset": "trusted_private_chat", "is_direct": True, "invite": [user]}
-        )
+        body = {"preset": "trusted_private_chat", "is_direct": True, "invite": [user]}
+        room_id = await create_once(ctx, body, "dm", user)
         async with ctx.sessions.begin() as session:
             await session.merge(
                 Room(
@@ -836,6 +841,7 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
                 )
             )
         ctx.remember_room(room_id)
+        await forget_marker(ctx, "dm", user)
     return await send_content(worker, entry, room_id, "m.room.message", entry.payload["content"])
 
 

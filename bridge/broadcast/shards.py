@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import q
-from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound, MRoomInUse
+from appservice.errors import MatrixConnectionError, MatrixRequestError, MNotFound
 from appservice.events import Event
 from appservice.ids import RoomAlias, RoomID, UserID
 from bridge.runtime.context import Context, enqueue
@@ -223,13 +223,12 @@ async def open_shard(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
 async def _create(ctx: Context, channel: Channel, after: RoomID, ordinal: int) -> RoomID:
     bot = ctx.bot_intent()
     alias = shard_alias(ctx, channel.id, ordinal)
-    request = next_room_request(
-        await bot.room_state(after), alias_localpart=alias[1:].rsplit(":", 1)[0], ghost=channel.ghost_user_id
-    )
-    try:
-        return await bot.create_room(request)
-    except MRoomInUse:
-        return await bot.resolve_alias(RoomAlias(alias))  # made before a crash
+    localpart = alias[1:].rsplit(":", 1)[0]
+    state = await bot.room_state(after)
+    request = next_room_request(state, alias_localpart=localpart, ghost=channel.ghost_user_id)
+    # The alias stays the new room's own (and its canonical alias until #handle moves to it); a retry
+    # after a lost answer or a crash finds the room it names.
+    return await bot.create_room_once(request, localpart, canonical=True)
 
 
 async def _record(ctx: Context, channel: Channel, room_id: RoomID) -> None:

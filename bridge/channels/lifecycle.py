@@ -18,6 +18,7 @@ from bridge.matrix.powerlevels import (
 )
 from bridge.runtime.context import Context
 from bridge.runtime.outbox import OutboxWorker, SkipEntry, txn_id_for
+from bridge.runtime.rooms import create_once, forget_marker
 from bridge.store.models import Channel, ChannelMember, ChannelStatus, OutboxEntry, Room, RoomKind
 from bridge.text.i18n import t
 
@@ -44,7 +45,8 @@ async def _adopt_broadcast(ctx: Context, channel: Channel) -> RoomID:
         owned_by_other = await session.scalar(
             select(Channel.id).where(Channel.broadcast_room_id == room_id, Channel.id != channel.id)
         )
-    if marker.get("handle") != channel.handle or owned_by_other is not None:
+    # The marker state alone proves nothing (anyone can make a room with it); the creator does.
+    if marker.get("handle") != channel.handle or owned_by_other is not None or not await bot.created(room_id):
         raise MatrixRequestError(
             409, "M_ROOM_IN_USE", f"the alias {ctx.alias_for(channel.handle or '')} is taken"
         )
@@ -98,15 +100,19 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
             channel.broadcast_room_id = room_id
         await ghost.join(RoomID(channel.broadcast_room_id))
         if channel.backstage_room_id is None:
-            room_id = await bot.create_room(
+            room_id = await create_once(
+                ctx,
                 with_hosting_policy(
                     backstage_room_request(handle=channel.handle, title=channel.title, owner=channel.owner),
                     ctx.config,
                     channel.retention_days,
                     banned,
-                )
+                ),
+                "backstage",
+                channel.id,
             )
             await _record_room(ctx, channel, RoomKind.BACKSTAGE, room_id)
+            await forget_marker(ctx, "backstage", channel.id)
     except MatrixRequestError as exc:
         if not exc.retryable:
             # Give the handle back so the user can try again (or another name).

@@ -11,6 +11,7 @@ from appservice.errors import MatrixRequestError
 from appservice.ids import RoomID
 from bridge.runtime.context import Context, enqueue, send_entry
 from bridge.runtime.outbox import OutboxKind, OutboxStatus, SkipEntry, new_entry
+from bridge.runtime.rooms import create_once, forget_marker
 from bridge.store.models import OutboxEntry, Room, RoomKind
 
 log = logging.getLogger(__name__)
@@ -38,20 +39,20 @@ async def sync_staff_room(
     async with ctx.sessions() as session:
         room_id: RoomID | None = await session.scalar(select(Room.room_id).where(Room.kind == kind))
     if room_id is None:
-        created = await bot.create_room(
-            {
-                "preset": "private_chat",
-                "visibility": "private",
-                "name": name,
-                "topic": topic,
-                "invite": members,
-                "power_level_content_override": {"users": {member: 50 for member in members}},
-            }
-        )
+        body = {
+            "preset": "private_chat",
+            "visibility": "private",
+            "name": name,
+            "topic": topic,
+            "invite": members,
+            "power_level_content_override": {"users": {member: 50 for member in members}},
+        }
+        created = await create_once(ctx, body, "staff", kind)
         async with ctx.sessions.begin() as session:
             session.add(Room(room_id=created, kind=kind, language=ctx.config.default_language))
             enqueue(session, send_entry(ctx.bot, created, {"msgtype": "m.notice", "body": welcome}))
         ctx.remember_room(created)
+        await forget_marker(ctx, "staff", kind)
         log.info("Created the %s room %s for %d member(s)", kind, created, len(members))
         return created
     joined = await bot.joined_members(room_id)

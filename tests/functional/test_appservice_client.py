@@ -18,6 +18,7 @@ from appservice.errors import (
     MForbidden,
     MLimitExceeded,
     MNotFound,
+    MRoomInUse,
     MUnknownToken,
 )
 from appservice.ids import EventID, RoomID, UserID
@@ -396,3 +397,41 @@ async def test_observer_sees_every_attempt(
     await hs.intent(GHOST).send(ROOM, "m.room.message", {}, "t1")
     assert [(method, status) for method, status, _d in observed] == [("PUT", 503), ("PUT", 200)]
     assert all(duration >= 0 for *_x, duration in observed)
+
+
+# -- createRoom once ------------------------------------------------------------------------------------------
+
+CREATE_ROOM = f"{V3}/createRoom"
+MARKER = "#_kanal.staff.x:example.org"
+IN_USE = (400, {"errcode": "M_ROOM_IN_USE", "error": "Room alias already taken"})
+
+
+async def test_create_room_once_finds_the_room_an_earlier_attempt_made(
+    hs: HomeserverClient, homeserver: FakeHomeserver
+) -> None:
+    homeserver.on("POST", CREATE_ROOM, IN_USE)
+    homeserver.on("GET", f"{V3}/directory/room/{MARKER}", (200, {"room_id": ROOM}))
+    homeserver.on("GET", f"{V3}/rooms/{ROOM}/state/m.room.create/", (200, {"sender": BOT, "content": {}}))
+
+    room = await hs.intent(BOT).create_room_once({"preset": "private_chat"}, "_kanal.staff.x")
+
+    assert room == ROOM
+    (create,) = homeserver.requests_to("POST", CREATE_ROOM)
+    assert create.body["room_alias_name"] == "_kanal.staff.x"
+    # The marker is not announced as the room's address.
+    assert {"type": "m.room.canonical_alias", "state_key": "", "content": {}} in create.body["initial_state"]
+    (state,) = homeserver.requests_to("GET", f"{V3}/rooms/{ROOM}/state/m.room.create/")
+    assert state.query == {"format": "event", "user_id": BOT}
+
+
+async def test_create_room_once_refuses_a_marker_someone_else_made(
+    hs: HomeserverClient, homeserver: FakeHomeserver
+) -> None:
+    homeserver.on("POST", CREATE_ROOM, IN_USE)
+    homeserver.on("GET", f"{V3}/directory/room/{MARKER}", (200, {"room_id": ROOM}))
+    homeserver.on(
+        "GET", f"{V3}/rooms/{ROOM}/state/m.room.create/", (200, {"sender": "@squatter:example.org", "content": {}})
+    )
+
+    with pytest.raises(MRoomInUse):
+        await hs.intent(BOT).create_room_once({"preset": "private_chat"}, "_kanal.staff.x")
