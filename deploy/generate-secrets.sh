@@ -167,6 +167,10 @@ app_service_config_files:
 # Without this Synapse silently refuses to publish channels in the room directory.
 room_list_publication_rules:
   - action: allow
+# Kanal reads no encrypted message: new rooms are encrypted only when their creator asks (clients
+# still encrypt the chats people open with each other). \`invite\` or \`all\` would encrypt the chats
+# with the bot and the backstage rooms, and nothing could be created or published.
+encryption_enabled_by_default_for_room_type: "off"
 # Big channels: Synapse reads these caches for every member of a room on each post. These factors
 # hold rooms of 10,000 members (Kanal's channels.shard_size); \`kanal doctor\` says when they do not.
 caches:

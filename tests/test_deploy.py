@@ -408,6 +408,8 @@ def test_generated_homeserver_config_is_wired_for_compose(generated: Generated) 
     registration_target = next(t for t, s in _binds(synapse).items() if s == "./kanal/registration.yaml")
     assert hs["app_service_config_files"] == [registration_target]
     assert hs["room_list_publication_rules"] == [{"action": "allow"}]
+    # Kanal reads no encrypted message: the homeserver must not encrypt its rooms on its own.
+    assert hs["encryption_enabled_by_default_for_room_type"] == "off"
 
     data_dir = next(t for t, s in _binds(synapse).items() if s == "./synapse")
     assert synapse["environment"]["SYNAPSE_CONFIG_PATH"] == f"{data_dir}/homeserver.yaml"

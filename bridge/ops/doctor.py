@@ -5,7 +5,7 @@
     ├── bot user        whoami with the as_token       ├── trusted_key_servers, report_stats
     ├── appservice ping homeserver → Kanal             ├── identity server, federation
     ├── tokens          config.yaml ↔ registration     ├── media storage, room_list_publication_rules
-    └── kanal database  SQLite or PostgreSQL           ├── synapse database
+    └── kanal database  SQLite or PostgreSQL           ├── encryption by default, synapse database
                                                        └── caches for large rooms (channels.shard_size)
 
 The homeserver.yaml checks are pure functions of the parsed YAML and Kanal's `Config`, so they are
@@ -58,6 +58,13 @@ SYNAPSE_DEFAULT_KEY_SERVER = "matrix.org"
 AWS_S3_HOST = "s3.amazonaws.com"
 # Names that never leave the operator's network (RFC 6762, RFC 8375, common private suffixes).
 PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+# Synapse's `encryption_enabled_by_default_for_room_type`: what each value encrypts at creation.
+ENCRYPTION_OFF = "off"
+_PRIVATE_ROOMS = "people's chats with the bot, the channels' backstage rooms and the operators' and moderation rooms"
+ENCRYPTION_BREAKS = {
+    "invite": _PRIVATE_ROOMS,
+    "all": _PRIVATE_ROOMS + ", and the channels and their discussion rooms too",
+}
 REGISTRATION_FIX = (
     "add registration.yaml to app_service_config_files in the homeserver's config and restart the homeserver"
 )
@@ -483,6 +490,33 @@ def check_room_publication(hs: Mapping[str, Any], config: Config) -> Check:
     return Check(name, Status.FAIL, f"no rule allows {bot}, and Synapse denies what no rule allows", fix)
 
 
+def check_default_encryption(hs: Mapping[str, Any], config: Config) -> Check:
+    """`encryption_enabled_by_default_for_room_type`: Synapse encrypts new rooms of those presets at
+    creation, whatever their creator asks, and Kanal reads no encrypted message (yet)."""
+    name = "encryption by default"
+    key = "encryption_enabled_by_default_for_room_type"
+    value = hs.get(key, ENCRYPTION_OFF)
+    if value is False or value == ENCRYPTION_OFF:  # YAML reads an unquoted `off` as false
+        return Check(
+            name, Status.PASS, "off: the homeserver encrypts no new room on its own; Kanal's rooms stay readable"
+        )
+    fix = (
+        f"set {key}: off (Synapse's default) and restart the homeserver; clients still encrypt the "
+        "chats people open with each other. Rooms created while it was on stay encrypted (Matrix cannot "
+        "turn encryption off): people open a new chat with the bot (see Encryption in Kanal's README)"
+    )
+    if not isinstance(value, str) or value not in ENCRYPTION_BREAKS:
+        return Check(name, Status.FAIL, f"{key} is {value!r} (Synapse refuses to start)", fix)
+    return Check(
+        name,
+        Status.FAIL,
+        f"{key} is {value}: the homeserver encrypts {ENCRYPTION_BREAKS[value]} when they are created, "
+        "and Kanal cannot read encrypted messages (until it takes part in encryption): commands and "
+        "posts sent there are never answered or published",
+        fix,
+    )
+
+
 def check_synapse_database(hs: Mapping[str, Any], config: Config) -> Check:
     name = "synapse database"
     sections = hs.get("databases")
@@ -583,6 +617,7 @@ HOMESERVER_CONFIG_CHECKS: tuple[Callable[[Mapping[str, Any], Config], Check], ..
     check_federation,
     check_media,
     check_room_publication,
+    check_default_encryption,
     check_synapse_database,
     check_large_room_caches,
 )

@@ -209,6 +209,9 @@ class LocalSynapse:
             "registration_shared_secret": self.shared_secret(),
             "enable_registration": False,
             "room_list_publication_rules": [{"action": "allow"}],
+            # Never encrypt new rooms on the homeserver's own initiative: Kanal reads no encrypted
+            # message, so a forced default would make the management chat and backstage unusable.
+            "encryption_enabled_by_default_for_room_type": "off",
             "app_service_config_files": [str(p) for p in self.app_service_config_files],
             "presence": {"enabled": False},
         }

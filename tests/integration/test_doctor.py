@@ -40,6 +40,7 @@ SOVEREIGN = {
     "federation": "pass",
     "media storage": "pass",
     "room_list_publication_rules": "pass",
+    "encryption by default": "pass",
     "synapse database": "warn",
     "caches for large rooms": "pass",  # the test Synapse's caches hold a full shard
 }
@@ -128,6 +129,7 @@ def test_a_homeserver_that_is_not_sovereign(env: Env, tmp_path: Path) -> None:
     ]
     homeserver["default_identity_server"] = "https://vector.im"
     del homeserver["room_list_publication_rules"]
+    homeserver["encryption_enabled_by_default_for_room_type"] = "invite"
     bad = tmp_path / "homeserver.yaml"
     bad.write_text(yaml.safe_dump(homeserver))
 
@@ -141,6 +143,7 @@ def test_a_homeserver_that_is_not_sovereign(env: Env, tmp_path: Path) -> None:
             "federation": "fail",
             "media storage": "fail",
             "room_list_publication_rules": "fail",
+            "encryption by default": "fail",
         }
     )
     table = doctor(config, "--homeserver-config", str(bad))
@@ -153,6 +156,7 @@ def test_a_homeserver_that_is_not_sovereign(env: Env, tmp_path: Path) -> None:
     assert "s3_storage_provider.S3StorageProviderBackend → s3.eu-central-1.amazonaws.com" in text
     assert "default_identity_server is https://vector.im" in text
     assert "not set: Synapse then lets nobody (admins included) publish rooms" in text
+    assert "encryption_enabled_by_default_for_room_type is invite: the homeserver encrypts people's chats" in text
     count = Counter(expected.values())
     assert text.endswith(f"FAIL: {count['pass']} pass, {count['warn']} warn, {count['fail']} fail")
 

@@ -18,6 +18,7 @@ from bridge.ops.doctor import (
     Status,
     bot_user_check,
     check_app_service_files,
+    check_default_encryption,
     check_federation,
     check_identity_server,
     check_media,
@@ -38,6 +39,7 @@ from bridge.ops.doctor import (
     render_table,
     tokens_check,
 )
+from bridge.ops.synapse import LocalSynapse
 from bridge.runtime.config import Config, parse
 
 AS_TOKEN = "as-token-0123456789abcdef"
@@ -100,7 +102,7 @@ def test_a_sovereign_homeserver_passes_every_check_under_every_policy() -> None:
     for kanal, whitelist in ((OPEN, []), (ALLOWLIST, ["partner.example"]), (CLOSED, [])):
         checks = homeserver_config_checks(hs(federation_domain_whitelist=whitelist), kanal)
         assert [c.status for c in checks] == [Status.PASS] * len(checks), checks
-    assert len(checks) == 10
+    assert len(checks) == 11
 
 
 @pytest.mark.parametrize(
@@ -317,6 +319,39 @@ def test_synapse_database() -> None:
     split["state"] = {"name": "sqlite3"}
     assert check_synapse_database(hs(database=None, databases=split), OPEN).status is Status.WARN
     assert check_synapse_database(hs(database={"name": "mysql"}), OPEN).status is Status.FAIL
+
+
+@pytest.mark.parametrize("value", [None, "off", False])
+def test_no_encryption_by_default_passes(value: Any) -> None:
+    check = check_default_encryption(hs(encryption_enabled_by_default_for_room_type=value), OPEN)
+    assert check.status is Status.PASS, check
+
+
+@pytest.mark.parametrize(
+    ("value", "broken"),
+    [
+        ("invite", "people's chats with the bot, the channels' backstage rooms"),
+        ("all", "the channels and their discussion rooms too"),
+    ],
+)
+def test_encryption_by_default_fails_and_says_what_it_breaks(value: str, broken: str) -> None:
+    check = check_default_encryption(hs(encryption_enabled_by_default_for_room_type=value), OPEN)
+    assert check.status is Status.FAIL
+    assert broken in check.detail and "Kanal cannot read encrypted messages" in check.detail
+    assert "set encryption_enabled_by_default_for_room_type: off" in check.fix
+
+
+def test_the_synapse_kanal_starts_never_encrypts_rooms_by_default(tmp_path: Path) -> None:
+    # `kanal up` (scripts/up) and the tests: said explicitly, so no Synapse default can change it.
+    homeserver = LocalSynapse(tmp_path / "synapse").config()
+    assert homeserver["encryption_enabled_by_default_for_room_type"] == "off"
+    assert check_default_encryption(homeserver, OPEN).status is Status.PASS
+
+
+@pytest.mark.parametrize("value", ["yes", True, ["invite"], 1])
+def test_a_malformed_encryption_default_fails(value: Any) -> None:
+    check = check_default_encryption(hs(encryption_enabled_by_default_for_room_type=value), OPEN)
+    assert check.status is Status.FAIL and "Synapse refuses to start" in check.detail
 
 
 def test_reading_the_homeserver_config(tmp_path: Path) -> None:
