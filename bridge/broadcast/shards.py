@@ -166,6 +166,12 @@ async def subscriber_count(ctx: Context, channel: Channel) -> int | None:
 # -- opening the next shard -------------------------------------------------------------------------
 
 
+def _empty_topic(kind: str, content: dict[str, Any]) -> bool:
+    """An empty topic (a channel made before it got a default one): copied, clients would show
+    "removed the topic" in the new room."""
+    return kind == "m.room.topic" and not content.get("topic")
+
+
 def next_room_request(state: list[dict[str, Any]], *, alias_localpart: str, ghost: str) -> dict[str, Any]:
     """The `createRoom` body of a new shard: the open room's current state, outside the directory
     (it is listed once #handle points at it)."""
@@ -180,7 +186,7 @@ def next_room_request(state: list[dict[str, Any]], *, alias_localpart: str, ghos
             version = content.get("room_version") or "1"
         elif kind == "m.room.power_levels":
             power = content
-        elif kind not in NOT_COPIED and content:
+        elif kind not in NOT_COPIED and content and not _empty_topic(kind, content):
             initial.append({"type": kind, "state_key": event.get("state_key", ""), "content": content})
     request: dict[str, Any] = {
         "preset": "public_chat",

@@ -10,6 +10,7 @@ from appservice.errors import MatrixRequestError, MNotFound, MRoomInUse
 from appservice.ids import RoomAlias, RoomID, UserID
 from bridge.broadcast import seam
 from bridge.channels.hosting import with_hosting_policy
+from bridge.channels.registry import topic_for
 from bridge.matrix.powerlevels import (
     CHANNEL_STATE_TYPE,
     backstage_room_request,
@@ -81,7 +82,7 @@ async def create_channel(ctx: Context, entry: OutboxEntry, worker: OutboxWorker)
             broadcast = broadcast_room_request(
                 handle=channel.handle,
                 title=channel.title,
-                about=channel.about,
+                topic=topic_for(ctx.config, channel),
                 ghost=channel.ghost_user_id,
                 domain=ctx.domain,
                 reactions=channel.reactions,

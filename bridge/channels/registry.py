@@ -38,6 +38,7 @@ from bridge.store.models import (
     ReservedHandle,
 )
 from bridge.text.commands import Refusal
+from bridge.text.i18n import t
 from bridge.text.names import handle_skeleton, title_key
 
 VERIFICATION_STATE_TYPE = "net.kanal.verification"
@@ -248,8 +249,10 @@ def describe_token(row: RegistrationToken) -> str:
 
 
 def topic_for(config: Config, channel: Channel) -> str:
-    """The broadcast room's topic: the description, and the verified mark when verified."""
-    return f"{channel.about}{config.verified_topic_suffix}" if channel.verified else channel.about
+    """The broadcast room's topic: the description (a line saying what the room is, until the owner
+    writes one: never empty, which clients show as "removed the topic"), and the verified mark."""
+    about = channel.about or t(config.default_language, "channel_topic_default")
+    return f"{about}{config.verified_topic_suffix}" if channel.verified else about
 
 
 async def set_verified(

@@ -76,15 +76,15 @@ def backstage_power_levels(owner: str, editors: Iterable[str] = ()) -> dict[str,
 
 
 def broadcast_room_request(
-    *, handle: str, title: str, about: str, ghost: str, domain: str, reactions: bool = True
+    *, handle: str, title: str, topic: str, ghost: str, domain: str, reactions: bool = True
 ) -> dict[str, Any]:
-    """The `createRoom` body of a channel's public broadcast room."""
-    return {
+    """The `createRoom` body of a channel's public broadcast room. An empty `topic` is left out:
+    Synapse would send it as a topic event, which clients show as "removed the topic"."""
+    request: dict[str, Any] = {
         "preset": "public_chat",
         "visibility": "public",
         "room_alias_name": handle,
         "name": title,
-        "topic": about,
         "invite": [ghost],
         "power_level_content_override": broadcast_power_levels(ghost, reactions=reactions),
         "initial_state": [
@@ -97,6 +97,9 @@ def broadcast_room_request(
             {"type": CHANNEL_STATE_TYPE, "state_key": "", "content": {"handle": handle, "role": "broadcast"}},
         ],
     }
+    if topic:
+        request["topic"] = topic
+    return request
 
 
 def backstage_room_request(*, handle: str, title: str, owner: str) -> dict[str, Any]:

@@ -108,6 +108,25 @@ async def test_help_list_info_title_about(env: Env) -> None:
     assert "Subscribers: 0" in info
 
 
+async def test_no_room_of_a_channel_ever_shows_its_topic_removed(env: Env) -> None:
+    # An empty m.room.topic reads as "kanal removed the topic" in clients, and as no description in
+    # the room directory: a new channel says what it is until its owner describes it.
+    alice = await env.user("alice")
+    channel = await create_channel(env, alice, env.handle("topic"), "Topical")
+    default = "A channel: join to follow its posts. Only the channel posts here."
+    assert (await alice.state(channel.broadcast, "m.room.topic"))["topic"] == default
+    assert (await alice.state(channel.backstage, "m.room.topic"))["topic"]
+
+    await alice.ask(channel.management, f"about {channel.handle} Topics, daily", "description")
+    await alice.wait_for(
+        channel.broadcast,
+        lambda e: e["type"] == "m.room.topic" and e["content"].get("topic") == "Topics, daily",
+    )
+    for room in (channel.broadcast, channel.backstage):
+        topics = [e["content"].get("topic") for e in await alice.all_messages(room) if e["type"] == "m.room.topic"]
+        assert topics and all(topics), (room, topics)
+
+
 async def test_create_refusals(env: Env) -> None:
     alice, carol = await env.user("alice"), await env.user("carol")
     room = await alice.open_management_room()

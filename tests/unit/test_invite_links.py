@@ -109,7 +109,7 @@ def test_link_state(row: SimpleNamespace, state: str) -> None:
 
 
 def test_a_private_broadcast_room_is_unlisted_knock_only_and_not_world_readable() -> None:
-    public = broadcast_room_request(handle="news1", title="News", about="", ghost="@g:x", domain="x")
+    public = broadcast_room_request(handle="news1", title="News", topic="", ghost="@g:x", domain="x")
 
     private = private_room_request(public)
 
@@ -129,7 +129,7 @@ def test_switching_back_restores_the_public_state() -> None:
     public = dict(access_state(False))
     creation = {
         e["type"]: e["content"]
-        for e in broadcast_room_request(handle="news1", title="News", about="", ghost="@g:x", domain="x")[
+        for e in broadcast_room_request(handle="news1", title="News", topic="", ghost="@g:x", domain="x")[
             "initial_state"
         ]
     }

@@ -149,7 +149,7 @@ def broadcast_request(**overrides: Any) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "handle": "daily_news",
         "title": "Daily News",
-        "about": "News every morning",
+        "topic": "News every morning",
         "ghost": GHOST,
         "domain": "example.org",
     }
@@ -179,6 +179,10 @@ def test_broadcast_room_alias_name_is_the_handle() -> None:
     assert request["room_alias_name"] == "daily_news"
     assert request["name"] == "Daily News"
     assert request["topic"] == "News every morning"
+
+
+def test_broadcast_room_never_gets_an_empty_topic() -> None:
+    assert "topic" not in broadcast_request(topic="")
 
 
 def test_broadcast_room_invites_the_ghost_and_uses_the_channel_power_levels() -> None:

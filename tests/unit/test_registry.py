@@ -114,6 +114,18 @@ def test_the_verified_mark_is_appended_to_the_topic(tmp_path: Path) -> None:
     assert topic_for(config, channel) == "News every day [verified]"  # type: ignore[arg-type]
 
 
+def test_a_channel_without_a_description_still_has_a_topic(tmp_path: Path) -> None:
+    # An empty topic reads as "kanal removed the topic" in clients, and as nothing in the directory.
+    config = _config(tmp_path, verified_topic_suffix=" [verified]")
+    channel = Channel(about="", verified=False)
+    default = topic_for(config, channel)  # type: ignore[arg-type]
+    assert default == "A channel: join to follow its posts. Only the channel posts here."
+    channel.verified = True
+    assert topic_for(config, channel) == default + " [verified]"  # type: ignore[arg-type]
+    persian = _config(tmp_path, default_language="fa")
+    assert topic_for(persian, Channel(about="", verified=False)).startswith("یک کانال")  # type: ignore[arg-type]
+
+
 def test_approval_needs_operators(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'operators\.users' is empty"):
         _config(tmp_path, creation_policy="approval")

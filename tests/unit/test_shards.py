@@ -134,6 +134,16 @@ def test_a_photo_changed_or_removed_while_the_new_room_was_made_follows_it() -> 
     assert shards.state_to_copy([member], []) == []
 
 
+def test_a_new_room_does_not_copy_an_empty_topic() -> None:
+    # Channels made before they had a default topic have an empty one; a copy reads as "removed the topic".
+    state: list[dict[str, Any]] = [
+        {"type": "m.room.name", "state_key": "", "content": {"name": "News"}},
+        {"type": "m.room.topic", "state_key": "", "content": {"topic": ""}},
+    ]
+    request = shards.next_room_request(state, alias_localpart="_kanal.shard.1.1", ghost="@g:x")
+    assert [e["type"] for e in request["initial_state"]] == ["m.room.name"]
+
+
 async def test_every_write_goes_to_each_room_and_the_answer_comes_once(tmp_path: Path) -> None:
     ctx = await _context(tmp_path)
     note = ctx.note(RoomID("!backstage:x"), "done")
