@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from appservice.errors import MatrixRequestError, MRoomInUse
+from appservice.errors import MatrixRequestError
 from appservice.events import Event, EventParseError, parse_event
 from appservice.ids import EventID, RoomAlias, RoomID, UserID
 from bridge.broadcast import seam
@@ -172,10 +172,15 @@ def discussion_power_levels(ghost: str, moderators: list[str]) -> dict[str, Any]
 
 
 def discussion_room_request(
-    *, handle: str, name: str, topic: str, ghost: str, moderators: list[str], alias: bool
+    *, handle: str, name: str, topic: str, ghost: str, moderators: list[str]
 ) -> dict[str, Any]:
     """The `createRoom` body of a public channel's discussion room (public, joinable, unencrypted,
-    not listed in the directory: readers come through the 💬 Comments links)."""
+    not listed in the directory: readers come through the 💬 Comments links).
+
+    The room is created without `#<handle>_comments` (its creation marker makes a retry find it):
+    Synapse makes a `room_alias_name` resolve before the room's join rules exist, so a reader
+    following the alias at once would be refused. That alias is added once the room is open
+    (`_publish_alias`)."""
     request: dict[str, Any] = {
         "preset": "public_chat",
         "visibility": "private",
@@ -192,8 +197,6 @@ def discussion_room_request(
             {"type": CHANNEL_STATE_TYPE, "state_key": "", "content": {"handle": handle, "role": DISCUSSION}},
         ],
     }
-    if alias:
-        request["room_alias_name"] = f"{handle}{ALIAS_SUFFIX}"
     return request
 
 
@@ -703,32 +706,28 @@ async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
         )
         banned = await banned_servers(session, ctx.domain)
     handle = channel.handle
-    bot = ctx.bot_intent()
 
-    def request(alias: bool) -> dict[str, Any]:
-        return with_hosting_policy(
-            discussion_room_request(
-                handle=handle,
-                name=t(lang, "comments_room_name", title=channel.title),
-                topic=t(lang, "comments_room_topic", handle=handle, domain=ctx.domain),
-                ghost=channel.ghost_user_id,
-                moderators=team,
-                alias=alias,
-            ),
-            ctx.config,
-            channel.retention_days,
-            banned,
-        )
-
-    marked = False
-    try:
-        room_id = await bot.create_room(request(alias=True))  # the alias makes a retry find the room
-    except MRoomInUse:
-        adopted = await _adopt(ctx, handle)
-        marked = adopted is None  # someone else's alias: a marker of its own makes a retry find it
-        room_id = adopted or await create_once(ctx, request(alias=False), "comments", channel.id)
+    request = with_hosting_policy(
+        discussion_room_request(
+            handle=handle,
+            name=t(lang, "comments_room_name", title=channel.title),
+            topic=t(lang, "comments_room_topic", handle=handle, domain=ctx.domain),
+            ghost=channel.ghost_user_id,
+            moderators=team,
+        ),
+        ctx.config,
+        channel.retention_days,
+        banned,
+    )
+    # One room per creation (this entry): a retry finds the room it made; a later `!comments on`
+    # (after the room was encrypted) makes a new one.
+    creation = f"{channel.id}.{entry.id}"
+    room_id = await create_once(ctx, request, "comments", creation)
     ghost = ctx.client.intent(UserID(channel.ghost_user_id))
     await ghost.join(room_id)
+    # Only now, with the room open (createRoom answers once its join rules are in place), is
+    # #<handle>_comments published.
+    await _publish_alias(ctx, handle, room_id)
     async with ctx.sessions.begin() as session:
         current = await session.get(Channel, channel.id)
         if current is None:
@@ -745,23 +744,42 @@ async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
             room=_room_ref(ctx, current),
         )
     ctx.remember_room(room_id)
-    if marked:
-        await forget_marker(ctx, "comments", channel.id)
+    await forget_marker(ctx, "comments", creation)
     log.info("Discussion room of #%s is %s", handle, room_id)
     return None
 
 
-async def _adopt(ctx: Context, handle: str) -> RoomID | None:
-    """The alias is taken: ours, from an attempt that crashed before recording it, or someone else's."""
+async def _publish_alias(ctx: Context, handle: str, room_id: RoomID) -> None:
+    """Point `#<handle>_comments` at the new discussion room, and make it the room's canonical alias.
+
+    An alias already there that leads to an earlier discussion room of this channel (one that was
+    encrypted) is moved; one leading to someone else's room is left alone, and the room goes without."""
     bot = ctx.bot_intent()
+    alias = RoomAlias(f"#{handle}{ALIAS_SUFFIX}:{ctx.domain}")
     try:
-        room_id = await bot.resolve_alias(RoomAlias(f"#{handle}{ALIAS_SUFFIX}:{ctx.domain}"))
-        marker = await bot.get_state(room_id, CHANNEL_STATE_TYPE)
-    except MatrixRequestError:
-        return None
-    if marker.get("handle") == handle and marker.get("role") == DISCUSSION:
-        return room_id
-    return None
+        await bot.set_alias(alias, room_id)
+    except MatrixRequestError as exc:
+        if exc.status != 409:
+            raise
+        current = await bot.resolve_alias(alias)
+        if current != room_id:
+            if not await _is_discussion_room(ctx, current, handle):
+                log.warning("%s leads to a room that is not Kanal's; the discussion room goes without", alias)
+                return
+            await bot.delete_alias(alias)
+            await bot.set_alias(alias, room_id)
+    await bot.send_state(room_id, "m.room.canonical_alias", {"alias": alias})
+
+
+async def _is_discussion_room(ctx: Context, room_id: RoomID, handle: str) -> bool:
+    """Whether Kanal made `room_id` as a discussion room of #handle (its creation marker says so)."""
+    try:
+        marker = await ctx.bot_intent().get_state(room_id, CHANNEL_STATE_TYPE)
+    except MatrixRequestError as exc:
+        if exc.retryable:
+            raise
+        return False
+    return marker.get("handle") == handle and marker.get("role") == DISCUSSION
 
 
 async def _exec_root(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:

@@ -73,6 +73,47 @@ async def _until(read: Callable[[], Awaitable[object]], expected: object, timeou
     raise AssertionError(f"still {value!r}, expected {expected!r}")
 
 
+async def test_the_discussion_room_is_open_when_its_alias_resolves(env: Env) -> None:
+    # Synapse makes a createRoom's alias resolve before the room's join rules exist: a reader who
+    # followed #<handle>_comments at once was refused ("not invited"). The alias comes once it is open.
+    alice, bob = await env.user("alice"), await env.user("bob")
+    handle = env.handle("open")
+    channel = await create_channel(env, alice, handle, "Open Talk")
+    alias = f"#{handle}_comments:{env.domain}"
+
+    async def follow_the_alias_at_once() -> nio.Response:
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            resolved = await bob.client.room_resolve_alias(alias)
+            if isinstance(resolved, nio.RoomResolveAliasResponse):
+                return await bob.client.join(str(resolved.room_id))
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{alias} never resolved")
+
+    reader = asyncio.create_task(follow_the_alias_at_once())
+    ready = await alice.ask(channel.backstage, "!comments on", "is ready:", timeout=TIMEOUT)
+    joined = await reader
+    assert isinstance(joined, nio.JoinResponse), joined
+    assert f"({joined.room_id})" in ready
+
+    # The order in the room's own timeline says the same whatever the timing: the alias is the room's
+    # address only after the room is public and the ghost is in it.
+    timeline = await bob.all_messages(joined.room_id)
+
+    def position(match: Callable[[dict[str, Any]], bool]) -> int:
+        return next(i for i, e in enumerate(timeline) if match(e))
+
+    opened = position(lambda e: e["type"] == "m.room.join_rules" and e["content"].get("join_rule") == "public")
+    ghost_in = position(
+        lambda e: e["type"] == "m.room.member"
+        and e.get("state_key") == f"@{env.ghost_prefix}{handle}:{env.domain}"
+        and e["content"].get("membership") == "join"
+    )
+    named = position(lambda e: e["type"] == "m.room.canonical_alias" and e["content"].get("alias") == alias)
+    assert opened < named and ghost_in < named
+    assert (await bob.state(joined.room_id, "m.room.canonical_alias"))["alias"] == alias
+
+
 async def test_posts_get_threads_and_comments_are_moderated(env: Env) -> None:
     handle = env.handle("talk")
     hooks = [
