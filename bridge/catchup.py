@@ -1,4 +1,5 @@
-"""Catch-up: find backstage posts the homeserver never delivered, and slot them in, in order.
+"""Catch-up: find backstage posts the homeserver never delivered, and slot them in, in order; and
+what people wrote in a new chat before the bot joined it.
 
 Synapse keeps events it has not yet put into an application-service transaction in memory, so a
 Synapse restart can drop them for good (synapse#11637). After Kanal starts, and after the homeserver
@@ -9,6 +10,10 @@ was unreachable, the processor holds back and this reads each backstage room's r
 
 Missing events are inserted, and the room's still-pending events are re-sequenced with them into
 timeline order, so a lost post is neither lost nor published out of order.
+
+A new chat with the bot: the homeserver sends an application service only the events of rooms its
+users are in, so a command typed between inviting the bot and its joining never arrives. Once joined,
+the bot reads the chat back to its invite and records those messages the same way (`waiting_before_join`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ VERIFY_CONTEXT = 20
 CATCH_UP_TYPES = frozenset(
     {"m.room.message", "m.sticker", "m.room.redaction", *POLL_START_TYPES, *POLL_END_TYPES}
 )
+# A new chat with the bot: its commands, and what a client encrypted (answered with why not).
+WAITING_TYPES = frozenset({"m.room.message", "m.room.encrypted"})
+WAITING_PAGES = 2
 
 
 def _is_ours(ctx: Context, sender: str) -> bool:
@@ -110,9 +118,9 @@ def _recorded_in_order(seqs: list[int | None]) -> bool:
     return len(recorded) == len(seqs) and all(a < b for a, b in itertools.pairwise(recorded))
 
 
-def _actionable(ctx: Context, raws: list[dict[str, Any]]) -> list[Event]:
-    """The events among `raws` (oldest first) that Kanal relays or mirrors; none past the dedupe
-    horizon (its record may be pruned: it was handled, or is too old to publish now)."""
+def _actionable(ctx: Context, raws: list[dict[str, Any]], types: frozenset[str] = CATCH_UP_TYPES) -> list[Event]:
+    """The events among `raws` (oldest first) that Kanal relays or mirrors (or of `types`); none past
+    the dedupe horizon (its record may be pruned: it was handled, or is too old to publish now)."""
     events: list[Event] = []
     for raw in raws:
         try:
@@ -120,7 +128,7 @@ def _actionable(ctx: Context, raws: list[dict[str, Any]]) -> list[Event]:
         except EventParseError:
             continue
         if (
-            event.type in CATCH_UP_TYPES
+            event.type in types
             and not _is_ours(ctx, event.sender)
             and not too_old(event.origin_server_ts, ctx.config)
         ):
@@ -128,13 +136,53 @@ def _actionable(ctx: Context, raws: list[dict[str, Any]]) -> list[Event]:
     return events
 
 
-async def record_gap(ctx: Context, room_id: str, candidates: list[Event]) -> int:
+def _bot_membership(ctx: Context, raw: dict[str, Any]) -> str | None:
+    if raw.get("type") != "m.room.member" or raw.get("state_key") != ctx.bot:
+        return None
+    content = raw.get("content")
+    membership = content.get("membership") if isinstance(content, dict) else None
+    return membership if isinstance(membership, str) else "?"
+
+
+async def waiting_before_join(ctx: Context, room_id: RoomID) -> list[Event]:
+    """What people wrote in a chat after inviting the bot and before it joined (just now), oldest
+    first: commands and encrypted messages, at most the last `WAITING_PAGES` pages' worth."""
+    newest_first: list[dict[str, Any]] = []
+    token: str | None = None
+    for _ in range(WAITING_PAGES):
+        query = {"dir": "b", "limit": str(PAGE_SIZE)}
+        if token:
+            query["from"] = token
+        data = await ctx.client.request(
+            "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages", query=query, user_id=ctx.bot
+        )
+        chunk = data.get("chunk", [])
+        for raw in chunk:
+            if _bot_membership(ctx, raw) not in (None, "join"):
+                break  # the invite: nothing before it was meant for the bot
+            newest_first.append(raw)
+        else:
+            token = data.get("end")
+            if chunk and token:
+                continue
+        break
+    before_join: list[dict[str, Any]] = []
+    for raw in reversed(newest_first):
+        if _bot_membership(ctx, raw) == "join":
+            break  # what follows the join is delivered as usual
+        before_join.append(raw)
+    return _actionable(ctx, before_join, WAITING_TYPES)
+
+
+async def record_gap(ctx: Context, room_id: str, candidates: list[Event], *, undelivered: bool = True) -> int:
     """Put a stretch of the timeline (`candidates`, oldest first) into the room's queue, in order.
 
     Events never delivered are recorded; pending events the homeserver delivered out of timeline
     order (a stranded transaction retried after later ones) are re-sequenced. The room's queue
     becomes: the stretch's pending events in timeline order, then its other pending events in arrival
     order. Returns how many events were recorded or moved (0: the queue was already right).
+    `undelivered=False`: the homeserver was never meant to deliver them (a new chat's first messages),
+    so missing ones are no fault worth a warning.
     """
     async with ctx.sessions.begin() as session:
         # Ingest must not record events of this room while we re-sequence it, or a late delivery
@@ -186,7 +234,7 @@ async def record_gap(ctx: Context, room_id: str, candidates: list[Event]) -> int
             delete(InboundEvent).where(InboundEvent.seq.in_([r.seq for r in pending[keep:]]))
         )
         await session.execute(insert(InboundEvent), ordered[keep:])
-    if missing:
+    if missing and undelivered:
         log.warning(
             "%d event(s) in %s were never delivered by the homeserver; recorded them in order",
             len(missing),

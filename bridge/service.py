@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.events import Event, EventParseError, parse_event
-from appservice.ids import RoomAlias, UserID, server_of
+from appservice.ids import RoomAlias, RoomID, UserID, server_of
 from appservice.server import Transaction
 from bridge.audience.comments import DISCUSSION, discussion_encrypted, on_discussion_event
 from bridge.audience.comments import register as register_comments
@@ -30,7 +30,7 @@ from bridge.audience.stats import mark_views, record_daily_stats
 from bridge.audience.views import count_receipts
 from bridge.broadcast import seam
 from bridge.broadcast.shards import count_members
-from bridge.catchup import CATCH_UP_TYPES, catch_up, verify_preceding
+from bridge.catchup import CATCH_UP_TYPES, catch_up, record_gap, verify_preceding, waiting_before_join
 from bridge.channels import avatar as _avatar  # noqa: F401 (imported for its commands: !avatar)
 from bridge.channels.backstage import on_backstage_event
 from bridge.channels.hosting import exec_hosting_reconcile
@@ -55,12 +55,12 @@ from bridge.moderation.room import on_moderation_message, schedule_moderation_ro
 from bridge.publishing import notify as _notify  # noqa: F401 (imported for its commands: !notify)
 from bridge.publishing import polls as _polls  # noqa: F401 (imported for its commands: !poll)
 from bridge.publishing import schedule as _schedule  # noqa: F401 (imported for its commands: !schedule …)
-from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.context import Context, enqueue, send_entry
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxKind, new_entry, record_copy, room_queue
+from bridge.runtime.outbox import OutboxKind, OutboxWorker, new_entry, record_copy, room_queue, send_content
 from bridge.runtime.retention import Pruner, too_old
 from bridge.store.leases import Leases
-from bridge.store.models import Channel, InboundEvent, InboundStatus, Room, RoomKind
+from bridge.store.models import Channel, InboundEvent, InboundStatus, OutboxEntry, Room, RoomKind
 from bridge.text.i18n import t
 from bridge.web import tokens as _tokens  # noqa: F401 (imported for its commands: !token)
 
@@ -143,6 +143,7 @@ class Bridge:
         }
         for kind, executor in executors.items():
             ctx.outbox.executors[kind] = functools.partial(executor, ctx)
+        ctx.outbox.executors[OutboxKind.JOIN_CHAT] = self._exec_join_chat
         seam.register(ctx)
         register_comments(ctx)
         self.processed = 0
@@ -529,9 +530,30 @@ class Bridge:
                 language=ctx.config.default_language,
             )
         )
-        enqueue(session, new_entry(room_queue(room_id), OutboxKind.JOIN, ctx.bot, {"room_id": room_id}))
-        # In the language the user chose (`language fa`), if they did, in any room before.
-        reply(session, ctx, room_id, await language_for(session, ctx, event.sender), "help")
+        # The greeting is in the language the user chose (`language fa`), if they did, in any room before.
+        lang = await language_for(session, ctx, event.sender)
+        greeting = {"msgtype": "m.notice", "body": t(lang, "help", domain=ctx.domain)}
+        payload = {"room_id": room_id, "greeting": greeting}
+        enqueue(session, new_entry(room_queue(room_id), OutboxKind.JOIN_CHAT, ctx.bot, payload))
+
+    async def _exec_join_chat(self, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
+        """Join a new chat; answer what the user wrote there before the bot joined, or else greet.
+
+        The homeserver never delivered those messages (the bot was not in the room yet): they are
+        recorded as inbound events, once by event id (a retried join finds them recorded), and the
+        processor answers them in order, before anything written after the join.
+        """
+        room_id = RoomID(entry.payload["room_id"])
+        bot = worker.client.intent(UserID(entry.as_user))
+        await bot.ensure_registered()
+        await bot.join(room_id)
+        waiting = await waiting_before_join(self.ctx, room_id)
+        if waiting:
+            if await record_gap(self.ctx, room_id, waiting, undelivered=False):
+                log.info("%d message(s) waited in %s for the bot to join; answering them", len(waiting), room_id)
+                self._wake.set()
+            return None
+        return await send_content(worker, entry, room_id, "m.room.message", entry.payload["greeting"])
 
     async def _on_encrypted(self, session: AsyncSession, room: Room) -> None:
         """Kanal never reads encrypted messages; it says so plainly instead of staying silent."""

@@ -71,6 +71,8 @@ class OutboxKind(StrEnum):
     UNPIN = "unpin"
     DISPLAYNAME = "displayname"
     AVATAR_URL = "avatar_url"  # a profile picture ("" removes it)
+    # bridge.service
+    JOIN_CHAT = "join_chat"  # the bot joins a new chat: answers what waits there, or greets
     # bridge.broadcast.seam
     POST_EDIT = "post_edit"
     COMMENTS_LINK = "comments_link"  # a post_edit queued before the seam existed

@@ -258,6 +258,39 @@ async def test_encrypted_management_room_gets_a_plain_explanation(env: Env) -> N
     assert "encryption" in notice["content"]["body"]
 
 
+async def test_a_command_typed_before_the_bot_joined_is_answered_once(env: Env) -> None:
+    # The homeserver never delivers what is written in a room before the bot is in it. Kanal is down
+    # while the chat is opened and the command typed, so the bot cannot have joined before it, whatever
+    # the timing; the invite waits for Kanal at the homeserver.
+    dana = await env.user("dana")
+    handle = env.handle("first")
+    await env.kanal.stop()
+    try:
+        response = await dana.client.room_create(is_direct=True, invite=[env.bot])
+        assert isinstance(response, nio.RoomCreateResponse), response
+        room = str(response.room_id)
+        command = await dana.text(room, f"create {handle} First Things")
+    finally:
+        await env.kanal.start()
+
+    await dana.wait_for(room, from_bot(env, f"#{handle}:{env.domain} is ready"), timeout=30)
+    resolved = await dana.client.room_resolve_alias(f"#{handle}:{env.domain}")
+    assert isinstance(resolved, nio.RoomResolveAliasResponse), resolved
+
+    # Not again after a restart: `list` answered after it shows the restarted Kanal has caught up.
+    await env.kanal.stop()
+    await env.kanal.start()
+    await dana.ask(room, "list", "Your channels")
+    said = [e for e in await dana.messages(room) if e.get("sender") == env.bot and e["type"] == "m.room.message"]
+    bodies = [e["content"]["body"] for e in said]
+    assert sum(f"Creating #{handle}:" in b for b in bodies) == 1, bodies
+    assert sum(f"#{handle}:{env.domain} is ready" in b for b in bodies) == 1, bodies
+    # The command was answered instead of a greeting (each message the user wrote gets its answer).
+    assert not any(b.startswith("I manage Kanal channels") for b in bodies), bodies
+    timeline = [e["event_id"] for e in await dana.messages(room)]
+    assert timeline.index(command) < timeline.index(said[0]["event_id"])
+
+
 async def test_persian_commands_get_persian_replies(env: Env) -> None:
     sara = await env.user("sara")
     room = await sara.open_management_room()
