@@ -29,6 +29,8 @@ from typing import Any, Final
 from PIL import Image, ImageDraw, ImageFont, features
 from PIL.PngImagePlugin import PngInfo
 
+from bridge.text.digits import localise_digits
+
 log = logging.getLogger(__name__)
 
 CHART_DAYS: Final = 30
@@ -49,7 +51,6 @@ PNG_TYPE: Final = "image/png"
 SHAPED_FONT: Final = Path(__file__).parent / "fonts" / "Vazirmatn-Regular.ttf"
 SHAPED_LANGUAGES: Final = frozenset({"fa"})  # drawn with SHAPED_FONT and raqm, right to left
 FALLBACK_LANGUAGE: Final = "en"
-_PERSIAN_DIGITS: Final = str.maketrans("0123456789,", "۰۱۲۳۴۵۶۷۸۹٬")  # as bridge.web.render
 # In right-to-left labels a Latin word with its `#` (a channel's handle) is isolated (U+2066 … U+2069),
 # so it reads "#news" at its place instead of the `#` being carried to the other side of it.
 _LATIN_RUN: Final = re.compile(r"#?\w*[A-Za-z]\w*", re.ASCII)
@@ -103,11 +104,6 @@ def chart_language(lang: str) -> str:
         )
         log.info("The !stats chart is drawn in English instead of %s: %s", lang, reason)
     return FALLBACK_LANGUAGE
-
-
-def localise_digits(text: str, lang: str) -> str:
-    """ASCII digits and thousands separators as `lang` writes them (Persian: ۰–۹ and ٬)."""
-    return text.translate(_PERSIAN_DIGITS) if lang == "fa" else text
 
 
 def _font(size: int = FONT_SIZE) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

@@ -37,7 +37,6 @@ from bridge.audience.chart import (
     ChartLabels,
     DayStats,
     chart_language,
-    localise_digits,
     render_chart,
 )
 from bridge.broadcast import seam
@@ -51,6 +50,7 @@ from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.outbox import aware
 from bridge.store import queries
 from bridge.store.models import Channel, ChannelDailyStats, ChannelStatus, Post, ReaderPosition, RoomKind
+from bridge.text.digits import localise_digits
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)

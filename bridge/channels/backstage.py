@@ -15,7 +15,7 @@ from bridge.channels import roles
 from bridge.matrix.relay import RELAYED_EVENT_TYPES
 from bridge.publishing import drafts, forwarding, posts
 from bridge.runtime.context import Context, reply
-from bridge.runtime.dispatch import CommandCall, command, find
+from bridge.runtime.dispatch import CommandCall, command, resolve
 from bridge.runtime.languages import language_for
 from bridge.store import queries
 from bridge.store.models import Channel, ChannelMember, ChannelStatus, DraftMode, Post, Room, RoomKind
@@ -35,7 +35,7 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
     if role is None:
         if not is_redaction:
             reply(
-                session, ctx, room.room_id, lang, "not_backstage_admin", handle=channel.handle, owner=channel.owner
+                session, ctx, room.room_id, lang, "no_backstage_role", handle=channel.handle, owner=channel.owner
             )
         return
     if channel.status != ChannelStatus.ACTIVE or channel.broadcast_room_id is None:
@@ -52,14 +52,15 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
     if isinstance(body, str) and event.rel_type != "m.replace":
         parsed = parse_command(body, require_bang=True)
         if parsed is not None:
-            call = CommandCall(ctx, session, room, event, parsed, lang, channel)
-            spec = find(RoomKind.BACKSTAGE, parsed.name)
-            if spec is None:
-                call.reply("unknown_backstage_command", name=parsed.name[:64])
-            elif spec.permission is not None and not roles.allowed(role, spec.permission):
+            found = resolve(RoomKind.BACKSTAGE, parsed)
+            if found is None:
+                reply(session, ctx, room.room_id, lang, "unknown_backstage_command", name=parsed.name[:64])
+                return
+            spec, named = found
+            if spec.permission is not None and not roles.allowed(role, spec.permission):
                 await roles.require(ctx, session, room.room_id, channel, event.sender, spec.permission, lang)
             else:
-                await spec.handler(call)
+                await spec.handler(CommandCall(ctx, session, room, event, named, lang, channel))
             return
     if not roles.allowed(role, "publish"):
         reply(session, ctx, room.room_id, lang, "moderator_not_published", handle=channel.handle)

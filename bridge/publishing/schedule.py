@@ -34,6 +34,7 @@ from bridge.runtime.outbox import aware
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, ChannelStatus, Room, RoomKind, ScheduledPost, ScheduledStatus
 from bridge.text.commands import Command, Refusal
+from bridge.text.digits import ascii_digits
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,6 @@ MAX_LISTED: Final = 20
 PREVIEW_CHARS: Final = 60
 MAX_WHEN_SHOWN: Final = 40
 
-_DIGITS_TO_ASCII: Final = str.maketrans(
-    {chr(base + d): str(d) for base in (0x0660, 0x06F0) for d in range(10)}  # Arabic-Indic, Persian
-)
 _RELATIVE: Final = re.compile(r"\+([1-9][0-9]{0,8})([smhd])")
 _CLOCK: Final = re.compile(r"([0-9]{1,2}):([0-9]{2})")
 _DATE: Final = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
@@ -90,7 +88,7 @@ def parse_when(text: str, now: datetime, tz: str) -> tuple[datetime, int]:
     """
     zone = zone_of(tz)
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    words = text.translate(_DIGITS_TO_ASCII).split()
+    words = ascii_digits(text).split()
     if not words:
         raise _unreadable("", tz)
     first = words[0].lower()
@@ -345,7 +343,7 @@ def _preview(event: dict[str, Any]) -> str:
 async def _cancel(
     ctx: Context, session: AsyncSession, room: Room, channel: Channel, command: Command, lang: str
 ) -> None:
-    raw = (command.arg(0) or "").translate(_DIGITS_TO_ASCII).lstrip("#")
+    raw = (command.arg(0) or "").lstrip("#")
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         reply(session, ctx, room.room_id, lang, "unschedule_usage")
         return

@@ -10,10 +10,16 @@ Each room's handler (management chat, backstage, operators' room, moderation roo
 checks who may speak there, looks the command up here and calls it with one `CommandCall`
 (`dispatch` does the last two in the rooms without backstage permissions). The registry is filled
 as the feature modules are imported (bridge.service imports them all).
+
+A command is found by its name or by its word in any language: the catalogue entry
+`command:<name>` (bridge/text/locale/commands.pot) gives each language's word (`راهنما` for `help`),
+and the handler sees the command under its name. Every registered command must have that entry,
+translated (tests/unit/test_command_registry.py), so none can be left without its Persian word.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.events import Event
 from bridge.runtime.context import Context, reply
 from bridge.store.models import Channel, Room, RoomKind
-from bridge.text.commands import Command, Refusal
+from bridge.text.commands import Command, Refusal, command_key
+from bridge.text.i18n import catalogue
+
+WORD_KEY_PREFIX = "command:"
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class CommandSpec:
 
 
 _REGISTRY: dict[RoomKind, dict[str, CommandSpec]] = {}
+# Per room kind: each command's word in every language (as `command_key` folds it) → its name.
+_WORDS: dict[RoomKind, dict[str, str]] = {}
 
 
 def command(room: RoomKind, *names: str, permission: str | None = None) -> Callable[[Handler], Handler]:
@@ -82,13 +93,54 @@ def command(room: RoomKind, *names: str, permission: str | None = None) -> Calla
             if name in table and table[name].handler is not handler:
                 raise RuntimeError(f"two handlers for {room}/{name}")
             table[name] = CommandSpec(name, handler, permission)
+        _WORDS.pop(room, None)
         return handler
 
     return register
 
 
-def find(room: RoomKind, name: str) -> CommandSpec | None:
-    return _REGISTRY.get(room, {}).get(name)
+def word_key(name: str) -> str:
+    """The catalogue key of the words of command `name` (`command:help`)."""
+    return WORD_KEY_PREFIX + name
+
+
+def translated_words(room: RoomKind) -> dict[str, str]:
+    """The words of `room`'s commands in every language, folded by `command_key` → the command's name.
+    Raises RuntimeError when one word would name two commands of the room."""
+    words = _WORDS.get(room)
+    if words is None:
+        words = {}
+        texts = catalogue().translations
+        for name in _REGISTRY.get(room, {}):
+            for lang in sorted(texts):
+                word = texts[lang].get(word_key(name))
+                if not word:
+                    continue
+                key = command_key(word)
+                other = words.get(key) or (key if key in _REGISTRY[room] else None)
+                if other is not None and other != name:
+                    raise RuntimeError(f"{lang} word {word!r} names both {other!r} and {name!r} in {room}")
+                words[key] = name
+        _WORDS[room] = words
+    return words
+
+
+def find(room: RoomKind, word: str) -> CommandSpec | None:
+    """The command typed as `word` (its name, or its word in any language) in rooms of kind `room`."""
+    table = _REGISTRY.get(room, {})
+    spec = table.get(word)
+    if spec is None:
+        name = translated_words(room).get(command_key(word))
+        spec = table.get(name) if name is not None else None
+    return spec
+
+
+def resolve(room: RoomKind, command: Command) -> tuple[CommandSpec, Command] | None:
+    """The command's handler, and the command under the name the handler knows it by."""
+    spec = find(room, command.name)
+    if spec is None:
+        return None
+    return spec, dataclasses.replace(command, name=spec.name)
 
 
 def names(room: RoomKind) -> list[str]:
@@ -114,8 +166,9 @@ async def dispatch(
 ) -> None:
     """Run the command of `call`, typed in a room of kind `room` by someone who may speak there:
     its handler, or the refusal `unknown(name)` when no feature registered the name."""
-    spec = find(room, call.command.name)
-    if spec is None:
+    found = resolve(room, call.command)
+    if found is None:
         call.refuse(unknown(call.command.name[:64]))
         return
-    await spec.handler(call)
+    spec, named = found
+    await spec.handler(dataclasses.replace(call, command=named))

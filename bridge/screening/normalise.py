@@ -22,10 +22,10 @@ from html.parser import HTMLParser
 from typing import Final
 from urllib.parse import urlsplit
 
+from bridge.text.digits import DIGITS_TO_ASCII
 from bridge.text.names import (
     _ARABIC_LETTER_VARIANTS,
     _ARABIC_MARKS_AND_TATWEEL,
-    _DIGITS_TO_ASCII,
     _NFKC_CASEFOLD,
     ZWJ,
     ZWNJ,
@@ -34,7 +34,7 @@ from bridge.text.names import (
 # One table: letter variants and digits replaced, marks, tatweel, ZWNJ and ZWJ removed.
 FOLD: Final[dict[int, str | None]] = {
     **{k: str(v) for k, v in _ARABIC_LETTER_VARIANTS.items()},
-    **{k: str(v) for k, v in _DIGITS_TO_ASCII.items()},
+    **{k: str(v) for k, v in DIGITS_TO_ASCII.items()},
     **{ord(c): None for c in (*_ARABIC_MARKS_AND_TATWEEL, ZWNJ, ZWJ)},
 }
 # `str.translate` with a dict costs a lookup, and a KeyError raised and cleared, for every character it

@@ -7,12 +7,15 @@ Every `*.pot` and `<lang>/*.po` is loaded once, on first use, and the domains ar
 domains is an error. A missing, empty or fuzzy translation, or one made for an older English text,
 falls back to English. Placeholders are Python brace fields (`{handle}`), filled by `str.format`, so
 values (titles, posts, right-to-left text included) are inserted once and never formatted again.
+Numbers (int and float values) are written in the language's digits (Persian: ۰–۹), here and only here;
+text values are inserted as they are.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +23,14 @@ from typing import Any
 
 import polib
 
+from bridge.text.digits import has_native_digits, localise_digits
+
 LOCALE_DIR = Path(__file__).parent / "locale"
 SOURCE_LANGUAGE = "en"
 
-_ARABIC_SCRIPT = re.compile(r"[\u0600-\u06FF\u0750-\u077F\uFB50-\uFDFF\uFE70-\uFEFF]")
+# Arabic-script letters and marks; not its digits (U+0660–0669, U+06F0–06F9): `d۴` copied from a
+# Persian reply says nothing about the language of whoever pastes it.
+_ARABIC_SCRIPT = re.compile(r"[\u0600-\u065F\u066A-\u06EF\u06FA-\u06FF\u0750-\u077F\uFB50-\uFDFF\uFE70-\uFEFF]")
 
 
 class CatalogueError(Exception):
@@ -93,5 +100,22 @@ def detect_language(text: str, default: str) -> str:
     return "fa" if _ARABIC_SCRIPT.search(text) else default
 
 
+class _NumberFormatter(string.Formatter):
+    """`str.format`, with numbers written in `lang`'s digits."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        text: str = super().format_field(value, format_spec)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return localise_digits(text, self.lang)
+        return text
+
+
 def t(lang: str, key: str, **values: Any) -> str:
-    return catalogue().template(lang, key).format(**values)
+    """The message `key` in `lang`, its placeholders filled with `values` (numbers in `lang`'s digits)."""
+    template = catalogue().template(lang, key)
+    if has_native_digits(lang):
+        return _NumberFormatter(lang).format(template, **values)
+    return template.format(**values)

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import icu  # type: ignore[import-untyped]
 
+from bridge.text.digits import DIGITS_TO_ASCII
 from bridge.text.i18n import t
 
 DEFAULT_HANDLE_PATTERN: Final = r"[a-z][a-z0-9_]{4,31}"
@@ -68,9 +69,6 @@ _ARABIC_LETTER_VARIANTS: Final = str.maketrans(
         "\u0625": "\u0627",  # إ ALEF WITH HAMZA BELOW → ا ALEF
         "\u0671": "\u0627",  # ٱ ALEF WASLA → ا ALEF
     }
-)
-_DIGITS_TO_ASCII: Final = str.maketrans(
-    {chr(base + d): str(d) for base in (0x0660, 0x06F0) for d in range(10)}  # Arabic-Indic, Persian
 )
 # Harakat and other Arabic marks (U+064B–U+065F) and the superscript alef (U+0670), plus tatweel.
 _ARABIC_MARKS_AND_TATWEEL: Final = frozenset([*map(chr, range(0x064B, 0x0660)), "\u0670", TATWEEL])
@@ -167,9 +165,16 @@ def title_key(title: str) -> str:
     skeleton, folded again because confusables.txt maps some characters to capitals (`0` → `O`).
     """
     text = str(_NFKC_CASEFOLD.normalize(title))
-    text = text.translate(_ARABIC_LETTER_VARIANTS).translate(_DIGITS_TO_ASCII)
+    text = text.translate(_ARABIC_LETTER_VARIANTS).translate(DIGITS_TO_ASCII)
     text = " ".join("".join(c for c in text if c not in _ARABIC_MARKS_AND_TATWEEL).split())
     return str(_NFKC_CASEFOLD.normalize(skeleton(text)))
+
+
+def fold_arabic(text: str) -> str:
+    """`text` with the Arabic and Persian letter variants unified (ي/ى→ی, ك→ک, أ→ا …) and tatweel,
+    Arabic marks, ZWNJ and ZWJ dropped: the same word typed on any keyboard, spelled one way."""
+    text = text.translate(_ARABIC_LETTER_VARIANTS)
+    return "".join(c for c in text if c not in _ARABIC_MARKS_AND_TATWEEL and c not in (ZWNJ, ZWJ))
 
 
 def title_collides(new_title: str, verified_titles: Iterable[str]) -> str | None:

@@ -26,6 +26,7 @@ from bridge.matrix.polls import (
     PollTally,
     parse_poll,
 )
+from bridge.text.digits import localise_digits
 from bridge.text.i18n import detect_language
 from bridge.web.sanitise import Sanitiser, media_path, plain_html
 
@@ -43,8 +44,6 @@ TEXT_MSGTYPES: Final = ("m.text", "m.notice", "m.emote")
 POLL_BAR_STEP: Final = 5  # the bars' widths go in steps of 5 % (one CSS class each: no inline styles)
 HTML_FORMAT: Final = "org.matrix.custom.html"
 MATRIX_TO: Final = "https://matrix.to/#/"
-
-_PERSIAN_DIGITS: Final = str.maketrans("0123456789,", "۰۱۲۳۴۵۶۷۸۹٬")
 
 STRINGS: Final[Mapping[str, Mapping[str, str]]] = {
     "en": {
@@ -227,10 +226,6 @@ def utc(moment: datetime) -> datetime:
 
 def iso(moment: datetime) -> str:
     return utc(moment).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def localise_digits(text: str, lang: str) -> str:
-    return text.translate(_PERSIAN_DIGITS) if lang == "fa" else text
 
 
 def human_time(moment: datetime, lang: str) -> str:

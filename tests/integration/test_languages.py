@@ -50,10 +50,43 @@ async def test_a_persian_script_command_gets_a_persian_reply_without_a_setting(e
     bob = await env.user("bob")
     room = await bob.open_management_room()
 
-    reply = await bob.ask(room, "راهنما", "را نمی‌شناسم")
-    assert reply == t("fa", "unknown_command", name="راهنما")
+    # The README's example, as written: `راهنما` is the help, in Persian, with no setting.
+    assert await bob.ask(room, "راهنما", PERSIAN_HELP) == t("fa", "help", domain=env.domain)
+    reply = await bob.ask(room, "ناشناخته", "را نمی‌شناسم")
+    assert reply == t("fa", "unknown_command", name="ناشناخته")
     await bob.ask(room, "help", ENGLISH_HELP)
     assert "“xx”" in await bob.ask(room, "language xx", "en (English), fa (فارسی)")
+
+
+async def test_every_command_has_its_persian_word_and_numbers_are_persian(env: Env) -> None:
+    dara = await env.user("dara")
+    room = await dara.open_management_room()
+    handle = env.handle("farsi")
+
+    created = await dara.ask(room, f"ساخت {handle} خبرها", "آماده است", timeout=30)
+    assert f"#{handle}:{env.domain}" in created
+    listed = await dara.ask(room, "فهرست", handle)
+    assert f"خبرها ({t('fa', 'role_owner')})" in listed
+
+    # Numeric arguments in Persian or Arabic-Indic digits; the numbers in the reply in Persian digits.
+    kept = await dara.ask(room, f"نگهداری {handle} ۳۰", "۳۰")
+    assert kept == t("fa", "retention_set", handle=handle, days=30)
+    kept = await dara.ask(room, f"نگهداری {handle} ٤٥", "۴۵")
+    assert kept == t("fa", "retention_set", handle=handle, days=45)
+    info = await dara.ask(room, f"اطلاعات {handle}", "ویراستاران و ناظران")
+    assert "مشترکان: ۰" in info
+
+    backstage = await dara.wait_invite(lambda _rid, r: f"(#{handle})" in (r.name or ""))
+    await dara.join(backstage)
+    assert await dara.ask(backstage, "!راهنما", "هر چه اینجا بفرستید") == t(
+        "fa", "help_backstage", handle=handle, title="خبرها"
+    )
+
+    # The Persian word of `delete`, and of `confirm delete`, as the reply tells.
+    asked = await dara.ask(room, f"حذف {handle}", f"تأیید حذف {handle}")
+    assert asked == t("fa", "delete_confirm", handle=handle, domain=env.domain)
+    deleted = await dara.ask(room, f"تأیید حذف {handle}", "حذف شد")
+    assert deleted == t("fa", "deleted", handle=handle)
 
 
 async def test_right_to_left_titles_and_posts_pass_through_untouched(env: Env) -> None:

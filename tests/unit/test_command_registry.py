@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 import bridge.service  # noqa: F401 (imports every feature, which registers its commands)
-from bridge.runtime.dispatch import find, names
+from bridge.runtime.dispatch import find, names, resolve, translated_words, word_key
 from bridge.store.models import RoomKind
+from bridge.text.commands import parse_command
+from bridge.text.i18n import catalogue, t
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
@@ -72,3 +74,53 @@ def test_every_registered_command_is_in_the_readme(room: RoomKind) -> None:
     prefix = "!" if room == RoomKind.BACKSTAGE else ""
     undocumented = [name for name in names(room) if f"`{prefix}{name}" not in README]
     assert names(room) and undocumented == []
+
+
+ROOMS = [RoomKind.MANAGEMENT, RoomKind.BACKSTAGE, RoomKind.OPERATOR, RoomKind.MODERATION]
+# The help of each room, as `help` answers it (placeholders filled with anything).
+HELP = {
+    RoomKind.MANAGEMENT: ("help", {"domain": "example.org"}),
+    RoomKind.BACKSTAGE: ("help_backstage", {"handle": "news", "title": "News"}),
+    RoomKind.OPERATOR: ("operator_help", {}),
+    RoomKind.MODERATION: ("mod_help", {}),
+}
+REGISTERED = sorted((room, name) for room in ROOMS for name in names(room))
+
+
+@pytest.mark.parametrize(("room", "name"), REGISTERED)
+def test_every_registered_command_has_a_persian_word(room: RoomKind, name: str) -> None:
+    key = word_key(name)
+    assert catalogue().english.get(key) == name, f"bridge/text/locale/commands.pot has no {key!r} for {name!r}"
+    word = catalogue().translations["fa"].get(key)
+    assert word and len(word.split()) == 1, f"{key!r} has no Persian word (one word, no spaces)"
+    assert find(room, word) is find(room, name)
+
+
+@pytest.mark.parametrize(("room", "name"), REGISTERED)
+def test_the_persian_help_lists_every_persian_word(room: RoomKind, name: str) -> None:
+    key, values = HELP[room]
+    word = catalogue().translations["fa"][word_key(name)]
+    assert word in t("fa", key, **values), f"the Persian {key!r} does not list {word!r} ({name})"
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_no_word_names_two_commands(room: RoomKind) -> None:
+    words = translated_words(room)  # raises on a clash
+
+    assert sorted(set(words.values())) == names(room)
+
+
+def test_a_persian_command_reaches_its_handler_under_its_name() -> None:
+    command = parse_command("!زمان‌بندی +۲h متن", require_bang=True)
+    assert command is not None
+    found = resolve(RoomKind.BACKSTAGE, command)
+
+    assert found is not None
+    spec, named = found
+    assert spec is find(RoomKind.BACKSTAGE, "schedule")
+    assert (named.name, named.args, named.rest) == ("schedule", ("+2h", "متن"), "+۲h متن")
+
+
+def test_words_of_other_rooms_are_not_commands_here() -> None:
+    assert find(RoomKind.MANAGEMENT, "آمار") is None  # !stats is a backstage command
+    assert find(RoomKind.MANAGEMENT, "نه‌فرمان") is None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.text.commands import Command, parse_command
+from bridge.text.commands import Command, command_key, parse_command, parse_duration
+from bridge.text.digits import ascii_digits
 
 
 def test_docstring_example() -> None:
@@ -144,7 +147,36 @@ def test_parse_never_raises_and_args_are_the_words_of_rest(body: str, require_ba
         return
     assert command.name
     assert command.name == command.name.lower()
-    assert command.args == tuple(command.rest.split())
+    assert command.args == tuple(ascii_digits(command.rest).split())
     for count in range(len(command.args) + 2):
         remaining = command.rest_after(count)
-        assert tuple(remaining.split()) == command.args[count:]
+        assert tuple(ascii_digits(remaining).split()) == command.args[count:]
+
+
+@pytest.mark.parametrize("typed", ["retention news ۳۰", "retention news ٣٠", "retention news 30"])
+def test_persian_and_arabic_indic_digits_are_read_as_ascii(typed: str) -> None:
+    command = parse_command(typed, require_bang=False)
+
+    assert command is not None and command.args == ("news", "30")
+
+
+def test_the_text_after_the_arguments_keeps_its_digits() -> None:
+    # Titles and reasons are published as written: only the arguments are read with ASCII digits.
+    command = parse_command("title news۱ اخبار ۱۴۰۳", require_bang=False)
+
+    assert command is not None
+    assert command.args == ("news1", "اخبار", "1403")
+    assert command.rest_after(1) == "اخبار ۱۴۰۳"
+
+
+@pytest.mark.parametrize("typed", ["۷d", "٧d", "7d"])
+def test_durations_in_any_digits(typed: str) -> None:
+    assert parse_duration(typed) == timedelta(days=7)
+
+
+@pytest.mark.parametrize(
+    ("typed", "written"),
+    [("تایید", "تأیید"), ("پیشنویس", "پیش\u200cنویس"), ("ويرايش", "ویرایش"), ("HELP", "help"), ("كانال", "کانال")],
+)
+def test_command_words_compare_as_any_keyboard_types_them(typed: str, written: str) -> None:
+    assert command_key(typed) == command_key(written)

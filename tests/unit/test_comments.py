@@ -181,4 +181,4 @@ def test_every_comments_message_is_in_english_and_persian() -> None:
         assert f'msgctxt "{key}"' in persian
     assert t("en", "comments_room_name", title="News") == "News — comments"
     assert "!comments on|off" in t("en", "help_backstage", handle="news", title="News")
-    assert "!comments on|off" in t("fa", "help_backstage", handle="news", title="News")
+    assert "!نظرها (comments) on|off" in t("fa", "help_backstage", handle="news", title="News")

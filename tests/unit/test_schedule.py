@@ -501,7 +501,7 @@ async def test_replies_are_in_persian_when_asked(ctx: Context) -> None:
 
     reply = said(await run(ctx, "news1", "!schedule فردا ۸:۰۰ سلام", NOW, lang="fa"))
 
-    assert reply.startswith("زمان‌بندی شد: پست 1 در 2026-06-03 08:00 (Asia/Tehran)")
+    assert reply.startswith("زمان‌بندی شد: پست ۱ در 2026-06-03 08:00 (Asia/Tehran)")
     assert "گذشته است" in said(await run(ctx, "news1", "!schedule 2020-01-01 09:00 x", NOW, lang="fa"))
 
 

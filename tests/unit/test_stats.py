@@ -27,7 +27,6 @@ from bridge.audience.chart import (
     ChartLabels,
     DayStats,
     chart_language,
-    localise_digits,
     render_chart,
     shaping_available,
 )
@@ -50,6 +49,7 @@ from bridge.runtime.context import Context
 from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Channel, ChannelDailyStats, OutboxEntry, Post, ReaderPosition
+from bridge.text.digits import localise_digits
 
 TODAY = date(2026, 11, 28)
 LABELS = ChartLabels("#news: the last 30 days", "Subscribers", "Views per day", "No numbers recorded yet")

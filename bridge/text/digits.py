@@ -1,0 +1,31 @@
+"""Digits as people type them and as each language writes them: the one table Kanal uses for both.
+
+People may type numbers in ASCII, Persian (۰–۹) or Arabic-Indic (٠–٩) digits; `ascii_digits` reads
+them all as ASCII (command arguments, times, handles and titles compared). `localise_digits` writes
+ASCII digits and thousands separators the way a language does (Persian: ۰–۹ and ٬), for the numbers in
+replies, pages and charts.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DIGITS_TO_ASCII: Final = str.maketrans(
+    {chr(base + d): str(d) for base in (0x0660, 0x06F0) for d in range(10)}  # Arabic-Indic, Persian
+)
+_NATIVE_DIGITS: Final = {"fa": str.maketrans("0123456789,", "۰۱۲۳۴۵۶۷۸۹٬")}
+
+
+def ascii_digits(text: str) -> str:
+    """`text` with Persian and Arabic-Indic digits made ASCII (`۱۲` → `12`); nothing else changes."""
+    return text.translate(DIGITS_TO_ASCII)
+
+
+def has_native_digits(lang: str) -> bool:
+    return lang in _NATIVE_DIGITS
+
+
+def localise_digits(text: str, lang: str) -> str:
+    """ASCII digits and thousands separators as `lang` writes them (Persian: ۰–۹ and ٬)."""
+    table = _NATIVE_DIGITS.get(lang)
+    return text.translate(table) if table is not None else text
