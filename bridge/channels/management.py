@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -31,7 +32,7 @@ from bridge.channels.registry import (
 from bridge.matrix.powerlevels import backstage_name
 from bridge.moderation import kinds
 from bridge.runtime.context import Context, enqueue, reply, send_entry, state_entry
-from bridge.runtime.dispatch import CommandCall, command, dispatch, typed_text
+from bridge.runtime.dispatch import CommandCall, command, dispatch, find, typed_text
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, aware, new_entry, room_queue
 from bridge.store import queries
@@ -70,6 +71,8 @@ _PRIVATE_OPTION = re.compile(r"(?:^|\s)--private(?=\s|$)", re.IGNORECASE)
 
 
 role_of = roles.role_of
+# What a refusal says cannot be done, in a language: `lambda lang: t(lang, "action_delete")`.
+Action = Callable[[str], str]
 
 
 async def _alias_taken(ctx: Context, handle: str) -> bool:
@@ -124,12 +127,12 @@ async def _create(call: CommandCall) -> None:
     try:
         handle = normalise_handle(cmd.args[0], ctx.config.handle_pattern)
     except InvalidHandle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[0][:64])
+        reply(s, ctx, room.room_id, lang, exc.key, **exc.values)
         return
     try:
         title = clean_title(cmd.rest_after(1) or handle, ctx.config.title_max_length)
     except InvalidTitle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_title", error=exc.text(lang))
+        reply(s, ctx, room.room_id, lang, exc.key, **exc.values)
         return
     refusal = (
         await handle_refusal(s, ctx.config, handle, user_id=event.sender)
@@ -260,7 +263,7 @@ async def _list(call: CommandCall) -> None:
     if not rows:
         reply(s, ctx, room.room_id, lang, "list_empty")
         return
-    lines = "\n".join(f"• #{h}:{ctx.domain} — {title} ({roles.normalise(role)})" for h, title, role in rows)
+    lines = "\n".join(f"• #{h}:{ctx.domain} — {title} ({roles.role_name(lang, role)})" for h, title, role in rows)
     reply(s, ctx, room.room_id, lang, "list", lines=lines)
 
 
@@ -276,8 +279,9 @@ async def _channel_for(call: CommandCall, usage: str, nargs: int) -> Channel | N
     return channel
 
 
-async def _authorised(call: CommandCall, channel: Channel, action: str, *, owner_only: bool = False) -> bool:
-    """Title and description are the owner's and editors'; the rest (`owner_only`) the owner's."""
+async def _authorised(call: CommandCall, channel: Channel, action: Action, *, owner_only: bool = False) -> bool:
+    """Title and description are the owner's and editors'; the rest (`owner_only`) the owner's.
+    `action` says in a language what is refused (`delete it`)."""
     role = await role_of(call.session, channel, call.sender)
     permission = "members" if owner_only else "settings"
     if roles.allowed(role, permission):
@@ -285,14 +289,14 @@ async def _authorised(call: CommandCall, channel: Channel, action: str, *, owner
     if role is not None and not owner_only:
         await roles.require(call.ctx, call.session, call.room.room_id, channel, call.sender, permission, call.lang)
     elif role is not None:
-        call.reply("owner_only", handle=channel.handle, owner=channel.owner, action=action)
+        call.reply("owner_only", handle=channel.handle, owner=channel.owner, action=action(call.lang))
     else:
-        call.reply("not_admin", handle=channel.handle, owner=channel.owner, action=action)
+        call.reply("no_role", handle=channel.handle, owner=channel.owner, action=action(call.lang))
     return False
 
 
 async def _managed_channel(
-    call: CommandCall, usage: str, nargs: int, action: str, *, owner_only: bool = False
+    call: CommandCall, usage: str, nargs: int, action: Action, *, owner_only: bool = False
 ) -> Channel | None:
     """The channel the command names, when the sender may do `action` to it (else None, answered)."""
     channel = await _channel_for(call, usage, nargs)
@@ -313,9 +317,9 @@ async def _info(call: CommandCall) -> None:
         )
     ).all()
     is_member = any(user == event.sender for user, _ in members)
-    admins = (
-        ", ".join(
-            f"{u} ({roles.normalise(r)})" for u, r in sorted(members) if roles.normalise(r) != ROLE_OWNER
+    team = (
+        t(lang, "list_separator").join(
+            f"{u} ({roles.role_name(lang, r)})" for u, r in sorted(members) if roles.normalise(r) != ROLE_OWNER
         )
         or "—"
     )
@@ -329,7 +333,7 @@ async def _info(call: CommandCall) -> None:
         title=channel.title,
         about=f"{channel.about}\n" if channel.about else "",
         owner=channel.owner,
-        admins=admins if is_member else "—",
+        team=team if is_member else "—",
         subscribers="?" if subscribers is None else subscribers,
         posts=posts or 0,
         signatures=t(lang, "on" if channel.signatures else "off"),
@@ -341,13 +345,13 @@ async def _info(call: CommandCall) -> None:
 @command(RoomKind.MANAGEMENT, "title")
 async def _title(call: CommandCall) -> None:
     ctx, s = call.ctx, call.session
-    channel = await _managed_channel(call, "title <handle> <text>", 2, "rename")
+    channel = await _managed_channel(call, "title <handle> <text>", 2, lambda lang: t(lang, "action_title"))
     if channel is None:
         return
     try:
         title = clean_title(call.command.rest_after(1), ctx.config.title_max_length)
     except InvalidTitle as exc:
-        call.reply("invalid_title", error=exc.text(call.lang))
+        call.reply(exc.key, **exc.values)
         return
     refusal = await title_refusal(s, title, channel_id=channel.id)
     if refusal is not None:
@@ -371,7 +375,7 @@ async def _title(call: CommandCall) -> None:
 
 @command(RoomKind.MANAGEMENT, "about")
 async def _about(call: CommandCall) -> None:
-    channel = await _managed_channel(call, "about <handle> <text>", 2, "describe")
+    channel = await _managed_channel(call, "about <handle> <text>", 2, lambda lang: t(lang, "action_about"))
     if channel is None:
         return
     channel.about = call.command.rest_after(1)[:1024]
@@ -383,11 +387,11 @@ async def _about(call: CommandCall) -> None:
 
 async def _member_change(call: CommandCall, promote: bool) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
-    verb = "promote" if promote else "demote"
     usage = (
         "promote <handle> <@user:domain> [editor|moderator]" if promote else "demote <handle> <@user:domain>"
     )
-    channel = await _managed_channel(call, usage, 2, f"{verb} admins", owner_only=True)
+    action: Action = (lambda lang: t(lang, "action_promote")) if promote else (lambda lang: t(lang, "action_demote"))
+    channel = await _managed_channel(call, usage, 2, action, owner_only=True)
     if channel is None:
         return
     user = cmd.args[1]
@@ -405,7 +409,7 @@ async def _member_change(call: CommandCall, promote: bool) -> None:
             reply(s, ctx, room.room_id, lang, "cannot_demote_owner", user=user, handle=channel.handle)
             return
         if role == wanted:
-            reply(s, ctx, room.room_id, lang, "already_role", user=user, handle=channel.handle, role=wanted)
+            reply(s, ctx, room.room_id, lang, "already_role", user=user, handle=channel.handle, role=roles.role_name(lang, wanted))
             return
         if role is not None:
             member = await s.get(ChannelMember, (channel.id, user))
@@ -413,7 +417,7 @@ async def _member_change(call: CommandCall, promote: bool) -> None:
             member.role = wanted
             await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=wanted)
             await roles.team_changed(ctx, s, channel)
-            reply(s, ctx, room.room_id, lang, "role_changed", user=user, handle=channel.handle, role=wanted)
+            reply(s, ctx, room.room_id, lang, "role_changed", user=user, handle=channel.handle, role=roles.role_name(lang, wanted))
             return
         s.add(ChannelMember(channel_id=channel.id, user_id=user, role=wanted))
         await log_entry(s, ctx.config, event.sender, "role", channel.handle or "", user=user, role=wanted)
@@ -425,13 +429,13 @@ async def _member_change(call: CommandCall, promote: bool) -> None:
                     room_queue(backstage), OutboxKind.INVITE, ctx.bot, {"room_id": backstage, "user_id": user}
                 ),
             )
-        reply(s, ctx, room.room_id, lang, "promoted_role", user=user, handle=channel.handle, role=wanted)
+        reply(s, ctx, room.room_id, lang, "promoted_role", user=user, handle=channel.handle, role=roles.role_name(lang, wanted))
         return
     if role == ROLE_OWNER:
         reply(s, ctx, room.room_id, lang, "cannot_demote_owner", user=user, handle=channel.handle)
         return
     if role is None:
-        reply(s, ctx, room.room_id, lang, "not_an_admin", user=user, handle=channel.handle)
+        reply(s, ctx, room.room_id, lang, "no_role_to_take", user=user, handle=channel.handle)
         return
     await s.execute(
         delete(ChannelMember).where(ChannelMember.channel_id == channel.id, ChannelMember.user_id == user)
@@ -455,9 +459,13 @@ async def _demote(call: CommandCall) -> None:
     await _member_change(call, promote=False)
 
 
+def _deleting(lang: str) -> str:
+    return t(lang, "action_delete")
+
+
 @command(RoomKind.MANAGEMENT, "delete")
 async def _delete(call: CommandCall) -> None:
-    channel = await _managed_channel(call, "delete <handle>", 1, "delete the channel", owner_only=True)
+    channel = await _managed_channel(call, "delete <handle>", 1, _deleting, owner_only=True)
     if channel is None:
         return
     await call.session.merge(
@@ -479,7 +487,10 @@ async def _confirm(call: CommandCall) -> None:
     expires = pending.expires_at if pending else None
     if expires is not None and expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
-    wanted = (cmd.arg(0) or "").lower(), (cmd.arg(1) or "").lower().lstrip("#")
+    # `confirm delete news`, or with the command's word in another language (`تأیید حذف news`)
+    confirmed = find(RoomKind.MANAGEMENT, cmd.arg(0) or "")
+    action = confirmed.name if confirmed is not None else (cmd.arg(0) or "").lower()
+    wanted = action, (cmd.arg(1) or "").lower().lstrip("#")
     if (
         pending is None
         or expires is None
@@ -490,7 +501,7 @@ async def _confirm(call: CommandCall) -> None:
         return
     await s.delete(pending)
     channel = await queries.channel_by_handle(s, pending.argument)
-    if channel is None or not await _authorised(call, channel, "delete the channel", owner_only=True):
+    if channel is None or not await _authorised(call, channel, _deleting, owner_only=True):
         return
     channel.status = ChannelStatus.DELETING
     handle = channel.handle
@@ -523,7 +534,7 @@ async def _cancel(call: CommandCall) -> None:
 async def _rename(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _managed_channel(
-        call, "rename <handle> <new handle>", 2, "change the handle", owner_only=True
+        call, "rename <handle> <new handle>", 2, lambda lang: t(lang, "action_rename"), owner_only=True
     )
     if channel is None:
         return
@@ -533,7 +544,7 @@ async def _rename(call: CommandCall) -> None:
     try:
         new_handle = normalise_handle(cmd.args[1], ctx.config.handle_pattern)
     except InvalidHandle as exc:
-        reply(s, ctx, room.room_id, lang, "invalid_handle", error=exc.text(lang), handle=cmd.args[1][:64])
+        reply(s, ctx, room.room_id, lang, exc.key, **exc.values)
         return
     if new_handle == channel.handle:
         reply(s, ctx, room.room_id, lang, "rename_same", handle=new_handle)
@@ -563,7 +574,7 @@ async def _rename(call: CommandCall) -> None:
 async def _transfer(call: CommandCall) -> None:
     ctx, s, room, event, cmd, lang = call.ctx, call.session, call.room, call.event, call.command, call.lang
     channel = await _managed_channel(
-        call, "transfer <handle> <@user:domain>", 2, "transfer the channel", owner_only=True
+        call, "transfer <handle> <@user:domain>", 2, lambda lang: t(lang, "action_transfer"), owner_only=True
     )
     if channel is None:
         return
@@ -637,7 +648,7 @@ async def _retention(call: CommandCall) -> None:
 
     ctx, s = call.ctx, call.session
     usage = "retention <handle> <days|off|default>"
-    channel = await _managed_channel(call, usage, 2, "change the history kept", owner_only=True)
+    channel = await _managed_channel(call, usage, 2, lambda lang: t(lang, "action_retention"), owner_only=True)
     if channel is None:
         return
     value = call.command.args[1].lower()

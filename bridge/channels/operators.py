@@ -322,7 +322,7 @@ def _handle_arg(call: CommandCall, usage: str) -> str | None:
     try:
         return normalise_handle(cmd.args[0], call.ctx.config.handle_pattern)
     except InvalidHandle as exc:
-        call.reply("invalid_handle", error=exc.text(call.lang), handle=cmd.args[0][:64])
+        call.reply(exc.key, **exc.values)
         return None
 
 

@@ -17,6 +17,7 @@ from appservice.ids import RoomID
 from bridge.matrix.powerlevels import backstage_power_levels
 from bridge.runtime.context import Context, enqueue, reply, state_entry
 from bridge.store.models import Channel, ChannelMember
+from bridge.text.i18n import t
 
 OWNER = "owner"
 EDITOR = "editor"
@@ -62,6 +63,17 @@ def roles_for(action: str) -> list[str]:
     return [r for r in ROLES if r in PERMISSIONS[action]]
 
 
+def role_name(lang: str, role: str | None) -> str:
+    """A role as people read it in `lang` (the README's words: owner, editor, moderator)."""
+    names = {
+        OWNER: t(lang, "role_owner"),
+        EDITOR: t(lang, "role_editor"),
+        MODERATOR: t(lang, "role_moderator"),
+    }
+    role = normalise(role)
+    return names.get(role or "", role or "")
+
+
 async def role_of(session: AsyncSession, channel: Channel, user_id: str) -> str | None:
     role: str | None = await session.scalar(_ROLE, {"channel_id": channel.id, "user_id": user_id})
     return normalise(role)
@@ -91,7 +103,7 @@ async def require(
         lang,
         "role_required",
         handle=channel.handle,
-        roles=", ".join(roles_for(action)),
+        roles=t(lang, "list_separator").join(role_name(lang, role) for role in roles_for(action)),
         owner=channel.owner,
     )
     return False

@@ -67,7 +67,7 @@ async def authenticate(session: AsyncSession, header_value: str | None) -> ApiTo
 async def token_command(call: CommandCall) -> None:
     """`!token new <name>`, `!token list`, `!token revoke <name>` in a channel's backstage.
 
-    Making and revoking tokens is the owner's; admins may list them. Replies are in `lang`.
+    Making and revoking tokens is the owner's; editors and moderators may list them too. Replies are in `lang`.
     """
     ctx, session, room, channel, event = call.ctx, call.session, call.room, call.backstage_channel, call.event
     args, lang = call.command.args, call.lang

@@ -9,6 +9,7 @@ from typing import Any
 import nio
 import pytest
 
+from bridge.text.i18n import t
 from tests.support import Channel, Env, User, create_channel
 
 pytestmark = pytest.mark.integration
@@ -164,13 +165,14 @@ async def test_silent_signatures_pin_help_stats(env: Env) -> None:
     ]
 
 
-async def test_only_admins_are_published(env: Env) -> None:
+async def test_only_the_team_is_published(env: Env) -> None:
     alice, bob, channel = await _setup(env)
-    # Bob is invited to backstage by Alice directly (not promoted): he is not an admin.
+    # Bob is invited to backstage by Alice directly (not promoted): he has no role.
     invited = await alice.client.room_invite(channel.backstage, bob.user_id)
     assert isinstance(invited, nio.RoomInviteResponse)
     await bob.join(channel.backstage)
-    await bob.ask(channel.backstage, "sneaky post", "not an admin")
+    refused = await bob.ask(channel.backstage, "sneaky post", "no role in")
+    assert refused == t("en", "no_backstage_role", handle=channel.handle, owner=alice.user_id)
     await alice.text(channel.backstage, "real post")
     await bob.wait_for(channel.broadcast, body_is("real post"))
     assert not [e for e in await bob.messages(channel.broadcast) if e["content"].get("body") == "sneaky post"]

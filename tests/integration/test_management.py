@@ -9,6 +9,7 @@ from typing import Any
 import nio
 import pytest
 
+from bridge.text.i18n import t
 from tests.support import Env, User, create_channel
 
 pytestmark = pytest.mark.integration
@@ -131,7 +132,12 @@ async def test_create_refusals(env: Env) -> None:
     alice, carol = await env.user("alice"), await env.user("carol")
     room = await alice.open_management_room()
     assert "5" in await alice.ask(room, "create abc", "not a valid handle")
-    assert "letter" in await alice.ask(room, "create 1abcdef", "not a valid handle")
+    # One sentence each, said once: no "letter.. Instead of …" after it.
+    refused = await alice.ask(room, "create 1abcdef", "not a valid handle")
+    assert refused == t("en", "name_handle_start", handle="'1abcdef'", min=5, max=32)
+    assert ".." not in refused and refused.count("a letter") == 1
+    refused = await alice.ask(room, "create goodhandle \u202eevil", "title")
+    assert refused == t("en", "name_title_bidi", char="U+202E (RIGHT-TO-LEFT OVERRIDE)")
     assert "Usage" in await alice.ask(room, "create", "Usage")
     assert "help" in await alice.ask(room, "frobnicate now", "don't know")
 
@@ -151,14 +157,18 @@ async def test_strangers_and_admins_are_refused_with_reasons(env: Env) -> None:
         f"demote {channel.handle} {alice.user_id}",
         f"delete {channel.handle}",
     ):
-        answer = await mallory.ask(room, command, "not an owner or admin")
+        answer = await mallory.ask(room, command, "You have no role in")
         assert alice.user_id in answer  # says whom to ask instead
+        assert "admin" not in answer and " it it" not in answer
     assert (await alice.state(channel.broadcast, "m.room.name"))["name"] == "Guarded"
     assert "no channel" in (await mallory.ask(room, "info nosuchchannel", "no channel")).lower()
 
     await alice.ask(channel.management, f"promote {channel.handle} {bob.user_id}", "is now editor of")
     bob_room = await bob.open_management_room()
-    await bob.ask(bob_room, f"promote {channel.handle} {mallory.user_id}", "Only the owner")
+    refused = await bob.ask(bob_room, f"promote {channel.handle} {mallory.user_id}", "Only the owner")
+    assert refused == f"Only the owner of #{channel.handle} ({alice.user_id}) can give roles in it."
+    info = await bob.ask(bob_room, f"info {channel.handle}", "Editors and moderators:")
+    assert f"Editors and moderators: {bob.user_id} (editor)" in info and "Admins" not in info
     await bob.ask(bob_room, f"delete {channel.handle}", "Only the owner")
     await bob.ask(bob_room, f"title {channel.handle} Co-edited", "is now titled")
 
@@ -179,7 +189,7 @@ async def test_promote_and_demote_manage_backstage(env: Env) -> None:
     assert relayed["sender"] == f"@kanal_{channel.handle}:{env.domain}"
 
     await alice.ask(room, f"demote {channel.handle} {alice.user_id}", "cannot be demoted")
-    await alice.ask(room, f"demote {channel.handle} {bob.user_id}", "no longer an admin")
+    await alice.ask(room, f"demote {channel.handle} {bob.user_id}", "no longer has a role in")
     await alice.wait_for(
         backstage,
         lambda e: (
@@ -188,7 +198,7 @@ async def test_promote_and_demote_manage_backstage(env: Env) -> None:
             and e["content"].get("membership") == "leave"
         ),
     )
-    await alice.ask(room, f"demote {channel.handle} {bob.user_id}", "is not an admin")
+    await alice.ask(room, f"demote {channel.handle} {bob.user_id}", "has no role in")
 
 
 async def test_delete_asks_for_confirmation_then_archives_and_frees_the_handle(env: Env) -> None:

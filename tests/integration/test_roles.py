@@ -64,7 +64,7 @@ async def test_roles_decide_who_publishes_and_who_runs_which_command(env: Env) -
         lambda e: e["content"].get("m.relates_to", {}).get("event_id") == published["event_id"],
     )
     assert edit["content"]["m.new_content"]["body"] == "the owner's post"
-    await mo.ask(bs, "!edit hijack", "Only the owner, editor of")
+    await mo.ask(bs, "!edit hijack", "may do that: owner, editor.")
     redacted = await ed.client.room_redact(bs, owners, reason="duplicate")
     assert isinstance(redacted, nio.RoomRedactResponse), redacted
     await reader.wait_for(
@@ -74,16 +74,16 @@ async def test_roles_decide_who_publishes_and_who_runs_which_command(env: Env) -
     # Commands follow the table in bridge/channels/roles.py.
     await mo.ask(bs, "!stats", "ubscribers")
     await mo.ask(bs, "!reactions only 👍", "👍")
-    refusal = await mo.ask(bs, "!signatures on", "Only the owner, editor of")
+    refusal = await mo.ask(bs, "!signatures on", "may do that: owner, editor.")
     assert alice.user_id in refusal
-    await mo.ask(bs, "!schedule +1h later", "Only the owner, editor of")
+    await mo.ask(bs, "!schedule +1h later", "may do that: owner, editor.")
     await ed.ask(bs, "!signatures on", "Signatures are now on")
     await ed.ask(bs, "!token new bot", "Only the owner")
 
     # In the management room: editors set the title; only the owner hands out roles.
     ed_room, mo_room = await ed.open_management_room(), await mo.open_management_room()
     await ed.ask(ed_room, f"title {channel.handle} Roles Desk Two", "is now titled")
-    await mo.ask(mo_room, f"title {channel.handle} Hijacked", "Only the owner, editor of")
+    await mo.ask(mo_room, f"title {channel.handle} Hijacked", "may do that: owner, editor.")
     await ed.ask(ed_room, f"promote {channel.handle} {reader.user_id} editor", "Only the owner")
 
     # A role can change; a demoted member's posts are no longer published.

@@ -18,6 +18,7 @@ import polib
 import pytest
 
 import bridge
+from bridge.runtime.dispatch import WORD_KEY_PREFIX
 from bridge.text.i18n import LOCALE_DIR, CatalogueError, catalogue, detect_language, load_catalogue, t
 
 LANGUAGES = ("en", "fa")
@@ -49,7 +50,8 @@ def _literal_keys(node: ast.expr) -> list[str]:
 
 def call_sites() -> list[CallSite]:
     """Every `reply(session, ctx, room, lang, KEY, **kw)`, `call.reply(KEY, **kw)` (a command's
-    answer, bridge.runtime.dispatch.CommandCall) and `t(lang, KEY, **kw)` in bridge/."""
+    answer, bridge.runtime.dispatch.CommandCall), `t(lang, KEY, **kw)` and
+    `tell_moderators(ctx, session, KEY, **kw)` in bridge/."""
     sites = []
     for path in sorted(BRIDGE_DIR.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -68,6 +70,8 @@ def call_sites() -> list[CallSite]:
                 key_index, implicit = 4, {"domain"}  # context.reply always passes domain
             elif node.func.id == "t":
                 key_index, implicit = 1, set()
+            elif node.func.id == "tell_moderators":
+                key_index, implicit = 2, set()  # bridge/moderation/gate.py: (ctx, session, KEY, **values)
             elif node.func.id in ("InvalidHandle", "InvalidTitle"):
                 key_index, implicit = 0, set()  # bridge/text/names.py: InvalidHandle("key", **values)
             elif node.func.id == "Refusal":
@@ -183,8 +187,10 @@ def test_reply_is_never_given_the_domain_it_passes_itself() -> None:
 
 def test_every_message_is_used() -> None:
     used = {site.key for site in CALL_SITES}
+    # Command words are read by bridge.runtime.dispatch (tests/unit/test_command_registry.py).
+    words = {key for key in ENGLISH if key.startswith(WORD_KEY_PREFIX)}
 
-    assert set(ENGLISH) - used == set()
+    assert words and set(ENGLISH) - used - words == set()
 
 
 def test_values_are_not_formatted_again() -> None:
@@ -220,6 +226,9 @@ def test_unknown_key_fails_loudly() -> None:
         ("", "en", "en"),
         ("Привет", "en", "en"),
         ("12345 !@#", "fa", "fa"),
+        ("decision d۴۲", "en", "en"),  # digits copied from a Persian reply are not Persian writing
+        ("appeal ٤٢ unfair", "en", "en"),
+        ("نگهداری news ۳۰", "en", "fa"),
     ],
 )
 def test_detect_language(text: str, default: str, expected: str) -> None:
@@ -338,3 +347,25 @@ def test_right_to_left_values_come_out_untouched(value: str, lang: str) -> None:
     assert value in text
     before, after = template(lang, "title_set").split("{title}")
     assert text == before.replace("{handle}", "news1") + value + after.replace("{handle}", "news1")
+
+
+def test_numbers_in_persian_replies_are_written_in_persian_digits() -> None:
+    assert t("fa", "report_received", id=1234) == t("fa", "report_received", id="۱۲۳۴")
+    assert "۱۲۳۴" in t("fa", "report_received", id=1234)
+    assert "1234" in t("en", "report_received", id=1234)
+
+
+def test_only_numbers_get_persian_digits() -> None:
+    # Handles, ids and titles with digits are text: they come out as they went in.
+    text = t("fa", "title_set", handle="news1", title="2026")
+
+    assert "news1" in text and "2026" in text
+
+
+@pytest.mark.parametrize(("value", "digits"), [(7, "۷"), (1.5, "۱.۵"), (0, "۰")])
+def test_number_values_of_any_kind_are_localised(value: float, digits: str) -> None:
+    assert digits in t("fa", "report_received", id=value)
+
+
+def test_a_boolean_is_not_a_number() -> None:
+    assert "True" in t("fa", "report_received", id=True)
