@@ -412,22 +412,34 @@ async def _flag(
         {"author": event.sender, "reason": verdict.reason},
         config=ctx.config,
     )
-    lang = ctx.config.default_language
-    text = t(
-        lang,
+    link = comments_url(room.room_id, event.event_id, ctx.domain)
+    # The same words for the channel's team (the owner's language) and for the moderators (theirs).
+    if channel.backstage_room_id:
+        backstage = await session.get(Room, channel.backstage_room_id)
+        reply(
+            session,
+            ctx,
+            channel.backstage_room_id,
+            await language_for(session, ctx, channel.owner, room=backstage),
+            "comment_flagged",
+            handle=channel.handle,
+            user=event.sender,
+            hook=verdict.hook,
+            category=verdict.category,
+            reason=verdict.reason,
+            link=link,
+        )
+    await tell_moderators(
+        ctx,
+        session,
         "comment_flagged",
         handle=channel.handle,
         user=event.sender,
         hook=verdict.hook,
         category=verdict.category,
         reason=verdict.reason,
-        link=comments_url(room.room_id, event.event_id, ctx.domain),
+        link=link,
     )
-    if channel.backstage_room_id:
-        enqueue(
-            session, send_entry(ctx.bot, channel.backstage_room_id, {"msgtype": "m.notice", "body": text})
-        )
-    await tell_moderators(ctx, session, text)
 
 
 async def _remove(

@@ -37,6 +37,7 @@ from bridge.store.models import (
     Post,
     Room,
 )
+from bridge.text.digits import localise_digits
 from bridge.text.i18n import SOURCE_LANGUAGE, t
 
 
@@ -131,7 +132,7 @@ def statement_facts(
 def _kind_text(lang: str, facts: StatementFacts) -> str:
     texts: dict[str, str] = {
         DecisionKind.TAKE_DOWN: t(lang, "sor_take_down"),
-        DecisionKind.RESTRICT: t(lang, "sor_restrict", until=facts.until),
+        DecisionKind.RESTRICT: t(lang, "sor_restrict", until=localise_digits(facts.until, lang)),
         DecisionKind.SUSPEND: t(lang, "sor_suspend"),
         DecisionKind.NO_ACTION: t(lang, "sor_no_action"),
         DecisionKind.REJECT_POST: t(lang, "sor_reject_post"),
@@ -166,7 +167,7 @@ def _origin(lang: str, facts: StatementFacts) -> str:
         "sor_origin_notice",
         source=sources.get(facts.notice_source) or t(lang, "sor_source_other"),
         notice=facts.notice_id,
-        received=facts.notice_received,
+        received=localise_digits(facts.notice_received, lang),
         category=facts.notice_category,
     )
 
@@ -282,10 +283,14 @@ async def record(
     reverses: Decision | None = None,
     tell_backstage: bool = True,
     recipient: str | None = None,
+    recipient_text: str = "",
 ) -> Decision:
     """Record a decision with its statement, audit it, and deliver the statement.
 
-    The backstage copy is in the language of `recipient` (the post's author; default: the owner).
+    Each copy is in its reader's language (bridge.runtime.languages.language_for): the backstage copy
+    in that of `recipient` (the post's author; default: the owner), who wrote `recipient_text` (the
+    post: Persian script in it means Persian, unless they chose a language); the notifier's in
+    theirs, read from their notice the same way.
     """
     decision = Decision(
         kind=kind,
@@ -335,13 +340,13 @@ async def record(
     if tell_backstage and channel is not None and channel.backstage_room_id:
         backstage = channel.backstage_room_id
         lang = await language_for(
-            session, ctx, recipient or channel.owner, room=await session.get(Room, backstage)
+            session, ctx, recipient or channel.owner, recipient_text, await session.get(Room, backstage)
         )
         text = render_statement(lang, facts)
         enqueue(session, send_entry(ctx.bot, backstage, {"msgtype": "m.notice", "body": text}))
     if notice is not None and notice.notifier_room:
         lang = await language_for(
-            session, ctx, notice.notifier or "", room=await session.get(Room, notice.notifier_room)
+            session, ctx, notice.notifier or "", notice.explanation, await session.get(Room, notice.notifier_room)
         )
         text = t(lang, "mod_notice_decided", notice=notice.id, statement=render_statement(lang, facts))
         enqueue(session, send_entry(ctx.bot, notice.notifier_room, {"msgtype": "m.notice", "body": text}))
@@ -358,6 +363,7 @@ async def record_hook_rejection(
     target: str,
     tell_backstage: bool = True,
     recipient: str | None = None,
+    recipient_text: str = "",
 ) -> Decision:
     """A hook's reject of `target` (a post or comment), recorded as the hook's own decision: detected
     and decided automatically, on the deployment's publication rules."""
@@ -374,7 +380,14 @@ async def record_hook_rejection(
         automated=True,
         tell_backstage=tell_backstage,
         recipient=recipient,
+        recipient_text=recipient_text,
     )
+
+
+def body_of(content: dict[str, Any] | None) -> str:
+    """The text of a message's content (what its author wrote), or ""."""
+    body = (content or {}).get("body")
+    return body if isinstance(body, str) else ""
 
 
 # -- carrying decisions out ------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 allow → relayed as usual; hold → kept for the moderators (the backstage is told); reject → not
 published, with a statement of reasons in backstage, in the author's language (an automated decision,
-open to appeal). The moderation room is told in the deployment's default language.
+open to appeal). The moderation room is told in its moderators' language (`moderators_language`).
 Also refuses posts while the channel is restricted.
 """
 
@@ -21,6 +21,7 @@ from bridge.moderation import audit
 from bridge.moderation.decisions import record_hook_rejection
 from bridge.moderation.hooks import MediaInfo, PostInfo, Verdict, outcome
 from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.languages import chosen_language
 from bridge.runtime.outbox import aware
 from bridge.store.models import (
     Channel,
@@ -162,7 +163,7 @@ async def screen(
         reply(session, ctx, room.room_id, lang, "post_held", handle=channel.handle, id=held.id)
         await tell_moderators_held(ctx, session, channel, held, deciding, _preview(event))
         return False
-    await reject_held(ctx, session, channel, held, deciding, recipient=event.sender)
+    await reject_held(ctx, session, channel, held, deciding, recipient=event.sender, recipient_text=_preview(event))
     return False
 
 
@@ -177,8 +178,9 @@ async def tell_moderators_held(
 ) -> None:
     """Tell the moderation room a post was held: the hook's verdict, the post's first 300 characters and
     who wrote it (its author in backstage, or the API `token` it came through)."""
-    text = t(
-        ctx.config.default_language,
+    await tell_moderators(
+        ctx,
+        session,
         "mod_held_post" if token is None else "mod_held_api_post",
         held=held.id,
         handle=channel.handle,
@@ -189,7 +191,6 @@ async def tell_moderators_held(
         reason=deciding.reason,
         preview=preview if len(preview) <= 300 else preview[:300] + "…",
     )
-    await tell_moderators(ctx, session, text)
 
 
 async def reject_held(
@@ -199,9 +200,10 @@ async def reject_held(
     held: HeldPost,
     deciding: Verdict,
     recipient: str | None = None,
+    recipient_text: str = "",
 ) -> Decision:
-    """A rejected post's automated decision, its statement delivered (in `recipient`'s language, default
-    the owner's), linked to the post's HeldPost row."""
+    """A rejected post's automated decision, its statement delivered (in the language of `recipient`,
+    default the owner, who wrote `recipient_text`), linked to the post's HeldPost row."""
     decision = await record_hook_rejection(
         ctx,
         session,
@@ -210,14 +212,28 @@ async def reject_held(
         channel=channel,
         target=held.source_event_id,
         recipient=recipient,
+        recipient_text=recipient_text,
     )
     held.decision_id = decision.id
     return decision
 
 
-async def tell_moderators(ctx: Context, session: AsyncSession, text: str) -> None:
-    """Post `text` (put into words in `config.default_language` by the caller) in the moderation room."""
+def moderators(ctx: Context) -> list[str]:
+    """Who decides in the moderation room: `compliance.moderators`, by default the operators."""
+    return list(ctx.config.compliance.moderators or ctx.config.operators)
+
+
+async def moderators_language(ctx: Context, session: AsyncSession) -> str:
+    """The language the moderation room speaks: the one its moderators chose (`language fa`), when all
+    who chose one chose the same; otherwise `channels.default_language`."""
+    chosen = {lang for user in moderators(ctx) if (lang := await chosen_language(session, user))}
+    return chosen.pop() if len(chosen) == 1 else ctx.config.default_language
+
+
+async def tell_moderators(ctx: Context, session: AsyncSession, key: str, **values: Any) -> None:
+    """Post the message `key` in the moderation room, in the moderators' language."""
     room_id = await session.scalar(select(Room.room_id).where(Room.kind == RoomKind.MODERATION))
+    text = t(await moderators_language(ctx, session), key, **values)
     if room_id is None:
         log.warning(
             "No moderation room yet (compliance.moderators or operators.users is empty): %s", text[:200]

@@ -39,7 +39,6 @@ from bridge.store.models import (
     Notice,
     Room,
 )
-from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +133,10 @@ async def file_notice(
         {"notifier": notifier, "explanation": notice.explanation},
         config=ctx.config,
     )
-    lang = ctx.config.default_language
     if comment is None:
-        text = t(
-            lang,
+        await tell_moderators(
+            ctx,
+            session,
             "mod_notice_trusted" if trusted else "mod_notice",
             notice=notice.id,
             source=source,
@@ -147,8 +146,9 @@ async def file_notice(
             explanation=notice.explanation[:500],
         )
     else:
-        text = t(
-            lang,
+        await tell_moderators(
+            ctx,
+            session,
             "mod_comment_notice_trusted" if trusted else "mod_comment_notice",
             notice=notice.id,
             source=source,
@@ -158,12 +158,11 @@ async def file_notice(
             category=notice.category,
             explanation=notice.explanation[:500],
         )
-    await tell_moderators(ctx, session, text)
     return notice
 
 
 async def may_appeal(session: AsyncSession, decision: Decision, user_id: UserID) -> bool:
-    """The channel's owner and admins, the notifier, and a refused requester may appeal a decision."""
+    """The channel's owner, editors and moderators, the notifier, and a refused requester may appeal a decision."""
     target = decision.target or ""
     if decision.kind == DecisionKind.REJECT_REQUEST and target.startswith("request:"):
         request = await session.get(ChannelRequest, int(target.split(":", 1)[1]))
@@ -199,8 +198,9 @@ async def file_appeal(
         {"appellant": appellant, "text": appeal.text},
         config=ctx.config,
     )
-    text = t(
-        ctx.config.default_language,
+    await tell_moderators(
+        ctx,
+        session,
         "mod_appeal",
         appeal=appeal.id,
         decision=decision.id,
@@ -208,7 +208,6 @@ async def file_appeal(
         appellant=appellant,
         text=appeal.text[:500],
     )
-    await tell_moderators(ctx, session, text)
     return appeal
 
 

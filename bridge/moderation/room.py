@@ -5,8 +5,9 @@ on here is public channel content or channel registration; every decision gets a
 reasons, an appeal path and an audit-log entry. Appeals are decided only here, by a person, and not
 by the moderator who took the decision appealed (when another moderator exists).
 
-The room's texts are in `channels.default_language`, replies to a moderator in the language they chose;
-what reaches authors, notifiers and appellants is in each one's own language.
+The room's texts are in its moderators' language (bridge.moderation.gate.moderators_language), replies
+to a moderator in theirs; what reaches authors, notifiers and appellants is in each one's own language,
+chosen or read from what they wrote (their post, notice or appeal).
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from appservice.ids import EventID, RoomID
 from bridge.moderation import audit, kinds
 from bridge.moderation.decisions import (
     Ground,
+    body_of,
     record,
     statement_in,
     suspend,
     take_down,
     unsuspend,
 )
+from bridge.moderation.gate import moderators, moderators_language
 from bridge.moderation.kinds import ReportedComment
 from bridge.runtime.context import Context, reply
 from bridge.runtime.dispatch import CommandCall, command, dispatch, typed_text
@@ -82,21 +85,19 @@ def _duration(text: str) -> timedelta:
         raise Refused(Refusal("mod_bad_duration", {"text": text[:32]})) from None
 
 
-def moderators(ctx: Context) -> list[str]:
-    return list(ctx.config.compliance.moderators or ctx.config.operators)
-
-
 async def sync_moderation_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> str | None:
     members = moderators(ctx)
     if not members:
         raise SkipEntry("no moderators configured")
+    async with ctx.sessions() as session:
+        lang = await moderators_language(ctx, session)
     room_id = await sync_staff_room(
         ctx,
         kind=RoomKind.MODERATION,
         name=ROOM_NAME,
-        topic=t(ctx.config.default_language, "mod_room_topic"),
+        topic=t(lang, "mod_room_topic"),
         members=members,
-        welcome=t(ctx.config.default_language, "mod_help"),
+        welcome=t(lang, "mod_help"),
     )
     if room_id is not None:
         await _remind(ctx, room_id)
@@ -107,8 +108,8 @@ async def _remind(ctx: Context, room_id: RoomID) -> None:
     """At each start, what is waiting (announcements made while there was no room are not lost)."""
     from sqlalchemy import func
 
-    lang = ctx.config.default_language
     async with ctx.sessions.begin() as session:
+        lang = await moderators_language(ctx, session)
 
         async def waiting(model: type[HeldPost] | type[Notice] | type[Appeal], status: str) -> int:
             count = await session.scalar(
@@ -149,8 +150,8 @@ async def on_moderation_message(ctx: Context, session: AsyncSession, room: Room,
     command = parse_command(body, require_bang=False)
     if command is None:
         return
-    # Staff texts: the deployment's language, unless this moderator chose one (`language fa`).
-    lang = await language_for(session, ctx, event.sender, room=room)
+    # Staff texts: the moderator's chosen language, or the script they write in, or the room's.
+    lang = await language_for(session, ctx, event.sender, body, room)
     if event.sender not in moderators(ctx):
         reply(session, ctx, room.room_id, lang, "mod_not_moderator")
         return
@@ -221,7 +222,7 @@ async def _approve(call: CommandCall) -> None:
     await publish(ctx, s, channel, held)
     if channel.backstage_room_id:
         backstage = await s.get(Room, channel.backstage_room_id)
-        author_lang = await language_for(s, ctx, held.author, room=backstage)
+        author_lang = await language_for(s, ctx, held.author, body_of(held.event.get("content")), backstage)
         reply(s, ctx, channel.backstage_room_id, author_lang, "mod_approved_backstage", held=held.id)
     call.reply("mod_approved", held=held.id, decision=decision.id, handle=channel.handle)
 
@@ -256,6 +257,7 @@ async def _reject(call: CommandCall) -> None:
         target=held.source_event_id,
         automated=True,  # detected by a hook, decided by a person
         recipient=held.author,
+        recipient_text=body_of(held.event.get("content")),
     )
     held.status = HeldPostStatus.REJECTED
     held.decision_id = decision.id
@@ -330,6 +332,7 @@ async def _takedown(call: CommandCall) -> None:
         target=post.relayed_event_id,
         notice=notice,
         recipient=post.author,
+        recipient_text=body_of(post.content),
     )
     # The redaction's reason is public: readers see it in the deployment's language.
     readers = ctx.config.default_language
@@ -495,7 +498,7 @@ async def _open_appeal(call: CommandCall, usage: Refusal) -> tuple[Appeal, Decis
 
 async def _appellant_language(ctx: Context, s: AsyncSession, appeal: Appeal) -> str:
     room = await s.get(Room, appeal.appellant_room) if appeal.appellant_room else None
-    return await language_for(s, ctx, appeal.appellant, room=room)
+    return await language_for(s, ctx, appeal.appellant, appeal.text, room)
 
 
 async def _close_appeal(

@@ -18,6 +18,7 @@ import aiohttp
 import nio
 import pytest
 
+from bridge.text.digits import ascii_digits, localise_digits
 from tests.support import Env, User, create_channel, reconfigured
 
 pytestmark = pytest.mark.integration
@@ -140,6 +141,8 @@ async def test_a_persian_speaking_author_receives_the_statement_in_persian(env: 
         text = statement["content"]["body"]
         number = re.search(r"تصمیم #(\d+)", text)
         assert number is not None, text
+        decision = ascii_digits(number.group(1))
+        assert number.group(1) == localise_digits(decision, "fa")  # numbers in Persian digits
         assert "آنچه انجام شد: پست منتشر نشد." in text
         assert "ابزارهای خودکار این محتوا را تشخیص دادند؛ تصمیم به‌طور خودکار گرفته شد." in text
         assert f"#{channel.handle}:{env.domain}" in text and "publication rules (banned)" in text
@@ -147,7 +150,48 @@ async def test_a_persian_speaking_author_receives_the_statement_in_persian(env: 
 
         # The record stays in English: the moderators read it as it is stored.
         stored = await moderator.ask(mod_room, f"decision d{number.group(1)}", "Statement of reasons")
-        assert f"decision #{number.group(1)}\nWhat: The post was not published." in stored
+        assert f"decision #{decision}\nWhat: The post was not published." in stored
+
+
+async def test_statements_and_the_moderation_room_speak_each_readers_language(env: Env) -> None:
+    moderator, nima, reader = await env.user("mod"), await env.user("nima"), await env.user("reader")
+    hooks = [
+        {"type": "terms", "name": "banned", "terms": ["forbiddenword"], "action": "reject"},
+        {"type": "terms", "name": "watch", "terms": ["holdme"], "action": "hold", "category": "spam"},
+    ]
+    async with reconfigured(env, compliance(moderator, hooks=hooks)):
+        # The moderator chose Persian (in the direct chat): the room's announcements follow.
+        await moderator.ask(await moderator.open_management_room(), "زبان fa", "از این پس")
+        mod_room = await join_moderation_room(moderator)
+        channel = await create_channel(env, nima, env.handle("nima"), "Nima")
+
+        # Nima chose no language but writes Persian: his statement is in Persian, the record in English.
+        await nima.text(channel.backstage, "این پست forbiddenword دارد")
+        statement = await nima.wait_for(channel.backstage, body_has("بیانیهٔ دلایل"))
+        assert "آنچه انجام شد: پست منتشر نشد." in statement["content"]["body"]
+        number = re.search(r"تصمیم #(\d+)", statement["content"]["body"])
+        assert number is not None
+        # The moderator reads it in her language too (the stored record stays English: the test above).
+        shown = await moderator.ask(mod_room, f"تصمیم d{number.group(1)}", "بیانیهٔ دلایل")
+        assert statement["content"]["body"] in shown
+
+        await nima.text(channel.backstage, "لطفاً holdme را بررسی کنید")
+        held = await moderator.wait_for(mod_room, body_has("پست نگه‌داشتهٔ h"))
+        ref = re.search(r"h(\S+) در #", held["content"]["body"])
+        assert ref is not None, held
+        await moderator.ask(mod_room, f"پذیرش h{ref.group(1)}", "تأیید شد")
+
+        # A reader reports in Persian: the moderators read the notice in Persian, and so does he the decision.
+        published = await relayed(nima, env, channel.broadcast, channel.handle, "holdme")
+        reader_room = await reader.open_management_room()
+        link = f"https://matrix.to/#/{channel.broadcast}/{published['event_id']}"
+        ack = await reader.ask(reader_room, f"گزارش {link} spam: این پست هرزنامه است", "دریافت شد")
+        notice = re.search(r"#(\S+)", ack)
+        assert notice is not None, ack
+        await moderator.wait_for(mod_room, body_has(f"گزارش n{notice.group(1)} [command]"))
+        await moderator.ask(mod_room, f"بی‌اقدام n{notice.group(1)} هرزنامه نیست", "بدون اقدام")
+        decided = await reader.wait_for(reader_room, body_has("بیانیهٔ دلایل"))
+        assert "Statement of reasons" not in decided["content"]["body"]
 
 
 async def test_a_reported_post_is_taken_down_and_restored_on_appeal(env: Env) -> None:

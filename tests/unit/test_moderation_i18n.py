@@ -65,13 +65,13 @@ def test_a_persian_statement_says_the_same_facts_in_persian() -> None:
     text = render_statement("fa", _facts(_decision()))
 
     lines = text.split("\n")
-    assert lines[0] == "بیانیهٔ دلایل — تصمیم #7"
+    assert lines[0] == "بیانیهٔ دلایل — تصمیم #۷"
     assert lines[1] == "آنچه انجام شد: پست از کانال حذف شد. ($copy در #dailynews:example.org)"
     assert lines[2] == "واقعیت‌ها و شرایط: It insults a group of people."  # the moderator's words, as typed
-    assert lines[3] == "آغاز رسیدگی: گزارش یک کاربر (گزارش #3، 2026-10-31، دستهٔ hate_speech)"
+    assert lines[3] == "آغاز رسیدگی: گزارش یک کاربر (گزارش #۳، ۲۰۲۶-۱۰-۳۱، دستهٔ hate_speech)"
     assert lines[4] == "ابزارهای خودکار: از هیچ ابزار خودکاری استفاده نشد؛ تصمیم را یک انسان گرفت."
     assert lines[5] == "مبنای تصمیم: شرایط استفاده از خدمت: 4.2"
-    assert lines[6].startswith("راه‌های پیش روی شما: می‌توانید ظرف 14 روز با فرمان `appeal <شمارهٔ تصمیم>")
+    assert lines[6].startswith("راه‌های پیش روی شما: می‌توانید ظرف ۱۴ روز با فرمان `appeal <شمارهٔ تصمیم>")
     assert "نهاد حل اختلاف" in lines[6]
     assert "Statement" not in text and "What:" not in text
 
@@ -91,8 +91,8 @@ def test_a_persian_restriction_keeps_its_end_the_law_and_the_automated_means() -
 
     text = render_statement("fa", _facts(decision, notice=None))
 
-    assert "تصمیم #12" in text
-    assert "انتشار در کانال تا 2026-12-01 12:00 UTC متوقف شده است. (#dailynews:example.org)" in text
+    assert "تصمیم #۱۲" in text
+    assert "انتشار در کانال تا ۲۰۲۶-۱۲-۰۱ ۱۲:۰۰ UTC متوقف شده است. (#dailynews:example.org)" in text
     assert "آغاز رسیدگی: به ابتکار خود Kanal" in text
     assert "ابزارهای خودکار این محتوا را تشخیص دادند؛ تصمیم به‌طور خودکار گرفته شد." in text
     assert "مبنای تصمیم: قانون: Media Act §5" in text
@@ -101,7 +101,7 @@ def test_a_persian_restriction_keeps_its_end_the_law_and_the_automated_means() -
 def test_a_reversal_names_the_decision_it_reverses_in_persian() -> None:
     text = render_statement("fa", _facts(_decision(id=9, kind="reinstate", reverses_id=7), notice=None))
 
-    assert "تصمیم پیشین #7 لغو شد" in text
+    assert "تصمیم پیشین #۷ لغو شد" in text
 
 
 @pytest.mark.parametrize("source", ["command", "homeserver", "flagger"])
@@ -112,7 +112,7 @@ def test_every_notice_source_is_put_into_persian(source: str) -> None:
     persian = render_statement("fa", _facts(_decision(), notice=notice))
 
     assert "(notice #4, 2026-10-30, category spam)" in english
-    assert "(گزارش #4، 2026-10-30، دستهٔ spam)" in persian
+    assert "(گزارش #۴، ۲۰۲۶-۱۰-۳۰، دستهٔ spam)" in persian
 
 
 def test_an_operators_own_redress_text_is_kept_as_written() -> None:
@@ -140,4 +140,4 @@ def test_the_notifier_hears_of_the_decision_in_persian() -> None:
 
     text = t("fa", "mod_notice_decided", notice=3, statement=statement)
 
-    assert text.startswith("دربارهٔ گزارش #3 شما تصمیم گرفته شد.\nبیانیهٔ دلایل — تصمیم #7")
+    assert text.startswith("دربارهٔ گزارش #۳ شما تصمیم گرفته شد.\nبیانیهٔ دلایل — تصمیم #۷")
