@@ -348,7 +348,7 @@ async def stats_command(call: CommandCall) -> None:
             "stats_recent_post",
             excerpt=excerpt(post.event_type, post.content),
             views=views.get(post.id, 0),
-            reactions=count,
+            reactions=localise_digits(count, lang),  # a count as text ("500+", "?")
         )
         for post, count in zip(recent, reactions, strict=True)
     ]

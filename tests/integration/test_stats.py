@@ -109,10 +109,10 @@ async def test_stats_counts_subscribers_views_from_receipts_reactions_and_sends_
     assert text["kanal:subscribers"].split(",")[-1] == "2"
     assert text["kanal:views"].split(",")[-1] == "3"
 
-    # In Persian (her choice): the answer and the chart's words are Persian, the numbers the same.
+    # In Persian (her choice): the answer and the chart's words are Persian, the numbers in Persian digits.
     await alice.ask(bs, "!language fa", "از این پس")
     persian = await alice.ask(bs, "!stats", "بازدیدها:")
-    assert "مشترکان: 2 " in persian, persian
+    assert "مشترکان: ۲ " in persian and "· ۱ واکنش" in persian, persian
     events = await alice.messages(bs)
     notice = max(i for i, e in enumerate(events) if e.get("content", {}).get("body") == persian)
     shown = next((e for e in events[notice:] if is_chart(e)), None)
@@ -177,7 +177,7 @@ async def test_views_in_posts_edits_the_post_when_its_views_reach_ten(env: Env) 
         await alice.ask(channel.management, f"promote {channel.handle} {editor.user_id} editor", "editor")
         invite = await editor.wait_invite(lambda rid, _room: rid == bs)
         await editor.join(invite)
-        refusal = await editor.ask(bs, "!views-in-posts off", "Only the owner")
+        refusal = await editor.ask(bs, "!views-in-posts off", "may do that: owner.")
         assert channel.handle in refusal
 
 
