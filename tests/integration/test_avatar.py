@@ -201,7 +201,7 @@ async def test_avatar_explains_itself_and_refuses_what_is_not_an_image(env: Env)
     # Moderators care for readers; the photo is the owner's and the editors'.
     photo = await upload(owner, PNG)
     image = await owner.send(channel.backstage, {"msgtype": "m.image", "body": "p.png", "url": photo})
-    await ask_in_reply(moderator, channel.backstage, image, "!avatar", "Only the owner")
+    await ask_in_reply(moderator, channel.backstage, image, "!avatar", "may do that: owner, editor")
     assert await room_avatar(owner, channel.broadcast) == {}
     # In Persian for a Persian speaker.
     await owner.ask(channel.backstage, "!language fa", "")
