@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import q
@@ -38,7 +37,15 @@ from bridge.matrix.decorations import decorate
 from bridge.matrix.powerlevels import access_state
 from bridge.matrix.relay import REF_PLACEHOLDER
 from bridge.runtime.context import Context, enqueue
-from bridge.runtime.outbox import OutboxKind, OutboxWorker, SkipEntry, new_entry, room_queue, send_content
+from bridge.runtime.outbox import (
+    OutboxKind,
+    OutboxWorker,
+    SkipEntry,
+    insert_entries,
+    new_entry,
+    room_queue,
+    send_content,
+)
 from bridge.store import queries
 from bridge.store.models import Channel, CommentThread, OutboxEntry, Post
 
@@ -147,21 +154,6 @@ def _enqueue(session: AsyncSession, entries: list[OutboxEntry]) -> list[OutboxEn
     return entries
 
 
-async def _insert(session: AsyncSession, entries: list[OutboxEntry]) -> list[int]:
-    """Queue entries with one plain INSERT (a post's sends, the hot path: the ORM's flush of each
-    entry costs several times as much); their ids, in order."""
-    if not entries:
-        return []
-    rows = [
-        {"queue": e.queue, "kind": e.kind, "as_user": e.as_user, "payload": e.payload, "ref_source": e.ref_source}
-        for e in entries
-    ]
-    connection = await session.connection()
-    result = await connection.execute(_INSERT_ENTRIES, rows)
-    return list(result.scalars().all())
-
-
-_INSERT_ENTRIES = insert(OutboxEntry).returning(OutboxEntry.id, sort_by_parameter_order=True)
 
 
 def for_readers(channel: Channel, event_type: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +192,7 @@ async def publish(
     # `post_source`: the outbox records each room's published event (a PostCopy) once it is sent.
     sent = for_readers(channel, event_type, content)
     payload = {"event_type": event_type, "content": sent, "post_source": source}
-    outbox_ids = await _insert(session, _entries(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source))
+    outbox_ids = await insert_entries(session, _entries(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source))
     post = Post(
         channel_id=channel.id,
         source_event_id=source,
@@ -389,8 +381,14 @@ def set_alias(ctx: Context, session: AsyncSession, channel: Channel, alias: str)
 async def point_alias(ctx: Context, channel: Channel, alias: str) -> None:
     """Point `alias` at the channel's open room now (the homeserver asked about an alias in Kanal's
     namespace)."""
-    if channel.open_room is not None:
+    if channel.open_room is None:
+        return
+    try:
         await ctx.bot_intent().set_alias(RoomAlias(alias), channel.open_room)
+    except MatrixRequestError as exc:
+        # 409: it exists again (the alias was being moved to a new room, and its move set it first).
+        if exc.status != 409:
+            raise
 
 
 def remove_alias(ctx: Context, session: AsyncSession, channel: Channel, alias: str) -> None:
