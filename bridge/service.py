@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -57,7 +58,15 @@ from bridge.publishing import polls as _polls  # noqa: F401 (imported for its co
 from bridge.publishing import schedule as _schedule  # noqa: F401 (imported for its commands: !schedule …)
 from bridge.runtime.context import Context, enqueue, send_entry
 from bridge.runtime.languages import language_for
-from bridge.runtime.outbox import OutboxKind, OutboxWorker, new_entry, record_copy, room_queue, send_content
+from bridge.runtime.outbox import (
+    OutboxKind,
+    OutboxWorker,
+    committed,
+    new_entry,
+    record_copy,
+    room_queue,
+    send_content,
+)
 from bridge.runtime.retention import Pruner, too_old
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, InboundEvent, InboundStatus, OutboxEntry, Room, RoomKind
@@ -120,6 +129,19 @@ class DeliverySequence:
         return not later
 
 
+@dataclasses.dataclass(frozen=True)
+class _Arrived:
+    """An event this process recorded, handed to its processor in memory (one process, SQLite): its
+    row as the processor would read it, and the event already parsed."""
+
+    seq: int
+    event_id: str
+    room_id: str
+    payload: dict[str, Any]
+    event: Event
+    attempts: int = 0
+
+
 class _AlreadyHandled(Exception):
     """Another process handled the event first; roll back this attempt."""
 
@@ -131,6 +153,11 @@ class Bridge:
         self.row_locks = row_locks
         self._wake = asyncio.Event()
         self._drained = False  # the last process_pending handled every pending event it read
+        # One process (SQLite): what handle_transaction recorded since, in order, so the processor
+        # needs no read while it knows every pending event (see _handed_over).
+        self._arrived: list[_Arrived] = []
+        self._last_seq: int | None = None  # the highest seq the processor took
+        self._rewrites = 0  # catch-up and a new chat's read-back re-sequence pending events
         self._housekeeping_wake = asyncio.Event()
         self._stopping = False
         executors = {
@@ -194,16 +221,23 @@ class Bridge:
         ]
         if not candidates and not echoes:
             return
+        inserted: list[Any] = []
         async with self.ctx.sessions.begin() as session:
             rows = await self._actionable(session, candidates)
             if rows:
                 # A plain statement on the session's connection (same transaction): no ORM work needed.
                 connection = await session.connection()
-                await connection.execute(_insert_ignore(connection.dialect.name), rows)
+                inserted = list((await connection.execute(_insert_ignore(connection.dialect.name), rows)).all())
             for source, room_id, relayed in echoes:
                 # Our own relayed copy came back: the mapping survives a crash between send and record.
                 await record_copy(session, source, room_id, relayed)
-        if rows:
+        if inserted:
+            if not self.row_locks:
+                by_id = {e.event_id: e for e in candidates}
+                payloads = {row["event_id"]: row["payload"] for row in rows}
+                for seq, event_id in sorted(inserted):
+                    event = by_id[event_id]
+                    self._arrived.append(_Arrived(seq, event_id, event.room_id, payloads[event_id], event))
             self._wake.set()
 
     async def delivery_failed(self, why: str) -> None:
@@ -305,7 +339,7 @@ class Bridge:
                 try:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 except TimeoutError:
-                    pass
+                    self._drained = False  # the safety net reads the database
 
     async def process_pending(self) -> int:
         """Handle pending events in arrival order; stop at a homeserver outage to keep that order.
@@ -313,7 +347,8 @@ class Bridge:
         Only the holder of the `processor` lease handles events (several processes, one order); the
         status check on "done" makes a stale holder's late attempt roll back instead of doubling.
         """
-        self._drained = False
+        knew_all, self._drained = self._drained, False
+        rewrites = self._rewrites
         if not await self.leases.hold(PROCESSOR_LEASE):
             return 0
         if self.ctx.outbox.homeserver_down:
@@ -339,8 +374,15 @@ class Bridge:
             if self._outage_or_start:
                 self._open_verify_window("start or homeserver outage")
                 self._outage_or_start = False
-        async with self.ctx.sessions() as session:
-            rows = (await (await session.connection()).execute(_PENDING_EVENTS)).all()
+            knew_all = False  # catch-up may have recorded and re-sequenced events
+        rows: Sequence[Any] | None = self._handed_over() if knew_all else None
+        if rows is None:
+            async with self.ctx.sessions() as session:
+                rows = (await (await session.connection()).execute(_PENDING_EVENTS)).all()
+            if rows:
+                self._last_seq = max(self._last_seq or 0, rows[-1].seq)
+            if self._last_seq is not None:
+                self._arrived = [a for a in self._arrived if a.seq > self._last_seq]
         handled = 0
         renewed = time.monotonic()
         for row in rows:
@@ -351,7 +393,7 @@ class Bridge:
                     break
                 renewed = time.monotonic()
             try:
-                event = parse_event(row.payload)
+                event = row.event if isinstance(row, _Arrived) else parse_event(row.payload)
             except EventParseError as exc:
                 log.warning("Stored event %s is unreadable (%s); dropping it", row.event_id, exc)
                 await self._mark(row.seq, InboundStatus.FAILED)
@@ -411,10 +453,30 @@ class Bridge:
                 continue
             handled += 1
             self.processed += 1
-            self.ctx.outbox.wake()
-        else:  # every row read was dealt with (no break)
-            self._drained = len(rows) < PROCESS_BATCH
+            committed(session, self.ctx.outbox)  # what the event queued goes to the outbox
+        else:  # every row read was dealt with (no break), and none was re-sequenced meanwhile
+            self._drained = len(rows) < PROCESS_BATCH and rewrites == self._rewrites
         return handled
+
+    def _handed_over(self) -> list[_Arrived] | None:
+        """The events recorded since the processor last read every pending one, when they are surely
+        all that is pending (None: read them from the database).
+
+        Only with one process (SQLite, which numbers rows one after another): the arrivals must
+        continue exactly where the processor stopped, so one still on its way from a concurrent
+        transaction, or recorded by anything but handle_transaction, sends the processor to the
+        database instead.
+        """
+        if self.row_locks or self._last_seq is None:
+            return None
+        arrived = [a for a in self._arrived if a.seq > self._last_seq]
+        self._arrived = []
+        expected = range(self._last_seq + 1, self._last_seq + 1 + len(arrived))
+        if [a.seq for a in arrived] != list(expected) or len(arrived) >= PROCESS_BATCH:
+            return None
+        if arrived:
+            self._last_seq = arrived[-1].seq
+        return arrived
 
     async def run_housekeeping(self) -> None:
         """Registry upkeep, in one process at a time: the operators' room at start, then every minute
@@ -549,7 +611,9 @@ class Bridge:
         await bot.join(room_id)
         waiting = await waiting_before_join(self.ctx, room_id)
         if waiting:
-            if await record_gap(self.ctx, room_id, waiting, undelivered=False):
+            recorded = await record_gap(self.ctx, room_id, waiting, undelivered=False)
+            self._rewrites += 1  # pending events may have new numbers: the processor reads them again
+            if recorded:
                 log.info("%d message(s) waited in %s for the bot to join; answering them", len(waiting), room_id)
                 self._wake.set()
             return None
@@ -581,7 +645,11 @@ class Bridge:
 def _insert_ignore(dialect: str) -> Any:
     """INSERT of inbound events that skips event ids already recorded (executed with a list of rows)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(InboundEvent).on_conflict_do_nothing(index_elements=["event_id"])
+    return (
+        insert(InboundEvent)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(InboundEvent.seq, InboundEvent.event_id)
+    )
 
 
 # The statements of every event, built once.

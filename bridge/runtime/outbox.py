@@ -23,6 +23,7 @@ import functools
 import logging
 import random
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,9 +31,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, select, update
+from sqlalchemy import Integer, String, bindparam, event, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
@@ -121,6 +123,60 @@ def new_entry(
     return OutboxEntry(queue=queue, kind=kind, as_user=as_user, payload=payload, ref_source=ref_source)
 
 
+_HANDED = "kanal.outbox.handed"  # Session.info keys
+_QUEUED = "kanal.outbox.queued"
+
+
+async def insert_entries(session: AsyncSession, entries: list[OutboxEntry]) -> list[int]:
+    """Queue entries with one plain INSERT (a post's sends, the hot path: the ORM's flush of each
+    entry costs several times as much); their ids, in order.
+
+    When each is the first pending entry of its queue (nothing before it waits there), they are
+    handed over: once the transaction commits, the worker may send them without reading them back
+    (see `committed`).
+    """
+    if not entries:
+        return []
+    rows = [
+        {"queue": e.queue, "kind": e.kind, "as_user": e.as_user, "payload": e.payload, "ref_source": e.ref_source}
+        for e in entries
+    ]
+    connection = await session.connection()
+    inserted = (await connection.execute(_INSERT_ENTRIES, rows)).all()
+    for entry, (entry_id, _waiting) in zip(entries, inserted, strict=True):
+        entry.id, entry.status, entry.attempts, entry.next_attempt_at = entry_id, OutboxStatus.PENDING, 0, None
+    if not any(waiting for _id, waiting in inserted):
+        session.info.setdefault(_HANDED, []).extend(entries)
+    return [entry_id for entry_id, _waiting in inserted]
+
+
+# An entry's id, and how many entries wait before it in its queue (any other process's included:
+# SQLite lets one transaction write at a time, so every earlier entry is committed and seen here).
+_WAITING = literal_column(
+    "(SELECT count(*) FROM outbox AS earlier WHERE earlier.queue = outbox.queue"
+    " AND earlier.status = 'pending' AND earlier.id < outbox.id)",
+    Integer,
+)
+_INSERT_ENTRIES = insert(OutboxEntry).returning(OutboxEntry.id, _WAITING, sort_by_parameter_order=True)
+
+
+def committed(session: AsyncSession, worker: OutboxWorker) -> None:
+    """After the session's transaction committed: tell the worker what it queued. The entries handed
+    over, when they are all it queued, go to the worker as they are; anything else wakes it to read."""
+    handed: list[OutboxEntry] = session.info.pop(_HANDED, [])
+    if handed and not session.info.pop(_QUEUED, False):
+        worker.hand(handed)
+    else:
+        worker.wake()
+
+
+@event.listens_for(Session, "before_flush")
+def _note_queued(session: Session, flush_context: Any, instances: Any) -> None:
+    """Entries queued through the ORM (everything but a post's sends): `committed` wakes the worker."""
+    if any(isinstance(obj, OutboxEntry) for obj in session.new):
+        session.info[_QUEUED] = True
+
+
 class SealedReplies:
     """The contents of sealed replies, by reference, in this process's memory only (never on disk).
 
@@ -198,6 +254,11 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._more = False  # the last drain may have left due work behind
+        # One process: entries heading their queues, handed over by the transaction that queued them
+        # (see hand_over); sent without reading them back until something else wakes us.
+        self._handed: list[OutboxEntry] = []
+        self._read_next = True
+        self._last_read = 0.0
         self._queues_running = 0
         # Event ids of post copies this process recorded: their echoes need no database work.
         self.recorded_copies = RecentIds()
@@ -210,6 +271,17 @@ class OutboxWorker:
         self.homeserver_down = False
 
     def wake(self) -> None:
+        """Something may have queued entries: the next drain reads what is pending."""
+        self._read_next = True
+        self._wake.set()
+
+    def hand(self, entries: list[OutboxEntry]) -> None:
+        """Entries a committed transaction queued, each the first pending one of its queue (see
+        `hand_over`): send them without reading them back (one process; otherwise a plain wake)."""
+        if self.row_locks:
+            self.wake()
+            return
+        self._handed.extend(entries)
         self._wake.set()
 
     async def relayed_event(self, source_event_id: str, room_id: str) -> str:
@@ -260,7 +332,7 @@ class OutboxWorker:
                         self._wake.wait(), PROBE_INTERVAL_S if self.homeserver_down else POLL_INTERVAL_S
                     )
                 except TimeoutError:
-                    pass
+                    self._read_next = True
         # Shutdown: send what the homeserver will take now; the rest waits for the next start.
         while await self.drain_once():
             pass
@@ -288,6 +360,12 @@ class OutboxWorker:
         if self.homeserver_down:
             return False  # only the probe talks to a homeserver that is down; it resumes us
         batches: dict[str, list[OutboxEntry]] = {}
+        handed = self._take_handed()
+        if handed:
+            for entry in handed:
+                batches.setdefault(entry.queue, []).append(entry)
+            return await self._run_queues(list(batches), batches)
+        self._read_next, self._last_read = False, time.monotonic()
         async with self.sessions() as session:
             if self.row_locks:
                 queues = list((await session.scalars(_PENDING_QUEUES)).all())
@@ -299,14 +377,37 @@ class OutboxWorker:
                     for entry in pending:
                         batches.setdefault(entry.queue, []).append(entry)
                     queues = list(batches)
+                    # Entries handed over are committed, so the read has them, except those committed
+                    # after it began (numbered after every entry it read: SQLite has one writer at a time).
+                    read_up_to = pending[-1].id if pending else 0
+                    self._handed = [e for e in self._handed if e.id > read_up_to]
                 else:
                     queues = list((await session.scalars(_PENDING_QUEUES)).all())
                     for queue in queues:
                         batches[queue] = await self._next(session, queue)
+                    self._handed = []  # read (or left for the next read: `_more`)
+                    self._more = True
         if not queues:
             return False
         if len(queues) == CLAIM_BATCH:
             self._more = True
+        return await self._run_queues(queues, batches)
+
+    def _take_handed(self) -> list[OutboxEntry]:
+        """The entries handed over, in order, when they are all that needs sending (else none: read).
+
+        Each headed its queue when it was queued, so sending it now keeps every queue's order; a wake
+        from anything else, a retry, or a second since the last read sends the drain to the database,
+        for what was queued without a hand-over (another process's entries, a reply, a retry).
+        """
+        if self.row_locks or not self._handed or self._read_next:
+            return []
+        if time.monotonic() - self._last_read > POLL_INTERVAL_S:
+            return []
+        handed, self._handed = self._handed, []
+        return sorted(handed, key=lambda entry: entry.id)
+
+    async def _run_queues(self, queues: list[str], batches: dict[str, list[OutboxEntry]]) -> bool:
         semaphore = asyncio.Semaphore(MAX_PARALLEL_QUEUES)
 
         async def run_queue(queue: str) -> int:
@@ -318,6 +419,8 @@ class OutboxWorker:
                     self._queues_running -= 1
 
         attempted = await asyncio.gather(*(run_queue(queue) for queue in queues))
+        if self._more:
+            self._read_next = True  # what the sends queued is in the database only
         return sum(attempted) > 0
 
     async def _record_committed(self, entry: OutboxEntry, outcome: Outcome) -> None:
@@ -416,6 +519,7 @@ class OutboxWorker:
                         self._more = True  # its executor or its note may have queued more
                     attempted += 1
                     if outcome.status == OutboxStatus.RETRY:
+                        self._read_next = True  # the entry waits in the database, with those after it
                         return attempted  # keep order: the rest of this queue waits for the retry
                 if len(entries) < QUEUE_BATCH:
                     return attempted

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import HomeserverClient
@@ -267,6 +267,55 @@ async def test_in_order_deliveries_after_the_window_cost_no_extra_requests(harne
     await harness.process()
     assert harness.bodies() == [2, 3, 4, 5]
     assert len(harness.timeline.requests) == before
+
+
+def _count_pending_reads(harness: Harness) -> list[str]:
+    """The processor's reads of pending events, as the database sees them."""
+    reads: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM inbound_events" in statement:
+            reads.append(statement)
+
+    engine = harness.bridge.ctx.sessions.kw["bind"]
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    return reads
+
+
+async def test_what_this_process_recorded_is_handled_in_order_without_reading_it_back(harness: Harness) -> None:
+    await harness.process()
+    harness.bridge._verify_until = 0.0
+    harness.timeline.send(*range(2, 8))
+    await harness.deliver(1, 2)
+    await harness.bridge.process_pending()  # read from the database: the processor knows nothing yet
+    reads = _count_pending_reads(harness)
+    for number in range(3, 8):
+        await harness.deliver(number, number)
+        await harness.bridge.process_pending()
+    await harness.deliver(8, *[])  # an empty transaction changes nothing
+    assert harness.bodies() == [2, 3, 4, 5, 6, 7]
+    assert reads == []  # each post was handed over in memory
+    await harness.process()
+    assert harness.bodies() == [2, 3, 4, 5, 6, 7]
+
+
+async def test_an_event_recorded_elsewhere_sends_the_processor_back_to_the_database(harness: Harness) -> None:
+    await harness.process()
+    harness.bridge._verify_until = 0.0
+    harness.timeline.send(2, 3, 4)
+    await harness.deliver(1, 2)
+    await harness.bridge.process_pending()
+    # Post 3 is recorded by a transaction this processor was not told of (a concurrent one still on
+    # its way, or catch-up); post 4 then arrives as usual.
+    async with harness.bridge.ctx.sessions.begin() as session:
+        await session.execute(
+            insert(InboundEvent), [{"event_id": "$post3", "room_id": BACKSTAGE, "payload": post(3)}]
+        )
+    reads = _count_pending_reads(harness)
+    await harness.deliver(3, 4)
+    await harness.bridge.process_pending()
+    assert harness.bodies() == [2, 3, 4]  # not 4 before 3
+    assert reads  # the numbers did not follow on: it read the database
 
 
 def test_delivery_sequence_breaks() -> None:

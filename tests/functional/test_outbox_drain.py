@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from appservice.client import HomeserverClient
 from bridge.runtime import outbox
@@ -200,3 +200,76 @@ async def test_a_sealed_reply_waits_for_its_live_process_then_another_sends_the_
         await session.execute(update(Lease).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
     assert await other.drain_once()  # the holder is gone (its lease ran out)
     assert homeserver.sent["!dm:example.org"] == ["the token was lost"]
+
+
+def _outbox_reads(worker: OutboxWorker) -> list[str]:
+    """The worker's reads of the outbox, as the database sees them."""
+    reads: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM outbox" in statement:
+            reads.append(statement)
+
+    event.listen(worker.sessions.kw["bind"].sync_engine, "before_cursor_execute", seen)
+    return reads
+
+
+async def _post(worker: OutboxWorker, rooms: list[str], body: str, *, reply_to: str | None = None) -> None:
+    """What the processor does for a post: its sends inserted (outbox.insert_entries), perhaps a reply
+    queued through the ORM, then the worker told once the transaction committed."""
+    async with worker.sessions.begin() as session:
+        entries = [
+            new_entry(
+                room_queue(room),
+                OutboxKind.SEND,
+                GHOST,
+                {"room_id": room, "event_type": "m.room.message", "content": {"msgtype": "m.text", "body": body}},
+            )
+            for room in rooms
+        ]
+        await outbox.insert_entries(session, entries)
+        if reply_to is not None:
+            payload = {"room_id": reply_to, "event_type": "m.room.message", "content": {"body": f"{body}: done"}}
+            session.add(new_entry(room_queue(reply_to), OutboxKind.SEND, GHOST, payload))
+    outbox.committed(session, worker)
+
+
+async def test_a_posts_sends_go_out_without_reading_the_outbox_back(
+    worker: tuple[OutboxWorker, Homeserver],
+) -> None:
+    outbox_worker, homeserver = worker
+    rooms = ["!a:example.org", "!b:example.org"]
+    await outbox_worker.drain_once()  # a first read: nothing pending
+    reads = _outbox_reads(outbox_worker)
+    for n in range(5):
+        await _post(outbox_worker, rooms, f"post {n}")
+        assert await outbox_worker.drain_once()
+    assert reads == []
+    assert homeserver.sent == {room: [f"post {n}" for n in range(5)] for room in rooms}
+    async with outbox_worker.sessions() as session:
+        statuses = (await session.scalars(select(OutboxEntry.status))).all()
+    assert statuses == [OutboxStatus.DONE] * 10
+
+
+async def test_a_send_queued_behind_another_waits_its_turn(worker: tuple[OutboxWorker, Homeserver]) -> None:
+    outbox_worker, homeserver = worker
+    room = "!a:example.org"
+    await outbox_worker.drain_once()
+    # Another process (`kanal hosting apply`, say) queued an entry in the room, without telling us.
+    await _queue(outbox_worker, {room: 1})
+    await _post(outbox_worker, [room], "post")
+    reads = _outbox_reads(outbox_worker)
+    while await outbox_worker.drain_once():
+        pass
+    assert homeserver.sent[room] == [f"{room} 0", "post"]  # in the order they were queued
+    assert reads  # not handed over: the worker read the queue
+
+
+async def test_a_reply_queued_with_the_post_is_read_and_sent_at_once(
+    worker: tuple[OutboxWorker, Homeserver],
+) -> None:
+    outbox_worker, homeserver = worker
+    await outbox_worker.drain_once()
+    await _post(outbox_worker, ["!a:example.org"], "post", reply_to="!dm:example.org")
+    assert await outbox_worker.drain_once()
+    assert homeserver.sent == {"!a:example.org": ["post"], "!dm:example.org": ["post: done"]}
