@@ -120,14 +120,7 @@ HARNESS_MAY_BLOCK: list[tuple[str, set[str], str]] = [
 ]
 
 
-@pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """SQLite in a temporary folder, or a fresh PostgreSQL database when KANAL_TEST_POSTGRES is set.
-
-    KANAL_TEST_POSTGRES is a server URL such as postgresql://postgres@127.0.0.1:5432/test; the suite
-    creates its own database there and drops it at the end. When it is set and the server is missing,
-    the tests fail: they never skip silently.
-    """
+def _database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = os.environ.get("KANAL_TEST_POSTGRES")
     if not server:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'kanal.db'}"
@@ -150,6 +143,24 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLite in a temporary folder, or a fresh PostgreSQL database when KANAL_TEST_POSTGRES is set.
+
+    KANAL_TEST_POSTGRES is a server URL such as postgresql://postgres@127.0.0.1:5432/test; the suite
+    creates its own database there and drops it at the end. When it is set and the server is missing,
+    the tests fail: they never skip silently.
+    """
+    yield from _database(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def federation_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The database of the federation stack's own Kanal (tests/integration/conftest.py), made as
+    `database_url` is: it never shares one with the single-homeserver Kanal."""
+    yield from _database(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

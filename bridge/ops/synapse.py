@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -83,8 +84,82 @@ def log_tail(path: Path, offset: int = 0) -> str:
     return "\n".join(lines) if lines else "(log is empty)"
 
 
+# Synapse's default `ip_range_blacklist` (1.163) without loopback (127.0.0.0/8, ::1/128): the ranges
+# outbound requests may never reach when two homeservers federate on one machine. (Adding loopback to
+# `ip_range_whitelist` is not enough: a server named by an IP literal, `127.0.0.1:8448`, is checked
+# against the blacklist alone.)
+BLACKLIST_BUT_LOOPBACK: Final = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+)
+
+
+@dataclass(frozen=True)
+class Federation:
+    """A federation listener over TLS on 127.0.0.1, and whom the homeserver trusts and reaches.
+
+    `certificate` and `private_key` are PEM files for the server name's host; `ca_list` (PEM), when
+    given, is the only trust Synapse gives other servers' certificates (`federation_custom_ca_list`),
+    which stay verified (`federation_verify_certificates`). `loopback` lets outbound requests reach
+    127.0.0.0/8 and ::1 (`ip_range_blacklist` without them), as two homeservers on one machine need.
+    `domain_whitelist`, when given, is Synapse's `federation_domain_whitelist`.
+    """
+
+    port: int
+    certificate: Path
+    private_key: Path
+    ca_list: Path | None = None
+    loopback: bool = False
+    domain_whitelist: tuple[str, ...] | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The homeserver.yaml keys of this listener and its trust (merged into LocalSynapse.config)."""
+        config: dict[str, Any] = {
+            "tls_certificate_path": str(Path(self.certificate).resolve()),
+            "tls_private_key_path": str(Path(self.private_key).resolve()),
+            "federation_verify_certificates": True,
+        }
+        if self.ca_list is not None:
+            config["federation_custom_ca_list"] = [str(Path(self.ca_list).resolve())]
+        if self.loopback:
+            config["ip_range_blacklist"] = list(BLACKLIST_BUT_LOOPBACK)
+        if self.domain_whitelist is not None:
+            config["federation_domain_whitelist"] = list(self.domain_whitelist)
+        return config
+
+    def listener(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "bind_addresses": ["127.0.0.1"],
+            "type": "http",
+            "tls": True,
+            "x_forwarded": False,
+            "resources": [{"names": ["federation"], "compress": False}],
+        }
+
+
 class LocalSynapse:
-    """A Synapse subprocess listening on 127.0.0.1, with all its state kept in `data_dir`."""
+    """A Synapse subprocess listening on 127.0.0.1, with all its state kept in `data_dir`.
+
+    Without `federation` it serves the client API only; with it, also federation over TLS (its
+    `server_name` then names that listener's port, e.g. `127.0.0.1:8448`, so that other servers
+    contact it directly, without DNS or .well-known).
+    """
 
     def __init__(
         self,
@@ -97,6 +172,7 @@ class LocalSynapse:
         relaxed_rate_limits: bool = False,
         python: str = sys.executable,
         large_rooms: int | None = DEFAULT_SHARD_SIZE,
+        federation: Federation | None = None,
     ) -> None:
         # Synapse resolves relative paths against its working directory, so pin everything down now.
         self.data_dir = Path(data_dir).resolve()
@@ -108,6 +184,7 @@ class LocalSynapse:
         self.python = python
         # Caches sized for rooms of this many members (a channel's full shard); None: Synapse's own.
         self.large_rooms = large_rooms
+        self.federation = federation
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -215,6 +292,9 @@ class LocalSynapse:
             "app_service_config_files": [str(p) for p in self.app_service_config_files],
             "presence": {"enabled": False},
         }
+        if self.federation is not None:
+            config["listeners"].append(self.federation.listener())
+            config.update(self.federation.config())
         if self.large_rooms:
             config["caches"] = {"per_cache_factors": large_room_cache_factors(self.large_rooms)}
         if self.relaxed_rate_limits:
@@ -239,16 +319,18 @@ class LocalSynapse:
 
     def _check_port_free(self) -> None:
         # Otherwise a leftover server on the port could answer the readiness poll in Synapse's place.
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            # Twisted binds with SO_REUSEADDR too, so connections in TIME_WAIT are no obstacle.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", self.port))
-            except OSError as e:
-                raise SynapseError(
-                    f"Synapse cannot listen on 127.0.0.1:{self.port}: {e.strerror} "
-                    f"(is an earlier Synapse still running?); see {self.log_path}"
-                ) from e
+        ports = [self.port] + ([self.federation.port] if self.federation is not None else [])
+        for port in ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # Twisted binds with SO_REUSEADDR too, so connections in TIME_WAIT are no obstacle.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError as e:
+                    raise SynapseError(
+                        f"Synapse cannot listen on 127.0.0.1:{port}: {e.strerror} "
+                        f"(is an earlier Synapse still running?); see {self.log_path}"
+                    ) from e
 
     def _prepare(self) -> None:
         self._check_port_free()

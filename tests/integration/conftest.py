@@ -1,14 +1,20 @@
-"""One real Synapse and one Kanal process per test session; fresh users and channels per test."""
+"""One real Synapse and one Kanal process per test session; fresh users and channels per test.
+
+Tests that need a second homeserver ask for `federation`: two more Synapses federating over TLS on
+loopback, with their own Kanal on the first (started once per session, only when a test asks).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bridge.ops.initfiles import write_init_files
-from bridge.ops.synapse import LocalSynapse
+from bridge.ops.synapse import Federation, LocalSynapse
+from tests.federation import Federated, make_test_ca
 from tests.support import Env, KanalProcess, free_port
 
 DOMAIN = "localhost"
@@ -51,3 +57,60 @@ async def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> As
 @pytest.fixture(scope="session")
 def kanal_log(env: Env) -> Path:
     return env.kanal.log_path
+
+
+@pytest.fixture(scope="session")
+async def federation(
+    tmp_path_factory: pytest.TempPathFactory, federation_database_url: str
+) -> AsyncIterator[Federated]:
+    """Kanal on homeserver `127.0.0.1:<port>`, readers on `localhost:<port>`, federating over TLS.
+
+    The two hosts differ because server ACLs ignore ports. Each homeserver verifies the other's
+    certificate against the test CA only and may reach loopback; Kanal's keeps its client API on
+    plain HTTP for Kanal and the tests, as the single-homeserver `env` does.
+    """
+    workdir = tmp_path_factory.mktemp("kanal-federation")
+    tls = make_test_ca(workdir / "tls")
+    home_port, home_federation_port = free_port(), free_port()
+    remote_port, remote_federation_port = free_port(), free_port()
+    domain = f"127.0.0.1:{home_federation_port}"
+    kanal_port = free_port()
+    config_path, registration_path = write_init_files(
+        workdir / "kanal",
+        domain=domain,
+        homeserver_url=f"http://127.0.0.1:{home_port}",
+        listen=f"127.0.0.1:{kanal_port}",
+        database_url=federation_database_url,
+        web_listen=f"127.0.0.1:{free_port()}",
+    )
+
+    def federating(port: int) -> Federation:
+        return Federation(port, tls.certificate, tls.private_key, ca_list=tls.ca, loopback=True)
+
+    home = LocalSynapse(
+        workdir / "home",
+        server_name=domain,
+        port=home_port,
+        app_service_config_files=[registration_path],
+        relaxed_rate_limits=True,
+        federation=federating(home_federation_port),
+    )
+    remote = LocalSynapse(
+        workdir / "remote",
+        server_name=f"localhost:{remote_federation_port}",
+        port=remote_port,
+        relaxed_rate_limits=True,
+        federation=federating(remote_federation_port),
+    )
+    kanal = KanalProcess(config_path, kanal_port, workdir / "kanal.log")
+    stack = Federated(Env(home, kanal, domain, f"@kanal:{domain}", "kanal_", workdir), remote)
+    try:
+        await asyncio.gather(home.start(), remote.start())
+        await kanal.start()
+        yield stack
+    finally:
+        for client in stack.home.users:
+            await client.close()
+        await kanal.stop()
+        await asyncio.gather(home.stop(), remote.stop())
+        print(f"\nKanal log: {kanal.log_path}\nSynapse logs: {home.log_path}, {remote.log_path}")
