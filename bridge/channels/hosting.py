@@ -74,12 +74,14 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 
 def server_allowed(acl: dict[str, Any], server_name: str) -> bool:
-    """Whether `acl` (an `m.room.server_acl` content) lets `server_name` in, evaluated as Synapse does."""
-    if not acl.get("allow_ip_literals", True) and _is_ip_literal(server_name):
+    """Whether `acl` (an `m.room.server_acl` content) lets `server_name` in, evaluated as Synapse does:
+    against the name's host, without its port (`partner.example:8448` is `partner.example`)."""
+    host = _host(server_name)
+    if not acl.get("allow_ip_literals", True) and _is_ip_literal(host):
         return False
-    if any(_glob(p).fullmatch(server_name) for p in acl.get("deny", []) if isinstance(p, str)):
+    if any(_glob(p).fullmatch(host) for p in acl.get("deny", []) if isinstance(p, str)):
         return False
-    return any(_glob(p).fullmatch(server_name) for p in acl.get("allow", []) if isinstance(p, str))
+    return any(_glob(p).fullmatch(host) for p in acl.get("allow", []) if isinstance(p, str))
 
 
 def _unique(names: Iterable[str]) -> list[str]:
@@ -116,6 +118,14 @@ def server_acl_content(config: Config, banned: Iterable[str] = ()) -> dict[str, 
         if not server_allowed(content, name):
             raise ValueError(f"the server ACL {content} would deny Kanal's own server {name}")
     return content
+
+
+async def server_welcome(ctx: Context, session: AsyncSession, server_name: str) -> bool:
+    """Whether users of `server_name` may take part, as every channel room's server ACL says now
+    (the hosting policy and the servers banned by followed policy lists)."""
+    from bridge.moderation.policy import banned_servers
+
+    return server_allowed(server_acl_content(ctx.config, await banned_servers(session, ctx.domain)), server_name)
 
 
 def effective_retention_days(deployment_days: int | None, channel_days: int | None) -> int | None:

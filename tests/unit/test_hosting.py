@@ -65,6 +65,16 @@ def test_allowlist_names_are_not_escaped_and_ports_are_dropped() -> None:
     assert server_allowed(acl, "b1.example") and not server_allowed(acl, "b12.example")
 
 
+def test_a_server_name_is_matched_by_its_host_as_synapse_does() -> None:
+    # Users and rooms name their server with its port (`@reader:partner.example:8448`); the ACL holds hosts.
+    acl = server_acl_content(config(federation="allowlist", allowed_servers=["partner.example"]))
+    assert server_allowed(acl, "partner.example:8448") and server_allowed(acl, "example.org:443")
+    assert not server_allowed(acl, "matrix.org:8448")
+    assert not server_allowed(server_acl_content(config()), "10.0.0.1:8448")
+    banned = server_acl_content(config(), banned=["evil.example"])
+    assert not server_allowed(banned, "evil.example:8448") and server_allowed(banned, "good.example:8448")
+
+
 def test_closed_allows_only_the_own_server() -> None:
     acl = server_acl_content(config(federation="closed"))
     assert acl == {"allow": ["example.org"], "deny": [], "allow_ip_literals": False}
