@@ -34,7 +34,7 @@ from bridge.broadcast.shards import count_members
 from bridge.catchup import CATCH_UP_TYPES, catch_up, record_gap, verify_preceding, waiting_before_join
 from bridge.channels import avatar as _avatar  # noqa: F401 (imported for its commands: !avatar)
 from bridge.channels.backstage import on_backstage_event
-from bridge.channels.hosting import exec_hosting_reconcile
+from bridge.channels.hosting import exec_hosting_reconcile, server_welcome
 from bridge.channels.lifecycle import create_channel, delete_channel
 from bridge.channels.management import on_management_message
 from bridge.channels.operators import (
@@ -311,7 +311,7 @@ class Bridge:
 
     async def query_alias(self, alias: RoomAlias) -> bool:
         """Someone joins `#handle:domain` and the alias is missing: point it at the channel again."""
-        local = alias[1:].rsplit(":", 1)[0].lower()
+        local = alias[1:].split(":", 1)[0].lower()  # the server name may carry a port
         async with self.ctx.sessions() as session:
             channel = await channel_for_alias(session, local)
         if channel is None or channel.open_room is None or server_of(alias) != self.ctx.domain:
@@ -567,10 +567,14 @@ class Bridge:
     async def _on_bot_invite(self, session: AsyncSession, event: Event) -> None:
         ctx = self.ctx
         room_id = event.room_id
-        if server_of(event.sender) != ctx.domain or not event.content.get("is_direct"):
+        # Users of other servers the hosting policy lets in may chat too (readers' commands only).
+        welcome = server_of(event.sender) == ctx.domain or await server_welcome(
+            ctx, session, server_of(event.sender)
+        )
+        if not welcome or not event.content.get("is_direct"):
             reason = (
-                f"Only users of {ctx.domain} can manage channels here."
-                if server_of(event.sender) != ctx.domain
+                f"Only users of {ctx.domain} and the servers it federates with can chat with me here."
+                if not welcome
                 else "Invite me to a direct chat to manage channels."
             )
             enqueue(

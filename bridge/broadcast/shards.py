@@ -229,7 +229,7 @@ async def open_shard(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
 async def _create(ctx: Context, channel: Channel, after: RoomID, ordinal: int) -> RoomID:
     bot = ctx.bot_intent()
     alias = shard_alias(ctx, channel.id, ordinal)
-    localpart = alias[1:].rsplit(":", 1)[0]
+    localpart = alias[1:].split(":", 1)[0]  # the server name may carry a port
     state = await bot.room_state(after)
     request = next_room_request(state, alias_localpart=localpart, ghost=channel.ghost_user_id)
     # The alias stays the new room's own (and its canonical alias until #handle moves to it); a retry

@@ -32,7 +32,7 @@ from bridge.channels.registry import (
 from bridge.matrix.powerlevels import backstage_name
 from bridge.moderation import kinds
 from bridge.runtime.context import Context, enqueue, reply, send_entry, state_entry
-from bridge.runtime.dispatch import CommandCall, command, dispatch, find, typed_text
+from bridge.runtime.dispatch import CommandCall, command, dispatch, find, resolve, typed_text
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import OutboxKind, aware, new_entry, room_queue
 from bridge.store import queries
@@ -84,6 +84,10 @@ async def _alias_taken(ctx: Context, handle: str) -> bool:
     return True
 
 
+# What users of other servers may ask the bot (their server federates with Kanal's): a reader's commands.
+REMOTE_COMMANDS = frozenset({"help", "info", "report", "appeal", "language"})
+
+
 async def on_management_message(ctx: Context, session: AsyncSession, room: Room, event: Event) -> None:
     body = typed_text(event)
     if body is None:
@@ -94,8 +98,10 @@ async def on_management_message(ctx: Context, session: AsyncSession, room: Room,
         reply(session, ctx, room.room_id, lang, "help")
         return
     if server_of(event.sender) != ctx.domain:
-        reply(session, ctx, room.room_id, lang, "local_only")
-        return
+        resolved = resolve(RoomKind.MANAGEMENT, command)
+        if resolved is not None and resolved[0].name not in REMOTE_COMMANDS:
+            reply(session, ctx, room.room_id, lang, "local_only")
+            return
     await dispatch(CommandCall(ctx, session, room, event, command, lang), RoomKind.MANAGEMENT)
 
 
