@@ -300,10 +300,15 @@ class Intent:
             body["reason"] = reason
         await self._call("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/kick", body)
 
-    async def send(self, room_id: RoomID, event_type: str, content: dict[str, Any], txn_id: str) -> EventID:
-        """Send with the caller's deterministic transaction id, so a retried send never duplicates."""
+    async def send(
+        self, room_id: RoomID, event_type: str, content: dict[str, Any], txn_id: str, *, ts: int | None = None
+    ) -> EventID:
+        """Send with the caller's deterministic transaction id, so a retried send never duplicates.
+
+        `ts` (milliseconds since the epoch): the event's `origin_server_ts`, through the Application
+        Service API's timestamp massaging (an imported post keeps the time it was first published)."""
         path = f"/_matrix/client/v3/rooms/{q(room_id)}/send/{q(event_type)}/{q(txn_id)}"
-        data = await self._call("PUT", path, content)
+        data = await self._call("PUT", path, content, query={"ts": str(ts)} if ts is not None else None)
         return EventID(data["event_id"])
 
     async def send_state(

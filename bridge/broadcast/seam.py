@@ -183,15 +183,20 @@ async def publish(
     event_type: str = "m.room.message",
     ref_source: str | None = None,
     via: str = "backstage",
+    ts: int | None = None,
 ) -> Post:
     """Send a new post as the channel's ghost and record it (`source`: the event or id it comes from).
 
     `content` goes out as it is (Kanal's source marker and relations included); the Post keeps what
-    readers see: `content` without relations and markers.
+    readers see: `content` without relations and markers. `ts` (milliseconds): the post's original
+    time, for a post imported from elsewhere: its events carry it as `origin_server_ts` and the Post
+    as its date.
     """
     # `post_source`: the outbox records each room's published event (a PostCopy) once it is sent.
     sent = for_readers(channel, event_type, content)
-    payload = {"event_type": event_type, "content": sent, "post_source": source}
+    payload: dict[str, Any] = {"event_type": event_type, "content": sent, "post_source": source}
+    if ts is not None:
+        payload["ts"] = ts
     outbox_ids = await insert_entries(session, _entries(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source))
     post = Post(
         channel_id=channel.id,
@@ -201,7 +206,7 @@ async def publish(
         event_type=event_type,
         content=shown_content(content),
         via=via,
-        created_at=datetime.now(UTC),
+        created_at=datetime.fromtimestamp(ts / 1000, UTC) if ts is not None else datetime.now(UTC),
     )
     session.add(post)
     await session.flush()
@@ -269,9 +274,11 @@ async def _edit_post(
 
 
 def _send_entries(
-    channel: Channel, event_type: str, content: dict[str, Any], ref_source: str | None
+    channel: Channel, event_type: str, content: dict[str, Any], ref_source: str | None, ts: int | None = None
 ) -> list[OutboxEntry]:
-    payload = {"event_type": event_type, "content": for_readers(channel, event_type, content)}
+    payload: dict[str, Any] = {"event_type": event_type, "content": for_readers(channel, event_type, content)}
+    if ts is not None:
+        payload["ts"] = ts
     return _entries(channel, OutboxKind.SEND, channel.ghost_user_id, payload, ref_source)
 
 
@@ -285,10 +292,17 @@ def refresh_footer(session: AsyncSession, channel: Channel, post: Post) -> None:
 
 
 def reference(
-    session: AsyncSession, channel: Channel, event_type: str, content: dict[str, Any], source: str
+    session: AsyncSession,
+    channel: Channel,
+    event_type: str,
+    content: dict[str, Any],
+    source: str,
+    *,
+    ts: int | None = None,
 ) -> None:
-    """Send an event that refers to the published copy of `source` (a poll's end), as the ghost."""
-    _enqueue(session, _send_entries(channel, event_type, content, source))
+    """Send an event that refers to the published copy of `source` (a poll's end), as the ghost
+    (`ts`: its original time, for an imported one)."""
+    _enqueue(session, _send_entries(channel, event_type, content, source, ts))
 
 
 async def retract(session: AsyncSession, channel: Channel, post: Post, reason: str | None) -> None:
@@ -310,11 +324,19 @@ async def retract(session: AsyncSession, channel: Channel, post: Post, reason: s
 
 
 def pin(
-    session: AsyncSession, channel: Channel, source: str, *, pinned: bool, on_success: dict[str, Any]
+    session: AsyncSession,
+    channel: Channel,
+    source: str,
+    *,
+    pinned: bool,
+    on_success: dict[str, Any] | None = None,
 ) -> None:
-    """Pin or unpin the relayed copy of `source` (m.room.pinned_events)."""
+    """Pin or unpin the relayed copy of `source` (m.room.pinned_events); `on_success`: a note for
+    whoever asked (an import asks no one)."""
     kind = OutboxKind.PIN if pinned else OutboxKind.UNPIN
-    payload = {"event_id": REF_PLACEHOLDER, "on_success": on_success}
+    payload: dict[str, Any] = {"event_id": REF_PLACEHOLDER}
+    if on_success is not None:
+        payload["on_success"] = on_success
     _enqueue(session, _entries(channel, kind, channel.ghost_user_id, payload, source))
 
 

@@ -750,7 +750,10 @@ async def _exec_send(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
             return existing
     sealed = worker.sealed.get(payload["sealed"]) if "sealed" in payload else None
     content = {**(sealed or payload["content"]), TXN_MARKER: txn_id}
-    return await intent.send(payload["room_id"], payload["event_type"], content, txn_id)
+    ts = payload.get("ts")  # an imported post's original time (milliseconds)
+    return await intent.send(
+        payload["room_id"], payload["event_type"], content, txn_id, ts=ts if isinstance(ts, int) else None
+    )
 
 
 async def send_content(
