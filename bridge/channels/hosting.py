@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -31,6 +30,7 @@ from bridge.broadcast import seam
 from bridge.runtime.config import Config
 from bridge.runtime.context import Context, enqueue, state_entry
 from bridge.runtime.outbox import OutboxKind, OutboxStatus, OutboxWorker
+from bridge.runtime.sending import sending
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, ChannelStatus, Lease, OutboxEntry, Room, RoomKind
 
@@ -369,15 +369,6 @@ class ApplyResult:
     waiting: int  # entries still pending when the timeout ran out
 
 
-async def _live_lease_holder(ctx: Context) -> str | None:
-    """Another Kanal process that is running (it renews its leases), if any."""
-    async with ctx.sessions() as session:
-        holder: str | None = await session.scalar(
-            select(Lease.holder).where(Lease.expires_at > datetime.now(UTC)).limit(1)
-        )
-    return holder
-
-
 async def _outcomes(ctx: Context, ids: set[int]) -> dict[int, tuple[str, str | None]]:
     async with ctx.sessions() as session:
         rows = (
@@ -393,50 +384,20 @@ async def _outcomes(ctx: Context, ids: set[int]) -> dict[int, tuple[str, str | N
 async def apply(ctx: Context, *, timeout: float) -> ApplyResult:
     """Reconcile, then wait until the queued entries are sent (or failed), at most `timeout` seconds.
 
-    Sending: with PostgreSQL this process runs an outbox worker beside any running Kanal (entries are
-    claimed with row locks, so each is sent once). With SQLite the outbox claims are in memory and
-    only one process may send: while a running Kanal renews its lease, it sends them and we wait;
-    otherwise this process sends them (and anything else due, as `kanal run` would at start).
+    Who sends (this process, or a running Kanal on SQLite): `bridge.runtime.sending`.
     """
     changes = await reconcile_changes(ctx)
     ids = {change.entry_id for change in changes}
-    sending: tuple[OutboxWorker, asyncio.Task[None]] | None = None
-    announced = False
     deadline = time.monotonic() + timeout
-    try:
+    async with sending(ctx, "hosting"):
         while True:
             outcomes = await _outcomes(ctx, ids)
             waiting = sum(1 for status, _error in outcomes.values() if status == OutboxStatus.PENDING)
             if not waiting or time.monotonic() > deadline:
                 break
-            others = None if ctx.outbox.row_locks else await _live_lease_holder(ctx)
-            if others is None and sending is None:
-                worker = _sibling(ctx.outbox)
-                sending = worker, asyncio.create_task(worker.run(), name="hosting-outbox")
-            elif others is not None and (sending is not None or not announced):
-                log.info("Kanal is running (%s) on this SQLite database; it sends the changes", others)
-                announced = True
-                if sending is not None:
-                    await _stop(*sending)
-                    sending = None
             await asyncio.sleep(APPLY_POLL_S)
-    finally:
-        if sending is not None:
-            await _stop(*sending)
     failed = {i: error or status for i, (status, error) in outcomes.items() if status == OutboxStatus.FAILED}
     return ApplyResult(changes, failed, waiting)
-
-
-def _sibling(worker: OutboxWorker) -> OutboxWorker:
-    """A fresh worker sending exactly what `worker` sends (same executors, same claims)."""
-    sibling = OutboxWorker(worker.sessions, worker.client, row_locks=worker.row_locks)
-    sibling.executors = dict(worker.executors)
-    return sibling
-
-
-async def _stop(worker: OutboxWorker, task: asyncio.Task[None]) -> None:
-    worker.stop()
-    await task
 
 
 def policy_summary(config: Config) -> str:

@@ -63,6 +63,7 @@ from bridge.text.names import (
 )
 
 CONFIRM_WINDOW = timedelta(minutes=5)
+MAX_ABOUT = 1024
 ROLE_OWNER = roles.OWNER
 
 
@@ -363,6 +364,13 @@ async def _title(call: CommandCall) -> None:
     if refusal is not None:
         call.refuse(refusal)
         return
+    set_title(ctx, s, channel, title)
+    call.reply("title_set", handle=channel.handle, title=title)
+
+
+def set_title(ctx: Context, s: AsyncSession, channel: Channel, title: str) -> None:
+    """A checked title (`clean_title`, no `title_refusal`) everywhere it shows: the ghost's name, the
+    public rooms' name, backstage's name."""
     channel.title = title
     channel.title_key = title_key(title)
     enqueue(
@@ -376,7 +384,6 @@ async def _title(call: CommandCall) -> None:
     if channel.backstage_room_id:
         name = backstage_name(title, channel.handle or "")
         enqueue(s, state_entry(ctx.bot, channel.backstage_room_id, "m.room.name", {"name": name}))
-    call.reply("title_set", handle=channel.handle, title=title)
 
 
 @command(RoomKind.MANAGEMENT, "about")
@@ -384,11 +391,15 @@ async def _about(call: CommandCall) -> None:
     channel = await _managed_channel(call, "about <handle> <text>", 2, lambda lang: t(lang, "action_about"))
     if channel is None:
         return
-    channel.about = call.command.rest_after(1)[:1024]
-    if channel.broadcast_room_id:
-        topic = topic_for(call.ctx.config, channel)
-        seam.set_state(call.ctx, call.session, channel, "m.room.topic", {"topic": topic})
+    set_about(call.ctx, call.session, channel, call.command.rest_after(1))
     call.reply("about_set", handle=channel.handle)
+
+
+def set_about(ctx: Context, s: AsyncSession, channel: Channel, about: str) -> None:
+    """The channel's description, and the public rooms' topic that shows it."""
+    channel.about = about[:MAX_ABOUT]
+    if channel.broadcast_room_id:
+        seam.set_state(ctx, s, channel, "m.room.topic", {"topic": topic_for(ctx.config, channel)})
 
 
 async def _member_change(call: CommandCall, promote: bool) -> None:

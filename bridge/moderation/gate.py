@@ -149,22 +149,34 @@ async def screen(
     ctx: Context, session: AsyncSession, room: Room, channel: Channel, event: Event, lang: str
 ) -> bool:
     """Run the hooks; True when the post may be published now."""
-    pipeline = ctx.pipeline
-    if pipeline is None or not pipeline.hooks_for(channel.handle or ""):
+    judged = await judge(ctx, session, channel, event, author=event.sender)
+    if judged is None:
         return True
-    verdicts = await pipeline.check(post_info(channel, event))
-    deciding = outcome(verdicts)
-    if deciding is None:
-        return True
-    held = await record_held(
-        ctx, session, channel, event.event_id, event.sender, _event_dict(event), verdicts, deciding
-    )
+    held, deciding = judged
     if deciding.action == "hold":
         reply(session, ctx, room.room_id, lang, "post_held", handle=channel.handle, id=held.id)
-        await tell_moderators_held(ctx, session, channel, held, deciding, _preview(event))
-        return False
-    await reject_held(ctx, session, channel, held, deciding, recipient=event.sender, recipient_text=_preview(event))
     return False
+
+
+async def judge(
+    ctx: Context, session: AsyncSession, channel: Channel, event: Event, *, author: str, via: str = "backstage"
+) -> tuple[HeldPost, Verdict] | None:
+    """Run the hooks on a post; None when it may be published now. Otherwise it is recorded: held
+    (the moderation room told) or rejected (a statement of reasons to `author`). Backstage posts and
+    imported ones (`via="import"`, whose author is the channel's owner) come here."""
+    pipeline = ctx.pipeline
+    if pipeline is None or not pipeline.hooks_for(channel.handle or ""):
+        return None
+    verdicts = await pipeline.check(post_info(channel, event, via))
+    deciding = outcome(verdicts)
+    if deciding is None:
+        return None
+    held = await record_held(ctx, session, channel, event.event_id, author, _event_dict(event), verdicts, deciding)
+    if deciding.action == "hold":
+        await tell_moderators_held(ctx, session, channel, held, deciding, _preview(event))
+    else:
+        await reject_held(ctx, session, channel, held, deciding, recipient=author, recipient_text=_preview(event))
+    return held, deciding
 
 
 async def tell_moderators_held(
@@ -243,7 +255,7 @@ async def tell_moderators(ctx: Context, session: AsyncSession, key: str, **value
 
 
 def _preview(event: Event) -> str:
-    body = event.content.get("body")
+    body = event.content.get("body", event.content.get("org.matrix.msc1767.text"))
     return body if isinstance(body, str) else event.type
 
 
