@@ -1,0 +1,167 @@
+"""Telegram's export format, pure: streamed reading, checks naming the message, entities ⇄ Matrix HTML,
+and what each kind of message becomes in a channel."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.matrix.imported import IMPORTED_KEY, POLL_END, POLL_START, plan_message, with_media
+from bridge.matrix.relay import REF_PLACEHOLDER, SOURCE_KEY
+from bridge.text import telegram
+from bridge.text.telegram import (
+    Entity,
+    ExportError,
+    entities_from_html,
+    parse_entities,
+    parse_message,
+    read_export,
+    render_entities,
+)
+from tests.telegram_export import RICH_HTML, RICH_TEXT, build_export
+
+
+def _read(text: str) -> tuple[telegram.ExportHeader, list[telegram.ExportMessage]]:
+    header, messages = read_export(io.StringIO(text))
+    return header, list(messages)
+
+
+def _message(**fields: Any) -> telegram.ExportMessage:
+    raw = {"id": 7, "type": "message", "date": "2021-01-02T03:04:05", "date_unixtime": "1609556645", "text": ""}
+    return parse_message({**raw, **fields})
+
+
+def test_every_entity_type_becomes_matrix_html_and_a_plain_body() -> None:
+    plain, rich = render_entities(parse_entities(1, RICH_TEXT))
+    assert rich == RICH_HTML
+    assert plain.startswith("Start bold italic under struck x < y\nprint('hi')\n")
+    assert "docs (https://example.org/docs)" in plain  # a text link's target, for plain clients
+    assert "javascript" not in rich and "javascript" not in plain  # an unsafe link stays text
+
+
+def test_text_entities_win_over_text_and_strings_are_plain() -> None:
+    entities = parse_entities(1, "ignored", [{"type": "bold", "text": "b"}])
+    assert entities == [Entity("bold", "b")]
+    assert parse_entities(1, ["a", {"type": "italic", "text": "i"}]) == [Entity("plain", "a"), Entity("italic", "i")]
+
+
+def test_html_back_to_entities_round_trips_what_kanal_writes() -> None:
+    entities = parse_entities(1, RICH_TEXT)
+    again = entities_from_html(render_entities(entities)[1])
+    assert render_entities(again)[1] == RICH_HTML
+
+
+def test_the_export_is_read_in_small_pieces(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    expected = build_export(tmp_path, posts=30)
+    monkeypatch.setattr(telegram, "READ_CHUNK", 5)
+    with (tmp_path / "result.json").open(encoding="utf-8") as source:
+        header, messages = read_export(source)
+        ids = [m.id for m in messages if m.type == "message"]
+    assert header.type == "public_channel" and header.name
+    assert [i for i in ids if i in set(expected.posts)] == expected.posts
+
+
+def test_a_truncated_export_names_the_last_message_read() -> None:
+    text = json.dumps({"name": "c", "type": "public_channel", "id": 1, "messages": [
+        {"id": 1, "type": "message", "date_unixtime": "1", "text": "a"},
+        {"id": 2, "type": "message", "date_unixtime": "2", "text": "b"},
+    ]})
+    with pytest.raises(ExportError, match="ends after message 1"):
+        _read(text[: text.rindex('"b"')])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"width": "wide"}, "message 7: 'width' should be a whole number, not a string"),
+        ({"text": 5}, "message 7: 'text' should be a string or a list, not a number"),
+        ({"photo": "../outside.jpg"}, "message 7: the media path '../outside.jpg' leaves the export's folder"),
+        ({"photo": "/etc/passwd"}, "message 7: the media path '/etc/passwd' leaves"),
+        ({"reply_to_message_id": "3"}, "message 7: 'reply_to_message_id' should be a whole number"),
+        ({"poll": {"question": "q", "answers": "yes"}}, "message 7: the poll's 'answers' should be a list"),
+    ],
+)
+def test_wrong_types_and_escaping_paths_name_the_message(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ExportError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _message(**change)
+
+
+def test_only_a_channel_export_is_taken() -> None:
+    with pytest.raises(ExportError, match="personal_chat, not a channel"):
+        _read(json.dumps({"name": "x", "type": "personal_chat", "id": 1, "messages": []}))
+    with pytest.raises(ExportError, match="whole account's export"):
+        _read(json.dumps({"personal_information": {}, "chats": {"list": []}}))
+    with pytest.raises(ExportError, match="not a JSON object"):
+        _read("[1, 2]")
+
+
+def _plan(**fields: Any) -> Any:
+    return plan_message(_message(**fields), chat_id=99, chat_name="Old", source="telegram:1:99:7", lang="en")
+
+
+def test_a_photo_with_a_caption_is_an_image_with_its_caption_msc2530() -> None:
+    planned = _plan(photo="photos/p.jpg", width=8, height=6, text=["see ", {"type": "bold", "text": "this"}])
+    assert planned.media.path == "photos/p.jpg" and planned.media.mimetype == "image/jpeg"
+    content = with_media(planned.content, "mxc://hs/abc", 123)
+    assert content["msgtype"] == "m.image" and content["url"] == "mxc://hs/abc"
+    assert content["info"] == {"mimetype": "image/jpeg", "w": 8, "h": 6, "size": 123}
+    assert (content["body"], content["filename"]) == ("see this", "p.jpg")
+    assert content["formatted_body"] == "see <strong>this</strong>"
+    assert content[SOURCE_KEY] == "telegram:1:99:7"
+    assert content[IMPORTED_KEY] == {
+        "from": "telegram", "channel": "Old", "channel_id": 99, "message_id": 7, "date": 1609556645000
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "event_type", "msgtype"),
+    [
+        ({"file": "s.webp", "media_type": "sticker", "mime_type": "image/webp", "sticker_emoji": "😀"}, "m.sticker", None),
+        ({"file": "a.mp4", "media_type": "animation", "mime_type": "video/mp4"}, "m.room.message", "m.video"),
+        ({"file": "v.ogg", "media_type": "voice_message", "mime_type": "audio/ogg", "duration_seconds": 3}, "m.room.message", "m.audio"),
+        ({"file": "s.mp3", "media_type": "audio_file", "mime_type": "audio/mpeg"}, "m.room.message", "m.audio"),
+        ({"file": "v.mp4", "media_type": "video_file", "mime_type": "video/mp4"}, "m.room.message", "m.video"),
+        ({"file": "x.zip", "mime_type": "application/zip"}, "m.room.message", "m.file"),
+    ],
+)
+def test_media_become_the_nearest_matrix_type(fields: dict[str, Any], event_type: str, msgtype: str | None) -> None:
+    planned = _plan(**fields)
+    assert planned.event_type == event_type
+    assert planned.content.get("msgtype") == msgtype
+    if fields.get("media_type") == "voice_message":
+        assert "org.matrix.msc3245.voice" in planned.content and planned.content["info"]["duration"] == 3000
+
+
+def test_a_missing_file_is_reported_and_its_text_kept() -> None:
+    planned = _plan(file=telegram.NOT_INCLUDED_PREFIX + "not included)", text="words")
+    assert planned.media is None and planned.content["body"] == "words"
+    assert planned.problem is not None and "message 7" in planned.problem
+    nothing = _plan(photo=telegram.NOT_INCLUDED_PREFIX + "not included)")
+    assert nothing.content is None and nothing.problem is not None
+
+
+def test_a_closed_poll_has_its_totals_and_an_end() -> None:
+    planned = _plan(poll={"question": "Q?", "closed": True, "total_voters": 3,
+                          "answers": [{"text": "A", "voters": 2}, {"text": "B", "voters": 1}]})
+    assert planned.event_type == POLL_START
+    assert planned.content[POLL_START]["answers"][1] == {"id": "2", "org.matrix.msc1767.text": "B"}
+    assert "(3 voters): A: 2, B: 1" in planned.content["org.matrix.msc1767.text"]
+    assert planned.end is not None and POLL_END in planned.end
+    assert planned.end["m.relates_to"] == {"rel_type": "m.reference", "event_id": REF_PLACEHOLDER}
+    assert _plan(poll={"question": "Q?", "closed": False, "answers": []}).end is None
+
+
+def test_edits_forwards_and_persian_notes() -> None:
+    planned = _plan(text="fixed", edited_unixtime="1609560000", forwarded_from="Elsewhere")
+    body = planned.content["body"]
+    assert body.startswith("Forwarded from Elsewhere\n\nfixed") and "(edited 2021-01-02 04:00 UTC)" in body
+    assert planned.content[IMPORTED_KEY]["edited"] == 1609560000000
+    persian = plan_message(
+        _message(text="نیم‌فاصله", edited_unixtime="1609560000"), chat_id=1, chat_name="c", source="s", lang="fa"
+    )
+    assert persian.content is not None
+    assert "نیم\u200cفاصله" in persian.content["body"] and "ویرایش" in persian.content["body"]
