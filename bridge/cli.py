@@ -1,4 +1,5 @@
-"""The `kanal` command: init, run, up, migrate-db, hosting, doctor, token, flagger, audit, transparency."""
+"""The `kanal` command: init, run, up, migrate-db, hosting, doctor, token, flagger, audit, transparency,
+import, export."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from bridge import __version__
 from bridge.ops.initfiles import write_init_files
@@ -25,6 +26,8 @@ from bridge.runtime.config import load as load_config
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
+
+    from bridge.transfer.telegram_import import Progress
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
@@ -365,6 +368,78 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return report(outcome, key, "the configured compliance.audit_key" if trusted is None else "--public-key")
 
 
+class _ProgressBar:
+    """`kanal import`'s progress on stderr: a bar redrawn in place on a terminal, else a line per tenth."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.shown = -1
+
+    def __call__(self, progress: Progress) -> None:
+        total = max(progress.total, 1)
+        share = progress.done / total
+        text = (
+            f"{progress.done}/{progress.total} messages, {progress.posts} posts, {progress.media} media, "
+            f"{progress.rate:.1f} posts/s"
+        )
+        if self.tty:
+            filled = int(share * self.WIDTH)
+            print(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {text}", end="", file=self.stream, flush=True)
+        elif int(share * 10) > self.shown:
+            self.shown = int(share * 10)
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=self.stream)
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    """A Telegram channel's export into a Kanal channel: `kanal import telegram <dir> --channel <handle>`."""
+    from bridge.app import Service, StartupError, check_homeserver
+    from bridge.store.db import migrate
+    from bridge.text.telegram import ExportError
+    from bridge.transfer.telegram_import import Importer, ImportRefused, Summary
+
+    config = _config(args, service=True)
+    if config is None:
+        return EXIT_CONFIG
+    if args.rate <= 0:
+        print("kanal import: --rate must be more than 0", file=sys.stderr)
+        return EXIT_CONFIG
+    bar = _ProgressBar(sys.stderr)
+
+    async def main() -> Summary:
+        service = Service(config)
+        try:
+            await migrate(service.engine)
+            if not args.dry_run:
+                await check_homeserver(service.client, config)
+            importer = Importer(
+                service.ctx, Path(args.export_dir), args.channel, dry_run=args.dry_run, rate=args.rate, progress=bar
+            )
+            return await importer.run()
+        finally:
+            bar.close()
+            await service.client.close()
+            await service.engine.dispose()
+
+    try:
+        summary = asyncio.run(main())
+    except (ExportError, ImportRefused, StartupError) as exc:
+        print(f"kanal import: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if not isinstance(exc, StartupError) else EXIT_STARTUP
+    except OSError as exc:
+        print(f"kanal import: cannot read the export: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for line in summary.lines():
+        print(line)
+    return EXIT_STARTUP if summary.unsent or summary.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanal", description="Telegram-style channels for Matrix homeservers."
@@ -503,6 +578,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", required=True, metavar="DIR", help="a new (or empty) directory; entries.jsonl is 0600"
     )
     audit_export.set_defaults(func=_cmd_audit)
+
+    importing = sub.add_parser("import", help="bring a channel over from elsewhere: import its export")
+    import_sub = importing.add_subparsers(dest="import_source", required=True)
+    telegram = import_sub.add_parser(
+        "telegram",
+        help="a Telegram channel's history (Telegram Desktop: Export chat history, Machine-readable JSON)",
+        description="Import a Telegram channel's export into a Kanal channel: posts in order at their "
+        "original times, formatting, media, replies, polls. Run again to resume; nothing is imported twice.",
+        epilog="exit codes: 0 imported and sent, 1 imported but not all sent yet (or Kanal cannot start), "
+        "2 nothing imported: the config, the export or the channel is not right (the message says why)",
+    )
+    telegram.add_argument("export_dir", metavar="EXPORT-DIR", help="the export's folder (with result.json)")
+    telegram.add_argument("--channel", required=True, metavar="HANDLE", help="the (empty) channel to import into")
+    telegram.add_argument("-c", "--config", required=True, help="path to config.yaml")
+    telegram.add_argument(
+        "--dry-run", action="store_true", help="print what would be imported and what cannot be; change nothing"
+    )
+    telegram.add_argument(
+        "--rate", type=float, default=20.0, help="posts a second at most, so live traffic keeps flowing (20)"
+    )
+    telegram.set_defaults(func=_cmd_import)
 
     up = sub.add_parser("up", help="the sandbox: a local Synapse wired to Kanal, until Ctrl-C")
     up.add_argument("--data-dir", default="kanal-sandbox", help="sandbox data (reused on the next run)")

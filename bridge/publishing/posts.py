@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.events import Event, parse_event
 from bridge.broadcast import seam
+from bridge.matrix.imported import IMPORTED_KEY, POLL_END, as_reply
 from bridge.matrix.relay import (
     REF_PLACEHOLDER,
     SOURCE_KEY,
@@ -38,6 +39,8 @@ from bridge.text.i18n import t
 API_SOURCE_PREFIX: Final = "api:"
 """Posts made through the publishing API have ids (and authors) `api:<…>`, never Matrix ids."""
 SILENT_PREFIX: Final = "!silent "
+IMPORT_VIA: Final = "import:telegram"
+"""`posts.via` of a post imported from a Telegram export."""
 
 
 async def author_name(ctx: Context, user_id: str) -> str:
@@ -165,6 +168,8 @@ async def publish_held(ctx: Context, session: AsyncSession, channel: Channel, he
     """Publish a held post a moderator approved (or an appeal reinstated), as backstage or the
     publishing API would have; the caller sets the held post's status. The post made or edited
     (None: a backstage message, or an edit whose post is gone)."""
+    if is_held_import(held):
+        return await _publish_held_import(session, channel, held)
     if not is_held_api_post(held):
         await relay_event(ctx, session, channel, parse_event(held.event))
         return None
@@ -204,6 +209,68 @@ async def publish_held(ctx: Context, session: AsyncSession, channel: Channel, he
     )
     await audit_api_post(ctx, session, channel, token_name, post.id, "create", "published_after_review")
     return post
+
+
+# -- posts imported from elsewhere ------------------------------------------------------------------
+
+
+async def publish_imported(
+    session: AsyncSession,
+    channel: Channel,
+    *,
+    source: str,
+    author: str,
+    event_type: str,
+    content: dict[str, Any],
+    ts: int,
+    reply_source: str | None = None,
+    end: dict[str, Any] | None = None,
+) -> Post:
+    """Publish an imported post as the ghost, at its original time `ts` (a reply to the imported
+    post `reply_source`, which must be published; `end`: a closed poll's end event, sent after it)."""
+    if reply_source is not None:
+        content = as_reply(content)
+    post = await seam.publish(
+        session,
+        channel,
+        content,
+        source=source,
+        author=author,
+        event_type=event_type,
+        ref_source=reply_source,
+        via=IMPORT_VIA,
+        ts=ts,
+    )
+    if end is not None:
+        seam.reference(session, channel, POLL_END, end, source, ts=ts)
+    return post
+
+
+def is_held_import(held: HeldPost) -> bool:
+    """Whether a held post came from an import (approve it with `publish_held`)."""
+    content = held.event.get("content")
+    return isinstance(content, dict) and IMPORTED_KEY in content
+
+
+async def _publish_held_import(session: AsyncSession, channel: Channel, held: HeldPost) -> Post:
+    event = held.event
+    raw = event.get("unsigned")
+    unsigned: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    reply_source = unsigned.get("ref_source")
+    if isinstance(reply_source, str) and not await queries.published_sources(session, channel.id, [reply_source]):
+        reply_source = None
+    end = unsigned.get("end")
+    return await publish_imported(
+        session,
+        channel,
+        source=held.source_event_id,
+        author=held.author,
+        event_type=str(event.get("type", "m.room.message")),
+        content=dict(event.get("content") or {}),
+        ts=int(event.get("origin_server_ts") or 0),
+        reply_source=reply_source if isinstance(reply_source, str) else None,
+        end=end if isinstance(end, dict) else None,
+    )
 
 
 # -- backstage commands that publish ----------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""`kanal import telegram` against a real Synapse: a hand-built Telegram export becomes the channel's
+history, as a matrix-nio reader sees it (order, original times, formatting, media, replies, polls);
+a re-run adds nothing; an import killed with SIGKILL resumes and gives every message exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from bridge.matrix.imported import IMPORTED_KEY
+from tests.support import Env, User, create_channel
+from tests.telegram_export import CHANNEL_NAME, RICH_HTML, Expected, build_export
+
+IMPORT_TIMEOUT = 180
+
+
+async def download(env: Env, user: User, mxc: str) -> bytes:
+    server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+    url = f"{env.homeserver}/_matrix/client/v1/media/download/{server}/{media_id}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url, headers={"Authorization": f"Bearer {user.client.access_token}"}) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.read()
+
+
+def imported(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The imported posts of a timeline (not a poll's end), oldest first."""
+    return [e for e in events if isinstance(e.get("content", {}).get(IMPORTED_KEY), dict)]
+
+
+def message_id(event: dict[str, Any]) -> int:
+    return int(event["content"][IMPORTED_KEY]["message_id"])
+
+
+async def kanal_import(env: Env, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge.cli",
+        "import",
+        "telegram",
+        *args,
+        "-c",
+        str(env.kanal.config_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def run_import(env: Env, *args: str, expect_exit: int = 0) -> tuple[str, str]:
+    process = await kanal_import(env, *args)
+    out, err = await asyncio.wait_for(process.communicate(), IMPORT_TIMEOUT)
+    assert process.returncode == expect_exit, f"exit {process.returncode}: {err.decode()[-2000:]}"
+    return out.decode(), err.decode()
+
+
+async def until_all(reader: User, room: str, count: int, timeout: float = IMPORT_TIMEOUT) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        events = imported(await reader.all_messages(room))
+        if len(events) >= count:
+            return events
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{len(events)} of {count} imported posts arrived")
+
+
+async def test_an_export_becomes_the_channels_history(env: Env, tmp_path: Path) -> None:
+    owner = await env.user("owner")
+    channel = await create_channel(env, owner, env.handle("tg"), "Before Import")
+    expected = build_export(tmp_path / "export", posts=300)
+
+    out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle)
+    assert f"Imported {len(expected.posts)} posts" in out, out
+    assert f"message {expected.missing}: imported without its media" in out, out
+    assert "Channel photo set" in out and "Title set" in out, out
+    assert "pins applied: 1" in out, out
+
+    reader = await env.user("reader")
+    await reader.join(channel.broadcast)
+    events = await until_all(reader, channel.broadcast, len(expected.posts))
+    by_id = {message_id(e): e for e in events}
+    assert [message_id(e) for e in events] == expected.posts  # in order, each once
+    for mid, ts in expected.dates.items():
+        assert by_id[mid]["origin_server_ts"] == ts, mid
+    for mid, text in expected.bodies.items():
+        assert text in by_id[mid]["content"]["body"], (mid, by_id[mid]["content"])
+    assert by_id[expected.rich]["content"]["formatted_body"] == RICH_HTML
+    assert "\u200c" in by_id[expected.persian]["content"]["body"]
+    edited = by_id[expected.edited]["content"]
+    assert "(edited 2020-09-14" in edited["body"]
+    for mid, data in expected.photos.items():
+        content = by_id[mid]["content"]
+        assert content["msgtype"] == "m.image"
+        assert (content["info"]["w"], content["info"]["h"]) == struct.unpack(">II", data[16:24])
+        assert await download(env, reader, content["url"]) == data
+    for mid, data in expected.files.items():
+        assert by_id[mid]["content"]["msgtype"] == "m.file"
+        assert await download(env, reader, by_id[mid]["content"]["url"]) == data
+    assert by_id[expected.missing]["content"]["msgtype"] == "m.text"
+    for mid, target in expected.replies.items():
+        relation = by_id[mid]["content"]["m.relates_to"]["m.in_reply_to"]["event_id"]
+        assert relation == by_id[target]["event_id"]
+    poll = by_id[expected.poll]
+    assert poll["type"] == "org.matrix.msc3381.poll.start"
+    assert "Tea: 4" in poll["content"]["org.matrix.msc1767.text"]
+    everything = await reader.all_messages(channel.broadcast)
+    ends = [e for e in everything if e["type"] == "org.matrix.msc3381.poll.end"]
+    assert [e["content"]["m.relates_to"]["event_id"] for e in ends] == [poll["event_id"]]
+    assert "Forwarded from Other Channel" in by_id[expected.forwarded]["content"]["body"]
+    pinned = await reader.state(channel.broadcast, "m.room.pinned_events")
+    assert pinned["pinned"] == [by_id[expected.pinned]["event_id"]]
+    assert (await reader.state(channel.broadcast, "m.room.avatar"))["url"].startswith("mxc://")
+    assert (await reader.state(channel.broadcast, "m.room.name"))["name"] == CHANNEL_NAME
+
+    # The web page dates the posts as they were first published.
+    config = yaml.safe_load(env.kanal.config_path.read_text())
+    async with aiohttp.ClientSession() as http, http.get(f"http://{config['web']['listen']}/c/{channel.handle}") as page:
+        assert 'datetime="2020-' in await page.text()
+
+    # A second run imports nothing twice.
+    out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle)
+    assert "Imported 0 posts" in out and f"Already imported before: {len(expected.posts)}" in out, out
+    again = await reader.all_messages(channel.broadcast)
+    assert len(imported(again)) == len(expected.posts)
+    assert len(again) == len(everything)
+
+
+async def test_an_import_killed_midway_resumes_exactly_once(env: Env, tmp_path: Path) -> None:
+    owner = await env.user("owner")
+    channel = await create_channel(env, owner, env.handle("tgkill"))
+    expected: Expected = build_export(tmp_path / "export", posts=400)
+    reader = await env.user("reader")
+    await reader.join(channel.broadcast)
+
+    process = await kanal_import(env, str(expected.folder), "--channel", channel.handle, "--rate", "40")
+    deadline = time.monotonic() + IMPORT_TIMEOUT
+    while len(imported(await reader.all_messages(channel.broadcast))) < 60:
+        assert time.monotonic() < deadline and process.returncode is None, "the import ended before the kill"
+        await asyncio.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    before = len(imported(await reader.all_messages(channel.broadcast)))
+    assert before < len(expected.posts)
+
+    out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle)
+    assert "Already imported before:" in out, out
+    events = await until_all(reader, channel.broadcast, len(expected.posts))
+    await asyncio.sleep(2)  # anything sent twice would arrive now
+    events = imported(await reader.all_messages(channel.broadcast))
+    assert [message_id(e) for e in events] == expected.posts
+
+
+async def test_a_malformed_export_is_refused_with_the_message_named(env: Env, tmp_path: Path) -> None:
+    owner = await env.user("owner")
+    channel = await create_channel(env, owner, env.handle("tgbad"))
+    expected = build_export(tmp_path / "export", posts=20)
+    result = expected.folder / "result.json"
+    good = result.read_text()
+
+    result.write_text(good[: len(good) * 2 // 3])
+    _out, err = await run_import(env, str(expected.folder), "--channel", channel.handle, expect_exit=2)
+    assert "result.json ends after message" in err and "Traceback" not in err, err
+
+    data = json.loads(good)
+    data["messages"][5]["width"] = "wide"
+    result.write_text(json.dumps(data))
+    _out, err = await run_import(env, str(expected.folder), "--channel", channel.handle, expect_exit=2)
+    assert f"message {data['messages'][5]['id']}: 'width' should be a whole number" in err, err
+
+    data = json.loads(good)
+    data["messages"][4]["photo"] = "../../etc/passwd"
+    result.write_text(json.dumps(data))
+    _out, err = await run_import(env, str(expected.folder), "--channel", channel.handle, expect_exit=2)
+    assert f"message {data['messages'][4]['id']}: the media path" in err and "leaves" in err, err
+
+    data = json.loads(good)
+    data["type"] = "personal_chat"
+    result.write_text(json.dumps(data))
+    _out, err = await run_import(env, str(expected.folder), "--channel", channel.handle, expect_exit=2)
+    assert "personal_chat, not a channel" in err, err
+
+    # Nothing was imported by any of these.
+    reader = await env.user("reader")
+    await reader.join(channel.broadcast)
+    assert imported(await reader.all_messages(channel.broadcast)) == []
+
+    # The dry run says what would be imported, and changes nothing.
+    result.write_text(good)
+    out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle, "--dry-run")
+    assert f"Would import {len(expected.posts)} posts" in out and f"message {expected.missing}" in out, out
+    assert imported(await reader.all_messages(channel.broadcast)) == []
