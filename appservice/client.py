@@ -188,6 +188,26 @@ class HomeserverClient:
         )
         return result
 
+    async def download(self, server: str, media_id: str, *, user_id: str) -> tuple[bytes, str]:
+        """One file of the authenticated media repository: (its bytes, its content type). Not retried."""
+        url = f"{self.base_url}/_matrix/client/v1/media/download/{q(server)}/{q(media_id)}"
+        started = time.monotonic()
+        try:
+            async with self._http().get(url, params={"user_id": user_id}) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    try:
+                        data: Any = json.loads(body)
+                    except ValueError:
+                        data = f"non-JSON response ({response.status})"
+                    self._observe("GET", response.status, started)
+                    raise error_from_response(response.status, data)
+                content_type = response.headers.get("Content-Type", "application/octet-stream")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise MatrixConnectionError(f"cannot reach the homeserver at {self.base_url}: {exc!r}") from exc
+        self._observe("GET", response.status, started)
+        return body, content_type
+
     def intent(self, user_id: UserID) -> Intent:
         return Intent(self, user_id)
 
@@ -357,6 +377,13 @@ class Intent:
         if not isinstance(uri, str) or not uri.startswith("mxc://"):
             raise MatrixRequestError(200, "M_UNKNOWN", "the media repository returned no content_uri")
         return uri
+
+    async def download(self, mxc: str) -> tuple[bytes, str]:
+        """A file of the media repository (`mxc://server/id`), as this user: (its bytes, its content type)."""
+        server, _, media_id = mxc.removeprefix("mxc://").partition("/")
+        if not server or not media_id:
+            raise MatrixRequestError(400, "M_INVALID_PARAM", f"not a media URI: {mxc[:100]}")
+        return await self.client.download(server, media_id, user_id=self.user_id)
 
     async def room_state(self, room_id: RoomID) -> list[dict[str, Any]]:
         """Every current state event of a room."""

@@ -440,6 +440,40 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return EXIT_STARTUP if summary.unsent or summary.failed else 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """A channel's history in Telegram's export shape: `kanal export <handle> <dir>`."""
+    from bridge.app import Service, StartupError, check_homeserver
+    from bridge.store.db import migrate
+    from bridge.transfer.export import Exporter, ExportRefused, ExportSummary
+
+    config = _config(args, service=True)
+    if config is None:
+        return EXIT_CONFIG
+
+    async def main() -> ExportSummary:
+        service = Service(config)
+        try:
+            await migrate(service.engine)
+            await check_homeserver(service.client, config)
+            return await Exporter(service.ctx, args.handle, Path(args.output_dir)).run()
+        finally:
+            await service.client.close()
+            await service.engine.dispose()
+
+    try:
+        summary = asyncio.run(main())
+    except ExportRefused as exc:
+        print(f"kanal export: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StartupError as exc:
+        print(f"kanal export: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except OSError as exc:
+        print(f"kanal export: cannot write the export: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return _print_lines(0, summary.lines())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanal", description="Telegram-style channels for Matrix homeservers."
@@ -599,6 +633,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=20.0, help="posts a second at most, so live traffic keeps flowing (20)"
     )
     telegram.set_defaults(func=_cmd_import)
+
+    export = sub.add_parser(
+        "export",
+        help="write a channel's history in Telegram's export shape (result.json and media), to take it elsewhere",
+    )
+    export.add_argument("handle", help="the channel")
+    export.add_argument("output_dir", metavar="DIR", help="a new (or empty) folder")
+    export.add_argument("-c", "--config", required=True, help="path to config.yaml")
+    export.set_defaults(func=_cmd_export)
 
     up = sub.add_parser("up", help="the sandbox: a local Synapse wired to Kanal, until Ctrl-C")
     up.add_argument("--data-dir", default="kanal-sandbox", help="sandbox data (reused on the next run)")

@@ -126,7 +126,7 @@ def render_entities(entities: list[Entity]) -> tuple[str, str]:
         elif e.type in ("text_link", "link", "email"):
             if e.type == "text_link":
                 target = _safe_href(e.href or "")
-                if target is not None and target != e.text:
+                if target is not None and target not in (e.text, f"mailto:{e.text}"):
                     plain.append(f" ({target})")
             elif e.type == "email":
                 target = _safe_href(f"mailto:{e.text}")
@@ -180,8 +180,8 @@ class _EntityParser(HTMLParser):
             self._skip += 1
         elif tag == "br":
             self._text("\n")
-        elif tag == "p" and self.entities:
-            self._text("\n")
+        elif tag == "p":
+            pass
         else:
             self._stack.append((tag, dict(attrs)))
 
@@ -190,7 +190,7 @@ class _EntityParser(HTMLParser):
             self._skip = max(self._skip - 1, 0)
             return
         if tag == "p":
-            self._text("\n")
+            self._text("\n\n")
             return
         for i in range(len(self._stack) - 1, -1, -1):
             if self._stack[i][0] == tag:

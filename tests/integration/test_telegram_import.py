@@ -137,6 +137,32 @@ async def test_an_export_becomes_the_channels_history(env: Env, tmp_path: Path) 
     assert len(imported(again)) == len(expected.posts)
     assert len(again) == len(everything)
 
+    # Exported, then imported into a second channel: the same history.
+    folder = tmp_path / "kanal-export"
+    out = await env.run_cli("export", channel.handle, str(folder))
+    assert f"Exported {len(expected.posts)} posts" in out, out
+    second = await create_channel(env, owner, env.handle("tgback"))
+    out, _err = await run_import(env, str(folder), "--channel", second.handle)
+    assert f"Imported {len(expected.posts)} posts" in out, out
+    await reader.join(second.broadcast)
+    copies = await until_all(reader, second.broadcast, len(expected.posts))
+    assert len(copies) == len(events)
+    for first, copy in zip(events, copies, strict=True):
+        assert copy["origin_server_ts"] == first["origin_server_ts"]
+        assert copy["type"] == first["type"]
+        if first["type"] != "m.room.message":
+            continue
+        shown = ("msgtype", "body", "filename")
+        assert {k: copy["content"].get(k) for k in shown} == {k: first["content"].get(k) for k in shown}
+        if "url" in first["content"]:
+            assert await download(env, reader, copy["content"]["url"]) == await download(
+                env, reader, first["content"]["url"]
+            )
+        if "m.relates_to" in first["content"]:
+            assert "m.in_reply_to" in copy["content"]["m.relates_to"]
+    rich = next(c for c in copies if c["content"].get("body", "").startswith("Start bold"))
+    assert rich["content"]["formatted_body"] == RICH_HTML
+
 
 async def test_an_import_killed_midway_resumes_exactly_once(env: Env, tmp_path: Path) -> None:
     owner = await env.user("owner")
