@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import struct
 import subprocess
@@ -18,7 +19,8 @@ import aiohttp
 import yaml
 
 from bridge.matrix.imported import IMPORTED_KEY
-from tests.support import Env, User, create_channel
+from tests.integration.test_compliance import compliance, join_moderation_room
+from tests.support import Env, User, create_channel, reconfigured
 from tests.telegram_export import CHANNEL_NAME, RICH_HTML, Expected, build_export
 
 IMPORT_TIMEOUT = 180
@@ -228,3 +230,42 @@ async def test_a_malformed_export_is_refused_with_the_message_named(env: Env, tm
     out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle, "--dry-run")
     assert f"Would import {len(expected.posts)} posts" in out and f"message {expected.missing}" in out, out
     assert imported(await reader.all_messages(channel.broadcast)) == []
+
+
+async def test_the_compliance_hooks_judge_every_imported_post(env: Env, tmp_path: Path) -> None:
+    moderator, owner = await env.user("mod"), await env.user("owner")
+    hooks = [
+        {"type": "terms", "name": "watchlist", "terms": ["holdme"], "action": "hold", "category": "spam"},
+        {"type": "terms", "name": "banned", "terms": ["forbiddenword"], "action": "reject"},
+    ]
+    async with reconfigured(env, compliance(moderator, hooks=hooks)):
+        mod_room = await join_moderation_room(moderator)
+        channel = await create_channel(env, owner, env.handle("tgmod"))
+        expected = build_export(tmp_path / "export", posts=5)
+        result = expected.folder / "result.json"
+        data = json.loads(result.read_text())
+        last = data["messages"][-1]
+        held_id, rejected_id = last["id"] + 1, last["id"] + 2
+        for mid, text in ((held_id, "please holdme"), (rejected_id, "a forbiddenword here")):
+            data["messages"].append({**last, "id": mid, "text": text, "text_entities": [{"type": "plain", "text": text}]})
+        result.write_text(json.dumps(data))
+
+        out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle)
+        assert f"Held for the moderators: 1 (messages {held_id})" in out, out
+        assert f"rejected by the compliance hooks: 1 (messages {rejected_id})" in out, out
+        reader = await env.user("reader")
+        await reader.join(channel.broadcast)
+        events = await until_all(reader, channel.broadcast, len(expected.posts))
+        assert held_id not in {message_id(e) for e in events} and rejected_id not in {message_id(e) for e in events}
+
+        notice = await moderator.wait_for(mod_room, lambda e: "please holdme" in e.get("content", {}).get("body", ""))
+        number = re.search(r"Held post h(\d+)", notice["content"]["body"])
+        assert number is not None, notice
+        await moderator.ask(mod_room, f"approve h{number.group(1)}", "approved")
+        approved = await reader.wait_for(
+            channel.broadcast, lambda e: e.get("content", {}).get(IMPORTED_KEY, {}).get("message_id") == held_id
+        )
+        assert approved["origin_server_ts"] == int(last["date_unixtime"]) * 1000
+        # A re-run leaves the judged posts alone.
+        out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle)
+        assert "Imported 0 posts" in out, out
