@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 10.0
 FIRST_REPING_S = 5.0
 PING_INTERVAL_S = 30.0
+# How often each process verifies the audit log for /metrics (kanal_audit_log_intact); also at start.
+AUDIT_VERIFY_INTERVAL_S = 3600.0
 
 
 class StartupError(Exception):
@@ -211,6 +213,7 @@ class Service:
         self.background.start(run_report_poller(self.ctx, self.leases, self._reports_stop), "reports")
         self.background.start(run_scheduler(self.ctx, self.leases, self._reports_stop), "scheduler")
         await record_hook_configuration(self.ctx)
+        self.background.start(self._verify_audit_log(), "audit-verify")
 
     async def _start_web(self) -> None:
         from bridge.web import make_web_app
@@ -269,6 +272,31 @@ class Service:
                 self.outbox.homeserver_unreachable(exc)
             except MatrixRequestError as exc:
                 log.debug("Keep-alive ping failed: %s", exc)
+
+    async def _verify_audit_log(self) -> None:
+        """Verify the audit log now and every hour, for monitoring to alert on a failure."""
+        from bridge.moderation import audit
+
+        while not self._stopping:
+            try:
+                key = await asyncio.to_thread(audit.configured_public_key, self.config)
+                async with self.ctx.sessions() as session:
+                    result = await audit.verify(session, key)
+                self.metrics.audit_verified_now(result.ok)
+                if not result.ok:
+                    log.error(
+                        "The audit log is NOT intact at entry %s: %s (kanal audit verify -c %s)",
+                        result.first_bad_seq,
+                        result.problem,
+                        self.config.path,
+                    )
+            except Exception:  # a failure to verify is reported, never taken for success
+                log.exception("Verifying the audit log failed")
+                self.metrics.audit_verified_now(False)
+            try:
+                await asyncio.wait_for(self._reports_stop.wait(), AUDIT_VERIFY_INTERVAL_S)
+            except TimeoutError:
+                pass
 
     async def stop(self) -> None:
         """Stop taking transactions, finish in-flight work, flush the outbox as far as possible."""

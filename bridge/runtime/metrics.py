@@ -1,7 +1,7 @@
 """Prometheus metrics, liveness and readiness: what an operator scrapes and probes.
 
 /metrics  transactions and events by outcome, outbox depth and age, homeserver latency and errors,
-          rows kept and pruned in the tables that retention bounds
+          rows kept and pruned in the tables that retention bounds, the audit log's last verification
 /health   liveness: the process answers
 /ready    readiness: taking transactions, and the database answers
 
@@ -17,13 +17,24 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from appservice.server import AppServiceServer
 from bridge.runtime.outbox import OutboxWorker
 from bridge.runtime.retention import Pruner, table_rows
+
+# No `…_created` series beside each counter and histogram: in the text format they are extra gauge
+# families that no rule or dashboard reads (a restart shows as a counter reset anyway).
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 
 class Metrics:
@@ -41,6 +52,23 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+
+        self.audit_intact = Gauge(
+            "kanal_audit_log_intact",
+            "1 when this process last verified the audit log intact (hash chain and signed "
+            "checkpoints), 0 when it was not.",
+            registry=self.registry,
+        )
+        self.audit_verified = Gauge(
+            "kanal_audit_log_verified_timestamp_seconds",
+            "When this process last finished verifying the audit log (Unix time).",
+            registry=self.registry,
+        )
+
+    def audit_verified_now(self, intact: bool) -> None:
+        """The outcome of a verification of the audit log."""
+        self.audit_intact.set(1 if intact else 0)
+        self.audit_verified.set_to_current_time()
 
     def observe_request(self, method: str, status: int | None, seconds: float) -> None:
         """The HomeserverClient's observer hook."""
@@ -66,20 +94,22 @@ class _ServiceCollector(Collector):
         self.pruner = pruner
         self.rows = rows
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
+        # Counters (`…_total`) only grow while the process runs and start at 0 with it: Prometheus's
+        # rate() and increase() read a restart as a reset. The rest are gauges: what holds now.
         stats = self.server.stats
-        txns = GaugeMetricFamily(
+        txns = CounterMetricFamily(
             "kanal_transactions_total", "Transactions from the homeserver, by outcome.", labels=["outcome"]
         )
         txns.add_metric(["ok"], stats.transactions)
         txns.add_metric(["duplicate"], stats.duplicate_transactions)
         txns.add_metric(["failed"], stats.failed_transactions)
         yield txns
-        events = GaugeMetricFamily("kanal_events_total", "Events received, by outcome.", labels=["outcome"])
+        events = CounterMetricFamily("kanal_events_total", "Events received, by outcome.", labels=["outcome"])
         events.add_metric(["accepted"], stats.events)
         events.add_metric(["malformed"], stats.skipped_events)
         yield events
-        sent = GaugeMetricFamily(
+        sent = CounterMetricFamily(
             "kanal_outbox_attempts_total", "Outbox attempts, by outcome.", labels=["outcome"]
         )
         sent.add_metric(["done"], self.outbox.sent)
@@ -102,7 +132,7 @@ class _ServiceCollector(Collector):
         for table, count in self.rows().items():
             rows.add_metric([table], count)
         yield rows
-        pruned = GaugeMetricFamily(
+        pruned = CounterMetricFamily(
             "kanal_pruned_rows_total", "Rows this process pruned since it started, by table.", labels=["table"]
         )
         for table, count in self.pruner.pruned.items():

@@ -1,0 +1,150 @@
+"""/metrics follows Prometheus's conventions, and deploy/'s alert rules and dashboard read what it exposes.
+
+The real listener routes (metrics.add_routes) over loopback, on a migrated SQLite database of the
+test's own, after a transaction has gone through the real AppServiceServer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient
+
+from appservice.client import HomeserverClient
+from appservice.server import AppServiceServer
+from bridge.runtime.config import parse
+from bridge.runtime.metrics import Metrics, add_routes
+from bridge.runtime.outbox import OutboxWorker
+from bridge.runtime.retention import Pruner
+from bridge.store.db import create_engine, migrate, sessionmaker
+from tests.functional.conftest import API, make_event
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+GAUGES = {
+    "kanal_outbox_depth",
+    "kanal_outbox_oldest_age_seconds",
+    "kanal_homeserver_up",
+    "kanal_table_rows",
+}
+HISTOGRAMS = {"kanal_homeserver_request_seconds"}
+
+
+@pytest.fixture
+async def metrics_client(
+    aiohttp_client: AiohttpClient, appservice: AppServiceServer, tmp_path: Path
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'kanal.db'}")
+    await migrate(engine)
+    sessions = sessionmaker(engine)
+    config = parse(
+        {"homeserver": {"url": "http://127.0.0.1:1", "domain": "example.org"},
+         "appservice": {"as_token": "a" * 32, "hs_token": "h" * 32}},
+        tmp_path / "config.yaml",
+    )  # fmt: skip
+    homeserver = HomeserverClient("http://127.0.0.1:1", "a" * 32)
+    metrics = Metrics()
+    metrics.observe_request("GET", 200, 0.01)
+    metrics.observe_request("PUT", 502, 0.2)
+    app = appservice.make_app()
+
+    async def db_ping() -> None:
+        return None
+
+    add_routes(app, metrics, appservice, OutboxWorker(sessions, homeserver), db_ping, Pruner(sessions, config))
+    yield await aiohttp_client(app)
+    await homeserver.close()
+    await engine.dispose()
+
+
+async def _families(client: TestClient[web.Request, web.Application]) -> dict[str, str]:
+    """Metric family name → type, as Prometheus's own parser reads /metrics."""
+    async with client.get("/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {family.name: family.type for family in text_string_to_metric_families(text)}
+
+
+async def test_counters_are_counters_and_histograms_histograms(
+    metrics_client: TestClient[web.Request, web.Application], auth: dict[str, str]
+) -> None:
+    async with metrics_client.put(f"{API}/transactions/1", json={"events": [make_event(1)]}, headers=auth) as r:
+        assert r.status == 200
+    families = await _families(metrics_client)
+    counters = {name for name, kind in families.items() if kind == "counter"}
+    # The parser names a counter family without its _total suffix, as the exposition format defines it.
+    assert counters == {
+        "kanal_transactions",
+        "kanal_events",
+        "kanal_outbox_attempts",
+        "kanal_homeserver_errors",
+        "kanal_pruned_rows",
+    }, families
+    assert {name for name, kind in families.items() if kind == "histogram"} == HISTOGRAMS
+    assert {name for name, kind in families.items() if kind == "gauge"} == GAUGES
+    assert not [name for name, kind in families.items() if kind == "gauge" and name.endswith("_total")]
+
+
+def _sample_names(families: dict[str, str]) -> set[str]:
+    """Every series name a query may use: counters with _total, histograms with their three series."""
+    names = set()
+    for name, kind in families.items():
+        if kind == "counter":
+            names.add(f"{name}_total")
+        elif kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        else:
+            names.add(name)
+    return names
+
+
+def _queried_metrics(expression: str) -> set[str]:
+    return set(re.findall(r"\bkanal_[a-z_]+", expression))
+
+
+async def test_alert_rules_and_dashboard_query_only_what_kanal_exposes(
+    metrics_client: TestClient[web.Request, web.Application],
+) -> None:
+    exposed = _sample_names(await _families(metrics_client))
+    families = await _families(metrics_client)
+
+    rules = yaml.safe_load((DEPLOY / "monitoring" / "kanal-alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    for alert in alerts:
+        assert {"alert", "expr", "labels", "annotations"} <= set(alert), alert
+        queried = _queried_metrics(alert["expr"])
+        assert queried and queried <= exposed, (alert["alert"], queried - exposed)
+        # rate() and increase() only make sense on counters (and a histogram's series).
+        for name in re.findall(r"(?:rate|increase)\((kanal_[a-z_]+)", alert["expr"]):
+            base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+            assert families.get(base) in ("counter", "histogram"), (alert["alert"], name)
+    covered = set().union(*(_queried_metrics(a["expr"]) for a in alerts))
+    assert {
+        "kanal_outbox_oldest_age_seconds",
+        "kanal_outbox_depth",
+        "kanal_homeserver_up",
+        "kanal_homeserver_errors_total",
+        "kanal_transactions_total",
+    } <= covered, covered
+
+    dashboard = json.loads((DEPLOY / "monitoring" / "grafana-dashboard.json").read_text())
+    targets = [t for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert targets
+    for target in targets:
+        queried = _queried_metrics(target["expr"])
+        assert queried and queried <= exposed, (target["expr"], queried - exposed)
+    shown = set().union(*(_queried_metrics(t["expr"]) for t in targets))
+    assert {re.sub(r"_(bucket|sum|count)$", "", n) for n in shown} >= {
+        *GAUGES,
+        *HISTOGRAMS,
+        "kanal_transactions_total",
+        "kanal_outbox_attempts_total",
+        "kanal_homeserver_errors_total",
+    }
