@@ -46,6 +46,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             database_url=args.database_url,
             force=args.force,
             web_listen=args.web_listen or None,
+            state_dir=args.state_dir,
         )
     except FileExistsError as exc:
         print(f"kanal init: {exc}", file=sys.stderr)
@@ -142,7 +143,7 @@ def _cmd_migrate_db(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_CONFIG
-    target = resolve_database_url(args.to, Path(args.config).resolve().parent)
+    target = resolve_database_url(args.to, config.writable_dir)
     if target == config.database_url:
         print("kanal migrate-db: --to is the database Kanal already uses", file=sys.stderr)
         return EXIT_CONFIG
@@ -491,7 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--database-url",
         default="sqlite:///kanal.db",
-        help="SQLAlchemy URL; relative SQLite paths are relative to the config file",
+        help="SQLAlchemy URL; a relative SQLite path is relative to the state directory",
+    )
+    init.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where Kanal writes its database (SQLite), audit key and media cache, when not beside "
+        "the config file (state.directory; systemd: /var/lib/kanal)",
     )
     init.add_argument("--output-dir", default=".", help="where to write the files (default: here)")
     init.add_argument("--force", action="store_true", help="replace existing files (new tokens)")

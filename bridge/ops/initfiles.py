@@ -21,6 +21,7 @@ def write_init_files(
     database_url: str = "sqlite:///kanal.db",
     force: bool = False,
     web_listen: str | None = None,
+    state_dir: str | None = None,
 ) -> tuple[Path, Path]:
     """Write `config.yaml` and `registration.yaml` (mode 0600) with fresh tokens."""
     host, port = parse_listen(listen, "--listen")
@@ -59,6 +60,8 @@ def write_init_files(
     if web_listen is not None:
         web_host, web_port = parse_listen(web_listen, "--web-listen")
         config["web"] = {"enabled": True, "listen": web_listen, "public_url": f"http://{web_host}:{web_port}"}
+    if state_dir:
+        config["state"] = {"directory": state_dir}
     header = "# Kanal configuration; every key is documented in config.example.yaml.\n"
     write_secret_file(config_path, header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     save(registration, registration_path)

@@ -1,12 +1,21 @@
 """Kanal's configuration: parsed once from YAML into a frozen, validated object.
 
 Every error names the file, the key and what was expected. The operator's file is never rewritten.
-Relative paths inside the file resolve against the file's folder.
+Relative paths of what Kanal reads (the registration, term lists, token files) resolve against the
+file's folder; relative paths of what Kanal writes (a SQLite database, the audit key, the media cache)
+against the state directory, so the config's folder may be read-only (systemd's ProtectSystem=strict):
+
+    state.directory in the file  >  $STATE_DIRECTORY (systemd's StateDirectory=)  >  the file's folder
+
+A database or audit key already beside the config file (an install from before the state directory)
+keeps being used there.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, cast
@@ -40,6 +49,8 @@ DEFAULT_SHARD_SIZE: Final = 10_000  # channels.shard_size
 # database.inbound_retention_days / database.outbox_retention_days (see bridge/runtime/retention.py)
 DEFAULT_INBOUND_RETENTION_DAYS: Final = 7
 DEFAULT_OUTBOX_RETENTION_DAYS: Final = 7
+# Set by systemd for a unit with StateDirectory= (several directories: separated by colons).
+STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,13 @@ class Config:
     # entries are kept before the background pruning deletes them
     inbound_retention_days: int = DEFAULT_INBOUND_RETENTION_DAYS
     outbox_retention_days: int = DEFAULT_OUTBOX_RETENTION_DAYS
+    # Where Kanal writes: a relative SQLite path, the audit key, the media cache (see the module's doc)
+    state_dir: Path | None = None
+
+    @property
+    def writable_dir(self) -> Path:
+        """The state directory (the config file's folder unless one is set)."""
+        return self.state_dir or self.path.parent
 
     @property
     def bot_user_id(self) -> str:
@@ -156,6 +174,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
         "policy_rooms": (list, False),
     },
     "logging": {"level": (str, False), "format": (str, False)},
+    "state": {"directory": (str, False)},
 }
 
 # Keys whose values are lists of mappings, checked by their own parsers (bridge/screening/settings.py).
@@ -183,15 +202,31 @@ def parse_listen(value: str, where: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def resolve_database_url(url: str, base: Path) -> str:
-    """Make a relative SQLite path absolute against `base` (the config file's folder), async driver named."""
+def resolve_database_url(url: str, base: Path, legacy: Path | None = None) -> str:
+    """Make a relative SQLite path absolute against `base` (the state directory), async driver named.
+
+    `legacy`: the config file's folder, where a relative database lived before the state directory;
+    a database file already there keeps being used."""
     url = async_driver_url(url)
     prefix = "sqlite+aiosqlite:///"
     if url.startswith(prefix):
         rest = url[len(prefix) :]
         if rest and not rest.startswith("/") and not rest.startswith(":memory:"):
-            return prefix + str((base / rest).resolve())
+            return prefix + str(_state_file(rest, base, legacy))
     return url
+
+
+def _state_file(relative: str, state: Path, legacy: Path | None) -> Path:
+    """`relative` in the state directory, or beside the config file when it already exists there."""
+    if legacy is not None and legacy != state and (legacy / relative).exists():
+        return (legacy / relative).resolve()
+    return (state / relative).resolve()
+
+
+def state_directory(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str]) -> Path:
+    """The state directory: `state.directory`, else systemd's $STATE_DIRECTORY, else `base`."""
+    configured = raw.get("directory") or environ.get(STATE_DIRECTORY_ENV, "").split(":")[0]
+    return (base / configured) if configured else base
 
 
 @dataclass(frozen=True)
@@ -228,10 +263,13 @@ class _Web:
     public_url: str
 
 
-def parse(data: Any, path: Path) -> Config:
-    """Validate the YAML document `data` read from `path` into a Config, or raise ConfigError."""
+def parse(data: Any, path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate the YAML document `data` read from `path` into a Config, or raise ConfigError.
+
+    `environ`: the process's environment, for $STATE_DIRECTORY (none given: not read)."""
     values = _sections(data, path)
     base = path.parent
+    state = state_directory(values["state"], base, environ or {})
     # Every value's type is checked before any section's meaning, and the sections in this order (channels
     # and hosting in two parts): a file with several mistakes always names the same one first.
     homeserver_url, domain = _homeserver(values["homeserver"], path)
@@ -241,7 +279,7 @@ def parse(data: Any, path: Path) -> Config:
     channels = _channel_limits(values["channels"], path)
     operators = _operators(values["operators"], policy, path)
     federation, allowed = _hosting(values["hosting"], path)
-    compliance = _compliance(values["compliance"], path, base, operators)
+    compliance = _compliance(values["compliance"], path, base, state, operators)
     web = _web(values["web"], "web" in data, (asv.listen_host, asv.listen_port), path)
     retention = _retention_days(values["hosting"], path)
     inbound_days = _at_least(
@@ -264,7 +302,7 @@ def parse(data: Any, path: Path) -> Config:
         registration_path=(base / asv.registration).resolve() if asv.registration else None,
         bot_localpart=asv.bot_localpart,
         ghost_prefix=asv.ghost_prefix,
-        database_url=_database(values["database"], base),
+        database_url=_database(values["database"], state, base),
         creation_policy=policy,
         default_language=language,
         log_level=log_level,
@@ -289,6 +327,7 @@ def parse(data: Any, path: Path) -> Config:
         web_public_url=web.public_url,
         inbound_retention_days=inbound_days,
         outbox_retention_days=outbox_days,
+        state_dir=state.resolve() if state != base else None,
     )
 
 
@@ -390,9 +429,9 @@ def _appservice(asv: dict[str, Any], path: Path) -> _Appservice:
     )
 
 
-def _database(db: dict[str, Any], base: Path) -> str:
+def _database(db: dict[str, Any], state: Path, base: Path) -> str:
     """The database URL, with its async driver and a relative SQLite path made absolute."""
-    return resolve_database_url(db.get("url", "sqlite:///kanal.db"), base)
+    return resolve_database_url(db.get("url", "sqlite:///kanal.db"), state, legacy=base)
 
 
 def _channel_policy(ch: dict[str, Any], path: Path) -> tuple[str, str]:
@@ -525,10 +564,12 @@ def load(path: Path) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse(data, path.resolve())
+    return parse(data, path.resolve(), os.environ)
 
 
-def _compliance(raw: dict[str, Any], path: Path, base: Path, operators: tuple[str, ...]) -> ComplianceConfig:
+def _compliance(
+    raw: dict[str, Any], path: Path, base: Path, state: Path, operators: tuple[str, ...]
+) -> ComplianceConfig:
 
     moderators = tuple(raw.get("moderators", operators))
     for user in moderators:
@@ -553,7 +594,7 @@ def _compliance(raw: dict[str, Any], path: Path, base: Path, operators: tuple[st
         channel_hooks=channel_hooks,
         appeal_window_days=window,
         redress=raw.get("redress", DEFAULT_REDRESS).replace("{days}", str(window)),
-        audit_key=(base / key).resolve(),
+        audit_key=_state_file(key, state, base),
         checkpoint_every=every,
         homeserver_admin_token_file=(base / token_file).resolve() if token_file else None,
         report_poll_seconds=poll,

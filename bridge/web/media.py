@@ -3,7 +3,7 @@
 Readers' browsers never talk to the homeserver: pages make no third-party requests, and the
 homeserver's authenticated media endpoints (`/_matrix/client/v1/media/download`) need a token that
 readers do not have. Kanal fetches with its own token and keeps a copy on disk
-(`<config folder>/media-cache`, folder 0700, files 0600, least recently used dropped past 512 MiB).
+(`<state directory>/media-cache`, folder 0700, files 0600, least recently used dropped past 512 MiB).
 
 Only media that something public shows may be fetched (pages.py decides: a visible post of an active
 channel, or an active channel's photo): never an arbitrary mxc, never a private room's media. That is

@@ -300,7 +300,7 @@ class Pages:
         self.proxy = MediaProxy(
             config.homeserver_url,
             config.as_token,
-            MediaStore(config.path.parent / MEDIA_CACHE_DIR),
+            MediaStore(config.writable_dir / MEDIA_CACHE_DIR),
             self._media_allowed,
         )
         self._not_found = self._error_response(404)

@@ -617,3 +617,63 @@ def test_mistakes_are_named_in_a_fixed_order(
     path, message = load_error(tmp_path, data)
 
     assert message.startswith(f"{path}: '{first[0]}'")
+
+
+# --- the state directory: where Kanal writes ---------------------------------------------------------
+
+
+def _written_paths(config: Config) -> tuple[str, Path | None, Path]:
+    return config.database_url, config.compliance.audit_key, config.writable_dir
+
+
+def test_what_kanal_writes_goes_to_state_directory_not_beside_the_config(tmp_path: Path) -> None:
+    etc, state = tmp_path / "etc", tmp_path / "var-lib"
+    etc.mkdir()
+    config = load(write(etc, with_value("state.directory", str(state))))
+    assert _written_paths(config) == (
+        f"sqlite+aiosqlite:///{state.resolve() / 'kanal.db'}",
+        state.resolve() / "audit-ed25519.key",
+        state.resolve(),
+    )
+    # What Kanal reads stays relative to the config file.
+    data = with_value("state.directory", "../var-lib")
+    data["appservice"]["registration"] = "registration.yaml"
+    relative = load(write(etc, data))
+    assert relative.writable_dir == state.resolve()
+    assert relative.registration_path == (etc / "registration.yaml").resolve()
+
+
+def test_systemd_state_directory_is_the_default_and_the_config_key_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc, state, other = tmp_path / "etc", tmp_path / "state", tmp_path / "other"
+    etc.mkdir()
+    monkeypatch.setenv("STATE_DIRECTORY", f"{state}:{other}")  # systemd: one per StateDirectory= entry
+    config = load(write(etc, good()))
+    assert _written_paths(config) == (
+        f"sqlite+aiosqlite:///{state.resolve() / 'kanal.db'}",
+        state.resolve() / "audit-ed25519.key",
+        state.resolve(),
+    )
+    assert load(write(etc, with_value("state.directory", str(other)))).writable_dir == other.resolve()
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert load(write(etc, good())).writable_dir == etc.resolve()
+
+
+def test_an_existing_database_and_key_beside_the_config_keep_being_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    (etc / "kanal.db").write_bytes(b"")
+    (etc / "audit-ed25519.key").write_bytes(b"")
+    monkeypatch.setenv("STATE_DIRECTORY", str(state))
+    config = load(write(etc, good()))
+    assert config.database_url == f"sqlite+aiosqlite:///{etc.resolve() / 'kanal.db'}"
+    assert config.compliance.audit_key == etc.resolve() / "audit-ed25519.key"
+    assert config.writable_dir == state.resolve()  # the media cache, which is only a cache, moves
+
+
+def test_state_directory_must_be_a_string(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, with_value("state.directory", 3))
+    assert message == f"{path.resolve()}: 'state.directory' must be a string, got int"
