@@ -129,11 +129,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+UP_DEFAULTS = ("kanal-sandbox", 8008, 29340)  # kanal up's --data-dir, --synapse-port, --port
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
+    from bridge.ops.banner import up_again
     from bridge.ops.sandbox import run_sandbox
 
     logs.setup("INFO", "text")
-    return run_sandbox(Path(args.data_dir), synapse_port=args.synapse_port, kanal_port=args.port)
+    again = up_again(args.data_dir, args.synapse_port, args.port, UP_DEFAULTS)
+    return run_sandbox(Path(args.data_dir), synapse_port=args.synapse_port, kanal_port=args.port, again=again)
 
 
 def _cmd_migrate_db(args: argparse.Namespace) -> int:
@@ -651,9 +656,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=_cmd_export)
 
     up = sub.add_parser("up", help="the sandbox: a local Synapse wired to Kanal, until Ctrl-C")
-    up.add_argument("--data-dir", default="kanal-sandbox", help="sandbox data (reused on the next run)")
-    up.add_argument("--synapse-port", type=int, default=8008)
-    up.add_argument("--port", type=int, default=29340, help="Kanal's port")
+    data_dir, synapse_port, port = UP_DEFAULTS
+    up.add_argument(
+        "--data-dir", default=data_dir, help=f"sandbox data, reused on the next run ({data_dir})"
+    )
+    up.add_argument(
+        "--synapse-port", type=int, default=synapse_port, help=f"Synapse's port on 127.0.0.1 ({synapse_port})"
+    )
+    up.add_argument(
+        "--port",
+        type=int,
+        default=port,
+        help=f"Kanal's port for the homeserver ({port}); its web pages are on the next one ({port + 1})",
+    )
     up.set_defaults(func=_cmd_up)
     return parser
 

@@ -26,3 +26,22 @@ def test_readme_commands_exist() -> None:
     assert "scripts/up" in readme and "scripts/test" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test" in ci
+
+
+def test_readme_lists_every_kanal_up_flag_with_its_default() -> None:
+    """`kanal up --help` and the README's table of its flags agree."""
+    import argparse
+
+    from bridge.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    up = commands.choices["up"]
+    readme = (ROOT / "README.md").read_text()
+    flags = [a for a in up._actions if a.option_strings and a.dest != "help"]
+    assert flags
+    for action in flags:
+        (flag,) = action.option_strings
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{flag} ")), None)
+        assert row is not None, f"README.md has no row for kanal up's {flag}"
+        assert f"| `{action.default}` |" in row, f"README.md gives another default for {flag}: {row}"

@@ -49,7 +49,7 @@ def _admin_password(data_dir: Path) -> str:
     return password
 
 
-async def _sandbox(config: Config, data_dir: Path, password: str) -> None:
+async def _sandbox(config: Config, data_dir: Path, password: str, again: str) -> None:
     assert config.registration_path is not None
     synapse = LocalSynapse(
         data_dir / "synapse",
@@ -65,15 +65,17 @@ async def _sandbox(config: Config, data_dir: Path, password: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         admin = await synapse.register_user(ADMIN_LOCALPART, password, admin=True)
-        print_banner(synapse.base_url, admin, password, config.bot_user_id, data_dir)
+        web_url = config.web_public_url if config.web_enabled else None
+        print_banner(synapse.base_url, admin, password, config.bot_user_id, data_dir, web_url)
         await run_until_stopped(config, stop)
     finally:
         print("Stopping Synapse …", flush=True)
         await synapse.stop()
-        print("Stopped. Run `kanal up` again to continue where you left off.", flush=True)
+        print(f"Stopped. Run `{again}` to continue where you left off.", flush=True)
 
 
-def run_sandbox(data_dir: Path, *, synapse_port: int, kanal_port: int) -> int:
+def run_sandbox(data_dir: Path, *, synapse_port: int, kanal_port: int, again: str) -> int:
+    """`again`: the command line that runs this sandbox again (printed when it stops)."""
     data_dir = data_dir.resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +88,7 @@ def run_sandbox(data_dir: Path, *, synapse_port: int, kanal_port: int) -> int:
                 config.listen_port,
                 config.homeserver_url,
             )
-        asyncio.run(_sandbox(config, data_dir, _admin_password(data_dir)))
+        asyncio.run(_sandbox(config, data_dir, _admin_password(data_dir), again))
     except (SynapseError, StartupError) as exc:
         print(f"kanal up: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 import yaml
 
 from appservice.registration import load as load_registration
+from bridge.cli import build_parser
 from tests.support import Env, free_port
 
 KANAL = [sys.executable, "-m", "bridge.cli"]
@@ -190,8 +193,15 @@ async def _login(base: str, user: str, password: str) -> str:
         return str((await response.json())["user_id"])
 
 
+def _printed(output: str, pattern: str) -> str:
+    match = re.search(pattern, output)
+    assert match, f"`kanal up` printed no line matching {pattern!r}:\n{output}"
+    return match.group(1)
+
+
 @pytest.mark.integration
 async def test_up_runs_a_wired_sandbox_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) -> None:
+    """What the sandbox prints is true: its URLs name the ports in use, its commands run as printed."""
     synapse_port, kanal_port = free_port(), free_port()
     data = tmp_path / "sandbox"
     for round_ in range(2):
@@ -218,6 +228,23 @@ async def test_up_runs_a_wired_sandbox_stops_on_ctrl_c_and_reuses_its_data(tmp_p
             password = (data / "admin-password").read_text().strip()
             assert stat.S_IMODE((data / "admin-password").stat().st_mode) == 0o600
             assert await _login(f"http://127.0.0.1:{synapse_port}", "admin", password) == "@admin:localhost"
+            page = _printed(output, r"on its web page, (\S+)")
+            assert page == f"http://127.0.0.1:{kanal_port + 1}/c/dailynews"
+            await _wait_http(page.removesuffix("/c/dailynews") + "/", 10)  # the directory: Kanal's web face
+            if round_ == 0:
+                # Run as printed, from where `kanal up` ran (the project root), answering its questions
+                # with flags instead of a terminal.
+                register = shlex.split(_printed(output, r"Make more accounts with: (.+)"))
+                made = await asyncio.to_thread(
+                    subprocess.run,
+                    [*register, "-u", "bob", "-p", "bob-password", "--no-admin"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                assert made.returncode == 0, made.stdout + made.stderr
+                assert await _login(f"http://127.0.0.1:{synapse_port}", "bob", "bob-password") == "@bob:localhost"
             process.send_signal(signal.SIGINT)
             assert await asyncio.to_thread(process.wait, 60) == 0
         finally:
@@ -226,5 +253,14 @@ async def test_up_runs_a_wired_sandbox_stops_on_ctrl_c_and_reuses_its_data(tmp_p
             log.close()
         output = (tmp_path / f"up-{round_}.log").read_text()
         assert "Stopped." in output and "Traceback" not in output
+        again = shlex.split(_printed(output, r"Run `([^`]+)` to continue"))
+        assert Path(again[0]).name == "kanal" and os.access(again[0], os.X_OK), again
+        args = await asyncio.to_thread(lambda: build_parser().parse_args(again[1:]))  # reads files
+        assert (args.command, Path(args.data_dir), args.synapse_port, args.port) == (
+            "up",
+            data,
+            synapse_port,
+            kanal_port,
+        )
         with pytest.raises(aiohttp.ClientError):
             await _login(f"http://127.0.0.1:{synapse_port}", "admin", password)
