@@ -255,7 +255,8 @@ async def test_up_runs_a_wired_sandbox_stops_on_ctrl_c_and_reuses_its_data(tmp_p
         assert "Stopped." in output and "Traceback" not in output
         again = shlex.split(_printed(output, r"Run `([^`]+)` to continue"))
         assert Path(again[0]).name == "kanal" and os.access(again[0], os.X_OK), again
-        args = await asyncio.to_thread(lambda: build_parser().parse_args(again[1:]))  # reads files
+        parser = await asyncio.to_thread(build_parser)  # reads files
+        args = parser.parse_args(again[1:])
         assert (args.command, Path(args.data_dir), args.synapse_port, args.port) == (
             "up",
             data,
