@@ -47,6 +47,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             force=args.force,
             web_listen=args.web_listen or None,
             state_dir=args.state_dir,
+            web_public_url=args.web_public_url,
         )
     except FileExistsError as exc:
         print(f"kanal init: {exc}", file=sys.stderr)
@@ -511,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--web-listen",
         default=DEFAULT_WEB_LISTEN,
         help=f"HOST:PORT of the public web pages and publishing API ({DEFAULT_WEB_LISTEN}); '' for none",
+    )
+    init.add_argument(
+        "--web-public-url",
+        metavar="URL",
+        help="the address readers use, behind your TLS reverse proxy (web.public_url; default: http://<web-listen>)",
     )
     init.set_defaults(func=_cmd_init)
 

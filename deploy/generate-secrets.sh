@@ -1,15 +1,20 @@
 #!/bin/sh
 # Writes what docker-compose.yml reads, next to this script, with fresh random secrets:
-#   .env                     database passwords and the uid:gid Synapse and Kanal run as   (0600)
-#   kanal/config.yaml        Kanal's config: tokens, listen address, database URL            (0600)
+#   .env                     database passwords, the uid:gid Synapse and Kanal run as, Caddy's site (0600)
+#   kanal/config.yaml        Kanal's config: tokens, listen addresses, database URL, web.public_url (0600)
 #   kanal/registration.yaml  the application service registration Synapse loads             (0600)
 #   synapse/homeserver.yaml  Synapse's config: database password, secrets, the registration  (0600)
+#   synapse/conf.d/          more of Synapse's config, read after homeserver.yaml; with --workers,
+#                            workers.yaml (Redis, event persisters, replication secret)    (0600)
+#   synapse/workers/         with --workers: each worker's own config file                  (0600)
 #   element/config.json      Element Web's config, no secrets (0644: its web server runs as another user)
 #
-# Usage: ./generate-secrets.sh [--force] DOMAIN [PUBLIC_BASEURL]
+# Usage: ./generate-secrets.sh [--force] [--workers] DOMAIN [PUBLIC_BASEURL]
 #   DOMAIN          the homeserver's server_name, the part after the colon in @alice:DOMAIN
-#   PUBLIC_BASEURL  where clients reach Synapse, e.g. https://matrix.example.org
-#                   (default: http://127.0.0.1:8008, for trying it out on this machine)
+#   PUBLIC_BASEURL  where clients reach Synapse and readers reach Kanal's pages, through Caddy, e.g.
+#                   https://matrix.example.org (default: https://localhost, for trying it out on this
+#                   machine with Caddy's own local certificate authority)
+#   --workers       Synapse in worker mode: `docker compose --profile workers up -d` (deploy/README.md)
 #
 # It refuses to replace existing files without --force: new tokens need Synapse and Kanal restarted,
 # and a new database password does not reach an already initialised PostgreSQL volume.
@@ -23,13 +28,18 @@ die() {
 }
 
 force=0
-if [ "${1:-}" = "--force" ]; then
-    force=1
+workers=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --force) force=1 ;;
+        --workers) workers=1 ;;
+        *) break ;;
+    esac
     shift
-fi
-[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: generate-secrets.sh [--force] DOMAIN [PUBLIC_BASEURL]"
+done
+[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: generate-secrets.sh [--force] [--workers] DOMAIN [PUBLIC_BASEURL]"
 domain=$1
-public_baseurl=${2:-http://127.0.0.1:8008}
+public_baseurl=${2:-https://localhost}
 case $domain in
     '' | *[!A-Za-z0-9.:-]* | [.:-]*) die "DOMAIN must be a server name such as example.org, got '$domain'" ;;
 esac
@@ -39,9 +49,16 @@ case $public_baseurl in
     *) die "PUBLIC_BASEURL must start with http:// or https://, got '$public_baseurl'" ;;
 esac
 public_baseurl=${public_baseurl%/}
+case $public_baseurl in
+    *://*/*) die "PUBLIC_BASEURL must be a site without a path, such as https://matrix.example.org, got '$public_baseurl'" ;;
+esac
+# The host alone (no scheme, no port): Caddy's federation site on 8448.
+public_host=${public_baseurl#*://}
+public_host=${public_host%%:*}
 
 cd "$(dirname "$0")"
-for file in .env kanal/config.yaml kanal/registration.yaml synapse/homeserver.yaml element/config.json; do
+for file in .env kanal/config.yaml kanal/registration.yaml synapse/homeserver.yaml synapse/conf.d/workers.yaml \
+    element/config.json; do
     if [ -e "$file" ] && [ "$force" -eq 0 ]; then
         die "$(pwd)/$file already exists; pass --force to replace every file (new secrets)"
     fi
@@ -67,11 +84,18 @@ hs_token=$(secret)
 registration_shared_secret=$(secret)
 macaroon_secret_key=$(secret)
 form_secret=$(secret)
+replication_secret=$(secret)
 # The namespace regexes escape the domain as Python's re.escape does (as `kanal init` writes them).
 domain_re=$(printf '%s' "$domain" | sed 's/[.-]/\\&/g')
 
-mkdir -p kanal synapse
+mkdir -p kanal synapse synapse/conf.d
 mkdir -p -m 0755 element
+# Caddy sends the client paths Synapse's workers documentation lists to the generic worker.
+if [ "$workers" -eq 1 ]; then
+    synapse_client_upstream=synapse-client-worker1:8083
+else
+    synapse_client_upstream=synapse:8008
+fi
 
 cat >.env <<EOF
 # Written by generate-secrets.sh; holds secrets. docker compose reads it.
@@ -79,6 +103,10 @@ POSTGRES_PASSWORD=$postgres_password
 KANAL_DB_PASSWORD=$kanal_db_password
 RUN_UID=$run_uid
 RUN_GID=$run_gid
+# Caddy (Caddyfile): the site it serves with TLS, its host name, and where Synapse's client paths go.
+KANAL_SITE=$public_baseurl
+KANAL_HOST=$public_host
+SYNAPSE_CLIENT_UPSTREAM=$synapse_client_upstream
 EOF
 
 cat >kanal/config.yaml <<EOF
@@ -98,6 +126,11 @@ appservice:
   ghost_prefix: kanal_
 database:
   url: postgresql://kanal:$kanal_db_password@postgres:5432/kanal
+# The public web face (channel pages, the publishing API, invite links) behind Caddy, which serves
+# it on PUBLIC_BASEURL with TLS: see deploy/README.md, "What is exposed to whom".
+web:
+  listen: 0.0.0.0:29341
+  public_url: $public_baseurl
 channels:
   creation_policy: open
   default_language: en
@@ -179,6 +212,69 @@ caches:
     get_user_in_room_with_profile: 10
 EOF
 
+rm -f synapse/conf.d/workers.yaml
+if [ "$workers" -eq 1 ]; then
+    mkdir -p synapse/workers
+    # Read by every Synapse process after homeserver.yaml (docker-compose.yml: --config-path=/data/conf.d).
+    cat >synapse/conf.d/workers.yaml <<EOF
+# Worker mode, written by generate-secrets.sh --workers (Synapse's documentation, "Workers").
+# The main process keeps its client listener and adds one for replication.
+listeners:
+  - port: 8008
+    bind_addresses: ["0.0.0.0"]
+    type: http
+    tls: false
+    x_forwarded: true
+    resources:
+      - names: [client, federation]
+        compress: false
+  - port: 9093
+    bind_addresses: ["0.0.0.0"]
+    type: http
+    resources:
+      - names: [replication]
+redis:
+  enabled: true
+  host: redis
+  port: 6379
+instance_map:
+  main:
+    host: synapse
+    port: 9093
+  event_persister1:
+    host: synapse-event-persister1
+    port: 9091
+  event_persister2:
+    host: synapse-event-persister2
+    port: 9092
+# Rooms are spread over the event persisters by a hash of their id, so a channel's rooms (shards)
+# are written in parallel (docs/SCALE.md).
+stream_writers:
+  events:
+    - event_persister1
+    - event_persister2
+worker_replication_secret: $replication_secret
+EOF
+    for worker in event_persister1:9091:replication event_persister2:9092:replication client_worker1:8083:client; do
+        name=${worker%%:*}
+        rest=${worker#*:}
+        cat >"synapse/workers/$name.yaml" <<EOF
+worker_app: synapse.app.generic_worker
+worker_name: $name
+worker_listeners:
+  - type: http
+    port: ${rest%%:*}
+    bind_addresses: ["0.0.0.0"]
+    x_forwarded: true
+    resources:
+      - names: [${rest#*:}]
+        compress: false
+EOF
+        chmod 0600 "synapse/workers/$name.yaml"
+    done
+    chmod 0600 synapse/conf.d/workers.yaml
+fi
+
 cat >element/config.json <<EOF
 {
   "default_server_config": {
@@ -195,4 +291,9 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 printf 'Wrote %s/.env, kanal/config.yaml, kanal/registration.yaml, synapse/homeserver.yaml and element/config.json.\n' "$(pwd)"
-printf 'Synapse and Kanal will run as uid %s. Next: docker compose up -d --build\n' "$run_uid"
+if [ "$workers" -eq 1 ]; then
+    printf 'Synapse in worker mode: synapse/conf.d/workers.yaml and synapse/workers/.\n'
+    printf 'Synapse and Kanal will run as uid %s. Next: docker compose --profile workers up -d --build\n' "$run_uid"
+else
+    printf 'Synapse and Kanal will run as uid %s. Next: docker compose up -d --build\n' "$run_uid"
+fi

@@ -1,8 +1,11 @@
 """deploy/ agrees with the code: what no container engine or init system runs here is still checked.
 
 The compose file, the unit and the Dockerfile are parsed and compared with Kanal's defaults (listen
-port, health path, CLI flags, shutdown grace); generate-secrets.sh runs for real in a temporary folder,
-and what it writes is loaded by Kanal's and Synapse's own config parsers.
+ports, health path, CLI flags, shutdown grace); generate-secrets.sh runs for real in a temporary folder,
+and what it writes is loaded by Kanal's and Synapse's own config parsers (worker mode too). The proxy
+examples are parsed into their routes and compared with the web app's own router, and pass `nginx -t`
+and `caddy validate`. tests/integration/test_deploy_live.py runs them for real, in front of a real
+Kanal and Synapse, and Kanal under the systemd unit's sandbox.
 """
 
 from __future__ import annotations
@@ -32,17 +35,38 @@ from aiohttp import web
 from appservice.registration import generate
 from bridge.app import SHUTDOWN_GRACE_S, registration_from_config
 from bridge.cli import EXIT_CONFIG, build_parser
-from bridge.runtime.config import DEFAULT_BOT_LOCALPART, DEFAULT_GHOST_PREFIX, DEFAULT_LISTEN, parse_listen
+from bridge.ops.synapse_workers import CLIENT_WORKER_PATHS
+from bridge.runtime.config import (
+    DEFAULT_BOT_LOCALPART,
+    DEFAULT_GHOST_PREFIX,
+    DEFAULT_LISTEN,
+    DEFAULT_WEB_LISTEN,
+    parse,
+    parse_listen,
+)
 from bridge.runtime.config import load as load_config
+from bridge.runtime.context import Context
 from bridge.runtime.metrics import Metrics, add_routes
+from bridge.runtime.outbox import OutboxWorker
+from bridge.store.db import create_engine, sessionmaker
+from bridge.web import make_web_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 DOMAIN = "chat-1.example.org"
 PUBLIC_BASEURL = "https://matrix.example.org"
 LISTEN_PORT = parse_listen(DEFAULT_LISTEN, "DEFAULT_LISTEN")[1]
+WEB_PORT = parse_listen(DEFAULT_WEB_LISTEN, "DEFAULT_WEB_LISTEN")[1]
+SYNAPSE_PORT = 8008
 IMAGE_UID = 10001
 SECRET_FILES = (".env", "kanal/config.yaml", "kanal/registration.yaml", "synapse/homeserver.yaml")
+WORKER_FILES = (
+    "synapse/conf.d/workers.yaml",
+    "synapse/workers/event_persister1.yaml",
+    "synapse/workers/event_persister2.yaml",
+    "synapse/workers/client_worker1.yaml",
+)
+FLAGGER_PATH = "/_kanal/flagger/v1/notices"
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -203,6 +227,34 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     return Generated(folder, run)
 
 
+@pytest.fixture(scope="module")
+def generated_workers(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+    """generate-secrets.sh --workers: Synapse in worker mode."""
+    folder = tmp_path_factory.mktemp("deploy-workers")
+    shutil.copy2(DEPLOY / "generate-secrets.sh", folder)
+    run = _run_generate(folder, "--workers", DOMAIN, PUBLIC_BASEURL)
+    assert run.returncode == 0, run.stderr
+    return Generated(folder, run)
+
+
+def web_routes() -> list[tuple[str, str]]:
+    """(method, path pattern) of every route of Kanal's web listener, from the app `kanal run` serves."""
+    config = parse(
+        {"homeserver": {"url": "http://127.0.0.1:1", "domain": DOMAIN},
+         "appservice": {"as_token": "a" * 32, "hs_token": "h" * 32}, "web": {}},
+        Path("/nonexistent/config.yaml"),
+    )  # fmt: skip
+    sessions = sessionmaker(create_engine("sqlite://"))
+    # Building the router reads templates and talks to nobody: no homeserver client is needed.
+    ctx = Context(config, None, sessions, OutboxWorker(sessions, None))  # type: ignore[arg-type]
+    app = make_web_app(ctx)
+    return [
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    ]
+
+
 # --- Dockerfile ----------------------------------------------------------------------------------
 
 
@@ -243,7 +295,7 @@ def test_dockerfile_runtime_agrees_with_the_code() -> None:
     assert user.split(":")[0] == str(IMAGE_UID), "the image should run as its fixed non-root uid"
     assert re.search(rf"--uid {IMAGE_UID}\b", " ".join(_instructions("RUN")))
 
-    assert _instructions("EXPOSE") == [str(LISTEN_PORT)]
+    assert _instructions("EXPOSE") == [f"{LISTEN_PORT} {WEB_PORT}"]
 
     (healthcheck,) = _instructions("HEALTHCHECK")
     urls = re.findall(r"https?://[^'\" ]+", healthcheck)
@@ -274,9 +326,10 @@ def test_dockerfile_runtime_agrees_with_the_code() -> None:
 
 def test_compose_services_images_and_healthchecks() -> None:
     services = _compose()["services"]
-    assert set(services) == {"postgres", "synapse", "kanal", "element-web"}
+    assert set(services) == {"postgres", "synapse", "kanal", "caddy", "element-web", *WORKER_SERVICES}
     assert services["element-web"]["profiles"] == ["element"]
-    assert all("profiles" not in services[name] for name in ("postgres", "synapse", "kanal"))
+    assert all(services[name]["profiles"] == ["workers"] for name in WORKER_SERVICES)
+    assert all("profiles" not in services[name] for name in ("postgres", "synapse", "kanal", "caddy"))
 
     postgres, synapse, kanal = services["postgres"], services["synapse"], services["kanal"]
     assert postgres["image"].startswith("postgres:")
@@ -292,6 +345,7 @@ def test_compose_services_images_and_healthchecks() -> None:
     assert synapse["image"].startswith("matrixdotorg/synapse:")
     synapse_port = _ports(synapse)[0][2]
     assert f"http://localhost:{synapse_port}/health" in synapse["healthcheck"]["test"]
+    assert services["caddy"]["image"].startswith("caddy:")
 
     assert kanal["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
     assert (DEPLOY / kanal["build"]["context"] / kanal["build"]["dockerfile"]).resolve() == (
@@ -302,16 +356,41 @@ def test_compose_services_images_and_healthchecks() -> None:
         assert kanal["depends_on"][dependency]["condition"] == "service_healthy"
 
 
+WORKER_SERVICES = {"redis", "synapse-event-persister1", "synapse-event-persister2", "synapse-client-worker1"}
+
+
+def _caddy_ports() -> list[tuple[int, int]]:
+    return [tuple(int(p) for p in str(entry).split(":")) for entry in _compose()["services"]["caddy"]["ports"]]  # type: ignore[misc]
+
+
 def test_compose_ports_and_volumes_agree_with_the_code() -> None:
     services = _compose()["services"]
     kanal = services["kanal"]
-    assert [p[2] for p in _ports(kanal)] == [LISTEN_PORT], "Kanal's container port is DEFAULT_LISTEN's"
+    assert [p[2] for p in _ports(kanal)] == [LISTEN_PORT], "Kanal's appservice port, for local monitoring"
+    # Only the TLS proxy is public: HTTP (for certificates and redirects), HTTPS, federation.
+    assert sorted(_caddy_ports()) == [(80, 80), (443, 443), (8448, 8448)]
     for name, service in services.items():
-        for address, _host, _container in _ports(service):
-            assert address == "127.0.0.1", f"{name} publishes a port beyond loopback"
+        if name != "caddy":
+            for address, _host, _container in _ports(service):
+                assert address == "127.0.0.1", f"{name} publishes a port beyond loopback"
+    caddy = services["caddy"]
+    assert _binds(caddy)["/etc/caddy/Caddyfile"] == "./Caddyfile"
+    env = caddy["environment"]
+    # Caddy reaches Synapse and both of Kanal's listeners by their compose service names and real ports.
+    assert env["SYNAPSE_UPSTREAM"] == f"synapse:{_ports(services['synapse'])[0][2]}"
+    assert env["KANAL_WEB_UPSTREAM"] == f"kanal:{WEB_PORT}"
+    assert env["KANAL_AS_UPSTREAM"] == f"kanal:{LISTEN_PORT}"
+    placeholders = set(re.findall(r"\{\$(\w+)", (DEPLOY / "Caddyfile").read_text()))
+    # Compose sets every one but the federation port, which stays the default its ports publish.
+    assert placeholders - {"FEDERATION_PORT"} == set(env), placeholders ^ set(env)
+    assert "{$FEDERATION_PORT:8448}" in (DEPLOY / "Caddyfile").read_text()
 
     (volume,) = _instructions("VOLUME")
     assert _binds(kanal) == {volume: "./kanal"}
+    for name in ("synapse", *WORKER_SERVICES - {"redis"}):
+        assert services[name]["volumes"] == services["synapse"]["volumes"], name
+        assert services[name]["environment"] == services["synapse"]["environment"], name
+        assert services[name]["image"] == services["synapse"]["image"], name
     registration_target = next(
         t for t, s in _binds(services["synapse"]).items() if s == "./kanal/registration.yaml"
     )
@@ -377,6 +456,12 @@ def test_generated_kanal_config_and_registration_are_wired_for_compose(generated
     assert as_url.hostname == "kanal" and "kanal" in services
     assert as_url.port == config.listen_port
     assert registration.url == config.as_url
+    # The web face listens for Caddy on the compose network and knows its public address.
+    assert config.web_enabled
+    assert (config.web_listen_host, config.web_listen_port) == ("0.0.0.0", WEB_PORT)  # noqa: S104
+    assert config.web_public_url == PUBLIC_BASEURL == generated.env["KANAL_SITE"]
+    assert generated.env["KANAL_HOST"] == urlsplit(PUBLIC_BASEURL).hostname
+    assert generated.env["SYNAPSE_CLIENT_UPSTREAM"] == services["caddy"]["environment"]["SYNAPSE_UPSTREAM"]
 
     expected = generate(
         as_id="kanal",
@@ -412,7 +497,9 @@ def test_generated_homeserver_config_is_wired_for_compose(generated: Generated) 
     assert hs["encryption_enabled_by_default_for_room_type"] == "off"
 
     data_dir = next(t for t, s in _binds(synapse).items() if s == "./synapse")
-    assert synapse["environment"]["SYNAPSE_CONFIG_PATH"] == f"{data_dir}/homeserver.yaml"
+    assert synapse["command"] == ["run", f"--config-path={data_dir}/homeserver.yaml", f"--config-path={data_dir}/conf.d"]
+    assert (generated.folder / "synapse/conf.d").is_dir()
+    assert not list((generated.folder / "synapse/conf.d").iterdir()), "worker mode only with --workers"
     for key in ("media_store_path", "signing_key_path", "pid_file"):
         assert hs[key].startswith(data_dir + "/"), key
 
@@ -462,6 +549,53 @@ def test_generated_synapse_files_load_in_synapse(generated: Generated, tmp_path:
     assert service.supports_ephemeral and not service.is_rate_limited()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_generated_worker_mode_loads_in_synapse_and_matches_compose(
+    generated_workers: Generated, tmp_path: Path
+) -> None:
+    """--workers: each worker's command line, as compose gives it, loads in Synapse's own parser."""
+    pytest.importorskip("synapse")
+    from signedjson.key import generate_signing_key, write_signing_keys
+    from synapse.config.homeserver import HomeServerConfig
+
+    folder = generated_workers.folder
+    for name in WORKER_FILES:
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
+    assert generated_workers.env["SYNAPSE_CLIENT_UPSTREAM"] == "synapse-client-worker1:8083"
+    data = tmp_path / "data"
+    shutil.copytree(folder / "synapse", data)
+    registration = folder / "kanal/registration.yaml"
+    for path in data.rglob("*.yaml"):
+        text = path.read_text().replace("/data/", f"{data}/").replace("/kanal/registration.yaml", str(registration))
+        path.write_text(text)
+    with (data / "signing.key").open("w") as handle:
+        write_signing_keys(handle, [generate_signing_key("a")])
+
+    services = _compose()["services"]
+    workers = yaml.safe_load((folder / "synapse/conf.d/workers.yaml").read_text())
+    persisters = workers["stream_writers"]["events"]
+    for service_name in ("synapse", *sorted(WORKER_SERVICES - {"redis"})):
+        argv = [arg.replace("/data", str(data)) for arg in services[service_name]["command"][1:]]
+        config = HomeServerConfig.load_config("", argv)
+        assert config.redis.redis_enabled and config.redis.redis_host == "redis"
+        assert config.worker.events_shard_config.instances == persisters
+        if service_name == "synapse":
+            assert config.worker.instance_name == "master"
+            continue
+        worker = config.worker.worker_name
+        assert service_name == "synapse-" + worker.replace("_", "-")
+        # Every instance the others replicate to is named in instance_map by its compose service name.
+        if worker in persisters:
+            assert workers["instance_map"][worker] == {
+                "host": service_name,
+                "port": config.worker.worker_listeners[0].port,
+            }
+        else:
+            port = config.worker.worker_listeners[0].port
+            assert generated_workers.env["SYNAPSE_CLIENT_UPSTREAM"] == f"{service_name}:{port}"
+    assert workers["instance_map"]["main"]["host"] == "synapse"
+
+
 def test_generate_secrets_refuses_to_overwrite_without_force(generated: Generated, tmp_path: Path) -> None:
     folder = tmp_path / "deploy"
     shutil.copytree(generated.folder, folder)
@@ -506,8 +640,8 @@ HARDENING = {
     "LockPersonality": "yes",
     "MemoryDenyWriteExecute": "yes",
     "CapabilityBoundingSet": "",
-    "ReadWritePaths": "/var/lib/kanal",
     "StateDirectory": "kanal",
+    "StateDirectoryMode": "0700",
     "UMask": "0077",
 }
 
@@ -527,6 +661,8 @@ def test_unit_runs_kanal_as_a_dedicated_user_with_hardening() -> None:
     assert _seconds(service["TimeoutStopSec"]) > 2 * SHUTDOWN_GRACE_S
     assert "KillSignal" not in service, "Kanal exits 0 on SIGTERM, the default"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+    # The state directory is the only writable place; nothing else is opened up.
+    assert "ReadWritePaths" not in service and service["WorkingDirectory"] == "/var/lib/kanal"
 
 
 def test_unit_execstart_is_a_real_kanal_command_line() -> None:
@@ -558,21 +694,93 @@ def _active_lines(path: Path) -> list[str]:
     return [line.split("#")[0] for line in path.read_text().splitlines() if line.split("#")[0].strip()]
 
 
-def test_reverse_proxies_expose_synapse_and_never_kanal() -> None:
-    synapse_port = _ports(_compose()["services"]["synapse"])[0][1]
-    nginx = _active_lines(DEPLOY / "nginx.conf")
-    caddy = _active_lines(DEPLOY / "Caddyfile")
-    upstreams = [line.split()[-1].rstrip(";") for line in nginx if "proxy_pass" in line]
-    upstreams += [line.split()[-1] for line in caddy if "reverse_proxy" in line]
-    assert upstreams and set(upstreams) <= {
-        f"http://127.0.0.1:{synapse_port}",
-        f"127.0.0.1:{synapse_port}",
+def _web_prefixes() -> set[str]:
+    """The path prefixes of Kanal's web routes: `/` alone, else the first segment (two under /api)."""
+    prefixes = set()
+    for _method, path in web_routes():
+        parts = path.split("/")
+        prefixes.add("/" if path == "/" else "/".join(parts[: 3 if parts[1] == "api" else 2]) + "/")
+    return prefixes
+
+
+def nginx_routes(text: str) -> dict[str, str]:
+    """The first server block's locations → their upstream's address (or `return <status>`)."""
+    upstreams = dict(re.findall(r"upstream (\w+) \{\s*server (\S+);", text))
+    first_server = text[text.index("server {") :]
+    routes = {}
+    for location, body in re.findall(r"location ([^{]+?) \{([^}]*)\}", first_server.split("\nserver {")[0]):
+        target = re.search(r"proxy_pass http://(\w+);|return (\d+);", body)
+        assert target, body
+        routes[location.strip()] = upstreams[target.group(1)] if target.group(1) else target.group(0)
+    return routes
+
+
+def caddy_routes(text: str) -> dict[str, str]:
+    """The first site's named matchers (their paths) → the upstream each `handle` proxies to."""
+    matchers = dict(re.findall(r"^\t@(\w+) (.+)$", text, re.M))
+    routes = {}
+    for name, body in re.findall(r"^\thandle @(\w+) \{\n(.*?)^\t\}", text.split("\n}\n")[0], re.M | re.S):
+        (upstream,) = re.findall(r"reverse_proxy \{\$\w+:(\S+)\}", body)
+        routes[matchers[name]] = upstream
+    return routes
+
+
+def test_reverse_proxies_route_exactly_the_documented_paths() -> None:
+    """Both examples send the client API to Synapse, every web route to Kanal's web listener, the
+    flagger endpoint alone to the appservice listener, and nothing else anywhere."""
+    synapse = f"127.0.0.1:{SYNAPSE_PORT}"
+    assert SYNAPSE_PORT == _ports(_compose()["services"]["synapse"])[0][2]
+    web_prefixes = _web_prefixes()
+    assert web_prefixes == {"/", "/c/", "/media/", "/static/", "/api/v1/", "/join/"}, web_prefixes
+
+    nginx = nginx_routes((DEPLOY / "nginx.conf").read_text())
+    expected = {
+        "~ ^(/_matrix|/_synapse/client)": synapse,
+        f"= {FLAGGER_PATH}": DEFAULT_LISTEN,
+        "/": "return 404;",
+        **{("= /" if p == "/" else p): DEFAULT_WEB_LISTEN for p in web_prefixes},
     }
-    for line in nginx + caddy:
-        assert str(LISTEN_PORT) not in line, f"Kanal's listener must not be proxied: {line.strip()}"
-    locations = " ".join(line for line in nginx if "location" in line)
-    assert "/_matrix" in locations and "/_synapse/client" in locations
-    assert "/_synapse/admin" not in locations
+    assert nginx == expected
+
+    caddy = caddy_routes((DEPLOY / "Caddyfile").read_text())
+    worker_regex = "^(?:" + "|".join(f"(?:{p})" for p in CLIENT_WORKER_PATHS) + ")"
+    assert caddy == {
+        f"path_regexp {worker_regex}": synapse,
+        "path /_matrix/* /_synapse/client/*": synapse,
+        "path " + " ".join(p if p == "/" else p + "*" for p in sorted(web_prefixes, key=_order)): DEFAULT_WEB_LISTEN,
+        f"path {FLAGGER_PATH}": DEFAULT_LISTEN,
+    }
+    assert re.search(r"^\thandle \{\n\t\trespond 404\n\t\}$", (DEPLOY / "Caddyfile").read_text(), re.M)
+    for text in ((DEPLOY / "nginx.conf").read_text(), (DEPLOY / "Caddyfile").read_text()):
+        assert "/_synapse/admin" not in text.replace("Not /_synapse/admin", "")
+
+
+def _order(prefix: str) -> int:
+    return ["/", "/c/", "/media/", "/static/", "/api/v1/", "/join/"].index(prefix)
+
+
+def _caddy_env(tmp_path: Path) -> dict[str, str]:
+    """Caddy's environment for a run that leaves nothing in the real home directory."""
+    return {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed (apt-get install caddy)")
+def test_caddy_example_passes_caddy_validate(tmp_path: Path) -> None:
+    for environment in ({}, {"KANAL_SITE": "https://chat.example.net", "KANAL_HOST": "chat.example.net"}):
+        check = subprocess.run(
+            ["caddy", "validate", "--adapter", "caddyfile", "--config", str(DEPLOY / "Caddyfile")],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**_caddy_env(tmp_path), **environment},
+            cwd=tmp_path,
+        )
+        assert check.returncode == 0 and "Valid configuration" in check.stdout + check.stderr, check.stderr
+    fmt = subprocess.run(
+        ["caddy", "fmt", str(DEPLOY / "Caddyfile")], capture_output=True, text=True, check=True, env=_caddy_env(tmp_path)
+    )
+    assert fmt.stdout == (DEPLOY / "Caddyfile").read_text(), "the Caddyfile is not as `caddy fmt` writes it"
 
 
 @pytest.mark.skipif(

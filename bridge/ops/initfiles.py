@@ -22,6 +22,7 @@ def write_init_files(
     force: bool = False,
     web_listen: str | None = None,
     state_dir: str | None = None,
+    web_public_url: str | None = None,
 ) -> tuple[Path, Path]:
     """Write `config.yaml` and `registration.yaml` (mode 0600) with fresh tokens."""
     host, port = parse_listen(listen, "--listen")
@@ -59,7 +60,8 @@ def write_init_files(
     }
     if web_listen is not None:
         web_host, web_port = parse_listen(web_listen, "--web-listen")
-        config["web"] = {"enabled": True, "listen": web_listen, "public_url": f"http://{web_host}:{web_port}"}
+        public_url = web_public_url or f"http://{web_host}:{web_port}"
+        config["web"] = {"enabled": True, "listen": web_listen, "public_url": public_url}
     if state_dir:
         config["state"] = {"directory": state_dir}
     header = "# Kanal configuration; every key is documented in config.example.yaml.\n"
