@@ -582,16 +582,13 @@ def test_generated_worker_mode_loads_in_synapse_and_matches_compose(
         if service_name == "synapse":
             assert config.worker.instance_name == "master"
             continue
-        worker = config.worker.worker_name
+        worker = str(config.worker.worker_name)
         assert service_name == "synapse-" + worker.replace("_", "-")
+        port = getattr(config.worker.worker_listeners[0], "port", None)  # a TCP listener
         # Every instance the others replicate to is named in instance_map by its compose service name.
         if worker in persisters:
-            assert workers["instance_map"][worker] == {
-                "host": service_name,
-                "port": config.worker.worker_listeners[0].port,
-            }
+            assert workers["instance_map"][worker] == {"host": service_name, "port": port}
         else:
-            port = config.worker.worker_listeners[0].port
             assert generated_workers.env["SYNAPSE_CLIENT_UPSTREAM"] == f"{service_name}:{port}"
     assert workers["instance_map"]["main"]["host"] == "synapse"
 
