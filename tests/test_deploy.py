@@ -164,6 +164,11 @@ def _parse_kanal(argv: list[str]) -> argparse.Namespace:
     except SystemExit:
         pytest.fail(f"`kanal {shlex.join(argv)}` is not a valid kanal command line")
     subparser = _subcommands()[argv[0]]
+    for word in argv[1:]:  # down nested subcommands (`audit verify`)
+        nested = [a for a in subparser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not nested or word not in nested[0].choices:
+            break
+        subparser = nested[0].choices[word]
     spelled = {option for action in subparser._actions for option in action.option_strings}
     for word in argv[1:]:
         option = word.split("=", 1)[0]
@@ -822,6 +827,24 @@ def test_deploy_readme_kanal_commands_parse() -> None:
                     _parse_kanal(words[i + 1 :])
                     checked.add(words[i + 1])
                 break
-    assert {"init", "migrate-db"} <= checked, checked
+    assert {"init", "migrate-db", "audit"} <= checked, checked
     text = (DEPLOY / "README.md").read_text()
     assert "generate-secrets.sh" in text and "kanal.service" in text and "kanal doctor" in text
+
+
+def test_one_statement_of_what_is_exposed_to_whom() -> None:
+    """deploy/README.md says once which listener each party reaches; the other docs point at it."""
+    text = (DEPLOY / "README.md").read_text()
+    section = text.split("## What is exposed to whom", 1)[1].split("\n## ", 1)[0]
+    for port in (LISTEN_PORT, WEB_PORT, SYNAPSE_PORT):
+        assert f"127.0.0.1:{port}" in section
+    for prefix in _web_prefixes() - {"/"}:
+        assert f"`{prefix}…`" in section, prefix
+    assert FLAGGER_PATH in section and "/metrics" in section and "/_matrix/app" in section
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("deploy/README.md#what-is-exposed-to-whom") >= 2
+    # What the docs said before there was one statement: Kanal "never exposed", pages "not yet" served.
+    for doc in (text, readme, (DEPLOY / "nginx.conf").read_text(), (DEPLOY / "Caddyfile").read_text()):
+        assert "never exposed" not in doc and "pages (not yet)" not in doc
+    for proxy in ("nginx.conf", "Caddyfile"):
+        assert '"What is exposed to whom"' in (DEPLOY / proxy).read_text(), proxy
