@@ -88,6 +88,19 @@ def _running(argv: list[str], log: Path, env: dict[str, str] | None = None) -> I
             process.wait()
 
 
+async def _audit_log_intact(port: int, timeout: float = 30) -> str:
+    """kanal_audit_log_intact once the process has verified the log (it does so just after starting)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                text = await response.text()
+            if not re.search(r"^kanal_audit_log_verified_timestamp_seconds 0\.0$", text, re.M):
+                return str(re.findall(r"^kanal_audit_log_intact (\S+)$", text, re.M)[0])
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"Kanal did not verify its audit log within {timeout} s")
+
+
 def _nginx(tmp: Path, https: int, federation: int, synapse: int, web: int, appservice: int) -> list[str]:
     """deploy/nginx.conf with this run's certificate, ports and upstreams; nginx in the foreground."""
     subprocess.run(
@@ -326,8 +339,7 @@ async def test_kanal_starts_and_serves_in_the_units_sandbox(
             await _wait_for(f"http://{web}/")  # the web listener starts after the appservice listener
             async with http.get(f"http://{web}/") as response:
                 assert response.status == 200 and "Content-Security-Policy" in response.headers
-            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
-                assert "kanal_audit_log_intact 1.0" in await response.text()
+            assert await _audit_log_intact(port) == "1.0"
         assert process.poll() is None
     log = kanal_log.read_text()
     assert "Read-only file system" not in log and "Homeserver ping succeeded" in log, log
@@ -410,8 +422,7 @@ async def test_restore_drill_into_an_empty_database(
         await relayed(alice, env, channel.broadcast, channel.handle, "after the restore")
         bodies = [e.get("content", {}).get("body", "") for e in await alice.all_messages(channel.broadcast)]
         assert sum("before the backup" in b for b in bodies) == 1 and sum("after the restore" in b for b in bodies) == 1
-        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
-            assert "kanal_audit_log_intact 1.0" in await response.text()
+        assert await _audit_log_intact(port) == "1.0"
     finally:
         for client in env.users:
             await client.close()
