@@ -32,6 +32,21 @@ class Event:
     def is_state(self) -> bool:
         return self.state_key is not None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The event as a plain dict, which `parse_event` reads back (to store it). Shallow: its
+        content is the event's own, not a copy (an event's content is never changed)."""
+        return {
+            "event_id": self.event_id,
+            "room_id": self.room_id,
+            "sender": self.sender,
+            "type": self.type,
+            "content": self.content,
+            "origin_server_ts": self.origin_server_ts,
+            "state_key": self.state_key,
+            "redacts": self.redacts,
+            "unsigned": self.unsigned,
+        }
+
     @property
     def relates_to(self) -> dict[str, Any]:
         value = self.content.get("m.relates_to")

@@ -19,7 +19,6 @@ the bot reads the chat back to its invite and records those messages the same wa
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 from typing import Any
@@ -214,7 +213,7 @@ async def record_gap(ctx: Context, room_id: str, candidates: list[Event], *, und
                 ordered.append({"event_id": row.event_id, "room_id": room_id, "payload": row.payload})
             elif event.event_id not in present:
                 ordered.append(
-                    {"event_id": event.event_id, "room_id": room_id, "payload": dataclasses.asdict(event)}
+                    {"event_id": event.event_id, "room_id": room_id, "payload": event.as_dict()}
                 )
         # The room's other pending events (delivered after the stretch was read, or older than it:
         # those are put right when the processor checks the new head of the queue) follow.

@@ -267,7 +267,7 @@ class Bridge:
         knocked: set[str] = {e.room_id for e in events if is_knock(e) or is_self_leave(e)}
         private = await self._private_broadcast_rooms(session, knocked) if knocked else set()
         return [
-            {"event_id": e.event_id, "room_id": e.room_id, "payload": dataclasses.asdict(e)}
+            {"event_id": e.event_id, "room_id": e.room_id, "payload": e.as_dict()}
             for e in events
             if self._is_bot_invite(e)
             or (e.room_id in ours and e.type != "m.room.member")

@@ -34,7 +34,6 @@ stands for its post. A moderator's takedown of a comment is carried out like a r
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -538,7 +537,7 @@ async def _carry_out_removal(
 
 
 def _event_dict(event: Event) -> dict[str, Any]:
-    return dataclasses.asdict(event)
+    return event.as_dict()
 
 
 # -- reports on comments --------------------------------------------------------------------------

@@ -8,7 +8,6 @@ Also refuses posts while the channel is restricted.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -260,7 +259,7 @@ def _preview(event: Event) -> str:
 
 
 def _event_dict(event: Event) -> dict[str, Any]:
-    return dataclasses.asdict(event)
+    return event.as_dict()
 
 
 def _verdict_dict(verdict: Verdict) -> dict[str, Any]:

@@ -381,3 +381,19 @@ def test_ids_no_database_can_store_are_refused(key: str, bad: str) -> None:
     raw[key] = raw[key] + bad
     with pytest.raises(EventParseError, match=key):
         parse_event(raw)
+
+
+def test_an_event_as_a_dict_reads_back_as_itself() -> None:
+    raw = {
+        "event_id": "$a",
+        "room_id": "!r:x",
+        "sender": "@a:x",
+        "type": "m.room.message",
+        "origin_server_ts": 5,
+        "content": {"body": "x", "m.relates_to": {"rel_type": "m.thread", "event_id": "$t"}},
+        "unsigned": {"age": 1},
+    }
+    for extra in ({}, {"state_key": "", "redacts": "$b"}):
+        event = parse_event({**raw, **extra})
+        assert event.as_dict() == dataclasses.asdict(event)
+        assert parse_event(event.as_dict()) == event
