@@ -258,7 +258,12 @@ async def test_the_compliance_hooks_judge_every_imported_post(env: Env, tmp_path
         events = await until_all(reader, channel.broadcast, len(expected.posts))
         assert held_id not in {message_id(e) for e in events} and rejected_id not in {message_id(e) for e in events}
 
-        notice = await moderator.wait_for(mod_room, lambda e: "please holdme" in e.get("content", {}).get("body", ""))
+        def this_held_post(e: dict[str, Any]) -> bool:
+            # The moderation room is shared by the whole session: this channel's notice, not another's.
+            body = e.get("content", {}).get("body", "")
+            return "please holdme" in body and f"#{channel.handle} " in body
+
+        notice = await moderator.wait_for(mod_room, this_held_post)
         number = re.search(r"Held post h(\d+)", notice["content"]["body"])
         assert number is not None, notice
         await moderator.ask(mod_room, f"approve h{number.group(1)}", "approved")
