@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
+from appservice.ids import is_user_id
 from bridge import __version__
 from bridge.ops.initfiles import write_init_files
 from bridge.runtime import logs
@@ -417,6 +418,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if args.rate <= 0:
         print("kanal import: --rate must be more than 0", file=sys.stderr)
         return EXIT_CONFIG
+    if args.owner is not None and not is_user_id(args.owner):
+        print(f"kanal import: --owner must be a Matrix user id like @ann:{config.domain}", file=sys.stderr)
+        return EXIT_CONFIG
     bar = _ProgressBar(sys.stderr)
 
     async def main() -> Summary:
@@ -426,7 +430,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
             if not args.dry_run:
                 await check_homeserver(service.client, config)
             importer = Importer(
-                service.ctx, Path(args.export_dir), args.channel, dry_run=args.dry_run, rate=args.rate, progress=bar
+                service.ctx,
+                Path(args.export_dir),
+                args.channel,
+                dry_run=args.dry_run,
+                rate=args.rate,
+                progress=bar,
+                owner=args.owner,
             )
             return await importer.run()
         finally:
@@ -643,6 +653,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     telegram.add_argument("export_dir", metavar="EXPORT-DIR", help="the export's folder (with result.json)")
     telegram.add_argument("--channel", required=True, metavar="HANDLE", help="the (empty) channel to import into")
+    telegram.add_argument(
+        "--owner",
+        metavar="@USER:SERVER",
+        help="create the channel for this person when it does not exist yet (its title: the export's name)",
+    )
     telegram.add_argument("-c", "--config", required=True, help="path to config.yaml")
     telegram.add_argument(
         "--dry-run", action="store_true", help="print what would be imported and what cannot be; change nothing"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -201,6 +202,33 @@ async def _create(call: CommandCall) -> None:
     )
 
 
+class CreationRefused(Exception):
+    """A channel cannot be created as asked: the refusal's catalogue key and values (its text in English)."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        super().__init__(t("en", key, **values))
+        self.key, self.values = key, values
+
+
+async def create_for(ctx: Context, s: AsyncSession, *, owner: str, handle: str, title: str) -> Channel:
+    """An operator's shell command creates a channel for `owner` (`kanal import telegram --owner`): the
+    checks `create` makes but the creation policy (an operator's act); the owner's chat with the bot,
+    if there is one, hears how it went. Raises CreationRefused."""
+    try:
+        handle = normalise_handle(handle, ctx.config.handle_pattern)
+        title = clean_title(title or handle, ctx.config.title_max_length)
+    except (InvalidHandle, InvalidTitle) as exc:
+        raise CreationRefused(exc.key, **exc.values) from exc
+    refusal = await handle_refusal(s, ctx.config, handle, user_id=owner) or await title_refusal(s, title)
+    if refusal is not None:
+        raise CreationRefused(refusal.key, **refusal.values)
+    if await _alias_taken(ctx, handle):
+        raise CreationRefused("handle_taken", handle=handle)
+    notify_room = await queries.management_room_of(s, owner)
+    lang = ctx.config.default_language
+    return await start_creation(ctx, s, owner=owner, handle=handle, title=title, notify_room=notify_room, lang=lang)
+
+
 async def start_creation(
     ctx: Context,
     s: AsyncSession,
@@ -208,11 +236,12 @@ async def start_creation(
     owner: str,
     handle: str,
     title: str,
-    notify_room: RoomID,
+    notify_room: RoomID | None,
     lang: str,
     private: bool = False,
 ) -> Channel:
-    """Record the channel and queue its rooms' creation; `notify_room` hears how it went."""
+    """Record the channel and queue its rooms' creation; `notify_room` hears how it went (None: nobody,
+    as when an operator's shell command creates it)."""
     channel = Channel(
         handle=handle,
         title=title,
@@ -229,15 +258,14 @@ async def start_creation(
     await log_entry(
         s, ctx.config, owner, "created", handle, policy=ctx.config.creation_policy, private=private
     )
-    reply(s, ctx, notify_room, lang, "creating", handle=handle)
-    created = t(lang, "created", handle=handle, domain=ctx.domain, title=title)
-    if private:
-        created += "\n" + t(lang, "created_private", handle=handle)
-    payload = {
-        "channel_id": channel.id,
-        "on_success": ctx.note(notify_room, created),
-        "on_failure": ctx.note(notify_room, t(lang, "create_failed", handle=handle, error="{error}")),
-    }
+    payload: dict[str, Any] = {"channel_id": channel.id}
+    if notify_room is not None:
+        reply(s, ctx, notify_room, lang, "creating", handle=handle)
+        created = t(lang, "created", handle=handle, domain=ctx.domain, title=title)
+        if private:
+            created += "\n" + t(lang, "created_private", handle=handle)
+        payload["on_success"] = ctx.note(notify_room, created)
+        payload["on_failure"] = ctx.note(notify_room, t(lang, "create_failed", handle=handle, error="{error}"))
     enqueue(s, new_entry(f"channel:{channel.id}", OutboxKind.CREATE_CHANNEL, ctx.bot, payload))
     return channel
 

@@ -42,7 +42,7 @@ from appservice.events import Event
 from appservice.ids import EventID, RoomID, UserID
 from bridge.broadcast import seam
 from bridge.channels.avatar import set_channel_avatar
-from bridge.channels.management import set_about, set_title
+from bridge.channels.management import CreationRefused, create_for, set_about, set_title
 from bridge.channels.registry import title_refusal
 from bridge.matrix.imported import Planned, plan_message, source_id, source_prefix, with_media
 from bridge.moderation.gate import judge
@@ -237,8 +237,10 @@ class Importer:
         progress: ProgressCallback | None = None,
         max_media: int | None = None,
         patience: float = DEFAULT_PATIENCE,
+        owner: str | None = None,
     ) -> None:
         self.ctx = ctx
+        self.owner = owner  # a missing channel is created for them (an operator's act)
         self.export_dir = export_dir
         self.handle = handle
         self.dry_run = dry_run
@@ -253,17 +255,29 @@ class Importer:
     async def run(self) -> Summary:
         max_media = self.max_media or (DEFAULT_MAX_MEDIA if self.dry_run else await self._upload_limit())
         checked = await asyncio.to_thread(check_export, self.export_dir, max_media)
-        channel = await self._channel(checked.header)
+        found = await self._channel(checked.header)
         summary = Summary(self.handle, checked.header.name, self.dry_run, messages=checked.messages)
         summary.reactions = checked.reactions
         summary.service = checked.service
-        prefix = f"{source_prefix(channel.id)}{checked.header.id}:"
-        done = await self._imported(channel, prefix)
         if self.dry_run:
-            await self._plan_only(channel, checked, done, summary)
+            if found is None:  # to be created for self.owner: plan into a channel not yet recorded
+                summary.metadata.append(f"Would create #{self.handle} for {self.owner}")
+                found = Channel(
+                    id=0,
+                    handle=self.handle,
+                    title=checked.header.name or self.handle,
+                    owner=self.owner,
+                    ghost_user_id=self.ctx.ghost_for(self.handle),
+                )
+            prefix = f"{source_prefix(found.id)}{checked.header.id}:"
+            done = await self._imported(found, prefix) if found.id else {}
+            await self._plan_only(found, checked, done, summary)
             return summary
         self.started, self.started_at = time.monotonic(), datetime.now(UTC)
         async with sending(self.ctx, "import") as sender:
+            channel = found or await self._create(checked.header, summary, sender.wake)
+            prefix = f"{source_prefix(channel.id)}{checked.header.id}:"
+            done = await self._imported(channel, prefix)
             await self._metadata(channel, checked, summary)
             await self._import(channel, checked, done, summary, sender.wake)
             await self._wait_sent(channel, summary)
@@ -278,13 +292,44 @@ class Importer:
         size = answer.get("m.upload.size")
         return size if isinstance(size, int) and size > 0 else DEFAULT_MAX_MEDIA
 
-    async def _channel(self, header: ExportHeader) -> Channel:
+    async def _create(self, header: ExportHeader, summary: Summary, wake: Callable[[], None]) -> Channel:
+        """The channel, created for `self.owner` with the export's name as its title, once it is ready."""
+        assert self.owner is not None
+        try:
+            async with self.ctx.sessions.begin() as session:
+                created = await create_for(
+                    self.ctx, session, owner=self.owner, handle=self.handle, title=header.name or self.handle
+                )
+        except CreationRefused as exc:
+            raise ImportRefused(f"cannot create #{self.handle}: {exc}") from exc
+        self.handle = created.handle or self.handle
+        summary.channel = self.handle
+        summary.metadata.append(f"Created #{self.handle} for {self.owner}")
+        wake()
+        deadline = time.monotonic() + self.patience
+        while True:
+            async with self.ctx.sessions() as session:
+                channel = await session.get(Channel, created.id)
+            if channel is not None and channel.status == ChannelStatus.ACTIVE and channel.rooms:
+                return channel
+            if channel is None or channel.status == ChannelStatus.FAILED or time.monotonic() > deadline:
+                state = channel.status if channel is not None else "gone"
+                raise ImportRefused(
+                    f"#{self.handle} was not ready within {self.patience:.0f} s ({state}); run the import again "
+                    "once it is (nothing was imported)"
+                )
+            await asyncio.sleep(WAIT_POLL_S)
+
+    async def _channel(self, header: ExportHeader) -> Channel | None:
+        """The channel to import into; None when it does not exist and `owner` was given (to create)."""
         async with self.ctx.sessions() as session:
             channel = await queries.channel_by_handle(session, self.handle)
             if channel is None:
+                if self.owner is not None:
+                    return None
                 raise ImportRefused(
                     f"there is no channel #{self.handle}: create it first (`create {self.handle}` in a chat "
-                    "with the bot), then import into it"
+                    "with the bot) or name its owner (`--owner @user:server`) to create it here, then import"
                 )
             if channel.status != ChannelStatus.ACTIVE or not channel.rooms:
                 raise ImportRefused(f"#{self.handle} is {channel.status}: only an active channel can take an import")

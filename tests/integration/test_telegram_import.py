@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nio
 import yaml
 
 from bridge.matrix.imported import IMPORTED_KEY
@@ -274,3 +275,33 @@ async def test_the_compliance_hooks_judge_every_imported_post(env: Env, tmp_path
         # A re-run leaves the judged posts alone.
         out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle)
         assert "Imported 0 posts" in out, out
+
+
+async def test_an_import_creates_the_channel_it_names_for_its_owner(env: Env, tmp_path: Path) -> None:
+    owner = await env.user("owner")
+    handle = env.handle("tgnew")
+    expected = build_export(tmp_path / "export", posts=15)
+    # Without an owner, a channel that does not exist is refused, and nothing is created.
+    _out, err = await run_import(env, str(expected.folder), "--channel", handle, expect_exit=2)
+    assert f"there is no channel #{handle}" in err and "--owner" in err, err
+    _out, err = await run_import(env, str(expected.folder), "--channel", handle, "--owner", "ann", expect_exit=2)
+    assert "--owner must be a Matrix user id" in err, err
+    # A dry run says it would create it, and creates nothing.
+    out, _err = await run_import(env, str(expected.folder), "--channel", handle, "--owner", owner.user_id, "--dry-run")
+    assert f"Would create #{handle} for {owner.user_id}" in out, out
+    alias = f"#{handle}:{env.domain}"
+    assert isinstance(await owner.client.room_resolve_alias(alias), nio.RoomResolveAliasError)
+
+    out, _err = await run_import(env, str(expected.folder), "--channel", handle, "--owner", owner.user_id)
+    assert f"Created #{handle} for {owner.user_id}" in out, out
+    resolved = await owner.client.room_resolve_alias(alias)
+    assert isinstance(resolved, nio.RoomResolveAliasResponse), resolved
+    reader = await env.user("reader")
+    await reader.join(alias)
+    events = await until_all(reader, str(resolved.room_id), len(expected.posts))
+    assert [message_id(e) for e in events] == expected.posts
+    # It is the owner's: they are invited to its backstage, and its `info` names them as the owner.
+    backstage = await owner.wait_invite(lambda _rid, room: f"(#{handle})" in (room.name or ""))
+    await owner.join(backstage)
+    management = await owner.open_management_room()
+    await owner.ask(management, f"info {handle}", owner.user_id)
