@@ -45,6 +45,8 @@ class Registration:
     rate_limited: bool = False
     receive_ephemeral: bool = True
     protocols: tuple[str, ...] = field(default_factory=tuple)
+    # MSC3202: one-time-key counts and device-list changes in transactions (end-to-end encryption)
+    device_keys: bool = False
 
     def is_our_user(self, user_id: str) -> bool:
         return any(ns.matches(user_id) for ns in self.users)
@@ -70,6 +72,8 @@ class Registration:
         }
         if self.protocols:
             data["protocols"] = list(self.protocols)
+        if self.device_keys:
+            data["org.matrix.msc3202"] = True
         return data
 
 
@@ -86,6 +90,7 @@ def generate(
     user_prefix: str,
     alias_prefix: str = "",
     exclusive_aliases: bool = False,
+    device_keys: bool = False,
 ) -> Registration:
     """A registration with fresh tokens and anchored, escaped namespace regexes.
 
@@ -107,6 +112,7 @@ def generate(
         sender_localpart=sender_localpart,
         users=users,
         aliases=aliases,
+        device_keys=device_keys,
     )
 
 
@@ -147,7 +153,12 @@ def parse(data: Any, path: Path) -> Registration:
         raise RegistrationError(f"{path}: 'namespaces' is required and must be a mapping")
     ephemeral = data.get("receive_ephemeral", data.get("de.sorunome.msc2409.push_ephemeral", False))
     rate_limited = data.get("rate_limited", True)
-    for key, value in (("receive_ephemeral", ephemeral), ("rate_limited", rate_limited)):
+    device_keys = data.get("org.matrix.msc3202", False)
+    for key, value in (
+        ("receive_ephemeral", ephemeral),
+        ("rate_limited", rate_limited),
+        ("org.matrix.msc3202", device_keys),
+    ):
         if not isinstance(value, bool):
             raise RegistrationError(f"{path}: '{key}' must be true or false")
     protocols = data.get("protocols") or []
@@ -165,6 +176,7 @@ def parse(data: Any, path: Path) -> Registration:
         rate_limited=bool(rate_limited),
         receive_ephemeral=bool(ephemeral),
         protocols=tuple(protocols),
+        device_keys=bool(device_keys),
     )
 
 

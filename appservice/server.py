@@ -40,6 +40,13 @@ from .registration import Registration
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/_matrix/app/v1"
+# Transaction fields of the application-service extensions for end-to-end encryption (unstable names).
+KEY_FIELDS = (
+    "de.sorunome.msc2409.to_device",
+    "org.matrix.msc3202.device_one_time_keys_count",
+    "org.matrix.msc3202.device_unused_fallback_key_types",
+    "org.matrix.msc3202.device_lists",
+)
 MAX_BODY_BYTES = 16 * 1024 * 1024  # Synapse sends ≤ 100 events of ≤ 64 KiB each, plus ephemeral data.
 BODY_READ_TIMEOUT_S = 30.0  # a body trickled slower than this is abandoned, not waited on forever
 MAX_REMEMBERED_TRANSACTIONS = 10_000
@@ -55,6 +62,9 @@ class Transaction:
     """Events sent by the service itself or its ghosts (useful to confirm our own writes)."""
     ephemeral: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
+    keys: dict[str, Any] = field(default_factory=dict)
+    """What end-to-end encryption needs that is not an event: to-device messages (MSC2409),
+    one-time-key counts, unused fallback keys and device-list changes (MSC3202), by their field names."""
 
 
 def _content_digest(txn: Transaction) -> str:
@@ -65,7 +75,7 @@ def _content_digest(txn: Transaction) -> str:
     id alone is not enough either.
     """
     event_ids = [e.event_id for e in (*txn.events, *txn.echoes)]
-    basis: Any = event_ids if event_ids else txn.ephemeral
+    basis: Any = event_ids if event_ids else (txn.ephemeral if not txn.keys else [txn.ephemeral, txn.keys])
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
 
@@ -322,7 +332,8 @@ class AppServiceServer:
             if isinstance(ephemeral_raw, list)
             else []
         )
-        return Transaction(txn_id, events, echoes, ephemeral, skipped), problem
+        keys = {key: data[key] for key in KEY_FIELDS if isinstance(data.get(key), dict | list)}
+        return Transaction(txn_id, events, echoes, ephemeral, skipped, keys), problem
 
     async def on_query_user(self, request: web.Request) -> web.Response:
         user_id = request.match_info["user_id"]

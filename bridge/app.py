@@ -26,6 +26,7 @@ from bridge.moderation.notices import flagger_routes, run_report_poller
 from bridge.publishing.schedule import SCHEDULER_LEASE, run_scheduler
 from bridge.runtime.config import Config, ConfigError
 from bridge.runtime.context import Context
+from bridge.runtime.e2ee import Crypto, CryptoError, store_dir_for
 from bridge.runtime.languages import load_language_users
 from bridge.runtime.metrics import Metrics, add_routes
 from bridge.runtime.outbox import OutboxWorker
@@ -201,6 +202,18 @@ class Service:
                 f"(appservice.listen in {self.config.path}): {exc.strerror}"
             ) from None
         log.info("Listening on %s:%d for the homeserver", self.config.listen_host, self.config.listen_port)
+        if self.config.encryption_enabled:
+            crypto = Crypto(
+                self.config.homeserver_url,
+                self.config.bot_user_id,
+                self.config.as_token,
+                store_dir_for(self.config.writable_dir),
+            )
+            try:
+                await crypto.start()
+            except CryptoError as exc:
+                raise StartupError(f"End-to-end encryption (encryption.enabled in {self.config.path}): {exc}") from None
+            self.outbox.crypto = crypto
         if self.config.web_enabled:
             await self._start_web()
         self._processor = self.background.start(self.bridge.run_processor(), "processor")
@@ -323,6 +336,8 @@ class Service:
         if self._web_runner is not None:
             await self._web_runner.cleanup()
         await self.ctx.pipeline.close()
+        if self.outbox.crypto is not None:
+            await self.outbox.crypto.stop()
         await self.client.close()
         await self.engine.dispose()
 

@@ -57,6 +57,7 @@ from bridge.publishing import notify as _notify  # noqa: F401 (imported for its 
 from bridge.publishing import polls as _polls  # noqa: F401 (imported for its commands: !poll)
 from bridge.publishing import schedule as _schedule  # noqa: F401 (imported for its commands: !schedule …)
 from bridge.runtime.context import Context, enqueue, send_entry
+from bridge.runtime.e2ee import Undecryptable
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import (
     OutboxKind,
@@ -89,6 +90,9 @@ ACTIONABLE_TYPES = frozenset(
         *POLICY_RULE_TYPES,  # followed moderation policy lists
     }
 )
+# The rooms the bot belongs to for its own function, where it takes part in end-to-end encryption
+# when `encryption.enabled` is on (bridge/runtime/e2ee.py); readers' rooms are never decrypted.
+ENCRYPTED_KINDS = frozenset({RoomKind.MANAGEMENT, RoomKind.BACKSTAGE, RoomKind.OPERATOR, RoomKind.MODERATION})
 PROCESS_BATCH = 200
 MAX_EVENT_ATTEMPTS = 5
 PROCESSOR_RETRY_S = 2.0
@@ -196,6 +200,15 @@ class Bridge:
         if self._sequence.is_break(txn.txn_id):
             # Set before this transaction's events are recorded, so none is handled unchecked.
             await self.delivery_failed(f"transaction {txn.txn_id} arrived after a later one")
+        crypto = self.ctx.outbox.crypto
+        if crypto is not None:
+            if txn.keys:
+                await crypto.receive(txn.keys)  # room keys first: this transaction's messages may need them
+            for event in txn.events:
+                if event.type == "m.room.member":
+                    crypto.members_changed(event.room_id)
+                elif event.type == "m.room.encryption":
+                    crypto.became_encrypted(event.room_id)
         if txn.ephemeral:
             views_in_posts: set[int] = set()
             # views; receipts are never stored as such
@@ -398,6 +411,9 @@ class Bridge:
                 log.warning("Stored event %s is unreadable (%s); dropping it", row.event_id, exc)
                 await self._mark(row.seq, InboundStatus.FAILED)
                 continue
+            if event.type == "m.room.encrypted" and self.ctx.outbox.crypto is not None:
+                # Outside any database transaction: the room key may still be on its way.
+                event = await self._decrypted(event)
             if await self._verifying(row.room_id, event):
                 try:
                     if await verify_preceding(self.ctx, row.room_id, event.event_id):
@@ -547,6 +563,12 @@ class Bridge:
         if found is None:
             return
         room = found[0]
+        if self.ctx.outbox.crypto is not None and room.kind in ENCRYPTED_KINDS:
+            if event.type == "m.room.encrypted":  # still encrypted: the bot was not given the key
+                await self._on_undecryptable(session, room, event)
+                return
+            if event.type == "m.room.encryption":
+                return  # the bot takes part in encryption here
         if event.type in ("m.room.encrypted", "m.room.encryption"):
             await self._on_encrypted(session, room)
         elif room.kind == RoomKind.MANAGEMENT:
@@ -622,6 +644,50 @@ class Bridge:
                 self._wake.set()
             return None
         return await send_content(worker, entry, room_id, "m.room.message", entry.payload["greeting"])
+
+    async def _decrypted(self, event: Event) -> Event:
+        """The decrypted form of an encrypted event in a room Kanal serves; the event itself otherwise.
+
+        Only the private rooms Kanal belongs to for its own function are decrypted (ENCRYPTED_KINDS);
+        an encrypted discussion room stays unread, as before. The stored inbound event stays encrypted."""
+        crypto = self.ctx.outbox.crypto
+        assert crypto is not None
+        async with self.ctx.sessions() as session:
+            kind = await session.scalar(select(Room.kind).where(Room.room_id == event.room_id))
+        if kind not in ENCRYPTED_KINDS:
+            return event
+        raw = {
+            "event_id": event.event_id,
+            "room_id": event.room_id,
+            "sender": event.sender,
+            "type": event.type,
+            "content": event.content,
+            "origin_server_ts": event.origin_server_ts,
+            "unsigned": event.unsigned,
+        }
+        try:
+            decrypted = await crypto.decrypt(raw)
+        except Undecryptable as exc:
+            log.warning("Event %s in %s could not be decrypted: %s", event.event_id, event.room_id, exc)
+            return event
+        try:
+            clear = parse_event(decrypted)
+        except EventParseError as exc:
+            log.warning("Event %s decrypted to no valid event (%s)", event.event_id, exc)
+            return event
+        # The homeserver's word for who sent it where and when; the payload's for what it says.
+        return dataclasses.replace(event, type=clear.type, content=clear.content)
+
+    async def _on_undecryptable(self, session: AsyncSession, room: Room, event: Event) -> None:
+        """Never silence: the sender learns their message could not be read and how to resend it."""
+        if self.ctx.is_ours(event.sender):
+            return
+        if room.user_id is not None:
+            lang = await language_for(session, self.ctx, room.user_id, "", room)
+        else:
+            lang = room.language or self.ctx.config.default_language
+        text = t(lang, "undecryptable", bot=self.ctx.bot)
+        enqueue(session, send_entry(self.ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}))
 
     async def _on_encrypted(self, session: AsyncSession, room: Room) -> None:
         """Kanal never reads encrypted messages; it says so plainly instead of staying silent."""

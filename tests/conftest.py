@@ -163,6 +163,12 @@ def federation_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     yield from _database(tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def e2ee_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The database of the encrypting stack's own Kanal (tests/integration/conftest.py `e2ee`)."""
+    yield from _database(tmp_path_factory)
+
+
 @pytest.fixture(autouse=True)
 def blocking_guard() -> Iterator[BlockBuster]:
     """Fails a test when Kanal's own code blocks the event loop, as aiohttp's own suite does.

@@ -23,6 +23,7 @@ def write_init_files(
     web_listen: str | None = None,
     state_dir: str | None = None,
     web_public_url: str | None = None,
+    encryption: bool = False,
 ) -> tuple[Path, Path]:
     """Write `config.yaml` and `registration.yaml` (mode 0600) with fresh tokens."""
     host, port = parse_listen(listen, "--listen")
@@ -41,6 +42,7 @@ def write_init_files(
         domain=domain,
         sender_localpart=DEFAULT_BOT_LOCALPART,
         user_prefix=DEFAULT_GHOST_PREFIX,
+        device_keys=encryption,
     )
     config: dict[str, Any] = {
         "homeserver": {"url": homeserver_url, "domain": domain},
@@ -64,6 +66,8 @@ def write_init_files(
         config["web"] = {"enabled": True, "listen": web_listen, "public_url": public_url}
     if state_dir:
         config["state"] = {"directory": state_dir}
+    if encryption:
+        config["encryption"] = {"enabled": True}
     header = "# Kanal configuration; every key is documented in config.example.yaml.\n"
     write_secret_file(config_path, header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     save(registration, registration_path)

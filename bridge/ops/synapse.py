@@ -173,6 +173,7 @@ class LocalSynapse:
         python: str = sys.executable,
         large_rooms: int | None = DEFAULT_SHARD_SIZE,
         federation: Federation | None = None,
+        encryption_by_default: str = "off",
     ) -> None:
         # Synapse resolves relative paths against its working directory, so pin everything down now.
         self.data_dir = Path(data_dir).resolve()
@@ -185,6 +186,9 @@ class LocalSynapse:
         # Caches sized for rooms of this many members (a channel's full shard); None: Synapse's own.
         self.large_rooms = large_rooms
         self.federation = federation
+        # `encryption_enabled_by_default_for_room_type`: "off", or "invite" for a homeserver that
+        # encrypts private rooms (Kanal then needs `encryption.enabled`).
+        self.encryption_by_default = encryption_by_default
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -286,12 +290,18 @@ class LocalSynapse:
             "registration_shared_secret": self.shared_secret(),
             "enable_registration": False,
             "room_list_publication_rules": [{"action": "allow"}],
-            # Never encrypt new rooms on the homeserver's own initiative: Kanal reads no encrypted
-            # message, so a forced default would make the management chat and backstage unusable.
-            "encryption_enabled_by_default_for_room_type": "off",
+            # Off unless asked: a homeserver that encrypts private rooms needs Kanal's `encryption.enabled`.
+            "encryption_enabled_by_default_for_room_type": self.encryption_by_default,
             "app_service_config_files": [str(p) for p in self.app_service_config_files],
             "presence": {"enabled": False},
         }
+        if self.encryption_by_default != "off":
+            # Kanal's bot takes part in encryption through the application-service extensions that
+            # bring it the keys (bridge/runtime/e2ee.py): to-device messages, key counts, device lists.
+            config["experimental_features"] = {
+                "msc2409_to_device_messages_enabled": True,
+                "msc3202_transaction_extensions": True,
+            }
         if self.federation is not None:
             config["listeners"].append(self.federation.listener())
             config.update(self.federation.config())

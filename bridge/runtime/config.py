@@ -116,6 +116,8 @@ class Config:
     outbox_retention_days: int = DEFAULT_OUTBOX_RETENTION_DAYS
     # Where Kanal writes: a relative SQLite path, the audit key, the media cache (see the module's doc)
     state_dir: Path | None = None
+    # End-to-end encryption in the private rooms the bot belongs to (bridge/runtime/e2ee.py)
+    encryption_enabled: bool = False
 
     @property
     def writable_dir(self) -> Path:
@@ -175,6 +177,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     },
     "logging": {"level": (str, False), "format": (str, False)},
     "state": {"directory": (str, False)},
+    "encryption": {"enabled": (bool, False)},
 }
 
 # Keys whose values are lists of mappings, checked by their own parsers (bridge/screening/settings.py).
@@ -328,6 +331,7 @@ def parse(data: Any, path: Path, environ: Mapping[str, str] | None = None) -> Co
         inbound_retention_days=inbound_days,
         outbox_retention_days=outbox_days,
         state_dir=state.resolve() if state != base else None,
+        encryption_enabled=bool(values["encryption"].get("enabled", False)),
     )
 
 

@@ -40,6 +40,7 @@ from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.ids import UserID
 from bridge.matrix.relay import replace_ref
+from bridge.runtime.e2ee import Crypto, CryptoError
 from bridge.store import queries
 from bridge.store.leases import new_holder_id
 from bridge.store.models import Channel, Lease, OutboxEntry, Post, PostCopy
@@ -269,6 +270,9 @@ class OutboxWorker:
         self.failed = 0
         self.retried = 0
         self.homeserver_down = False
+        # The bot's encrypting device (bridge/runtime/e2ee.Crypto) when encryption is on: what the bot
+        # sends into an encrypted room is encrypted in `_exec_send`, the one place every send passes.
+        self.crypto: Crypto | None = None
 
     def wake(self) -> None:
         """Something may have queued entries: the next drain reads what is pending."""
@@ -559,6 +563,9 @@ class OutboxWorker:
         except MatrixConnectionError as exc:
             self.homeserver_unreachable(exc)
             return Outcome(OutboxStatus.RETRY, None, str(exc))
+        except CryptoError as exc:
+            log.warning("Outbox %d (%s) could not be encrypted yet: %s", entry.id, entry.kind, exc)
+            return Outcome(OutboxStatus.RETRY, None, f"encryption: {exc}")
         return Outcome(OutboxStatus.DONE, result)
 
     async def _record(self, session: AsyncSession, entry: OutboxEntry, outcome: Outcome) -> None:
@@ -750,9 +757,14 @@ async def _exec_send(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
             return existing
     sealed = worker.sealed.get(payload["sealed"]) if "sealed" in payload else None
     content = {**(sealed or payload["content"]), TXN_MARKER: txn_id}
+    event_type = payload["event_type"]
+    crypto = worker.crypto
+    # Only the bot's own words in the private rooms it belongs to; a channel's ghost writes public rooms.
+    if crypto is not None and entry.as_user == crypto.user_id and await crypto.encrypted_room(payload["room_id"]):
+        event_type, content = await crypto.encrypt(payload["room_id"], event_type, content)
     ts = payload.get("ts")  # an imported post's original time (milliseconds)
     return await intent.send(
-        payload["room_id"], payload["event_type"], content, txn_id, ts=ts if isinstance(ts, int) else None
+        payload["room_id"], event_type, content, txn_id, ts=ts if isinstance(ts, int) else None
     )
 
 

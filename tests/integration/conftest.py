@@ -114,3 +114,40 @@ async def federation(
         await kanal.stop()
         await asyncio.gather(home.stop(), remote.stop())
         print(f"\nKanal log: {kanal.log_path}\nSynapse logs: {home.log_path}, {remote.log_path}")
+
+
+@pytest.fixture(scope="session")
+async def e2ee(tmp_path_factory: pytest.TempPathFactory, e2ee_database_url: str) -> AsyncIterator[Env]:
+    """A homeserver that encrypts every private room at creation (`encryption_enabled_by_default_for_room_type:
+    invite`) and a Kanal with `encryption.enabled` (started once per session, only when a test asks)."""
+    workdir = tmp_path_factory.mktemp("kanal-e2ee")
+    kanal_port = free_port()
+    synapse_port = free_port()
+    config_path, registration_path = write_init_files(
+        workdir / "kanal",
+        domain=DOMAIN,
+        homeserver_url=f"http://127.0.0.1:{synapse_port}",
+        listen=f"127.0.0.1:{kanal_port}",
+        database_url=e2ee_database_url,
+        encryption=True,
+    )
+    synapse = LocalSynapse(
+        workdir / "synapse",
+        server_name=DOMAIN,
+        port=synapse_port,
+        app_service_config_files=[registration_path],
+        relaxed_rate_limits=True,
+        encryption_by_default="invite",
+    )
+    await synapse.start()
+    kanal = KanalProcess(config_path, kanal_port, workdir / "kanal.log")
+    environment = Env(synapse, kanal, DOMAIN, f"@kanal:{DOMAIN}", "kanal_", workdir)
+    try:
+        await kanal.start()
+        yield environment
+    finally:
+        for client in environment.users:
+            await client.close()
+        await kanal.stop()
+        await synapse.stop()
+        print(f"\nKanal log: {kanal.log_path}\nSynapse log: {synapse.log_path}")
