@@ -49,6 +49,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             web_listen=args.web_listen or None,
             state_dir=args.state_dir,
             web_public_url=args.web_public_url,
+            encryption=args.encryption,
         )
     except FileExistsError as exc:
         print(f"kanal init: {exc}", file=sys.stderr)
@@ -59,6 +60,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
     print(f"Wrote {config_path} and {registration_path} (mode 0600).")
     print("Next: add the registration file's absolute path to app_service_config_files in the homeserver's")
     print(f"config, restart the homeserver, then run: kanal run -c {config_path}")
+    if args.encryption:
+        print("Encryption: also set in the homeserver's config experimental_features:")
+        print("  {msc2409_to_device_messages_enabled: true, msc3202_transaction_extensions: true}")
+        print("and encryption_enabled_by_default_for_room_type: invite or off (never all); `kanal doctor` checks.")
     return 0
 
 
@@ -527,6 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--web-public-url",
         metavar="URL",
         help="the address readers use, behind your TLS reverse proxy (web.public_url; default: http://<web-listen>)",
+    )
+    init.add_argument(
+        "--encryption",
+        action="store_true",
+        help="the bot takes part in end-to-end encryption in its private rooms (encryption.enabled; the "
+        "registration opts in to the key transactions, org.matrix.msc3202)",
     )
     init.set_defaults(func=_cmd_init)
 

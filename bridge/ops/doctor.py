@@ -65,6 +65,14 @@ ENCRYPTION_BREAKS = {
     "invite": _PRIVATE_ROOMS,
     "all": _PRIVATE_ROOMS + ", and the channels and their discussion rooms too",
 }
+# What the homeserver must send an application service for its bot to take part in encryption.
+E2EE_EXPERIMENTAL = ("msc2409_to_device_messages_enabled", "msc3202_transaction_extensions")
+E2EE_FIX = (
+    "set encryption.enabled: true in Kanal's config; in the homeserver's config, experimental_features: "
+    "{msc2409_to_device_messages_enabled: true, msc3202_transaction_extensions: true}; in the registration, "
+    "receive_ephemeral: true and org.matrix.msc3202: true (`kanal init --encryption` writes both files "
+    "so); restart the homeserver, then Kanal"
+)
 REGISTRATION_FIX = (
     "add registration.yaml to app_service_config_files in the homeserver's config and restart the homeserver"
 )
@@ -490,30 +498,75 @@ def check_room_publication(hs: Mapping[str, Any], config: Config) -> Check:
     return Check(name, Status.FAIL, f"no rule allows {bot}, and Synapse denies what no rule allows", fix)
 
 
+def _e2ee_gaps(hs: Mapping[str, Any], config: Config) -> list[str]:
+    """What keeps Kanal's bot from taking part in encryption: its config, the homeserver's experimental
+    application-service extensions (MSC2409, MSC3202) and the registration's opt-ins."""
+    gaps: list[str] = []
+    if not config.encryption_enabled:
+        gaps.append("encryption.enabled is not true in Kanal's config")
+    features = hs.get("experimental_features")
+    features = features if isinstance(features, dict) else {}
+    for flag in E2EE_EXPERIMENTAL:
+        if features.get(flag) is not True:
+            gaps.append(f"experimental_features.{flag} is not true in the homeserver's config")
+    if config.registration_path is not None:
+        try:
+            registration = load_registration(config.registration_path)
+        except (RegistrationError, OSError):
+            return gaps  # the registration's own check says what is wrong with it
+        if not registration.receive_ephemeral:
+            gaps.append("receive_ephemeral is not true in the registration")
+        if not registration.device_keys:
+            gaps.append("org.matrix.msc3202 is not true in the registration")
+    return gaps
+
+
 def check_default_encryption(hs: Mapping[str, Any], config: Config) -> Check:
     """`encryption_enabled_by_default_for_room_type`: Synapse encrypts new rooms of those presets at
-    creation, whatever their creator asks, and Kanal reads no encrypted message (yet)."""
+    creation, whatever their creator asks. `invite` works when Kanal's bot takes part in encryption
+    (bridge/runtime/e2ee.py); `all` never does: it encrypts the public channels too."""
     name = "encryption by default"
     key = "encryption_enabled_by_default_for_room_type"
     value = hs.get(key, ENCRYPTION_OFF)
+    gaps = _e2ee_gaps(hs, config)
     if value is False or value == ENCRYPTION_OFF:  # YAML reads an unquoted `off` as false
+        if config.encryption_enabled and gaps:
+            return Check(
+                name,
+                Status.FAIL,
+                "off, but Kanal's encryption is on and cannot get its keys: " + "; ".join(gaps),
+                E2EE_FIX,
+            )
         return Check(
             name, Status.PASS, "off: the homeserver encrypts no new room on its own; Kanal's rooms stay readable"
         )
-    fix = (
-        f"set {key}: off (Synapse's default) and restart the homeserver; clients still encrypt the "
-        "chats people open with each other. Rooms created while it was on stay encrypted (Matrix cannot "
-        "turn encryption off): people open a new chat with the bot (see Encryption in Kanal's README)"
-    )
+    if value == "all":
+        return Check(
+            name,
+            Status.FAIL,
+            f"{key} is all: the homeserver encrypts {ENCRYPTION_BREAKS['all']} when they are created "
+            "(Synapse counts the public_chat preset among its encrypted ones), so a channel cannot be "
+            "public and unencrypted, and sending a channel's room keys to every subscriber's device does "
+            "not scale",
+            f"set {key}: invite (with Kanal's encryption set up: {E2EE_FIX}) or off, and restart the "
+            "homeserver. Rooms created while it was all stay encrypted: make new channels",
+        )
     if not isinstance(value, str) or value not in ENCRYPTION_BREAKS:
-        return Check(name, Status.FAIL, f"{key} is {value!r} (Synapse refuses to start)", fix)
+        return Check(name, Status.FAIL, f"{key} is {value!r} (Synapse refuses to start)", f"set {key}: invite or off")
+    if not gaps:
+        return Check(
+            name,
+            Status.PASS,
+            f"invite: the homeserver encrypts {_PRIVATE_ROOMS}; Kanal's bot takes part in their encryption "
+            "(channels stay public and unencrypted)",
+        )
     return Check(
         name,
         Status.FAIL,
-        f"{key} is {value}: the homeserver encrypts {ENCRYPTION_BREAKS[value]} when they are created, "
-        "and Kanal cannot read encrypted messages (until it takes part in encryption): commands and "
-        "posts sent there are never answered or published",
-        fix,
+        f"{key} is invite: the homeserver encrypts {_PRIVATE_ROOMS} when they are created, and Kanal cannot "
+        "take part in their encryption: " + "; ".join(gaps) + ". Commands and posts sent there are answered "
+        "only with a note that they could not be read",
+        f"{E2EE_FIX}; or set {key}: off and restart the homeserver",
     )
 
 

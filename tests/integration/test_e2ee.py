@@ -22,6 +22,20 @@ from tests.support import DEFAULT_TIMEOUT, Env
 
 pytestmark = pytest.mark.integration
 
+POLL_START = "org.matrix.msc3381.poll.start"
+POLL: dict[str, Any] = {
+    POLL_START: {
+        "question": {"org.matrix.msc1767.text": "Tea or coffee?"},
+        "kind": "org.matrix.msc3381.poll.undisclosed",
+        "max_selections": 1,
+        "answers": [
+            {"id": "tea", "org.matrix.msc1767.text": "Tea"},
+            {"id": "coffee", "org.matrix.msc1767.text": "Coffee"},
+        ],
+    },
+    "org.matrix.msc1767.text": "Tea or coffee?\n1. Tea\n2. Coffee",
+}
+
 
 class Encrypting:
     """A person on an encrypting client: it syncs in the background (room keys arrive as to-device
@@ -42,7 +56,7 @@ class Encrypting:
 
     @classmethod
     async def login(cls, env: Env, store: Path, user_id: str, password: str) -> Encrypting:
-        store.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(store.mkdir, parents=True, exist_ok=True)
         config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
         client = nio.AsyncClient(env.homeserver, user_id, store_path=str(store), config=config)
         response = await client.login(password)
@@ -143,51 +157,138 @@ async def owner(e2ee: Env, tmp_path: Path) -> AsyncIterator[Encrypting]:
         await person.close()
 
 
-async def public_post(env: Env, owner: Encrypting, room_id: str, body: str) -> dict[str, Any]:
+async def public_event(
+    owner: Encrypting, room_id: str, predicate: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
     deadline = time.monotonic() + DEFAULT_TIMEOUT
     while time.monotonic() < deadline:
         for event in await owner.raw(room_id):
-            if event["type"] == "m.room.message" and event.get("content", {}).get("body", "").startswith(body):
+            if predicate(event):
                 return event
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{body!r} never reached the public channel {room_id}")
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} never reached the public channel {room_id}")
 
 
-async def test_encrypted_chat_create_and_backstage_post(e2ee: Env, owner: Encrypting) -> None:
+async def public_post(env: Env, owner: Encrypting, room_id: str, body: str) -> dict[str, Any]:
+    return await public_event(
+        owner,
+        room_id,
+        lambda e: e["type"] == "m.room.message" and e.get("content", {}).get("body", "").startswith(body),
+        repr(body),
+    )
+
+
+async def encrypted_channel(env: Env, owner: Encrypting) -> tuple[str, str, str, str]:
+    """(handle, chat, backstage, public room): made and joined as a person would, all but the
+    public room encrypted by the homeserver."""
     chat = await owner.open_chat()
     encryption = await owner.client.room_get_state_event(chat, "m.room.encryption")
     assert isinstance(encryption, nio.RoomGetStateEventResponse), "the homeserver did not encrypt the chat"
     # The greeting is encrypted, and this client reads it.
     await owner.wait_reply(chat, "create", set(), timeout=30)
-
     handle = f"sec{secrets.token_hex(3)}"
     await owner.ask(chat, f"create {handle} Secret Garden", "is ready", timeout=40)
 
-    await owner.until(
-        lambda: any(f"(#{handle})" in (room.name or "") for room in owner.client.invited_rooms.values()),
-        "backstage invite",
-    )
-    backstage = next(
-        room_id for room_id, room in owner.client.invited_rooms.items() if f"(#{handle})" in (room.name or "")
-    )
+    def invite() -> str | None:
+        for room_id, room in owner.client.invited_rooms.items():
+            if f"(#{handle})" in (room.name or ""):
+                return str(room_id)
+        return None
+
+    await owner.until(lambda: invite() is not None, "backstage invite")
+    backstage = invite()
+    assert backstage is not None
     joined = await owner.client.join(backstage)
     assert isinstance(joined, nio.JoinResponse), joined
-    await owner.until(lambda: backstage in owner.client.rooms and owner.client.rooms[backstage].encrypted,
-                      "encrypted backstage")
-
-    resolved = await owner.client.room_resolve_alias(f"#{handle}:{e2ee.domain}")
+    await owner.until(
+        lambda: backstage in owner.client.rooms and owner.client.rooms[backstage].encrypted, "encrypted backstage"
+    )
+    resolved = await owner.client.room_resolve_alias(f"#{handle}:{env.domain}")
     assert isinstance(resolved, nio.RoomResolveAliasResponse), resolved
     channel = str(resolved.room_id)
     public = await owner.client.room_get_state_event(channel, "m.room.encryption")
     assert not isinstance(public, nio.RoomGetStateEventResponse), "the public channel must stay unencrypted"
+    return handle, chat, backstage, channel
+
+
+async def test_encrypted_chat_create_and_backstage_post(e2ee: Env, owner: Encrypting) -> None:
+    handle, _chat, backstage, channel = await encrypted_channel(e2ee, owner)
+    ghost = f"@{e2ee.ghost_prefix}{handle}:{e2ee.domain}"
 
     body = f"First encrypted post {secrets.token_hex(3)}"
-    await owner.send(backstage, body)
+    source = await owner.send(backstage, body)
     post = await public_post(e2ee, owner, channel, body)
-    assert post["sender"] == f"@{e2ee.ghost_prefix}{handle}:{e2ee.domain}"
+    assert post["sender"] == ghost
+
+    # An edit (its relation inside the ciphertext) edits the public copy.
+    await owner.until(lambda: backstage in owner.client.rooms, "room")
+    edit = await owner.client.room_send(
+        backstage,
+        "m.room.message",
+        {
+            "msgtype": "m.text",
+            "body": f"* {body} (fixed)",
+            "m.new_content": {"msgtype": "m.text", "body": f"{body} (fixed)"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": source},
+        },
+        ignore_unverified_devices=True,
+    )
+    assert isinstance(edit, nio.RoomSendResponse), edit
+    edited = await public_post(e2ee, owner, channel, f"* {body} (fixed)")
+    assert edited["content"]["m.relates_to"] == {"rel_type": "m.replace", "event_id": post["event_id"]}
+
+    # `!silent` posts a notice; a poll is relayed as a poll.
+    await owner.send(backstage, "!silent quiet encrypted update")
+    silent = await public_post(e2ee, owner, channel, "quiet encrypted update")
+    assert silent["content"]["msgtype"] == "m.notice" and silent["sender"] == ghost
+    poll = await owner.client.room_send(backstage, POLL_START, POLL, ignore_unverified_devices=True)
+    assert isinstance(poll, nio.RoomSendResponse), poll
+    relayed_poll = await public_event(
+        owner, channel, lambda e: e["type"] == POLL_START and e.get("sender") == ghost, "the poll"
+    )
+    assert relayed_poll["content"][POLL_START]["question"] == POLL[POLL_START]["question"]
+
+    # A redaction (never encrypted) takes the post down.
+    redaction = await owner.client.room_redact(backstage, source, reason="wrong story")
+    assert isinstance(redaction, nio.RoomRedactResponse), redaction
+    await public_event(
+        owner,
+        channel,
+        lambda e: e["event_id"] == post["event_id"] and "redacted_because" in e.get("unsigned", {}),
+        "the redaction",
+    )
 
     # The backstage's own command answers come back encrypted too.
-    await owner.ask(backstage, "!help", "!", timeout=30)
+    await owner.ask(backstage, "!help", "!silent", timeout=30)
+
+
+async def test_kanal_restarted_still_decrypts(e2ee: Env, owner: Encrypting, tmp_path: Path) -> None:
+    _handle, chat, backstage, channel = await encrypted_channel(e2ee, owner)
+    await e2ee.kanal.stop()
+    await e2ee.kanal.start()
+    # The session the owner already shared (before the restart) and the bot's own keys survived.
+    body = f"After the restart {secrets.token_hex(3)}"
+    await owner.send(backstage, body)
+    await public_post(e2ee, owner, channel, body)
+    await owner.ask(chat, "help", "create", timeout=30)
+    # A chat opened after the restart: a new session, read and answered.
+    fresh = await owner.open_chat()
+    await owner.ask(fresh, "help", "create", timeout=30)
+
+
+async def test_a_second_device_reads_later_replies(e2ee: Env, owner: Encrypting, tmp_path: Path) -> None:
+    chat = await owner.open_chat()
+    await owner.wait_reply(chat, "create", set(), timeout=30)
+    second = await Encrypting.login(e2ee, tmp_path / "second-store", owner.user_id, owner.password)
+    try:
+        await second.until(lambda: chat in second.client.rooms, "the chat on the second device")
+        before = {event["event_id"] for event in await owner.raw(chat)}
+        await owner.send(chat, "help")
+        # The bot's answer after the new device appeared is encrypted for it too.
+        await second.wait_reply(chat, "create", before, timeout=30)
+        await owner.wait_reply(chat, "create", before, timeout=30)
+    finally:
+        await second.close()
 
 
 async def test_a_message_without_its_key_gets_an_encrypted_answer(e2ee: Env, owner: Encrypting) -> None:
@@ -202,7 +303,10 @@ async def test_a_message_without_its_key_gets_an_encrypted_answer(e2ee: Env, own
         "session_id": "X3lUlvLELLYxeTx4yOVu6UDpasGEVO0Jbu+QFnm0cKQ",
         "device_id": owner.client.device_id,
     }
-    response = await owner.client.room_send(chat, "m.room.encrypted", content)
-    assert isinstance(response, nio.RoomSendResponse), response
+    # Sent as it is (nio would encrypt it again): the homeserver just stores the ciphertext.
+    url = f"{e2ee.homeserver}/_matrix/client/v3/rooms/{chat}/send/m.room.encrypted/{secrets.token_hex(8)}"
+    headers = {"Authorization": f"Bearer {owner.client.access_token}"}
+    async with aiohttp.ClientSession() as http, http.put(url, json=content, headers=headers) as response:
+        assert response.status == 200, await response.text()
     reply = await owner.wait_reply(chat, "could not read your last message", before, timeout=40)
     assert "send it again" in reply["content"]["body"]
