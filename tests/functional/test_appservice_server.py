@@ -931,3 +931,29 @@ async def test_not_accepting_still_checks_the_token_first(
         f"{API}/transactions/1", data=txn_body(), headers={"Authorization": "Bearer no"}
     )
     await matrix_error(response, 403, "M_FORBIDDEN")
+
+
+async def test_key_fields_of_the_encryption_extensions_are_passed_through(
+    client: Client, auth: dict[str, str], handler: RecordingHandler
+) -> None:
+    """MSC2409's to-device messages and MSC3202's key counts and device lists reach the handler
+    (issue 17: the bot's device gets its room keys this way); other fields are not copied."""
+    to_device = [{"type": "m.room.encrypted", "sender": ALICE, "to_user_id": "@kanal:example.org",
+                  "to_device_id": "KANALBOT", "content": {"algorithm": "m.olm.v1.curve25519-aes-sha2"}}]
+    counts = {"@kanal:example.org": {"KANALBOT": {"signed_curve25519": 42}}}
+    lists = {"changed": [ALICE], "left": []}
+    body = txn_body(
+        **{
+            "de.sorunome.msc2409.to_device": to_device,
+            "org.matrix.msc3202.device_one_time_keys_count": counts,
+            "org.matrix.msc3202.device_lists": lists,
+            "org.example.unknown": {"x": 1},
+        }
+    )
+    await ok(await client.put(f"{API}/transactions/1", data=body, headers=auth))
+    [txn] = handler.transactions
+    assert txn.keys == {
+        "de.sorunome.msc2409.to_device": to_device,
+        "org.matrix.msc3202.device_one_time_keys_count": counts,
+        "org.matrix.msc3202.device_lists": lists,
+    }

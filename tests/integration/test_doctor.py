@@ -196,3 +196,32 @@ def test_a_broken_kanal_config_is_one_paragraph_and_exit_2(
     assert main(["doctor", "-c", str(path)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and str(path) in err and "'homeserver.domain' is required" in err
+
+
+def test_encryption_by_default_invite_passes_with_kanal_taking_part_and_all_fails(e2ee: Env, tmp_path: Path) -> None:
+    """Issue 17: `invite` works once Kanal's bot takes part in encryption (its config, Synapse's
+    MSC2409/MSC3202 flags and the registration all set up); `all` never does (public rooms encrypted)."""
+    homeserver: dict[str, Any] = yaml.safe_load(e2ee.synapse.config_path.read_text())
+    assert homeserver["encryption_enabled_by_default_for_room_type"] == "invite"
+    _code, checks, _out = doctor_json(e2ee.kanal.config_path, "--homeserver-config", str(e2ee.synapse.config_path))
+    assert checks["encryption by default"]["status"] == "pass", checks["encryption by default"]
+    assert "takes part in their encryption" in checks["encryption by default"]["detail"]
+
+    homeserver["encryption_enabled_by_default_for_room_type"] = "all"
+    every = tmp_path / "all.yaml"
+    every.write_text(yaml.safe_dump(homeserver))
+    code, checks, _out = doctor_json(e2ee.kanal.config_path, "--homeserver-config", str(every))
+    check = checks["encryption by default"]
+    assert code == 3 and check["status"] == "fail"
+    assert "public_chat preset" in check["detail"] and "does not scale" in check["detail"]
+    assert "encryption_enabled_by_default_for_room_type: invite" in check["fix"]
+
+    # `invite` without the homeserver's extensions: Kanal cannot get its keys, and doctor names what is missing.
+    homeserver["encryption_enabled_by_default_for_room_type"] = "invite"
+    del homeserver["experimental_features"]
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump(homeserver))
+    code, checks, _out = doctor_json(e2ee.kanal.config_path, "--homeserver-config", str(bare))
+    check = checks["encryption by default"]
+    assert code == 3 and check["status"] == "fail"
+    assert "experimental_features.msc2409_to_device_messages_enabled is not true" in check["detail"]

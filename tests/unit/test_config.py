@@ -677,3 +677,11 @@ def test_an_existing_database_and_key_beside_the_config_keep_being_used(
 def test_state_directory_must_be_a_string(tmp_path: Path) -> None:
     path, message = load_error(tmp_path, with_value("state.directory", 3))
     assert message == f"{path.resolve()}: 'state.directory' must be a string, got int"
+
+
+def test_encryption_is_off_unless_enabled(tmp_path: Path) -> None:
+    """Issue 17: `encryption.enabled` turns on the bot's part in end-to-end encryption; off by default."""
+    assert load(write(tmp_path, good())).encryption_enabled is False
+    assert load(write(tmp_path, with_value("encryption.enabled", True))).encryption_enabled is True
+    _path, error = load_error(tmp_path, with_value("encryption.enabled", "yes"))
+    assert "encryption" in error and "enabled" in error

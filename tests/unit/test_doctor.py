@@ -3,6 +3,7 @@ the homeserver's answers, exit codes, output, and that tokens never appear in it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -327,18 +328,41 @@ def test_no_encryption_by_default_passes(value: Any) -> None:
     assert check.status is Status.PASS, check
 
 
-@pytest.mark.parametrize(
-    ("value", "broken"),
-    [
-        ("invite", "people's chats with the bot, the channels' backstage rooms"),
-        ("all", "the channels and their discussion rooms too"),
-    ],
-)
-def test_encryption_by_default_fails_and_says_what_it_breaks(value: str, broken: str) -> None:
-    check = check_default_encryption(hs(encryption_enabled_by_default_for_room_type=value), OPEN)
+def test_encryption_by_default_invite_fails_while_kanal_cannot_take_part() -> None:
+    check = check_default_encryption(hs(encryption_enabled_by_default_for_room_type="invite"), OPEN)
     assert check.status is Status.FAIL
-    assert broken in check.detail and "Kanal cannot read encrypted messages" in check.detail
+    assert "people's chats with the bot, the channels' backstage rooms" in check.detail
+    assert "Kanal cannot take part in their encryption" in check.detail
+    assert "encryption.enabled is not true in Kanal's config" in check.detail
+    assert "experimental_features.msc3202_transaction_extensions is not true" in check.detail
+    assert "set encryption.enabled: true" in check.fix
     assert "set encryption_enabled_by_default_for_room_type: off" in check.fix
+
+
+ENCRYPTING = dataclasses.replace(OPEN, encryption_enabled=True, registration_path=None)
+KEYS_FLAGS = {"msc2409_to_device_messages_enabled": True, "msc3202_transaction_extensions": True}
+
+
+def test_encryption_by_default_invite_passes_when_kanal_takes_part() -> None:
+    homeserver = hs(encryption_enabled_by_default_for_room_type="invite", experimental_features=KEYS_FLAGS)
+    check = check_default_encryption(homeserver, ENCRYPTING)
+    assert check.status is Status.PASS, check
+    assert "Kanal's bot takes part in their encryption" in check.detail
+
+
+def test_encryption_by_default_all_always_fails() -> None:
+    homeserver = hs(encryption_enabled_by_default_for_room_type="all", experimental_features=KEYS_FLAGS)
+    check = check_default_encryption(homeserver, ENCRYPTING)
+    assert check.status is Status.FAIL
+    assert "the channels and their discussion rooms too" in check.detail
+    assert "public_chat preset" in check.detail and "does not scale" in check.detail
+    assert "set encryption_enabled_by_default_for_room_type: invite" in check.fix
+
+
+def test_kanal_encryption_without_the_homeserver_extensions_fails() -> None:
+    check = check_default_encryption(hs(encryption_enabled_by_default_for_room_type="off"), ENCRYPTING)
+    assert check.status is Status.FAIL
+    assert "msc2409_to_device_messages_enabled is not true" in check.detail
 
 
 def test_the_synapse_kanal_starts_never_encrypts_rooms_by_default(tmp_path: Path) -> None:

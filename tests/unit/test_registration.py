@@ -390,3 +390,15 @@ def test_protocols_as_a_string_is_refused() -> None:
 def test_boolean_keys_refuse_strings(key: str) -> None:
     with pytest.raises(RegistrationError, match=f"'{key}'"):
         parse(document(**{key: "false"}), PATH)
+
+
+def test_device_keys_opt_in_round_trips(tmp_path: Path) -> None:
+    """Issue 17: `org.matrix.msc3202: true` asks Synapse for key counts and device lists; written only
+    when Kanal's encryption is on, read back, and refused when not a boolean."""
+    assert "org.matrix.msc3202" not in kanal_registration().to_dict()
+    registration = dataclasses.replace(kanal_registration(), device_keys=True)
+    assert registration.to_dict()["org.matrix.msc3202"] is True
+    assert parse(document(**{"org.matrix.msc3202": True}), PATH).device_keys is True
+    assert parse(document(), PATH).device_keys is False
+    with pytest.raises(RegistrationError, match=r"org\.matrix\.msc3202"):
+        parse(document(**{"org.matrix.msc3202": "yes"}), PATH)
