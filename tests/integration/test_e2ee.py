@@ -8,9 +8,11 @@ store in a temporary folder): what the bot reads it decrypted, and what it answe
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import aiohttp
 import nio
 import pytest
 
-from tests.support import DEFAULT_TIMEOUT, Env
+from tests.support import DEFAULT_TIMEOUT, Env, create_channel
 
 pytestmark = pytest.mark.integration
 
@@ -310,3 +312,55 @@ async def test_a_message_without_its_key_gets_an_encrypted_answer(e2ee: Env, own
         assert response.status == 200, await response.text()
     reply = await owner.wait_reply(chat, "could not read your last message", before, timeout=40)
     assert "send it again" in reply["content"]["body"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def relay_times(
+    post: Callable[[str], Awaitable[object]], read: Callable[[], Awaitable[list[dict[str, Any]]]], count: int
+) -> list[float]:
+    """Seconds from sending each of `count` posts to its copy in the public channel, one at a time."""
+    times: list[float] = []
+    for n in range(count):
+        body = f"latency {n} {secrets.token_hex(3)}"
+        started = time.monotonic()
+        await post(body)
+        deadline = started + DEFAULT_TIMEOUT
+        while not any(e.get("content", {}).get("body", "").startswith(body) for e in await read()):
+            assert time.monotonic() < deadline, f"{body!r} was not relayed"
+            await asyncio.sleep(0.02)
+        times.append(time.monotonic() - started)
+    return times
+
+
+async def test_relay_latency_encrypted_and_plain_backstage(env: Env, e2ee: Env, owner: Encrypting) -> None:
+    """Measured, not asserted (no timing assertions): relay latency from an encrypted backstage and from
+    an unencrypted one in the same run, and Kanal's CPU per relayed post in each. Printed (pytest -s)."""
+    count = 10
+    _handle, _chat, backstage, channel = await encrypted_channel(e2ee, owner)
+    await relay_times(lambda body: owner.send(backstage, body), lambda: owner.raw(channel), 2)  # warm up
+    assert e2ee.kanal.process is not None and env.kanal.process is not None
+    cpu = cpu_seconds(e2ee.kanal.process.pid)
+    encrypted = await relay_times(lambda body: owner.send(backstage, body), lambda: owner.raw(channel), count)
+    encrypted_cpu = (cpu_seconds(e2ee.kanal.process.pid) - cpu) / count
+
+    alice = await env.user("lat")
+    plain = await create_channel(env, alice, env.handle("lat"))
+    await relay_times(lambda body: alice.text(plain.backstage, body), lambda: alice.messages(plain.broadcast), 2)
+    cpu = cpu_seconds(env.kanal.process.pid)
+    unencrypted = await relay_times(
+        lambda body: alice.text(plain.backstage, body), lambda: alice.messages(plain.broadcast), count
+    )
+    plain_cpu = (cpu_seconds(env.kanal.process.pid) - cpu) / count
+
+    assert len(encrypted) == len(unencrypted) == count
+    print(
+        f"\nrelay latency, median of {count}: encrypted backstage {statistics.median(encrypted) * 1000:.0f} ms, "
+        f"unencrypted {statistics.median(unencrypted) * 1000:.0f} ms "
+        f"(ratio {statistics.median(encrypted) / statistics.median(unencrypted):.2f}); Kanal CPU per post: "
+        f"encrypted {encrypted_cpu * 1000:.1f} ms, unencrypted {plain_cpu * 1000:.1f} ms"
+    )
