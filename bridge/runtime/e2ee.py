@@ -32,6 +32,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -235,6 +236,35 @@ class Crypto:
                 client.encrypted_rooms.add(room_id)
         return encrypted
 
+    async def _read_members(self, room: Any) -> None:
+        """The room's joined and invited members, as the homeserver has them now: the room key goes to
+        their devices (an invited person can read what was said once they join, as in any client)."""
+        client = self._client
+        path = f"/_matrix/client/v3/rooms/{quote(room.room_id, safe='')}/members"
+        query = [("not_membership", "leave"), ("not_membership", "ban")]
+        headers = {"Authorization": f"Bearer {client.access_token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.homeserver_url + path, params=query, headers=headers) as response,
+        ):
+            data = await response.json()
+            if response.status != 200 or not isinstance(data.get("chunk"), list):
+                raise CryptoError(f"cannot read the members of {room.room_id} ({response.status})")
+        members = {
+            event["state_key"]: event["content"].get("membership")
+            for event in data["chunk"]
+            if isinstance(event, dict) and isinstance(event.get("state_key"), str)
+            and isinstance(event.get("content"), dict)
+        }
+        for user_id in list(room.users):
+            if user_id not in members:
+                room.remove_member(user_id)
+        for user_id, membership in members.items():
+            if membership in ("join", "invite") and user_id not in room.users:
+                room.add_member(user_id, None, None, invited=membership == "invite")
+        room.members_synced = True
+        client.olm.update_tracked_users(room)
+
     def became_encrypted(self, room_id: str) -> None:
         """An `m.room.encryption` event: the room is encrypted from now on."""
         client = self._client
@@ -252,9 +282,7 @@ class Crypto:
             raise CryptoError(f"{room_id} is not known as an encrypted room")
         async with self._lock:
             if not room.members_synced:
-                members = await client.joined_members(room_id)
-                if isinstance(members, nio.JoinedMembersError):
-                    raise CryptoError(f"cannot read the members of {room_id}: {members.message}")
+                await self._read_members(room)
             if client.should_query_keys:
                 await client.keys_query()
             if client.olm.should_share_group_session(room_id):

@@ -364,3 +364,27 @@ async def test_relay_latency_encrypted_and_plain_backstage(env: Env, e2ee: Env, 
         f"(ratio {statistics.median(encrypted) / statistics.median(unencrypted):.2f}); Kanal CPU per post: "
         f"encrypted {encrypted_cpu * 1000:.1f} ms, unencrypted {plain_cpu * 1000:.1f} ms"
     )
+
+
+async def test_an_editor_who_joins_the_encrypted_backstage_posts_and_reads(
+    e2ee: Env, owner: Encrypting, tmp_path: Path
+) -> None:
+    """A new member of an encrypted backstage: the bot reads their posts and they read its later answers
+    (the bot's next room key goes to the members the homeserver lists now)."""
+    handle, chat, backstage, channel = await encrypted_channel(e2ee, owner)
+    editor = await Encrypting.new(e2ee, tmp_path / "editor-store")
+    try:
+        await owner.ask(chat, f"promote {handle} {editor.user_id} editor", "is now editor of", timeout=30)
+        await editor.until(lambda: backstage in editor.client.invited_rooms, "the backstage invite")
+        joined = await editor.client.join(backstage)
+        assert isinstance(joined, nio.JoinResponse), joined
+        await editor.until(
+            lambda: backstage in editor.client.rooms and editor.client.rooms[backstage].encrypted, "the room"
+        )
+        body = f"Editor's encrypted post {secrets.token_hex(3)}"
+        await editor.send(backstage, body)
+        post = await public_post(e2ee, editor, channel, body)
+        assert post["sender"] == f"@{e2ee.ghost_prefix}{handle}:{e2ee.domain}"
+        await editor.ask(backstage, "!help", "!silent", timeout=30)
+    finally:
+        await editor.close()
