@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -32,13 +33,16 @@ from bridge.runtime.metrics import Metrics, add_routes
 from bridge.runtime.outbox import OutboxWorker
 from bridge.service import HOUSEKEEPING_LEASE, PROCESSOR_LEASE, Bridge
 from bridge.store.db import create_engine, migrate, sessionmaker
-from bridge.store.leases import Leases, new_holder_id
+from bridge.store.leases import LEASE_SECONDS, Leases, new_holder_id
 from bridge.store.models import AuditEntry
 from bridge.text.i18n import CatalogueError, catalogue
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 10.0
+# The lease of the process that owns the bot's encrypting device (bridge/runtime/e2ee.py).
+E2EE_LEASE = "e2ee-device"
+E2EE_LEASE_RENEW_S = 5.0
 FIRST_REPING_S = 5.0
 PING_INTERVAL_S = 30.0
 # How often each process verifies the audit log for /metrics (kanal_audit_log_intact); also at start.
@@ -203,6 +207,15 @@ class Service:
             ) from None
         log.info("Listening on %s:%d for the homeserver", self.config.listen_host, self.config.listen_port)
         if self.config.encryption_enabled:
+            # One process owns the bot's device and its keys: a second one would upload other
+            # one-time keys for the same device and lose room keys meant for the first.
+            if not await self._take_e2ee_lease():
+                await self._runner.cleanup()
+                raise StartupError(
+                    "another Kanal process holds the bot's encrypting device (encryption.enabled): run "
+                    "one process with encryption on, or stop the other first"
+                )
+            self.background.start(self._keep_e2ee_lease(), "e2ee-lease")
             crypto = Crypto(
                 self.config.homeserver_url,
                 self.config.bot_user_id,
@@ -212,6 +225,7 @@ class Service:
             try:
                 await crypto.start()
             except CryptoError as exc:
+                await self._runner.cleanup()
                 raise StartupError(f"End-to-end encryption (encryption.enabled in {self.config.path}): {exc}") from None
             self.outbox.crypto = crypto
         if self.config.web_enabled:
@@ -286,6 +300,24 @@ class Service:
             except MatrixRequestError as exc:
                 log.debug("Keep-alive ping failed: %s", exc)
 
+    async def _take_e2ee_lease(self) -> bool:
+        """The device's lease; a process that just died still holds it for a while, so wait that long."""
+        deadline = time.monotonic() + LEASE_SECONDS + 1
+        while not await self.leases.hold(E2EE_LEASE):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(1)
+        return True
+
+    async def _keep_e2ee_lease(self) -> None:
+        while not self._stopping:
+            if not await self.leases.hold(E2EE_LEASE):
+                log.error("Lost the lease on the bot's encrypting device to another process")
+            try:
+                await asyncio.wait_for(self._reports_stop.wait(), E2EE_LEASE_RENEW_S)
+            except TimeoutError:
+                pass
+
     async def _verify_audit_log(self) -> None:
         """Verify the audit log now and every hour, for monitoring to alert on a failure."""
         from bridge.moderation import audit
@@ -331,6 +363,8 @@ class Service:
         await self.leases.release(PROCESSOR_LEASE)
         await self.leases.release(HOUSEKEEPING_LEASE)
         await self.leases.release(SCHEDULER_LEASE)
+        if self.outbox.crypto is not None:
+            await self.leases.release(E2EE_LEASE)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._web_runner is not None:

@@ -19,8 +19,9 @@ from typing import Any
 import aiohttp
 import nio
 import pytest
+import yaml
 
-from tests.support import DEFAULT_TIMEOUT, Env, create_channel
+from tests.support import DEFAULT_TIMEOUT, Env, KanalProcess, create_channel, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -388,3 +389,33 @@ async def test_an_editor_who_joins_the_encrypted_backstage_posts_and_reads(
         await editor.ask(backstage, "!help", "!silent", timeout=30)
     finally:
         await editor.close()
+
+
+async def test_one_process_holds_the_bots_device(e2ee: Env, tmp_path: Path) -> None:
+    """A second Kanal with encryption on, sharing the database, refuses to start: two processes with
+    one device would upload conflicting one-time keys and split the room keys between them."""
+    config = yaml.safe_load(e2ee.kanal.config_path.read_text())
+    port = free_port()
+    config["appservice"]["listen"] = f"127.0.0.1:{port}"
+    second_config = e2ee.kanal.config_path.parent / "second.yaml"
+    second_config.write_text(yaml.safe_dump(config))
+    second_config.chmod(0o600)
+    second = KanalProcess(second_config, port, tmp_path / "second.log")
+    try:
+        await second.start(timeout=60)  # it listens (its health answers) before it asks for the device
+    except RuntimeError:
+        pass  # it already gave up
+    assert second.process is not None
+    deadline = time.monotonic() + 60
+    while second.process.poll() is None:
+        assert time.monotonic() < deadline, "the second process kept running"
+        await asyncio.sleep(0.5)
+    assert second.process.returncode != 0
+    assert "another Kanal process holds the bot's encrypting device" in second.log_path.read_text()
+    # The first one still answers, encrypted.
+    person = await Encrypting.new(e2ee, tmp_path / "store")
+    try:
+        chat = await person.open_chat()
+        await person.wait_reply(chat, "create", set(), timeout=30)
+    finally:
+        await person.close()
