@@ -243,7 +243,7 @@ class Bridge:
                 inserted = list((await connection.execute(_insert_ignore(connection.dialect.name), rows)).all())
             for source, room_id, relayed in echoes:
                 # Our own relayed copy came back: the mapping survives a crash between send and record.
-                await record_copy(session, source, room_id, relayed)
+                await record_copy(await session.connection(), source, room_id, relayed)
         if inserted:
             if not self.row_locks:
                 by_id = {e.event_id: e for e in candidates}

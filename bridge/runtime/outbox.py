@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import Integer, String, bindparam, event, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from appservice.client import HomeserverClient
@@ -234,6 +234,7 @@ class OutboxWorker:
         holder: str | None = None,
     ) -> None:
         self.sessions = sessions
+        self._engine: AsyncEngine = sessions.kw["bind"]  # outcomes are written without an ORM session
         self.client = client
         self.row_locks = row_locks
         # This process, as its leases name it: a sealed reply's entry names the process that has it.
@@ -435,8 +436,8 @@ class OutboxWorker:
         waits for its entry's record before it sends the next one.
         """
         if self._queues_running <= 1 and self._recorder is None:
-            async with self.sessions.begin() as session:
-                await self._record(session, entry, outcome)
+            async with self._engine.begin() as connection:
+                await self._record(connection, entry, outcome)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._unrecorded.append((entry, outcome, waiter))
@@ -451,9 +452,9 @@ class OutboxWorker:
             while self._unrecorded:
                 batch, self._unrecorded = self._unrecorded, []
                 try:
-                    async with self.sessions.begin() as session:
+                    async with self._engine.begin() as connection:
                         for entry, outcome, _waiter in batch:
-                            await self._record(session, entry, outcome)
+                            await self._record(connection, entry, outcome)
                 except Exception as exc:
                     for *_, waiter in batch:
                         if not waiter.done():
@@ -506,7 +507,7 @@ class OutboxWorker:
                     if locked is None:
                         return attempted
                     outcome = await self._attempt(locked)
-                    await self._record(session, locked, outcome)
+                    await self._record(await session.connection(), locked, outcome)
             else:
                 # One process (the claim is this coroutine): the queue's next entries, read at once,
                 # sent in order; only the worker changes a pending entry, so they stay valid. Entries
@@ -568,7 +569,9 @@ class OutboxWorker:
             return Outcome(OutboxStatus.RETRY, None, f"encryption: {exc}")
         return Outcome(OutboxStatus.DONE, result)
 
-    async def _record(self, session: AsyncSession, entry: OutboxEntry, outcome: Outcome) -> None:
+    async def _record(self, connection: AsyncConnection, entry: OutboxEntry, outcome: Outcome) -> None:
+        """Write an attempt's outcome: plain statements on a connection (no ORM session: none of it
+        loads or changes an object), in the caller's transaction."""
         attempts = entry.attempts + 1
         values: dict[str, Any] = {
             "attempts": attempts,
@@ -604,20 +607,17 @@ class OutboxWorker:
                     **entry.payload,
                     "content": {"msgtype": "m.notice", "body": "(secret removed)"},
                 }
-        # Plain statements on the session's connection (the ORM's bulk UPDATE path costs several
-        # times more, and no loaded object needs synchronising).
-        connection = await session.connection()
         await connection.execute(_record_statement(frozenset(values)), {**values, "entry_id": entry.id})
         # The person who asked learns the outcome through a new entry, recorded in this same transaction.
         note = entry.payload.get("on_success" if outcome.status == OutboxStatus.DONE else "on_failure")
         if outcome.status != OutboxStatus.RETRY and isinstance(note, dict):
             body = str(note["body"]).replace("{error}", outcome.error or "")
-            session.add(
-                new_entry(
-                    room_queue(note["room_id"]),
-                    OutboxKind.SEND,
-                    note["as_user"],
-                    {
+            await connection.execute(
+                insert(OutboxEntry).values(
+                    queue=room_queue(note["room_id"]),
+                    kind=OutboxKind.SEND,
+                    as_user=note["as_user"],
+                    payload={
                         "room_id": note["room_id"],
                         "event_type": "m.room.message",
                         "content": {"msgtype": "m.notice", "body": body},
@@ -626,16 +626,15 @@ class OutboxWorker:
             )
         source = entry.payload.get("post_source")
         if outcome.status == OutboxStatus.DONE and outcome.result is not None and isinstance(source, str):
-            await record_copy(session, source, entry.payload["room_id"], outcome.result)
+            await record_copy(connection, source, entry.payload["room_id"], outcome.result)
             self.recorded_copies.add(outcome.result)
 
 
-async def record_copy(session: AsyncSession, source: str, room_id: str, event_id: str) -> None:
+async def record_copy(connection: AsyncConnection, source: str, room_id: str, event_id: str) -> None:
     """A post's published event in one room of its channel (after its send, or when its echo shows a
     send whose answer was lost). The copy in the channel's first room is also the post's
     `relayed_event_id`, which links and pages use. One statement when the copy is known already (an
     echo of a send the outbox recorded)."""
-    connection = await session.connection()
     values = {"copy_event": event_id, "copy_room": room_id, "source": source}
     added = await connection.execute(_copy_insert(connection.dialect.name), values)
     if added.rowcount:
