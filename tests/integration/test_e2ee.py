@@ -161,9 +161,13 @@ async def owner(e2ee: Env, tmp_path: Path) -> AsyncIterator[Encrypting]:
 
 
 async def public_event(
-    owner: Encrypting, room_id: str, predicate: Callable[[dict[str, Any]], bool], what: str
+    owner: Encrypting,
+    room_id: str,
+    predicate: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + DEFAULT_TIMEOUT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for event in await owner.raw(room_id):
             if predicate(event):
@@ -172,12 +176,15 @@ async def public_event(
     raise AssertionError(f"{what} never reached the public channel {room_id}")
 
 
-async def public_post(env: Env, owner: Encrypting, room_id: str, body: str) -> dict[str, Any]:
+async def public_post(
+    env: Env, owner: Encrypting, room_id: str, body: str, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, Any]:
     return await public_event(
         owner,
         room_id,
         lambda e: e["type"] == "m.room.message" and e.get("content", {}).get("body", "").startswith(body),
         repr(body),
+        timeout,
     )
 
 
@@ -272,7 +279,8 @@ async def test_kanal_restarted_still_decrypts(e2ee: Env, owner: Encrypting, tmp_
     # The session the owner already shared (before the restart) and the bot's own keys survived.
     body = f"After the restart {secrets.token_hex(3)}"
     await owner.send(backstage, body)
-    await public_post(e2ee, owner, channel, body)
+    # The first post after a start waits for catch-up (and, on a busy machine, for the room key).
+    await public_post(e2ee, owner, channel, body, timeout=60)
     await owner.ask(chat, "help", "create", timeout=30)
     # A chat opened after the restart: a new session, read and answered.
     fresh = await owner.open_chat()
