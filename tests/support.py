@@ -272,6 +272,20 @@ class Channel:
     management: str
 
 
+def reads_of(sessions: Any, table: str) -> list[str]:
+    """From now on, the SELECTs that read `table` through `sessions`' engine, as the database sees them."""
+    from sqlalchemy import event
+
+    reads: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement:
+            reads.append(statement)
+
+    event.listen(sessions.kw["bind"].sync_engine, "before_cursor_execute", seen)
+    return reads
+
+
 def postgres_url() -> str | None:
     return os.environ.get("KANAL_TEST_POSTGRES")
 

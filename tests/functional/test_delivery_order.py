@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import event, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import HomeserverClient
@@ -33,6 +33,7 @@ from bridge.service import Bridge, DeliverySequence
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.leases import Leases
 from bridge.store.models import InboundEvent, Room
+from tests.support import reads_of
 
 DOMAIN = "example.org"
 BOT = f"@kanal:{DOMAIN}"
@@ -269,26 +270,13 @@ async def test_in_order_deliveries_after_the_window_cost_no_extra_requests(harne
     assert len(harness.timeline.requests) == before
 
 
-def _count_pending_reads(harness: Harness) -> list[str]:
-    """The processor's reads of pending events, as the database sees them."""
-    reads: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM inbound_events" in statement:
-            reads.append(statement)
-
-    engine = harness.bridge.ctx.sessions.kw["bind"]
-    event.listen(engine.sync_engine, "before_cursor_execute", seen)
-    return reads
-
-
 async def test_what_this_process_recorded_is_handled_in_order_without_reading_it_back(harness: Harness) -> None:
     await harness.process()
     harness.bridge._verify_until = 0.0
     harness.timeline.send(*range(2, 8))
     await harness.deliver(1, 2)
     await harness.bridge.process_pending()  # read from the database: the processor knows nothing yet
-    reads = _count_pending_reads(harness)
+    reads = reads_of(harness.bridge.ctx.sessions, "inbound_events")
     for number in range(3, 8):
         await harness.deliver(number, number)
         await harness.bridge.process_pending()
@@ -311,7 +299,7 @@ async def test_an_event_recorded_elsewhere_sends_the_processor_back_to_the_datab
         await session.execute(
             insert(InboundEvent), [{"event_id": "$post3", "room_id": BACKSTAGE, "payload": post(3)}]
         )
-    reads = _count_pending_reads(harness)
+    reads = reads_of(harness.bridge.ctx.sessions, "inbound_events")
     await harness.deliver(3, 4)
     await harness.bridge.process_pending()
     assert harness.bodies() == [2, 3, 4]  # not 4 before 3

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from appservice.client import HomeserverClient
 from bridge.runtime import outbox
 from bridge.runtime.outbox import OutboxKind, OutboxStatus, OutboxWorker, aware, new_entry, room_queue
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import Lease, OutboxEntry
+from tests.support import reads_of
 
 GHOST = "@kanal_news:example.org"
 
@@ -202,18 +203,6 @@ async def test_a_sealed_reply_waits_for_its_live_process_then_another_sends_the_
     assert homeserver.sent["!dm:example.org"] == ["the token was lost"]
 
 
-def _outbox_reads(worker: OutboxWorker) -> list[str]:
-    """The worker's reads of the outbox, as the database sees them."""
-    reads: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM outbox" in statement:
-            reads.append(statement)
-
-    event.listen(worker.sessions.kw["bind"].sync_engine, "before_cursor_execute", seen)
-    return reads
-
-
 async def _post(worker: OutboxWorker, rooms: list[str], body: str, *, reply_to: str | None = None) -> None:
     """What the processor does for a post: its sends inserted (outbox.insert_entries), perhaps a reply
     queued through the ORM, then the worker told once the transaction committed."""
@@ -240,7 +229,7 @@ async def test_a_posts_sends_go_out_without_reading_the_outbox_back(
     outbox_worker, homeserver = worker
     rooms = ["!a:example.org", "!b:example.org"]
     await outbox_worker.drain_once()  # a first read: nothing pending
-    reads = _outbox_reads(outbox_worker)
+    reads = reads_of(outbox_worker.sessions, "outbox")
     for n in range(5):
         await _post(outbox_worker, rooms, f"post {n}")
         assert await outbox_worker.drain_once()
@@ -258,7 +247,7 @@ async def test_a_send_queued_behind_another_waits_its_turn(worker: tuple[OutboxW
     # Another process (`kanal hosting apply`, say) queued an entry in the room, without telling us.
     await _queue(outbox_worker, {room: 1})
     await _post(outbox_worker, [room], "post")
-    reads = _outbox_reads(outbox_worker)
+    reads = reads_of(outbox_worker.sessions, "outbox")
     while await outbox_worker.drain_once():
         pass
     assert homeserver.sent[room] == [f"{room} 0", "post"]  # in the order they were queued
