@@ -28,6 +28,7 @@ from bridge.runtime.config import load as load_config
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from bridge.runtime.context import Context
     from bridge.transfer.telegram_import import Progress
 
 EXIT_CONFIG = 2
@@ -90,6 +91,23 @@ def _config(args: argparse.Namespace, *, service: bool = False) -> Config | None
     if service:
         logs.setup(config.log_level, config.log_format)
     return config
+
+
+async def _as_kanal(config: Config, work: Callable[[Context], Awaitable[T]], *, reach_homeserver: bool = True) -> T:
+    """A shell command that acts as Kanal does (`hosting apply`, `import`, `export`): the database
+    brought up to date, the homeserver checked (StartupError), then `work` with Kanal's context."""
+    from bridge.app import Service, check_homeserver
+    from bridge.store.db import migrate
+
+    service = Service(config)
+    try:
+        await migrate(service.engine)
+        if reach_homeserver:
+            await check_homeserver(service.client, config)
+        return await work(service.ctx)
+    finally:
+        await service.client.close()
+        await service.engine.dispose()
 
 
 def _in_database(config: Config, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
@@ -171,26 +189,14 @@ def _cmd_migrate_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_hosting_apply(args: argparse.Namespace) -> int:
-    from bridge.app import Service, StartupError, check_homeserver
-    from bridge.channels.hosting import ApplyResult, apply, describe
-    from bridge.store.db import migrate
+    from bridge.app import StartupError
+    from bridge.channels.hosting import apply, describe
 
     config = _config(args, service=True)
     if config is None:
         return EXIT_CONFIG
-
-    async def main() -> ApplyResult:
-        service = Service(config)
-        try:
-            await migrate(service.engine)
-            await check_homeserver(service.client, config)
-            return await apply(service.ctx, timeout=args.timeout)
-        finally:
-            await service.client.close()
-            await service.engine.dispose()
-
     try:
-        result = asyncio.run(main())
+        result = asyncio.run(_as_kanal(config, lambda ctx: apply(ctx, timeout=args.timeout)))
     except StartupError as exc:
         print(f"kanal hosting apply: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -412,8 +418,7 @@ class _ProgressBar:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     """A Telegram channel's export into a Kanal channel: `kanal import telegram <dir> --channel <handle>`."""
-    from bridge.app import Service, StartupError, check_homeserver
-    from bridge.store.db import migrate
+    from bridge.app import StartupError
     from bridge.text.telegram import ExportError
     from bridge.transfer.telegram_import import Importer, ImportRefused, Summary
 
@@ -428,29 +433,23 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     bar = _ProgressBar(sys.stderr)
 
-    async def main() -> Summary:
-        service = Service(config)
-        try:
-            await migrate(service.engine)
-            if not args.dry_run:
-                await check_homeserver(service.client, config)
-            importer = Importer(
-                service.ctx,
-                Path(args.export_dir),
-                args.channel,
-                dry_run=args.dry_run,
-                rate=args.rate,
-                progress=bar,
-                owner=args.owner,
-            )
-            return await importer.run()
-        finally:
-            bar.close()
-            await service.client.close()
-            await service.engine.dispose()
+    async def work(ctx: Context) -> Summary:
+        importer = Importer(
+            ctx,
+            Path(args.export_dir),
+            args.channel,
+            dry_run=args.dry_run,
+            rate=args.rate,
+            progress=bar,
+            owner=args.owner,
+        )
+        return await importer.run()
 
     try:
-        summary = asyncio.run(main())
+        try:
+            summary = asyncio.run(_as_kanal(config, work, reach_homeserver=not args.dry_run))
+        finally:
+            bar.close()
     except (ExportError, ImportRefused, StartupError) as exc:
         print(f"kanal import: {exc}", file=sys.stderr)
         return EXIT_CONFIG if not isinstance(exc, StartupError) else EXIT_STARTUP
@@ -464,26 +463,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """A channel's history in Telegram's export shape: `kanal export <handle> <dir>`."""
-    from bridge.app import Service, StartupError, check_homeserver
-    from bridge.store.db import migrate
-    from bridge.transfer.export import Exporter, ExportRefused, ExportSummary
+    from bridge.app import StartupError
+    from bridge.transfer.export import Exporter, ExportRefused
 
     config = _config(args, service=True)
     if config is None:
         return EXIT_CONFIG
-
-    async def main() -> ExportSummary:
-        service = Service(config)
-        try:
-            await migrate(service.engine)
-            await check_homeserver(service.client, config)
-            return await Exporter(service.ctx, args.handle, Path(args.output_dir)).run()
-        finally:
-            await service.client.close()
-            await service.engine.dispose()
-
     try:
-        summary = asyncio.run(main())
+        summary = asyncio.run(_as_kanal(config, lambda ctx: Exporter(ctx, args.handle, Path(args.output_dir)).run()))
     except ExportRefused as exc:
         print(f"kanal export: {exc}", file=sys.stderr)
         return EXIT_CONFIG
