@@ -20,9 +20,11 @@ from tests.support import Env, KanalProcess, free_port
 DOMAIN = "localhost"
 
 
-@pytest.fixture(scope="session")
-async def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> AsyncIterator[Env]:
-    workdir = tmp_path_factory.mktemp("kanal-env")
+async def _one_homeserver(
+    workdir: Path, database_url: str, *, encryption: bool = False, web: bool = True
+) -> AsyncIterator[Env]:
+    """A Synapse on loopback and a Kanal wired to it (with `encryption`: the homeserver encrypts every
+    private room at creation and Kanal's bot takes part)."""
     kanal_port = free_port()
     synapse_port = free_port()
     config_path, registration_path = write_init_files(
@@ -31,7 +33,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> As
         homeserver_url=f"http://127.0.0.1:{synapse_port}",
         listen=f"127.0.0.1:{kanal_port}",
         database_url=database_url,
-        web_listen=f"127.0.0.1:{free_port()}",
+        web_listen=f"127.0.0.1:{free_port()}" if web else None,
+        encryption=encryption,
     )
     synapse = LocalSynapse(
         workdir / "synapse",
@@ -39,6 +42,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> As
         port=synapse_port,
         app_service_config_files=[registration_path],
         relaxed_rate_limits=True,
+        encryption_by_default="invite" if encryption else "off",
     )
     await synapse.start()
     kanal = KanalProcess(config_path, kanal_port, workdir / "kanal.log")
@@ -52,6 +56,12 @@ async def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> As
         await kanal.stop()
         await synapse.stop()
         print(f"\nKanal log: {kanal.log_path}\nSynapse log: {synapse.log_path}")
+
+
+@pytest.fixture(scope="session")
+async def env(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> AsyncIterator[Env]:
+    async for environment in _one_homeserver(tmp_path_factory.mktemp("kanal-env"), database_url):
+        yield environment
 
 
 @pytest.fixture(scope="session")
@@ -121,33 +131,5 @@ async def e2ee(tmp_path_factory: pytest.TempPathFactory, e2ee_database_url: str)
     """A homeserver that encrypts every private room at creation (`encryption_enabled_by_default_for_room_type:
     invite`) and a Kanal with `encryption.enabled` (started once per session, only when a test asks)."""
     workdir = tmp_path_factory.mktemp("kanal-e2ee")
-    kanal_port = free_port()
-    synapse_port = free_port()
-    config_path, registration_path = write_init_files(
-        workdir / "kanal",
-        domain=DOMAIN,
-        homeserver_url=f"http://127.0.0.1:{synapse_port}",
-        listen=f"127.0.0.1:{kanal_port}",
-        database_url=e2ee_database_url,
-        encryption=True,
-    )
-    synapse = LocalSynapse(
-        workdir / "synapse",
-        server_name=DOMAIN,
-        port=synapse_port,
-        app_service_config_files=[registration_path],
-        relaxed_rate_limits=True,
-        encryption_by_default="invite",
-    )
-    await synapse.start()
-    kanal = KanalProcess(config_path, kanal_port, workdir / "kanal.log")
-    environment = Env(synapse, kanal, DOMAIN, f"@kanal:{DOMAIN}", "kanal_", workdir)
-    try:
-        await kanal.start()
+    async for environment in _one_homeserver(workdir, e2ee_database_url, encryption=True, web=False):
         yield environment
-    finally:
-        for client in environment.users:
-            await client.close()
-        await kanal.stop()
-        await synapse.stop()
-        print(f"\nKanal log: {kanal.log_path}\nSynapse log: {synapse.log_path}")
