@@ -27,7 +27,7 @@ from bridge.moderation.notices import flagger_routes, run_report_poller
 from bridge.publishing.schedule import SCHEDULER_LEASE, run_scheduler
 from bridge.runtime.config import Config, ConfigError
 from bridge.runtime.context import Context
-from bridge.runtime.e2ee import Crypto, CryptoError, store_dir_for
+from bridge.runtime.e2ee import Crypto, CryptoError, old_store_dir_for
 from bridge.runtime.languages import load_language_users
 from bridge.runtime.metrics import Metrics, add_routes
 from bridge.runtime.outbox import OutboxWorker
@@ -220,7 +220,9 @@ class Service:
                 self.config.homeserver_url,
                 self.config.bot_user_id,
                 self.config.as_token,
-                store_dir_for(self.config.writable_dir),
+                self.ctx.sessions,
+                self.config.encryption_store_key or self.config.writable_dir / "e2ee-store.key",
+                old_store_dir_for(self.config.writable_dir),
             )
             try:
                 await crypto.start()
@@ -228,6 +230,7 @@ class Service:
                 await self._runner.cleanup()
                 raise StartupError(f"End-to-end encryption (encryption.enabled in {self.config.path}): {exc}") from None
             self.outbox.crypto = crypto
+            self.bridge.crypto_ready.set()
         if self.config.web_enabled:
             await self._start_web()
         self._processor = self.background.start(self.bridge.run_processor(), "processor")

@@ -101,6 +101,9 @@ LEASE_RENEW_S = 5.0
 CATCH_UP_INTERVAL_S = 300.0
 HOUSEKEEPING_LEASE = "housekeeping"
 HOUSEKEEPING_INTERVAL_S = 60.0
+# How long a transaction waits for the bot's encrypting device to be set up at start (then it fails, and
+# the homeserver sends it again).
+CRYPTO_READY_WAIT_S = 30.0
 # After a start, an outage, or a delivery the homeserver counts as failed, Synapse may strand a
 # transaction while it recovers and deliver it after later ones: for this long, the head of each
 # backstage room's queue is checked against the events just before it (one request each). Synapse
@@ -164,6 +167,11 @@ class Bridge:
         self._rewrites = 0  # catch-up and a new chat's read-back re-sequence pending events
         self._housekeeping_wake = asyncio.Event()
         self._stopping = False
+        # With encryption on, the bot's device is set up after the listener starts: a transaction that
+        # comes first waits for it (its to-device messages hold room keys, sent only once).
+        self.crypto_ready = asyncio.Event()
+        if not ctx.config.encryption_enabled:
+            self.crypto_ready.set()
         executors = {
             OutboxKind.CREATE_CHANNEL: create_channel,
             OutboxKind.DELETE_CHANNEL: delete_channel,
@@ -200,6 +208,9 @@ class Bridge:
         if self._sequence.is_break(txn.txn_id):
             # Set before this transaction's events are recorded, so none is handled unchecked.
             await self.delivery_failed(f"transaction {txn.txn_id} arrived after a later one")
+        if not self.crypto_ready.is_set():
+            # Not answered meanwhile: a timeout fails the delivery, and the homeserver sends it again.
+            await asyncio.wait_for(self.crypto_ready.wait(), CRYPTO_READY_WAIT_S)
         crypto = self.ctx.outbox.crypto
         if crypto is not None:
             if txn.keys:

@@ -34,10 +34,8 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 import secrets
 import stat
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +59,7 @@ from sqlalchemy.types import NullType
 from appservice.registration import write_secret_file
 from bridge.runtime.config import Config
 from bridge.store.db import undecodable_text_as_bytes
+from bridge.store.keyfiles import create_once
 from bridge.store.models import AuditCheckpoint, AuditEntry, AuditPersonal
 
 GENESIS_HASH = "0" * 64
@@ -219,24 +218,12 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         pass
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    # Write a private temporary file, then hard-link it into place: the link either creates the
-    # complete file or fails because another process got there first, whose key then wins.
     try:
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        written = create_once(path, pem)
     except OSError as exc:
         raise AuditError(f"{path}: cannot create the audit key: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(temporary, path)
-    except FileExistsError:
+    if written != pem:  # another process made it first: its key wins
         return _load_private_key(path)
-    except OSError as exc:
-        raise AuditError(f"{path}: cannot create the audit key: {exc.strerror}") from None
-    finally:
-        os.unlink(temporary)
     return key
 
 

@@ -118,6 +118,8 @@ class Config:
     state_dir: Path | None = None
     # End-to-end encryption in the private rooms the bot belongs to (bridge/runtime/e2ee.py)
     encryption_enabled: bool = False
+    # The key that seals the bot's encryption keys in the database (bridge/runtime/e2ee_store.py)
+    encryption_store_key: Path | None = None
 
     @property
     def writable_dir(self) -> Path:
@@ -177,7 +179,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     },
     "logging": {"level": (str, False), "format": (str, False)},
     "state": {"directory": (str, False)},
-    "encryption": {"enabled": (bool, False)},
+    "encryption": {"enabled": (bool, False), "store_key": (str, False)},
 }
 
 # Keys whose values are lists of mappings, checked by their own parsers (bridge/screening/settings.py).
@@ -332,6 +334,7 @@ def parse(data: Any, path: Path, environ: Mapping[str, str] | None = None) -> Co
         outbox_retention_days=outbox_days,
         state_dir=state.resolve() if state != base else None,
         encryption_enabled=bool(values["encryption"].get("enabled", False)),
+        encryption_store_key=_state_file(values["encryption"].get("store_key", "e2ee-store.key"), state, base),
     )
 
 

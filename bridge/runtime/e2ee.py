@@ -14,8 +14,12 @@ device itself: the bot logs in once per start with the Application Service API's
 `m.login.application_service` and always the same device id, so its identity keys stay the same
 (Synapse 1.163 has no MSC4190 device management for application services).
 
-nio keeps the keys, uploads device and one-time keys (it has no fallback keys), tracks the members' devices and
-claims their keys. Room events still arrive by transactions, as before: the processor hands an
+nio tracks the members' devices, claims their keys, uploads the bot's device and one-time keys; the
+keys live in Kanal's database, sealed (e2ee_store.py: nio's store interface over rows read once at
+start, written after each operation and before a transaction is answered). nio has no fallback keys:
+the bot's is made by vodozemac's account here, uploaded at each start and replaced when a transaction
+reports it used. The bot's device is signed by its own cross-signing identity (e2ee_identity.py). Room
+events still arrive by transactions, as before: the processor hands an
 `m.room.encrypted` one to `Crypto.decrypt`, and the outbox encrypts what the bot sends into a room
 the homeserver marks encrypted (`Crypto.encrypt`).
 
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +38,19 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bridge.runtime.e2ee_identity import USAGES, SigningKey, has_signature, key_object, upload_body
+from bridge.runtime.e2ee_store import (
+    DatabaseStore,
+    Seal,
+    StoreKeyError,
+    import_file_store,
+    load_or_create_key,
+    read_rows,
+    remove_file_store,
+    write_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +63,10 @@ KEY_WAIT_S = 10.0
 TO_DEVICE = "de.sorunome.msc2409.to_device"
 OTK_COUNTS = "org.matrix.msc3202.device_one_time_keys_count"
 DEVICE_LISTS = "org.matrix.msc3202.device_lists"
+UNUSED_FALLBACK = "org.matrix.msc3202.device_unused_fallback_key_types"
+# A used fallback key is replaced at most this often (vodozemac keeps the previous one as well, so a
+# client that claimed it just before still reaches the bot).
+FALLBACK_MIN_INTERVAL_S = 5.0
 
 
 class CryptoError(Exception):
@@ -60,12 +80,28 @@ class Undecryptable(Exception):
 class Crypto:
     """The bot's encrypting device: one per process that handles events and sends (see README)."""
 
-    def __init__(self, homeserver_url: str, bot_user_id: str, as_token: str, store_dir: Path) -> None:
+    def __init__(
+        self,
+        homeserver_url: str,
+        bot_user_id: str,
+        as_token: str,
+        sessions: async_sessionmaker[AsyncSession],
+        store_key: Path,
+        old_store_dir: Path | None = None,
+    ) -> None:
         self.homeserver_url = homeserver_url.rstrip("/")
         self.user_id = bot_user_id
         self._as_token = as_token
-        self.store_dir = store_dir
+        self._sessions = sessions
+        self.store_key = store_key
+        self.old_store_dir = old_store_dir  # matrix-nio's SQLite store of earlier versions, moved in
         self._client: Any = None
+        self._store: DatabaseStore | None = None
+        self._seal: Seal | None = None
+        self._flushing = asyncio.Lock()
+        self._fallback_pending = False
+        self._fallback_at = 0.0
+        self.cross_signed = False
         self._keys = asyncio.Condition()
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
@@ -75,19 +111,59 @@ class Crypto:
     async def start(self) -> None:
         import nio  # only a process with encryption on loads the library
 
-        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.store_dir, 0o700)
+        try:
+            key = await asyncio.to_thread(load_or_create_key, self.store_key)
+            self._seal = Seal(key)
+            rows = await read_rows(self._sessions, self._seal)
+        except StoreKeyError as exc:
+            raise CryptoError(str(exc)) from None
+        imported = False
+        if not rows and self.old_store_dir is not None:
+            store = DatabaseStore(self.user_id, DEVICE_ID, rows, self._seal.pickle_passphrase)
+            imported = await asyncio.to_thread(import_file_store, self.old_store_dir, self.user_id, DEVICE_ID, store)
+            if imported:
+                await write_rows(self._sessions, self._seal, store.take_changes())
         token = await self._login()
-        config = nio.AsyncClientConfig(encryption_enabled=True, store_sync_tokens=False)
-        client = nio.AsyncClient(
-            self.homeserver_url, self.user_id, device_id=DEVICE_ID, store_path=str(self.store_dir), config=config
+        config = nio.AsyncClientConfig(
+            encryption_enabled=True,
+            store_sync_tokens=False,
+            store=DatabaseStore.factory(rows),
+            pickle_key=self._seal.pickle_passphrase,
         )
-        client.restore_login(self.user_id, DEVICE_ID, token)  # opens (or creates) the store
-        for path in self.store_dir.iterdir():
-            os.chmod(path, 0o600)
+        # store_path: nio asks for one, and DatabaseStore ignores it (the rows are in the database).
+        client = nio.AsyncClient(self.homeserver_url, self.user_id, device_id=DEVICE_ID, store_path="-", config=config)
+        client.restore_login(self.user_id, DEVICE_ID, token)  # builds the store and the Olm account
         self._client = client
+        self._store = client.store
+        await self.flush()  # a new account is written before anything uses it
+        if imported and self.old_store_dir is not None:
+            await asyncio.to_thread(remove_file_store, self.old_store_dir)
         await self._upload_keys()
-        log.info("End-to-end encryption: the bot's device is %s", DEVICE_ID)
+        await self._upload_fallback_key()
+        await self.flush()
+        try:
+            await self._cross_sign()
+        except CryptoError as exc:
+            log.warning(
+                "End-to-end encryption: the bot's device is not cross-signed (%s); clients show it as "
+                "unverified until a start succeeds",
+                exc,
+            )
+        await self.flush()
+        log.info(
+            "End-to-end encryption: the bot's device is %s%s",
+            DEVICE_ID,
+            ", signed by the bot's cross-signing identity" if self.cross_signed else "",
+        )
+
+    async def flush(self) -> None:
+        """Write what changed in the keys since the last flush (one transaction), in order."""
+        if self._store is None or self._seal is None:
+            return
+        async with self._flushing:
+            changes = self._store.take_changes()
+            if changes:
+                await write_rows(self._sessions, self._seal, changes)
 
     async def _upload_keys(self) -> None:
         import nio
@@ -96,6 +172,87 @@ class Crypto:
             response = await self._client.keys_upload()
             if isinstance(response, nio.KeysUploadError):
                 raise CryptoError(f"cannot upload the bot's device keys: {response.message}")
+
+    async def _upload_fallback_key(self) -> None:
+        """A new fallback key: what a client gets when the bot's one-time keys have run out (Synapse
+        hands the bot's out faster than a transaction reports their count). At each start, and when the
+        homeserver reports the last one used. nio has no fallback keys: vodozemac's account makes it."""
+        olm = self._client.olm
+        account = olm.account._account  # the vodozemac.Account under nio's OlmAccount
+        account.generate_fallback_key()
+        keys = {}
+        for key_id, key in account.fallback_key.items():
+            body: dict[str, Any] = {"key": key.to_base64(), "fallback": True}
+            body["signatures"] = {self.user_id: {f"ed25519:{DEVICE_ID}": olm.sign_json(body)}}
+            keys[f"signed_curve25519:{key_id}"] = body
+        await self._call("POST", "/_matrix/client/v3/keys/upload", {"fallback_keys": keys})
+        account.mark_keys_as_published()  # every one-time key is published already (_upload_keys)
+        olm.save_account()
+        self._fallback_at = time.monotonic()
+
+    async def _cross_sign(self) -> None:
+        """The bot's cross-signing identity (made once, kept sealed in the store) on the homeserver,
+        and the bot's device signed by it: clients show one consistent identity for the bot."""
+        assert self._store is not None
+        private = self._store.signing_keys()
+        if set(private) != set(USAGES):
+            private = {usage: SigningKey.generate().private for usage in USAGES}
+            for usage, value in private.items():
+                self._store.save_signing_key(usage, value)
+            await self.flush()
+        keys = {usage: SigningKey(value) for usage, value in private.items()}
+        master = keys["master"]
+        found = await self._call("POST", "/_matrix/client/v3/keys/query", {"device_keys": {self.user_id: []}})
+        on_server = (found.get("master_keys") or {}).get(self.user_id) or {}
+        if master.key_id not in (on_server.get("keys") or {}):
+            # As the application service: Synapse lets it set (or replace) the keys without a password.
+            await self._call(
+                "POST", "/_matrix/client/v3/keys/device_signing/upload", upload_body(self.user_id, keys), as_service=True
+            )
+        device = ((found.get("device_keys") or {}).get(self.user_id) or {}).get(DEVICE_ID)
+        if not isinstance(device, dict):
+            raise CryptoError("the homeserver does not list the bot's device keys")
+        if not has_signature(device, self.user_id, keys["self_signing"]):
+            # The device signed by the self-signing key; the master key by the device, as clients do.
+            master_object = key_object(self.user_id, "master", master)
+            master_object["signatures"] = {
+                self.user_id: {f"ed25519:{DEVICE_ID}": self._client.olm.sign_json(master_object)}
+            }
+            answer = await self._call(
+                "POST",
+                "/_matrix/client/v3/keys/signatures/upload",
+                {
+                    self.user_id: {
+                        DEVICE_ID: keys["self_signing"].signed(self.user_id, device),
+                        master.public: master_object,
+                    }
+                },
+            )
+            if answer.get("failures"):
+                raise CryptoError(f"the homeserver refused the signatures: {answer['failures']}")
+        self.cross_signed = True
+
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any], *, as_service: bool = False
+    ) -> dict[str, Any]:
+        """A client-server request as the bot's device (or, `as_service`, as the application service)."""
+        if as_service:
+            token, params = self._as_token, {"user_id": self.user_id}
+        else:
+            token, params = self._client.access_token, {}
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, self.homeserver_url + path, json=body, params=params, headers=headers) as response,
+        ):
+            try:
+                data = await response.json(content_type=None)
+            except ValueError:
+                data = None
+            if response.status != 200 or not isinstance(data, dict):
+                errcode = data.get("errcode") if isinstance(data, dict) else None
+                raise CryptoError(f"{method} {path}: {response.status} {errcode or ''}".strip())
+            return data
 
     async def _login(self) -> str:
         """`m.login.application_service` with the registration's token: a device token for the bot."""
@@ -138,8 +295,11 @@ class Crypto:
             except Exception:
                 log.exception("End-to-end encryption: a to-device message could not be handled")
         counts = ((body.get(OTK_COUNTS) or {}).get(self.user_id) or {}).get(DEVICE_ID)
-        if isinstance(counts, dict) and isinstance(counts.get("signed_curve25519"), int):
-            olm.uploaded_key_count = counts["signed_curve25519"]
+        if isinstance(counts, dict):
+            # Synapse leaves an algorithm out when none of its keys is left: none means 0.
+            count = counts.get("signed_curve25519", 0)
+            if isinstance(count, int):
+                olm.uploaded_key_count = count
         changed = (body.get(DEVICE_LISTS) or {}).get("changed") or []
         left = (body.get(DEVICE_LISTS) or {}).get("left") or []
         users = {u for u in (*changed, *left) if isinstance(u, str)}
@@ -149,8 +309,14 @@ class Crypto:
             for room_id, room in client.rooms.items():
                 if room.encrypted and affected & set(room.users):
                     self._rotate(room_id)  # a new device gets the next room key
+        unused = ((body.get(UNUSED_FALLBACK) or {}).get(self.user_id) or {}).get(DEVICE_ID)
+        if isinstance(unused, list) and "signed_curve25519" not in unused and not self._fallback_pending:
+            self._fallback_pending = True
+            self._later(self._replace_fallback_key())
         if client.should_upload_keys or client.outgoing_to_device_messages:
             self._later(self._after_receive())
+        # Stored before the transaction is answered: a room key the homeserver delivered is never lost.
+        await self.flush()
         async with self._keys:
             self._keys.notify_all()
 
@@ -158,6 +324,22 @@ class Crypto:
         async with self._lock:
             await self._upload_keys()
             await self._client.send_to_device_messages()
+            await self.flush()
+
+    async def _replace_fallback_key(self) -> None:
+        """The homeserver handed out the fallback key: upload the next (not sooner than
+        FALLBACK_MIN_INTERVAL_S after the last, since a transaction may report what it was before)."""
+        try:
+            wait = FALLBACK_MIN_INTERVAL_S - (time.monotonic() - self._fallback_at)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            async with self._lock:
+                await self._upload_fallback_key()
+                await self.flush()
+        except CryptoError as exc:
+            log.warning("End-to-end encryption: a new fallback key could not be uploaded (%s)", exc)
+        finally:
+            self._fallback_pending = False
 
     def _later(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -214,6 +396,7 @@ class Crypto:
             source: dict[str, Any] = dict(decrypted.source)
             source["room_id"] = event.room_id
             self.decrypted += 1
+            await self.flush()
             return source
 
     async def encrypted_room(self, room_id: str) -> bool:
@@ -292,6 +475,7 @@ class Crypto:
                 if isinstance(shared, nio.ShareGroupSessionError):
                     raise CryptoError(f"cannot share the room key in {room_id}: {shared.message}")
             new_type, new_content = client.encrypt(room_id, event_type, content)
+            await self.flush()  # the sessions made to share the room key, and our own copy of it
         encrypted = dict(new_content)
         if "m.relates_to" in content:  # relations stay readable to the homeserver (edits, replies, threads)
             encrypted["m.relates_to"] = content["m.relates_to"]
@@ -299,5 +483,6 @@ class Crypto:
         return new_type, encrypted
 
 
-def store_dir_for(state_dir: Path) -> Path:
+def old_store_dir_for(state_dir: Path) -> Path:
+    """Where earlier versions kept the keys (matrix-nio's SQLite store); moved into the database."""
     return state_dir / "e2ee"

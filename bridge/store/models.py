@@ -744,3 +744,15 @@ class DraftMode(Base):
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     since: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CryptoRecord(Base):
+    """One piece of the bot's end-to-end encryption state (bridge/runtime/e2ee_store.py): its Olm
+    account, sessions, room keys, the devices it knows. `value` is sealed (AES-256-GCM under the key
+    file `encryption.store_key`); `kind` and `key` say what it is, never what it holds."""
+
+    __tablename__ = "crypto_store"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

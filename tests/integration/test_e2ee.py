@@ -8,6 +8,7 @@ store in a temporary folder): what the bot reads it decrypted, and what it answe
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import statistics
@@ -20,7 +21,14 @@ import aiohttp
 import nio
 import pytest
 import yaml
+from canonicaljson import encode_canonical_json
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import text
 
+from bridge.runtime.config import load as load_config
+from bridge.runtime.e2ee_store import Seal, StoreKeyError, load_or_create_key
+from bridge.store.db import create_engine
 from tests.support import DEFAULT_TIMEOUT, Env, KanalProcess, create_channel, free_port
 
 pytestmark = pytest.mark.integration
@@ -285,6 +293,113 @@ async def test_kanal_restarted_still_decrypts(e2ee: Env, owner: Encrypting, tmp_
     # A chat opened after the restart: a new session, read and answered.
     fresh = await owner.open_chat()
     await owner.ask(fresh, "help", "create", timeout=30)
+
+
+async def test_the_bots_keys_are_sealed_in_kanals_database(e2ee: Env, owner: Encrypting) -> None:
+    """The crypto store is rows of Kanal's database, each opened only with the key file (mode 0600);
+    nothing of it in clear there, and no store of matrix-nio's on disk."""
+    chat = await owner.open_chat()
+    await owner.wait_reply(chat, "create", set(), timeout=30)
+    config = await asyncio.to_thread(load_config, e2ee.kanal.config_path)
+    key_path = config.encryption_store_key
+    assert key_path is not None
+    mode = (await asyncio.to_thread(key_path.stat)).st_mode
+    assert mode & 0o777 == 0o600
+    assert not await asyncio.to_thread((config.writable_dir / "e2ee").exists)
+    engine = create_engine(config.database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = (await connection.execute(text("SELECT kind, key, value FROM crypto_store"))).all()
+    finally:
+        await engine.dispose()
+    kinds = {kind for kind, _key, _value in rows}
+    assert {"account", "olm", "megolm", "device"} <= kinds, kinds
+    owner_key = owner.client.olm.account.identity_keys["curve25519"]
+    for _kind, _key, value in rows:
+        assert owner_key not in value and chat not in value and "pickle" not in value
+    seal = Seal(await asyncio.to_thread(load_or_create_key, key_path))
+    opened = [seal.open(kind, key, value) for kind, key, value in rows]
+    assert any(row.get("room_id") == chat for row in opened)  # the owner's room key for the chat
+    assert any(owner_key in row.get("keys", {}).values() for row in opened)  # the owner's device
+    # A row copied to another place does not open there.
+    kind, key, value = rows[0]
+    with pytest.raises(StoreKeyError):
+        seal.open(kind, key + "x", value)
+
+
+async def keys_api(person: Encrypting, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    url = f"{person.env.homeserver}/_matrix/client/v3/keys/{path}"
+    headers = {"Authorization": f"Bearer {person.client.access_token}"}
+    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        data: dict[str, Any] = await response.json()
+        return data
+
+
+def signed_by(value: dict[str, Any], user_id: str, public: str, key_id: str | None = None) -> bool:
+    """Whether `value` carries a valid signature by the Ed25519 key `public` (unpadded base64), named
+    `ed25519:<key_id>` (a device's id; a cross-signing key is named by itself)."""
+    signature = ((value.get("signatures") or {}).get(user_id) or {}).get(f"ed25519:{key_id or public}")
+    if signature is None:
+        return False
+    unsigned = {k: v for k, v in value.items() if k not in ("signatures", "unsigned")}
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public + "=" * (-len(public) % 4)))
+    try:
+        key.verify(base64.b64decode(signature + "=" * (-len(signature) % 4)), encode_canonical_json(unsigned))
+    except InvalidSignature:
+        return False
+    return True
+
+
+async def test_the_bots_device_is_cross_signed(e2ee: Env, owner: Encrypting) -> None:
+    """What a client checks to show the bot as one identity: master key → self-signing key → device."""
+    found = await keys_api(owner, "query", {"device_keys": {e2ee.bot: []}})
+    (master,) = found["master_keys"][e2ee.bot]["keys"].values()
+    self_signing = found["self_signing_keys"][e2ee.bot]
+    assert signed_by(self_signing, e2ee.bot, master)
+    (self_signing_key,) = self_signing["keys"].values()
+    device = found["device_keys"][e2ee.bot]["KANALBOT"]
+    assert signed_by(device, e2ee.bot, self_signing_key)
+    # The same identity after a restart (kept in the store, not made again).
+    await e2ee.kanal.stop()
+    await e2ee.kanal.start()
+    again = await keys_api(owner, "query", {"device_keys": {e2ee.bot: []}})
+    assert list(again["master_keys"][e2ee.bot]["keys"].values()) == [master]
+
+
+async def exhaust_to_fallback(person: Encrypting, bot: str) -> tuple[dict[str, Any], int]:
+    """Claim the bot's one-time keys until the homeserver hands out its fallback key: that key, and
+    how many one-time keys were claimed before it."""
+    for claims in range(200):
+        claimed = await keys_api(person, "claim", {"one_time_keys": {bot: {"KANALBOT": "signed_curve25519"}}})
+        ((_key_id, key),) = claimed["one_time_keys"][bot]["KANALBOT"].items()
+        if key.get("fallback"):
+            return dict(key), claims
+    raise AssertionError("the bot's one-time keys never ran out into a fallback key")
+
+
+async def test_a_fallback_key_when_one_time_keys_run_out(e2ee: Env, owner: Encrypting, tmp_path: Path) -> None:
+    found = await keys_api(owner, "query", {"device_keys": {e2ee.bot: []}})
+    device_key = found["device_keys"][e2ee.bot]["KANALBOT"]["keys"]["ed25519:KANALBOT"]
+    first, _ = await exhaust_to_fallback(owner, e2ee.bot)
+    assert signed_by(first, e2ee.bot, device_key, "KANALBOT")  # signed by the bot's device
+    # The next transaction tells the bot its fallback key was used: it uploads a new one. Someone
+    # who reaches the bot meanwhile (their client claims a key now) is still answered.
+    person = await Encrypting.new(e2ee, tmp_path / "person-store")
+    try:
+        chat = await person.open_chat()
+        await person.wait_reply(chat, "create", set(), timeout=30)
+    finally:
+        await person.close()
+    # The one-time keys are refilled too (the transactions said none was left).
+    deadline = time.monotonic() + 30
+    refilled = replaced = False
+    while not (refilled and replaced):
+        assert time.monotonic() < deadline, f"new one-time keys: {refilled}, a new fallback key: {replaced}"
+        fallback, one_time_keys = await exhaust_to_fallback(owner, e2ee.bot)
+        refilled = refilled or one_time_keys > 0
+        replaced = replaced or fallback["key"] != first["key"]
+        await asyncio.sleep(1)
 
 
 async def test_a_second_device_reads_later_replies(e2ee: Env, owner: Encrypting, tmp_path: Path) -> None:

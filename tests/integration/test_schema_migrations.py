@@ -98,5 +98,7 @@ async def test_upgrading_from_0002_keeps_channels_rooms_members_and_posts(engine
             await connection.execute(text("SELECT changed_at, created_at FROM posts"))
         ).one()
         assert post_changed is not None and post_changed == post_created
+        # The bot's encryption keys move into the database (0016): none yet.
+        assert await connection.scalar(text("SELECT count(*) FROM crypto_store")) == 0
         head = await connection.scalar(text("SELECT version_num FROM alembic_version"))
-    assert head == "0015"
+    assert head == "0016"

@@ -83,6 +83,7 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
             audit_key=(tmp_path / "audit-ed25519.key").resolve(),
             redress=DEFAULT_REDRESS.replace("{days}", "14"),
         ),
+        encryption_store_key=(tmp_path / "e2ee-store.key").resolve(),
     )
     assert config.bot_user_id == "@kanal:example.org"
 
