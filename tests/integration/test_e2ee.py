@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import secrets
 import statistics
 import time
@@ -29,7 +30,7 @@ from sqlalchemy import text
 from bridge.runtime.config import load as load_config
 from bridge.runtime.e2ee_store import Seal, StoreKeyError, load_or_create_key
 from bridge.store.db import create_engine
-from tests.support import DEFAULT_TIMEOUT, Env, KanalProcess, create_channel, free_port
+from tests.support import DEFAULT_TIMEOUT, Env, KanalProcess, create_channel, free_port, reconfigured
 
 pytestmark = pytest.mark.integration
 
@@ -293,6 +294,42 @@ async def test_kanal_restarted_still_decrypts(e2ee: Env, owner: Encrypting, tmp_
     # A chat opened after the restart: a new session, read and answered.
     fresh = await owner.open_chat()
     await owner.ask(fresh, "help", "create", timeout=30)
+
+
+async def test_the_operators_and_moderation_rooms_are_encrypted_and_served(e2ee: Env, owner: Encrypting) -> None:
+    """An operator (here also a moderator) in the two staff rooms the homeserver encrypted: a held post's
+    review is read and decided there, encrypted both ways; an operator's command is answered."""
+
+    def staff(data: dict[str, Any]) -> None:
+        data["operators"] = {"users": [owner.user_id]}
+        data["compliance"] = {
+            "hooks": [{"type": "terms", "name": "watch", "terms": ["holdme"], "action": "hold", "category": "spam"}]
+        }
+
+    async with reconfigured(e2ee, staff):
+        rooms: dict[str, str] = {}
+
+        def invited() -> bool:
+            for room_id, room in owner.client.invited_rooms.items():
+                if room.name in ("Kanal operators", "Kanal moderation"):
+                    rooms[room.name] = str(room_id)
+            return len(rooms) == 2
+
+        await owner.until(invited, "invites to the operators' and the moderation room", timeout=30)
+        for room_id in rooms.values():
+            joined = await owner.client.join(room_id)
+            assert isinstance(joined, nio.JoinResponse), joined
+            await owner.until(
+                lambda r=room_id: r in owner.client.rooms and owner.client.rooms[r].encrypted, "an encrypted room"
+            )
+        await owner.ask(rooms["Kanal operators"], "help", "token", timeout=30)
+        _handle, _chat, backstage, channel = await encrypted_channel(e2ee, owner)
+        await owner.send(backstage, "please holdme for review")
+        held = await owner.wait_reply(rooms["Kanal moderation"], "Held post h", set(), timeout=30)
+        number = re.search(r"Held post h(\d+)", held["content"]["body"])
+        assert number is not None, held
+        await owner.ask(rooms["Kanal moderation"], f"approve h{number.group(1)}", "approved", timeout=30)
+        await public_post(e2ee, owner, channel, "please holdme for review")
 
 
 async def test_the_bots_keys_are_sealed_in_kanals_database(e2ee: Env, owner: Encrypting) -> None:
