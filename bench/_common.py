@@ -225,8 +225,12 @@ async def synapse_and_kanal(
     kanal_env: dict[str, str] | None = None,
     bare_relay: bool = False,
     kanal_config: dict[str, dict[str, Any]] | None = None,
+    encryption: bool = False,
 ) -> AsyncIterator[Stack]:
     """A fresh loopback Synapse (relaxed rate limits) and a `kanal run` subprocess; both stopped on exit.
+
+    `encryption`: the homeserver encrypts every private room at creation (`invite`) and Kanal's bot
+    takes part (`encryption.enabled`), as in tests/integration/test_e2ee.py.
 
     `bare_relay`: also bench.bare_appservice in relay mode, registered with the same Synapse (Stack.bare).
     `kanal_config`: sections merged into Kanal's config before it starts (e.g. {"channels": {…}}).
@@ -238,6 +242,7 @@ async def synapse_and_kanal(
         homeserver_url=f"http://127.0.0.1:{synapse_port}",
         listen=f"127.0.0.1:{kanal_port}",
         database_url=database_url or f"sqlite:///{workdir / 'kanal.db'}",
+        encryption=encryption,
     )
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     if kanal_config:
@@ -251,6 +256,7 @@ async def synapse_and_kanal(
         port=synapse_port,
         app_service_config_files=[registration_path, *([bare.registration_path] if bare else [])],
         relaxed_rate_limits=True,
+        encryption_by_default="invite" if encryption else "off",
     )
     kanal = BenchKanal(
         config_path,
