@@ -163,7 +163,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     logs.setup("INFO", "text")
     again = up_again(args.data_dir, args.synapse_port, args.port, UP_DEFAULTS)
-    return run_sandbox(Path(args.data_dir), synapse_port=args.synapse_port, kanal_port=args.port, again=again)
+    return run_sandbox(
+        Path(args.data_dir),
+        synapse_port=args.synapse_port,
+        kanal_port=args.port,
+        again=again,
+        encryption=args.encryption,
+    )
 
 
 def _cmd_migrate_db(args: argparse.Namespace) -> int:
@@ -687,6 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=port,
         help=f"Kanal's port for the homeserver ({port}); its web pages are on the next one ({port + 1})",
+    )
+    up.add_argument(
+        "--encryption",
+        action="store_true",
+        help="a new sandbox whose homeserver encrypts private rooms and whose bot takes part (kept on later runs)",
     )
     up.set_defaults(func=_cmd_up)
     return parser

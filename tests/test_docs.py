@@ -42,6 +42,9 @@ def test_readme_lists_every_kanal_up_flag_with_its_default() -> None:
     assert flags
     for action in flags:
         (flag,) = action.option_strings
-        row = next((line for line in readme.splitlines() if line.startswith(f"| `{flag} ")), None)
+        switch = isinstance(action, argparse._StoreTrueAction)  # a switch's row is `--flag`, default off
+        start = f"| `{flag}` |" if switch else f"| `{flag} "
+        row = next((line for line in readme.splitlines() if line.startswith(start)), None)
         assert row is not None, f"README.md has no row for kanal up's {flag}"
-        assert f"| `{action.default}` |" in row, f"README.md gives another default for {flag}: {row}"
+        default = "off" if switch else f"`{action.default}`"
+        assert f"| {default} |" in row, f"README.md gives another default for {flag}: {row}"

@@ -26,7 +26,7 @@ SERVER_NAME = "localhost"
 ADMIN_LOCALPART = "admin"
 
 
-def _ensure_kanal_files(data_dir: Path, synapse_port: int, kanal_port: int) -> Path:
+def _ensure_kanal_files(data_dir: Path, synapse_port: int, kanal_port: int, encryption: bool) -> Path:
     kanal_dir = data_dir / "kanal"
     config_path = kanal_dir / "config.yaml"
     if not config_path.exists():
@@ -36,6 +36,7 @@ def _ensure_kanal_files(data_dir: Path, synapse_port: int, kanal_port: int) -> P
             homeserver_url=f"http://127.0.0.1:{synapse_port}",
             listen=f"127.0.0.1:{kanal_port}",
             web_listen=f"127.0.0.1:{kanal_port + 1}",
+            encryption=encryption,
         )
     return config_path
 
@@ -56,6 +57,9 @@ async def _sandbox(config: Config, data_dir: Path, password: str, again: str) ->
         server_name=SERVER_NAME,
         port=int(config.homeserver_url.rsplit(":", 1)[1]),
         app_service_config_files=[config.registration_path],
+        # With encryption on, the homeserver encrypts new direct chats and private rooms, as
+        # privacy-minded servers do, and turns on what brings the bot its keys (README, *Encryption*).
+        encryption_by_default="invite" if config.encryption_enabled else "off",
     )
     print(f"Starting Synapse on {synapse.base_url} (log: {synapse.log_path}) …", flush=True)
     await synapse.start()
@@ -74,13 +78,23 @@ async def _sandbox(config: Config, data_dir: Path, password: str, again: str) ->
         print(f"Stopped. Run `{again}` to continue where you left off.", flush=True)
 
 
-def run_sandbox(data_dir: Path, *, synapse_port: int, kanal_port: int, again: str) -> int:
-    """`again`: the command line that runs this sandbox again (printed when it stops)."""
+def run_sandbox(
+    data_dir: Path, *, synapse_port: int, kanal_port: int, again: str, encryption: bool = False
+) -> int:
+    """`again`: the command line that runs this sandbox again (printed when it stops). `encryption`:
+    a new sandbox is made with end-to-end encryption on (an existing one keeps what it was made with)."""
     data_dir = data_dir.resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        config_path = _ensure_kanal_files(data_dir, synapse_port, kanal_port)
+        config_path = _ensure_kanal_files(data_dir, synapse_port, kanal_port, encryption)
         config = load_config(config_path)
+        if encryption and not config.encryption_enabled:
+            print(
+                f"kanal up: the sandbox in {data_dir} was made without encryption; run `kanal up "
+                "--encryption --data-dir <a new folder>` for one with it",
+                file=sys.stderr,
+            )
+            return 2
         if config.listen_port != kanal_port or not config.homeserver_url.endswith(f":{synapse_port}"):
             log.warning(
                 "Using the ports saved in %s (Kanal %d, homeserver %s); delete the folder to change them",

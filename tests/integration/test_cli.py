@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -265,3 +266,70 @@ async def test_up_runs_a_wired_sandbox_stops_on_ctrl_c_and_reuses_its_data(tmp_p
         )
         with pytest.raises(aiohttp.ClientError):
             await _login(f"http://127.0.0.1:{synapse_port}", "admin", password)
+
+
+@pytest.mark.integration
+async def test_up_with_encryption_answers_an_encrypting_client(tmp_path: Path) -> None:
+    """`kanal up --encryption`: the sandbox's homeserver encrypts a new direct chat, and the bot reads
+    and answers in it; a later run keeps encryption without the flag; the sandbox's `kanal doctor` agrees."""
+    from bridge.ops.synapse import LocalSynapse
+    from tests.encrypting import Encrypting
+
+    synapse_port, kanal_port = free_port(), free_port()
+    data = tmp_path / "sandbox"
+    log = (tmp_path / "up.log").open("w")
+    process = subprocess.Popen(
+        [
+            *KANAL,
+            "up",
+            "--encryption",
+            "--data-dir",
+            str(data),
+            "--synapse-port",
+            str(synapse_port),
+            "--port",
+            str(kanal_port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    person: Encrypting | None = None
+    try:
+        await _wait_http(f"http://127.0.0.1:{kanal_port}/health", 90)
+        password = (data / "admin-password").read_text().strip()
+        # The sandbox's homeserver, as a client sees it (started by `kanal up`, not by this test).
+        synapse = LocalSynapse(data / "synapse", server_name="localhost", port=synapse_port)
+        env = Env(synapse, None, "localhost", "@kanal:localhost", "kanal_", data)  # type: ignore[arg-type]
+        person = await Encrypting.login(env, tmp_path / "store", "@admin:localhost", password)
+        chat = await person.open_chat()
+        await person.wait_reply(chat, "create", set(), timeout=60)  # an encrypted greeting, decrypted here
+        await person.ask(chat, "help", "create", timeout=30)
+        doctor = await asyncio.to_thread(
+            subprocess.run,
+            [
+                *KANAL,
+                "doctor",
+                "-c",
+                str(data / "kanal" / "config.yaml"),
+                "--homeserver-config",
+                str(data / "synapse" / "homeserver.yaml"),
+                "--format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+        assert checks["encryption by default"]["status"] == "pass", checks["encryption by default"]
+        assert "invite" in checks["encryption by default"]["detail"]
+    finally:
+        if person is not None:
+            await person.close()
+        process.send_signal(signal.SIGINT)
+        await asyncio.to_thread(process.wait, 60)
+        log.close()
+    assert "Traceback" not in (tmp_path / "up.log").read_text()
+
