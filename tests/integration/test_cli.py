@@ -328,6 +328,7 @@ async def test_up_with_encryption_answers_an_encrypting_client(tmp_path: Path) -
     finally:
         if person is not None:
             await person.close()
+            await person.client.close()  # no fixture closes this Env's clients
         process.send_signal(signal.SIGINT)
         await asyncio.to_thread(process.wait, 60)
         log.close()
