@@ -57,8 +57,11 @@ log = logging.getLogger(__name__)
 # One device for the bot, kept across restarts: its identity keys live in the store under this id.
 DEVICE_ID = "KANALBOT"
 DEVICE_NAME = "Kanal"
-# How long a message waits for its room key (sent by the client just before the message itself).
+# How long a message waits for its room key (sent by the client just before the message itself),
+# counted from when it was sent; a sender whose message stayed unreadable gets no wait for a while.
 KEY_WAIT_S = 10.0
+SENDER_QUIET_S = 30.0
+MAX_REMEMBERED_SENDERS = 10_000
 # The transaction fields of MSC2409 and MSC3202 (unstable names, as Synapse 1.163 sends them).
 TO_DEVICE = "de.sorunome.msc2409.to_device"
 OTK_COUNTS = "org.matrix.msc3202.device_one_time_keys_count"
@@ -101,6 +104,7 @@ class Crypto:
         self._flushing = asyncio.Lock()
         self._fallback_pending = False
         self._fallback_at = 0.0
+        self._gave_up: dict[str, float] = {}  # sender → when a message of theirs last stayed unreadable
         self.cross_signed = False
         self._keys = asyncio.Condition()
         self._lock = asyncio.Lock()
@@ -381,13 +385,14 @@ class Crypto:
         event = nio.MegolmEvent.from_dict(raw)
         if not isinstance(event, nio.MegolmEvent):
             raise Undecryptable(f"not a Megolm event ({raw.get('content', {}).get('algorithm')})")
-        deadline = time.monotonic() + KEY_WAIT_S
+        deadline = self._key_deadline(event.sender, raw.get("origin_server_ts"))
         while True:
             try:
                 decrypted = self._client.decrypt_event(event)
             except nio.EncryptionError as exc:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    self._gave_up[event.sender] = time.monotonic()
                     raise Undecryptable(str(exc)) from None
                 await self._next_keys(left)
                 continue
@@ -398,6 +403,21 @@ class Crypto:
             self.decrypted += 1
             await self.flush()
             return source
+
+    def _key_deadline(self, sender: str, sent_ms: object) -> float:
+        """Until when a message's room key is waited for (monotonic clock). Every event waits behind
+        this one, so the wait is bounded: KEY_WAIT_S from when the message was sent (a burst of
+        undecryptable messages costs one wait, not one each), and none for a sender whose last
+        message never became readable within the last SENDER_QUIET_S (no one stalls Kanal at will)."""
+        now = time.monotonic()
+        if now - self._gave_up.get(sender, -SENDER_QUIET_S) < SENDER_QUIET_S:
+            return now
+        if len(self._gave_up) > MAX_REMEMBERED_SENDERS:
+            self._gave_up = {s: t for s, t in self._gave_up.items() if now - t < SENDER_QUIET_S}
+        wait = KEY_WAIT_S
+        if isinstance(sent_ms, int) and not isinstance(sent_ms, bool):
+            wait = min(wait, sent_ms / 1000 + KEY_WAIT_S - time.time())
+        return now + max(wait, 0.0)
 
     async def encrypted_room(self, room_id: str) -> bool:
         """Whether the room is end-to-end encrypted (its `m.room.encryption` state), remembered."""

@@ -311,25 +311,75 @@ async def test_a_second_device_reads_later_replies(e2ee: Env, owner: Encrypting,
         await second.close()
 
 
+UNREADABLE_CIPHERTEXT = (
+    "AwgAEnACgAkLmt6qF84IK++J7UDH2Za1YVchHyprqTqsg2yyOwAtHaZTwyNg37afzg8f3r9IsN9r4RNFg7MaZencUJe4qvELiDiopUjy5wYV"
+    "DAtqdBzer5bWRD9ldxp1FLgbQvBcjkkywYjCsmsq6+hArLd9oAQZnGKn/qLsK+5uNX3PaWzDRC9wZPQvWYYPCTov3jCwXKTPsLKIiTrcCXDq"
+    "Mvnn8m+T3zF/I2zqxg158tnUq5alcjjwRYf6WzPzBnK1tfpEAZvR2UX2sUFqDmWHp2C/mmoNUZj+VVb7yqxKOVt4jxyyX+2jnXkeXIaTCtH6"
+    "Y0yamfxVf14vmIvHlrUYWPM3xU9cwhkPVqmNBdfwQ8QG/23CuLAIj6yiFiwmpjGCkqWcH7kE2TDvqbB7pkxwAEBGyR4Fp3Nh+k4e8uj+tbjH"
+    "/kRgaw"
+)
+
+
+async def send_unreadable(env: Env, person: Encrypting, room_id: str) -> None:
+    """A Megolm message whose session the bot was never given (as when keys are withheld from it),
+    sent as it is (nio would encrypt it again): the homeserver just stores the ciphertext."""
+    content = {
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "sender_key": person.client.olm.account.identity_keys["curve25519"],
+        "ciphertext": UNREADABLE_CIPHERTEXT,
+        "session_id": "X3lUlvLELLYxeTx4yOVu6UDpasGEVO0Jbu+QFnm0cKQ",
+        "device_id": person.client.device_id,
+    }
+    url = f"{env.homeserver}/_matrix/client/v3/rooms/{room_id}/send/m.room.encrypted/{secrets.token_hex(8)}"
+    headers = {"Authorization": f"Bearer {person.client.access_token}"}
+    async with aiohttp.ClientSession() as http, http.put(url, json=content, headers=headers) as response:
+        assert response.status == 200, await response.text()
+
+
 async def test_a_message_without_its_key_gets_an_encrypted_answer(e2ee: Env, owner: Encrypting) -> None:
     chat = await owner.open_chat()
     await owner.wait_reply(chat, "create", set(), timeout=30)
     before = {event["event_id"] for event in await owner.raw(chat)}
-    # A Megolm message whose session the bot was never given (as when keys are withheld from it).
-    content = {
-        "algorithm": "m.megolm.v1.aes-sha2",
-        "sender_key": owner.client.olm.account.identity_keys["curve25519"],
-        "ciphertext": "AwgAEnACgAkLmt6qF84IK++J7UDH2Za1YVchHyprqTqsg2yyOwAtHaZTwyNg37afzg8f3r9IsN9r4RNFg7MaZencUJe4qvELiDiopUjy5wYVDAtqdBzer5bWRD9ldxp1FLgbQvBcjkkywYjCsmsq6+hArLd9oAQZnGKn/qLsK+5uNX3PaWzDRC9wZPQvWYYPCTov3jCwXKTPsLKIiTrcCXDqMvnn8m+T3zF/I2zqxg158tnUq5alcjjwRYf6WzPzBnK1tfpEAZvR2UX2sUFqDmWHp2C/mmoNUZj+VVb7yqxKOVt4jxyyX+2jnXkeXIaTCtH6Y0yamfxVf14vmIvHlrUYWPM3xU9cwhkPVqmNBdfwQ8QG/23CuLAIj6yiFiwmpjGCkqWcH7kE2TDvqbB7pkxwAEBGyR4Fp3Nh+k4e8uj+tbjH/kRgaw",
-        "session_id": "X3lUlvLELLYxeTx4yOVu6UDpasGEVO0Jbu+QFnm0cKQ",
-        "device_id": owner.client.device_id,
-    }
-    # Sent as it is (nio would encrypt it again): the homeserver just stores the ciphertext.
-    url = f"{e2ee.homeserver}/_matrix/client/v3/rooms/{chat}/send/m.room.encrypted/{secrets.token_hex(8)}"
-    headers = {"Authorization": f"Bearer {owner.client.access_token}"}
-    async with aiohttp.ClientSession() as http, http.put(url, json=content, headers=headers) as response:
-        assert response.status == 200, await response.text()
+    await send_unreadable(e2ee, owner, chat)
     reply = await owner.wait_reply(chat, "could not read your last message", before, timeout=40)
     assert "send it again" in reply["content"]["body"]
+
+
+async def test_unreadable_messages_hold_up_nobody_for_long(e2ee: Env, tmp_path: Path) -> None:
+    """Each event waits behind an undecryptable one while its key may still come: a burst of them costs
+    one wait (counted from when they were sent), and a sender whose message stayed unreadable gets no
+    wait for a while. Five at once used to hold every chat for five times ten seconds."""
+    sender = await Encrypting.new(e2ee, tmp_path / "sender-store")
+    other = await Encrypting.new(e2ee, tmp_path / "other-store")
+    try:
+        chat = await sender.open_chat()
+        await sender.wait_reply(chat, "create", set(), timeout=30)
+        other_chat = await other.open_chat()
+        await other.wait_reply(other_chat, "create", set(), timeout=30)
+        before = {event["event_id"] for event in await other.raw(other_chat)}
+        for _ in range(5):
+            await send_unreadable(e2ee, sender, chat)
+        await other.send(other_chat, "help")
+        # One key wait (10 s) and the answer, not five waits.
+        await other.wait_reply(other_chat, "create", before, timeout=25)
+        # Every unreadable message was answered.
+        deadline = time.monotonic() + 30
+        while True:
+            answers = [
+                e
+                for e in await sender.raw(chat)
+                if e.get("sender") == e2ee.bot
+                and e["type"] == "m.room.encrypted"
+                and (clear := sender.decrypt(e)) is not None
+                and "could not read your last message" in clear["content"].get("body", "")
+            ]
+            if len(answers) == 5:
+                break
+            assert time.monotonic() < deadline, f"{len(answers)} of 5 unreadable messages answered"
+            await asyncio.sleep(0.5)
+    finally:
+        await sender.close()
+        await other.close()
 
 
 async def test_an_editor_who_joins_the_encrypted_backstage_posts_and_reads(
