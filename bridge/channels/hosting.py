@@ -4,7 +4,9 @@
       │  pure: server_acl_content, retention_content, creation_content
       ├─▶ new rooms: `creation_content` + `initial_state` in their createRoom body (channels.py)
       └─▶ existing rooms: reconcile ─ GET each room's state as the bot ─ differs? ─▶ outbox "state" entry
-            at every start (one process at a time, under the `hosting` lease) and on `kanal hosting apply`
+            at every start (one process at a time, under the `hosting` lease; paced: each batch of rooms
+            sent before the next is read, so people's answers never wait behind every room's change)
+            and on `kanal hosting apply`
 
 A room created with `m.federate: true` can never become non-federating (`m.room.create` is immutable):
 for `closed`, rooms made earlier are closed by their server ACL, which allows only Kanal's own server.
@@ -45,6 +47,8 @@ HOSTING_LEASE = "hosting"
 RECONCILE_PARALLEL_ROOMS = 8
 LEASE_WAIT_S = 1.0
 APPLY_POLL_S = 0.25
+# At a start, each batch's changes are sent before the next batch is read (see _sent), for at most:
+PACE_WAIT_S = 60.0
 
 
 # -- pure decisions ------------------------------------------------------------------------------------
@@ -262,8 +266,13 @@ async def _reconcile_room(
     ]
 
 
-async def reconcile_changes(ctx: Context, renew: Callable[[], Awaitable[bool]] | None = None) -> list[Change]:
-    """Queue the state every active channel's rooms lack; `renew` (a lease) is asked between batches."""
+async def reconcile_changes(
+    ctx: Context,
+    renew: Callable[[], Awaitable[bool]] | None = None,
+    pace: Callable[[set[int]], Awaitable[None]] | None = None,
+) -> list[Change]:
+    """Queue the state every active channel's rooms lack; `renew` (a lease) is asked between batches,
+    and `pace` is given each batch's entries (it returns once they are sent: see reconcile_at_start)."""
     async with ctx.sessions() as session:
         rows = (
             await session.execute(
@@ -289,10 +298,14 @@ async def reconcile_changes(ctx: Context, renew: Callable[[], Awaitable[bool]] |
             )
             break
         batch = rows[start : start + RECONCILE_PARALLEL_ROOMS]
+        queued: list[Change] = []
         for found in await asyncio.gather(
             *(_reconcile_room(ctx, room, channel, pending, banned) for room, channel in batch)
         ):
-            changes.extend(found)
+            queued.extend(found)
+        changes.extend(queued)
+        if pace is not None and queued:
+            await pace({change.entry_id for change in queued})
     if changes:
         ctx.outbox.wake()
     log.info(
@@ -329,7 +342,7 @@ async def reconcile_at_start(ctx: Context, leases: Leases) -> None:
                 return
         await asyncio.sleep(LEASE_WAIT_S)
     try:
-        await reconcile(ctx, renew=lambda: leases.hold(HOSTING_LEASE))
+        await reconcile_changes(ctx, renew=lambda: leases.hold(HOSTING_LEASE), pace=lambda ids: _sent(ctx, ids))
     except (MatrixConnectionError, MatrixRequestError) as exc:
         log.warning(
             "Hosting policy: could not check the channel rooms (%s); run `kanal hosting apply` or restart "
@@ -367,6 +380,19 @@ class ApplyResult:
     changes: list[Change]
     failed: dict[int, str]  # entry id -> the homeserver's refusal
     waiting: int  # entries still pending when the timeout ran out
+
+
+async def _sent(ctx: Context, ids: set[int]) -> None:
+    """Wait (at most PACE_WAIT_S) until the running outbox has sent `ids`. At a start, every channel
+    room may need a change: queued all at once they would stand for minutes before what people are
+    waiting for (the bot joining a new chat, an answer), which the outbox sends behind them."""
+    ctx.outbox.wake()
+    deadline = time.monotonic() + PACE_WAIT_S
+    while time.monotonic() < deadline:
+        outcomes = await _outcomes(ctx, ids)
+        if not any(status == OutboxStatus.PENDING for status, _error in outcomes.values()):
+            return
+        await asyncio.sleep(APPLY_POLL_S)
 
 
 async def _outcomes(ctx: Context, ids: set[int]) -> dict[int, tuple[str, str | None]]:
