@@ -105,7 +105,10 @@ class Seal:
             opened: dict[str, Any] = json.loads(self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _place(kind, key)))
         except (ValueError, InvalidTag):
             raise StoreKeyError(
-                f"the bot's encryption keys in the database ({kind} {key!r}) do not open with this key file"
+                f"the bot's encryption keys in the database ({kind} {key!r}) do not open with this key file "
+                "(encryption.store_key): put back the key file these rows were sealed with (from the backup "
+                "of the state directory), or, to let the bot's device start over (people's clients then see "
+                "a new device), empty the table crypto_store"
             ) from None
         return opened
 
