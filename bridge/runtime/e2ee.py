@@ -166,8 +166,15 @@ class Crypto:
             return
         async with self._flushing:
             changes = self._store.take_changes()
-            if changes:
+            if not changes:
+                return
+            try:
                 await write_rows(self._sessions, self._seal, changes)
+            except BaseException:
+                # Not written: kept for the next flush (a later change of the same row wins). The caller
+                # fails, and a transaction's failure makes the homeserver send it again.
+                self._store.keep(changes)
+                raise
 
     async def _upload_keys(self) -> None:
         import nio

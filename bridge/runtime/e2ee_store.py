@@ -178,6 +178,10 @@ class DatabaseStore:
         changes, self.changes = self.changes, {}
         return changes
 
+    def keep(self, changes: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+        """Changes taken but not written: back in line, behind any newer change of the same row."""
+        self.changes = {**changes, **self.changes}
+
     def put(self, kind: str, key: str, value: dict[str, Any]) -> None:
         self.rows[(kind, key)] = value
         self.changes[(kind, key)] = value

@@ -123,3 +123,13 @@ def test_the_store_of_earlier_versions_moves_in(tmp_path: Path) -> None:
     assert loaded is not None and loaded.identity_keys == account.identity_keys
     assert [s.id for s in again.load_inbound_group_sessions()] == [group.id]
     assert not import_file_store(tmp_path / "nothing", USER, DEVICE, DatabaseStore(USER, DEVICE, {}, "p"))
+
+
+def test_changes_not_written_wait_for_the_next_flush_behind_newer_ones() -> None:
+    store = DatabaseStore(USER, DEVICE, {}, "p")
+    store.put("room", "!a:x", {"v": 1})
+    store.put("room", "!b:x", {"v": 1})
+    taken = store.take_changes()
+    store.put("room", "!b:x", {"v": 2})  # changed again while the write of `taken` failed
+    store.keep(taken)
+    assert store.take_changes() == {("room", "!a:x"): {"v": 1}, ("room", "!b:x"): {"v": 2}}
