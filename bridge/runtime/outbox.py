@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 500
 QUEUE_BATCH = 50
 MAX_PARALLEL_QUEUES = 16
+# How long one queue sends before the drain ends its turn: a drain waits for all its queues, so one
+# long queue (a burst of posts into one channel) would otherwise hold every other room's sends, the
+# bot's answers included, until it is empty.
+QUEUE_TURN_S = 1.0
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
 POLL_INTERVAL_S = 1.0
@@ -488,9 +492,10 @@ class OutboxWorker:
         return list(entries.all())
 
     async def _run_queue(self, queue: str, entries: list[OutboxEntry] | None = None) -> int:
-        """Send a queue's due entries in order until it is empty or its head must wait
-        (`entries`: its next entries, already read)."""
+        """Send a queue's due entries in order until it is empty, its head must wait, or it has had
+        its turn (`entries`: its next entries, already read)."""
         attempted = 0
+        started = time.monotonic()
         while True:
             if self.row_locks:
                 async with self.sessions.begin() as session:
@@ -515,7 +520,7 @@ class OutboxWorker:
                 if entries is None:
                     async with self.sessions() as session:
                         entries = await self._next(session, queue)
-                for entry in entries:
+                for index, entry in enumerate(entries):
                     if not _due(entry):
                         return attempted
                     outcome = await self._attempt(entry)
@@ -526,13 +531,26 @@ class OutboxWorker:
                     if outcome.status == OutboxStatus.RETRY:
                         self._read_next = True  # the entry waits in the database, with those after it
                         return attempted  # keep order: the rest of this queue waits for the retry
+                    if index + 1 < len(entries) and time.monotonic() - started > QUEUE_TURN_S:
+                        return self._turn_over(attempted)
                 if len(entries) < QUEUE_BATCH:
                     return attempted
+                if time.monotonic() - started > QUEUE_TURN_S:
+                    return self._turn_over(attempted)
                 entries = None
                 continue
             attempted += 1
             if outcome.status == OutboxStatus.RETRY:
                 return attempted  # keep order: the rest of this queue waits for the retry
+            if time.monotonic() - started > QUEUE_TURN_S:
+                return self._turn_over(attempted)
+
+    def _turn_over(self, attempted: int) -> int:
+        """A queue has had its turn (QUEUE_TURN_S): the rest of it waits for the next drain, which
+        starts at once and reads it from the database with whatever other queues have waiting."""
+        self._more = True
+        self._read_next = True
+        return attempted
 
     async def _sealed_elsewhere(self, session: AsyncSession, entry: OutboxEntry) -> bool:
         """A sealed reply whose secret another live process has: that process sends it (the queue

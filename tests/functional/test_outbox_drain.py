@@ -6,6 +6,7 @@ one read (QUEUE_BATCH) is sent whole; a failing send keeps the rest of its queue
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,9 +32,14 @@ class Homeserver:
         self.sent: dict[str, list[str]] = {}
         self.failing: set[str] = set()
         self.refusing: set[str] = set()
+        self.slow: dict[str, float] = {}  # room → seconds each send takes
+        self.order: list[str] = []  # the room of each send, in the order they were taken
 
     async def send(self, request: web.Request) -> web.Response:
         room = request.match_info["room_id"]
+        if room in self.slow:
+            await asyncio.sleep(self.slow[room])
+        self.order.append(room)
         if room in self.failing:
             return web.json_response({"errcode": "M_UNKNOWN", "error": "down"}, status=502)
         if room in self.refusing:
@@ -262,3 +268,27 @@ async def test_a_reply_queued_with_the_post_is_read_and_sent_at_once(
     await _post(outbox_worker, ["!a:example.org"], "post", reply_to="!dm:example.org")
     assert await outbox_worker.drain_once()
     assert homeserver.sent == {"!a:example.org": ["post"], "!dm:example.org": ["post: done"]}
+
+
+async def test_a_long_queue_takes_turns_with_the_others(worker: tuple[OutboxWorker, Homeserver]) -> None:
+    """A burst into one room (300 sends) does not hold a send to another room, queued after it started,
+    until the burst is over: each queue sends for at most QUEUE_TURN_S before the next drain."""
+    outbox_worker, homeserver = worker
+    busy, other = "!busy:example.org", "!other:example.org"
+    homeserver.slow[busy] = 0.01
+    await _queue(outbox_worker, {busy: 300})
+    running = asyncio.create_task(outbox_worker.run())
+    try:
+        await asyncio.sleep(0.3)
+        await _queue(outbox_worker, {other: 1})
+        outbox_worker.wake()
+        for _ in range(200):
+            if len(homeserver.sent.get(busy, [])) == 300 and other in homeserver.sent:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        outbox_worker.stop()
+        await running
+    assert homeserver.sent[busy] == [f"{busy} {i}" for i in range(300)]  # still in order, once each
+    assert homeserver.sent[other] == [f"{other} 0"]
+    assert homeserver.order.index(other) < 250, "the other room waited for the whole burst"
