@@ -1,7 +1,8 @@
 """The outbox worker against a scripted homeserver: every entry sent once, in order per room, recorded.
 
 Several room queues send at once (their outcomes are then recorded together); a queue longer than
-one read (QUEUE_BATCH) is sent whole; a failing send keeps the rest of its queue waiting.
+one read (QUEUE_BATCH) is sent whole, taking turns with the other queues; a failing send keeps the
+rest of its queue waiting.
 """
 
 from __future__ import annotations
