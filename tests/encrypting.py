@@ -71,6 +71,12 @@ class Encrypting:
         await self.until(lambda: room_id in self.client.rooms, "room in sync")
         return room_id
 
+    async def open_greeted_chat(self, timeout: float = 30) -> str:
+        """A direct chat with the bot, once its (encrypted) greeting has been read here."""
+        room_id = await self.open_chat()
+        await self.wait_reply(room_id, "create", set(), timeout=timeout)
+        return room_id
+
     async def send(self, room_id: str, body: str) -> str:
         await self.until(lambda: room_id in self.client.rooms, "room in sync")
         response = await self.client.room_send(

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import pytest
@@ -200,6 +200,16 @@ def _printed(output: str, pattern: str) -> str:
     return match.group(1)
 
 
+def _kanal_up(log: IO[str], data: Path, synapse_port: int, kanal_port: int, *flags: str) -> subprocess.Popen[bytes]:
+    """`kanal up` with the sandbox in `data` on these ports, its output to `log`."""
+    return subprocess.Popen(
+        [*KANAL, "up", *flags, "--data-dir", str(data), "--synapse-port", str(synapse_port), "--port", str(kanal_port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 @pytest.mark.integration
 async def test_up_runs_a_wired_sandbox_stops_on_ctrl_c_and_reuses_its_data(tmp_path: Path) -> None:
     """What the sandbox prints is true: its URLs name the ports in use, its commands run as printed."""
@@ -207,21 +217,7 @@ async def test_up_runs_a_wired_sandbox_stops_on_ctrl_c_and_reuses_its_data(tmp_p
     data = tmp_path / "sandbox"
     for round_ in range(2):
         log = (tmp_path / f"up-{round_}.log").open("w")
-        process = subprocess.Popen(
-            [
-                *KANAL,
-                "up",
-                "--data-dir",
-                str(data),
-                "--synapse-port",
-                str(synapse_port),
-                "--port",
-                str(kanal_port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        process = _kanal_up(log, data, synapse_port, kanal_port)
         try:
             await _wait_http(f"http://127.0.0.1:{kanal_port}/health", 90)
             output = (tmp_path / f"up-{round_}.log").read_text()
@@ -278,22 +274,7 @@ async def test_up_with_encryption_answers_an_encrypting_client(tmp_path: Path) -
     synapse_port, kanal_port = free_port(), free_port()
     data = tmp_path / "sandbox"
     log = (tmp_path / "up.log").open("w")
-    process = subprocess.Popen(
-        [
-            *KANAL,
-            "up",
-            "--encryption",
-            "--data-dir",
-            str(data),
-            "--synapse-port",
-            str(synapse_port),
-            "--port",
-            str(kanal_port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = _kanal_up(log, data, synapse_port, kanal_port, "--encryption")
     person: Encrypting | None = None
     try:
         await _wait_http(f"http://127.0.0.1:{kanal_port}/health", 90)
@@ -302,8 +283,7 @@ async def test_up_with_encryption_answers_an_encrypting_client(tmp_path: Path) -
         synapse = LocalSynapse(data / "synapse", server_name="localhost", port=synapse_port)
         env = Env(synapse, None, "localhost", "@kanal:localhost", "kanal_", data)  # type: ignore[arg-type]
         person = await Encrypting.login(env, tmp_path / "store", "@admin:localhost", password)
-        chat = await person.open_chat()
-        await person.wait_reply(chat, "create", set(), timeout=60)  # an encrypted greeting, decrypted here
+        chat = await person.open_greeted_chat(timeout=60)  # an encrypted greeting, decrypted here
         await person.ask(chat, "help", "create", timeout=30)
         doctor = await asyncio.to_thread(
             subprocess.run,

@@ -192,8 +192,7 @@ async def test_the_operators_and_moderation_rooms_are_encrypted_and_served(e2ee:
 async def test_the_bots_keys_are_sealed_in_kanals_database(e2ee: Env, owner: Encrypting) -> None:
     """The crypto store is rows of Kanal's database, each opened only with the key file (mode 0600);
     nothing of it in clear there, and no store of matrix-nio's on disk."""
-    chat = await owner.open_chat()
-    await owner.wait_reply(chat, "create", set(), timeout=30)
+    chat = await owner.open_greeted_chat()
     config = await asyncio.to_thread(load_config, e2ee.kanal.config_path)
     key_path = config.encryption_store_key
     assert key_path is not None
@@ -281,8 +280,7 @@ async def test_a_fallback_key_when_one_time_keys_run_out(e2ee: Env, owner: Encry
     # who reaches the bot meanwhile (their client claims a key now) is still answered.
     person = await Encrypting.new(e2ee, tmp_path / "person-store")
     try:
-        chat = await person.open_chat()
-        await person.wait_reply(chat, "create", set(), timeout=30)
+        await person.open_greeted_chat()
     finally:
         await person.close()
     # The one-time keys are refilled too (the transactions said none was left).
@@ -297,8 +295,7 @@ async def test_a_fallback_key_when_one_time_keys_run_out(e2ee: Env, owner: Encry
 
 
 async def test_a_second_device_reads_later_replies(e2ee: Env, owner: Encrypting, tmp_path: Path) -> None:
-    chat = await owner.open_chat()
-    await owner.wait_reply(chat, "create", set(), timeout=30)
+    chat = await owner.open_greeted_chat()
     second = await Encrypting.login(e2ee, tmp_path / "second-store", owner.user_id, owner.password)
     try:
         await second.until(lambda: chat in second.client.rooms, "the chat on the second device")
@@ -337,8 +334,7 @@ async def send_unreadable(env: Env, person: Encrypting, room_id: str) -> None:
 
 
 async def test_a_message_without_its_key_gets_an_encrypted_answer(e2ee: Env, owner: Encrypting) -> None:
-    chat = await owner.open_chat()
-    await owner.wait_reply(chat, "create", set(), timeout=30)
+    chat = await owner.open_greeted_chat()
     before = {event["event_id"] for event in await owner.raw(chat)}
     await send_unreadable(e2ee, owner, chat)
     reply = await owner.wait_reply(chat, "could not read your last message", before, timeout=40)
@@ -352,10 +348,8 @@ async def test_unreadable_messages_hold_up_nobody_for_long(e2ee: Env, tmp_path: 
     sender = await Encrypting.new(e2ee, tmp_path / "sender-store")
     other = await Encrypting.new(e2ee, tmp_path / "other-store")
     try:
-        chat = await sender.open_chat()
-        await sender.wait_reply(chat, "create", set(), timeout=30)
-        other_chat = await other.open_chat()
-        await other.wait_reply(other_chat, "create", set(), timeout=30)
+        chat = await sender.open_greeted_chat()
+        other_chat = await other.open_greeted_chat()
         before = {event["event_id"] for event in await other.raw(other_chat)}
         for _ in range(5):
             await send_unreadable(e2ee, sender, chat)
@@ -430,7 +424,6 @@ async def test_one_process_holds_the_bots_device(e2ee: Env, tmp_path: Path) -> N
     # The first one still answers, encrypted.
     person = await Encrypting.new(e2ee, tmp_path / "store")
     try:
-        chat = await person.open_chat()
-        await person.wait_reply(chat, "create", set(), timeout=30)
+        await person.open_greeted_chat()
     finally:
         await person.close()
