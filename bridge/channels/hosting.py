@@ -4,9 +4,9 @@
       │  pure: server_acl_content, retention_content, creation_content
       ├─▶ new rooms: `creation_content` + `initial_state` in their createRoom body (channels.py)
       └─▶ existing rooms: reconcile ─ GET each room's state as the bot ─ differs? ─▶ outbox "state" entry
-            at every start (one process at a time, under the `hosting` lease; paced: each batch of rooms
-            sent before the next is read, so people's answers never wait behind every room's change)
-            and on `kanal hosting apply`
+            at every start (one process at a time, under the `hosting` lease) and on `kanal hosting
+            apply`; paced: each batch of rooms sent before the next is read, so people's answers never
+            wait behind every room's change
 
 A room created with `m.federate: true` can never become non-federating (`m.room.create` is immutable):
 for `closed`, rooms made earlier are closed by their server ACL, which allows only Kanal's own server.
@@ -382,12 +382,14 @@ class ApplyResult:
     waiting: int  # entries still pending when the timeout ran out
 
 
-async def _sent(ctx: Context, ids: set[int]) -> None:
-    """Wait (at most PACE_WAIT_S) until the running outbox has sent `ids`. At a start, every channel
+async def _sent(ctx: Context, ids: set[int], until: float | None = None) -> None:
+    """Wait (at most PACE_WAIT_S, and not past `until`) until the outbox has sent `ids`. Every channel
     room may need a change: queued all at once they would stand for minutes before what people are
     waiting for (the bot joining a new chat, an answer), which the outbox sends behind them."""
     ctx.outbox.wake()
     deadline = time.monotonic() + PACE_WAIT_S
+    if until is not None:
+        deadline = min(deadline, until)
     while time.monotonic() < deadline:
         outcomes = await _outcomes(ctx, ids)
         if not any(status == OutboxStatus.PENDING for status, _error in outcomes.values()):
@@ -408,14 +410,20 @@ async def _outcomes(ctx: Context, ids: set[int]) -> dict[int, tuple[str, str | N
 
 
 async def apply(ctx: Context, *, timeout: float) -> ApplyResult:
-    """Reconcile, then wait until the queued entries are sent (or failed), at most `timeout` seconds.
+    """Reconcile, a batch of rooms at a time, then wait until the queued entries are sent (or failed),
+    at most `timeout` seconds in all.
 
     Who sends (this process, or a running Kanal on SQLite): `bridge.runtime.sending`.
     """
-    changes = await reconcile_changes(ctx)
-    ids = {change.entry_id for change in changes}
     deadline = time.monotonic() + timeout
-    async with sending(ctx, "hosting"):
+    async with sending(ctx, "hosting") as sender:
+
+        async def pace(ids: set[int]) -> None:  # a batch of rooms at a time, as at a start
+            sender.wake()
+            await _sent(ctx, ids, until=deadline)
+
+        changes = await reconcile_changes(ctx, pace=pace)
+        ids = {change.entry_id for change in changes}
         while True:
             outcomes = await _outcomes(ctx, ids)
             waiting = sum(1 for status, _error in outcomes.values() if status == OutboxStatus.PENDING)
