@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -61,9 +62,11 @@ from bridge.runtime.context import Context, enqueue, reply, send_entry
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import (
+    NotYet,
     OutboxKind,
     OutboxWorker,
     SkipEntry,
+    aware,
     new_entry,
     room_queue,
     send_content,
@@ -98,6 +101,10 @@ ROOT_KEY = "net.kanal.comments_root"  # the backstage event a root mirrors (not 
 DISCUSSION = RoomKind.DISCUSSION  # Room.kind
 COMMENT_TYPES = ("m.room.message", "m.sticker")
 ALIAS_SUFFIX = "_comments"
+# A private message to someone on another server waits (polled every DM_JOIN_POLL_S) until they have
+# joined the chat the bot opened, for at most DM_JOIN_WAIT; then it is sent anyway.
+DM_JOIN_POLL_S = 3.0
+DM_JOIN_WAIT = timedelta(minutes=10)
 
 
 # -- pure parts -----------------------------------------------------------------------------------
@@ -871,7 +878,26 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
             )
         ctx.remember_room(room_id)
         await forget_marker(ctx, "dm", user)
+    queued = aware(entry.created_at) if entry.created_at is not None else datetime.now(UTC)
+    if not user.endswith(f":{ctx.domain}") and queued > datetime.now(UTC) - DM_JOIN_WAIT:
+        # Someone on another server: their server sees what was said before they joined only if it
+        # fetches the room's history then, which it may not do. Said once they are in, it reaches them.
+        member = await _membership(ctx, room_id, user)
+        if member != "join":
+            raise NotYet(f"{user} has not joined {room_id} yet ({member})", DM_JOIN_POLL_S)
     return await send_content(worker, entry, room_id, "m.room.message", entry.payload["content"])
+
+
+async def _membership(ctx: Context, room_id: RoomID, user: str) -> str | None:
+    """`user`'s membership of the room, as the homeserver has it (None: never a member)."""
+    try:
+        state = await ctx.bot_intent().get_state(room_id, "m.room.member", user)
+    except MatrixRequestError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    membership = state.get("membership")
+    return membership if isinstance(membership, str) else None
 
 
 kinds.register_comment(

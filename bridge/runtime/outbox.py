@@ -118,6 +118,14 @@ class SkipEntry(Exception):
     """The entry can no longer have any effect (e.g. its target was never published)."""
 
 
+class NotYet(Exception):
+    """The entry waits for something outside Kanal (e.g. a person to join); tried again in `retry_in` s."""
+
+    def __init__(self, why: str, retry_in: float) -> None:
+        super().__init__(why)
+        self.retry_in = retry_in
+
+
 def txn_id_for(entry_id: int, suffix: str = "") -> str:
     return f"kanal-{entry_id}{'-' + suffix if suffix else ''}"
 
@@ -218,6 +226,7 @@ class Outcome:
     status: OutboxStatus
     result: str | None = None
     error: str | None = None
+    retry_in: float | None = None  # a retry's delay when not the backoff's (NotYet)
 
 
 class OutboxWorker:
@@ -573,6 +582,9 @@ class OutboxWorker:
         except SkipEntry as exc:
             log.info("Outbox %d (%s) skipped: %s", entry.id, entry.kind, exc)
             return Outcome(OutboxStatus.DONE, None, f"skipped: {exc}")
+        except NotYet as exc:
+            log.info("Outbox %d (%s) waits %.0f s: %s", entry.id, entry.kind, exc.retry_in, exc)
+            return Outcome(OutboxStatus.RETRY, None, f"waiting: {exc}", retry_in=exc.retry_in)
         except MatrixRequestError as exc:
             error = f"{exc.status} {exc.errcode}: {exc.message}"
             if exc.retryable:
@@ -595,7 +607,9 @@ class OutboxWorker:
             "attempts": attempts,
             "last_error": (outcome.error or None) and outcome.error[:1000],
         }
-        if outcome.status == OutboxStatus.RETRY:
+        if outcome.status == OutboxStatus.RETRY and outcome.retry_in is not None:
+            values["next_attempt_at"] = datetime.now(UTC) + timedelta(seconds=outcome.retry_in)
+        elif outcome.status == OutboxStatus.RETRY:
             delay = min(RETRY_BASE_S * 2.0 ** min(attempts - 1, 10), RETRY_MAX_S) * (
                 0.75 + random.random() / 2
             )
