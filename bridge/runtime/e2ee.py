@@ -501,7 +501,12 @@ class Crypto:
                 shared = await client.share_group_session(room_id, ignore_unverified_devices=True)
                 if isinstance(shared, nio.ShareGroupSessionError):
                     raise CryptoError(f"cannot share the room key in {room_id}: {shared.message}")
-            new_type, new_content = client.encrypt(room_id, event_type, content)
+            try:
+                new_type, new_content = client.encrypt(room_id, event_type, content)
+            except nio.LocalProtocolError as exc:
+                # The members changed while the key was being shared (someone joined meanwhile): the
+                # outbox tries again, and the next try reads them and shares a new key.
+                raise CryptoError(f"cannot encrypt in {room_id} yet: {exc}") from None
             await self.flush()  # the sessions made to share the room key, and our own copy of it
         encrypted = dict(new_content)
         if "m.relates_to" in content:  # relations stay readable to the homeserver (edits, replies, threads)

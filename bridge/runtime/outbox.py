@@ -54,6 +54,8 @@ MAX_PARALLEL_QUEUES = 16
 # long queue (a burst of posts into one channel) would otherwise hold every other room's sends, the
 # bot's answers included, until it is empty.
 QUEUE_TURN_S = 1.0
+# An entry whose executor raises something unexpected is tried this many times, then failed.
+MAX_UNEXPECTED_ATTEMPTS = 5
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
 POLL_INTERVAL_S = 1.0
@@ -597,6 +599,12 @@ class OutboxWorker:
         except CryptoError as exc:
             log.warning("Outbox %d (%s) could not be encrypted yet: %s", entry.id, entry.kind, exc)
             return Outcome(OutboxStatus.RETRY, None, f"encryption: {exc}")
+        except Exception as exc:
+            # A fault of Kanal's own, in one entry: it must not stop every other send. Tried again a few
+            # times (with backoff), then failed for good; its queue goes on.
+            log.exception("Outbox %d (%s) failed unexpectedly (attempt %d)", entry.id, entry.kind, entry.attempts + 1)
+            status = OutboxStatus.FAILED if entry.attempts + 1 >= MAX_UNEXPECTED_ATTEMPTS else OutboxStatus.RETRY
+            return Outcome(status, None, f"unexpected: {type(exc).__name__}: {exc}")
         return Outcome(OutboxStatus.DONE, result)
 
     async def _record(self, connection: AsyncConnection, entry: OutboxEntry, outcome: Outcome) -> None:
