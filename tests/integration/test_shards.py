@@ -254,11 +254,17 @@ async def test_sigkill_during_a_fan_out_leaves_each_room_each_post_once(env: Env
     rooms, readers = await readers_in_shards(env, channel, 7)
     watcher = readers[0][0]
     bodies = [f"fan-out {i:02d}" for i in range(30)]
-    for body in bodies:
-        await alice.text(channel.backstage, body)
-    # Kill Kanal as soon as the first copy appears: most of the 90 copies are still to be sent.
+
+    async def post_all() -> None:
+        for body in bodies:
+            await alice.text(channel.backstage, body)
+
+    # Kill Kanal as soon as the first copy appears, while the posts are still being written: most of
+    # the 90 copies are still to be sent (those posted meanwhile reach Kanal after its restart).
+    posting = asyncio.create_task(post_all())
     await watcher.wait_for(rooms[0], body_is(bodies[0]), timeout=TIMEOUT)
     env.kanal.kill()
+    await posting
     before_restart = 0
     for room in rooms:
         reader = next(r for r, joined in readers if joined == room)
