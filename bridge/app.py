@@ -221,7 +221,7 @@ class Service:
                 self.config.bot_user_id,
                 self.config.as_token,
                 self.ctx.sessions,
-                self.config.encryption_store_key or self.config.writable_dir / "e2ee-store.key",
+                self.config.store_key_path,
                 old_store_dir_for(self.config.writable_dir),
             )
             try:

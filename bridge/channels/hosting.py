@@ -342,7 +342,7 @@ async def reconcile_at_start(ctx: Context, leases: Leases) -> None:
                 return
         await asyncio.sleep(LEASE_WAIT_S)
     try:
-        await reconcile_changes(ctx, renew=lambda: leases.hold(HOSTING_LEASE), pace=lambda ids: _sent(ctx, ids))
+        await reconcile_changes(ctx, renew=lambda: leases.hold(HOSTING_LEASE), pace=lambda ids: _paced(ctx, ids))
     except (MatrixConnectionError, MatrixRequestError) as exc:
         log.warning(
             "Hosting policy: could not check the channel rooms (%s); run `kanal hosting apply` or restart "
@@ -382,19 +382,21 @@ class ApplyResult:
     waiting: int  # entries still pending when the timeout ran out
 
 
-async def _sent(ctx: Context, ids: set[int], until: float | None = None) -> None:
-    """Wait (at most PACE_WAIT_S, and not past `until`) until the outbox has sent `ids`. Every channel
-    room may need a change: queued all at once they would stand for minutes before what people are
-    waiting for (the bot joining a new chat, an answer), which the outbox sends behind them."""
-    ctx.outbox.wake()
-    deadline = time.monotonic() + PACE_WAIT_S
-    if until is not None:
-        deadline = min(deadline, until)
-    while time.monotonic() < deadline:
+async def _wait_sent(ctx: Context, ids: set[int], deadline: float) -> dict[int, tuple[str, str | None]]:
+    """Each entry's (status, last error) once none of `ids` is pending, or at `deadline` (monotonic)."""
+    while True:
         outcomes = await _outcomes(ctx, ids)
-        if not any(status == OutboxStatus.PENDING for status, _error in outcomes.values()):
-            return
+        if time.monotonic() >= deadline or all(status != OutboxStatus.PENDING for status, _ in outcomes.values()):
+            return outcomes
         await asyncio.sleep(APPLY_POLL_S)
+
+
+async def _paced(ctx: Context, ids: set[int]) -> None:
+    """At a start: the running outbox sends a batch (at most PACE_WAIT_S) before the next is read.
+    Every channel room may need a change: queued all at once they would stand for minutes before
+    what people are waiting for (the bot joining a new chat, an answer), which is sent behind them."""
+    ctx.outbox.wake()
+    await _wait_sent(ctx, ids, time.monotonic() + PACE_WAIT_S)
 
 
 async def _outcomes(ctx: Context, ids: set[int]) -> dict[int, tuple[str, str | None]]:
@@ -420,16 +422,11 @@ async def apply(ctx: Context, *, timeout: float) -> ApplyResult:
 
         async def pace(ids: set[int]) -> None:  # a batch of rooms at a time, as at a start
             sender.wake()
-            await _sent(ctx, ids, until=deadline)
+            await _wait_sent(ctx, ids, min(time.monotonic() + PACE_WAIT_S, deadline))
 
         changes = await reconcile_changes(ctx, pace=pace)
-        ids = {change.entry_id for change in changes}
-        while True:
-            outcomes = await _outcomes(ctx, ids)
-            waiting = sum(1 for status, _error in outcomes.values() if status == OutboxStatus.PENDING)
-            if not waiting or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(APPLY_POLL_S)
+        outcomes = await _wait_sent(ctx, {change.entry_id for change in changes}, deadline)
+    waiting = sum(1 for status, _error in outcomes.values() if status == OutboxStatus.PENDING)
     failed = {i: error or status for i, (status, error) in outcomes.items() if status == OutboxStatus.FAILED}
     return ApplyResult(changes, failed, waiting)
 

@@ -61,6 +61,7 @@ from bridge.runtime.config import Config
 from bridge.store.db import undecodable_text_as_bytes
 from bridge.store.keyfiles import create_once
 from bridge.store.models import AuditCheckpoint, AuditEntry, AuditPersonal
+from bridge.text.canonical import canonical_json
 
 GENESIS_HASH = "0" * 64
 ENTRY_TAG = "kanal-audit/1"
@@ -79,11 +80,6 @@ README_FILE = "README.txt"
 
 class AuditError(Exception):
     """The audit key or an export cannot be used; the message names the file and says why."""
-
-
-def canonical_json(obj: Any) -> str:
-    """The one JSON spelling of `obj` that the chain hashes (NaN and infinities are refused)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def format_time(at: datetime) -> str:

@@ -51,6 +51,7 @@ DEFAULT_INBOUND_RETENTION_DAYS: Final = 7
 DEFAULT_OUTBOX_RETENTION_DAYS: Final = 7
 # Set by systemd for a unit with StateDirectory= (several directories: separated by colons).
 STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"
+STORE_KEY_FILE: Final = "e2ee-store.key"  # encryption.store_key's default, in the state directory
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,11 @@ class Config:
     encryption_enabled: bool = False
     # The key that seals the bot's encryption keys in the database (bridge/runtime/e2ee_store.py)
     encryption_store_key: Path | None = None
+
+    @property
+    def store_key_path(self) -> Path:
+        """`encryption.store_key`, or its default in the state directory."""
+        return self.encryption_store_key or self.writable_dir / STORE_KEY_FILE
 
     @property
     def writable_dir(self) -> Path:
@@ -334,7 +340,7 @@ def parse(data: Any, path: Path, environ: Mapping[str, str] | None = None) -> Co
         outbox_retention_days=outbox_days,
         state_dir=state.resolve() if state != base else None,
         encryption_enabled=bool(values["encryption"].get("enabled", False)),
-        encryption_store_key=_state_file(values["encryption"].get("store_key", "e2ee-store.key"), state, base),
+        encryption_store_key=_state_file(values["encryption"].get("store_key", STORE_KEY_FILE), state, base),
     )
 
 

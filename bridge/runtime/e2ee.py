@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -153,7 +153,6 @@ class Crypto:
                 "unverified until a start succeeds",
                 exc,
             )
-        await self.flush()
         log.info(
             "End-to-end encryption: the bot's device is %s%s",
             DEVICE_ID,
@@ -218,7 +217,11 @@ class Crypto:
         if master.key_id not in (on_server.get("keys") or {}):
             # As the application service: Synapse lets it set (or replace) the keys without a password.
             await self._call(
-                "POST", "/_matrix/client/v3/keys/device_signing/upload", upload_body(self.user_id, keys), as_service=True
+                "POST",
+                "/_matrix/client/v3/keys/device_signing/upload",
+                upload_body(self.user_id, keys),
+                as_service=True,
+                params=[("user_id", self.user_id)],
             )
         device = ((found.get("device_keys") or {}).get(self.user_id) or {}).get(DEVICE_ID)
         if not isinstance(device, dict):
@@ -244,13 +247,18 @@ class Crypto:
         self.cross_signed = True
 
     async def _call(
-        self, method: str, path: str, body: dict[str, Any], *, as_service: bool = False
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        as_service: bool = False,
+        params: Sequence[tuple[str, str]] = (),
+        what: str = "",
     ) -> dict[str, Any]:
-        """A client-server request as the bot's device (or, `as_service`, as the application service)."""
-        if as_service:
-            token, params = self._as_token, {"user_id": self.user_id}
-        else:
-            token, params = self._client.access_token, {}
+        """A client-server request as the bot's device (or, `as_service`, with the registration's
+        token); `what` names it in the error (else its method and path)."""
+        token = self._as_token if as_service else self._client.access_token
         headers = {"Authorization": f"Bearer {token}"}
         async with (
             aiohttp.ClientSession() as http,
@@ -262,7 +270,7 @@ class Crypto:
                 data = None
             if response.status != 200 or not isinstance(data, dict):
                 errcode = data.get("errcode") if isinstance(data, dict) else None
-                raise CryptoError(f"{method} {path}: {response.status} {errcode or ''}".strip())
+                raise CryptoError(f"{what or f'{method} {path}'}: {response.status} {errcode or ''}".strip())
             return data
 
     async def _login(self) -> str:
@@ -274,18 +282,12 @@ class Crypto:
             "device_id": DEVICE_ID,
             "initial_device_display_name": DEVICE_NAME,
         }
-        headers = {"Authorization": f"Bearer {self._as_token}"}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(f"{self.homeserver_url}/_matrix/client/v3/login", json=body, headers=headers) as response,
-        ):
-            data = await response.json()
-            if response.status != 200 or not isinstance(data.get("access_token"), str):
-                raise CryptoError(
-                    f"the homeserver refused the bot's device login ({response.status} {data.get('errcode')})"
-                )
-            token: str = data["access_token"]
-            return token
+        what = "the homeserver refused the bot's device login"
+        data = await self._call("POST", "/_matrix/client/v3/login", body, as_service=True, what=what)
+        if not isinstance(data.get("access_token"), str):
+            raise CryptoError(f"{what}: no access token in its answer")
+        token: str = data["access_token"]
+        return token
 
     async def receive(self, body: Mapping[str, Any]) -> None:
         """A transaction's to-device messages, key counts and device-list changes (MSC2409, MSC3202)."""
@@ -452,14 +454,10 @@ class Crypto:
         client = self._client
         path = f"/_matrix/client/v3/rooms/{quote(room.room_id, safe='')}/members"
         query = [("not_membership", "leave"), ("not_membership", "ban")]
-        headers = {"Authorization": f"Bearer {client.access_token}"}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(self.homeserver_url + path, params=query, headers=headers) as response,
-        ):
-            data = await response.json()
-            if response.status != 200 or not isinstance(data.get("chunk"), list):
-                raise CryptoError(f"cannot read the members of {room.room_id} ({response.status})")
+        what = f"cannot read the members of {room.room_id}"
+        data = await self._call("GET", path, params=query, what=what)
+        if not isinstance(data.get("chunk"), list):
+            raise CryptoError(f"{what}: no member list in the answer")
         members = {
             event["state_key"]: event["content"].get("membership")
             for event in data["chunk"]

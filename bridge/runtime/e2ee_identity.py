@@ -10,21 +10,18 @@ store (`signing` rows); what is signed is the object's canonical JSON without it
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from bridge.text.canonical import canonical_json
 
 USAGES = ("master", "self_signing", "user_signing")
 
 
 def unpadded(data: bytes) -> str:
     return base64.b64encode(data).decode().rstrip("=")
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
 
 
 class SigningKey:
@@ -45,7 +42,7 @@ class SigningKey:
 
     def sign(self, value: dict[str, Any]) -> str:
         unsigned = {k: v for k, v in value.items() if k not in ("signatures", "unsigned")}
-        return unpadded(self._key.sign(canonical_json(unsigned)))
+        return unpadded(self._key.sign(canonical_json(unsigned).encode()))
 
     def signed(self, user_id: str, value: dict[str, Any]) -> dict[str, Any]:
         """`value` with this key's signature added (others it has are kept), without `unsigned`."""

@@ -531,7 +531,7 @@ class OutboxWorker:
                 if entries is None:
                     async with self.sessions() as session:
                         entries = await self._next(session, queue)
-                for index, entry in enumerate(entries):
+                for entry in entries:
                     if not _due(entry):
                         return attempted
                     outcome = await self._attempt(entry)
@@ -542,12 +542,10 @@ class OutboxWorker:
                     if outcome.status == OutboxStatus.RETRY:
                         self._read_next = True  # the entry waits in the database, with those after it
                         return attempted  # keep order: the rest of this queue waits for the retry
-                    if index + 1 < len(entries) and time.monotonic() - started > QUEUE_TURN_S:
+                    if time.monotonic() - started > QUEUE_TURN_S:
                         return self._turn_over(attempted)
                 if len(entries) < QUEUE_BATCH:
                     return attempted
-                if time.monotonic() - started > QUEUE_TURN_S:
-                    return self._turn_over(attempted)
                 entries = None
                 continue
             attempted += 1

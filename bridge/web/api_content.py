@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from bridge.matrix.relay import with_text
-from bridge.moderation import audit
+from bridge.text.canonical import canonical_json
 from bridge.web.api_errors import ApiError
 
 # Homeservers refuse events over 65,536 bytes; this leaves room for the envelope and Kanal's markers.
@@ -65,7 +65,7 @@ def edited(current: dict[str, Any], text: str, html: str | None) -> dict[str, An
 
 
 def check_size(content: dict[str, Any]) -> None:
-    if len(audit.canonical_json(content).encode("utf-8")) > MAX_CONTENT_BYTES:
+    if len(canonical_json(content).encode("utf-8")) > MAX_CONTENT_BYTES:
         raise ApiError(
             413,
             "post_too_large",

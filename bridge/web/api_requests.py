@@ -19,7 +19,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from appservice.events import storable
-from bridge.moderation import audit
+from bridge.text.canonical import canonical_json
 from bridge.web.api_content import text_content
 from bridge.web.api_errors import ApiError
 
@@ -119,7 +119,7 @@ def required_string(data: dict[str, Any], key: str, limit: int) -> str:
 
 
 def _fingerprint(value: Any) -> str:
-    return hashlib.sha256(audit.canonical_json(value).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
 
 
 async def read_draft(request: web.Request) -> Draft:

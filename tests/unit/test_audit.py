@@ -34,7 +34,6 @@ from bridge.moderation.audit import (
     EntryData,
     VerifyResult,
     append,
-    canonical_json,
     configured_public_key,
     entry_hash,
     erase_personal,
@@ -50,6 +49,7 @@ from bridge.moderation.audit import (
 from bridge.runtime.config import Config, parse
 from bridge.store.db import create_engine, migrate, sessionmaker
 from bridge.store.models import AuditCheckpoint, AuditEntry, AuditPersonal
+from bridge.text.canonical import canonical_json
 
 KEY = Ed25519PrivateKey.generate()
 OTHER_KEY = Ed25519PrivateKey.generate()
