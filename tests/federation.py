@@ -5,13 +5,19 @@ no .well-known): Kanal's homeserver is `127.0.0.1:<port>`, the readers' `localho
 ACLs match the host and ignore the port, so the two hosts must differ for a policy to tell them
 apart. Both present one certificate (SANs `localhost` and `127.0.0.1`) from a CA this module makes;
 each trusts only that CA for federation (`federation_custom_ca_list`) and verifies certificates.
+
+`Federated.gated` starts a third, short-lived homeserver the same way, with Synapse's
+`federation_domain_whitelist` set, for a test of what that setting really admits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
 import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bridge.ops.synapse import LocalSynapse
-from tests.support import Env, User
+from tests.support import Env, User, free_port
 
 
 @dataclass(frozen=True)
@@ -124,3 +130,24 @@ class Federated:
         assert isinstance(response, nio.LoginResponse), response
         self.home.users.append(client)
         return User(client, self.home)
+
+    @asynccontextmanager
+    async def gated(self, data_dir: Path, whitelist: Sequence[str]) -> AsyncIterator[LocalSynapse]:
+        """A third homeserver, `127.0.0.1:<port>`, federating over TLS as the other two do, but with
+        `federation_domain_whitelist: whitelist`; stopped when the block ends."""
+        listener = self.home.synapse.federation
+        assert listener is not None, "the home server federates"
+        port = free_port()
+        gated = LocalSynapse(
+            data_dir,
+            server_name=f"127.0.0.1:{port}",
+            port=free_port(),
+            relaxed_rate_limits=True,
+            large_rooms=None,
+            federation=dataclasses.replace(listener, port=port, domain_whitelist=tuple(whitelist)),
+        )
+        try:
+            await gated.start()
+            yield gated
+        finally:
+            await gated.stop()

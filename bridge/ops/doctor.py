@@ -42,6 +42,7 @@ from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.registration import RegistrationError
 from appservice.registration import load as load_registration
+from bridge.channels.hosting import server_acl_content, server_allowed
 from bridge.ops.synapse import LARGE_ROOM_CACHES, SYNAPSE_DEFAULT_CACHE_FACTOR
 from bridge.runtime.config import Config
 from bridge.store.db import create_engine
@@ -307,7 +308,24 @@ def _has_federation_listener(hs: Mapping[str, Any]) -> bool:
     return False
 
 
+def _is_pattern(server: str) -> bool:
+    """An `allowed_servers` entry with ACL wildcards (`*.gov.example`): a family of servers, not one name."""
+    return "*" in server or "?" in server
+
+
+def _names(servers: Iterable[str]) -> str:
+    return "[" + ", ".join(servers) + "]"
+
+
 def check_federation(hs: Mapping[str, Any], config: Config) -> Check:
+    """Whether Synapse's `federation_domain_whitelist` agrees with `hosting.federation`.
+
+    Synapse compares each whitelist entry exactly with the other server's full name, port included,
+    and knows no wildcards: `partner.example` does not admit `partner.example:8448`, and
+    `*.gov.example` admits no server at all. Kanal's server ACLs match the host only and take
+    wildcards. So an entry is a leak when the ACL would keep its server out of the channel rooms,
+    and an exact name in `hosting.allowed_servers` is blocked unless listed exactly as it is.
+    """
     name = "federation"
     whitelist = hs.get("federation_domain_whitelist")
     policy = config.federation
@@ -318,7 +336,6 @@ def check_federation(hs: Mapping[str, Any], config: Config) -> Check:
             name, Status.FAIL, "federation_domain_whitelist is not a list of server names", "fix the list"
         )
     listener = _has_federation_listener(hs)
-    own = _strip_port(config.domain)
     if policy == "open":
         reach = (
             "every server"
@@ -333,8 +350,22 @@ def check_federation(hs: Mapping[str, Any], config: Config) -> Check:
         return Check(
             name, Status.PASS, f"Kanal's policy is open; the homeserver federates with {reach}{note}"
         )
-    allowed = set(inside_servers(config)) if policy == "allowlist" else {own}
-    listed = {_strip_port(d) for d in whitelist or []}
+    trusted = config.allowed_servers if policy == "allowlist" else ()
+    exact = [s for s in trusted if not _is_pattern(s)]
+    patterns = [s for s in trusted if _is_pattern(s)]
+    wanted = _names(dict.fromkeys([config.domain, *exact]))
+    exact_fix = (
+        f"set federation_domain_whitelist to {wanted} (each server exactly as it names itself, port "
+        "included)"
+        + (
+            f", plus the name of each server of {_list(patterns)} you trust, and list those names in "
+            "hosting.allowed_servers instead of the wildcard (Synapse takes no wildcards); or leave "
+            "federation_domain_whitelist unset and rely on Kanal's server ACLs, which keep other servers "
+            "out of the channel rooms but not out of the rest of the homeserver"
+            if patterns
+            else ""
+        )
+    )
     if whitelist is None:
         if policy == "closed" and not listener:
             return Check(
@@ -345,16 +376,31 @@ def check_federation(hs: Mapping[str, Any], config: Config) -> Check:
                 "room, for one)",
                 "set federation_domain_whitelist: []",
             )
+        if patterns:
+            return Check(
+                name,
+                Status.WARN,
+                f"hosting.allowed_servers has wildcard entries ({_list(patterns)}), which "
+                "federation_domain_whitelist cannot express (Synapse matches exact server names); it is "
+                "not set, so the homeserver federates with every server and only the channel rooms' "
+                "server ACLs keep other servers out of channels",
+                exact_fix,
+            )
         return Check(
             name,
             Status.FAIL,
             f"Kanal's policy is {policy} but federation_domain_whitelist is not set: the homeserver "
             "federates with every server",
-            "set federation_domain_whitelist: []"
-            if policy == "closed"
-            else f"set federation_domain_whitelist to {sorted(allowed)}",
+            "set federation_domain_whitelist: []" if policy == "closed" else exact_fix,
         )
-    extra = sorted(listed - allowed)
+    acl = server_acl_content(config)
+    own = config.domain
+    # A wildcard entry admits no server (below); any other entry is a leak when the ACL keeps it out.
+    extra = [
+        d
+        for d in dict.fromkeys(whitelist)
+        if d != own and not _is_pattern(d) and not server_allowed(acl, d)
+    ]
     if extra:
         return Check(
             name,
@@ -363,19 +409,42 @@ def check_federation(hs: Mapping[str, Any], config: Config) -> Check:
             f"remove {_list(extra)} from federation_domain_whitelist, or add them to "
             "hosting.allowed_servers in Kanal's config",
         )
-    missing = sorted(allowed - listed - {own})
-    if missing:
-        return Check(
-            name,
-            Status.WARN,
-            f"hosting.allowed_servers lists {_list(missing)}, which federation_domain_whitelist blocks",
-            f"add {_list(missing)} to federation_domain_whitelist, or drop them from hosting.allowed_servers",
+    listed = set(whitelist)
+    problems: list[str] = []
+    blocked = [s for s in dict.fromkeys(exact) if s not in listed]
+    for server in blocked:
+        near = [d for d in whitelist if d != server and _strip_port(d) == _strip_port(server)]
+        problems.append(
+            f"hosting.allowed_servers lists {server}, which federation_domain_whitelist blocks"
+            + (
+                f" (it lists {_list(near)}: Synapse compares the whole server name, port included)"
+                if near
+                else ""
+            )
         )
+    wildcards = [d for d in whitelist if _is_pattern(d)]
+    if wildcards:
+        problems.append(
+            f"federation_domain_whitelist lists {_list(wildcards)}, but Synapse takes no wildcards: "
+            "such an entry admits no server"
+        )
+    # Kanal's wildcards: the ACL lets every server of them in, the homeserver only those it names.
+    for pattern in patterns:
+        named = [d for d in whitelist if not _is_pattern(d) and server_allowed({"allow": [pattern]}, d)]
+        problems.append(
+            f"hosting.allowed_servers has {pattern}, which federation_domain_whitelist cannot express "
+            "(Synapse matches exact server names, no wildcards): the homeserver refuses every server of it"
+            + (f" but {_list(named)}" if named else "")
+        )
+    if problems:
+        fix = "set federation_domain_whitelist: []" if policy == "closed" else exact_fix
+        return Check(name, Status.WARN, "; ".join(problems), fix)
+    others = [d for d in dict.fromkeys(whitelist) if d != own]
     return Check(
         name,
         Status.PASS,
         f"Kanal's policy is {policy}; the homeserver federates with "
-        + (_list(sorted(listed)) if listed - {own} else "no other server"),
+        + (_list(others) if others else "no other server"),
     )
 
 

@@ -8,8 +8,10 @@ channels; tests that change Kanal's configuration restart that Kanal and put it 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable
@@ -74,7 +76,8 @@ async def open_chat(reader: User) -> str:
     return room_id
 
 
-def doctor(env: Env, homeserver_config: Path) -> dict[str, dict[str, str]]:
+def doctor(env: Env, homeserver_config: Path, config: Path | None = None) -> dict[str, dict[str, str]]:
+    """`kanal doctor` on Kanal's config (or `config`) and `homeserver_config`: its checks by name."""
     result = subprocess.run(
         [
             sys.executable,
@@ -82,7 +85,7 @@ def doctor(env: Env, homeserver_config: Path) -> dict[str, dict[str, str]]:
             "bridge.cli",
             "doctor",
             "-c",
-            str(env.kanal.config_path),
+            str(config or env.kanal.config_path),
             "--homeserver-config",
             str(homeserver_config),
             "--format",
@@ -96,15 +99,32 @@ def doctor(env: Env, homeserver_config: Path) -> dict[str, dict[str, str]]:
     return {check["name"]: check for check in json.loads(result.stdout)["checks"]}
 
 
+def as_bot(env: Env) -> dict[str, str]:
+    """Request headers that speak as Kanal's bot (its application service token)."""
+    config = yaml.safe_load(env.kanal.config_path.read_text())
+    return {"Authorization": f"Bearer {config['appservice']['as_token']}"}
+
+
 async def bot_state(env: Env, room_id: str, event_type: str) -> dict[str, Any]:
     """A state event of a room, read as Kanal's bot (who is in every channel room)."""
-    config = yaml.safe_load(env.kanal.config_path.read_text())
-    headers = {"Authorization": f"Bearer {config['appservice']['as_token']}"}
     url = f"{env.homeserver}/_matrix/client/v3/rooms/{quote(room_id)}/state/{event_type}/"
-    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+    async with aiohttp.ClientSession() as http, http.get(url, headers=as_bot(env)) as response:
         assert response.status == 200, await response.text()
         content: dict[str, Any] = await response.json()
         return content
+
+
+async def join_via(user: User, room_id: str, server: str) -> tuple[int, dict[str, Any]]:
+    """A join by room id through `server` (nio's join takes no server name): status and answer."""
+    client = user.client
+    url = f"{client.homeserver}/_matrix/client/v3/join/{quote(room_id)}"
+    headers = {"Authorization": f"Bearer {client.access_token}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, params={"server_name": server}, json={}, headers=headers) as response,
+    ):
+        answer: dict[str, Any] = await response.json()
+        return response.status, answer
 
 
 def homeserver_config_with(env: Env, path: Path, **settings: Any) -> Path:
@@ -300,7 +320,9 @@ async def test_allowlist_and_closed_keep_the_other_server_out(federation: Federa
         leaky = homeserver_config_with(
             env, tmp_path / "leaky.yaml", federation_domain_whitelist=[env.domain, federation.remote_domain]
         )
-        assert remote_host in doctor(env, leaky)["federation"]["detail"]
+        leak = doctor(env, leaky)["federation"]
+        assert leak["status"] == "fail", leak
+        assert f"federation_domain_whitelist also allows {federation.remote_domain}" in leak["detail"], leak
 
     async with reconfigured(env, hosting(federation="closed")):
         closed = await create_channel(env, alice, env.handle("closed"), "Closed")
@@ -325,6 +347,45 @@ async def test_allowlist_and_closed_keep_the_other_server_out(federation: Federa
     await join_remote(reader, env, channel)
     checks = doctor(env, env.synapse.config_path)
     assert checks["federation"]["status"] == "pass", checks["federation"]
+
+
+async def test_the_homeserver_whitelist_admits_exact_server_names_only(
+    federation: Federated, tmp_path: Path
+) -> None:
+    """Synapse's `federation_domain_whitelist`, really applied, does what `kanal doctor` says of it: a
+    homeserver whose whitelist names Kanal's server exactly and the readers' server by its host only
+    (`localhost`, without the port its server name has) lets Kanal's users in and refuses the readers',
+    though Kanal's server ACL (hosts, ports ignored) would admit both."""
+    env = federation.home
+    remote_host = federation.remote_domain.split(":")[0]
+    alice, reader = await env.user("alice"), await federation.reader()
+    async with federation.gated(tmp_path / "gated", [env.domain, remote_host]) as gated:
+        # Kanal on that homeserver, letting in Kanal's stack server and the readers' server by name.
+        data = yaml.safe_load(env.kanal.config_path.read_text())
+        data["homeserver"]["domain"] = gated.server_name
+        data["hosting"] = {"federation": "allowlist", "allowed_servers": [env.domain, federation.remote_domain]}
+        config = tmp_path / "gated-kanal.yaml"
+        config.write_text(yaml.safe_dump(data))
+        verdict = (await asyncio.to_thread(doctor, env, gated.config_path, config))["federation"]
+        assert verdict["status"] == "warn", verdict
+        assert verdict["detail"] == (
+            f"hosting.allowed_servers lists {federation.remote_domain}, which federation_domain_whitelist "
+            f"blocks (it lists {remote_host}: Synapse compares the whole server name, port included)"
+        ), verdict
+        assert f"{env.domain}, {federation.remote_domain}]" in verdict["fix"], verdict
+
+        # What that homeserver really does: a public room on it, joined from each of the other two.
+        password = secrets.token_urlsafe(12)
+        owner = nio.AsyncClient(gated.base_url, await gated.register_user("owner", password))
+        env.users.append(owner)
+        assert isinstance(await owner.login(password), nio.LoginResponse)
+        created = await owner.room_create(visibility=nio.RoomVisibility.public, name="Gated")
+        assert isinstance(created, nio.RoomCreateResponse), created
+        status, answer = await join_via(alice, created.room_id, gated.server_name)
+        assert status == 200 and answer.get("room_id") == created.room_id, (status, answer)
+        status, answer = await join_via(reader, created.room_id, gated.server_name)
+        assert (status, answer.get("errcode")) == (403, "M_FORBIDDEN"), (status, answer)
+        assert answer.get("error") == f"Federation denied with {federation.remote_domain}.", answer
 
 
 async def test_a_policy_list_server_ban_shuts_out_a_joined_server_until_lifted(federation: Federated) -> None:

@@ -242,6 +242,59 @@ def test_federation_allowlist_policy() -> None:
     assert check("partner.example").status is Status.FAIL  # not a list
 
 
+def test_federation_whitelist_names_match_exactly_ports_included() -> None:
+    """Synapse admits a server only if the whitelist has its exact name: `partner.example` is not
+    `partner.example:8448` (server ACLs ignore the port; the whitelist does not)."""
+    ported = config("allowlist", ("partner.example:8448",))
+    bare = check_federation(hs(federation_domain_whitelist=["partner.example"]), ported)
+    assert bare.status is Status.WARN, bare
+    assert "lists partner.example:8448, which federation_domain_whitelist blocks" in bare.detail, bare
+    assert "it lists partner.example: Synapse compares the whole server name, port included" in bare.detail
+    assert "[example.org, partner.example:8448]" in bare.fix, bare
+    exact = check_federation(hs(federation_domain_whitelist=["partner.example:8448"]), ported)
+    assert exact.status is Status.PASS and "partner.example:8448" in exact.detail, exact
+    # The other way round: Kanal names the server without a port, the whitelist with one.
+    other = check_federation(hs(federation_domain_whitelist=["partner.example:8448"]), ALLOWLIST)
+    assert other.status is Status.WARN and "it lists partner.example:8448" in other.detail, other
+    # The suggestion keeps the port, and a port-bearing entry outside the policy is named as it is.
+    unset = check_federation(hs(federation_domain_whitelist=None), ported)
+    assert unset.status is Status.FAIL and "[example.org, partner.example:8448]" in unset.fix, unset
+    leaky = hs(federation_domain_whitelist=["partner.example:8448", "evil.example:8448"])
+    leak = check_federation(leaky, ported)
+    assert leak.status is Status.FAIL and "also allows evil.example:8448" in leak.detail, leak
+
+
+def test_federation_whitelist_cannot_express_wildcards() -> None:
+    """`*.gov.example` in hosting.allowed_servers lets every such server through the ACL, but Synapse's
+    whitelist takes exact names only: doctor warns in every form and says both ways out."""
+    gov = config("allowlist", ("partner.example", "*.gov.example"))
+
+    def check(whitelist: Any) -> Check:
+        return check_federation(hs(federation_domain_whitelist=whitelist), gov)
+
+    unset = check(None)  # a choice, not a failure: the ACLs still keep other servers out of the channels
+    assert unset.status is Status.WARN, unset
+    assert "wildcard entries (*.gov.example)" in unset.detail, unset
+    assert "federates with every server" in unset.detail, unset
+    assert "[example.org, partner.example]" in unset.fix, unset
+    assert "leave federation_domain_whitelist unset" in unset.fix, unset
+    literal = check(["partner.example", "*.gov.example"])  # was a pass: Synapse admits no `*.gov.example`
+    assert literal.status is Status.WARN, literal
+    assert "lists *.gov.example, but Synapse takes no wildcards: such an entry admits no server" in (
+        literal.detail
+    )
+    missing = check(["partner.example"])
+    assert missing.status is Status.WARN, missing
+    assert "the homeserver refuses every server of it" in missing.detail, missing
+    named = check(["partner.example", "a.gov.example"])  # only the named one gets through
+    assert named.status is Status.WARN and "every server of it but a.gov.example" in named.detail, named
+    leak = check(["partner.example", "a.gov.example", "evil.example"])
+    assert leak.status is Status.FAIL and "also allows evil.example" in leak.detail, leak
+    # A wildcard in the whitelist admits no server under any policy: a mistake, but no leak.
+    star = check_federation(hs(federation_domain_whitelist=["*"]), CLOSED)
+    assert star.status is Status.WARN and "lists *, but Synapse takes no wildcards" in star.detail, star
+
+
 def test_media_local_and_inside_pass() -> None:
     assert check_media(hs(), OPEN).status is Status.PASS
     assert check_media(hs(media_store_path=None), OPEN).status is Status.PASS
