@@ -27,7 +27,7 @@ import yaml
 from tests.federation import Federated
 from tests.integration.test_comments import body, eventually, fetch, in_thread
 from tests.integration.test_compliance import body_has, compliance, join_moderation_room
-from tests.integration.test_private_channels import new_link, web_base
+from tests.integration.test_private_channels import new_link
 from tests.integration.test_stats import POLL, read, vote
 from tests.support import Channel, Env, User, create_channel, reconfigured
 
@@ -142,10 +142,16 @@ def hosting(**settings: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
-async def refused_join(reader: User, room: str) -> str:
+# Why Kanal's homeserver refuses a remote join (Synapse's make_join answer, passed on to the reader).
+NOT_INVITED = "You are not invited to this room."  # the join rule (a private channel)
+SERVER_REFUSED = "Server is banned from room"  # the room's server ACL (allowlist, closed, a server ban)
+
+
+async def refused_join(reader: User, room: str, reason: str) -> None:
+    """The reader's join is refused as forbidden, for `reason` (not for a federation fault)."""
     response = await reader.client.join(room)
     assert isinstance(response, nio.JoinError), response
-    return str(response.message)
+    assert response.status_code == "M_FORBIDDEN" and response.message == reason, response
 
 
 # -- what a remote reader does -------------------------------------------------------------------------
@@ -261,10 +267,10 @@ async def test_a_remote_reader_knocks_with_a_code_and_is_let_in(federation: Fede
     channel = await create_channel(env, alice, env.handle("priv"), "Private Desk --private")
     alias = f"#{channel.handle}:{env.domain}"
     # The join rule keeps the remote reader out …
-    await refused_join(reader, alias)
-    # … until they knock with an invite link's code.
-    _, token = await new_link(alice, channel)
-    knocked = await reader.client.room_knock(alias, reason=f"my link: {web_base(env)}/join/{token}")
+    await refused_join(reader, alias, NOT_INVITED)
+    # … until they knock with an invite link's code (the code alone, as a link's page shows it).
+    _, code = await new_link(alice, channel)
+    knocked = await reader.client.room_knock(alias, reason=code)
     assert isinstance(knocked, nio.RoomKnockResponse), knocked
     await reader.wait_invite(lambda rid, _room: rid == channel.broadcast, TIMEOUT)
     await join_when_invited(reader, channel.broadcast)
@@ -308,7 +314,7 @@ async def test_allowlist_and_closed_keep_the_other_server_out(federation: Federa
         channel = await create_channel(env, alice, env.handle("allow"), "Allowlisted")
         acl = await alice.state(channel.backstage, "m.room.server_acl")
         assert remote_host not in acl["allow"] and "partner.example" in acl["allow"]
-        await refused_join(reader, f"#{channel.handle}:{env.domain}")
+        await refused_join(reader, f"#{channel.handle}:{env.domain}", SERVER_REFUSED)
         # The homeserver still federates with everyone: doctor says so, and what would agree.
         checks = doctor(env, env.synapse.config_path)
         assert checks["federation"]["status"] == "fail", checks["federation"]
@@ -328,7 +334,7 @@ async def test_allowlist_and_closed_keep_the_other_server_out(federation: Federa
         closed = await create_channel(env, alice, env.handle("closed"), "Closed")
         create = await alice.state(closed.backstage, "m.room.create")
         assert create.get("m.federate") is False
-        await refused_join(reader, f"#{closed.handle}:{env.domain}")
+        await refused_join(reader, f"#{closed.handle}:{env.domain}", SERVER_REFUSED)
         # Rooms made before: their ACL now allows Kanal's own server only.
         acl = await alice.state(channel.backstage, "m.room.server_acl")
         assert acl["allow"] == [own_host, env.domain], acl
