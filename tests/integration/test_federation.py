@@ -259,6 +259,11 @@ async def test_a_remote_reader_chats_with_the_bot(federation: Federated) -> None
     # Channels are made and managed by the server's own users only.
     refusal = await reader.ask(chat, f"create {env.handle('mine')} Mine", "Only users of", TIMEOUT)
     assert env.domain in refusal
+    # The other reader's commands: the bot answers in the language chosen, from then on.
+    chosen = await reader.ask(chat, "language fa", "از این پس", TIMEOUT)
+    assert "فارسی" in chosen, chosen
+    usage = await reader.ask(chat, "appeal", "روش استفاده", TIMEOUT)
+    assert "اعتراض (appeal)" in usage, usage
 
 
 async def test_a_remote_reader_knocks_with_a_code_and_is_let_in(federation: Federated) -> None:
@@ -528,3 +533,11 @@ async def test_reports_and_statements_cross_the_border(federation: Federated) ->
         await join_when_invited(commenter, dm)
         statement = body(await commenter.wait_for(dm, body_has("Statement of reasons"), TIMEOUT))
         assert f"decision #{decision.group(1)}" in statement and "Ground: the terms of service: 3.1" in statement
+        # … and appeals it from that chat: the appeal reaches the moderators like a local one.
+        appealed = await commenter.ask(
+            dm, f"appeal {decision.group(1)} I quoted the advert to warn people", "is received", TIMEOUT
+        )
+        found = re.search(rf"Your appeal #(\d+) against decision #{decision.group(1)} ", appealed)
+        assert found is not None, appealed
+        heard = await moderator.wait_for(mod_room, body_has(f"Appeal a{found.group(1)}"), TIMEOUT)
+        assert f"by {commenter.user_id}: I quoted the advert to warn people" in body(heard), body(heard)
