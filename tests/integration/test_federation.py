@@ -114,6 +114,14 @@ async def bot_state(env: Env, room_id: str, event_type: str) -> dict[str, Any]:
         return content
 
 
+async def local_aliases(env: Env, room_id: str) -> list[str]:
+    """The aliases Kanal's homeserver holds for a room (its own table: no application service asked)."""
+    url = f"{env.homeserver}/_matrix/client/v3/rooms/{quote(room_id)}/aliases"
+    async with aiohttp.ClientSession() as http, http.get(url, headers=as_bot(env)) as response:
+        assert response.status == 200, await response.text()
+        return list((await response.json())["aliases"])
+
+
 async def join_via(user: User, room_id: str, server: str) -> tuple[int, dict[str, Any]]:
     """A join by room id through `server` (nio's join takes no server name): status and answer."""
     client = user.client
@@ -304,6 +312,26 @@ async def test_a_remote_reader_lands_in_the_open_shard(federation: Federated) ->
         await alice.text(channel.backstage, "to every room")
         await reader.wait_for(second, body_is("to every room"), TIMEOUT)
         await bob.wait_for(channel.broadcast, body_is("to every room"), TIMEOUT)
+
+
+async def test_a_missing_alias_is_pointed_again_when_another_server_asks(federation: Federated) -> None:
+    """`#handle` gone from Kanal's homeserver: a remote reader's directory query reaches Kanal's own alias
+    query (the homeserver asks the application service whose namespace the alias is in), and Kanal
+    points the alias at the channel's open room again, port-bearing server name and all."""
+    env = federation.home
+    alice, reader = await env.user("alice"), await federation.reader()
+    channel = await create_channel(env, alice, env.handle("lost"), "Lost and found")
+    alias = f"#{channel.handle}:{env.domain}"
+    assert alias in await local_aliases(env, channel.broadcast)
+    url = f"{env.homeserver}/_matrix/client/v3/directory/room/{quote(alias)}"
+    async with aiohttp.ClientSession() as http, http.delete(url, headers=as_bot(env)) as response:
+        assert response.status == 200, await response.text()
+    assert alias not in await local_aliases(env, channel.broadcast)
+
+    assert await join_remote(reader, env, channel) == channel.broadcast
+    assert alias in await local_aliases(env, channel.broadcast)
+    await alice.text(channel.backstage, "found again")
+    await reader.wait_for(channel.broadcast, body_is("found again"), TIMEOUT)
 
 
 # -- hosting policy against other servers ---------------------------------------------------------------
