@@ -377,8 +377,9 @@ async def test_allowlist_and_closed_keep_the_other_server_out(federation: Federa
         assert doctor(env, sealed)["federation"]["status"] == "pass"
 
     # Open again (the session's configuration): once the ACL says so, the remote reader joins.
-    # (Joining only then: Synapse 1.163 may cache a room's old ACL when a request from the other
-    # server reads it while the new one is being stored, and refuse that server until it restarts.)
+    # (Joining only then: Synapse 1.163 drops a room's cached ACL before it stores the new ACL event
+    # (handlers/message.py), so a request from the other server in between caches the old one, which
+    # refuses that server until it expires or Synapse restarts: README, *Federation*.)
     async def reopened() -> bool:
         return (await bot_state(env, channel.broadcast, "m.room.server_acl")).get("allow") == ["*"]
 
