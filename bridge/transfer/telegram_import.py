@@ -53,7 +53,14 @@ from bridge.runtime.sending import sending
 from bridge.store import queries
 from bridge.store.models import Channel, ChannelStatus, HeldPost, HeldPostStatus, OutboxEntry, Post
 from bridge.text.names import InvalidTitle, clean_title
-from bridge.text.telegram import ExportError, ExportHeader, ExportMessage, read_export
+from bridge.text.telegram import (
+    PHOTO_DELETE_ACTIONS,
+    PHOTO_SET_ACTIONS,
+    ExportError,
+    ExportHeader,
+    ExportMessage,
+    read_export,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +200,10 @@ def check_export(export_dir: Path, max_media: int) -> Checked:
                 checked.reactions += 1
             if message.type == "service":
                 checked.service[message.action or "unknown"] += 1
-                if message.action == "edit_channel_photo" and message.photo:
+                if message.action in PHOTO_SET_ACTIONS and message.photo:
                     path = media_file(export_dir, message)
                     checked.photo = message.photo if path is not None and path.is_file() else checked.photo
-                elif message.action == "delete_channel_photo":
+                elif message.action in PHOTO_DELETE_ACTIONS:
                     checked.photo = None
                 continue
             path = media_file(export_dir, message)
