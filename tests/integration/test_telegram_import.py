@@ -1,6 +1,7 @@
 """`kanal import telegram` against a real Synapse: a hand-built Telegram export becomes the channel's
 history, as a matrix-nio reader sees it (order, original times, formatting, media, replies, polls);
-a re-run adds nothing; an import killed with SIGKILL resumes and gives every message exactly once."""
+a re-run adds nothing (and pins nothing again); an import killed with SIGKILL resumes and gives every
+message exactly once; an export of the channel imported into another reproduces it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import nio
 import yaml
 
 from bridge.matrix.imported import IMPORTED_KEY
+from bridge.text.names import salvage_title
 from tests.integration.test_compliance import compliance, join_moderation_room
 from tests.support import Env, User, create_channel, reconfigured
 from tests.telegram_export import CHANNEL_NAME, RICH_HTML, Expected, build_export
@@ -137,9 +139,10 @@ async def test_an_export_becomes_the_channels_history(env: Env, tmp_path: Path) 
     async with aiohttp.ClientSession() as http, http.get(f"http://{config['web']['listen']}/c/{channel.handle}") as page:
         assert 'datetime="2020-' in await page.text()
 
-    # A second run imports nothing twice.
+    # A second run imports nothing twice, and does not pin again (which would undo an owner's unpin).
     out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle)
     assert "Imported 0 posts" in out and f"Already imported before: {len(expected.posts)}" in out, out
+    assert "pins applied: 0" in out, out
     again = await reader.all_messages(channel.broadcast)
     assert len(imported(again)) == len(expected.posts)
     assert len(again) == len(everything)
@@ -291,7 +294,9 @@ async def test_the_compliance_hooks_judge_every_imported_post(env: Env, tmp_path
 async def test_an_import_creates_the_channel_it_names_for_its_owner(env: Env, tmp_path: Path) -> None:
     owner = await env.user("owner")
     handle = env.handle("tgnew")
-    expected = build_export(tmp_path / "export", posts=15)
+    # A name Kanal does not take as a title as it is: right-to-left marks, and longer than 128 characters.
+    name = "\u200fکانال خبری\u200f " + "اخبار روز و تحلیل " * 8
+    expected = build_export(tmp_path / "export", posts=15, name=name)
     # Without an owner, a channel that does not exist is refused, and nothing is created.
     _out, err = await run_import(env, str(expected.folder), "--channel", handle, expect_exit=2)
     assert f"there is no channel #{handle}" in err and "--owner" in err, err
@@ -311,6 +316,8 @@ async def test_an_import_creates_the_channel_it_names_for_its_owner(env: Env, tm
     await reader.join(alias)
     events = await until_all(reader, str(resolved.room_id), len(expected.posts))
     assert [message_id(e) for e in events] == expected.posts
+    title = (await reader.state(str(resolved.room_id), "m.room.name"))["name"]
+    assert title == salvage_title(name) and "\u200f" not in title and title.endswith("…"), title
     # It is the owner's: they are invited to its backstage, and its `info` names them as the owner.
     backstage = await owner.wait_invite(lambda _rid, room: f"(#{handle})" in (room.name or ""))
     await owner.join(backstage)

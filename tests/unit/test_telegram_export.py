@@ -13,6 +13,7 @@ import pytest
 from bridge.matrix.imported import IMPORTED_KEY, POLL_END, POLL_START, plan_message, with_media
 from bridge.matrix.relay import REF_PLACEHOLDER, SOURCE_KEY
 from bridge.text import telegram
+from bridge.text.names import InvalidTitle, clean_title, salvage_title
 from bridge.text.telegram import (
     Entity,
     ExportError,
@@ -258,3 +259,21 @@ def test_a_reply_to_another_chats_message_is_not_linked_to_this_channels() -> No
     assert planned.content is not None
     assert planned.content["body"] == "In reply to a message in another chat\n\na"
     assert "m.relates_to" not in planned.content
+
+
+@pytest.mark.parametrize(
+    ("name", "title"),
+    [
+        ("Plain name", "Plain name"),
+        ("\u200fکانال\u200c‌ها\u200f خبری", "کانال\u200cها خبری"),  # RLM marks dropped, ZWNJ kept
+        ("word " * 40, ("word " * 25).strip() + "…"),  # 200 characters: cut at a word
+    ],
+)
+def test_a_name_from_elsewhere_becomes_a_title_kanal_takes(name: str, title: str) -> None:
+    assert salvage_title(name, 128) == title
+    assert clean_title(title, 128) == title
+
+
+def test_a_name_of_nothing_but_controls_is_no_title() -> None:
+    with pytest.raises(InvalidTitle):
+        salvage_title("\u200f\u202e\u200e", 128)
