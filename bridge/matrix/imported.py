@@ -117,6 +117,12 @@ def _marker(message: ExportMessage, chat_id: int, chat_name: str, source: str) -
     }
     if message.edited is not None:
         imported["edited"] = message.edited
+    if message.poll is not None:  # Telegram's counts (no voters): `kanal export` writes them again
+        imported["poll"] = {
+            "closed": message.poll.closed,
+            "total_voters": message.poll.total_voters,
+            "answers": [a.voters for a in message.poll.answers],  # in answer order (ids "1", "2" …)
+        }
     return {SOURCE_KEY: source, IMPORTED_KEY: imported}
 
 

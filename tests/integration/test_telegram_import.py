@@ -1,7 +1,7 @@
 """`kanal import telegram` against a real Synapse: a hand-built Telegram export becomes the channel's
 history, as a matrix-nio reader sees it (order, original times, formatting, media, replies, polls);
 a re-run adds nothing (and pins nothing again); an import killed with SIGKILL resumes and gives every
-message exactly once; an export of the channel imported into another reproduces it."""
+message exactly once; an export of the channel imported into another reproduces it, polls' totals too."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import aiohttp
 import nio
 import yaml
 
-from bridge.matrix.imported import IMPORTED_KEY
+from bridge.matrix.imported import IMPORTED_KEY, POLL_END, POLL_START, TEXT_KEY
 from bridge.text.names import salvage_title
 from tests.integration.test_compliance import compliance, join_moderation_room
 from tests.support import Env, User, create_channel, reconfigured
@@ -160,6 +160,11 @@ async def test_an_export_becomes_the_channels_history(env: Env, tmp_path: Path) 
     for first, copy in zip(events, copies, strict=True):
         assert copy["origin_server_ts"] == first["origin_server_ts"]
         assert copy["type"] == first["type"]
+        if first["type"] == POLL_START:  # the question, the answers and Telegram's totals in the text
+            assert {k: copy["content"].get(k) for k in (POLL_START, TEXT_KEY)} == {
+                k: first["content"].get(k) for k in (POLL_START, TEXT_KEY)
+            }
+            continue
         if first["type"] != "m.room.message":
             continue
         shown = ("msgtype", "body", "filename")
@@ -172,6 +177,10 @@ async def test_an_export_becomes_the_channels_history(env: Env, tmp_path: Path) 
             assert "m.in_reply_to" in copy["content"]["m.relates_to"]
     rich = next(c for c in copies if c["content"].get("body", "").startswith("Start bold"))
     assert rich["content"]["formatted_body"] == RICH_HTML
+    copied_poll = next(c for c in copies if c["type"] == POLL_START)
+    assert "(7 voters): Tea: 4, Coffee: 3" in copied_poll["content"][TEXT_KEY]
+    ended = [e for e in await reader.all_messages(second.broadcast) if e["type"] == POLL_END]
+    assert [e["content"]["m.relates_to"]["event_id"] for e in ended] == [copied_poll["event_id"]]
 
 
 async def test_an_import_killed_midway_resumes_exactly_once(env: Env, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.matrix.imported import IMPORTED_KEY, POLL_END, POLL_START, plan_message, with_media
+from bridge.matrix.polls import PollTally, parse_poll
 from bridge.matrix.relay import REF_PLACEHOLDER, SOURCE_KEY
 from bridge.text import telegram
 from bridge.text.names import InvalidTitle, clean_title, salvage_title
@@ -23,6 +24,7 @@ from bridge.text.telegram import (
     read_export,
     render_entities,
 )
+from bridge.transfer.export import imported_poll, poll_json
 from bridge.transfer.telegram_import import check_export
 from tests.telegram_export import RICH_HTML, RICH_TEXT, build_export
 
@@ -259,6 +261,29 @@ def test_a_reply_to_another_chats_message_is_not_linked_to_this_channels() -> No
     assert planned.content is not None
     assert planned.content["body"] == "In reply to a message in another chat\n\na"
     assert "m.relates_to" not in planned.content
+
+
+def test_an_imported_polls_telegram_counts_are_kept_and_exported_again() -> None:
+    planned = _plan(poll={"question": "Q?", "closed": True, "total_voters": 3,
+                          "answers": [{"text": "A", "voters": 2}, {"text": "B", "voters": 1}]})
+    telegram_counts = planned.content[IMPORTED_KEY]["poll"]
+    assert telegram_counts == {"closed": True, "total_voters": 3, "answers": [2, 1]}
+    poll = parse_poll(planned.event_type, planned.content)
+    assert poll is not None
+    sent = {"content": planned.content}  # the outbox entry's payload, which keeps the marker
+    # No votes in Matrix (a closed poll takes none): Telegram's counts, as the export had them.
+    ended = PollTally(counts=(("1", 0), ("2", 0)), voters=0, ended=True)
+    assert poll_json(poll, ended, imported_poll(sent)) == {
+        "question": "Q?", "closed": True, "total_voters": 3,
+        "answers": [{"text": "A", "voters": 2, "chosen": False}, {"text": "B", "voters": 1, "chosen": False}],
+    }
+    # An open poll voted on here as well: Matrix's voters are others than Telegram's, so they add up.
+    voted = PollTally(counts=(("1", 0), ("2", 4)), voters=4, ended=False)
+    exported = poll_json(poll, voted, imported_poll(sent))
+    assert exported["total_voters"] == 7 and [a["voters"] for a in exported["answers"]] == [2, 5]
+    assert not exported["closed"]
+    # A poll made in Kanal: Matrix's counts only.
+    assert poll_json(poll, voted, imported_poll({"content": {}}))["total_voters"] == 4
 
 
 @pytest.mark.parametrize(
