@@ -426,7 +426,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     """A Telegram channel's export into a Kanal channel: `kanal import telegram <dir> --channel <handle>`."""
     from bridge.app import StartupError
     from bridge.text.telegram import ExportError
-    from bridge.transfer.telegram_import import Importer, ImportRefused, Summary
+    from bridge.transfer.telegram_import import Importer, ImportRefused, ImportStopped, Summary
 
     config = _config(args, service=True)
     if config is None:
@@ -456,9 +456,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
             summary = asyncio.run(_as_kanal(config, work, reach_homeserver=not args.dry_run))
         finally:
             bar.close()
-    except (ExportError, ImportRefused, StartupError) as exc:
+    except (ExportError, ImportRefused, StartupError, ImportStopped) as exc:
         print(f"kanal import: {exc}", file=sys.stderr)
-        return EXIT_CONFIG if not isinstance(exc, StartupError) else EXIT_STARTUP
+        return EXIT_STARTUP if isinstance(exc, StartupError | ImportStopped) else EXIT_CONFIG
     except OSError as exc:
         print(f"kanal import: cannot read the export: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -652,8 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Telegram channel's history (Telegram Desktop: Export chat history, Machine-readable JSON)",
         description="Import a Telegram channel's export into a Kanal channel: posts in order at their "
         "original times, formatting, media, replies, polls. Run again to resume; nothing is imported twice.",
-        epilog="exit codes: 0 imported and sent, 1 imported but not all sent yet (or Kanal cannot start), "
-        "2 nothing imported: the config, the export or the channel is not right (the message says why)",
+        epilog="exit codes: 0 imported and sent, 1 imported but not all sent yet, or stopped midway by the "
+        "homeserver (run again to go on), or Kanal cannot start, 2 nothing imported: the config, the export or "
+        "the channel is not right (the message says why)",
     )
     telegram.add_argument("export_dir", metavar="EXPORT-DIR", help="the export's folder (with result.json)")
     telegram.add_argument("--channel", required=True, metavar="HANDLE", help="the (empty) channel to import into")

@@ -3,8 +3,10 @@
 `build_export(folder, posts=N)` writes `result.json` and media folders the way Telegram Desktop does
 ("Export chat history", format "Machine-readable JSON"): `text` as a string or a list of strings and
 entity objects, `text_entities` beside it, dates as local strings with `date_unixtime`, media paths
-relative to the folder (or Telegram's note when a file was left out). What it holds is returned as an
-`Expected` for the tests to compare with what readers see.
+relative to the folder (or Telegram's note when a file was left out), a channel's service messages
+named as a group's (`edit_group_photo`, `edit_group_title`), a message Telegram could not export as
+`{"id": N, "type": "unsupported"}`, a reply to another chat's message with its `reply_to_peer_id`.
+What it holds is returned as an `Expected` for the tests to compare with what readers see.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class Expected:
     missing: int = 0  # a photo left out, with a caption: imported without it
     pinned: int = 0  # the message a service message pins
     photo_only: int = 0
+    unsupported: int = 0  # a message Telegram could not export: skipped
+    reply_elsewhere: int = 0  # a reply to another chat's message (its id is also one of this channel's)
 
 
 def _message(message_id: int, when: int, parts: list[str | dict[str, Any]] | str, **extra: Any) -> dict[str, Any]:
@@ -164,7 +168,7 @@ def build_export(folder: Path, posts: int = 300, *, name: str = CHANNEL_NAME) ->
     add(
         {
             "id": next_id, "type": "service", "date": "2020-09-13T13:26:40", "date_unixtime": str(when),
-            "actor": name, "actor_id": f"channel{CHAT_ID}", "action": "edit_channel_photo",
+            "actor": name, "actor_id": f"channel{CHAT_ID}", "action": "edit_group_photo",
             "photo": "photos/channel.png", "width": 4, "height": 3, "text": "", "text_entities": [],
         },
         post=False,
@@ -233,7 +237,7 @@ def build_export(folder: Path, posts: int = 300, *, name: str = CHANNEL_NAME) ->
     add(
         {
             "id": next_id, "type": "service", "date": "2020-09-14T01:00:00", "date_unixtime": str(when),
-            "actor": name, "actor_id": f"channel{CHAT_ID}", "action": "edit_channel_title",
+            "actor": name, "actor_id": f"channel{CHAT_ID}", "action": "edit_group_title",
             "title": name, "text": "", "text_entities": [],
         },
         post=False,
@@ -241,6 +245,11 @@ def build_export(folder: Path, posts: int = 300, *, name: str = CHANNEL_NAME) ->
     reacted = _message(next_id, when, "A post with reactions")
     reacted["reactions"] = [{"type": "emoji", "count": 12, "emoji": "👍"}]
     add(reacted, body="A post with reactions")
+    expected.unsupported = add({"id": next_id, "type": "unsupported"}, post=False)
+    expected.reply_elsewhere = add(
+        _message(next_id, when, "About their post", reply_to_message_id=target, reply_to_peer_id="channel1111"),
+        body="In reply to a message in another chat",
+    )
     for n in range(posts):
         parts: list[str | dict[str, Any]] = [f"Post {n} ", {"type": "italic", "text": "of many"}]
         if n % 3 == 0:

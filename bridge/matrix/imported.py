@@ -20,13 +20,14 @@ from typing import Any, Final
 
 from bridge.matrix.relay import REF_PLACEHOLDER, SOURCE_KEY
 from bridge.text.i18n import t
-from bridge.text.telegram import Entity, ExportMessage, is_plain, render_entities
+from bridge.text.telegram import UNSUPPORTED, Entity, ExportMessage, is_plain, render_entities
 
 IMPORTED_KEY: Final = "net.kanal.imported"
 SOURCE_PREFIX: Final = "telegram:"
 POLL_START: Final = "org.matrix.msc3381.poll.start"  # as Element sends polls
 POLL_END: Final = "org.matrix.msc3381.poll.end"
 TEXT_KEY: Final = "org.matrix.msc1767.text"
+NOT_EXPORTED: Final = "Telegram could not export it"  # why an `unsupported` message is skipped
 
 
 def source_id(channel_id: int, chat_id: int, message_id: int) -> str:
@@ -71,7 +72,7 @@ def _mimetype(message: ExportMessage, path: str) -> str:
 
 
 def _notes(message: ExportMessage, lang: str) -> tuple[list[str], list[str], list[str], list[str]]:
-    """Lines before the text (forwarded from) and after it (edited), plain and rich."""
+    """Lines before the text (forwarded from, a reply in another chat) and after it (edited), plain and rich."""
     head_plain: list[str] = []
     head_rich: list[str] = []
     tail_plain: list[str] = []
@@ -80,6 +81,10 @@ def _notes(message: ExportMessage, lang: str) -> tuple[list[str], list[str], lis
         header = t(lang, "forwarded_from", title=message.forwarded_from)
         head_plain.append(header)
         head_rich.append(f"<p><em>{html.escape(header, quote=False)}</em></p>")
+    if message.reply_elsewhere:  # its id is another chat's: a link would point at this channel's namesake
+        note = t(lang, "import_reply_elsewhere")
+        head_plain.append(note)
+        head_rich.append(f"<p><em>{html.escape(note, quote=False)}</em></p>")
     if message.author:
         tail_plain.append(f"— {message.author}")
         tail_rich.append(f"<br><em>— {html.escape(message.author, quote=False)}</em>")
@@ -112,6 +117,12 @@ def _marker(message: ExportMessage, chat_id: int, chat_name: str, source: str) -
     }
     if message.edited is not None:
         imported["edited"] = message.edited
+    if message.poll is not None:  # Telegram's counts (no voters): `kanal export` writes them again
+        imported["poll"] = {
+            "closed": message.poll.closed,
+            "total_voters": message.poll.total_voters,
+            "answers": [a.voters for a in message.poll.answers],  # in answer order (ids "1", "2" …)
+        }
     return {SOURCE_KEY: source, IMPORTED_KEY: imported}
 
 
@@ -188,6 +199,8 @@ def plan_message(
     message: ExportMessage, *, chat_id: int, chat_name: str, source: str, lang: str
 ) -> Planned:
     """What a (non-service) message becomes in the channel, or why it is not imported."""
+    if message.type == UNSUPPORTED:
+        return Planned(message.id, message.date, problem=f"message {message.id}: skipped: {NOT_EXPORTED}")
     marker = _marker(message, chat_id, chat_name, source)
     if message.poll is not None:
         start, end = _poll(message, lang)
@@ -209,7 +222,7 @@ def plan_message(
     event_type, content, media = _media_content(message, path)
     if event_type == "m.sticker":
         content["body"] = message.sticker_emoji or media.filename
-    elif has_text or message.forwarded_from or message.edited is not None or message.author:
+    elif has_text or message.edited is not None or any((message.forwarded_from, message.reply_elsewhere, message.author)):
         # MSC2530: the caption is the body, the file's name moves to `filename`.
         content["filename"] = media.filename
         content["body"] = body

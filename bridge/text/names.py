@@ -156,6 +156,27 @@ def clean_title(text: str, max_length: int = DEFAULT_MAX_TITLE_LENGTH) -> str:
     return title
 
 
+def salvage_title(text: str, max_length: int = DEFAULT_MAX_TITLE_LENGTH) -> str:
+    """A title from a name given elsewhere (a Telegram channel's), which need not keep `clean_title`'s
+    rules: as it is when it does, else without its invisible controls (bidi marks …) and, when too
+    long, cut at a word with "…". Raises `InvalidTitle` when nothing is left."""
+    try:
+        return clean_title(text, max_length)
+    except InvalidTitle:
+        pass
+    kept = "".join(
+        c
+        for c in text
+        if c in (ZWNJ, ZWJ) or c in _WHITESPACE_CONTROLS or unicodedata.category(c) not in ("Cc", "Cf")
+    )
+    title = " ".join(kept.split())
+    if len(title) > max_length:
+        cut = title[: max_length - 1]
+        at_word = cut.rsplit(" ", 1)[0]
+        title = (at_word if len(at_word) > max_length // 2 else cut).rstrip() + "…"
+    return clean_title(title, max_length)
+
+
 def title_key(title: str) -> str:
     """The key comparing titles for search and impersonation: equal for titles that look or read alike.
 

@@ -3,13 +3,16 @@ message, and turn Telegram's text entities into Matrix HTML and a plain body (an
 
     result.json ─▶ read_export: header (name, type, id) ─▶ messages, one at a time (never the whole file)
                      each checked: a message's wrong types, paths leaving the export → ExportError naming it
+                     broken JSON → "broken after message N"; a file cut short → "ends after message N"
     text / text_entities ─▶ render_entities ─▶ (plain body, formatted_body)
     formatted_body ─▶ entities_from_html ─▶ text_entities (Kanal's own export, in the same shape)
 
 The format is what Telegram Desktop writes under "Export chat history" with "Machine-readable JSON":
 `text` is a string or a list of strings and entity objects, `text_entities` the same as entity
 objects only; media are paths relative to the export's folder (or a note when the file was not
-exported); dates are local time strings with `date_unixtime` beside them.
+exported); dates are local time strings with `date_unixtime` beside them (an export without it is
+read as UTC). A message Telegram could not export is written as `{"id": N, "type": "unsupported"}`.
+Service messages of a channel are named as a group's (`edit_group_photo`, `edit_group_title` …).
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ READ_CHUNK: Final = 1 << 16
 MAX_MESSAGE_CHARS: Final = 1 << 22  # one message's JSON (a text is at most 4,096 characters on Telegram)
 NOT_INCLUDED_PREFIX: Final = "(File "  # "(File not included. Change data exporting settings to download.)"
 LINK_SCHEMES: Final = ("http", "https", "mailto", "tg", "matrix")
+UNSUPPORTED: Final = "unsupported"  # a message's type when Telegram Desktop could not export it
+# Telegram Desktop names a channel's photo changes as a group's; the `_channel_` spellings are taken too.
+PHOTO_SET_ACTIONS: Final = frozenset({"edit_group_photo", "edit_channel_photo"})
+PHOTO_DELETE_ACTIONS: Final = frozenset({"delete_group_photo", "delete_channel_photo"})
+# A decoding error this close to the end of what is read may be the text running out (`tru`, `1.5e`,
+# `\u12`), not a mistake in it: more is read before it is called broken.
+_DECODE_SLACK: Final = 16
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
@@ -258,11 +268,12 @@ class ExportMessage:
     """One message of the export, checked (types right, media paths inside the export)."""
 
     id: int
-    type: str  # "message" or "service"
-    date: int  # milliseconds since the epoch, UTC
+    type: str  # "message", "service" or UNSUPPORTED
+    date: int  # milliseconds since the epoch, UTC (0 for an unsupported message, which has none)
     entities: list[Entity] = field(default_factory=list)
     edited: int | None = None
-    reply_to: int | None = None
+    reply_to: int | None = None  # a message of this channel
+    reply_elsewhere: bool = False  # a reply to a message of another chat (not linked)
     forwarded_from: str | None = None
     author: str | None = None
     photo: str | None = None  # a path relative to the export's folder
@@ -278,7 +289,7 @@ class ExportMessage:
     poll: ExportPoll | None = None
     action: str | None = None  # service messages
     action_target: int | None = None  # pin_message's message_id
-    title: str | None = None  # edit_channel_title, create_channel
+    title: str | None = None  # edit_group_title, create_channel
     has_reactions: bool = False
 
 
@@ -357,8 +368,17 @@ def _poll(message_id: int, raw: object) -> ExportPoll:
     return ExportPoll(raw["question"], raw.get("closed") is True, total if isinstance(total, int) else 0, tuple(parsed))
 
 
-def parse_message(raw: object, after: int | None = None) -> ExportMessage:
-    """One message of `messages`, checked; `after`: the id of the message before it (for errors)."""
+def _same_chat(peer: object, chat_id: int | None) -> bool:
+    """Whether `reply_to_peer_id` (Telegram Desktop writes `channel<id>`; a bare or `-100` id is
+    taken too) names the exported channel."""
+    if chat_id is None or isinstance(peer, bool) or not isinstance(peer, int | str):
+        return False
+    return str(peer) in (f"channel{chat_id}", str(chat_id), f"-100{chat_id}")
+
+
+def parse_message(raw: object, after: int | None = None, chat_id: int | None = None) -> ExportMessage:
+    """One message of `messages`, checked; `after`: the id of the message before it (for errors);
+    `chat_id`: the exported channel's id (a reply to another chat's message is not a reply here)."""
     where = f"the message after id {after}" if after is not None else "the first message"
     if not isinstance(raw, dict):
         raise ExportError(f"{where} should be an object, not {_kind(raw)}")
@@ -366,6 +386,8 @@ def parse_message(raw: object, after: int | None = None) -> ExportMessage:
     if isinstance(message_id, bool) or not isinstance(message_id, int):
         raise ExportError(f"{where}: 'id' should be a whole number, not {_kind(message_id)}")
     kind = _str(message_id, raw, "type") or "message"
+    if kind == UNSUPPORTED:  # Telegram Desktop writes nothing else of it, not even a date
+        return ExportMessage(id=message_id, type=UNSUPPORTED, date=_time(message_id, raw, "date") or 0)
     date = _time(message_id, raw, "date")
     if date is None:
         raise ExportError(f"message {message_id}: it has no 'date'")
@@ -382,13 +404,17 @@ def parse_message(raw: object, after: int | None = None) -> ExportMessage:
         file = None
     poll = _poll(message_id, raw["poll"]) if raw.get("poll") is not None else None
     forwarded = raw.get("forwarded_from")
+    reply_to = _int(message_id, raw, "reply_to_message_id")
+    peer = raw.get("reply_to_peer_id")
+    elsewhere = reply_to is not None and peer is not None and not _same_chat(peer, chat_id)
     return ExportMessage(
         id=message_id,
         type=kind,
         date=date,
         entities=entities,
         edited=_time(message_id, raw, "edited"),
-        reply_to=_int(message_id, raw, "reply_to_message_id"),
+        reply_to=None if elsewhere else reply_to,
+        reply_elsewhere=elsewhere,
         forwarded_from=forwarded if isinstance(forwarded, str) else None,
         author=_str(message_id, raw, "author"),
         photo=media_path(message_id, photo) if photo else None,
@@ -409,6 +435,31 @@ def parse_message(raw: object, after: int | None = None) -> ExportMessage:
     )
 
 
+class _EndsEarly(json.JSONDecodeError):
+    """The file ends inside a value: it was cut short (a copy or a download stopped early)."""
+
+
+class _TooLarge(ExportError):
+    """A value runs on for longer than any message can be: the JSON is broken."""
+
+
+class _NotText(ExportError):
+    """The file is not UTF-8 text (`where`: after which message, when that is known)."""
+
+    def __init__(self, detail: str, where: str = "") -> None:
+        super().__init__(
+            f"result.json is not UTF-8 text{' ' + where if where else ''} ({detail}): Telegram Desktop "
+            "writes UTF-8; was the file saved again in another encoding?"
+        )
+        self.detail = detail
+
+
+def _broken(exc: json.JSONDecodeError, read: int) -> bool:
+    """Whether a decoding error is a mistake in the text itself: more text read after it cannot mend
+    it. An unterminated string is named where it starts, so it may only be short of its end."""
+    return not exc.msg.startswith("Unterminated string") and exc.pos < read - _DECODE_SLACK
+
+
 class _Stream:
     """A JSON text read in chunks: values are decoded one at a time, the file never whole in memory."""
 
@@ -423,7 +474,10 @@ class _Stream:
         if self._eof:
             return False
         # Read at least as much as is buffered: a long value is retried a logarithmic number of times.
-        chunk = self._source.read(max(READ_CHUNK, len(self._buf) - self._pos))
+        try:
+            chunk = self._source.read(max(READ_CHUNK, len(self._buf) - self._pos))
+        except UnicodeDecodeError as exc:
+            raise _NotText(f"{exc.reason}: byte 0x{exc.object[exc.start]:02x}") from None
         if not chunk:
             self._eof = True
             return False
@@ -431,12 +485,8 @@ class _Stream:
         self._pos = 0
         return True
 
-    @property
-    def exhausted(self) -> bool:
-        """The whole file is read (a value that does not decode now never will: the file ends early)."""
-        return self._eof
-
     def peek(self) -> str:
+        """The next character that is not whitespace ("" at the end of the file)."""
         while True:
             match = _WHITESPACE.match(self._buf, self._pos)
             self._pos = match.end() if match else self._pos
@@ -452,15 +502,21 @@ class _Stream:
         return False
 
     def value(self, limit: int = MAX_MESSAGE_CHARS) -> Any:
+        """The next JSON value. Raises json.JSONDecodeError where the text is broken, _EndsEarly where
+        the file ends inside the value, _TooLarge when it runs on past `limit` characters."""
         self.peek()
         while True:
             try:
                 value, end = self._decoder.raw_decode(self._buf, self._pos)
-            except json.JSONDecodeError:
-                if len(self._buf) - self._pos > limit:
-                    raise ExportError("a value is larger than any message can be") from None
-                if not self._fill():
+            except json.JSONDecodeError as exc:
+                if _broken(exc, len(self._buf)):
                     raise
+                if len(self._buf) - self._pos > limit:
+                    raise _TooLarge(
+                        f"a value runs on for more than {limit:,} characters, longer than any message"
+                    ) from None
+                if not self._fill():
+                    raise _EndsEarly(exc.msg, exc.doc, exc.pos) from None
                 continue
             if end == len(self._buf) and not self._eof and self._fill():
                 continue  # a number may go on in the next chunk
@@ -471,8 +527,8 @@ class _Stream:
 def read_export(source: IO[str]) -> tuple[ExportHeader, Iterator[ExportMessage]]:
     """The export's header and its messages, checked one by one as they are read.
 
-    Refuses (ExportError) an export of anything but a channel, one without `messages`, and JSON that
-    is broken or ends early, naming the last message read well."""
+    Refuses (ExportError) an export of anything but a channel, one without `messages`, a file that is
+    not UTF-8, and JSON that is broken or ends early, naming the last message read well."""
     stream = _Stream(source)
     header: dict[str, Any] = {}
     try:
@@ -493,10 +549,12 @@ def read_export(source: IO[str]) -> tuple[ExportHeader, Iterator[ExportMessage]]
             stream.take(",")
     except json.JSONDecodeError as exc:
         raise ExportError(f"result.json is not valid JSON near its start ({exc.msg})") from None
+    except _TooLarge as exc:
+        raise ExportError(f"result.json is not valid JSON near its start: {exc}") from None
     parsed = _header(header)
     if not stream.take("["):
         raise ExportError("result.json: 'messages' should be a list")
-    return parsed, _messages(stream)
+    return parsed, _messages(stream, parsed.id)
 
 
 def _header(raw: dict[str, Any]) -> ExportHeader:
@@ -514,19 +572,32 @@ def _header(raw: dict[str, Any]) -> ExportHeader:
     return ExportHeader(name if isinstance(name, str) else "", kind, chat_id, about if isinstance(about, str) else None)
 
 
-def _messages(stream: _Stream) -> Iterator[ExportMessage]:
+def _messages(stream: _Stream, chat_id: int) -> Iterator[ExportMessage]:
     last: int | None = None
-    while True:
-        try:
-            if stream.take("]"):
-                return
-            raw = stream.value()
-        except json.JSONDecodeError as exc:
-            where = f"after message {last}" if last is not None else "before its first message"
-            ended = "ends" if stream.exhausted else "is broken"
-            raise ExportError(f"result.json {ended} {where} ({exc.msg})") from None
-        message = parse_message(raw, last)
-        last = message.id
-        yield message
-        if not stream.take(",") and stream.peek() != "]":
-            raise ExportError(f"result.json is broken after message {last} (expected ',' or ']')")
+
+    def where() -> str:
+        return f"after message {last}" if last is not None else "before its first message"
+
+    try:
+        while True:
+            try:
+                if stream.take("]"):
+                    return
+                raw = stream.value()
+            except _EndsEarly as exc:
+                raise ExportError(f"result.json ends {where()} ({exc.msg})") from None
+            except json.JSONDecodeError as exc:
+                raise ExportError(f"result.json is broken {where()} ({exc.msg})") from None
+            except _TooLarge as exc:
+                raise ExportError(f"result.json is broken {where()}: {exc}") from None
+            message = parse_message(raw, last, chat_id)
+            last = message.id
+            yield message
+            if not stream.take(","):
+                after = stream.peek()
+                if after == "":
+                    raise ExportError(f"result.json ends {where()} (the list of messages is not closed)")
+                if after != "]":
+                    raise ExportError(f"result.json is broken {where()} (expected ',' or ']')")
+    except _NotText as exc:
+        raise _NotText(exc.detail, where()) from None

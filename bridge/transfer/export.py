@@ -4,7 +4,8 @@ machine-readable JSON shape, so an owner can import it into another Kanal (or Te
     the channel's posts (not deleted), oldest first, from the database, a page at a time
         text ─▶ entities_from_html (formatted_body) or the plain body ─▶ text + text_entities
         media ─▶ downloaded as the bot ─▶ photos/ or files/ beside result.json
-        replies (the post its send pointed at), edits (edited_at), polls (the votes as Matrix counts them)
+        replies (the post its send pointed at), edits (edited_at), polls (the votes as Matrix counts them,
+        plus, for a poll imported from Telegram, the counts it had there: its `net.kanal.imported`)
     ─▶ result.json, written message by message (never the whole history in memory)
 
 The post's date is the one it shows (an imported post's original date included); the export's
@@ -26,7 +27,9 @@ from sqlalchemy import select
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.ids import RoomID, UserID
-from bridge.matrix.polls import parse_poll
+from bridge.matrix.imported import IMPORTED_KEY
+from bridge.matrix.polls import Poll, PollTally, parse_poll
+from bridge.matrix.relay import POLL_START_TYPES
 from bridge.publishing.polls import poll_tally
 from bridge.runtime.context import Context
 from bridge.store import queries
@@ -107,6 +110,45 @@ def _media_fields(content: dict[str, Any], event_type: str, relative: str) -> di
     return out
 
 
+def imported_poll(payload: object) -> dict[str, Any] | None:
+    """The Telegram counts an imported poll's event carries (`net.kanal.imported.poll`), if any."""
+    content = payload.get("content") if isinstance(payload, dict) else None
+    imported = content.get(IMPORTED_KEY) if isinstance(content, dict) else None
+    poll = imported.get("poll") if isinstance(imported, dict) else None
+    return poll if isinstance(poll, dict) else None
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def poll_json(poll: Poll, tally: PollTally | None, telegram: dict[str, Any] | None) -> dict[str, Any]:
+    """A poll as Telegram Desktop writes it: the votes Matrix counts, plus the counts an imported poll
+    had on Telegram (`telegram`, answers in order: ids "1", "2" …), whose voters Matrix never saw."""
+    counts = dict(tally.counts) if tally is not None else {}
+    raw = telegram.get("answers") if telegram is not None else None
+    earlier = {str(i): _count(n) for i, n in enumerate(raw, 1)} if isinstance(raw, list) else {}
+    closed = tally.ended if tally is not None else bool(telegram and telegram.get("closed") is True)
+    return {
+        "question": poll.question,
+        "closed": closed,
+        "total_voters": (tally.voters if tally is not None else 0)
+        + (_count(telegram.get("total_voters")) if telegram is not None else 0),
+        "answers": [
+            {"text": a.text, "voters": counts.get(a.id or "", 0) + earlier.get(a.id or "", 0), "chosen": False}
+            for a in poll.answers
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class _Row:
+    post: Post
+    reply_to: int | None  # the id of the post it replies to
+    copies: dict[RoomID, str]
+    telegram_poll: dict[str, Any] | None  # an imported poll's counts on Telegram
+
+
 class Exporter:
     def __init__(self, ctx: Context, handle: str, folder: Path) -> None:
         self.ctx = ctx
@@ -147,7 +189,7 @@ class Exporter:
         for sub in ("", "photos", "files"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
 
-    async def _posts(self, channel: Channel) -> AsyncIterator[tuple[Post, int | None, dict[RoomID, str]]]:
+    async def _posts(self, channel: Channel) -> AsyncIterator[_Row]:
         """The channel's posts, oldest first, each with the id of the post it replies to."""
         after = 0
         while True:
@@ -172,14 +214,22 @@ class Exporter:
                     ).all()
                 ) if refs else {}
                 copies = {post.id: await queries.copies_of(session, post.id) for post, _ref in rows}
+                # An imported poll's Telegram counts are in its marker, which only the sent event keeps.
+                polls = [p.outbox_id for p, _ref in rows if p.event_type in POLL_START_TYPES and p.outbox_id]
+                payloads: dict[int, dict[str, Any]] = {}
+                if polls:
+                    query = select(OutboxEntry.id, OutboxEntry.payload).where(OutboxEntry.id.in_(polls))
+                    payloads = {entry_id: payload for entry_id, payload in (await session.execute(query)).all()}
             if not rows:
                 return
             for post, ref in rows:
-                yield post, targets.get(ref) if ref else None, copies[post.id]
+                telegram = imported_poll(payloads.get(post.outbox_id)) if post.outbox_id else None
+                yield _Row(post, targets.get(ref) if ref else None, copies[post.id], telegram)
             after = rows[-1][0].id
 
     async def _messages(self, channel: Channel, summary: ExportSummary) -> AsyncIterator[dict[str, Any]]:
-        async for post, reply_to, copies in self._posts(channel):
+        async for row in self._posts(channel):
+            post, reply_to, copies = row.post, row.reply_to, row.copies
             content = post.content or {}
             message: dict[str, Any] = {"id": post.id, "type": "message", **_dates("date", post.created_at)}
             if post.edited_at is not None:
@@ -192,15 +242,7 @@ class Exporter:
             poll = parse_poll(post.event_type, content)
             if poll is not None:
                 tally = await poll_tally(self.ctx, channel, post, copies)
-                counts = dict(tally.counts) if tally is not None else {}
-                message["poll"] = {
-                    "question": poll.question,
-                    "closed": bool(tally and tally.ended),
-                    "total_voters": tally.voters if tally is not None else 0,
-                    "answers": [
-                        {"text": a.text, "voters": counts.get(a.id or "", 0), "chosen": False} for a in poll.answers
-                    ],
-                }
+                message["poll"] = poll_json(poll, tally, row.telegram_poll)
                 entities = []
             url = content.get("url")
             if isinstance(url, str):

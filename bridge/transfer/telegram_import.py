@@ -6,7 +6,8 @@
     the channel: active, and empty but for an earlier run of this import ─▶ title, description, photo
          ▼
     import pass (streamed again), each message not imported yet, in order:
-        service message?  a pin applied, anything else summarised
+        service message?  a pin applied (unless one was queued for that post before: a re-run does
+                          not undo an unpin), anything else summarised
         plan_message ─▶ its media uploaded as the ghost ─▶ the hooks (gate.judge): held or rejected
         recorded and counted ─▶ posts.publish_imported (seam.publish at the original time `ts`)
         one transaction per batch; paced: at most `rate` posts a second, and at most BACKLOG entries
@@ -17,7 +18,8 @@
 Once only: a post's source is `telegram:<channel id>:<chat id>:<message id>`; a run skips every
 message whose post (or held post) exists. Posts and their outbox entries commit together, so an
 import killed at any point (SIGKILL included) resumes after its last committed batch, and the outbox
-sends what was queued exactly once.
+sends what was queued exactly once. The homeserver failing midway (an upload refused) stops the import
+the same way (ImportStopped): what was committed stays, and running it again goes on from there.
 """
 
 from __future__ import annotations
@@ -48,12 +50,19 @@ from bridge.matrix.imported import Planned, plan_message, source_id, source_pref
 from bridge.moderation.gate import judge
 from bridge.publishing.posts import publish_imported
 from bridge.runtime.context import Context
-from bridge.runtime.outbox import OutboxStatus, room_queue
+from bridge.runtime.outbox import OutboxKind, OutboxStatus, room_queue
 from bridge.runtime.sending import sending
 from bridge.store import queries
 from bridge.store.models import Channel, ChannelStatus, HeldPost, HeldPostStatus, OutboxEntry, Post
-from bridge.text.names import InvalidTitle, clean_title
-from bridge.text.telegram import ExportError, ExportHeader, ExportMessage, read_export
+from bridge.text.names import InvalidTitle, salvage_title
+from bridge.text.telegram import (
+    PHOTO_DELETE_ACTIONS,
+    PHOTO_SET_ACTIONS,
+    ExportError,
+    ExportHeader,
+    ExportMessage,
+    read_export,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,10 @@ DEFAULT_PATIENCE: Final = 120.0  # seconds the end waits for a send that does no
 
 class ImportRefused(Exception):
     """The import cannot go on; the message says why (shown to whoever ran it, no traceback)."""
+
+
+class ImportStopped(Exception):
+    """The homeserver failed midway; what was committed is kept and a re-run goes on from there."""
 
 
 @dataclass
@@ -193,10 +206,10 @@ def check_export(export_dir: Path, max_media: int) -> Checked:
                 checked.reactions += 1
             if message.type == "service":
                 checked.service[message.action or "unknown"] += 1
-                if message.action == "edit_channel_photo" and message.photo:
+                if message.action in PHOTO_SET_ACTIONS and message.photo:
                     path = media_file(export_dir, message)
                     checked.photo = message.photo if path is not None and path.is_file() else checked.photo
-                elif message.action == "delete_channel_photo":
+                elif message.action in PHOTO_DELETE_ACTIONS:
                     checked.photo = None
                 continue
             path = media_file(export_dir, message)
@@ -251,6 +264,7 @@ class Importer:
         self.started = time.monotonic()
         self.started_at = datetime.now(UTC)
         self.patience = patience
+        self.pinned: set[str] = set()  # imported posts a pin was queued for (this run or before)
 
     async def run(self) -> Summary:
         max_media = self.max_media or (DEFAULT_MAX_MEDIA if self.dry_run else await self._upload_limit())
@@ -265,24 +279,39 @@ class Importer:
                 found = Channel(
                     id=0,
                     handle=self.handle,
-                    title=checked.header.name or self.handle,
+                    title=self._title(checked.header.name) or self.handle,
                     owner=self.owner,
                     ghost_user_id=self.ctx.ghost_for(self.handle),
                 )
             prefix = f"{source_prefix(found.id)}{checked.header.id}:"
             done = await self._imported(found, prefix) if found.id else {}
+            self.pinned = await self._pinned_before(found, prefix) if found.id else set()
             await self._plan_only(found, checked, done, summary)
             return summary
         self.started, self.started_at = time.monotonic(), datetime.now(UTC)
-        async with sending(self.ctx, "import") as sender:
-            channel = found or await self._create(checked.header, summary, sender.wake)
-            prefix = f"{source_prefix(channel.id)}{checked.header.id}:"
-            done = await self._imported(channel, prefix)
-            await self._metadata(channel, checked, summary)
-            await self._import(channel, checked, done, summary, sender.wake)
-            await self._wait_sent(channel, summary)
+        try:
+            async with sending(self.ctx, "import") as sender:
+                channel = found or await self._create(checked.header, summary, sender.wake)
+                prefix = f"{source_prefix(channel.id)}{checked.header.id}:"
+                done = await self._imported(channel, prefix)
+                self.pinned = await self._pinned_before(channel, prefix)
+                await self._metadata(channel, checked, summary)
+                await self._import(channel, checked, done, summary, sender.wake)
+                await self._wait_sent(channel, summary)
+        except (MatrixRequestError, MatrixConnectionError) as exc:
+            raise ImportStopped(
+                f"the homeserver failed ({exc}); what was imported is kept: run the import again to go on "
+                "from there"
+            ) from exc
         summary.seconds = time.monotonic() - self.started
         return summary
+
+    def _title(self, name: str) -> str | None:
+        """The export's name as a title Kanal takes (cleaned, or cut short), or None if nothing is left."""
+        try:
+            return salvage_title(name, self.ctx.config.title_max_length)
+        except InvalidTitle:
+            return None
 
     async def _upload_limit(self) -> int:
         try:
@@ -293,13 +322,13 @@ class Importer:
         return size if isinstance(size, int) and size > 0 else DEFAULT_MAX_MEDIA
 
     async def _create(self, header: ExportHeader, summary: Summary, wake: Callable[[], None]) -> Channel:
-        """The channel, created for `self.owner` with the export's name as its title, once it is ready."""
+        """The channel, created for `self.owner` with the export's name as its title (cleaned of what a
+        title may not hold, or the handle when nothing is left), once it is ready."""
         assert self.owner is not None
+        title = self._title(header.name) or self.handle
         try:
             async with self.ctx.sessions.begin() as session:
-                created = await create_for(
-                    self.ctx, session, owner=self.owner, handle=self.handle, title=header.name or self.handle
-                )
+                created = await create_for(self.ctx, session, owner=self.owner, handle=self.handle, title=title)
         except CreationRefused as exc:
             raise ImportRefused(f"cannot create #{self.handle}: {exc}") from exc
         self.handle = created.handle or self.handle
@@ -367,6 +396,19 @@ class Importer:
         done.update({int(source.rsplit(":", 1)[1]): False for source in held})
         return done
 
+    async def _pinned_before(self, channel: Channel, prefix: str) -> set[str]:
+        """Imported posts a pin was queued for already (an earlier run, or the owner): not pinned again,
+        so a re-run does not undo an unpin, and a resumed run still makes the pins it had not reached."""
+        async with self.ctx.sessions() as session:
+            sources = await session.scalars(
+                select(OutboxEntry.ref_source).where(
+                    OutboxEntry.queue.in_([room_queue(room) for room in channel.rooms]),
+                    OutboxEntry.kind == OutboxKind.PIN,
+                    OutboxEntry.ref_source.like(f"{prefix}%"),
+                )
+            )
+            return {source for source in sources if source is not None}
+
     def _plan(self, channel: Channel, checked: Checked, message: ExportMessage) -> Planned:
         skipped = checked.skipped_media.get(message.id)
         if skipped is not None:
@@ -391,7 +433,11 @@ class Importer:
                 summary.already += 1
                 continue
             if message.type == "service":
-                summary.pinned += message.action == "pin_message"
+                target = message.action_target
+                if message.action == "pin_message" and target is not None:
+                    source = source_id(channel.id, checked.header.id, target)
+                    summary.pinned += source not in self.pinned
+                    self.pinned.add(source)
                 continue
             planned = self._plan(channel, checked, message)
             if planned.problem is not None:
@@ -423,7 +469,7 @@ class Importer:
         mxc = None
         if checked.photo is not None and channel.avatar_url is None:
             message = ExportMessage(id=0, type="service", date=0, photo=checked.photo)
-            path = media_file(self.export_dir, message)
+            path = await asyncio.to_thread(media_file, self.export_dir, message)  # resolves links: disk reads
             if path is not None:
                 data = await asyncio.to_thread(path.read_bytes)
                 planned_type = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
@@ -431,11 +477,8 @@ class Importer:
         async with self.ctx.sessions.begin() as session:
             current = await session.get(Channel, channel.id)
             assert current is not None
-            if header.name and header.name != current.title:
-                try:
-                    title = clean_title(header.name, self.ctx.config.title_max_length)
-                except InvalidTitle:
-                    title = None
+            title = self._title(header.name)
+            if header.name and title != current.title:
                 refused = title is not None and await title_refusal(session, title, channel_id=current.id)
                 if title is not None and not refused:
                     set_title(self.ctx, session, current, title)
@@ -472,7 +515,17 @@ class Importer:
                 continue
             planned = None if message.type == "service" else self._plan(channel, checked, message)
             if planned is not None and planned.media is not None and planned.content is not None:
-                planned = await self._with_uploaded(channel, planned)
+                try:
+                    planned = await self._with_uploaded(channel, planned)
+                except (MatrixRequestError, MatrixConnectionError) as exc:
+                    if batch:  # uploaded and planned: kept, so that a re-run starts at this message
+                        await self._commit(channel, checked, batch, done, summary)
+                        wake()
+                    raise ImportStopped(
+                        f"the homeserver could not take the media of message {message.id} ({exc}); the import "
+                        f"stopped there, with {summary.posts} posts imported in this run: run it again to go on "
+                        f"from message {message.id}"
+                    ) from exc
                 summary.media += 1
             batch.append((message, planned))
             if len(batch) >= BATCH:
@@ -488,8 +541,8 @@ class Importer:
 
     async def _with_uploaded(self, channel: Channel, planned: Planned) -> Planned:
         assert planned.media is not None and planned.content is not None
-        path = self.export_dir.resolve() / planned.media.path
-        data = await asyncio.to_thread(path.read_bytes)
+        relative = planned.media.path
+        data = await asyncio.to_thread(lambda: (self.export_dir.resolve() / relative).read_bytes())
         mxc = await self._upload(channel, data, planned.media.mimetype, planned.media.filename)
         return dataclasses.replace(planned, content=with_media(planned.content, mxc, len(data)))
 
@@ -527,8 +580,12 @@ class Importer:
         summary: Summary,
     ) -> None:
         target = message.action_target
-        if message.action == "pin_message" and target is not None and done.get(target):
-            seam.pin(session, channel, source_id(channel.id, checked.header.id, target), pinned=True)
+        if message.action != "pin_message" or target is None or not done.get(target):
+            return
+        source = source_id(channel.id, checked.header.id, target)
+        if source not in self.pinned:
+            seam.pin(session, channel, source, pinned=True)
+            self.pinned.add(source)
             summary.pinned += 1
 
     async def _post(
