@@ -701,7 +701,12 @@ class Bridge:
         enqueue(session, send_entry(self.ctx.bot, room.room_id, {"msgtype": "m.notice", "body": text}))
 
     async def _on_encrypted(self, session: AsyncSession, room: Room) -> None:
-        """Kanal never reads encrypted messages; it says so plainly instead of staying silent."""
+        """An encrypted event Kanal does not decrypt: it says so plainly instead of staying silent.
+
+        A management chat or backstage gets here only while Kanal's encryption is off (with it on, `dispatch`
+        decrypts them, ENCRYPTED_KINDS); the notice names the operator's two ways out. A discussion room is
+        never decrypted (it is public; someone turned encryption on): comments are switched off.
+        """
         if room.encrypted_warned:
             return
         if room.kind == DISCUSSION:

@@ -58,7 +58,7 @@ from bridge.matrix.powerlevels import (
 from bridge.matrix.relay import POLL_START_TYPES
 from bridge.moderation import kinds
 from bridge.moderation.kinds import ReportedComment
-from bridge.runtime.context import Context, enqueue, reply, send_entry
+from bridge.runtime.context import Context, enqueue, reply, send_entry, state_entry
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.runtime.languages import language_for
 from bridge.runtime.outbox import (
@@ -178,10 +178,11 @@ def discussion_power_levels(ghost: str, moderators: list[str]) -> dict[str, Any]
 
 
 def discussion_room_request(
-    *, handle: str, name: str, topic: str, ghost: str, moderators: list[str]
+    *, handle: str, name: str, topic: str, ghost: str, moderators: list[str], avatar: str | None = None
 ) -> dict[str, Any]:
     """The `createRoom` body of a public channel's discussion room (public, joinable, unencrypted,
-    not listed in the directory: readers come through the 💬 Comments links).
+    not listed in the directory: readers come through the 💬 Comments links), with the channel's
+    photo (`avatar`, an mxc URI) when it has one.
 
     The room is created without `#<handle>_comments` (its creation marker makes a retry find it):
     Synapse makes a `room_alias_name` resolve before the room's join rules exist, so a reader
@@ -203,6 +204,8 @@ def discussion_room_request(
             {"type": CHANNEL_STATE_TYPE, "state_key": "", "content": {"handle": handle, "role": DISCUSSION}},
         ],
     }
+    if avatar:
+        request["initial_state"].append({"type": "m.room.avatar", "state_key": "", "content": {"url": avatar}})
     return request
 
 
@@ -732,6 +735,7 @@ async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
             topic=t(lang, "comments_room_topic", handle=handle, domain=ctx.domain),
             ghost=channel.ghost_user_id,
             moderators=team,
+            avatar=channel.avatar_url,
         ),
         ctx.config,
         channel.retention_days,
@@ -752,6 +756,9 @@ async def _exec_room(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> 
             raise SkipEntry("the channel is gone")
         current.comments_room_id = room_id
         await session.merge(Room(room_id=room_id, kind=DISCUSSION, channel_id=channel.id))
+        if current.avatar_url != channel.avatar_url:  # the photo changed while the room was made
+            photo = {"url": current.avatar_url} if current.avatar_url else {}
+            enqueue(session, state_entry(ctx.bot, room_id, "m.room.avatar", photo))
         reply(
             session,
             ctx,

@@ -4,6 +4,7 @@
         ├▶ channels.avatar_url            the web pages, feeds and embeds (through the media proxy)
         ├▶ seam.set_state m.room.avatar   every public room (each shard; a new shard copies it)
         ├▶ m.room.avatar of backstage     so the team's room list shows it too
+        ├▶ m.room.avatar of the discussion room (#<handle>_comments; a new one starts with it)
         └▶ the ghost's profile picture    its posts in every client
 """
 
@@ -32,6 +33,8 @@ def set_channel_avatar(ctx: Context, session: AsyncSession, channel: Channel, mx
         seam.set_state(ctx, session, channel, "m.room.avatar", content)
     if channel.backstage_room_id is not None:
         enqueue(session, state_entry(ctx.bot, channel.backstage_room_id, "m.room.avatar", content))
+    if channel.comments_room_id is not None:  # the bot made it and holds its state (comments.py)
+        enqueue(session, state_entry(ctx.bot, channel.comments_room_id, "m.room.avatar", content))
     profile = {"avatar_url": mxc or ""}
     enqueue(session, new_entry(f"channel:{channel.id}", OutboxKind.AVATAR_URL, channel.ghost_user_id, profile))
 

@@ -10,6 +10,9 @@
 
 A room created with `m.federate: true` can never become non-federating (`m.room.create` is immutable):
 for `closed`, rooms made earlier are closed by their server ACL, which allows only Kanal's own server.
+
+The same pass gives a public room without a topic (made before channels got a default one: clients
+show "removed the topic") the channel's topic line (`registry.topic_for`); a room with a topic keeps it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.ids import RoomID
 from bridge.broadcast import seam
+from bridge.channels.registry import topic_for
 from bridge.runtime.config import Config
 from bridge.runtime.context import Context, enqueue, state_entry
 from bridge.runtime.outbox import OutboxKind, OutboxStatus, OutboxWorker
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 SERVER_ACL_TYPE = "m.room.server_acl"
 RETENTION_TYPE = "m.room.retention"
 HOSTING_TYPES = (SERVER_ACL_TYPE, RETENTION_TYPE)
+TOPIC_TYPE = "m.room.topic"
 DAY_MS = 86_400_000
 HOSTING_LEASE = "hosting"
 # Rooms whose state is read at the same time while reconciling.
@@ -207,7 +212,8 @@ async def _current(ctx: Context, room_id: str, event_type: str) -> dict[str, Any
 
 
 async def _pending_state(ctx: Context) -> dict[tuple[str, str], dict[str, Any] | None]:
-    """The last hosting state still waiting in the outbox per (room, type): what the room will have."""
+    """The last hosting state (and topic) still waiting in the outbox per (room, type): what the room
+    will have."""
     async with ctx.sessions() as session:
         entries = (
             await session.scalars(
@@ -218,7 +224,7 @@ async def _pending_state(ctx: Context) -> dict[tuple[str, str], dict[str, Any] |
         ).all()
     pending: dict[tuple[str, str], dict[str, Any] | None] = {}
     for entry in entries:
-        if entry.payload.get("event_type") in HOSTING_TYPES:
+        if entry.payload.get("event_type") in (*HOSTING_TYPES, TOPIC_TYPE) and "room_id" in entry.payload:
             pending[(entry.payload["room_id"], entry.payload["event_type"])] = _normal(
                 entry.payload.get("content")
             )
@@ -248,6 +254,11 @@ async def _reconcile_room(
             current = pending[key] if key in pending else await _current(ctx, room.room_id, event_type)
             if current != content:
                 differing[event_type] = content
+        if room.kind == RoomKind.BROADCAST:
+            key = (room.room_id, TOPIC_TYPE)
+            topic = pending[key] if key in pending else await _current(ctx, room.room_id, TOPIC_TYPE)
+            if lacks_topic(ctx.config, topic):
+                differing[TOPIC_TYPE] = {"topic": topic_for(ctx.config, channel)}
     except MatrixRequestError as exc:
         if exc.retryable:
             raise
@@ -264,6 +275,14 @@ async def _reconcile_room(
         Change(channel.handle or "", room.kind, room.room_id, event_type, entry.id)
         for event_type, entry in entries
     ]
+
+
+def lacks_topic(config: Config, content: dict[str, Any] | None) -> bool:
+    """Whether a public room's topic is missing: none, empty, or the verified mark alone (a verified
+    channel made before the default line). A description the owner wrote is never missing."""
+    topic = (content or {}).get("topic")
+    text = topic.strip() if isinstance(topic, str) else ""
+    return text in ("", config.verified_topic_suffix.strip())
 
 
 async def reconcile_changes(

@@ -53,6 +53,7 @@ from bridge.store.models import (
     RoomKind,
 )
 from bridge.text.commands import Refusal, parse_command
+from bridge.text.digits import localise_digits
 from bridge.text.i18n import t
 from bridge.text.names import (
     InvalidHandle,
@@ -773,7 +774,7 @@ async def _appeal(call: CommandCall) -> None:
             lang,
             "appeal_too_late",
             id=decision.id,
-            deadline=deadline.strftime("%Y-%m-%d"),
+            deadline=localise_digits(deadline.strftime("%Y-%m-%d"), lang),
         )
         return
     if decision.status != DecisionStatus.IN_FORCE or await s.scalar(

@@ -113,7 +113,9 @@ async def _requests(call: CommandCall) -> None:
     if not pending:
         call.reply("requests_none")
         return
-    lines = "\n".join(f"#{r.id} {r.user_id}: #{r.handle} “{r.title}”" for r in pending)
+    lines = "\n".join(
+        t(call.lang, "request_line", id=r.id, user=r.user_id, handle=r.handle, title=r.title) for r in pending
+    )
     call.reply("requests_list", lines=lines)
 
 
@@ -226,8 +228,8 @@ async def _token(call: CommandCall) -> None:
             call.reply("token_usage", error=str(exc))
             return
         token, row = await create_token(s, ctx.config, call.sender, label=label, **options)
-        text = t(call.lang, "token_created", token=token, details=describe_token(row))
-        lost = t(call.lang, "token_lost", details=describe_token(row), id=row.id)
+        text = t(call.lang, "token_created", token=token, details=describe_token(row, call.lang))
+        lost = t(call.lang, "token_lost", details=describe_token(row, call.lang), id=row.id)
         reply_sealed(s, ctx, call.room.room_id, text, lost)
     elif action == "revoke" and cmd.arg(1):
         found = await find_token_by_ref(s, cmd.args[1])
@@ -236,7 +238,7 @@ async def _token(call: CommandCall) -> None:
             return
         found.revoked = True
         await log_entry(s, ctx.config, call.sender, "token_revoked", f"token {found.id}")
-        call.reply("token_revoked_op", details=describe_token(found))
+        call.reply("token_revoked_op", details=describe_token(found, call.lang))
     elif action in ("list", ""):
         await _tokens(call)
     else:
@@ -271,7 +273,7 @@ async def _tokens(call: CommandCall) -> None:
     if not rows:
         call.reply("tokens_none")
         return
-    call.reply("tokens_list", lines="\n".join(describe_token(r) for r in rows))
+    call.reply("tokens_list", lines="\n".join(describe_token(r, call.lang) for r in rows))
 
 
 @command(RoomKind.OPERATOR, "reserve")

@@ -51,6 +51,7 @@ from bridge.store.models import (
     RoomKind,
 )
 from bridge.text.commands import Command
+from bridge.text.digits import localise_digits
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -460,13 +461,13 @@ async def _link_new(
     reply_sealed(s, ctx, room.room_id, text, lost)
 
 
-def _when(moment: datetime) -> str:
-    return aware(moment).strftime("%Y-%m-%d %H:%M UTC")
+def _when(moment: datetime, lang: str) -> str:
+    return localise_digits(aware(moment).strftime("%Y-%m-%d %H:%M UTC"), lang)
 
 
 def _terms(lang: str, link: InviteLink) -> str:
     parts = [
-        t(lang, "link_expires", when=_when(link.expires_at))
+        t(lang, "link_expires", when=_when(link.expires_at, lang))
         if link.expires_at
         else t(lang, "link_no_expiry"),
         t(lang, "link_uses", uses=link.uses, allowed=link.uses_allowed)

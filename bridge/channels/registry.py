@@ -38,7 +38,8 @@ from bridge.store.models import (
     ReservedHandle,
 )
 from bridge.text.commands import Refusal
-from bridge.text.i18n import t
+from bridge.text.digits import localise_digits
+from bridge.text.i18n import SOURCE_LANGUAGE, t
 from bridge.text.names import handle_skeleton, title_key
 
 VERIFICATION_STATE_TYPE = "net.kanal.verification"
@@ -236,13 +237,34 @@ async def find_token_by_ref(session: AsyncSession, ref: str) -> RegistrationToke
     return found
 
 
-def describe_token(row: RegistrationToken) -> str:
-    uses = f"{row.uses}/{row.uses_allowed}" if row.uses_allowed is not None else f"{row.uses}/∞"
-    expires = aware(row.expires_at).strftime("%Y-%m-%d %H:%M UTC") if row.expires_at else "never"
-    problem = token_problem(row)
-    state = problem.key.removeprefix("token_").replace("_", " ") if problem else "valid"
-    label = f" “{row.label}”" if row.label else ""
-    return f"#{row.id} {TOKEN_PREFIX}{row.hint}…{label} — uses {uses}, expires {expires}, {state}"
+def describe_token(row: RegistrationToken, lang: str = SOURCE_LANGUAGE) -> str:
+    """One line about a registration token (never the token), in `lang` and its digits (the CLI: English)."""
+    expires = (
+        localise_digits(aware(row.expires_at).strftime("%Y-%m-%d %H:%M UTC"), lang)
+        if row.expires_at
+        else t(lang, "token_expires_never")
+    )
+    return t(
+        lang,
+        "token_line",
+        id=row.id,
+        hint=f"{TOKEN_PREFIX}{row.hint}",
+        label=f" “{row.label}”" if row.label else "",
+        uses=row.uses,
+        allowed=row.uses_allowed if row.uses_allowed is not None else "∞",
+        expires=expires,
+        state=_token_state(lang, token_problem(row)),
+    )
+
+
+def _token_state(lang: str, problem: Refusal | None) -> str:
+    if problem is None:
+        return t(lang, "token_state_valid")
+    if problem.key == "token_revoked":
+        return t(lang, "token_state_revoked")
+    if problem.key == "token_expired":
+        return t(lang, "token_state_expired")
+    return t(lang, "token_state_used_up")
 
 
 # -- the channel's state that registration changes -------------------------------------------------

@@ -57,6 +57,7 @@ from bridge.store.models import (
     RoomKind,
 )
 from bridge.text.commands import Command, Refusal, parse_command, parse_duration
+from bridge.text.digits import localise_digits
 from bridge.text.i18n import t
 
 ROOM_NAME = "Kanal moderation"
@@ -184,7 +185,8 @@ async def _held(call: CommandCall) -> None:
     for row in rows:
         channel = await s.get(Channel, row.channel_id)
         why = "; ".join(f"{v['hook']}: {v['reason']}" for v in row.verdicts if v.get("action") != "allow")
-        lines.append(f"h{row.id} #{channel.handle if channel else '?'} {row.author} — {why}")
+        handle = channel.handle if channel and channel.handle else "?"
+        lines.append(t(call.lang, "mod_held_line", held=row.id, handle=handle, author=row.author, why=why))
     call.reply("mod_held_list", lines="\n".join(lines))
 
 
@@ -284,8 +286,18 @@ async def _notices(call: CommandCall) -> None:
         # 💬: a comment in the channel's discussion room (a post notice names the broadcast room)
         where = "💬 " if channel is not None and n.room_id and n.room_id not in channel.rooms else ""
         lines.append(
-            f"n{n.id} {flag}[{n.source}] #{channel.handle if channel else '?'} {where}{n.event_id or ''} "
-            f"{n.category}: {n.explanation[:200]}"
+            t(
+                lang,
+                "mod_notice_line",
+                notice=n.id,
+                trusted=flag,
+                source=n.source,
+                handle=channel.handle if channel and channel.handle else "?",
+                where=where,
+                event=n.event_id or "",
+                category=n.category,
+                text=n.explanation[:200],
+            )
         )
     call.reply("mod_notices_list", lines="\n".join(lines))
 
@@ -431,7 +443,8 @@ async def _restrict(call: CommandCall) -> None:
         until=until,
     )
     channel.restricted_until = until
-    call.reply("mod_restricted", handle=channel.handle, until=f"{until:%Y-%m-%d %H:%M}", decision=decision.id)
+    until_text = localise_digits(f"{until:%Y-%m-%d %H:%M}", call.lang)
+    call.reply("mod_restricted", handle=channel.handle, until=until_text, decision=decision.id)
 
 
 @command(RoomKind.MODERATION, "suspend")

@@ -34,7 +34,7 @@ from bridge.runtime.outbox import aware
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, ChannelStatus, Room, RoomKind, ScheduledPost, ScheduledStatus
 from bridge.text.commands import Command, Refusal
-from bridge.text.digits import ascii_digits
+from bridge.text.digits import Numeral, ascii_digits, localise_digits
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def _unreadable(shown: str, tz: str) -> WhenError:
 
 def _past(shown: str, now: datetime, zone: ZoneInfo, tz: str) -> WhenError:
     return WhenError(
-        Refusal("schedule_past", {"when": shown[:MAX_WHEN_SHOWN], "now": local_time(now, zone), "zone": tz})
+        Refusal("schedule_past", {"when": shown[:MAX_WHEN_SHOWN], "now": Numeral(local_time(now, zone)), "zone": tz})
     )
 
 
@@ -286,7 +286,7 @@ async def _schedule(
         lang,
         "scheduled",
         id=row.id,
-        due=local_time(due, _display_zone(channel.timezone)),
+        due=localise_digits(local_time(due, _display_zone(channel.timezone)), lang),
         zone=channel.timezone,
         handle=channel.handle,
     )
@@ -310,7 +310,16 @@ async def _list(ctx: Context, session: AsyncSession, room: Room, channel: Channe
         reply(session, ctx, room.room_id, lang, "scheduled_none", handle=channel.handle)
         return
     zone = _display_zone(channel.timezone)
-    lines = [f"• {row.id} — {local_time(row.due_at, zone)} — {_preview(row.event)}" for row in rows]
+    lines = [
+        t(
+            lang,
+            "scheduled_line",
+            id=row.id,
+            when=localise_digits(local_time(row.due_at, zone), lang),
+            preview=_preview(row.event),
+        )
+        for row in rows
+    ]
     total = await session.scalar(select(func.count()).select_from(ScheduledPost).where(*pending)) or 0
     if total > len(rows):
         lines.append(t(lang, "scheduled_more", count=total - len(rows)))
@@ -441,15 +450,17 @@ async def _publish_next(ctx: Context) -> int | None:
                 log.info("Scheduled post %d cancelled: #%s is restricted", row.id, channel.handle)
                 await _set_status(session, row.id, ScheduledStatus.CANCELLED)
                 if channel.backstage_room_id is not None:
+                    lang = ctx.config.default_language
+                    until = aware(channel.restricted_until).strftime("%Y-%m-%d %H:%M UTC")
                     reply(
                         session,
                         ctx,
                         channel.backstage_room_id,
-                        ctx.config.default_language,
+                        lang,
                         "schedule_restricted",
                         id=row.id,
                         handle=channel.handle,
-                        until=aware(channel.restricted_until).strftime("%Y-%m-%d %H:%M UTC"),
+                        until=localise_digits(until, lang),
                     )
                 return 0
             await _relay(ctx, session, channel, row)

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from appservice.server import AppServiceServer
 from bridge.runtime.outbox import OutboxWorker
-from bridge.runtime.retention import Pruner, table_rows
+from bridge.runtime.retention import Pruner
 
 # No `…_created` series beside each counter and histogram: in the text format they are extra gauge
 # families that no rule or dashboard reads (a restart shows as a counter reset anyway).
@@ -156,7 +156,7 @@ def add_routes(
 
     async def metrics_handler(request: web.Request) -> web.Response:
         depth_cache[0] = await outbox.depth()
-        rows_cache[0] = await table_rows(outbox.sessions)
+        rows_cache[0] = await pruner.rows.current()  # counted at most once a minute, not per scrape
         return web.Response(
             body=generate_latest(metrics.registry),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

@@ -16,6 +16,13 @@ DIGITS_TO_ASCII: Final = str.maketrans(
 _NATIVE_DIGITS: Final = {"fa": str.maketrans("0123456789,", "۰۱۲۳۴۵۶۷۸۹٬")}
 
 
+class Numeral(str):
+    """Text that writes out a number, a date or a time, made before the reader's language is known (a
+    refusal's values): `bridge.text.i18n.t` writes its digits the reader's way, as it does an int's."""
+
+    __slots__ = ()
+
+
 def ascii_digits(text: str) -> str:
     """`text` with Persian and Arabic-Indic digits made ASCII (`۱۲` → `12`); nothing else changes."""
     return text.translate(DIGITS_TO_ASCII)

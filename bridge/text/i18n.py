@@ -7,8 +7,8 @@ Every `*.pot` and `<lang>/*.po` is loaded once, on first use, and the domains ar
 domains is an error. A missing, empty or fuzzy translation, or one made for an older English text,
 falls back to English. Placeholders are Python brace fields (`{handle}`), filled by `str.format`, so
 values (titles, posts, right-to-left text included) are inserted once and never formatted again.
-Numbers (int and float values) are written in the language's digits (Persian: ۰–۹), here and only here;
-text values are inserted as they are.
+Numbers (int and float values, and `Numeral` text: a date or time formatted before the language was known)
+are written in the language's digits (Persian: ۰–۹), here and only here; text values are inserted as they are.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import polib
 
-from bridge.text.digits import has_native_digits, localise_digits
+from bridge.text.digits import Numeral, has_native_digits, localise_digits
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 SOURCE_LANGUAGE = "en"
@@ -108,7 +108,7 @@ class _NumberFormatter(string.Formatter):
 
     def format_field(self, value: Any, format_spec: str) -> str:
         text: str = super().format_field(value, format_spec)
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float | Numeral) and not isinstance(value, bool):
             return localise_digits(text, self.lang)
         return text
 

@@ -25,6 +25,7 @@ from bridge.runtime.context import Context, reply, reply_sealed
 from bridge.runtime.dispatch import CommandCall, command
 from bridge.store.hashing import hash_token
 from bridge.store.models import ApiToken, Channel, Room, RoomKind
+from bridge.text.digits import localise_digits
 from bridge.text.i18n import t
 
 TOKEN_PREFIX: Final = "kanal_api_"  # noqa: S105 (a prefix, not a secret)
@@ -190,7 +191,7 @@ async def _listing(ctx: Context, session: AsyncSession, room: Room, channel: Cha
             lang,
             "api_token_line_revoked" if token.revoked else "api_token_line_active",
             name=token.name,
-            created=token.created_at.strftime("%Y-%m-%d") if token.created_at else "?",
+            created=localise_digits(token.created_at.strftime("%Y-%m-%d"), lang) if token.created_at else "?",
             user=token.created_by,
         )
         for token in tokens

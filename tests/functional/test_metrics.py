@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,14 +20,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from appservice.client import HomeserverClient
 from appservice.server import AppServiceServer
 from bridge.runtime.config import parse
 from bridge.runtime.metrics import Metrics, add_routes
 from bridge.runtime.outbox import OutboxWorker
-from bridge.runtime.retention import Pruner
+from bridge.runtime.retention import ROW_COUNT_MAX_AGE_S, Pruner
 from bridge.store.db import create_engine, migrate, sessionmaker
+from bridge.store.models import OutboxEntry
 from tests.functional.conftest import API, make_event
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -39,10 +45,21 @@ GAUGES = {
 HISTOGRAMS = {"kanal_homeserver_request_seconds"}
 
 
+@dataclass
+class Scraped:
+    client: TestClient[web.Request, web.Application]
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    pruner: Pruner
+
+
 @pytest.fixture
-async def metrics_client(
-    aiohttp_client: AiohttpClient, appservice: AppServiceServer, tmp_path: Path
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+async def metrics_client(scraped: Scraped) -> TestClient[web.Request, web.Application]:
+    return scraped.client
+
+
+@pytest.fixture
+async def scraped(aiohttp_client: AiohttpClient, appservice: AppServiceServer, tmp_path: Path) -> AsyncIterator[Scraped]:
     engine = create_engine(f"sqlite:///{tmp_path / 'kanal.db'}")
     await migrate(engine)
     sessions = sessionmaker(engine)
@@ -60,8 +77,9 @@ async def metrics_client(
     async def db_ping() -> None:
         return None
 
-    add_routes(app, metrics, appservice, OutboxWorker(sessions, homeserver), db_ping, Pruner(sessions, config))
-    yield await aiohttp_client(app)
+    pruner = Pruner(sessions, config)
+    add_routes(app, metrics, appservice, OutboxWorker(sessions, homeserver), db_ping, pruner)
+    yield Scraped(await aiohttp_client(app), engine, sessions, pruner)
     await homeserver.close()
     await engine.dispose()
 
@@ -156,3 +174,43 @@ async def test_alert_rules_and_dashboard_query_only_what_kanal_exposes(
         "kanal_outbox_attempts_total",
         "kanal_homeserver_errors_total",
     }
+
+
+async def _table_rows(client: TestClient[web.Request, web.Application]) -> dict[str, float]:
+    async with client.get("/metrics") as response:
+        text = await response.text()
+    return {m[0]: float(m[1]) for m in re.findall(r'^kanal_table_rows\{table="(\w+)"\} (\S+)$', text, re.M)}
+
+
+async def test_a_scrape_costs_no_count_of_the_pruned_tables_until_a_pruning_round(
+    scraped: Scraped, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # A count of a whole table (the outbox depth's count of waiting entries uses its index).
+        if re.fullmatch(r"SELECT count\(\*\) AS \w+\s+FROM \w+\s*", statement):
+            counts.append(statement)
+
+    event.listen(scraped.engine.sync_engine, "before_cursor_execute", record)
+
+    assert await _table_rows(scraped.client) == {"inbound_events": 0, "outbox": 0}
+    counted = len(counts)
+    assert counted == 2, counts  # one COUNT per table, once
+    async with scraped.sessions.begin() as session:
+        session.add(OutboxEntry(queue="q", kind="send", as_user="@kanal:example.org", payload={}))
+    # Prometheus's next scrape: the counts of the first, no table scanned.
+    assert await _table_rows(scraped.client) == {"inbound_events": 0, "outbox": 0}
+    assert len(counts) == counted, counts
+
+    # A pruning round counts again (in the process that prunes) …
+    await scraped.pruner.prune()
+    assert len(counts) == 2 * counted
+    assert await _table_rows(scraped.client) == {"inbound_events": 0, "outbox": 1}
+    assert len(counts) == 2 * counted
+    # … and a process that does not prune counts at most once a minute.
+    clock = [time.monotonic() + ROW_COUNT_MAX_AGE_S]
+    monkeypatch.setattr(scraped.pruner.rows, "clock", lambda: clock[0])
+    await _table_rows(scraped.client)
+    await _table_rows(scraped.client)
+    assert len(counts) == 3 * counted

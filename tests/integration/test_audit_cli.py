@@ -127,6 +127,48 @@ async def test_verify_names_the_first_bad_entry(deployment: Deployment, statemen
     assert f"NOT intact at entry {bad_seq}:" in err
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Deployment]:
+    """Eight entries with checkpoints at 3 and 6, on SQLite and (KANAL_TEST_POSTGRES) on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kanal' / 'kanal.db'}"
+        config = write_config(tmp_path / "kanal", url, 3)
+        yield Deployment(config, await fill(config, 8))
+        return
+    async for url in postgres_url():
+        config = write_config(tmp_path / "kanal", url, 3)
+        yield Deployment(config, await fill(config, 8))
+
+
+# PostgreSQL's column types refuse most garbage (a time that is no time, bytes that are no UTF-8), but
+# its text columns take any text: each such alteration is named, on both databases, and never a crash.
+@pytest.mark.parametrize(
+    ("statement", "bad_seq"),
+    [
+        ("UPDATE audit_log SET kind = 'decision' WHERE seq = 3", 3),
+        ("UPDATE audit_log SET body = 'not json at all' WHERE seq = 4", 4),
+        ("UPDATE audit_log SET body = '{\"category\": \"illegal_content\", \"notice\": 40}' WHERE seq = 4", 4),
+        ("UPDATE audit_log SET hash = '0000000000000000000000000000000000000000000000000000000000000000' WHERE seq = 5", 5),
+        ("UPDATE audit_log SET prev_hash = 'ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff' WHERE seq = 2", 2),
+        ("UPDATE audit_log SET personal_hash = 'nothing' WHERE seq = 7", 7),
+        ("UPDATE audit_personal SET data = '{\"notifier\": \"@someone:else\"}' WHERE seq = 6", 6),
+        ("UPDATE audit_checkpoints SET signature = 'AAAA' WHERE seq = 6", 6),
+        ("UPDATE audit_checkpoints SET head = '0000000000000000000000000000000000000000000000000000000000000000' WHERE seq = 3", 3),
+        ("UPDATE audit_checkpoints SET key_id = 'another' WHERE seq = 3", 3),
+    ],
+)
+async def test_verify_names_an_altered_text_column_on_either_database(
+    any_database: Deployment, statement: str, bad_seq: int
+) -> None:
+    await execute(any_database.config, statement)
+
+    code, out, err = await kanal("audit", "verify", "-c", any_database.config_path)
+
+    assert code == 1, out
+    assert f"NOT intact at entry {bad_seq}:" in err, err
+    assert "Traceback" not in err
+
+
 async def test_export_verifies_offline_and_catches_an_edited_export(
     deployment: Deployment, tmp_path: Path
 ) -> None:
@@ -183,7 +225,12 @@ async def test_a_broken_config_or_export_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "not a directory" in err
 
 
-@pytest.fixture
+@pytest.fixture(name="postgres_url")
+async def postgres_url_fixture() -> AsyncIterator[str]:
+    async for url in postgres_url():
+        yield url
+
+
 async def postgres_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database, dropped afterwards; skipped without KANAL_TEST_POSTGRES."""
     server = os.environ.get("KANAL_TEST_POSTGRES")

@@ -1,13 +1,15 @@
 """The channel photo, as an editor sets it in a Matrix client and readers see it (real Synapse, nio).
 
 `!avatar` as a reply to an image in backstage makes it the avatar of every room of the channel (two
-rooms here: `channels.shard_size: 2`), the ghost's profile picture and the web page's image.
+rooms here: `channels.shard_size: 2`, and the discussion room), the ghost's profile picture and the
+web page's image.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -132,6 +134,14 @@ async def test_an_editor_sets_the_photo_of_every_room_the_ghost_and_the_web_page
     await eventually(lambda: rooms_show(first, [channel.broadcast, channel.backstage]), "the room avatars")
     await eventually(lambda: _equal(profile_avatar(owner, ghost), first), "the ghost's profile picture")
 
+    # The discussion room (#<handle>_comments), made after the photo was set, starts with it.
+    ready = await owner.ask(channel.backstage, "!comments on", "is ready:", timeout=TIMEOUT)
+    found = re.search(r"\((![^)\s]+)\)", ready)
+    assert found is not None, ready
+    discussion = found.group(1)
+    assert await owner.join(f"#{channel.handle}_comments:{env.domain}") == discussion
+    await eventually(lambda: rooms_show(first, [discussion]), "the photo in the discussion room")
+
     # Two readers fill the first room: the second room opens with the photo.
     alias = f"#{channel.handle}:{env.domain}"
     for n in range(2):
@@ -144,14 +154,15 @@ async def test_an_editor_sets_the_photo_of_every_room_the_ghost_and_the_web_page
     await eventually(second_room, "a second room")
     resolved = await owner.client.room_resolve_alias(alias)
     assert isinstance(resolved, nio.RoomResolveAliasResponse)
-    rooms = [channel.broadcast, str(resolved.room_id)]
-    await eventually(lambda: rooms_show(first, rooms), "the photo in the new room")
+    public_rooms = [channel.broadcast, str(resolved.room_id)]
+    await eventually(lambda: rooms_show(first, public_rooms), "the photo in the new room")
+    rooms = [*public_rooms, discussion]
 
-    # A new photo reaches both rooms, the ghost and the page.
+    # A new photo reaches both public rooms, the discussion room, the ghost and the page.
     second = await upload(editor, PNG + b"second", name="second.png")
     image = await editor.send(channel.backstage, {"msgtype": "m.image", "body": "second.png", "url": second})
     await ask_in_reply(editor, channel.backstage, image, "!avatar", "The photo of")
-    await eventually(lambda: rooms_show(second, rooms), "the new photo in both rooms")
+    await eventually(lambda: rooms_show(second, rooms), "the new photo in every room")
     await eventually(lambda: _equal(profile_avatar(owner, ghost), second), "the ghost's new picture")
     status, html = await get(page)
     assert status == 200 and f'<img class="avatar" src="{media_path(second)}"'.encode() in html
@@ -166,7 +177,7 @@ async def test_an_editor_sets_the_photo_of_every_room_the_ghost_and_the_web_page
 
     # Removed: the letter again, everywhere.
     await editor.ask(channel.backstage, "!avatar remove", "has no photo now")
-    await eventually(lambda: rooms_show_none(owner, rooms), "the photo removed from both rooms")
+    await eventually(lambda: rooms_show_none(owner, rooms), "the photo removed from every room")
     await eventually(lambda: _equal(profile_avatar(owner, ghost), None), "the ghost's picture removed")
     _, html = await get(page)
     assert b'<img class="avatar"' not in html

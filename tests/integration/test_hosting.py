@@ -17,12 +17,14 @@ import yaml
 from sqlalchemy import select
 
 from appservice.client import HomeserverClient
+from appservice.ids import RoomID, UserID
 from bridge.channels.hosting import DAY_MS, set_channel_retention
 from bridge.runtime.config import load
 from bridge.runtime.context import Context
 from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, sessionmaker
 from bridge.store.models import Channel as ChannelRow
+from bridge.text.i18n import t
 from tests.support import Channel, Env, User, create_channel
 
 pytestmark = pytest.mark.integration
@@ -174,6 +176,38 @@ async def test_policy_changes_reach_every_channel_room(restore_env: Env) -> None
     # Kanal starts again with the original (open) config and brings every room back to it.
     await env.kanal.start()
     await _wait_state(alice, rooms, "m.room.server_acl", OPEN)
+
+
+async def test_a_channel_made_without_a_topic_gets_its_topic_line_once_at_start(restore_env: Env) -> None:
+    # Channels made before new ones got a default topic line have an empty topic ("kanal removed the
+    # topic"); at its next start Kanal gives them the line, and leaves a description the owner wrote.
+    env = restore_env
+    alice = await env.user("alice")
+    bare = await create_channel(env, alice, env.handle("bare"), "Bare")
+    told = await create_channel(env, alice, env.handle("told"), "Told")
+    await alice.ask(told.management, f"about {told.handle} Our own words", "is updated")
+    await _wait_state(alice, [told.broadcast], "m.room.topic", {"topic": "Our own words"})
+    config = load(env.kanal.config_path)
+    client = HomeserverClient(config.homeserver_url, config.as_token)
+    try:  # what such a channel's room has: an empty topic, set by Kanal's bot
+        await client.intent(UserID(env.bot)).send_state(RoomID(bare.broadcast), "m.room.topic", {"topic": ""})
+    finally:
+        await client.close()
+    assert await _state(alice, bare.broadcast, "m.room.topic") == {"topic": ""}
+
+    await env.kanal.stop()
+    await env.kanal.start()
+
+    default = {"topic": t("en", "channel_topic_default")}
+    await _wait_state(alice, [bare.broadcast], "m.room.topic", default)
+    assert await _state(alice, told.broadcast, "m.room.topic") == {"topic": "Our own words"}
+    # Once: a room with its topic line is not touched again at the next start.
+    topics = len([e for e in await alice.all_messages(bare.broadcast) if e["type"] == "m.room.topic"])
+    await env.kanal.stop()
+    await env.kanal.start()
+    code, out, err = await _kanal("hosting", "apply", "-c", str(env.kanal.config_path))
+    assert code == 0 and "Nothing to change" in out, out + err
+    assert len([e for e in await alice.all_messages(bare.broadcast) if e["type"] == "m.room.topic"]) == topics
 
 
 async def test_a_closed_deployment_creates_rooms_that_never_federate(restore_env: Env) -> None:

@@ -266,8 +266,11 @@ async def test_encrypted_management_room_gets_a_plain_explanation(env: Env) -> N
     notice = await dave.wait_for(room, from_bot(env, "end-to-end encrypted"))
     assert notice["type"] == "m.room.message" and notice["content"]["msgtype"] == "m.notice"
     assert "encryption" in notice["content"]["body"]
-    # A server that encrypts every new chat makes that advice fail: the notice says whom to ask.
+    # A server that encrypts every new chat makes that advice fail: the notice says whom to ask, and
+    # names both ways out: Kanal's own encryption, or the homeserver's default turned off.
     assert "encryption_enabled_by_default_for_room_type" in notice["content"]["body"]
+    assert "encryption.enabled" in notice["content"]["body"]
+    assert "never reads encrypted" not in notice["content"]["body"]
 
 
 async def test_a_command_typed_before_the_bot_joined_is_answered_once(env: Env) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bridge.runtime.config import load
 from tests.integration.test_registry import join_operator_room, with_operators
 from tests.support import Env, create_channel, reconfigured
 
@@ -59,9 +60,11 @@ def files_holding(paths: Iterable[Path], secrets: dict[str, str]) -> list[str]:
 
 
 def kanal_files(env: Env, database_url: str) -> list[Path]:
-    """Kanal's folder (config, media cache, keys), its log, and an SQLite database with its side files."""
-    folder = env.kanal.config_path.parent
-    paths = [p for p in folder.rglob("*") if p.is_file()] + [env.kanal.log_path]
+    """Kanal's state directory as its config names it (media cache, keys; `state.directory`, else the
+    config's folder), the config's folder, its log, and an SQLite database with its side files."""
+    config = load(env.kanal.config_path)
+    folders = {config.writable_dir.resolve(), env.kanal.config_path.parent.resolve()}
+    paths = [p for folder in folders for p in folder.rglob("*") if p.is_file()] + [env.kanal.log_path]
     if database_url.startswith("sqlite:///"):
         database = Path(database_url.removeprefix("sqlite:///"))
         paths += [p for p in database.parent.iterdir() if p.name.startswith(database.name)]
@@ -158,7 +161,7 @@ async def places_holding(
     env: Env, database_url: str, since_lsn: str | None, secrets: dict[str, str]
 ) -> list[str]:
     """Every file of Kanal's and every row (on PostgreSQL also every page and the WAL) with a secret."""
-    found = await asyncio.to_thread(files_holding, kanal_files(env, database_url), secrets)
+    found = await asyncio.to_thread(lambda: files_holding(kanal_files(env, database_url), secrets))
     if since_lsn is None:
         return found + await asyncio.to_thread(sqlite_rows_holding, database_url, secrets)
     return found + await postgres_holding(database_url, since_lsn, secrets)

@@ -124,6 +124,15 @@ def test_the_discussion_room_request_is_public_unencrypted_and_marked() -> None:
     assert marker["content"] == {"handle": "news", "role": "discussion"}
 
 
+def test_the_discussion_room_starts_with_the_channel_photo() -> None:
+    photo = "mxc://example.org/photo"
+    request = discussion_room_request(handle="news", name="n", topic="t", ghost=GHOST, moderators=[], avatar=photo)
+    avatars = [s for s in request["initial_state"] if s["type"] == "m.room.avatar"]
+    assert avatars == [{"type": "m.room.avatar", "state_key": "", "content": {"url": photo}}]
+    without = discussion_room_request(handle="news", name="n", topic="t", ghost=GHOST, moderators=[])
+    assert all(s["type"] != "m.room.avatar" for s in without["initial_state"])  # no photo: no empty avatar
+
+
 def test_notices_about_a_comment_stay_in_its_thread() -> None:
     threaded = {"m.relates_to": {"rel_type": "m.thread", "event_id": ROOT}}
     assert thread_relation(threaded, "$c") == {

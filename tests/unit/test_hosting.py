@@ -16,6 +16,7 @@ from bridge.channels.hosting import (
     creation_content,
     describe,
     effective_retention_days,
+    lacks_topic,
     retention_content,
     server_acl_content,
     server_allowed,
@@ -168,6 +169,29 @@ def test_room_requests_get_the_acl_and_retention_as_initial_state() -> None:
     opened = with_hosting_policy(request, config(), None)
     assert "creation_content" not in opened
     assert [e["type"] for e in opened["initial_state"]] == ["x", "m.room.server_acl"]
+
+
+# --- a public room's missing topic ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "missing"),
+    [
+        (None, True),  # no topic event
+        ({}, True),
+        ({"topic": ""}, True),  # what channels made before the default line have
+        ({"topic": "  "}, True),
+        ({"topic": " — ✓ verified"}, True),  # a verified one of them: the mark alone
+        ({"topic": 7}, True),
+        ({"topic": "A channel: join to follow its posts. Only the channel posts here."}, False),
+        ({"topic": "Our own words"}, False),  # the owner's description stays
+        ({"topic": "Our own words — ✓ verified"}, False),
+    ],
+)
+def test_a_topic_is_missing_only_when_there_is_no_text_but_the_verified_mark(
+    content: dict[str, Any] | None, missing: bool
+) -> None:
+    assert lacks_topic(config(), content) is missing
 
 
 # --- what `kanal hosting apply` prints ------------------------------------------------------------

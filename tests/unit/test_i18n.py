@@ -19,6 +19,7 @@ import pytest
 
 import bridge
 from bridge.runtime.dispatch import WORD_KEY_PREFIX
+from bridge.text.digits import Numeral
 from bridge.text.i18n import LOCALE_DIR, CatalogueError, catalogue, detect_language, load_catalogue, t
 
 LANGUAGES = ("en", "fa")
@@ -367,5 +368,45 @@ def test_number_values_of_any_kind_are_localised(value: float, digits: str) -> N
     assert digits in t("fa", "report_received", id=value)
 
 
+def test_a_numeral_made_before_the_language_was_known_gets_the_readers_digits() -> None:
+    assert "۲۰۲۶-۰۳-۱۴" in t("fa", "title_set", handle="news1", title=Numeral("2026-03-14"))
+    assert "2026-03-14" in t("en", "title_set", handle="news1", title=Numeral("2026-03-14"))
+
+
 def test_a_boolean_is_not_a_number() -> None:
     assert "True" in t("fa", "report_received", id=True)
+
+
+def _ascii_date(node: ast.expr) -> bool:
+    """A date or time written in ASCII digits: `x.strftime(...)`, `f"{x:%Y-%m-%d}"`, `local_time(...)`."""
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        return name in ("strftime", "local_time")
+    if isinstance(node, ast.JoinedStr):
+        return any(
+            isinstance(part, ast.FormattedValue) and part.format_spec is not None and "%" in ast.unparse(part.format_spec)
+            for part in node.values
+        )
+    if isinstance(node, ast.IfExp):
+        return _ascii_date(node.body) or _ascii_date(node.orelse)
+    return False
+
+
+def test_a_date_in_a_message_is_written_in_the_readers_digits() -> None:
+    # A date is formatted to text before it reaches `t`, so `t` cannot localise its digits: each one
+    # goes through bridge.text.digits.localise_digits (a Persian reply says ۲۰۲۶-۰۳-۱۴, not 2026-03-14).
+    unlocalised = []
+    for path in sorted(BRIDGE_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name not in ("t", "reply", "tell_moderators", "Refusal"):
+                continue
+            values = [kw.value for kw in node.keywords]
+            if name == "Refusal" and len(node.args) > 1 and isinstance(node.args[1], ast.Dict):
+                values += [v for v in node.args[1].values if v is not None]
+            unlocalised += [f"{path.relative_to(BRIDGE_DIR.parent)}:{v.lineno}" for v in values if _ascii_date(v)]
+    assert unlocalised == []

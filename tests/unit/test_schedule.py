@@ -501,8 +501,12 @@ async def test_replies_are_in_persian_when_asked(ctx: Context) -> None:
 
     reply = said(await run(ctx, "news1", "!schedule فردا ۸:۰۰ سلام", NOW, lang="fa"))
 
-    assert reply.startswith("زمان‌بندی شد: پست ۱ در 2026-06-03 08:00 (Asia/Tehran)")
-    assert "گذشته است" in said(await run(ctx, "news1", "!schedule 2020-01-01 09:00 x", NOW, lang="fa"))
+    assert reply.startswith("زمان‌بندی شد: پست ۱ در ۲۰۲۶-۰۶-۰۳ ۰۸:۰۰ (Asia/Tehran)")
+    past = said(await run(ctx, "news1", "!schedule 2020-01-01 09:00 x", NOW, lang="fa"))
+    assert "گذشته است" in past and "۲۰۲۶-۰۶-۰۲ ۱۳:۴۵:۳۰" in past and "2020-01-01 09:00" in past  # quoted as typed
+    said(await run(ctx, "news1", "!schedule 2026-12-01 09:00 second", NOW))
+    listing = said(await run(ctx, "news1", "!scheduled", NOW, lang="fa"))
+    assert "• ۲ — ۲۰۲۶-۱۲-۰۱ ۰۹:۰۰ — second" in listing
 
 
 async def test_scheduled_lists_the_pending_posts_of_this_channel_and_unschedule_cancels(ctx: Context) -> None:
