@@ -131,6 +131,10 @@ database:
 web:
   listen: 0.0.0.0:29341
   public_url: $public_baseurl
+  # Caddy connects from the compose network, whose private range Docker (or Podman) picks; the web
+  # port is not published, so only this project's containers reach it. Their X-Forwarded-For (Caddy
+  # writes the reader's address there) is believed: /join's limits are per reader, not per Caddy.
+  trusted_proxies: [127.0.0.0/8, "::1", 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, "fc00::/7"]
 channels:
   creation_policy: open
   default_language: en

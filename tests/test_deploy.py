@@ -50,6 +50,7 @@ from bridge.runtime.metrics import Metrics, add_routes
 from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, sessionmaker
 from bridge.web import make_web_app
+from bridge.web.forwarded import client_address
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -465,6 +466,11 @@ def test_generated_kanal_config_and_registration_are_wired_for_compose(generated
     assert config.web_enabled
     assert (config.web_listen_host, config.web_listen_port) == ("0.0.0.0", WEB_PORT)  # noqa: S104
     assert config.web_public_url == PUBLIC_BASEURL == generated.env["KANAL_SITE"]
+    # Caddy's X-Forwarded-For is believed: it connects from the compose network, whose range Docker
+    # (172.17-31.x, 192.168.x) or Podman (10.89.x) picks; a reader's own address never is.
+    for caddy in ("172.18.0.5", "172.31.255.2", "192.168.16.3", "10.89.0.4", "fd00:dead::5"):
+        assert client_address(caddy, ["203.0.113.9"], config.web_trusted_proxies) == "203.0.113.9", caddy
+    assert client_address("203.0.113.9", ["10.0.0.1"], config.web_trusted_proxies) == "203.0.113.9"
     assert generated.env["KANAL_HOST"] == urlsplit(PUBLIC_BASEURL).hostname
     assert generated.env["SYNAPSE_CLIENT_UPSTREAM"] == services["caddy"]["environment"]["SYNAPSE_UPSTREAM"]
 
@@ -753,6 +759,13 @@ def test_reverse_proxies_route_exactly_the_documented_paths() -> None:
         f"path {FLAGGER_PATH}": DEFAULT_LISTEN,
     }
     assert re.search(r"^\thandle \{\n\t\trespond 404\n\t\}$", (DEPLOY / "Caddyfile").read_text(), re.M)
+    # Kanal's per-reader limits read X-Forwarded-For: nginx sets it for every location of the site (a
+    # location with a proxy_set_header of its own would drop it), Caddy's reverse_proxy by default.
+    site = (DEPLOY / "nginx.conf").read_text().split("\nserver {")[1]
+    before_locations = site.split("location")[0]
+    assert re.search(r"^    proxy_set_header X-Forwarded-For \$remote_addr;$", before_locations, re.M)
+    assert "proxy_set_header" not in site.split("location", 1)[1]
+    assert "X-Forwarded-For" not in "".join(_active_lines(DEPLOY / "Caddyfile")), "Caddy sets it itself"
     for text in ((DEPLOY / "nginx.conf").read_text(), (DEPLOY / "Caddyfile").read_text()):
         assert "/_synapse/admin" not in text.replace("Not /_synapse/admin", "")
 

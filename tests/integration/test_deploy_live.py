@@ -4,6 +4,8 @@
   authority) in front of the session's Synapse and Kanal, whose web.public_url is the proxy's address:
   every route of Kanal's web app answers from Kanal's web listener through the proxy, the client API
   from Synapse, the flagger path from Kanal's appservice listener, and nothing else reaches Kanal.
+  Two readers (two loopback addresses) through the proxy have a /join rate limit each: Kanal reads
+  the proxy's X-Forwarded-For (web.trusted_proxies), and ignores it from anyone else.
 - kanal.service's sandbox reproduced in a mount namespace (everything read-only, as ProtectSystem=strict
   makes it, but the state directory, whose path comes in $STATE_DIRECTORY as systemd gives it): Kanal
   starts, serves, and writes only there.
@@ -35,6 +37,7 @@ import yaml
 from bridge.ops.initfiles import write_init_files
 from bridge.ops.synapse import LocalSynapse
 from bridge.runtime.config import DEFAULT_LISTEN, DEFAULT_WEB_LISTEN
+from bridge.web.join import POSTS_PER_ADDRESS
 from tests.integration.test_web import relayed
 from tests.support import Env, KanalProcess, create_channel, free_port, reconfigured
 from tests.test_deploy import DEPLOY, FLAGGER_PATH, web_routes
@@ -206,6 +209,30 @@ async def _check_proxy(
         assert status in (400, 404, 405) and "M_UNRECOGNIZED" in body, (status, body)  # Synapse's answer
 
 
+async def _join_posts(base: str, reader: str, token: str, count: int, forwarded_for: str | None = None) -> list[int]:
+    """The statuses of `count` invite-link forms posted from the loopback address `reader`."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    statuses = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(reader, 0))) as http:
+        for _ in range(count):
+            status, _h, _b = await _get(
+                http, "POST", f"{base}/join/{token}", data={"user_id": "@reader:localhost", "form": "0.0"},
+                headers=headers,
+            )  # fmt: skip
+            statuses.append(status)
+    return statuses
+
+
+async def _readers_limited_each(base: str, first: str, second: str) -> None:
+    """/join's POST limit through the proxy: one reader's burst used up slows down only that reader."""
+    burst = int(POSTS_PER_ADDRESS.burst)
+    token = "kanal_inv_" + secrets.token_urlsafe(18)  # a link's shape, of no link: answered 404
+    assert await _join_posts(base, first, token, burst + 1) == [404] * burst + [429]
+    # What the reader writes in X-Forwarded-For itself changes nothing: the proxy's word is the last.
+    assert await _join_posts(base, first, token, 1, "203.0.113.77") == [429]
+    assert await _join_posts(base, second, token, 1) == [404], f"{second} shares {first}'s bucket behind {base}"
+
+
 async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: Env, tmp_path: Path) -> None:
     _need("nginx", "caddy", "openssl")
     alice = await env.user("alice")
@@ -225,6 +252,8 @@ async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: En
 
     def public_url(data: dict[str, Any]) -> None:
         data["web"]["public_url"] = base
+        # The proxies connect from 127.0.0.1; the readers below come from other loopback addresses.
+        data["web"]["trusted_proxies"] = ["127.0.0.1"]
 
     async with reconfigured(env, public_url):
         await _wait_for(f"http://127.0.0.1:{web_port}/")  # it starts after the appservice listener
@@ -235,12 +264,19 @@ async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: En
             )  # fmt: skip
             assert status == 200, body
             post = str(json.loads(body)["posts"][0]["id"])
+        # Straight to the web listener, from a peer that is not trusted: X-Forwarded-For is ignored.
+        link = "kanal_inv_" + secrets.token_urlsafe(18)
+        burst = int(POSTS_PER_ADDRESS.burst)
+        direct = f"http://127.0.0.1:{web_port}"
+        assert await _join_posts(direct, "127.0.0.9", link, burst, "203.0.113.1") == [404] * burst
+        assert await _join_posts(direct, "127.0.0.9", link, 1, "203.0.113.2") == [429]
         (tmp_path / "nginx").mkdir()
         with _running(_nginx(tmp_path / "nginx", *ports), tmp_path / "nginx.log"):
             await _wait_for(f"{base}/")
             await _check_proxy(
                 base, f"https://127.0.0.1:{federation}", channel.handle, token, post, published, flagger
             )
+            await _readers_limited_each(base, "127.0.0.2", "127.0.0.3")
         (tmp_path / "caddy").mkdir()
         argv, caddy_env = _caddy(tmp_path / "caddy", *ports)
         with _running(argv, tmp_path / "caddy.log", caddy_env):
@@ -248,6 +284,7 @@ async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: En
             await _check_proxy(
                 base, f"https://127.0.0.1:{federation}", channel.handle, token, post, published, flagger
             )
+            await _readers_limited_each(base, "127.0.0.4", "127.0.0.5")
 
 
 # --- the systemd unit's sandbox, and the restore drill: a Synapse and a Kanal of their own ---------------
