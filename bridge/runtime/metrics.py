@@ -1,7 +1,8 @@
 """Prometheus metrics, liveness and readiness: what an operator scrapes and probes.
 
 /metrics  transactions and events by outcome, outbox depth and age, homeserver latency and errors,
-          rows kept and pruned in the tables that retention bounds, the audit log's last verification
+          rows kept and pruned in the tables that retention bounds, the audit log's last verification (and
+          the attempts that could not finish)
 /health   liveness: the process answers
 /ready    readiness: taking transactions, and the database answers
 
@@ -64,9 +65,15 @@ class Metrics:
             "When this process last finished verifying the audit log (Unix time).",
             registry=self.registry,
         )
+        self.audit_verify_errors = Counter(
+            "kanal_audit_verify_errors_total",
+            "Verifications of the audit log that could not finish (the database away, say): no verdict "
+            "on the log, which the two gauges above keep from the last one that did.",
+            registry=self.registry,
+        )
 
     def audit_verified_now(self, intact: bool) -> None:
-        """The outcome of a verification of the audit log."""
+        """The verdict of a verification of the audit log that finished (intact or not)."""
         self.audit_intact.set(1 if intact else 0)
         self.audit_verified.set_to_current_time()
 
