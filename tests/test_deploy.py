@@ -360,6 +360,14 @@ def test_compose_services_images_and_healthchecks() -> None:
     assert "healthcheck" not in kanal, "the image's HEALTHCHECK (checked above) is the one to use"
     for dependency in ("postgres", "synapse"):
         assert kanal["depends_on"][dependency]["condition"] == "service_healthy"
+    # In worker mode Kanal's homeserver is Caddy's internal site; Caddy waits for nobody (no cycle).
+    assert kanal["depends_on"]["caddy"]["condition"] == "service_started"
+    assert "kanal" not in services["caddy"].get("depends_on", {})
+    # Each worker's health check asks its own listener (test_generated_worker_mode_… checks the ports),
+    # not the image's default, 8008, where no worker listens.
+    for name in WORKER_SERVICES - {"redis"}:
+        (url,) = [word for word in services[name]["healthcheck"]["test"] if word.startswith("http")]
+        assert urlsplit(url).path == "/health" and urlsplit(url).port != synapse_port, name
 
 
 WORKER_SERVICES = {"redis", "synapse-event-persister1", "synapse-event-persister2", "synapse-client-worker1"}
@@ -390,6 +398,9 @@ def test_compose_ports_and_volumes_agree_with_the_code() -> None:
     # Compose sets every one but the federation port, which stays the default its ports publish.
     assert placeholders - {"FEDERATION_PORT"} == set(env), placeholders ^ set(env)
     assert "{$FEDERATION_PORT:8448}" in (DEPLOY / "Caddyfile").read_text()
+    # Caddy's internal site (Kanal's homeserver in worker mode): on the compose network, never published.
+    assert env["SYNAPSE_INTERNAL_BIND"] == "0.0.0.0"  # noqa: S104
+    assert int(env["SYNAPSE_INTERNAL_PORT"]) not in {host for host, _container in _caddy_ports()}
 
     (volume,) = _instructions("VOLUME")
     assert _binds(kanal) == {volume: "./kanal"}
@@ -494,6 +505,8 @@ def test_generated_kanal_config_and_registration_are_wired_for_compose(generated
     hs = generated.yaml("synapse/homeserver.yaml")
     assert homeserver.hostname == "synapse"
     assert homeserver.port == hs["listeners"][0]["port"] == _ports(services["synapse"])[0][2]
+    # Without workers the workers' profile stays off.
+    assert "COMPOSE_PROFILES" not in generated.env
 
 
 def test_generated_homeserver_config_is_wired_for_compose(generated: Generated) -> None:
@@ -573,6 +586,16 @@ def test_generated_worker_mode_loads_in_synapse_and_matches_compose(
     for name in WORKER_FILES:
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
     assert generated_workers.env["SYNAPSE_CLIENT_UPSTREAM"] == "synapse-client-worker1:8083"
+    # Every later `docker compose up -d` (the Upgrades section's too) keeps the workers and Redis.
+    assert generated_workers.env["COMPOSE_PROFILES"].split(",") == ["workers"]
+    # Kanal's own sends take the workers' routing: its homeserver is Caddy's internal site, which
+    # splits the client API as the public site does (test_reverse_proxies_route_exactly_the_documented_paths).
+    kanal = load_config(folder / "kanal/config.yaml")
+    caddy_env = _compose()["services"]["caddy"]["environment"]
+    homeserver = urlsplit(kanal.homeserver_url)
+    assert (homeserver.scheme, homeserver.hostname) == ("http", "caddy")
+    assert homeserver.port == int(caddy_env["SYNAPSE_INTERNAL_PORT"])
+    assert INTERNAL_SITE in caddy_blocks((DEPLOY / "Caddyfile").read_text())
     data = tmp_path / "data"
     shutil.copytree(folder / "synapse", data)
     registration = folder / "kanal/registration.yaml"
@@ -601,6 +624,8 @@ def test_generated_worker_mode_loads_in_synapse_and_matches_compose(
             assert workers["instance_map"][worker] == {"host": service_name, "port": port}
         else:
             assert generated_workers.env["SYNAPSE_CLIENT_UPSTREAM"] == f"{service_name}:{port}"
+        # Its health check asks the listener it has (Synapse serves /health on every HTTP listener).
+        assert f"http://localhost:{port}/health" in services[service_name]["healthcheck"]["test"]
     assert workers["instance_map"]["main"]["host"] == "synapse"
 
 
@@ -723,14 +748,35 @@ def nginx_routes(text: str) -> dict[str, str]:
     return routes
 
 
-def caddy_routes(text: str) -> dict[str, str]:
-    """The first site's named matchers (their paths) → the upstream each `handle` proxies to."""
-    matchers = dict(re.findall(r"^\t@(\w+) (.+)$", text, re.M))
+def caddy_blocks(text: str) -> dict[str, str]:
+    """The Caddyfile's top-level blocks (sites, and snippets as `(name)`) → their bodies, each snippet a
+    site imports written in its place."""
+    blocks = dict(re.findall(r"^(\S[^\n]*) \{\n(.*?)^\}$", text, re.M | re.S))
+    snippets = {name[1:-1]: body for name, body in blocks.items() if name.startswith("(")}
+
+    def expand(body: str) -> str:
+        return re.sub(r"^\timport (\w+)$", lambda m: snippets[m.group(1)].rstrip("\n"), body, flags=re.M)
+
+    return {name: expand(body) for name, body in blocks.items()}
+
+
+def caddy_routes(text: str, site: str | None = None) -> dict[str, str]:
+    """A site's (default: the first's) named matchers (their paths) → the upstream each `handle` proxies
+    to; `*` for the `handle` without a matcher, when it proxies."""
+    blocks = {name: body for name, body in caddy_blocks(text).items() if not name.startswith("(")}
+    body = blocks[site or next(iter(blocks))]
+    matchers = dict(re.findall(r"^\t@(\w+) (.+)$", body, re.M))
     routes = {}
-    for name, body in re.findall(r"^\thandle @(\w+) \{\n(.*?)^\t\}", text.split("\n}\n")[0], re.M | re.S):
-        (upstream,) = re.findall(r"reverse_proxy \{\$\w+:(\S+)\}", body)
-        routes[matchers[name]] = upstream
+    for name, inner in re.findall(r"^\thandle(?: @(\w+))? \{\n(.*?)^\t\}", body, re.M | re.S):
+        upstreams = re.findall(r"reverse_proxy \{\$\w+:(\S+)\}", inner)
+        if name:
+            (routes[matchers[name]],) = upstreams
+        elif upstreams:
+            (routes["*"],) = upstreams
     return routes
+
+
+INTERNAL_SITE = "http://:{$SYNAPSE_INTERNAL_PORT:8009}"
 
 
 def test_reverse_proxies_route_exactly_the_documented_paths() -> None:
@@ -759,6 +805,11 @@ def test_reverse_proxies_route_exactly_the_documented_paths() -> None:
         f"path {FLAGGER_PATH}": DEFAULT_LISTEN,
     }
     assert re.search(r"^\thandle \{\n\t\trespond 404\n\t\}$", (DEPLOY / "Caddyfile").read_text(), re.M)
+    # The site Kanal itself uses in worker mode: the same split, everything else to Synapse's main process.
+    assert caddy_routes((DEPLOY / "Caddyfile").read_text(), INTERNAL_SITE) == {
+        f"path_regexp {worker_regex}": synapse,
+        "*": synapse,
+    }
     # Kanal's per-reader limits read X-Forwarded-For: nginx sets it for every location of the site (a
     # location with a proxy_set_header of its own would drop it), Caddy's reverse_proxy by default.
     site = (DEPLOY / "nginx.conf").read_text().split("\nserver {")[1]

@@ -130,7 +130,9 @@ def _nginx(tmp: Path, https: int, federation: int, synapse: int, web: int, appse
     return ["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)]
 
 
-def _caddy(tmp: Path, https: int, federation: int, synapse: int, web: int, appservice: int) -> tuple[list[str], dict[str, str]]:
+def _caddy(
+    tmp: Path, https: int, federation: int, synapse: int, web: int, appservice: int, internal: int
+) -> tuple[list[str], dict[str, str]]:
     """deploy/Caddyfile as it is, imported under this run's global options; its variables as compose sets them."""
     (tmp / "Caddyfile").write_text(
         f"{{\n\tadmin off\n\tskip_install_trust\n\thttp_port {free_port()}\n\thttps_port {https}\n}}\n"
@@ -142,6 +144,7 @@ def _caddy(tmp: Path, https: int, federation: int, synapse: int, web: int, appse
         "KANAL_SITE": f"https://127.0.0.1:{https}", "KANAL_HOST": "127.0.0.1", "FEDERATION_PORT": str(federation),
         "SYNAPSE_UPSTREAM": f"127.0.0.1:{synapse}", "SYNAPSE_CLIENT_UPSTREAM": f"127.0.0.1:{synapse}",
         "KANAL_WEB_UPSTREAM": f"127.0.0.1:{web}", "KANAL_AS_UPSTREAM": f"127.0.0.1:{appservice}",
+        "SYNAPSE_INTERNAL_PORT": str(internal), "SYNAPSE_INTERNAL_BIND": "127.0.0.1",
     }  # fmt: skip
     return ["caddy", "run", "--adapter", "caddyfile", "--config", str(tmp / "Caddyfile")], env
 
@@ -207,6 +210,25 @@ async def _check_proxy(
             headers={"Authorization": "Bearer x"},
         )  # fmt: skip
         assert status in (400, 404, 405) and "M_UNRECOGNIZED" in body, (status, body)  # Synapse's answer
+
+
+async def _check_internal_site(url: str, env: Env) -> None:
+    """Caddy's internal site, Kanal's homeserver.url in compose's worker mode, answers as Synapse does
+    for what Kanal asks: a worker path with Kanal's token, the appservice ping's and the admin API's
+    paths (to the main process), all in plain HTTP."""
+    config = yaml.safe_load(env.kanal.config_path.read_text())
+    as_token = config["appservice"]["as_token"]
+    auth = {"Authorization": f"Bearer {as_token}"}
+    async with aiohttp.ClientSession() as http:
+        status, _h, body = await _get(http, "GET", f"{url}/_matrix/client/v3/account/whoami", headers=auth)
+        assert status == 200 and json.loads(body)["user_id"] == env.bot, (status, body)
+        as_id = config["appservice"].get("id", "kanal")
+        status, _h, body = await _get(
+            http, "POST", f"{url}/_matrix/client/v1/appservice/{as_id}/ping", json={}, headers=auth
+        )
+        assert status == 200 and "duration_ms" in body, (status, body)
+        status, _h, body = await _get(http, "GET", f"{url}/_synapse/admin/v1/server_version")
+        assert status == 200 and "server_version" in body, (status, body)
 
 
 async def _join_posts(base: str, reader: str, token: str, count: int, forwarded_for: str | None = None) -> list[int]:
@@ -278,13 +300,15 @@ async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: En
             )
             await _readers_limited_each(base, "127.0.0.2", "127.0.0.3")
         (tmp_path / "caddy").mkdir()
-        argv, caddy_env = _caddy(tmp_path / "caddy", *ports)
+        internal = free_port()
+        argv, caddy_env = _caddy(tmp_path / "caddy", *ports, internal)
         with _running(argv, tmp_path / "caddy.log", caddy_env):
             await _wait_for(f"{base}/", 60)
             await _check_proxy(
                 base, f"https://127.0.0.1:{federation}", channel.handle, token, post, published, flagger
             )
             await _readers_limited_each(base, "127.0.0.4", "127.0.0.5")
+            await _check_internal_site(f"http://127.0.0.1:{internal}", env)
 
 
 # --- the systemd unit's sandbox, and the restore drill: a Synapse and a Kanal of their own ---------------
