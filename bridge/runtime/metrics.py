@@ -131,7 +131,10 @@ class _ServiceCollector(Collector):
         count, age = self.depth()
         yield GaugeMetricFamily("kanal_outbox_depth", "Outbox entries waiting to be sent.", value=count)
         yield GaugeMetricFamily(
-            "kanal_outbox_oldest_age_seconds", "Age of the oldest waiting entry.", value=age
+            "kanal_outbox_oldest_age_seconds",
+            "Age of the oldest entry that should have been sent by now: not counting those that wait on "
+            "purpose (a statement until its reader on another server joins) and what queues behind them.",
+            value=age,
         )
         rows = GaugeMetricFamily(
             "kanal_table_rows", "Rows in the tables retention bounds, by table.", labels=["table"]

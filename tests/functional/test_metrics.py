@@ -147,7 +147,11 @@ async def test_alert_rules_and_dashboard_query_only_what_kanal_exposes(
         "kanal_homeserver_errors_total",
         "kanal_transactions_total",
         "kanal_audit_log_intact",
+        "kanal_outbox_attempts_total",
     } <= covered, covered
+    # Sends failed for good: the outcome the counter's label really has.
+    (failed,) = [a for a in alerts if "kanal_outbox_attempts_total" in a["expr"]]
+    assert 'outcome="failed"' in failed["expr"] and failed["labels"]["severity"] == "warning"
 
     dashboard = json.loads((DEPLOY / "monitoring" / "grafana-dashboard.json").read_text())
     targets = [t for panel in dashboard["panels"] for t in panel.get("targets", [])]
