@@ -426,10 +426,12 @@ async def test_restore_drill_into_an_empty_database(
     data["database"] = {"url": dsn or "sqlite:///kanal.db"}
     (conf / "config.yaml").write_text(yaml.safe_dump(data))
 
-    def run(*argv: str) -> str:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        assert done.returncode == 0, f"{shlex.join(argv)}: {done.stdout}{done.stderr}"
-        return done.stdout
+    def run(*argv: str, stdin: Path | None = None) -> str:
+        with (stdin or Path(os.devnull)).open("rb") as given:
+            done = subprocess.run(argv, stdin=given, capture_output=True, timeout=120, check=False)
+        out, err = done.stdout.decode(), done.stderr.decode()
+        assert done.returncode == 0, f"{shlex.join(argv)}: {out}{err}"
+        return out
 
     def create_empty_database() -> None:
         run("psql", server, "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{dsn.rsplit("/", 1)[1]}"')
@@ -452,13 +454,15 @@ async def test_restore_drill_into_an_empty_database(
         key_line = next(line for line in verified.splitlines() if line.startswith("Checkpoints signed by key"))
         assert re.search(r"Audit log intact: (\d+) entries, (\d+) checkpoints", verified), verified
 
-        # Back up, as deploy/README.md says (Kanal keeps running): the database, then the files.
+        # Back up, as deploy/README.md says (Kanal keeps running): the database, then the files (with
+        # SQLite, the database's consistent copy goes in with them).
+        files = ["etc-kanal", "var-lib-kanal/audit-ed25519.key"]
         if dsn:
             run("pg_dump", "-Fc", "-f", str(tmp_path / "kanal.dump"), dsn)
         else:
-            run("sqlite3", str(state / "kanal.db"), f".backup {tmp_path / 'kanal.db.backup'}")
-        run("tar", "czf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path),
-            "etc-kanal", "var-lib-kanal/audit-ed25519.key")  # fmt: skip
+            run("sqlite3", str(state / "kanal.db"), f".backup {state / 'kanal.db.backup'}")
+            files.append("var-lib-kanal/kanal.db.backup")
+        run("tar", "czf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path), *files)
         await kanal.stop()
 
         # Lose everything: the database, the config and the state directory.
@@ -466,14 +470,19 @@ async def test_restore_drill_into_an_empty_database(
         shutil.rmtree(state)
         if dsn:
             drop_database()
-        # Restore into an empty database, then the files.
+        # Restore into an empty database (the dump read from standard input, as the shell gives it to
+        # `sudo -u kanal pg_restore … < kanal.dump`), and the files.
         state.mkdir(mode=0o700)
         if dsn:
             create_empty_database()
-            run("pg_restore", "--no-owner", "-d", dsn, str(tmp_path / "kanal.dump"))
+            run("pg_restore", "--no-owner", "-d", dsn, stdin=tmp_path / "kanal.dump")
+            run("tar", "xzf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path))
         else:
-            shutil.copy2(tmp_path / "kanal.db.backup", state / "kanal.db")
-        run("tar", "xzf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path))
+            # A stale write-ahead log beside the database would be read into the restored one: removed.
+            (state / "kanal.db-wal").write_bytes(b"stale")
+            run("tar", "xzf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path))
+            run("rm", "-f", str(state / "kanal.db-wal"), str(state / "kanal.db-shm"))
+            run("cp", str(state / "kanal.db.backup"), str(state / "kanal.db"))
         await kanal.start()
 
         again = run(*kanal_cli, "audit", "verify", "-c", str(conf / "config.yaml"))
