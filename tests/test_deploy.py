@@ -243,8 +243,8 @@ def generated_workers(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     return Generated(folder, run)
 
 
-def web_routes() -> list[tuple[str, str]]:
-    """(method, path pattern) of every route of Kanal's web listener, from the app `kanal run` serves."""
+def _web_app() -> web.Application:
+    """The app `kanal run` serves on web.listen."""
     config = parse(
         {"homeserver": {"url": "http://127.0.0.1:1", "domain": DOMAIN},
          "appservice": {"as_token": "a" * 32, "hs_token": "h" * 32}, "web": {}},
@@ -253,7 +253,12 @@ def web_routes() -> list[tuple[str, str]]:
     sessions = sessionmaker(create_engine("sqlite://"))
     # Building the router reads templates and talks to nobody: no homeserver client is needed.
     ctx = Context(config, None, sessions, OutboxWorker(sessions, None))  # type: ignore[arg-type]
-    app = make_web_app(ctx)
+    return make_web_app(ctx)
+
+
+def web_routes() -> list[tuple[str, str]]:
+    """(method, path pattern) of every route of Kanal's web listener, from the app `kanal run` serves."""
+    app = _web_app()
     return [
         (route.method, route.resource.canonical)
         for route in app.router.routes()
@@ -302,6 +307,7 @@ def test_dockerfile_runtime_agrees_with_the_code() -> None:
     assert re.search(rf"--uid {IMAGE_UID}\b", " ".join(_instructions("RUN")))
 
     assert _instructions("EXPOSE") == [f"{LISTEN_PORT} {WEB_PORT}"]
+    assert f"`EXPOSE {LISTEN_PORT} {WEB_PORT}`" in (DEPLOY / "README.md").read_text()
 
     (healthcheck,) = _instructions("HEALTHCHECK")
     urls = re.findall(r"https?://[^'\" ]+", healthcheck)
@@ -821,6 +827,11 @@ def test_reverse_proxies_route_exactly_the_documented_paths() -> None:
         assert "/_synapse/admin" not in text.replace("Not /_synapse/admin", "")
 
 
+def _web_client_max_size() -> int:
+    """The largest request body Kanal's web listener takes (its aiohttp client_max_size)."""
+    return int(_web_app()._client_max_size)
+
+
 def _order(prefix: str) -> int:
     return ["/", "/c/", "/media/", "/static/", "/api/v1/", "/join/"].index(prefix)
 
@@ -847,6 +858,13 @@ def test_caddy_example_passes_caddy_validate(tmp_path: Path) -> None:
         ["caddy", "fmt", str(DEPLOY / "Caddyfile")], capture_output=True, text=True, check=True, env=_caddy_env(tmp_path)
     )
     assert fmt.stdout == (DEPLOY / "Caddyfile").read_text(), "the Caddyfile is not as `caddy fmt` writes it"
+    # Uploads: Caddy takes what Kanal's web listener takes (50 MiB: Caddy reads "50MB" as 50,000,000).
+    adapted = subprocess.run(
+        ["caddy", "adapt", "--adapter", "caddyfile", "--config", str(DEPLOY / "Caddyfile")],
+        capture_output=True, text=True, check=True, env=_caddy_env(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    sizes = {int(size) for size in re.findall(r'"max_size":\s*(\d+)', adapted.stdout)}
+    assert sizes == {_web_client_max_size()}, sizes
 
 
 @pytest.mark.skipif(
@@ -870,6 +888,9 @@ def test_nginx_example_passes_nginx_t(tmp_path: Path) -> None:
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
         f"http {{ access_log off; include {tmp_path}/site.conf; }}\n"
     )
+    # Uploads: nginx takes what Kanal's web listener takes (nginx's M is MiB).
+    (limit,) = re.findall(r"client_max_body_size (\d+)M;", site)
+    assert int(limit) * 1024 * 1024 == _web_client_max_size()
     check = subprocess.run(
         ["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
         capture_output=True,
