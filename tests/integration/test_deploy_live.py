@@ -39,20 +39,12 @@ from bridge.ops.synapse import LocalSynapse
 from bridge.runtime.config import DEFAULT_LISTEN, DEFAULT_WEB_LISTEN
 from bridge.web.join import POSTS_PER_ADDRESS
 from tests.integration.test_web import relayed
-from tests.support import Env, KanalProcess, create_channel, free_port, reconfigured
+from tests.support import Env, KanalProcess, create_channel, free_port, need, reconfigured
 from tests.test_deploy import DEPLOY, FLAGGER_PATH, web_routes
 
 pytestmark = pytest.mark.integration
 
 KANAL_CSP = "default-src 'none'"  # every answer of Kanal's web listener carries it (bridge/web)
-
-
-def _need(*tools: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{', '.join(missing)} missing: scripts/test installs them (apt-get install …)")
-        pytest.skip(f"{', '.join(missing)} not installed")
 
 
 async def _get(
@@ -256,7 +248,7 @@ async def _readers_limited_each(base: str, first: str, second: str) -> None:
 
 
 async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: Env, tmp_path: Path) -> None:
-    _need("nginx", "caddy", "openssl")
+    need("nginx", "caddy", "openssl")
     alice = await env.user("alice")
     channel = await create_channel(env, alice, env.handle("proxied"), "Proxied")
     await alice.text(channel.backstage, "!token new proxybot")
@@ -365,7 +357,7 @@ exec "$@"
 async def test_kanal_starts_and_serves_in_the_units_sandbox(
     deployment: tuple[LocalSynapse, Path, int], tmp_path: Path
 ) -> None:
-    _need("unshare")
+    need("unshare")
     service = _unit_service()
     assert service["ProtectSystem"] == "strict" and "ReadWritePaths" not in service
     state_name = service["StateDirectory"]
@@ -413,7 +405,7 @@ async def test_restore_drill_into_an_empty_database(
     deployment: tuple[LocalSynapse, Path, int], tmp_path: Path
 ) -> None:
     """deploy/README.md's backup and restore drill: the audit log verifies with its key, channels relay."""
-    _need("tar", "sqlite3", *(("pg_dump", "pg_restore", "psql") if os.environ.get("KANAL_TEST_POSTGRES") else ()))
+    need("tar", "sqlite3", *(("pg_dump", "pg_restore", "psql") if os.environ.get("KANAL_TEST_POSTGRES") else ()))
     synapse, original, port = deployment
     conf, state = tmp_path / "etc-kanal", tmp_path / "var-lib-kanal"
     shutil.copytree(original, conf)
