@@ -911,6 +911,42 @@ def test_tools_scripts_test_installs_are_required_in_ci(monkeypatch: pytest.Monk
     script = (ROOT / "scripts" / "test").read_text()
     for tool in ("nginx", "caddy"):
         assert f"command -v {tool} >/dev/null 2>&1 || missing+=({tool})" in script, tool
+    assert "command -v promtool >/dev/null 2>&1 || lean+=(prometheus)" in script
+
+
+def test_alert_rules_and_scrape_job_pass_promtool() -> None:
+    """Prometheus's own tool (Debian's prometheus package, which scripts/test installs): the scrape job
+    and the rules load, and the rules' unit tests (kanal-alerts.test.yml) pass, with a case that fires
+    and one that stays quiet for every alert."""
+    need("promtool")
+    monitoring = DEPLOY / "monitoring"
+    for argv in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "kanal-alerts.yml"],
+        ["test", "rules", "kanal-alerts.test.yml"],
+    ):
+        run = subprocess.run(
+            ["promtool", *argv], cwd=monitoring, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert run.returncode == 0, f"promtool {shlex.join(argv)}:\n{run.stdout}{run.stderr}"
+
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((monitoring / "kanal-alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for case in yaml.safe_load((monitoring / "kanal-alerts.test.yml").read_text())["tests"]:
+        instances = {m for series in case["input_series"] for m in re.findall(r'instance="([^"]+)"', series["series"])}
+        for check in case["alert_rule_test"]:
+            expected = {alert["exp_labels"]["instance"] for alert in check["exp_alerts"]}
+            if expected:
+                fires.add(check["alertname"])
+            if not expected or instances - expected:
+                quiet.add(check["alertname"])
+    assert fires == alerts, alerts ^ fires
+    assert quiet == alerts, alerts ^ quiet
 
 
 def test_deploy_readme_kanal_commands_parse() -> None:
