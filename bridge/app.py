@@ -8,11 +8,12 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
@@ -47,6 +48,8 @@ FIRST_REPING_S = 5.0
 PING_INTERVAL_S = 30.0
 # How often each process verifies the audit log for /metrics (kanal_audit_log_intact); also at start.
 AUDIT_VERIFY_INTERVAL_S = 3600.0
+# A verification that could not finish (the database away, say) is tried again this soon.
+AUDIT_VERIFY_RETRY_S = 120.0
 
 
 class StartupError(Exception):
@@ -323,28 +326,7 @@ class Service:
 
     async def _verify_audit_log(self) -> None:
         """Verify the audit log now and every hour, for monitoring to alert on a failure."""
-        from bridge.moderation import audit
-
-        while not self._stopping:
-            try:
-                key = await asyncio.to_thread(audit.configured_public_key, self.config)
-                async with self.ctx.sessions() as session:
-                    result = await audit.verify(session, key)
-                self.metrics.audit_verified_now(result.ok)
-                if not result.ok:
-                    log.error(
-                        "The audit log is NOT intact at entry %s: %s (kanal audit verify -c %s)",
-                        result.first_bad_seq,
-                        result.problem,
-                        self.config.path,
-                    )
-            except Exception:  # a failure to verify is reported, never taken for success
-                log.exception("Verifying the audit log failed")
-                self.metrics.audit_verified_now(False)
-            try:
-                await asyncio.wait_for(self._reports_stop.wait(), AUDIT_VERIFY_INTERVAL_S)
-            except TimeoutError:
-                pass
+        await keep_verifying_audit_log(self.config, self.ctx.sessions, self.metrics, self._reports_stop)
 
     async def stop(self) -> None:
         """Stop taking transactions, finish in-flight work, flush the outbox as far as possible."""
@@ -377,6 +359,57 @@ class Service:
             await self.outbox.crypto.stop()
         await self.client.close()
         await self.engine.dispose()
+
+
+async def verify_audit_log_once(
+    config: Config, sessions: Callable[[], AsyncSession], metrics: Metrics
+) -> bool:
+    """Verify the audit log and put the verdict on /metrics (kanal_audit_log_intact, …_timestamp).
+
+    False when it could not finish (the database away, a key file unreadable): no verdict on the log,
+    so the gauges keep the last one; the failure is logged and counted
+    (kanal_audit_verify_errors_total), and kanal_audit_log_verified_timestamp_seconds grows old, which
+    is what KanalAuditLogNotVerified alerts on if it goes on."""
+    from bridge.moderation import audit
+
+    try:
+        key = await asyncio.to_thread(audit.configured_public_key, config)
+        async with sessions() as session:
+            result = await audit.verify(session, key)
+    except Exception:
+        log.exception(
+            "Could not verify the audit log (no verdict on the log itself); trying again in %.0f s",
+            AUDIT_VERIFY_RETRY_S,
+        )
+        metrics.audit_verify_errors.inc()
+        return False
+    metrics.audit_verified_now(result.ok)
+    if not result.ok:
+        log.error(
+            "The audit log is NOT intact at entry %s: %s (kanal audit verify -c %s)",
+            result.first_bad_seq,
+            result.problem,
+            config.path,
+        )
+    return True
+
+
+async def keep_verifying_audit_log(
+    config: Config,
+    sessions: Callable[[], AsyncSession],
+    metrics: Metrics,
+    stop: asyncio.Event,
+    *,
+    interval: float = AUDIT_VERIFY_INTERVAL_S,
+    retry: float = AUDIT_VERIFY_RETRY_S,
+) -> None:
+    """Verify the audit log now, then every `interval` s; `retry` s after one that could not finish."""
+    while not stop.is_set():
+        finished = await verify_audit_log_once(config, sessions, metrics)
+        try:
+            await asyncio.wait_for(stop.wait(), interval if finished else retry)
+        except TimeoutError:
+            pass
 
 
 async def record_hook_configuration(ctx: Context) -> None:

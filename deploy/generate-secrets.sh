@@ -14,7 +14,8 @@
 #   PUBLIC_BASEURL  where clients reach Synapse and readers reach Kanal's pages, through Caddy, e.g.
 #                   https://matrix.example.org (default: https://localhost, for trying it out on this
 #                   machine with Caddy's own local certificate authority)
-#   --workers       Synapse in worker mode: `docker compose --profile workers up -d` (deploy/README.md)
+#   --workers       Synapse in worker mode (.env turns the `workers` profile on; Kanal reaches Synapse
+#                   through Caddy's worker routing): deploy/README.md, "Synapse's workers"
 #
 # It refuses to replace existing files without --force: new tokens need Synapse and Kanal restarted,
 # and a new database password does not reach an already initialised PostgreSQL volume.
@@ -90,11 +91,17 @@ domain_re=$(printf '%s' "$domain" | sed 's/[.-]/\\&/g')
 
 mkdir -p kanal synapse synapse/conf.d
 mkdir -p -m 0755 element
-# Caddy sends the client paths Synapse's workers documentation lists to the generic worker.
+# Caddy sends the client paths Synapse's workers documentation lists to the generic worker, for
+# Matrix apps (the public site) and for Kanal (Caddy's internal site, caddy:8009, which Kanal's
+# homeserver.url names in worker mode); without workers Kanal talks to Synapse straight.
 if [ "$workers" -eq 1 ]; then
     synapse_client_upstream=synapse-client-worker1:8083
+    kanal_homeserver_url=http://caddy:8009
+    compose_profiles=workers
 else
     synapse_client_upstream=synapse:8008
+    kanal_homeserver_url=http://synapse:8008
+    compose_profiles=
 fi
 
 cat >.env <<EOF
@@ -108,12 +115,19 @@ KANAL_SITE=$public_baseurl
 KANAL_HOST=$public_host
 SYNAPSE_CLIENT_UPSTREAM=$synapse_client_upstream
 EOF
+if [ -n "$compose_profiles" ]; then
+    cat >>.env <<EOF
+# Synapse's workers (and Redis) start, are recreated and updated with every docker compose command.
+# Add element for Element Web: COMPOSE_PROFILES=workers,element
+COMPOSE_PROFILES=$compose_profiles
+EOF
+fi
 
 cat >kanal/config.yaml <<EOF
 # Kanal's configuration for docker-compose.yml, written by generate-secrets.sh.
 # Every key is documented in config.example.yaml.
 homeserver:
-  url: http://synapse:8008
+  url: $kanal_homeserver_url
   domain: "$domain"
 appservice:
   id: kanal
@@ -131,6 +145,10 @@ database:
 web:
   listen: 0.0.0.0:29341
   public_url: $public_baseurl
+  # Caddy connects from the compose network, whose private range Docker (or Podman) picks; the web
+  # port is not published, so only this project's containers reach it. Their X-Forwarded-For (Caddy
+  # writes the reader's address there) is believed: /join's limits are per reader, not per Caddy.
+  trusted_proxies: [127.0.0.0/8, "::1", 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, "fc00::/7"]
 channels:
   creation_policy: open
   default_language: en
@@ -293,7 +311,7 @@ fi
 printf 'Wrote %s/.env, kanal/config.yaml, kanal/registration.yaml, synapse/homeserver.yaml and element/config.json.\n' "$(pwd)"
 if [ "$workers" -eq 1 ]; then
     printf 'Synapse in worker mode: synapse/conf.d/workers.yaml and synapse/workers/.\n'
-    printf 'Synapse and Kanal will run as uid %s. Next: docker compose --profile workers up -d --build\n' "$run_uid"
+    printf 'Synapse and Kanal will run as uid %s. Next: docker compose up -d --build (.env turns the workers profile on)\n' "$run_uid"
 else
     printf 'Synapse and Kanal will run as uid %s. Next: docker compose up -d --build\n' "$run_uid"
 fi

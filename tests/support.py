@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,11 +19,23 @@ from typing import Any
 
 import aiohttp
 import nio
+import pytest
 import yaml
 
 from bridge.ops.synapse import LocalSynapse
 
 DEFAULT_TIMEOUT = 20.0
+
+
+def need(*tools: str) -> None:
+    """Skip the calling test when a tool is missing here; fail it in CI (`CI` set), where scripts/test
+    installs every one of them from Debian's packages, so a missing one is a broken install, not a
+    reason to check less."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{', '.join(missing)} missing: scripts/test installs them (apt-get install …)")
+        pytest.skip(f"{', '.join(missing)} not installed")
 
 
 def free_port() -> int:

@@ -50,6 +50,8 @@ from bridge.runtime.metrics import Metrics, add_routes
 from bridge.runtime.outbox import OutboxWorker
 from bridge.store.db import create_engine, sessionmaker
 from bridge.web import make_web_app
+from bridge.web.forwarded import client_address
+from tests.support import need
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -242,8 +244,8 @@ def generated_workers(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     return Generated(folder, run)
 
 
-def web_routes() -> list[tuple[str, str]]:
-    """(method, path pattern) of every route of Kanal's web listener, from the app `kanal run` serves."""
+def _web_app() -> web.Application:
+    """The app `kanal run` serves on web.listen."""
     config = parse(
         {"homeserver": {"url": "http://127.0.0.1:1", "domain": DOMAIN},
          "appservice": {"as_token": "a" * 32, "hs_token": "h" * 32}, "web": {}},
@@ -252,7 +254,12 @@ def web_routes() -> list[tuple[str, str]]:
     sessions = sessionmaker(create_engine("sqlite://"))
     # Building the router reads templates and talks to nobody: no homeserver client is needed.
     ctx = Context(config, None, sessions, OutboxWorker(sessions, None))  # type: ignore[arg-type]
-    app = make_web_app(ctx)
+    return make_web_app(ctx)
+
+
+def web_routes() -> list[tuple[str, str]]:
+    """(method, path pattern) of every route of Kanal's web listener, from the app `kanal run` serves."""
+    app = _web_app()
     return [
         (route.method, route.resource.canonical)
         for route in app.router.routes()
@@ -301,6 +308,7 @@ def test_dockerfile_runtime_agrees_with_the_code() -> None:
     assert re.search(rf"--uid {IMAGE_UID}\b", " ".join(_instructions("RUN")))
 
     assert _instructions("EXPOSE") == [f"{LISTEN_PORT} {WEB_PORT}"]
+    assert f"`EXPOSE {LISTEN_PORT} {WEB_PORT}`" in (DEPLOY / "README.md").read_text()
 
     (healthcheck,) = _instructions("HEALTHCHECK")
     urls = re.findall(r"https?://[^'\" ]+", healthcheck)
@@ -359,6 +367,14 @@ def test_compose_services_images_and_healthchecks() -> None:
     assert "healthcheck" not in kanal, "the image's HEALTHCHECK (checked above) is the one to use"
     for dependency in ("postgres", "synapse"):
         assert kanal["depends_on"][dependency]["condition"] == "service_healthy"
+    # In worker mode Kanal's homeserver is Caddy's internal site; Caddy waits for nobody (no cycle).
+    assert kanal["depends_on"]["caddy"]["condition"] == "service_started"
+    assert "kanal" not in services["caddy"].get("depends_on", {})
+    # Each worker's health check asks its own listener (test_generated_worker_mode_… checks the ports),
+    # not the image's default, 8008, where no worker listens.
+    for name in WORKER_SERVICES - {"redis"}:
+        (url,) = [word for word in services[name]["healthcheck"]["test"] if word.startswith("http")]
+        assert urlsplit(url).path == "/health" and urlsplit(url).port != synapse_port, name
 
 
 WORKER_SERVICES = {"redis", "synapse-event-persister1", "synapse-event-persister2", "synapse-client-worker1"}
@@ -389,6 +405,9 @@ def test_compose_ports_and_volumes_agree_with_the_code() -> None:
     # Compose sets every one but the federation port, which stays the default its ports publish.
     assert placeholders - {"FEDERATION_PORT"} == set(env), placeholders ^ set(env)
     assert "{$FEDERATION_PORT:8448}" in (DEPLOY / "Caddyfile").read_text()
+    # Caddy's internal site (Kanal's homeserver in worker mode): on the compose network, never published.
+    assert env["SYNAPSE_INTERNAL_BIND"] == "0.0.0.0"  # noqa: S104
+    assert int(env["SYNAPSE_INTERNAL_PORT"]) not in {host for host, _container in _caddy_ports()}
 
     (volume,) = _instructions("VOLUME")
     assert _binds(kanal) == {volume: "./kanal"}
@@ -465,6 +484,11 @@ def test_generated_kanal_config_and_registration_are_wired_for_compose(generated
     assert config.web_enabled
     assert (config.web_listen_host, config.web_listen_port) == ("0.0.0.0", WEB_PORT)  # noqa: S104
     assert config.web_public_url == PUBLIC_BASEURL == generated.env["KANAL_SITE"]
+    # Caddy's X-Forwarded-For is believed: it connects from the compose network, whose range Docker
+    # (172.17-31.x, 192.168.x) or Podman (10.89.x) picks; a reader's own address never is.
+    for caddy in ("172.18.0.5", "172.31.255.2", "192.168.16.3", "10.89.0.4", "fd00:dead::5"):
+        assert client_address(caddy, ["203.0.113.9"], config.web_trusted_proxies) == "203.0.113.9", caddy
+    assert client_address("203.0.113.9", ["10.0.0.1"], config.web_trusted_proxies) == "203.0.113.9"
     assert generated.env["KANAL_HOST"] == urlsplit(PUBLIC_BASEURL).hostname
     assert generated.env["SYNAPSE_CLIENT_UPSTREAM"] == services["caddy"]["environment"]["SYNAPSE_UPSTREAM"]
 
@@ -488,6 +512,8 @@ def test_generated_kanal_config_and_registration_are_wired_for_compose(generated
     hs = generated.yaml("synapse/homeserver.yaml")
     assert homeserver.hostname == "synapse"
     assert homeserver.port == hs["listeners"][0]["port"] == _ports(services["synapse"])[0][2]
+    # Without workers the workers' profile stays off.
+    assert "COMPOSE_PROFILES" not in generated.env
 
 
 def test_generated_homeserver_config_is_wired_for_compose(generated: Generated) -> None:
@@ -567,6 +593,16 @@ def test_generated_worker_mode_loads_in_synapse_and_matches_compose(
     for name in WORKER_FILES:
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
     assert generated_workers.env["SYNAPSE_CLIENT_UPSTREAM"] == "synapse-client-worker1:8083"
+    # Every later `docker compose up -d` (the Upgrades section's too) keeps the workers and Redis.
+    assert generated_workers.env["COMPOSE_PROFILES"].split(",") == ["workers"]
+    # Kanal's own sends take the workers' routing: its homeserver is Caddy's internal site, which
+    # splits the client API as the public site does (test_reverse_proxies_route_exactly_the_documented_paths).
+    kanal = load_config(folder / "kanal/config.yaml")
+    caddy_env = _compose()["services"]["caddy"]["environment"]
+    homeserver = urlsplit(kanal.homeserver_url)
+    assert (homeserver.scheme, homeserver.hostname) == ("http", "caddy")
+    assert homeserver.port == int(caddy_env["SYNAPSE_INTERNAL_PORT"])
+    assert INTERNAL_SITE in caddy_blocks((DEPLOY / "Caddyfile").read_text())
     data = tmp_path / "data"
     shutil.copytree(folder / "synapse", data)
     registration = folder / "kanal/registration.yaml"
@@ -595,6 +631,8 @@ def test_generated_worker_mode_loads_in_synapse_and_matches_compose(
             assert workers["instance_map"][worker] == {"host": service_name, "port": port}
         else:
             assert generated_workers.env["SYNAPSE_CLIENT_UPSTREAM"] == f"{service_name}:{port}"
+        # Its health check asks the listener it has (Synapse serves /health on every HTTP listener).
+        assert f"http://localhost:{port}/health" in services[service_name]["healthcheck"]["test"]
     assert workers["instance_map"]["main"]["host"] == "synapse"
 
 
@@ -717,14 +755,35 @@ def nginx_routes(text: str) -> dict[str, str]:
     return routes
 
 
-def caddy_routes(text: str) -> dict[str, str]:
-    """The first site's named matchers (their paths) → the upstream each `handle` proxies to."""
-    matchers = dict(re.findall(r"^\t@(\w+) (.+)$", text, re.M))
+def caddy_blocks(text: str) -> dict[str, str]:
+    """The Caddyfile's top-level blocks (sites, and snippets as `(name)`) → their bodies, each snippet a
+    site imports written in its place."""
+    blocks = dict(re.findall(r"^(\S[^\n]*) \{\n(.*?)^\}$", text, re.M | re.S))
+    snippets = {name[1:-1]: body for name, body in blocks.items() if name.startswith("(")}
+
+    def expand(body: str) -> str:
+        return re.sub(r"^\timport (\w+)$", lambda m: snippets[m.group(1)].rstrip("\n"), body, flags=re.M)
+
+    return {name: expand(body) for name, body in blocks.items()}
+
+
+def caddy_routes(text: str, site: str | None = None) -> dict[str, str]:
+    """A site's (default: the first's) named matchers (their paths) → the upstream each `handle` proxies
+    to; `*` for the `handle` without a matcher, when it proxies."""
+    blocks = {name: body for name, body in caddy_blocks(text).items() if not name.startswith("(")}
+    body = blocks[site or next(iter(blocks))]
+    matchers = dict(re.findall(r"^\t@(\w+) (.+)$", body, re.M))
     routes = {}
-    for name, body in re.findall(r"^\thandle @(\w+) \{\n(.*?)^\t\}", text.split("\n}\n")[0], re.M | re.S):
-        (upstream,) = re.findall(r"reverse_proxy \{\$\w+:(\S+)\}", body)
-        routes[matchers[name]] = upstream
+    for name, inner in re.findall(r"^\thandle(?: @(\w+))? \{\n(.*?)^\t\}", body, re.M | re.S):
+        upstreams = re.findall(r"reverse_proxy \{\$\w+:(\S+)\}", inner)
+        if name:
+            (routes[matchers[name]],) = upstreams
+        elif upstreams:
+            (routes["*"],) = upstreams
     return routes
+
+
+INTERNAL_SITE = "http://:{$SYNAPSE_INTERNAL_PORT:8009}"
 
 
 def test_reverse_proxies_route_exactly_the_documented_paths() -> None:
@@ -753,8 +812,25 @@ def test_reverse_proxies_route_exactly_the_documented_paths() -> None:
         f"path {FLAGGER_PATH}": DEFAULT_LISTEN,
     }
     assert re.search(r"^\thandle \{\n\t\trespond 404\n\t\}$", (DEPLOY / "Caddyfile").read_text(), re.M)
+    # The site Kanal itself uses in worker mode: the same split, everything else to Synapse's main process.
+    assert caddy_routes((DEPLOY / "Caddyfile").read_text(), INTERNAL_SITE) == {
+        f"path_regexp {worker_regex}": synapse,
+        "*": synapse,
+    }
+    # Kanal's per-reader limits read X-Forwarded-For: nginx sets it for every location of the site (a
+    # location with a proxy_set_header of its own would drop it), Caddy's reverse_proxy by default.
+    site = (DEPLOY / "nginx.conf").read_text().split("\nserver {")[1]
+    before_locations = site.split("location")[0]
+    assert re.search(r"^    proxy_set_header X-Forwarded-For \$remote_addr;$", before_locations, re.M)
+    assert "proxy_set_header" not in site.split("location", 1)[1]
+    assert "X-Forwarded-For" not in "".join(_active_lines(DEPLOY / "Caddyfile")), "Caddy sets it itself"
     for text in ((DEPLOY / "nginx.conf").read_text(), (DEPLOY / "Caddyfile").read_text()):
         assert "/_synapse/admin" not in text.replace("Not /_synapse/admin", "")
+
+
+def _web_client_max_size() -> int:
+    """The largest request body Kanal's web listener takes (its aiohttp client_max_size)."""
+    return int(_web_app()._client_max_size)
 
 
 def _order(prefix: str) -> int:
@@ -767,8 +843,8 @@ def _caddy_env(tmp_path: Path) -> dict[str, str]:
             "XDG_CONFIG_HOME": str(tmp_path / "config")}  # fmt: skip
 
 
-@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed (apt-get install caddy)")
 def test_caddy_example_passes_caddy_validate(tmp_path: Path) -> None:
+    need("caddy")  # skipped here without it; in CI (scripts/test installs it) a failure
     for environment in ({}, {"KANAL_SITE": "https://chat.example.net", "KANAL_HOST": "chat.example.net"}):
         check = subprocess.run(
             ["caddy", "validate", "--adapter", "caddyfile", "--config", str(DEPLOY / "Caddyfile")],
@@ -783,13 +859,17 @@ def test_caddy_example_passes_caddy_validate(tmp_path: Path) -> None:
         ["caddy", "fmt", str(DEPLOY / "Caddyfile")], capture_output=True, text=True, check=True, env=_caddy_env(tmp_path)
     )
     assert fmt.stdout == (DEPLOY / "Caddyfile").read_text(), "the Caddyfile is not as `caddy fmt` writes it"
+    # Uploads: Caddy takes what Kanal's web listener takes (50 MiB: Caddy reads "50MB" as 50,000,000).
+    adapted = subprocess.run(
+        ["caddy", "adapt", "--adapter", "caddyfile", "--config", str(DEPLOY / "Caddyfile")],
+        capture_output=True, text=True, check=True, env=_caddy_env(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    sizes = {int(size) for size in re.findall(r'"max_size":\s*(\d+)', adapted.stdout)}
+    assert sizes == {_web_client_max_size()}, sizes
 
 
-@pytest.mark.skipif(
-    shutil.which("nginx") is None or shutil.which("openssl") is None,
-    reason="nginx or openssl is not installed",
-)
 def test_nginx_example_passes_nginx_t(tmp_path: Path) -> None:
+    need("nginx", "openssl")  # skipped here without them; in CI (scripts/test installs them) a failure
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test",
@@ -806,6 +886,9 @@ def test_nginx_example_passes_nginx_t(tmp_path: Path) -> None:
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
         f"http {{ access_log off; include {tmp_path}/site.conf; }}\n"
     )
+    # Uploads: nginx takes what Kanal's web listener takes (nginx's M is MiB).
+    (limit,) = re.findall(r"client_max_body_size (\d+)M;", site)
+    assert int(limit) * 1024 * 1024 == _web_client_max_size()
     check = subprocess.run(
         ["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)],
         capture_output=True,
@@ -813,6 +896,57 @@ def test_nginx_example_passes_nginx_t(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_tools_scripts_test_installs_are_required_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nginx -t`, `caddy validate` (and the live tests): skipped on a machine without the tool, failed
+    in CI, where scripts/test installs it, so CI never passes by checking less."""
+    monkeypatch.setattr(shutil, "which", lambda _tool: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        need("caddy")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="caddy missing: scripts/test installs"):
+        need("caddy")
+    script = (ROOT / "scripts" / "test").read_text()
+    for tool in ("nginx", "caddy"):
+        assert f"command -v {tool} >/dev/null 2>&1 || missing+=({tool})" in script, tool
+    assert "command -v promtool >/dev/null 2>&1 || lean+=(prometheus)" in script
+
+
+def test_alert_rules_and_scrape_job_pass_promtool() -> None:
+    """Prometheus's own tool (Debian's prometheus package, which scripts/test installs): the scrape job
+    and the rules load, and the rules' unit tests (kanal-alerts.test.yml) pass, with a case that fires
+    and one that stays quiet for every alert."""
+    need("promtool")
+    monitoring = DEPLOY / "monitoring"
+    for argv in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "kanal-alerts.yml"],
+        ["test", "rules", "kanal-alerts.test.yml"],
+    ):
+        run = subprocess.run(
+            ["promtool", *argv], cwd=monitoring, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert run.returncode == 0, f"promtool {shlex.join(argv)}:\n{run.stdout}{run.stderr}"
+
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((monitoring / "kanal-alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for case in yaml.safe_load((monitoring / "kanal-alerts.test.yml").read_text())["tests"]:
+        instances = {m for series in case["input_series"] for m in re.findall(r'instance="([^"]+)"', series["series"])}
+        for check in case["alert_rule_test"]:
+            expected = {alert["exp_labels"]["instance"] for alert in check["exp_alerts"]}
+            if expected:
+                fires.add(check["alertname"])
+            if not expected or instances - expected:
+                quiet.add(check["alertname"])
+    assert fires == alerts, alerts ^ fires
+    assert quiet == alerts, alerts ^ quiet
 
 
 def test_deploy_readme_kanal_commands_parse() -> None:

@@ -28,6 +28,11 @@ def up_again(data_dir: str, synapse_port: int, port: int, defaults: tuple[str, i
     return shlex.join(argv)
 
 
+def new_encrypted_sandbox() -> str:
+    """The command that makes a sandbox with end-to-end encryption on (in a folder the reader names)."""
+    return shlex.join([installed_command("kanal"), "up", "--encryption", "--data-dir"]) + " <a new folder>"
+
+
 def print_banner(
     homeserver_url: str, admin: str, password: str, bot: str, data_dir: Path, web_url: str | None
 ) -> None:

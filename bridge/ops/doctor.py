@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -979,12 +980,33 @@ async def kanal_database_check(config: Config) -> Check:
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         # SQLAlchemy wraps the driver's error; the driver's own first line is the readable part.
         reason = _reason(getattr(exc, "orig", None) or exc)
-        return Check(
-            name, Status.FAIL, f"PostgreSQL at {where} does not answer: {reason}", "check database.url"
-        )
+        return database_failure(config, where, reason, url.username, _system_user())
     finally:
         await engine.dispose()
     return Check(name, Status.PASS, f"PostgreSQL at {where} answers")
+
+
+def _system_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def database_failure(config: Config, where: str, reason: str, db_user: str | None, system_user: str) -> Check:
+    """Kanal's PostgreSQL refused or did not answer. Peer authentication (a Unix socket URL without a
+    password, as deploy/README.md's) admits only the system user of the same name: run as another
+    (root, for --homeserver-config), the database is not checked rather than broken."""
+    name = "kanal database"
+    if "peer authentication failed" in reason.lower() and db_user and db_user != system_user:
+        kanal = Path(sys.executable).parent / "kanal"
+        return Check(
+            name,
+            Status.WARN,
+            f"not checked as {system_user}: PostgreSQL at {where} admits only the system user {db_user} "
+            f"over its socket (peer authentication: {reason})",
+            f"sudo -u {db_user} {kanal} doctor -c {config.path}",
+        )
+    return Check(name, Status.FAIL, f"PostgreSQL at {where} does not answer: {reason}", "check database.url")
 
 
 async def live_checks(config: Config) -> list[Check]:

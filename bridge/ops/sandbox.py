@@ -14,7 +14,7 @@ from pathlib import Path
 
 from appservice.registration import write_secret_file
 from bridge.app import StartupError, run_until_stopped
-from bridge.ops.banner import print_banner
+from bridge.ops.banner import new_encrypted_sandbox, print_banner
 from bridge.ops.initfiles import write_init_files
 from bridge.ops.synapse import LocalSynapse, SynapseError
 from bridge.runtime.config import Config, ConfigError
@@ -50,12 +50,19 @@ def _admin_password(data_dir: Path) -> str:
     return password
 
 
+def addresses(config: Config) -> tuple[int, str | None]:
+    """Synapse's port and the web face's URL (None: no web face), from the sandbox's config: the ports
+    it was made with, which a later `kanal up` with other ports keeps (the banner prints these)."""
+    return int(config.homeserver_url.rsplit(":", 1)[1]), config.web_public_url if config.web_enabled else None
+
+
 async def _sandbox(config: Config, data_dir: Path, password: str, again: str) -> None:
     assert config.registration_path is not None
+    synapse_port, web_url = addresses(config)
     synapse = LocalSynapse(
         data_dir / "synapse",
         server_name=SERVER_NAME,
-        port=int(config.homeserver_url.rsplit(":", 1)[1]),
+        port=synapse_port,
         app_service_config_files=[config.registration_path],
         # With encryption on, the homeserver encrypts new direct chats and private rooms, as
         # privacy-minded servers do, and turns on what brings the bot its keys (README, *Encryption*).
@@ -69,7 +76,6 @@ async def _sandbox(config: Config, data_dir: Path, password: str, again: str) ->
         loop.add_signal_handler(sig, stop.set)
     try:
         admin = await synapse.register_user(ADMIN_LOCALPART, password, admin=True)
-        web_url = config.web_public_url if config.web_enabled else None
         print_banner(synapse.base_url, admin, password, config.bot_user_id, data_dir, web_url)
         await run_until_stopped(config, stop)
     finally:
@@ -90,8 +96,8 @@ def run_sandbox(
         config = load_config(config_path)
         if encryption and not config.encryption_enabled:
             print(
-                f"kanal up: the sandbox in {data_dir} was made without encryption; run `kanal up "
-                "--encryption --data-dir <a new folder>` for one with it",
+                f"kanal up: the sandbox in {data_dir} was made without encryption; run "
+                f"`{new_encrypted_sandbox()}` for one with it",
                 file=sys.stderr,
             )
             return 2

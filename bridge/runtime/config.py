@@ -13,6 +13,7 @@ keeps being used there.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +29,11 @@ from bridge.text.names import DEFAULT_HANDLE_PATTERN
 
 DEFAULT_LISTEN = "127.0.0.1:29340"
 DEFAULT_WEB_LISTEN = "127.0.0.1:29341"
+# web.trusted_proxies: peers whose X-Forwarded-For the web listener believes (bridge/web/forwarded.py).
+# Loopback only: a reverse proxy on the same machine (the bare-metal examples) works as it is, and a
+# reader who reaches web.listen directly never comes from loopback.
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_BOT_LOCALPART = "kanal"
 DEFAULT_GHOST_PREFIX = "kanal_"
 LANGUAGES = ("en", "fa")
@@ -111,6 +117,8 @@ class Config:
     web_listen_host: str = "127.0.0.1"
     web_listen_port: int = 29341
     web_public_url: str = "http://127.0.0.1:29341"
+    # Peers whose X-Forwarded-For names the client (the reverse proxy): the /join rate limits key on it
+    web_trusted_proxies: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_TRUSTED_PROXIES)
     # How long handled events (their ids: the dedupe of deliveries and catch-up) and sent outbox
     # entries are kept before the background pruning deletes them
     inbound_retention_days: int = DEFAULT_INBOUND_RETENTION_DAYS
@@ -170,7 +178,12 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     },
     "operators": {"users": (list, False)},
     "hosting": {"federation": (str, False), "allowed_servers": (list, False), "retention_days": (int, False)},
-    "web": {"listen": (str, False), "public_url": (str, False), "enabled": (bool, False)},
+    "web": {
+        "listen": (str, False),
+        "public_url": (str, False),
+        "enabled": (bool, False),
+        "trusted_proxies": (list, False),
+    },
     "compliance": {
         "moderators": (list, False),
         "hooks": (list, False),
@@ -272,6 +285,7 @@ class _Web:
     listen_host: str
     listen_port: int
     public_url: str
+    trusted_proxies: tuple[Network, ...]
 
 
 def parse(data: Any, path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -336,6 +350,7 @@ def parse(data: Any, path: Path, environ: Mapping[str, str] | None = None) -> Co
         web_listen_host=web.listen_host,
         web_listen_port=web.listen_port,
         web_public_url=web.public_url,
+        web_trusted_proxies=web.trusted_proxies,
         inbound_retention_days=inbound_days,
         outbox_retention_days=outbox_days,
         state_dir=state.resolve() if state != base else None,
@@ -558,7 +573,24 @@ def _web(web: dict[str, Any], present: bool, appservice_listen: tuple[str, int],
     public_url = web.get("public_url", f"http://{host}:{port}").rstrip("/")
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", public_url):
         raise ConfigError(f"{path}: 'web.public_url' must be an http(s) URL, got {public_url!r}")
-    return _Web(enabled=enabled, listen_host=host, listen_port=port, public_url=public_url)
+    trusted = _trusted_proxies(web.get("trusted_proxies", list(DEFAULT_TRUSTED_PROXIES)), path)
+    return _Web(
+        enabled=enabled, listen_host=host, listen_port=port, public_url=public_url, trusted_proxies=trusted
+    )
+
+
+def _trusted_proxies(values: list[str], path: Path) -> tuple[Network, ...]:
+    """web.trusted_proxies: addresses (192.0.2.7, 2001:db8::7) or networks (10.0.0.0/8, fc00::/7)."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip()))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{path}: 'web.trusted_proxies' must list IP addresses or networks such as 127.0.0.1 or "
+                f"10.0.0.0/8 (no host names), got {value!r}: {exc}"
+            ) from None
+    return tuple(networks)
 
 
 def load(path: Path) -> Config:

@@ -1,7 +1,8 @@
 """Prometheus metrics, liveness and readiness: what an operator scrapes and probes.
 
 /metrics  transactions and events by outcome, outbox depth and age, homeserver latency and errors,
-          rows kept and pruned in the tables that retention bounds, the audit log's last verification
+          rows kept and pruned in the tables that retention bounds, the audit log's last verification (and
+          the attempts that could not finish)
 /health   liveness: the process answers
 /ready    readiness: taking transactions, and the database answers
 
@@ -64,9 +65,15 @@ class Metrics:
             "When this process last finished verifying the audit log (Unix time).",
             registry=self.registry,
         )
+        self.audit_verify_errors = Counter(
+            "kanal_audit_verify_errors_total",
+            "Verifications of the audit log that could not finish (the database away, say): no verdict "
+            "on the log, which the two gauges above keep from the last one that did.",
+            registry=self.registry,
+        )
 
     def audit_verified_now(self, intact: bool) -> None:
-        """The outcome of a verification of the audit log."""
+        """The verdict of a verification of the audit log that finished (intact or not)."""
         self.audit_intact.set(1 if intact else 0)
         self.audit_verified.set_to_current_time()
 
@@ -124,7 +131,10 @@ class _ServiceCollector(Collector):
         count, age = self.depth()
         yield GaugeMetricFamily("kanal_outbox_depth", "Outbox entries waiting to be sent.", value=count)
         yield GaugeMetricFamily(
-            "kanal_outbox_oldest_age_seconds", "Age of the oldest waiting entry.", value=age
+            "kanal_outbox_oldest_age_seconds",
+            "Age of the oldest entry that should have been sent by now: not counting those that wait on "
+            "purpose (a statement until its reader on another server joins) and what queues behind them.",
+            value=age,
         )
         rows = GaugeMetricFamily(
             "kanal_table_rows", "Rows in the tables retention bounds, by table.", labels=["table"]

@@ -31,10 +31,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, event, func, insert, literal_column, select, update
+from sqlalchemy import Integer, String, bindparam, case, event, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from appservice.client import HomeserverClient
 from appservice.errors import MatrixConnectionError, MatrixRequestError
@@ -118,6 +118,12 @@ def room_queue(room_id: str) -> str:
 
 class SkipEntry(Exception):
     """The entry can no longer have any effect (e.g. its target was never published)."""
+
+
+# The last_error of an entry that waits on purpose (NotYet). The age on /metrics leaves it out, with
+# what queues behind it, until WAIT_OVERDUE_S past its next try (the worker has tried it again by then).
+WAITING = "waiting: "
+WAIT_OVERDUE_S = 60.0
 
 
 class NotYet(Exception):
@@ -362,11 +368,25 @@ class OutboxWorker:
         self._wake.set()
 
     async def depth(self) -> tuple[int, float]:
-        """Pending entries and the age in seconds of the oldest one."""
+        """Pending entries, and the age in seconds of the oldest one that should have gone by now: not
+        one that waits on purpose (NotYet, say a statement until its reader on another server has
+        joined, up to 10 minutes) nor what queues behind it. Entries retrying after a failure count."""
+        held = aliased(OutboxEntry)
+        on_purpose = (
+            select(held.id)
+            .where(
+                held.queue == OutboxEntry.queue,
+                held.status == OutboxStatus.PENDING,
+                held.id <= OutboxEntry.id,
+                held.last_error.startswith(WAITING),
+                held.next_attempt_at > datetime.now(UTC) - timedelta(seconds=WAIT_OVERDUE_S),
+            )
+            .exists()
+        )
         async with self.sessions() as session:
             count, oldest = (
                 await session.execute(
-                    select(func.count(), func.min(OutboxEntry.created_at)).where(
+                    select(func.count(), func.min(case((~on_purpose, OutboxEntry.created_at)))).where(
                         OutboxEntry.status == OutboxStatus.PENDING
                     )
                 )
@@ -584,7 +604,7 @@ class OutboxWorker:
             return Outcome(OutboxStatus.DONE, None, f"skipped: {exc}")
         except NotYet as exc:
             log.info("Outbox %d (%s) waits %.0f s: %s", entry.id, entry.kind, exc.retry_in, exc)
-            return Outcome(OutboxStatus.RETRY, None, f"waiting: {exc}", retry_in=exc.retry_in)
+            return Outcome(OutboxStatus.RETRY, None, f"{WAITING}{exc}", retry_in=exc.retry_in)
         except MatrixRequestError as exc:
             error = f"{exc.status} {exc.errcode}: {exc.message}"
             if exc.retryable:

@@ -20,12 +20,18 @@ log = logging.getLogger(__name__)
 def make_web_app(ctx: Context) -> web.Application:
     """The web application: pages (pages.py) and the publishing API (api.py)."""
     from bridge.web.api import add_api_routes
+    from bridge.web.forwarded import client_addresses
     from bridge.web.join import add_join_routes
     from bridge.web.pages import add_page_routes
 
+    # Behind the reverse proxy, the reader's address comes from X-Forwarded-For (web.trusted_proxies):
+    # first, so the rate limits and the throttled log below key on readers, not on the proxy.
+    readers = client_addresses(ctx.config.web_trusted_proxies)
     # A reader gone mid-request (a page, a form, an upload) is one throttled line, not a traceback.
     clients = disconnects(ThrottledLog(log), logging.INFO)
-    app = web.Application(client_max_size=50 * 1024 * 1024, middlewares=[clients, _security_headers])
+    app = web.Application(
+        client_max_size=50 * 1024 * 1024, middlewares=[readers, clients, _security_headers]
+    )
     add_page_routes(app, ctx)
     add_join_routes(app, ctx)
     add_api_routes(app, ctx)

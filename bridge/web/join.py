@@ -9,7 +9,8 @@ not work says only whether it is unknown, expired, revoked or used up, never any
 channel's other links. The form carries a stamp signed with a key derived from the as_token (so every
 Kanal process accepts it) that expires after an hour; a browser's cross-site POST is refused by its
 `Origin` / `Sec-Fetch-Site`. POSTs are rate-limited per client address and per link, page views per
-address (in memory, per process).
+address (in memory, per process). Behind a reverse proxy `request.remote` is already the reader's
+address from X-Forwarded-For (bridge/web/forwarded.py, web.trusted_proxies).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ test's own, after a transaction has gone through the real AppServiceServer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -21,11 +22,13 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pytest_aiohttp import AiohttpClient
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from appservice.client import HomeserverClient
 from appservice.server import AppServiceServer
-from bridge.runtime.config import parse
+from bridge.app import keep_verifying_audit_log, verify_audit_log_once
+from bridge.runtime.config import Config, parse
 from bridge.runtime.metrics import Metrics, add_routes
 from bridge.runtime.outbox import OutboxWorker
 from bridge.runtime.retention import ROW_COUNT_MAX_AGE_S, Pruner
@@ -106,6 +109,7 @@ async def test_counters_are_counters_and_histograms_histograms(
         "kanal_outbox_attempts",
         "kanal_homeserver_errors",
         "kanal_pruned_rows",
+        "kanal_audit_verify_errors",
     }, families
     assert {name for name, kind in families.items() if kind == "histogram"} == HISTOGRAMS
     assert {name for name, kind in families.items() if kind == "gauge"} == GAUGES
@@ -158,7 +162,11 @@ async def test_alert_rules_and_dashboard_query_only_what_kanal_exposes(
         "kanal_homeserver_errors_total",
         "kanal_transactions_total",
         "kanal_audit_log_intact",
+        "kanal_outbox_attempts_total",
     } <= covered, covered
+    # Sends failed for good: the outcome the counter's label really has.
+    (failed,) = [a for a in alerts if "kanal_outbox_attempts_total" in a["expr"]]
+    assert 'outcome="failed"' in failed["expr"] and failed["labels"]["severity"] == "warning"
 
     dashboard = json.loads((DEPLOY / "monitoring" / "grafana-dashboard.json").read_text())
     targets = [t for panel in dashboard["panels"] for t in panel.get("targets", [])]
@@ -214,3 +222,92 @@ async def test_a_scrape_costs_no_count_of_the_pruned_tables_until_a_pruning_roun
     await _table_rows(scraped.client)
     await _table_rows(scraped.client)
     assert len(counts) == 3 * counted
+
+
+# --- the audit log's verification: a verdict, or no verdict ------------------------------------------
+
+
+class Blip:
+    """A session factory whose database goes away while `down` is set, as in a failover."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+        self.down = False
+
+    def __call__(self) -> Any:
+        if self.down:
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("the database is away"))
+        return self.sessions()
+
+
+@pytest.fixture
+async def audit_db(tmp_path: Path) -> AsyncIterator[tuple[Config, Blip]]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'kanal.db'}")
+    await migrate(engine)
+    config = parse(
+        {"homeserver": {"url": "http://127.0.0.1:1", "domain": "example.org"},
+         "appservice": {"as_token": "a" * 32, "hs_token": "h" * 32}},
+        tmp_path / "config.yaml",
+    )  # fmt: skip
+    yield config, Blip(sessionmaker(engine))
+    await engine.dispose()
+
+
+def _audit_gauges(metrics: Metrics) -> tuple[float, float, float]:
+    def value(name: str) -> float:
+        found = metrics.registry.get_sample_value(name)
+        assert found is not None, name
+        return found
+
+    return (
+        value("kanal_audit_log_intact"),
+        value("kanal_audit_log_verified_timestamp_seconds"),
+        value("kanal_audit_verify_errors_total"),
+    )
+
+
+async def test_a_verification_that_cannot_finish_is_no_verdict_on_the_audit_log(
+    audit_db: tuple[Config, Blip],
+) -> None:
+    """The database away during the hourly verification must not read as "the log was altered"."""
+    config, sessions = audit_db
+    metrics = Metrics()
+    assert await verify_audit_log_once(config, sessions, metrics)
+    intact, verified_at, errors = _audit_gauges(metrics)
+    assert (intact, errors) == (1.0, 0.0) and verified_at > 0
+
+    sessions.down = True
+    assert not await verify_audit_log_once(config, sessions, metrics)
+    # Neither gauge moves (KanalAuditLogNotIntact stays quiet; KanalAuditLogNotVerified sees the age).
+    assert _audit_gauges(metrics) == (1.0, verified_at, 1.0)
+
+    # Before any verdict (just started, database away), the rule on intact == 0 does not fire either.
+    fresh = Metrics()
+    assert not await verify_audit_log_once(config, sessions, fresh)
+    assert _audit_gauges(fresh) == (0.0, 0.0, 1.0)
+    rules = yaml.safe_load((DEPLOY / "monitoring" / "kanal-alerts.yml").read_text())
+    (not_intact,) = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "KanalAuditLogNotIntact"]
+    assert "kanal_audit_log_verified_timestamp_seconds > 0" in not_intact["expr"]
+
+
+async def test_a_verification_that_cannot_finish_is_tried_again_soon(audit_db: tuple[Config, Blip]) -> None:
+    config, sessions = audit_db
+    metrics = Metrics()
+    sessions.down = True
+    stop = asyncio.Event()
+    # An hour between verdicts; a few hundredths of a second after a failed attempt.
+    task = asyncio.create_task(keep_verifying_audit_log(config, sessions, metrics, stop, interval=3600, retry=0.05))
+    try:
+        deadline = time.monotonic() + 10
+        while _audit_gauges(metrics)[2] < 3:
+            assert time.monotonic() < deadline, _audit_gauges(metrics)
+            await asyncio.sleep(0.02)
+        assert _audit_gauges(metrics)[:2] == (0.0, 0.0)
+        sessions.down = False  # the database is back: the next try gives the verdict
+        while _audit_gauges(metrics)[1] == 0.0:
+            assert time.monotonic() < deadline, _audit_gauges(metrics)
+            await asyncio.sleep(0.02)
+        assert _audit_gauges(metrics)[0] == 1.0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -293,3 +293,52 @@ async def test_a_long_queue_takes_turns_with_the_others(worker: tuple[OutboxWork
     assert homeserver.sent[busy] == [f"{busy} {i}" for i in range(300)]  # still in order, once each
     assert homeserver.sent[other] == [f"{other} 0"]
     assert homeserver.order.index(other) < 250, "the other room waited for the whole burst"
+
+
+async def test_the_age_monitoring_alerts_on_leaves_out_what_waits_on_purpose(
+    worker: tuple[OutboxWorker, Homeserver],
+) -> None:
+    """kanal_outbox_oldest_age_seconds (KanalOutboxStuck): a statement waiting for its reader on another
+    server to join (NotYet), and what queues behind it, is no stuck send; a send failing is."""
+    outbox_worker, homeserver = worker
+    dm, down = "!dm:example.org", "!down:example.org"
+    waits: list[str] = []
+
+    async def wait_for_join(entry: OutboxEntry, _worker: OutboxWorker) -> str | None:
+        waits.append(entry.queue)
+        raise outbox.NotYet("@reader:elsewhere.example has not joined yet", 3600)
+
+    outbox_worker.executors["test_wait_for_join"] = wait_for_join
+    async with outbox_worker.sessions.begin() as session:
+        statement = new_entry(room_queue(dm), "test_wait_for_join", GHOST, {"room_id": dm})  # type: ignore[arg-type]
+        session.add(statement)
+    await _queue(outbox_worker, {dm: 1, down: 1})
+    homeserver.failing.add(down)
+    ten_minutes_ago = datetime.now(UTC) - timedelta(minutes=10)
+    async with outbox_worker.sessions.begin() as session:
+        await session.execute(update(OutboxEntry).values(created_at=ten_minutes_ago))
+    while await outbox_worker.drain_once():
+        pass
+    assert waits == [room_queue(dm)] and homeserver.sent == {}
+
+    # The failing send counts: it should have gone ten minutes ago.
+    count, age = await outbox_worker.depth()
+    assert count == 3 and 590 < age < 700, (count, age)
+
+    # Once it has gone (as its retry would), what is left waits on purpose: the statement and the send
+    # queued behind it.
+    async with outbox_worker.sessions.begin() as session:
+        await session.execute(
+            update(OutboxEntry).where(OutboxEntry.queue == room_queue(down)).values(status=OutboxStatus.DONE)
+        )
+    assert await outbox_worker.depth() == (2, 0.0)
+
+    # A wait long past its next try (the worker has not tried it again) is a stuck send once more.
+    async with outbox_worker.sessions.begin() as session:
+        await session.execute(
+            update(OutboxEntry)
+            .where(OutboxEntry.id == statement.id)
+            .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=outbox.WAIT_OVERDUE_S + 60))
+        )
+    count, age = await outbox_worker.depth()
+    assert count == 2 and 590 < age < 700, (count, age)

@@ -4,6 +4,8 @@
   authority) in front of the session's Synapse and Kanal, whose web.public_url is the proxy's address:
   every route of Kanal's web app answers from Kanal's web listener through the proxy, the client API
   from Synapse, the flagger path from Kanal's appservice listener, and nothing else reaches Kanal.
+  Two readers (two loopback addresses) through the proxy have a /join rate limit each: Kanal reads
+  the proxy's X-Forwarded-For (web.trusted_proxies), and ignores it from anyone else.
 - kanal.service's sandbox reproduced in a mount namespace (everything read-only, as ProtectSystem=strict
   makes it, but the state directory, whose path comes in $STATE_DIRECTORY as systemd gives it): Kanal
   starts, serves, and writes only there.
@@ -35,21 +37,14 @@ import yaml
 from bridge.ops.initfiles import write_init_files
 from bridge.ops.synapse import LocalSynapse
 from bridge.runtime.config import DEFAULT_LISTEN, DEFAULT_WEB_LISTEN
+from bridge.web.join import POSTS_PER_ADDRESS
 from tests.integration.test_web import relayed
-from tests.support import Env, KanalProcess, create_channel, free_port, reconfigured
+from tests.support import Env, KanalProcess, create_channel, free_port, need, reconfigured
 from tests.test_deploy import DEPLOY, FLAGGER_PATH, web_routes
 
 pytestmark = pytest.mark.integration
 
 KANAL_CSP = "default-src 'none'"  # every answer of Kanal's web listener carries it (bridge/web)
-
-
-def _need(*tools: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{', '.join(missing)} missing: scripts/test installs them (apt-get install …)")
-        pytest.skip(f"{', '.join(missing)} not installed")
 
 
 async def _get(
@@ -127,7 +122,9 @@ def _nginx(tmp: Path, https: int, federation: int, synapse: int, web: int, appse
     return ["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)]
 
 
-def _caddy(tmp: Path, https: int, federation: int, synapse: int, web: int, appservice: int) -> tuple[list[str], dict[str, str]]:
+def _caddy(
+    tmp: Path, https: int, federation: int, synapse: int, web: int, appservice: int, internal: int
+) -> tuple[list[str], dict[str, str]]:
     """deploy/Caddyfile as it is, imported under this run's global options; its variables as compose sets them."""
     (tmp / "Caddyfile").write_text(
         f"{{\n\tadmin off\n\tskip_install_trust\n\thttp_port {free_port()}\n\thttps_port {https}\n}}\n"
@@ -139,6 +136,7 @@ def _caddy(tmp: Path, https: int, federation: int, synapse: int, web: int, appse
         "KANAL_SITE": f"https://127.0.0.1:{https}", "KANAL_HOST": "127.0.0.1", "FEDERATION_PORT": str(federation),
         "SYNAPSE_UPSTREAM": f"127.0.0.1:{synapse}", "SYNAPSE_CLIENT_UPSTREAM": f"127.0.0.1:{synapse}",
         "KANAL_WEB_UPSTREAM": f"127.0.0.1:{web}", "KANAL_AS_UPSTREAM": f"127.0.0.1:{appservice}",
+        "SYNAPSE_INTERNAL_PORT": str(internal), "SYNAPSE_INTERNAL_BIND": "127.0.0.1",
     }  # fmt: skip
     return ["caddy", "run", "--adapter", "caddyfile", "--config", str(tmp / "Caddyfile")], env
 
@@ -206,8 +204,51 @@ async def _check_proxy(
         assert status in (400, 404, 405) and "M_UNRECOGNIZED" in body, (status, body)  # Synapse's answer
 
 
+async def _check_internal_site(url: str, env: Env) -> None:
+    """Caddy's internal site, Kanal's homeserver.url in compose's worker mode, answers as Synapse does
+    for what Kanal asks: a worker path with Kanal's token, the appservice ping's and the admin API's
+    paths (to the main process), all in plain HTTP."""
+    config = yaml.safe_load(env.kanal.config_path.read_text())
+    as_token = config["appservice"]["as_token"]
+    auth = {"Authorization": f"Bearer {as_token}"}
+    async with aiohttp.ClientSession() as http:
+        status, _h, body = await _get(http, "GET", f"{url}/_matrix/client/v3/account/whoami", headers=auth)
+        assert status == 200 and json.loads(body)["user_id"] == env.bot, (status, body)
+        as_id = config["appservice"].get("id", "kanal")
+        status, _h, body = await _get(
+            http, "POST", f"{url}/_matrix/client/v1/appservice/{as_id}/ping", json={}, headers=auth
+        )
+        assert status == 200 and "duration_ms" in body, (status, body)
+        status, _h, body = await _get(http, "GET", f"{url}/_synapse/admin/v1/server_version")
+        assert status == 200 and "server_version" in body, (status, body)
+
+
+async def _join_posts(base: str, reader: str, token: str, count: int, forwarded_for: str | None = None) -> list[int]:
+    """The statuses of `count` invite-link forms posted from the loopback address `reader`."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    statuses = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(reader, 0))) as http:
+        for _ in range(count):
+            status, _h, _b = await _get(
+                http, "POST", f"{base}/join/{token}", data={"user_id": "@reader:localhost", "form": "0.0"},
+                headers=headers,
+            )  # fmt: skip
+            statuses.append(status)
+    return statuses
+
+
+async def _readers_limited_each(base: str, first: str, second: str) -> None:
+    """/join's POST limit through the proxy: one reader's burst used up slows down only that reader."""
+    burst = int(POSTS_PER_ADDRESS.burst)
+    token = "kanal_inv_" + secrets.token_urlsafe(18)  # a link's shape, of no link: answered 404
+    assert await _join_posts(base, first, token, burst + 1) == [404] * burst + [429]
+    # What the reader writes in X-Forwarded-For itself changes nothing: the proxy's word is the last.
+    assert await _join_posts(base, first, token, 1, "203.0.113.77") == [429]
+    assert await _join_posts(base, second, token, 1) == [404], f"{second} shares {first}'s bucket behind {base}"
+
+
 async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: Env, tmp_path: Path) -> None:
-    _need("nginx", "caddy", "openssl")
+    need("nginx", "caddy", "openssl")
     alice = await env.user("alice")
     channel = await create_channel(env, alice, env.handle("proxied"), "Proxied")
     await alice.text(channel.backstage, "!token new proxybot")
@@ -225,6 +266,8 @@ async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: En
 
     def public_url(data: dict[str, Any]) -> None:
         data["web"]["public_url"] = base
+        # The proxies connect from 127.0.0.1; the readers below come from other loopback addresses.
+        data["web"]["trusted_proxies"] = ["127.0.0.1"]
 
     async with reconfigured(env, public_url):
         await _wait_for(f"http://127.0.0.1:{web_port}/")  # it starts after the appservice listener
@@ -235,19 +278,29 @@ async def test_nginx_and_caddy_examples_serve_synapse_and_kanal_over_tls(env: En
             )  # fmt: skip
             assert status == 200, body
             post = str(json.loads(body)["posts"][0]["id"])
+        # Straight to the web listener, from a peer that is not trusted: X-Forwarded-For is ignored.
+        link = "kanal_inv_" + secrets.token_urlsafe(18)
+        burst = int(POSTS_PER_ADDRESS.burst)
+        direct = f"http://127.0.0.1:{web_port}"
+        assert await _join_posts(direct, "127.0.0.9", link, burst, "203.0.113.1") == [404] * burst
+        assert await _join_posts(direct, "127.0.0.9", link, 1, "203.0.113.2") == [429]
         (tmp_path / "nginx").mkdir()
         with _running(_nginx(tmp_path / "nginx", *ports), tmp_path / "nginx.log"):
             await _wait_for(f"{base}/")
             await _check_proxy(
                 base, f"https://127.0.0.1:{federation}", channel.handle, token, post, published, flagger
             )
+            await _readers_limited_each(base, "127.0.0.2", "127.0.0.3")
         (tmp_path / "caddy").mkdir()
-        argv, caddy_env = _caddy(tmp_path / "caddy", *ports)
+        internal = free_port()
+        argv, caddy_env = _caddy(tmp_path / "caddy", *ports, internal)
         with _running(argv, tmp_path / "caddy.log", caddy_env):
             await _wait_for(f"{base}/", 60)
             await _check_proxy(
                 base, f"https://127.0.0.1:{federation}", channel.handle, token, post, published, flagger
             )
+            await _readers_limited_each(base, "127.0.0.4", "127.0.0.5")
+            await _check_internal_site(f"http://127.0.0.1:{internal}", env)
 
 
 # --- the systemd unit's sandbox, and the restore drill: a Synapse and a Kanal of their own ---------------
@@ -304,7 +357,7 @@ exec "$@"
 async def test_kanal_starts_and_serves_in_the_units_sandbox(
     deployment: tuple[LocalSynapse, Path, int], tmp_path: Path
 ) -> None:
-    _need("unshare")
+    need("unshare")
     service = _unit_service()
     assert service["ProtectSystem"] == "strict" and "ReadWritePaths" not in service
     state_name = service["StateDirectory"]
@@ -352,7 +405,7 @@ async def test_restore_drill_into_an_empty_database(
     deployment: tuple[LocalSynapse, Path, int], tmp_path: Path
 ) -> None:
     """deploy/README.md's backup and restore drill: the audit log verifies with its key, channels relay."""
-    _need("tar", "sqlite3", *(("pg_dump", "pg_restore", "psql") if os.environ.get("KANAL_TEST_POSTGRES") else ()))
+    need("tar", "sqlite3", *(("pg_dump", "pg_restore", "psql") if os.environ.get("KANAL_TEST_POSTGRES") else ()))
     synapse, original, port = deployment
     conf, state = tmp_path / "etc-kanal", tmp_path / "var-lib-kanal"
     shutil.copytree(original, conf)
@@ -365,10 +418,12 @@ async def test_restore_drill_into_an_empty_database(
     data["database"] = {"url": dsn or "sqlite:///kanal.db"}
     (conf / "config.yaml").write_text(yaml.safe_dump(data))
 
-    def run(*argv: str) -> str:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        assert done.returncode == 0, f"{shlex.join(argv)}: {done.stdout}{done.stderr}"
-        return done.stdout
+    def run(*argv: str, stdin: Path | None = None) -> str:
+        with (stdin or Path(os.devnull)).open("rb") as given:
+            done = subprocess.run(argv, stdin=given, capture_output=True, timeout=120, check=False)
+        out, err = done.stdout.decode(), done.stderr.decode()
+        assert done.returncode == 0, f"{shlex.join(argv)}: {out}{err}"
+        return out
 
     def create_empty_database() -> None:
         run("psql", server, "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{dsn.rsplit("/", 1)[1]}"')
@@ -391,13 +446,15 @@ async def test_restore_drill_into_an_empty_database(
         key_line = next(line for line in verified.splitlines() if line.startswith("Checkpoints signed by key"))
         assert re.search(r"Audit log intact: (\d+) entries, (\d+) checkpoints", verified), verified
 
-        # Back up, as deploy/README.md says (Kanal keeps running): the database, then the files.
+        # Back up, as deploy/README.md says (Kanal keeps running): the database, then the files (with
+        # SQLite, the database's consistent copy goes in with them).
+        files = ["etc-kanal", "var-lib-kanal/audit-ed25519.key"]
         if dsn:
             run("pg_dump", "-Fc", "-f", str(tmp_path / "kanal.dump"), dsn)
         else:
-            run("sqlite3", str(state / "kanal.db"), f".backup {tmp_path / 'kanal.db.backup'}")
-        run("tar", "czf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path),
-            "etc-kanal", "var-lib-kanal/audit-ed25519.key")  # fmt: skip
+            run("sqlite3", str(state / "kanal.db"), f".backup {state / 'kanal.db.backup'}")
+            files.append("var-lib-kanal/kanal.db.backup")
+        run("tar", "czf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path), *files)
         await kanal.stop()
 
         # Lose everything: the database, the config and the state directory.
@@ -405,14 +462,19 @@ async def test_restore_drill_into_an_empty_database(
         shutil.rmtree(state)
         if dsn:
             drop_database()
-        # Restore into an empty database, then the files.
+        # Restore into an empty database (the dump read from standard input, as the shell gives it to
+        # `sudo -u kanal pg_restore … < kanal.dump`), and the files.
         state.mkdir(mode=0o700)
         if dsn:
             create_empty_database()
-            run("pg_restore", "--no-owner", "-d", dsn, str(tmp_path / "kanal.dump"))
+            run("pg_restore", "--no-owner", "-d", dsn, stdin=tmp_path / "kanal.dump")
+            run("tar", "xzf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path))
         else:
-            shutil.copy2(tmp_path / "kanal.db.backup", state / "kanal.db")
-        run("tar", "xzf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path))
+            # A stale write-ahead log beside the database would be read into the restored one: removed.
+            (state / "kanal.db-wal").write_bytes(b"stale")
+            run("tar", "xzf", str(tmp_path / "kanal-files.tgz"), "-C", str(tmp_path))
+            run("rm", "-f", str(state / "kanal.db-wal"), str(state / "kanal.db-shm"))
+            run("cp", str(state / "kanal.db.backup"), str(state / "kanal.db"))
         await kanal.start()
 
         again = run(*kanal_cli, "audit", "verify", "-c", str(conf / "config.yaml"))

@@ -549,6 +549,20 @@ def test_parse_uses_the_path_it_is_given() -> None:
             "channels.example.org",
             "'web.public_url' must be an http(s) URL, got 'channels.example.org'",
         ),
+        ("web.trusted_proxies", "127.0.0.1", "'web.trusted_proxies' must be a list, got str"),
+        ("web.trusted_proxies", [""], "'web.trusted_proxies' must be a list of non-empty strings"),
+        (
+            "web.trusted_proxies",
+            ["caddy"],
+            "'web.trusted_proxies' must list IP addresses or networks such as 127.0.0.1 or 10.0.0.0/8 "
+            "(no host names), got 'caddy': 'caddy' does not appear to be an IPv4 or IPv6 network",
+        ),
+        (
+            "web.trusted_proxies",
+            ["10.0.0.1/8"],
+            "'web.trusted_proxies' must list IP addresses or networks such as 127.0.0.1 or 10.0.0.0/8 "
+            "(no host names), got '10.0.0.1/8': 10.0.0.1/8 has host bits set",
+        ),
     ],
 )
 def test_section_errors(tmp_path: Path, dotted: str, value: Any, expected: str) -> None:
@@ -576,6 +590,19 @@ def test_an_empty_web_section_enables_the_web_face_with_its_defaults(tmp_path: P
     assert config.web_enabled
     assert (config.web_listen_host, config.web_listen_port) == ("127.0.0.1", 29341)
     assert config.web_public_url == "http://127.0.0.1:29341"
+
+
+def test_trusted_proxies_default_to_loopback_and_take_addresses_and_networks(tmp_path: Path) -> None:
+    default = load(write(tmp_path, {**good(), "web": None})).web_trusted_proxies
+    assert [str(n) for n in default] == ["127.0.0.0/8", "::1/128"]
+    data = with_value("web.trusted_proxies", ["10.0.0.0/8", "192.0.2.7", "fc00::/7"])
+    assert [str(n) for n in load(write(tmp_path, data)).web_trusted_proxies] == [
+        "10.0.0.0/8",
+        "192.0.2.7/32",
+        "fc00::/7",
+    ]
+    # An empty list trusts no peer: X-Forwarded-For is never read.
+    assert load(write(tmp_path, with_value("web.trusted_proxies", []))).web_trusted_proxies == ()
 
 
 def test_a_disabled_web_face_may_share_the_appservice_address(tmp_path: Path) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from appservice.errors import MatrixRequestError, error_from_response
+from bridge.cli import build_parser
 from bridge.ops.doctor import (
     EXIT_FAIL,
     EXIT_PASS,
@@ -28,6 +30,7 @@ from bridge.ops.doctor import (
     check_server_name,
     check_synapse_database,
     check_trusted_key_servers,
+    database_failure,
     exit_code,
     homeserver_check,
     homeserver_config_checks,
@@ -535,6 +538,25 @@ async def test_kanal_database(tmp_path: Path) -> None:
     down = await kanal_database_check(nobody)
     assert down.status is Status.FAIL and "does not answer" in down.detail
     assert "secret-password" not in down.detail and "127.0.0.1:1/kanal" in down.detail
+
+
+def test_peer_authentication_as_another_user_is_not_a_broken_database() -> None:
+    """deploy/README.md's database URL (the Unix socket, peer authentication) admits only the system user
+    kanal: doctor run as root (for --homeserver-config) says how to check it instead of failing."""
+    where = "postgresql://kanal@/kanal?host=/var/run/postgresql"
+    peer = 'FATAL:  Peer authentication failed for user "kanal"'
+    as_root = database_failure(config(), where, peer, "kanal", "root")
+    assert as_root.status is Status.WARN and as_root.detail.startswith("not checked as root")
+    assert "peer authentication" in as_root.detail
+    sudo, flag, user, kanal, *rest = shlex.split(as_root.fix)
+    assert (sudo, flag, user) == ("sudo", "-u", "kanal") and rest == ["doctor", "-c", "/srv/kanal/config.yaml"]
+    args = build_parser().parse_args(rest)
+    assert (args.command, args.config) == ("doctor", "/srv/kanal/config.yaml")
+    assert Path(kanal).name == "kanal" and Path(kanal).exists(), "the command printed must run"
+    # As kanal itself, peer authentication failing is a real problem; so is any other refusal.
+    assert database_failure(config(), where, peer, "kanal", "kanal").status is Status.FAIL
+    refused = database_failure(config(), where, "password authentication failed", "kanal", "root")
+    assert refused.status is Status.FAIL and "does not answer" in refused.detail
 
 
 def test_exit_codes() -> None:
