@@ -343,6 +343,15 @@ class Intent:
         data: dict[str, Any] = await self._call("GET", path)
         return data
 
+    async def find_state(self, room_id: RoomID, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        """The state event's content, or None when the room has none (404)."""
+        try:
+            return await self.get_state(room_id, event_type, state_key)
+        except MatrixRequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def redact(
         self, room_id: RoomID, event_id: EventID, txn_id: str, reason: str | None = None
     ) -> EventID:

@@ -897,13 +897,8 @@ async def _exec_dm(ctx: Context, entry: OutboxEntry, worker: OutboxWorker) -> st
 
 async def _membership(ctx: Context, room_id: RoomID, user: str) -> str | None:
     """`user`'s membership of the room, as the homeserver has it (None: never a member)."""
-    try:
-        state = await ctx.bot_intent().get_state(room_id, "m.room.member", user)
-    except MatrixRequestError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    membership = state.get("membership")
+    state = await ctx.bot_intent().find_state(room_id, "m.room.member", user)
+    membership = (state or {}).get("membership")
     return membership if isinstance(membership, str) else None
 
 

@@ -203,12 +203,7 @@ class Change:
 
 
 async def _current(ctx: Context, room_id: str, event_type: str) -> dict[str, Any] | None:
-    try:
-        return _normal(await ctx.bot_intent().get_state(RoomID(room_id), event_type))
-    except MatrixRequestError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return _normal(await ctx.bot_intent().find_state(RoomID(room_id), event_type))
 
 
 async def _pending_state(ctx: Context) -> dict[tuple[str, str], dict[str, Any] | None]:
@@ -361,7 +356,9 @@ async def reconcile_at_start(ctx: Context, leases: Leases) -> None:
                 return
         await asyncio.sleep(LEASE_WAIT_S)
     try:
-        await reconcile_changes(ctx, renew=lambda: leases.hold(HOSTING_LEASE), pace=lambda ids: _paced(ctx, ids))
+        await reconcile_changes(
+            ctx, renew=lambda: leases.hold(HOSTING_LEASE), pace=lambda ids: _paced(ctx, ids, ctx.outbox.wake)
+        )
     except (MatrixConnectionError, MatrixRequestError) as exc:
         log.warning(
             "Hosting policy: could not check the channel rooms (%s); run `kanal hosting apply` or restart "
@@ -410,12 +407,14 @@ async def _wait_sent(ctx: Context, ids: set[int], deadline: float) -> dict[int, 
         await asyncio.sleep(APPLY_POLL_S)
 
 
-async def _paced(ctx: Context, ids: set[int]) -> None:
-    """At a start: the running outbox sends a batch (at most PACE_WAIT_S) before the next is read.
-    Every channel room may need a change: queued all at once they would stand for minutes before
-    what people are waiting for (the bot joining a new chat, an answer), which is sent behind them."""
-    ctx.outbox.wake()
-    await _wait_sent(ctx, ids, time.monotonic() + PACE_WAIT_S)
+async def _paced(
+    ctx: Context, ids: set[int], wake: Callable[[], None], deadline: float = float("inf")
+) -> None:
+    """A batch of rooms is sent (waited for at most PACE_WAIT_S, and not past `deadline`) before the
+    next is read. Every channel room may need a change: queued all at once they would stand for minutes
+    before what people are waiting for (the bot joining a new chat, an answer), sent behind them."""
+    wake()
+    await _wait_sent(ctx, ids, min(time.monotonic() + PACE_WAIT_S, deadline))
 
 
 async def _outcomes(ctx: Context, ids: set[int]) -> dict[int, tuple[str, str | None]]:
@@ -438,12 +437,8 @@ async def apply(ctx: Context, *, timeout: float) -> ApplyResult:
     """
     deadline = time.monotonic() + timeout
     async with sending(ctx, "hosting") as sender:
-
-        async def pace(ids: set[int]) -> None:  # a batch of rooms at a time, as at a start
-            sender.wake()
-            await _wait_sent(ctx, ids, min(time.monotonic() + PACE_WAIT_S, deadline))
-
-        changes = await reconcile_changes(ctx, pace=pace)
+        # A batch of rooms at a time, as at a start.
+        changes = await reconcile_changes(ctx, pace=lambda ids: _paced(ctx, ids, sender.wake, deadline))
         outcomes = await _wait_sent(ctx, {change.entry_id for change in changes}, deadline)
     waiting = sum(1 for status, _error in outcomes.values() if status == OutboxStatus.PENDING)
     failed = {i: error or status for i, (status, error) in outcomes.items() if status == OutboxStatus.FAILED}

@@ -915,12 +915,7 @@ async def _exec_pin(entry: OutboxEntry, worker: OutboxWorker) -> str | None:
     """Read-modify-write of `m.room.pinned_events`; a set operation, so a repeat changes nothing."""
     p = await _resolved(entry, worker)
     intent = worker.client.intent(UserID(entry.as_user))
-    try:
-        current = (await intent.get_state(p["room_id"], "m.room.pinned_events")).get("pinned", [])
-    except MatrixRequestError as exc:
-        if exc.status != 404:
-            raise
-        current = []
+    current = ((await intent.find_state(p["room_id"], "m.room.pinned_events")) or {}).get("pinned", [])
     pinned = [e for e in current if isinstance(e, str)]
     target = p["event_id"]
     if entry.kind == OutboxKind.PIN and target not in pinned:
