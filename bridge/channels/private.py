@@ -38,7 +38,6 @@ from bridge.channels.invites import (
 from bridge.channels.registry import log_entry
 from bridge.runtime.context import Context, reply, reply_sealed
 from bridge.runtime.dispatch import CommandCall, command
-from bridge.runtime.outbox import aware
 from bridge.store import queries
 from bridge.store.hashing import hash_token
 from bridge.store.models import (
@@ -51,7 +50,7 @@ from bridge.store.models import (
     RoomKind,
 )
 from bridge.text.commands import Command
-from bridge.text.digits import localise_digits
+from bridge.text.digits import utc_time
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -461,13 +460,9 @@ async def _link_new(
     reply_sealed(s, ctx, room.room_id, text, lost)
 
 
-def _when(moment: datetime, lang: str) -> str:
-    return localise_digits(aware(moment).strftime("%Y-%m-%d %H:%M UTC"), lang)
-
-
 def _terms(lang: str, link: InviteLink) -> str:
     parts = [
-        t(lang, "link_expires", when=_when(link.expires_at, lang))
+        t(lang, "link_expires", when=utc_time(link.expires_at))
         if link.expires_at
         else t(lang, "link_no_expiry"),
         t(lang, "link_uses", uses=link.uses, allowed=link.uses_allowed)

@@ -38,7 +38,7 @@ from bridge.store.models import (
     ReservedHandle,
 )
 from bridge.text.commands import Refusal
-from bridge.text.digits import localise_digits
+from bridge.text.digits import utc_time
 from bridge.text.i18n import SOURCE_LANGUAGE, t
 from bridge.text.names import handle_skeleton, title_key
 
@@ -239,11 +239,7 @@ async def find_token_by_ref(session: AsyncSession, ref: str) -> RegistrationToke
 
 def describe_token(row: RegistrationToken, lang: str = SOURCE_LANGUAGE) -> str:
     """One line about a registration token (never the token), in `lang` and its digits (the CLI: English)."""
-    expires = (
-        localise_digits(aware(row.expires_at).strftime("%Y-%m-%d %H:%M UTC"), lang)
-        if row.expires_at
-        else t(lang, "token_expires_never")
-    )
+    expires = utc_time(row.expires_at) if row.expires_at else t(lang, "token_expires_never")
     return t(
         lang,
         "token_line",

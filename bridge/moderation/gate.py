@@ -32,7 +32,7 @@ from bridge.store.models import (
     Room,
     RoomKind,
 )
-from bridge.text.digits import localise_digits
+from bridge.text.digits import utc_time
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ async def restricted(ctx: Context, session: AsyncSession, room: Room, channel: C
         lang,
         "posting_restricted",
         handle=channel.handle,
-        until=localise_digits(until.strftime("%Y-%m-%d %H:%M UTC"), lang),
+        until=utc_time(until),
         decision=decision or "?",
     )
     return True

@@ -57,7 +57,7 @@ from bridge.store.models import (
     RoomKind,
 )
 from bridge.text.commands import Command, Refusal, parse_command, parse_duration
-from bridge.text.digits import localise_digits
+from bridge.text.digits import Numeral
 from bridge.text.i18n import t
 
 ROOM_NAME = "Kanal moderation"
@@ -443,8 +443,7 @@ async def _restrict(call: CommandCall) -> None:
         until=until,
     )
     channel.restricted_until = until
-    until_text = localise_digits(f"{until:%Y-%m-%d %H:%M}", call.lang)
-    call.reply("mod_restricted", handle=channel.handle, until=until_text, decision=decision.id)
+    call.reply("mod_restricted", handle=channel.handle, until=Numeral(f"{until:%Y-%m-%d %H:%M}"), decision=decision.id)
 
 
 @command(RoomKind.MODERATION, "suspend")

@@ -34,7 +34,7 @@ from bridge.runtime.outbox import aware
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, ChannelStatus, Room, RoomKind, ScheduledPost, ScheduledStatus
 from bridge.text.commands import Command, Refusal
-from bridge.text.digits import Numeral, ascii_digits, localise_digits
+from bridge.text.digits import Numeral, ascii_digits, utc_time
 from bridge.text.i18n import t
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ async def _schedule(
         lang,
         "scheduled",
         id=row.id,
-        due=localise_digits(local_time(due, _display_zone(channel.timezone)), lang),
+        due=Numeral(local_time(due, _display_zone(channel.timezone))),
         zone=channel.timezone,
         handle=channel.handle,
     )
@@ -315,7 +315,7 @@ async def _list(ctx: Context, session: AsyncSession, room: Room, channel: Channe
             lang,
             "scheduled_line",
             id=row.id,
-            when=localise_digits(local_time(row.due_at, zone), lang),
+            when=Numeral(local_time(row.due_at, zone)),
             preview=_preview(row.event),
         )
         for row in rows
@@ -450,17 +450,15 @@ async def _publish_next(ctx: Context) -> int | None:
                 log.info("Scheduled post %d cancelled: #%s is restricted", row.id, channel.handle)
                 await _set_status(session, row.id, ScheduledStatus.CANCELLED)
                 if channel.backstage_room_id is not None:
-                    lang = ctx.config.default_language
-                    until = aware(channel.restricted_until).strftime("%Y-%m-%d %H:%M UTC")
                     reply(
                         session,
                         ctx,
                         channel.backstage_room_id,
-                        lang,
+                        ctx.config.default_language,
                         "schedule_restricted",
                         id=row.id,
                         handle=channel.handle,
-                        until=localise_digits(until, lang),
+                        until=utc_time(channel.restricted_until),
                     )
                 return 0
             await _relay(ctx, session, channel, row)

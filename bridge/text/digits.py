@@ -8,6 +8,7 @@ replies, pages and charts.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final
 
 DIGITS_TO_ASCII: Final = str.maketrans(
@@ -21,6 +22,13 @@ class Numeral(str):
     refusal's values): `bridge.text.i18n.t` writes its digits the reader's way, as it does an int's."""
 
     __slots__ = ()
+
+
+def utc_time(moment: datetime) -> Numeral:
+    """A moment as replies show it, to the minute in UTC (`2026-12-06 18:43 UTC`; a naive one is taken
+    as UTC, as SQLite hands them back): a `Numeral`, which `t` writes in the reader's digits."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return Numeral(aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def ascii_digits(text: str) -> str:
