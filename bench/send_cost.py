@@ -178,13 +178,17 @@ async def run_series(
 
 @contextlib.contextmanager
 def py_spy(pid: int | None, path: Path | None, extra: list[str]) -> Iterator[None]:
-    """Record `pid` with py-spy (raw collapsed stacks, 200 Hz, idle frames left out) while inside."""
+    """Record `pid` with py-spy (raw collapsed stacks, 200 Hz unless `extra` sets --rate, idle frames left
+    out) while inside."""
     if path is None or pid is None:
         yield
         return
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     process = subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--output", str(path), *extra],
+        [
+            exe, "record", "--pid", str(pid), *([] if "--rate" in extra else ["--rate", "200"]),
+            "--format", "raw", "--output", str(path), *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

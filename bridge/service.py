@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.events import Event, EventParseError, parse_event
@@ -69,6 +69,7 @@ from bridge.runtime.outbox import (
     send_content,
 )
 from bridge.runtime.retention import Pruner, too_old
+from bridge.store import plain
 from bridge.store.leases import Leases
 from bridge.store.models import Channel, InboundEvent, InboundStatus, OutboxEntry, Room, RoomKind
 from bridge.text.i18n import t
@@ -156,6 +157,7 @@ class _AlreadyHandled(Exception):
 class Bridge:
     def __init__(self, ctx: Context, leases: Leases, *, row_locks: bool = False) -> None:
         self.ctx = ctx
+        self._engine: AsyncEngine = ctx.sessions.kw["bind"]  # events are recorded without an ORM session
         self.leases = leases
         self.row_locks = row_locks
         self._wake = asyncio.Event()
@@ -246,15 +248,14 @@ class Bridge:
         if not candidates and not echoes:
             return
         inserted: list[Any] = []
-        async with self.ctx.sessions.begin() as session:
-            rows = await self._actionable(session, candidates)
+        # Plain statements on a connection (no ORM session: nothing here loads or changes an object).
+        async with self._engine.begin() as connection:
+            rows = await self._actionable(connection, candidates)
             if rows:
-                # A plain statement on the session's connection (same transaction): no ORM work needed.
-                connection = await session.connection()
-                inserted = list((await connection.execute(_insert_ignore(connection.dialect.name), rows)).all())
+                inserted = (await plain.run(connection, _insert_ignore(connection.dialect.name), rows)).all()
             for source, room_id, relayed in echoes:
                 # Our own relayed copy came back: the mapping survives a crash between send and record.
-                await record_copy(await session.connection(), source, room_id, relayed)
+                await record_copy(connection, source, room_id, relayed)
         if inserted:
             if not self.row_locks:
                 by_id = {e.event_id: e for e in candidates}
@@ -274,7 +275,7 @@ class Bridge:
         if self.row_locks:
             await self.leases.mark(VERIFY_ORDER_MARK, VERIFY_WINDOW_S)
 
-    async def _actionable(self, session: AsyncSession, events: list[Event]) -> list[dict[str, Any]]:
+    async def _actionable(self, connection: AsyncConnection, events: list[Event]) -> list[dict[str, Any]]:
         now = time.time()
         stale = [e for e in events if too_old(e.origin_server_ts, self.ctx.config, now)]
         if stale:
@@ -287,9 +288,9 @@ class Bridge:
                 stale[0].event_id,
             )
         room_ids: set[str] = {e.room_id for e in events}
-        ours = await self._managed_rooms(session, room_ids) if room_ids else set()
+        ours = await self._managed_rooms(connection, room_ids) if room_ids else set()
         knocked: set[str] = {e.room_id for e in events if is_knock(e) or is_self_leave(e)}
-        private = await self._private_broadcast_rooms(session, knocked) if knocked else set()
+        private = await self._private_broadcast_rooms(connection, knocked) if knocked else set()
         return [
             {"event_id": e.event_id, "room_id": e.room_id, "payload": e.as_dict()}
             for e in events
@@ -298,24 +299,24 @@ class Bridge:
             or (e.room_id in private and (is_knock(e) or is_self_leave(e)))
         ]
 
-    async def _private_broadcast_rooms(self, session: AsyncSession, room_ids: set[str]) -> set[str]:
+    async def _private_broadcast_rooms(self, connection: AsyncConnection, room_ids: set[str]) -> set[str]:
         """Which of these rooms are broadcast rooms of private channels (their knocks are join requests)."""
-        rows = await session.scalars(
+        rows = await connection.scalars(
             select(Room.room_id)
             .join(Channel, Channel.id == Room.channel_id)
             .where(Room.room_id.in_(room_ids), Room.kind == RoomKind.BROADCAST, Channel.private.is_(True))
         )
         return set(rows.all())
 
-    async def _managed_rooms(self, session: AsyncSession, room_ids: set[str]) -> set[str]:
+    async def _managed_rooms(self, connection: AsyncConnection, room_ids: set[str]) -> set[str]:
         """Which of these rooms are management or backstage rooms (broadcast rooms need no handling)."""
         if not self.row_locks:
             if self.ctx.known_rooms is None:
                 self.ctx.known_rooms = set(
-                    (await session.scalars(select(Room.room_id).where(Room.kind != RoomKind.BROADCAST))).all()
+                    (await connection.scalars(select(Room.room_id).where(Room.kind != RoomKind.BROADCAST))).all()
                 )
             return room_ids & self.ctx.known_rooms
-        rows = await session.scalars(
+        rows = await connection.scalars(
             select(Room.room_id).where(Room.room_id.in_(room_ids), Room.kind != RoomKind.BROADCAST)
         )
         return set(rows.all())
@@ -446,7 +447,7 @@ class Bridge:
                         if claimed is None:
                             continue
                     await self.dispatch(session, event)
-                    done = await (await session.connection()).execute(_MARK_DONE, {"event_seq": row.seq})
+                    done = await plain.run(await session.connection(), _MARK_DONE, {"event_seq": row.seq})
                     if done.rowcount != 1:
                         raise _AlreadyHandled
             except _AlreadyHandled:

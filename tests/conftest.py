@@ -67,7 +67,7 @@ MAY_BLOCK: list[tuple[str, list[Callable[..., Any]], str]] = [
     ),
     (
         "*",
-        [db_module._OneTripConnection._call],
+        [db_module.OneTripConnection._call],
         "SQLite statements run on the loop: a statement answered from SQLite's page cache costs "
         "microseconds, a trip to aiosqlite's thread and back far more; a locked database is waited "
         "for in the thread, and commits (which may checkpoint the WAL with an fsync) go there too",

@@ -47,7 +47,7 @@ from bridge.runtime.outbox import (
     room_queue,
     send_content,
 )
-from bridge.store import queries
+from bridge.store import plain, queries
 from bridge.store.models import Channel, CommentThread, OutboxEntry, Post
 
 MAX_REASON: Final = 500
@@ -211,7 +211,7 @@ async def publish(
     }
     # One plain INSERT … RETURNING (the hot path: the ORM's flush costs more); the Post handed to the
     # listeners and the caller is the row as stored, not attached to the session.
-    row = (await (await session.connection()).execute(_INSERT_POST, values)).one()
+    row = (await plain.run(await session.connection(), _INSERT_POST, values)).one()
     post = Post(**row._mapping)
     for listener in _published:
         await listener(session, channel, post)

@@ -17,7 +17,7 @@ from bridge.publishing import drafts, forwarding, posts
 from bridge.runtime.context import Context, reply
 from bridge.runtime.dispatch import CommandCall, command, resolve
 from bridge.runtime.languages import language_for
-from bridge.store import queries
+from bridge.store import plain, queries
 from bridge.store.models import Channel, ChannelMember, ChannelStatus, DraftMode, Post, Room, RoomKind
 from bridge.text.commands import parse_command
 
@@ -77,7 +77,9 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
 
 async def _role_and_drafting(session: AsyncSession, channel: Channel, user_id: str) -> tuple[str | None, bool]:
     """The sender's role, and whether they are in draft mode (`!draft on`), in one statement."""
-    row = (await session.execute(_ROLE_AND_DRAFTING, {"channel_id": channel.id, "user_id": user_id})).first()
+    row = (
+        await plain.run(await session.connection(), _ROLE_AND_DRAFTING, {"channel_id": channel.id, "user_id": user_id})
+    ).first()
     if row is None:
         return None, False
     return roles.normalise(row.role), row.drafting is not None

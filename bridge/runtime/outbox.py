@@ -41,7 +41,7 @@ from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.ids import UserID
 from bridge.matrix.relay import replace_ref
 from bridge.runtime.e2ee import Crypto, CryptoError
-from bridge.store import queries
+from bridge.store import plain, queries
 from bridge.store.leases import new_holder_id
 from bridge.store.models import Channel, Lease, OutboxEntry, Post, PostCopy
 
@@ -163,7 +163,7 @@ async def insert_entries(session: AsyncSession, entries: list[OutboxEntry]) -> l
         for e in entries
     ]
     connection = await session.connection()
-    inserted = (await connection.execute(_INSERT_ENTRIES, rows)).all()
+    inserted = (await plain.run(connection, _INSERT_ENTRIES, rows)).all()
     for entry, (entry_id, _waiting) in zip(entries, inserted, strict=True):
         entry.id, entry.status, entry.attempts, entry.next_attempt_at = entry_id, OutboxStatus.PENDING, 0, None
     if not any(waiting for _id, waiting in inserted):
@@ -665,7 +665,7 @@ class OutboxWorker:
                     **entry.payload,
                     "content": {"msgtype": "m.notice", "body": "(secret removed)"},
                 }
-        await connection.execute(_record_statement(frozenset(values)), {**values, "entry_id": entry.id})
+        await plain.run(connection, _record_statement(frozenset(values)), {**values, "entry_id": entry.id})
         # The person who asked learns the outcome through a new entry, recorded in this same transaction.
         note = entry.payload.get("on_success" if outcome.status == OutboxStatus.DONE else "on_failure")
         if outcome.status != OutboxStatus.RETRY and isinstance(note, dict):
@@ -694,9 +694,9 @@ async def record_copy(connection: AsyncConnection, source: str, room_id: str, ev
     `relayed_event_id`, which links and pages use. One statement when the copy is known already (an
     echo of a send the outbox recorded)."""
     values = {"copy_event": event_id, "copy_room": room_id, "source": source}
-    added = await connection.execute(_copy_insert(connection.dialect.name), values)
+    added = await plain.run(connection, _copy_insert(connection.dialect.name), values)
     if added.rowcount:
-        await connection.execute(_FIRST_COPY, values)
+        await plain.run(connection, _FIRST_COPY, values)
 
 
 @functools.cache  # built once per dialect: a statement built per call costs more than running it

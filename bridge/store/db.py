@@ -3,7 +3,7 @@
 SQLite runs through aiosqlite: one thread per connection, each call a trip from the event loop to
 that thread and back. SQLAlchemy's adapter makes three or four trips per statement (open a cursor,
 execute, fetch, close) and one for every commit and rollback, even of a connection that wrote nothing;
-those trips, not SQLite, were most of Kanal's CPU per relayed post. `_OneTripConnection` runs each
+those trips, not SQLite, were most of Kanal's CPU per relayed post. `OneTripConnection` runs each
 statement (execute and its first rows together), fetch and commit on the event loop's thread instead:
 SQLite answers from its page cache in microseconds, and in WAL mode with `synchronous=NORMAL` a commit
 appends to the WAL without an fsync. What could wait goes to the connection's thread: a statement that
@@ -38,7 +38,7 @@ CHECKPOINT_EVERY = 500  # commits (of all connections) between checkpoints of th
 class _OneTripCursor:
     """What SQLAlchemy's aiosqlite adapter needs of a cursor: a statement and its first rows in one call."""
 
-    def __init__(self, connection: _OneTripConnection) -> None:
+    def __init__(self, connection: OneTripConnection) -> None:
         self._connection = connection
         self._open: sqlite3.Cursor | None = None  # rows left to fetch (a result larger than a chunk)
         self._rows: list[Any] = []
@@ -132,7 +132,7 @@ class _OneTripCursor:
             await self._connection._call(cursor.close)
 
 
-class _OneTripConnection(aiosqlite.Connection):
+class OneTripConnection(aiosqlite.Connection):
     """An aiosqlite connection whose statements, fetches and commits run on the event loop (see
     `_call`; a locked database and the WAL checkpoint go to its thread), and which skips ending a
     transaction when SQLite has none open (sqlite3 would do nothing then)."""
@@ -186,8 +186,8 @@ class _OneTripConnection(aiosqlite.Connection):
             how(conn)
             return conn.in_transaction
 
-        _OneTripConnection._commits += 1
-        if _OneTripConnection._commits % CHECKPOINT_EVERY:
+        OneTripConnection._commits += 1
+        if OneTripConnection._commits % CHECKPOINT_EVERY:
             self._in_transaction = await self._call(end)
             return
 
@@ -216,7 +216,7 @@ async def undecodable_text_as_bytes(session: AsyncSession) -> AsyncIterator[None
     of text as it is written: there this does nothing."""
     connection = await (await session.connection()).get_raw_connection()
     driver = connection.driver_connection
-    if not isinstance(driver, _OneTripConnection):
+    if not isinstance(driver, OneTripConnection):
         yield
         return
     sqlite = driver._conn
@@ -252,8 +252,8 @@ def _sqlite_database(url: str) -> str:
 
 
 def _one_trip_creator(database: str) -> Any:
-    def connect() -> _OneTripConnection:
-        return _OneTripConnection(database)
+    def connect() -> OneTripConnection:
+        return OneTripConnection(database)
 
     return connect
 
@@ -281,7 +281,7 @@ def create_engine(url: str) -> AsyncEngine:
             # WAL lets readers run beside the writer; NORMAL is durable across process crashes in WAL mode.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            # No checkpoint inside a commit (commits run on the event loop): _OneTripConnection
+            # No checkpoint inside a commit (commits run on the event loop): OneTripConnection
             # checkpoints in its thread every CHECKPOINT_EVERY commits instead.
             cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.execute("PRAGMA foreign_keys=ON")

@@ -69,7 +69,7 @@ async def test_rowcount_lastrowid_commit_and_rollback(tmp_path: Path) -> None:
         async with engine.connect() as connection:
             raw = await connection.get_raw_connection()
             raw_connection = raw.driver_connection
-            assert isinstance(raw_connection, db._OneTripConnection)
+            assert isinstance(raw_connection, db.OneTripConnection)
             await connection.scalar(select(ITEMS.c.id).limit(1))
             assert raw_connection._in_transaction is False  # a read opens no transaction
             await connection.execute(update(ITEMS).where(ITEMS.c.id == 1).values(name="b"))
@@ -121,7 +121,7 @@ async def test_the_wal_is_checkpointed_every_so_many_commits(
 ) -> None:
     monkeypatch.setattr(db, "CHECKPOINT_EVERY", 4)
     engine = await _engine(tmp_path)
-    monkeypatch.setattr(db._OneTripConnection, "_commits", 0)
+    monkeypatch.setattr(db.OneTripConnection, "_commits", 0)
 
     def in_database_file() -> int:
         """Rows in the database file itself, WAL ignored (what a checkpoint has copied there)."""
