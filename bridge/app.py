@@ -358,6 +358,7 @@ class Service:
         if self.outbox.crypto is not None:
             await self.outbox.crypto.stop()
         await self.client.close()
+        await self.outbox.writer.close()
         await self.engine.dispose()
 
 
@@ -438,6 +439,7 @@ async def run_until_stopped(config: Config, stop: asyncio.Event) -> None:
         await service.start()
     except BaseException:
         await service.client.close()
+        await service.outbox.writer.close()
         await service.engine.dispose()
         raise
     log.info("Kanal is running as %s on %s", config.bot_user_id, config.domain)

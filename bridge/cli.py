@@ -107,6 +107,7 @@ async def _as_kanal(config: Config, work: Callable[[Context], Awaitable[T]], *, 
         return await work(service.ctx)
     finally:
         await service.client.close()
+        await service.outbox.writer.close()
         await service.engine.dispose()
 
 

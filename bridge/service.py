@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from appservice.errors import MatrixConnectionError, MatrixRequestError
 from appservice.events import Event, EventParseError, parse_event
@@ -157,7 +157,6 @@ class _AlreadyHandled(Exception):
 class Bridge:
     def __init__(self, ctx: Context, leases: Leases, *, row_locks: bool = False) -> None:
         self.ctx = ctx
-        self._engine: AsyncEngine = ctx.sessions.kw["bind"]  # events are recorded without an ORM session
         self.leases = leases
         self.row_locks = row_locks
         self._wake = asyncio.Event()
@@ -248,14 +247,15 @@ class Bridge:
         if not candidates and not echoes:
             return
         inserted: list[Any] = []
-        # Plain statements on a connection (no ORM session: nothing here loads or changes an object).
-        async with self._engine.begin() as connection:
-            rows = await self._actionable(connection, candidates)
+        # Plain statements (no ORM session: nothing here loads or changes an object).
+        async with self.ctx.outbox.writer.begin() as transaction:
+            rows = await self._actionable(transaction, candidates)
             if rows:
-                inserted = (await plain.run(connection, _insert_ignore(connection.dialect.name), rows)).all()
+                statement = _insert_ignore(plain.dialect_name(transaction))
+                inserted = (await plain.run(transaction, statement, rows)).all()
             for source, room_id, relayed in echoes:
                 # Our own relayed copy came back: the mapping survives a crash between send and record.
-                await record_copy(connection, source, room_id, relayed)
+                await record_copy(transaction, source, room_id, relayed)
         if inserted:
             if not self.row_locks:
                 by_id = {e.event_id: e for e in candidates}
@@ -275,7 +275,7 @@ class Bridge:
         if self.row_locks:
             await self.leases.mark(VERIFY_ORDER_MARK, VERIFY_WINDOW_S)
 
-    async def _actionable(self, connection: AsyncConnection, events: list[Event]) -> list[dict[str, Any]]:
+    async def _actionable(self, transaction: plain.Transaction, events: list[Event]) -> list[dict[str, Any]]:
         now = time.time()
         stale = [e for e in events if too_old(e.origin_server_ts, self.ctx.config, now)]
         if stale:
@@ -288,9 +288,9 @@ class Bridge:
                 stale[0].event_id,
             )
         room_ids: set[str] = {e.room_id for e in events}
-        ours = await self._managed_rooms(connection, room_ids) if room_ids else set()
+        ours = await self._managed_rooms(transaction, room_ids) if room_ids else set()
         knocked: set[str] = {e.room_id for e in events if is_knock(e) or is_self_leave(e)}
-        private = await self._private_broadcast_rooms(connection, knocked) if knocked else set()
+        private = await self._private_broadcast_rooms(transaction, knocked) if knocked else set()
         return [
             {"event_id": e.event_id, "room_id": e.room_id, "payload": e.as_dict()}
             for e in events
@@ -299,27 +299,24 @@ class Bridge:
             or (e.room_id in private and (is_knock(e) or is_self_leave(e)))
         ]
 
-    async def _private_broadcast_rooms(self, connection: AsyncConnection, room_ids: set[str]) -> set[str]:
+    async def _private_broadcast_rooms(self, transaction: plain.Transaction, room_ids: set[str]) -> set[str]:
         """Which of these rooms are broadcast rooms of private channels (their knocks are join requests)."""
-        rows = await connection.scalars(
-            select(Room.room_id)
-            .join(Channel, Channel.id == Room.channel_id)
-            .where(Room.room_id.in_(room_ids), Room.kind == RoomKind.BROADCAST, Channel.private.is_(True))
-        )
-        return set(rows.all())
+        found = await plain.run(transaction, _PRIVATE_BROADCAST_ROOM, [{"room_id": r} for r in sorted(room_ids)])
+        return {row.room_id for row in found.all()}
 
-    async def _managed_rooms(self, connection: AsyncConnection, room_ids: set[str]) -> set[str]:
+    async def _managed_rooms(self, transaction: plain.Transaction, room_ids: set[str]) -> set[str]:
         """Which of these rooms are management or backstage rooms (broadcast rooms need no handling)."""
         if not self.row_locks:
             if self.ctx.known_rooms is None:
                 self.ctx.known_rooms = set(
-                    (await connection.scalars(select(Room.room_id).where(Room.kind != RoomKind.BROADCAST))).all()
+                    row.room_id for row in (await plain.run(transaction, _MANAGED_ROOMS)).all()
                 )
             return room_ids & self.ctx.known_rooms
-        rows = await connection.scalars(
-            select(Room.room_id).where(Room.room_id.in_(room_ids), Room.kind != RoomKind.BROADCAST)
-        )
-        return set(rows.all())
+        if transaction.connection is not None:  # through SQLAlchemy: one statement for them all
+            found = await plain.run(transaction, _MANAGED_ROOMS_AMONG, {"room_ids": sorted(room_ids)})
+        else:  # plainly on SQLite (no expanding IN there): one short statement per room
+            found = await plain.run(transaction, _MANAGED_ROOM, [{"room_id": r} for r in sorted(room_ids)])
+        return {row.room_id for row in found.all()}
 
     async def query_user(self, user_id: UserID) -> bool:
         if user_id == self.ctx.bot:
@@ -740,6 +737,15 @@ def _insert_ignore(dialect: str) -> Any:
 
 
 # The statements of every event, built once.
+_MANAGED_ROOMS = select(Room.room_id).where(Room.kind != RoomKind.BROADCAST)
+# Several processes (PostgreSQL) know no set of rooms: which of a transaction's rooms are managed.
+_MANAGED_ROOMS_AMONG = _MANAGED_ROOMS.where(Room.room_id.in_(bindparam("room_ids", expanding=True)))
+_MANAGED_ROOM = _MANAGED_ROOMS.where(Room.room_id == bindparam("room_id"))
+_PRIVATE_BROADCAST_ROOM = (
+    select(Room.room_id)
+    .join(Channel, Channel.id == Room.channel_id)
+    .where(Room.room_id == bindparam("room_id"), Room.kind == RoomKind.BROADCAST, Channel.private.is_(True))
+)
 _PENDING_EVENTS = (
     select(
         InboundEvent.seq, InboundEvent.event_id, InboundEvent.room_id, InboundEvent.payload, InboundEvent.attempts

@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import Integer, String, bindparam, case, event, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, aliased
 
 from appservice.client import HomeserverClient
@@ -255,7 +255,8 @@ class OutboxWorker:
         holder: str | None = None,
     ) -> None:
         self.sessions = sessions
-        self._engine: AsyncEngine = sessions.kw["bind"]  # outcomes are written without an ORM session
+        # Outcomes (and the events handle_transaction records) are written without an ORM session.
+        self.writer = plain.Writer(sessions.kw["bind"])
         self.client = client
         self.row_locks = row_locks
         # This process, as its leases name it: a sealed reply's entry names the process that has it.
@@ -471,8 +472,8 @@ class OutboxWorker:
         waits for its entry's record before it sends the next one.
         """
         if self._queues_running <= 1 and self._recorder is None:
-            async with self._engine.begin() as connection:
-                await self._record(connection, entry, outcome)
+            async with self.writer.begin() as transaction:
+                await self._record(transaction, entry, outcome)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._unrecorded.append((entry, outcome, waiter))
@@ -487,9 +488,9 @@ class OutboxWorker:
             while self._unrecorded:
                 batch, self._unrecorded = self._unrecorded, []
                 try:
-                    async with self._engine.begin() as connection:
+                    async with self.writer.begin() as transaction:
                         for entry, outcome, _waiter in batch:
-                            await self._record(connection, entry, outcome)
+                            await self._record(transaction, entry, outcome)
                 except Exception as exc:
                     for *_, waiter in batch:
                         if not waiter.done():
@@ -625,9 +626,11 @@ class OutboxWorker:
             return Outcome(status, None, f"unexpected: {type(exc).__name__}: {exc}")
         return Outcome(OutboxStatus.DONE, result)
 
-    async def _record(self, connection: AsyncConnection, entry: OutboxEntry, outcome: Outcome) -> None:
-        """Write an attempt's outcome: plain statements on a connection (no ORM session: none of it
-        loads or changes an object), in the caller's transaction."""
+    async def _record(
+        self, connection: AsyncConnection | plain.Transaction, entry: OutboxEntry, outcome: Outcome
+    ) -> None:
+        """Write an attempt's outcome: plain statements (no ORM session: none of it loads or changes
+        an object), in the caller's transaction."""
         attempts = entry.attempts + 1
         values: dict[str, Any] = {
             "attempts": attempts,
@@ -670,17 +673,19 @@ class OutboxWorker:
         note = entry.payload.get("on_success" if outcome.status == OutboxStatus.DONE else "on_failure")
         if outcome.status != OutboxStatus.RETRY and isinstance(note, dict):
             body = str(note["body"]).replace("{error}", outcome.error or "")
-            await connection.execute(
-                insert(OutboxEntry).values(
-                    queue=room_queue(note["room_id"]),
-                    kind=OutboxKind.SEND,
-                    as_user=note["as_user"],
-                    payload={
+            await plain.run(
+                connection,
+                _INSERT_NOTE,
+                {
+                    "queue": room_queue(note["room_id"]),
+                    "kind": OutboxKind.SEND,
+                    "as_user": note["as_user"],
+                    "payload": {
                         "room_id": note["room_id"],
                         "event_type": "m.room.message",
                         "content": {"msgtype": "m.notice", "body": body},
                     },
-                )
+                },
             )
         source = entry.payload.get("post_source")
         if outcome.status == OutboxStatus.DONE and outcome.result is not None and isinstance(source, str):
@@ -688,13 +693,15 @@ class OutboxWorker:
             self.recorded_copies.add(outcome.result)
 
 
-async def record_copy(connection: AsyncConnection, source: str, room_id: str, event_id: str) -> None:
+async def record_copy(
+    connection: AsyncConnection | plain.Transaction, source: str, room_id: str, event_id: str
+) -> None:
     """A post's published event in one room of its channel (after its send, or when its echo shows a
     send whose answer was lost). The copy in the channel's first room is also the post's
     `relayed_event_id`, which links and pages use. One statement when the copy is known already (an
     echo of a send the outbox recorded)."""
     values = {"copy_event": event_id, "copy_room": room_id, "source": source}
-    added = await plain.run(connection, _copy_insert(connection.dialect.name), values)
+    added = await plain.run(connection, _copy_insert(plain.dialect_name(connection)), values)
     if added.rowcount:
         await plain.run(connection, _FIRST_COPY, values)
 
@@ -708,6 +715,7 @@ def _copy_insert(dialect: str) -> Any:
     return insert(PostCopy).from_select(["event_id", "post_id", "room_id"], found).on_conflict_do_nothing()
 
 
+_INSERT_NOTE = insert(OutboxEntry)  # the person who asked learns an entry's outcome
 _FIRST_COPY = (
     update(Post)
     .where(

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import os
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import aiosqlite
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -251,6 +252,41 @@ def _sqlite_database(url: str) -> str:
     return database if database == ":memory:" else os.path.abspath(database)
 
 
+# Every connection Kanal opens to SQLite: WAL lets readers run beside the writer; NORMAL is durable
+# across process crashes in WAL mode; no checkpoint inside a commit (commits run on the event loop:
+# OneTripConnection checkpoints in its thread every CHECKPOINT_EVERY commits instead).
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA wal_autocheckpoint=0",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+_sqlite_files: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The database file of a SQLite engine made by `create_engine` (absolute); None for PostgreSQL
+    and in-memory SQLite."""
+    database = _sqlite_files.get(engine.sync_engine)
+    return None if database == ":memory:" else database
+
+
+async def open_sqlite(database: str) -> OneTripConnection:
+    """A connection of Kanal's own to the SQLite file, outside SQLAlchemy's pool, set up as the
+    engine's are."""
+    connection = OneTripConnection(database)
+    await connection
+
+    def setup() -> None:
+        for pragma in SQLITE_PRAGMAS:
+            connection._conn.execute(pragma)
+
+    await connection._call(setup)
+    return connection
+
+
 def _one_trip_creator(database: str) -> Any:
     def connect() -> OneTripConnection:
         return OneTripConnection(database)
@@ -273,18 +309,15 @@ def async_driver_url(url: str) -> str:
 def create_engine(url: str) -> AsyncEngine:
     url = async_driver_url(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, async_creator=_one_trip_creator(_sqlite_database(url)))
+        database = _sqlite_database(url)
+        engine = create_async_engine(url, async_creator=_one_trip_creator(database))
+        _sqlite_files[engine.sync_engine] = database
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            # WAL lets readers run beside the writer; NORMAL is durable across process crashes in WAL mode.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            # No checkpoint inside a commit (commits run on the event loop): OneTripConnection
-            # checkpoints in its thread every CHECKPOINT_EVERY commits instead.
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
-            cursor.execute("PRAGMA foreign_keys=ON")
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
             cursor.close()
 
         return engine

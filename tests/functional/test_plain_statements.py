@@ -234,3 +234,81 @@ def test_a_statement_that_cannot_run_plainly_is_refused_when_first_compiled() ->
     expanding = select(Post.id).where(Post.id.in_(bindparam("ids", expanding=True)))
     with pytest.raises(ValueError, match="not a plain statement"):
         plain._compile(expanding, sqlite.dialect(), frozenset({"ids"}))
+
+
+async def test_a_writers_transactions_commit_roll_back_and_take_turns_on_its_own_connection(
+    engines: list[AsyncEngine],
+) -> None:
+    engine = engines[1]
+    writer = plain.Writer(engine)
+    statement = service._insert_ignore("sqlite")
+    try:
+        async with writer.begin() as transaction:
+            assert transaction.connection is None  # SQLite: the writer's own connection, no SQLAlchemy
+            await plain.run(transaction, statement, [{"event_id": "$one", "room_id": "!r", "payload": {}}])
+        with pytest.raises(RuntimeError):
+            async with writer.begin() as transaction:
+                await plain.run(transaction, statement, [{"event_id": "$undone", "room_id": "!r", "payload": {}}])
+                raise RuntimeError("rolled back")
+
+        order: list[str] = []
+
+        async def write(event_id: str) -> None:
+            async with writer.begin() as transaction:
+                order.append(f"begin {event_id}")
+                await plain.run(transaction, statement, [{"event_id": event_id, "room_id": "!r", "payload": {}}])
+                await asyncio.sleep(0.05)  # lets the loop run mid-transaction: the other must wait
+                order.append(f"end {event_id}")
+
+        await asyncio.gather(write("$a"), write("$b"))
+        assert order == ["begin $a", "end $a", "begin $b", "end $b"]
+        # Seen by every other connection: committed.
+        async with engine.connect() as connection:
+            ids = (await connection.scalars(select(InboundEvent.event_id).order_by(InboundEvent.seq))).all()
+        assert ids == ["$one", "$a", "$b"]
+    finally:
+        await writer.close()
+
+
+async def test_a_writer_waits_for_another_connections_lock(engines: list[AsyncEngine]) -> None:
+    engine = engines[1]
+    writer = plain.Writer(engine)
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(
+                text("INSERT INTO inbound_events (event_id, room_id, payload, status, attempts) VALUES ('$h', '!r', '{}', 'pending', 0)")
+            )
+
+            async def write() -> None:
+                async with writer.begin() as transaction:
+                    await plain.run(
+                        transaction, service._insert_ignore("sqlite"), [{"event_id": "$w", "room_id": "!r", "payload": {}}]
+                    )
+
+            second = asyncio.create_task(write())
+            await asyncio.sleep(0.2)
+            assert not second.done()
+            await holder.commit()
+            await asyncio.wait_for(second, 10)
+        async with engine.connect() as connection:
+            ids = (await connection.scalars(select(InboundEvent.event_id).order_by(InboundEvent.seq))).all()
+        assert ids == ["$h", "$w"]
+    finally:
+        await writer.close()
+
+
+async def test_without_a_file_of_its_own_a_writer_uses_sqlalchemys_transactions() -> None:
+    engine = db.create_engine("sqlite://")  # in memory: another connection would see another database
+    await db.migrate(engine)
+    writer = plain.Writer(engine)
+    try:
+        async with writer.begin() as transaction:
+            assert transaction.connection is not None
+            await plain.run(
+                transaction, service._insert_ignore("sqlite"), [{"event_id": "$m", "room_id": "!r", "payload": {}}]
+            )
+        async with engine.connect() as connection:
+            assert (await connection.scalars(select(InboundEvent.event_id))).all() == ["$m"]
+    finally:
+        await writer.close()
+        await engine.dispose()
