@@ -444,7 +444,7 @@ class Bridge:
                         if claimed is None:
                             continue
                     await self.dispatch(session, event)
-                    done = await plain.run(await session.connection(), _MARK_DONE, {"event_seq": row.seq})
+                    done = await plain.run(session, _MARK_DONE, {"event_seq": row.seq})
                     if done.rowcount != 1:
                         raise _AlreadyHandled
             except _AlreadyHandled:

@@ -211,7 +211,7 @@ async def publish(
     }
     # One plain INSERT … RETURNING (the hot path: the ORM's flush costs more); the Post handed to the
     # listeners and the caller is the row as stored, not attached to the session.
-    row = (await plain.run(await session.connection(), _INSERT_POST, values)).one()
+    row = (await plain.run(session, _INSERT_POST, values)).one()
     post = Post(**row._mapping)
     for listener in _published:
         await listener(session, channel, post)

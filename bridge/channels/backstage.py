@@ -77,9 +77,7 @@ async def on_backstage_event(ctx: Context, session: AsyncSession, room: Room, ev
 
 async def _role_and_drafting(session: AsyncSession, channel: Channel, user_id: str) -> tuple[str | None, bool]:
     """The sender's role, and whether they are in draft mode (`!draft on`), in one statement."""
-    row = (
-        await plain.run(await session.connection(), _ROLE_AND_DRAFTING, {"channel_id": channel.id, "user_id": user_id})
-    ).first()
+    row = (await plain.run(session, _ROLE_AND_DRAFTING, {"channel_id": channel.id, "user_id": user_id})).first()
     if row is None:
         return None, False
     return roles.normalise(row.role), row.drafting is not None

@@ -162,8 +162,7 @@ async def insert_entries(session: AsyncSession, entries: list[OutboxEntry]) -> l
         {"queue": e.queue, "kind": e.kind, "as_user": e.as_user, "payload": e.payload, "ref_source": e.ref_source}
         for e in entries
     ]
-    connection = await session.connection()
-    inserted = (await plain.run(connection, _INSERT_ENTRIES, rows)).all()
+    inserted = (await plain.run(session, _INSERT_ENTRIES, rows)).all()
     for entry, (entry_id, _waiting) in zip(entries, inserted, strict=True):
         entry.id, entry.status, entry.attempts, entry.next_attempt_at = entry_id, OutboxStatus.PENDING, 0, None
     if not any(waiting for _id, waiting in inserted):

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement
 
 from .db import OneTripConnection, open_sqlite, sqlite_file
@@ -152,13 +152,15 @@ def _sqlite_of(connection: AsyncConnection) -> OneTripConnection | None:
 
 
 async def run(
-    connection: AsyncConnection | Transaction,
+    connection: AsyncConnection | AsyncSession | Transaction,
     statement: ClauseElement,
     params: Params | Sequence[Params] | None = None,
 ) -> PlainResult:
-    """Run `statement` once, or once per row of parameters (a list), in the connection's transaction
-    (or in a `Writer`'s transaction)."""
+    """Run `statement` once, or once per row of parameters (a list), in the transaction of the
+    connection, the session or a `Writer`."""
     rows: Sequence[Params] = [params or {}] if params is None or isinstance(params, Mapping) else params
+    if isinstance(connection, AsyncSession):
+        connection = await _connection_of(connection)
     driver: OneTripConnection
     dialect: Dialect
     if isinstance(connection, Transaction):
@@ -205,6 +207,22 @@ async def run(
         driver._in_transaction = True  # maybe: let the caller's rollback reach SQLite
         raise DBAPIError.instance(plain.sql, bound, exc, sqlite3.Error) from exc
     return PlainResult(returned, changed)
+
+
+async def _connection_of(session: AsyncSession) -> AsyncConnection:
+    """The session's connection in its current transaction (asked of SQLAlchemy once per transaction:
+    each time costs a greenlet)."""
+    transaction = session.sync_session.get_transaction()
+    known = session.info.get(_CONNECTION)
+    if transaction is not None and known is not None and known[0] is transaction:
+        connection: AsyncConnection = known[1]
+        return connection
+    connection = await session.connection()
+    session.info[_CONNECTION] = (session.sync_session.get_transaction(), connection)
+    return connection
+
+
+_CONNECTION = "kanal.plain.connection"
 
 
 async def _through_sqlalchemy(

@@ -312,3 +312,19 @@ async def test_without_a_file_of_its_own_a_writer_uses_sqlalchemys_transactions(
     finally:
         await writer.close()
         await engine.dispose()
+
+
+async def test_through_a_session_each_transaction_runs_on_its_own_connection(engines: list[AsyncEngine]) -> None:
+    engine = engines[1]
+    statement = service._insert_ignore("sqlite")
+    async with db.sessionmaker(engine)() as session:
+        await plain.run(session, statement, [{"event_id": "$first", "room_id": "!r", "payload": {}}])
+        await plain.run(session, statement, [{"event_id": "$same", "room_id": "!r", "payload": {}}])
+        await session.commit()
+        await plain.run(session, statement, [{"event_id": "$undone", "room_id": "!r", "payload": {}}])
+        await session.rollback()
+        await plain.run(session, statement, [{"event_id": "$second", "room_id": "!r", "payload": {}}])
+        await session.commit()
+    async with engine.connect() as connection:
+        ids = (await connection.scalars(select(InboundEvent.event_id).order_by(InboundEvent.seq))).all()
+    assert ids == ["$first", "$same", "$second"]
