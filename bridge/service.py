@@ -434,7 +434,9 @@ class Bridge:
                         await asyncio.sleep(PROCESSOR_RETRY_S)
                         return handled
             try:
-                async with self.ctx.sessions.begin() as session:
+                # Committed at the end, rolled back when the session closes without (an error): as
+                # `sessions.begin()` would, without its transaction object's own close.
+                async with self.ctx.sessions() as session:
                     if self.row_locks:
                         claimed = await session.scalar(
                             select(InboundEvent.seq)
@@ -447,6 +449,7 @@ class Bridge:
                     done = await plain.run(session, _MARK_DONE, {"event_seq": row.seq})
                     if done.rowcount != 1:
                         raise _AlreadyHandled
+                    await session.commit()
             except _AlreadyHandled:
                 continue
             except (MatrixConnectionError, MatrixRequestError) as exc:
