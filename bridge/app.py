@@ -45,7 +45,6 @@ SHUTDOWN_GRACE_S = 10.0
 E2EE_LEASE = "e2ee-device"
 E2EE_LEASE_RENEW_S = 5.0
 FIRST_REPING_S = 5.0
-PING_INTERVAL_S = 30.0
 # How often each process verifies the audit log for /metrics (kanal_audit_log_intact); also at start.
 AUDIT_VERIFY_INTERVAL_S = 3600.0
 # A verification that could not finish (the database away, say) is tried again this soon.
@@ -296,7 +295,7 @@ class Service:
         delay = FIRST_REPING_S
         while not self._stopping:
             await asyncio.sleep(delay)
-            delay = PING_INTERVAL_S
+            delay = self.config.ping_interval_s
             try:
                 await self.client.ping(self.config.as_id, f"kanal-keepalive-{secrets.token_hex(8)}")
             except MatrixConnectionError as exc:

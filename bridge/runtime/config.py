@@ -55,6 +55,8 @@ DEFAULT_SHARD_SIZE: Final = 10_000  # channels.shard_size
 # database.inbound_retention_days / database.outbox_retention_days (see bridge/runtime/retention.py)
 DEFAULT_INBOUND_RETENTION_DAYS: Final = 7
 DEFAULT_OUTBOX_RETENTION_DAYS: Final = 7
+# homeserver.ping_interval: how often an idle Kanal pings the homeserver, so /ready notices an outage.
+DEFAULT_PING_INTERVAL_S: Final = 30
 # Set by systemd for a unit with StateDirectory= (several directories: separated by colons).
 STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"
 STORE_KEY_FILE: Final = "e2ee-store.key"  # encryption.store_key's default, in the state directory
@@ -93,6 +95,8 @@ class Config:
     default_language: str
     log_level: str
     log_format: str
+    # Seconds between the keep-alive pings to the homeserver (homeserver.ping_interval)
+    ping_interval_s: int = DEFAULT_PING_INTERVAL_S
     # Channel and handle registration
     max_channels_per_user: int = 10  # 0: no limit
     handle_pattern: str = DEFAULT_HANDLE_PATTERN
@@ -147,7 +151,7 @@ class Config:
 
 _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     # section -> key -> (type, required)
-    "homeserver": {"url": (str, True), "domain": (str, True)},
+    "homeserver": {"url": (str, True), "domain": (str, True), "ping_interval": (int, False)},
     "appservice": {
         "id": (str, False),
         "as_token": (str, True),
@@ -298,6 +302,7 @@ def parse(data: Any, path: Path, environ: Mapping[str, str] | None = None) -> Co
     # Every value's type is checked before any section's meaning, and the sections in this order (channels
     # and hosting in two parts): a file with several mistakes always names the same one first.
     homeserver_url, domain = _homeserver(values["homeserver"], path)
+    ping_interval = _at_least(values["homeserver"], "homeserver", "ping_interval", DEFAULT_PING_INTERVAL_S, 1, path)
     asv = _appservice(values["appservice"], path)
     policy, language = _channel_policy(values["channels"], path)
     log_level, log_format = _logging(values["logging"], path)
@@ -340,6 +345,7 @@ def parse(data: Any, path: Path, environ: Mapping[str, str] | None = None) -> Co
         title_max_length=channels.title_max_length,
         verified_topic_suffix=channels.verified_topic_suffix,
         views_edit_interval_s=channels.views_edit_interval_s,
+        ping_interval_s=ping_interval,
         shard_size=channels.shard_size,
         operators=operators,
         federation=federation,

@@ -8,17 +8,19 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
 
-from tests.support import Channel, Env, User, create_channel
+from tests.support import Channel, Env, User, create_channel, reconfigured
 
 pytestmark = pytest.mark.integration
 
-BURST = 1000
+# Posts sent after the last SIGKILL's restart: the burst goes on through every kill and past it.
+AFTER_THE_KILLS = 50
 # One sender, as an admin posting a burst: with concurrent senders the homeserver's delivery order and
 # its timeline order may legitimately differ for simultaneous posts, and "in order" has no single meaning.
 SEND_CONCURRENCY = 1
@@ -95,15 +97,24 @@ async def _kill_and_restart_at_random(env: Env, times: int, window: float) -> No
 async def test_sigkill_during_a_burst_loses_and_doubles_nothing(env: Env) -> None:
     alice = await env.user("alice")
     channel = await create_channel(env, alice, env.handle("crash"), "Crash Desk")
-    bodies = [f"crash-post {i:04d}" for i in range(BURST)]
-    await asyncio.gather(_burst(alice, channel.backstage, bodies), _kill_and_restart_at_random(env, 3, 12))
+    # Posting as fast as one client can while Kanal is killed three times at random moments, and on
+    # after the last restart: every kill lands mid-burst, however fast this machine posts.
+    bodies: list[str] = []
+    killing = asyncio.create_task(_kill_and_restart_at_random(env, 3, 12))
+    while not killing.done():
+        bodies.append(f"crash-post {len(bodies):04d}")
+        await alice.text(channel.backstage, bodies[-1])
+    await killing
+    tail = [f"crash-post {i:04d}" for i in range(len(bodies), len(bodies) + AFTER_THE_KILLS)]
+    await _burst(alice, channel.backstage, tail)
+    bodies += tail
 
     backstage_order = _posts(await alice.all_messages(channel.backstage), alice.user_id, "crash-post ")
     assert sorted(backstage_order) == bodies
-    relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "crash-post ", BURST, 240)
+    relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "crash-post ", len(bodies), 240)
     duplicates = [body for body, n in Counter(relayed).items() if n > 1]
     assert not duplicates, f"doubled: {duplicates[:5]}"
-    assert len(relayed) == BURST, f"lost {sorted(set(bodies) - set(relayed))[:5]}"
+    assert len(relayed) == len(bodies), f"lost {sorted(set(bodies) - set(relayed))[:5]}"
     # Order: Synapse can strand a transaction while it recovers from the failed deliveries a SIGKILL
     # causes, and deliver an earlier post after later ones, or never; Kanal must put it in its place.
     late = _relayed_late(relayed, backstage_order)
@@ -115,14 +126,16 @@ async def test_sigkill_during_edits_and_redactions(env: Env) -> None:
     alice = await env.user("alice")
     channel = await create_channel(env, alice, env.handle("edits"), "Edit Desk")
     ghost = _ghost(env, channel)
-    count = 200
+    count = 100
     originals = {}
     for i in range(count):
         originals[i] = await alice.text(channel.backstage, f"edit-post {i:03d}")
     await _wait_count(alice, channel.broadcast, ghost, "edit-post ", count, 120)
 
-    async def edits_and_redactions() -> None:
+    async def edits_and_redactions(killing: asyncio.Task[None]) -> None:
         for i in range(count):
+            if i == count * 3 // 4:
+                await killing  # the last quarter after the last restart: every kill lands mid-stream
             await alice.send(
                 channel.backstage,
                 {
@@ -135,7 +148,8 @@ async def test_sigkill_during_edits_and_redactions(env: Env) -> None:
             if i % 2 == 0:
                 await alice.client.room_redact(channel.backstage, originals[i], reason="burst")
 
-    await asyncio.gather(edits_and_redactions(), _kill_and_restart_at_random(env, 3, 8))
+    killing = asyncio.create_task(_kill_and_restart_at_random(env, 3, 8))
+    await asyncio.gather(edits_and_redactions(killing), killing)
 
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -215,13 +229,13 @@ async def test_kanal_down_while_posting_then_everything_relayed_once(env: Env) -
 async def test_sigterm_mid_burst_exits_zero_promptly_and_resumes(env: Env) -> None:
     alice = await env.user("alice")
     channel = await create_channel(env, alice, env.handle("term"), "Term Desk")
-    bodies = [f"term-post {i:03d}" for i in range(200)]
+    bodies = [f"term-post {i:03d}" for i in range(100)]
     await _burst(alice, channel.backstage, bodies)
     began = time.monotonic()
     assert await env.kanal.stop(timeout=30) == 0
     assert time.monotonic() - began < 25
     await env.kanal.start()
-    relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "term-post ", 200, 90)
+    relayed = await _wait_count(alice, channel.broadcast, _ghost(env, channel), "term-post ", len(bodies), 90)
     assert relayed == _posts(await alice.all_messages(channel.backstage), alice.user_id, "term-post ")
 
 
@@ -266,6 +280,23 @@ async def test_ready_while_the_homeserver_is_down_keeps_routing_and_says_why(env
     API posts taken, and what waits is sent once the homeserver is back."""
     alice = await env.user("alice")
     channel = await create_channel(env, alice, env.handle("ready"), "Ready Desk")
+    async with reconfigured(env, _ping_every(READY_PING_INTERVAL_S)):
+        await _ready_while_down(env, alice, channel)
+
+
+# The test's Kanal pings the homeserver this often (homeserver.ping_interval; 30 s by default): how
+# soon an idle Kanal notices an outage is that setting's business, not this test's.
+READY_PING_INTERVAL_S = 2
+
+
+def _ping_every(seconds: int) -> Callable[[dict[str, Any]], None]:
+    def change(config: dict[str, Any]) -> None:
+        config["homeserver"]["ping_interval"] = seconds
+
+    return change
+
+
+async def _ready_while_down(env: Env, alice: User, channel: Channel) -> None:
     await alice.text(channel.backstage, "!token new ready")
     notice = await alice.wait_for(
         channel.backstage, lambda e: "kanal_api_" in e.get("content", {}).get("body", "")
@@ -279,7 +310,7 @@ async def test_ready_while_the_homeserver_is_down_keeps_routing_and_says_why(env
             assert await response.json() == {"status": "ready", "homeserver": "reachable"}
         await env.synapse.stop()
         try:
-            # Nothing is being sent: Kanal notices at its next keep-alive ping (every 30 s).
+            # Nothing is being sent: Kanal notices at its next keep-alive ping.
             statuses = await _ready_until(http, env, "unreachable", timeout=60)
             assert set(statuses) == {200}, statuses
             async with http.get(f"{kanal}/metrics") as response:

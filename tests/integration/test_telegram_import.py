@@ -22,6 +22,7 @@ import yaml
 
 from bridge.matrix.imported import IMPORTED_KEY, POLL_END, POLL_START, TEXT_KEY
 from bridge.text.names import salvage_title
+from bridge.transfer.telegram_import import READ_BATCH
 from tests.integration.test_compliance import compliance, join_moderation_room
 from tests.support import Env, User, create_channel, reconfigured
 from tests.telegram_export import CHANNEL_NAME, RICH_HTML, Expected, build_export
@@ -85,7 +86,8 @@ async def until_all(reader: User, room: str, count: int, timeout: float = IMPORT
 async def test_an_export_becomes_the_channels_history(env: Env, tmp_path: Path) -> None:
     owner = await env.user("owner")
     channel = await create_channel(env, owner, env.handle("tg"), "Before Import")
-    expected = build_export(tmp_path / "export", posts=300)
+    # Ordinary posts enough for several transactions (BATCH each) and reads of the file (READ_BATCH).
+    expected = build_export(tmp_path / "export", posts=2 * READ_BATCH)
 
     out, _err = await run_import(env, str(expected.folder), "--channel", channel.handle)
     assert f"Imported {len(expected.posts)} posts" in out, out
@@ -186,7 +188,7 @@ async def test_an_export_becomes_the_channels_history(env: Env, tmp_path: Path) 
 async def test_an_import_killed_midway_resumes_exactly_once(env: Env, tmp_path: Path) -> None:
     owner = await env.user("owner")
     channel = await create_channel(env, owner, env.handle("tgkill"))
-    expected: Expected = build_export(tmp_path / "export", posts=400)
+    expected: Expected = build_export(tmp_path / "export", posts=200)
     reader = await env.user("reader")
     await reader.join(channel.broadcast)
 

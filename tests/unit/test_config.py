@@ -90,7 +90,7 @@ def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
 
 def test_full_config(tmp_path: Path) -> None:
     data = {
-        "homeserver": {"url": "http://synapse:8008", "domain": "chat.example.ir"},
+        "homeserver": {"url": "http://synapse:8008", "domain": "chat.example.ir", "ping_interval": 5},
         "appservice": {
             "id": "channels",
             "as_token": AS_TOKEN,
@@ -115,6 +115,7 @@ def test_full_config(tmp_path: Path) -> None:
     assert config.as_id == "channels"
     assert (config.listen_host, config.listen_port) == ("192.0.2.10", 9000)
     assert config.as_url == "http://kanal:9000"
+    assert config.ping_interval_s == 5
     assert config.registration_path == (tmp_path / "reg" / "registration.yaml").resolve()
     assert config.bot_user_id == "@channels:chat.example.ir"
     assert config.ghost_prefix == "ch_"
@@ -526,6 +527,7 @@ def test_parse_uses_the_path_it_is_given() -> None:
             "(Kanal's own server is always allowed)",
         ),
         ("hosting.retention_days", 0, "'hosting.retention_days' must be at least 1 (or left out), got 0"),
+        ("homeserver.ping_interval", 0, "'homeserver.ping_interval' must be at least 1, got 0"),
         ("database.inbound_retention_days", 0, "'database.inbound_retention_days' must be at least 1, got 0"),
         ("database.outbox_retention_days", 0, "'database.outbox_retention_days' must be at least 1, got 0"),
         ("database.outbox_retention_days", "7d", "'database.outbox_retention_days' must be an integer, got str"),
