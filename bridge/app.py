@@ -294,7 +294,11 @@ class Service:
         """
         delay = FIRST_REPING_S
         while not self._stopping:
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self._reports_stop.wait(), delay)
+                return  # stopping: no need to wait out the interval (shutdown waits for this task)
+            except TimeoutError:
+                pass
             delay = self.config.ping_interval_s
             try:
                 await self.client.ping(self.config.as_id, f"kanal-keepalive-{secrets.token_hex(8)}")
