@@ -4,8 +4,8 @@ SQLAlchemy costs about 80 µs of CPU per statement run through an `AsyncConnecti
 the call, an execution context, a cursor result), SQLite about 3 µs: on the relay path, where every
 post runs the same few statements, that was most of what the database cost Kanal. `run` takes a
 Core statement (INSERT, UPDATE, DELETE or a SELECT of columns, built once at import), compiles it
-once per dialect and set of parameter names, and on SQLite runs it on the session's own sqlite3
-connection, in the caller's transaction: what SQLAlchemy would bind is bound (its bind processors,
+once per dialect and set of parameter names, and on SQLite runs it on the sqlite3 connection under
+the caller's connection or session, in the caller's transaction: what SQLAlchemy would bind is bound (its bind processors,
 the values the statement carries, the columns' Python-side defaults and `onupdate`s), what it would
 return is returned (its result processors). It runs on the event loop like every SQLite statement
 of Kanal's (`db.OneTripConnection`: a locked database is waited for in the connection's thread). On
@@ -15,6 +15,9 @@ SQLite's errors reach the caller as SQLAlchemy's (`IntegrityError`, …), as the
 
 Rows come back as `PlainRow`s: tuples that also answer by column name and `_mapping`, like
 SQLAlchemy's rows.
+
+`Writer` runs short transactions of plain statements on a SQLite connection of its own, without
+SQLAlchemy's pool and transaction objects: the relay path's records of what arrived and what was sent.
 """
 
 from __future__ import annotations
@@ -238,7 +241,7 @@ async def _through_sqlalchemy(
 
 
 def dialect_name(connection: AsyncConnection | Transaction) -> str:
-    """"sqlite" or "postgresql": which database the connection or transaction writes to."""
+    """Which database the connection or transaction writes to: its dialect's name ("sqlite", "postgresql")."""
     if isinstance(connection, Transaction):
         if connection.connection is not None:
             return connection.connection.dialect.name
