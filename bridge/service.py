@@ -359,7 +359,8 @@ class Bridge:
             # arrival wakes us: no need to read again before the wake (or the 1 s safety net).
             if (handled == 0 or self._drained) and not self._stopping:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    async with asyncio.timeout(1.0):  # no task of its own per wait, as wait_for makes
+                        await self._wake.wait()
                 except TimeoutError:
                     self._drained = False  # the safety net reads the database
 

@@ -354,9 +354,9 @@ class OutboxWorker:
             # sends queued); new work from elsewhere wakes us, and the poll interval catches the rest.
             if (not worked or not self._more) and not self._stopping:
                 try:
-                    await asyncio.wait_for(
-                        self._wake.wait(), PROBE_INTERVAL_S if self.homeserver_down else POLL_INTERVAL_S
-                    )
+                    # No task of its own per wait, as wait_for makes: the worker waits once per send.
+                    async with asyncio.timeout(PROBE_INTERVAL_S if self.homeserver_down else POLL_INTERVAL_S):
+                        await self._wake.wait()
                 except TimeoutError:
                     self._read_next = True
         # Shutdown: send what the homeserver will take now; the rest waits for the next start.
@@ -458,7 +458,10 @@ class OutboxWorker:
                 finally:
                     self._queues_running -= 1
 
-        attempted = await asyncio.gather(*(run_queue(queue) for queue in queues))
+        if len(queues) == 1:  # the usual case (a post in a channel of one room): no task to gather
+            attempted = [await run_queue(queues[0])]
+        else:
+            attempted = await asyncio.gather(*(run_queue(queue) for queue in queues))
         if self._more:
             self._read_next = True  # what the sends queued is in the database only
         return sum(attempted) > 0
