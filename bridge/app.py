@@ -360,6 +360,10 @@ class Service:
         await self.ctx.pipeline.close()
         if self.outbox.crypto is not None:
             await self.outbox.crypto.stop()
+        await self.close_connections()
+
+    async def close_connections(self) -> None:
+        """The homeserver client, the outbox's own SQLite connection, the database's pool."""
         await self.client.close()
         await self.outbox.writer.close()
         await self.engine.dispose()
@@ -441,9 +445,7 @@ async def run_until_stopped(config: Config, stop: asyncio.Event) -> None:
     try:
         await service.start()
     except BaseException:
-        await service.client.close()
-        await service.outbox.writer.close()
-        await service.engine.dispose()
+        await service.close_connections()
         raise
     log.info("Kanal is running as %s on %s", config.bot_user_id, config.domain)
     try:

@@ -106,9 +106,7 @@ async def _as_kanal(config: Config, work: Callable[[Context], Awaitable[T]], *, 
             await check_homeserver(service.client, config)
         return await work(service.ctx)
     finally:
-        await service.client.close()
-        await service.outbox.writer.close()
-        await service.engine.dispose()
+        await service.close_connections()
 
 
 def _in_database(config: Config, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

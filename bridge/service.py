@@ -301,7 +301,7 @@ class Bridge:
 
     async def _private_broadcast_rooms(self, transaction: plain.Transaction, room_ids: set[str]) -> set[str]:
         """Which of these rooms are broadcast rooms of private channels (their knocks are join requests)."""
-        found = await plain.run(transaction, _PRIVATE_BROADCAST_ROOM, [{"room_id": r} for r in sorted(room_ids)])
+        found = await plain.run(transaction, _PRIVATE_BROADCAST_ROOMS, {"room_ids": sorted(room_ids)})
         return {row.room_id for row in found.all()}
 
     async def _managed_rooms(self, transaction: plain.Transaction, room_ids: set[str]) -> set[str]:
@@ -312,10 +312,7 @@ class Bridge:
                     row.room_id for row in (await plain.run(transaction, _MANAGED_ROOMS)).all()
                 )
             return room_ids & self.ctx.known_rooms
-        if transaction.connection is not None:  # through SQLAlchemy: one statement for them all
-            found = await plain.run(transaction, _MANAGED_ROOMS_AMONG, {"room_ids": sorted(room_ids)})
-        else:  # plainly on SQLite (no expanding IN there): one short statement per room
-            found = await plain.run(transaction, _MANAGED_ROOM, [{"room_id": r} for r in sorted(room_ids)])
+        found = await plain.run(transaction, _MANAGED_ROOMS_AMONG, {"room_ids": sorted(room_ids)})
         return {row.room_id for row in found.all()}
 
     async def query_user(self, user_id: UserID) -> bool:
@@ -744,11 +741,14 @@ def _insert_ignore(dialect: str) -> Any:
 _MANAGED_ROOMS = select(Room.room_id).where(Room.kind != RoomKind.BROADCAST)
 # Several processes (PostgreSQL) know no set of rooms: which of a transaction's rooms are managed.
 _MANAGED_ROOMS_AMONG = _MANAGED_ROOMS.where(Room.room_id.in_(bindparam("room_ids", expanding=True)))
-_MANAGED_ROOM = _MANAGED_ROOMS.where(Room.room_id == bindparam("room_id"))
-_PRIVATE_BROADCAST_ROOM = (
+_PRIVATE_BROADCAST_ROOMS = (
     select(Room.room_id)
     .join(Channel, Channel.id == Room.channel_id)
-    .where(Room.room_id == bindparam("room_id"), Room.kind == RoomKind.BROADCAST, Channel.private.is_(True))
+    .where(
+        Room.room_id.in_(bindparam("room_ids", expanding=True)),
+        Room.kind == RoomKind.BROADCAST,
+        Channel.private.is_(True),
+    )
 )
 _PENDING_EVENTS = (
     select(

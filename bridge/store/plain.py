@@ -10,7 +10,8 @@ the values the statement carries, the columns' Python-side defaults and `onupdat
 return is returned (its result processors). It runs on the event loop like every SQLite statement
 of Kanal's (`db.OneTripConnection`: a locked database is waited for in the connection's thread). On
 PostgreSQL every statement goes through SQLAlchemy as before; a statement this
-cannot run plainly (an expanding IN, a default that is SQL) is refused when it is first compiled.
+cannot run plainly (not positional, a default only SQLAlchemy computes) is refused when it is first
+compiled. An expanding IN is expanded for each call, as SQLAlchemy does.
 SQLite's errors reach the caller as SQLAlchemy's (`IntegrityError`, …), as they would have.
 
 Rows come back as `PlainRow`s: tuples that also answer by column name and `_mapping`, like
@@ -84,6 +85,7 @@ class _Compiled:
     binds: tuple[Callable[[Any], Any] | None, ...]
     defaults: tuple[tuple[str, Callable[[], Any]], ...]  # Python-side defaults and onupdates, by bind name
     construct: Callable[[Params], dict[str, Any]]
+    expand: Callable[[dict[str, Any]], Any] | None  # an expanding IN: the SQL and binds of each call
     row: type[PlainRow] | None  # None: returns no rows
     results: tuple[Callable[[Any], Any] | None, ...]
 
@@ -98,8 +100,9 @@ def _compile(statement: ClauseElement, dialect: Dialect, names: frozenset[str]) 
     if found is not None and found[0] is statement:
         return found[1]
     compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(names))
-    if compiled.positiontup is None or any(b.expanding for b in compiled.binds.values()):
-        raise ValueError(f"not a plain statement (positional, no expanding IN): {compiled.string}")
+    if compiled.positiontup is None:
+        raise ValueError(f"not a plain statement (positional): {compiled.string}")
+    expanding = any(b.expanding for b in compiled.binds.values())
     defaults: list[tuple[str, Callable[[], Any]]] = []
     for column in compiled.insert_prefetch:
         defaults.append((column.key, _python_default(column.default, column)))
@@ -120,6 +123,7 @@ def _compile(statement: ClauseElement, dialect: Dialect, names: frozenset[str]) 
         binds=tuple(processors.get(name) for name in compiled.positiontup),
         defaults=tuple(defaults),
         construct=compiled.construct_params,
+        expand=compiled.construct_expanded_state if expanding else None,
         row=row,
         results=results,
     )
@@ -137,12 +141,20 @@ def _python_default(default: Any, column: Any) -> Callable[[], Any]:
     raise ValueError(f"column {column} has a default that only SQLAlchemy can compute ({default!r})")
 
 
-def _bind(plain: _Compiled, params: Params) -> list[Any]:
+def _bind(plain: _Compiled, params: Params) -> tuple[str, list[Any]]:
+    """The SQL to run with these parameters, and its values in order, processed."""
     values = plain.construct(params)
     for name, default in plain.defaults:
         if name not in params:
             values[name] = default()
-    return [
+    if plain.expand is not None:
+        state = plain.expand(values)
+        processors = dict(zip(plain.names, plain.binds, strict=True)) | state.processors
+        return state.statement, [
+            value if processors.get(name) is None or value is None else processors[name](value)
+            for name, value in ((name, state.parameters[name]) for name in state.positiontup)
+        ]
+    return plain.sql, [
         value if bind is None or value is None else bind(value)
         for value, bind in zip((values[name] for name in plain.names), plain.binds, strict=True)
     ]
@@ -189,8 +201,8 @@ async def run(
         # transaction's first write can find it locked, and then nothing here has been done.
         returned: list[Any] = []
         changed = -1  # as sqlite3 says of a SELECT
-        for values in bound:
-            cursor = sqlite.execute(plain.sql, values)
+        for sql, values in bound:
+            cursor = sqlite.execute(sql, values)
             try:
                 if plain.row is not None:
                     make, processors = plain.row, plain.results
@@ -208,7 +220,7 @@ async def run(
         returned, changed, driver._in_transaction = await driver._call(execute)
     except sqlite3.Error as exc:
         driver._in_transaction = True  # maybe: let the caller's rollback reach SQLite
-        raise DBAPIError.instance(plain.sql, bound, exc, sqlite3.Error) from exc
+        raise DBAPIError.instance(bound[0][0], [values for _sql, values in bound], exc, sqlite3.Error) from exc
     return PlainResult(returned, changed)
 
 

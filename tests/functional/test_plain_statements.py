@@ -26,7 +26,7 @@ from bridge.broadcast import seam
 from bridge.channels import backstage
 from bridge.runtime import outbox
 from bridge.store import db, plain
-from bridge.store.models import Channel, ChannelMember, InboundEvent, OutboxEntry, Post, PostCopy
+from bridge.store.models import Channel, ChannelMember, InboundEvent, OutboxEntry, Post, PostCopy, Room
 
 Run = Callable[[AsyncConnection, Any, Any], Any]
 
@@ -228,12 +228,32 @@ async def test_a_plain_write_waits_for_another_connections_lock_without_holding_
         assert (await connection.scalars(select(InboundEvent.event_id).order_by(InboundEvent.seq))).all() == ["$h", "$w"]
 
 
-def test_a_statement_that_cannot_run_plainly_is_refused_when_first_compiled() -> None:
-    from sqlalchemy.dialects import sqlite
+async def test_an_expanding_in_is_expanded_for_each_call(engines: list[AsyncEngine]) -> None:
+    async def steps(connection: AsyncConnection, run: Run) -> list[Any]:
+        found = []
+        for room_ids in (["!back:localhost", "!b:localhost", "!gone"], ["!gone"], ["!b:localhost"]):
+            rows = await run(connection, service._PRIVATE_BROADCAST_ROOMS, {"room_ids": room_ids})
+            managed = await run(connection, service._MANAGED_ROOMS_AMONG, {"room_ids": room_ids})
+            found.append(([tuple(r) for r in rows.rows], sorted(tuple(r) for r in managed.rows)))
+        return found
 
-    expanding = select(Post.id).where(Post.id.in_(bindparam("ids", expanding=True)))
-    with pytest.raises(ValueError, match="not a plain statement"):
-        plain._compile(expanding, sqlite.dialect(), frozenset({"ids"}))
+    for engine in engines:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(Room),
+                [
+                    {"room_id": "!back:localhost", "kind": "backstage", "channel_id": 1},
+                    {"room_id": "!b:localhost", "kind": "broadcast", "channel_id": 1},
+                ],
+            )
+            await connection.execute(text("UPDATE channels SET private = 1"))
+    (through, _), (plainly, _) = await _both(engines, steps)
+    assert plainly == through
+    assert plainly == [
+        ([("!b:localhost",)], [("!back:localhost",)]),
+        ([], []),
+        ([("!b:localhost",)], []),
+    ]
 
 
 async def test_a_writers_transactions_commit_roll_back_and_take_turns_on_its_own_connection(
